@@ -1,0 +1,54 @@
+//! Parley's peer-to-peer adapter: libp2p over TCP + yamux, secured by **mutual TLS 1.3
+//! verified against the Parley CA** (not libp2p's self-signed scheme), and the two protocols
+//! that run over it: `/parley/message/1` between peers and `/parley/directory/1` between a peer
+//! and its rendezvous.
+//!
+//! **Architecture invariant:** this crate implements the `Transport`, `Directory` and `NodeInfo`
+//! ports of `parley-usecases`; it never stores anything and knows nothing of sled or of the CLI.
+//! Identity on a connection comes from the verified certificate only (see [`registry`]).
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod credentials;
+mod node;
+pub mod pki;
+pub mod protocol;
+pub mod registry;
+mod server;
+mod swarm;
+pub mod tls;
+pub mod upgrade;
+
+pub use credentials::Credentials;
+pub use libp2p::{Multiaddr, PeerId};
+pub use node::{Inbound, Node, NodeConfig};
+pub use server::DirectoryServer;
+
+/// Errors of this adapter.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A key or certificate could not be used.
+    #[error("invalid credentials: {0}")]
+    Credentials(String),
+    /// A certificate does not follow the Parley CA policy.
+    #[error("certificate refused: {0}")]
+    Certificate(String),
+    /// TLS configuration failed.
+    #[error("TLS configuration failed: {0}")]
+    Tls(#[from] rustls::Error),
+    /// libp2p could not listen on the address.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address asked for.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// An address is not a multiaddr Parley can use.
+    #[error("{0} is not a usable address")]
+    Address(String),
+    /// The node's task has stopped.
+    #[error("the network task has stopped")]
+    Stopped,
+}

@@ -1,0 +1,515 @@
+//! A peer's node: one task owns the libp2p swarm; the rest talk to it through bounded channels.
+//!
+//! Queues and their caps: commands to the swarm task ([`COMMAND_QUEUE`]), inbound messages to
+//! the application ([`NodeConfig::inbound_queue`]; when full, a message is refused with "busy"
+//! and the sender's outbox retries later).
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
+use libp2p::{
+    Multiaddr, PeerId, Swarm,
+    request_response::{self, OutboundFailure, OutboundRequestId, ProtocolSupport, ResponseChannel},
+    swarm::{NetworkBehaviour, SwarmEvent, dial_opts::DialOpts},
+};
+use parley_domain::{MessageId, MessageText, Role, Timestamp, Username};
+use parley_usecases::ports::{
+    Directory, DirectoryError, NodeInfo, NodeSnapshot, OutgoingMessage, PeerAddress, Transport,
+    TransportError,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{
+    Credentials, Error,
+    protocol::{
+        DIRECTORY_PROTOCOL, DirectoryRequest, DirectoryResponse, MESSAGE_PROTOCOL, Meta,
+        MessageRequest, MessageResponse, meta_within_bounds,
+    },
+    registry::Registry,
+    swarm,
+};
+
+/// Cap of the command queue into the swarm task.
+pub const COMMAND_QUEUE: usize = 64;
+/// How long to wait for a receipt or a directory answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a lost rendezvous connection is re-dialled.
+const REDIAL_EVERY: Duration = Duration::from_secs(2);
+
+/// How to start a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The device's credentials.
+    pub credentials: Credentials,
+    /// The enrolled user (must match the certificate).
+    pub user: Username,
+    /// Where to listen (port 0 picks one).
+    pub listen: Multiaddr,
+    /// The rendezvous's addresses, each ending in `/p2p/<id>`.
+    pub rendezvous: Vec<Multiaddr>,
+    /// Cap of the inbound-message queue.
+    pub inbound_queue: usize,
+}
+
+/// A message that arrived, waiting for the application to store it.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The sender, from the connection's verified certificate.
+    pub from: Username,
+    /// The message.
+    pub message: OutgoingMessage,
+    reply: oneshot::Sender<Result<(), String>>,
+}
+
+impl Inbound {
+    /// The message is stored durably: send the receipt.
+    pub fn accept(self) {
+        let _ = self.reply.send(Ok(()));
+    }
+
+    /// The message was not stored: refuse it with a sentence (no receipt).
+    pub fn refuse(self, reason: String) {
+        let _ = self.reply.send(Err(reason));
+    }
+}
+
+#[derive(NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+struct Behaviour {
+    messages: request_response::json::Behaviour<MessageRequest, MessageResponse>,
+    directory: request_response::json::Behaviour<DirectoryRequest, DirectoryResponse>,
+}
+
+enum Command {
+    Lookup {
+        user: Username,
+        reply: oneshot::Sender<Result<Option<PeerAddress>, DirectoryError>>,
+    },
+    Deliver {
+        to: Username,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        request: MessageRequest,
+        reply: oneshot::Sender<Result<(), TransportError>>,
+    },
+}
+
+/// Handle on a running node; cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    commands: mpsc::Sender<Command>,
+    snapshot: Arc<Mutex<NodeSnapshot>>,
+    shutdown: Arc<Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>>,
+}
+
+impl Node {
+    /// Starts the node: listens, dials the rendezvous and publishes there. Resolves once
+    /// listening. Inbound messages arrive on the returned receiver.
+    ///
+    /// # Errors
+    /// [`Error`] when the credentials are unusable or the address cannot be listened on.
+    pub async fn start(config: NodeConfig) -> Result<(Self, mpsc::Receiver<Inbound>), Error> {
+        let registry = Registry::default();
+        let rr = || request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT);
+        let behaviour = Behaviour {
+            messages: request_response::json::Behaviour::new(
+                [(MESSAGE_PROTOCOL, ProtocolSupport::Full)],
+                rr(),
+            ),
+            directory: request_response::json::Behaviour::new(
+                [(DIRECTORY_PROTOCOL, ProtocolSupport::Outbound)],
+                rr(),
+            ),
+        };
+        let mut swarm = swarm::build(&config.credentials, registry.clone(), behaviour)?;
+        let listen_addrs = swarm::listen(&mut swarm, config.listen.clone()).await?;
+        let peer_id = config.credentials.peer_id();
+
+        let mut rendezvous_addrs = Vec::new();
+        let mut rendezvous_peer = None;
+        for addr in &config.rendezvous {
+            let (peer, base) =
+                swarm::split_peer(addr).ok_or_else(|| Error::Address(addr.to_string()))?;
+            if rendezvous_peer.is_some_and(|p| p != peer) {
+                return Err(Error::Address(format!("{addr} (a second rendezvous peer id)")));
+            }
+            rendezvous_peer = Some(peer);
+            rendezvous_addrs.push(base);
+        }
+        if let Some(peer) = rendezvous_peer {
+            registry.expect(peer, Role::Rendezvous);
+        }
+
+        let snapshot = Arc::new(Mutex::new(NodeSnapshot {
+            peer_id: peer_id.to_string(),
+            listen_addrs: listen_addrs.iter().map(|a| swarm::with_peer(a, peer_id).to_string()).collect(),
+            rendezvous_connected: false,
+        }));
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue.max(1));
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = Task {
+            swarm,
+            registry,
+            me: config.user,
+            rendezvous: rendezvous_peer.map(|p| (p, rendezvous_addrs)),
+            listen_addrs,
+            snapshot: snapshot.clone(),
+            inbound: inbound_tx,
+            lookups: HashMap::new(),
+            deliveries: HashMap::new(),
+            replies: FuturesUnordered::new(),
+        };
+        let handle = tokio::spawn(task.run(command_rx, stop_rx));
+        Ok((
+            Self { commands, snapshot, shutdown: Arc::new(Mutex::new(Some((stop_tx, handle)))) },
+            inbound_rx,
+        ))
+    }
+
+    /// Stops the swarm task and waits for it. Idempotent.
+    pub async fn shutdown(&self) {
+        let taken = self.shutdown.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some((stop, handle)) = taken {
+            let _ = stop.send(());
+            let _ = handle.await;
+        }
+    }
+
+    async fn command(&self, command: Command) -> Result<(), Error> {
+        self.commands.send(command).await.map_err(|_| Error::Stopped)
+    }
+}
+
+impl NodeInfo for Node {
+    fn snapshot(&self) -> NodeSnapshot {
+        self.snapshot.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+impl Directory for Node {
+    async fn lookup(&self, user: &Username) -> Result<Option<PeerAddress>, DirectoryError> {
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Lookup { user: user.clone(), reply })
+            .await
+            .map_err(|e| DirectoryError::Unavailable(e.to_string()))?;
+        rx.await.map_err(|_| DirectoryError::Unavailable("the network task stopped".into()))?
+    }
+}
+
+impl Transport for Node {
+    async fn deliver(
+        &self,
+        to: &Username,
+        at: &PeerAddress,
+        message: &OutgoingMessage,
+    ) -> Result<(), TransportError> {
+        let peer: PeerId = at
+            .peer_id
+            .parse()
+            .map_err(|_| TransportError::Unreachable(format!("bad peer id {}", at.peer_id)))?;
+        let addrs = at.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()).collect();
+        let request = MessageRequest {
+            id: message.id.to_string(),
+            to: message.to.to_string(),
+            text: message.text.as_str().to_owned(),
+            sent_at: message.sent_at.0,
+            meta: Meta::new(),
+        };
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Deliver { to: to.clone(), peer, addrs, request, reply })
+            .await
+            .map_err(|e| TransportError::Unreachable(e.to_string()))?;
+        rx.await.map_err(|_| TransportError::NoReceipt("the network task stopped".into()))?
+    }
+}
+
+type Reply = (ResponseChannel<MessageResponse>, MessageResponse);
+
+struct Task {
+    swarm: Swarm<Behaviour>,
+    registry: Registry,
+    me: Username,
+    rendezvous: Option<(PeerId, Vec<Multiaddr>)>,
+    listen_addrs: Vec<Multiaddr>,
+    snapshot: Arc<Mutex<NodeSnapshot>>,
+    inbound: mpsc::Sender<Inbound>,
+    lookups: HashMap<OutboundRequestId, oneshot::Sender<Result<Option<PeerAddress>, DirectoryError>>>,
+    deliveries: HashMap<OutboundRequestId, (PeerId, Username, oneshot::Sender<Result<(), TransportError>>)>,
+    replies: FuturesUnordered<BoxFuture<'static, Reply>>,
+}
+
+impl Task {
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>, mut stop: oneshot::Receiver<()>) {
+        let mut redial = tokio::time::interval(REDIAL_EVERY);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                // Local work first: finish replies before taking new remote work.
+                Some((channel, response)) = self.replies.next(), if !self.replies.is_empty() => {
+                    let _ = self.swarm.behaviour_mut().messages.send_response(channel, response);
+                }
+                Some(command) = commands.recv() => self.on_command(command),
+                event = self.swarm.select_next_some() => self.on_event(event),
+                _ = redial.tick() => self.dial_rendezvous_if_needed(),
+            }
+        }
+        tracing::debug!("node task stopped");
+    }
+
+    fn set_connected(&self, connected: bool) {
+        self.snapshot.lock().unwrap_or_else(PoisonError::into_inner).rendezvous_connected = connected;
+    }
+
+    fn dial_rendezvous_if_needed(&mut self) {
+        let Some((peer, addrs)) = &self.rendezvous else { return };
+        if self.swarm.is_connected(peer) {
+            return;
+        }
+        let opts = DialOpts::peer_id(*peer).addresses(addrs.clone()).build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(error = %e, "rendezvous dial not started");
+        }
+    }
+
+    fn publish(&mut self) {
+        let Some((peer, _)) = &self.rendezvous else { return };
+        let addrs = self.listen_addrs.iter().map(ToString::to_string).collect();
+        self.swarm
+            .behaviour_mut()
+            .directory
+            .send_request(peer, DirectoryRequest::Publish { addrs, meta: Meta::new() });
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Lookup { user, reply } => {
+                let Some((peer, addrs)) = &self.rendezvous else {
+                    let _ = reply.send(Err(DirectoryError::Unavailable(
+                        "no rendezvous is configured".into(),
+                    )));
+                    return;
+                };
+                let request = DirectoryRequest::Lookup { username: user.to_string(), meta: Meta::new() };
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .directory
+                    .send_request_with_addresses(peer, request, addrs.clone());
+                self.lookups.insert(id, reply);
+            }
+            Command::Deliver { to, peer, addrs, request, reply } => {
+                let expected = Role::User(to.clone());
+                if let Some(certified) = self.registry.certified(&peer) {
+                    if certified.role != expected {
+                        let _ = reply.send(Err(TransportError::WrongIdentity { expected: to }));
+                        return;
+                    }
+                }
+                self.registry.expect(peer, expected);
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .messages
+                    .send_request_with_addresses(&peer, request, addrs);
+                self.deliveries.insert(id, (peer, to, reply));
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Messages(event)) => self.on_message_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Directory(event)) => self.on_directory_event(event),
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                if self.rendezvous.as_ref().is_some_and(|(p, _)| *p == peer_id) {
+                    tracing::info!(%peer_id, "connected to the rendezvous");
+                    self.set_connected(true);
+                    self.publish();
+                }
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.registry.forget(&peer_id);
+                if self.rendezvous.as_ref().is_some_and(|(p, _)| *p == peer_id) {
+                    tracing::warn!("lost the rendezvous connection; re-dialling");
+                    self.set_connected(false);
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address);
+                    let me = *self.swarm.local_peer_id();
+                    self.snapshot.lock().unwrap_or_else(PoisonError::into_inner).listen_addrs =
+                        self.listen_addrs.iter().map(|a| swarm::with_peer(a, me).to_string()).collect();
+                    if self.rendezvous.as_ref().is_some_and(|(p, _)| self.swarm.is_connected(p)) {
+                        self.publish();
+                    }
+                }
+            }
+            SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+                tracing::info!(%send_back_addr, error = %error, "refused an incoming connection");
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, error = %error, "outgoing connection failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_directory_event(
+        &mut self,
+        event: request_response::Event<DirectoryRequest, DirectoryResponse>,
+    ) {
+        match event {
+            request_response::Event::Message {
+                message: request_response::Message::Response { request_id, response },
+                ..
+            } => {
+                let Some(reply) = self.lookups.remove(&request_id) else { return };
+                let answer = match response {
+                    DirectoryResponse::Lookup { peer } => Ok(peer.map(|p| PeerAddress {
+                        peer_id: p.peer_id,
+                        addrs: p.addrs,
+                    })),
+                    DirectoryResponse::RateLimited { retry_after_ms } => Err(DirectoryError::Refused(
+                        format!("too many look-ups; retry in {} s", retry_after_ms.div_ceil(1000)),
+                    )),
+                    DirectoryResponse::Refused { reason } => Err(DirectoryError::Refused(reason)),
+                    DirectoryResponse::Published => {
+                        Err(DirectoryError::Unavailable("unexpected answer".into()))
+                    }
+                };
+                let _ = reply.send(answer);
+            }
+            request_response::Event::OutboundFailure { request_id, error, .. } => {
+                if let Some(reply) = self.lookups.remove(&request_id) {
+                    let _ = reply.send(Err(DirectoryError::Unavailable(describe(&error))));
+                } else {
+                    tracing::warn!(error = %error, "publishing to the rendezvous failed");
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_message_event(&mut self, event: request_response::Event<MessageRequest, MessageResponse>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message: request_response::Message::Request { request, channel, .. },
+                ..
+            } => self.on_inbound_message(peer, request, channel),
+            request_response::Event::Message {
+                message: request_response::Message::Response { request_id, response },
+                ..
+            } => {
+                let Some((_, _, reply)) = self.deliveries.remove(&request_id) else { return };
+                let _ = reply.send(match response {
+                    MessageResponse::Receipt { .. } => Ok(()),
+                    MessageResponse::Refused { reason } => Err(TransportError::Refused(reason)),
+                });
+            }
+            request_response::Event::OutboundFailure { request_id, error, .. } => {
+                let Some((peer, to, reply)) = self.deliveries.remove(&request_id) else { return };
+                let answer = match (&error, self.registry.take_refusal(&peer)) {
+                    (OutboundFailure::DialFailure, Some(reason)) => {
+                        tracing::warn!(%peer, %reason, "refused a peer that is not who we dialled");
+                        Err(TransportError::WrongIdentity { expected: to })
+                    }
+                    (OutboundFailure::DialFailure, None) => {
+                        Err(TransportError::Unreachable(describe(&error)))
+                    }
+                    _ => Err(TransportError::NoReceipt(describe(&error))),
+                };
+                let _ = reply.send(answer);
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, error = %error, "inbound message failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_inbound_message(
+        &mut self,
+        peer: PeerId,
+        request: MessageRequest,
+        channel: ResponseChannel<MessageResponse>,
+    ) {
+        let refuse = |reason: &str| MessageResponse::Refused { reason: reason.to_owned() };
+        let from = match self.registry.certified(&peer).map(|c| c.role) {
+            Some(Role::User(user)) => user,
+            _ => {
+                let _ = self.swarm.behaviour_mut().messages.send_response(
+                    channel,
+                    refuse("only enrolled users may send messages"),
+                );
+                return;
+            }
+        };
+        let message = match parse_request(&request) {
+            Ok(message) => message,
+            Err(reason) => {
+                tracing::info!(%from, %reason, "refused a malformed message");
+                let _ = self.swarm.behaviour_mut().messages.send_response(channel, refuse(reason));
+                return;
+            }
+        };
+        if message.to != self.me {
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .messages
+                .send_response(channel, refuse("the message is not addressed to this user"));
+            return;
+        }
+        let id = request.id;
+        let (reply, rx) = oneshot::channel();
+        match self.inbound.try_send(Inbound { from, message, reply }) {
+            Ok(()) => self.replies.push(
+                async move {
+                    let response = match rx.await {
+                        Ok(Ok(())) => MessageResponse::Receipt { id },
+                        Ok(Err(reason)) => MessageResponse::Refused { reason },
+                        Err(_) => MessageResponse::Refused { reason: "the recipient is shutting down".into() },
+                    };
+                    (channel, response)
+                }
+                .boxed(),
+            ),
+            Err(_) => {
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .messages
+                    .send_response(channel, refuse("the recipient is busy; retry later"));
+            }
+        }
+    }
+}
+
+fn parse_request(request: &MessageRequest) -> Result<OutgoingMessage, &'static str> {
+    if !meta_within_bounds(&request.meta) {
+        return Err("the message metadata is too large");
+    }
+    Ok(OutgoingMessage {
+        id: MessageId::parse(&request.id).map_err(|_| "the message id is malformed")?,
+        to: Username::parse(&request.to).map_err(|_| "the recipient name is malformed")?,
+        text: MessageText::parse(request.text.clone()).map_err(|_| "the text is empty or too long")?,
+        sent_at: Timestamp(request.sent_at),
+    })
+}
+
+fn describe(error: &OutboundFailure) -> String {
+    match error {
+        OutboundFailure::DialFailure => "no connection could be made".into(),
+        OutboundFailure::Timeout => "timed out waiting for an answer".into(),
+        OutboundFailure::ConnectionClosed => "the connection closed before the answer".into(),
+        OutboundFailure::UnsupportedProtocols => "the other side does not speak the protocol".into(),
+        other => other.to_string(),
+    }
+}

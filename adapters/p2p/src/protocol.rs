@@ -1,0 +1,143 @@
+//! Wire formats of the two request-response protocols (JSON, one request and one response per
+//! stream). Converted to and from domain types here, at the edge.
+//!
+//! No message carries its sender: the receiver takes the sender from the connection's verified
+//! certificate. Unknown fields are refused, so a forged `from` is a malformed request rather
+//! than something silently ignored. `meta` carries protocol metadata (the W3C trace context
+//! comes here) and is bounded.
+
+use std::collections::BTreeMap;
+
+use libp2p::StreamProtocol;
+use serde::{Deserialize, Serialize};
+
+/// The message protocol between peers.
+pub const MESSAGE_PROTOCOL: StreamProtocol = StreamProtocol::new("/parley/message/1");
+/// The directory protocol between a peer and the rendezvous.
+pub const DIRECTORY_PROTOCOL: StreamProtocol = StreamProtocol::new("/parley/directory/1");
+/// At most this many metadata entries, each key and value at most 256 bytes.
+pub const MAX_META_ENTRIES: usize = 8;
+/// At most this many addresses are published per peer.
+pub const MAX_PUBLISHED_ADDRS: usize = 16;
+
+/// Protocol metadata (trace context), bounded by [`MAX_META_ENTRIES`].
+pub type Meta = BTreeMap<String, String>;
+
+/// A message from one peer to another.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageRequest {
+    /// 32 hex digits.
+    pub id: String,
+    /// The recipient's username.
+    pub to: String,
+    /// The text.
+    pub text: String,
+    /// Milliseconds since the epoch, by the sender's clock.
+    pub sent_at: i64,
+    /// Protocol metadata.
+    #[serde(default)]
+    pub meta: Meta,
+}
+
+/// The recipient's answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MessageResponse {
+    /// Stored durably (now or before): the receipt.
+    Receipt {
+        /// The message id.
+        id: String,
+    },
+    /// Not stored, with the reason.
+    Refused {
+        /// One sentence.
+        reason: String,
+    },
+}
+
+/// A request to the directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DirectoryRequest {
+    /// "I am online at these addresses." The username is the certificate's, never a field.
+    Publish {
+        /// Multiaddrs, without `/p2p/`.
+        addrs: Vec<String>,
+        /// Protocol metadata.
+        #[serde(default)]
+        meta: Meta,
+    },
+    /// "Where is this user?"
+    Lookup {
+        /// The username asked for.
+        username: String,
+        /// Protocol metadata.
+        #[serde(default)]
+        meta: Meta,
+    },
+}
+
+/// Where a user is online.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerRecord {
+    /// The user's peer id.
+    pub peer_id: String,
+    /// Multiaddrs, each ending in `/p2p/<peer_id>`.
+    pub addrs: Vec<String>,
+}
+
+/// The directory's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DirectoryResponse {
+    /// Publication recorded.
+    Published,
+    /// The answer to a look-up: `None` alike for an unknown and an offline user.
+    Lookup {
+        /// Where the user is, if online.
+        peer: Option<PeerRecord>,
+    },
+    /// Too many look-ups: retry later.
+    RateLimited {
+        /// Milliseconds to wait.
+        retry_after_ms: u64,
+    },
+    /// Refused, with one sentence.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// True when `meta` stays within the documented bounds.
+#[must_use]
+pub fn meta_within_bounds(meta: &Meta) -> bool {
+    meta.len() <= MAX_META_ENTRIES && meta.iter().all(|(k, v)| k.len() <= 256 && v.len() <= 256)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forged_sender_field_is_refused_not_ignored() {
+        let forged = r#"{"id":"00","to":"alice","text":"hi","sent_at":1,"from":"bob"}"#;
+        assert!(serde_json::from_str::<MessageRequest>(forged).is_err());
+        let honest = r#"{"id":"00","to":"alice","text":"hi","sent_at":1}"#;
+        assert!(serde_json::from_str::<MessageRequest>(honest).is_ok());
+    }
+
+    #[test]
+    fn a_publish_cannot_name_a_user() {
+        let forged = r#"{"kind":"publish","addrs":[],"username":"bob"}"#;
+        assert!(serde_json::from_str::<DirectoryRequest>(forged).is_err());
+    }
+
+    #[test]
+    fn unknown_and_offline_answers_have_one_shape() {
+        let none = serde_json::to_string(&DirectoryResponse::Lookup { peer: None }).expect("json");
+        assert_eq!(none, r#"{"kind":"lookup","peer":null}"#);
+    }
+}

@@ -1,0 +1,21 @@
+//! Parley's domain: the pure types and rules every other crate speaks.
+//!
+//! **Architecture invariant:** this crate does no I/O, owns no async runtime, never reads a
+//! clock and never draws randomness of its own. Times and random ids are passed in. It knows
+//! nothing of libp2p, rustls, sled, tokio, serde wire formats or tauri.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod message;
+pub mod pki;
+pub mod secret;
+pub mod username;
+
+pub use message::{
+    ConversationSummary, Delivery, Direction, MessageId, MessageText, StoredMessage, Timestamp,
+};
+pub use pki::{CaFingerprint, CertifiedPeer, Role};
+pub use secret::Secret32;
+pub use username::Username;
+pub mod identity;
+pub use identity::{DeviceIdentity, Password};

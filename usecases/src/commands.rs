@@ -1,0 +1,292 @@
+//! Commands: each changes state and returns nothing but an error.
+
+use parley_domain::{
+    Delivery, DeviceIdentity, Direction, MessageId, MessageText, StoredMessage,
+    Username,
+};
+
+use crate::ports::{
+    Clock, Directory, DirectoryError, EnrollError, EnrollRequest, Enrollment, Event, EventSink,
+    IdentityStore, MessageStore, OutgoingMessage, StoreError, Stored, Transport, TransportError,
+};
+
+/// Send `text` to `to` under the id `id` (the caller draws the id, so the command returns
+/// nothing and a retried command cannot create a second message).
+#[derive(Debug, Clone)]
+pub struct SendMessage {
+    /// The new message's id.
+    pub id: MessageId,
+    /// The recipient.
+    pub to: Username,
+    /// The text.
+    pub text: MessageText,
+}
+
+/// Why a message was not delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// A message to oneself.
+    #[error("you cannot send a message to yourself")]
+    ToSelf,
+    /// Never talked to, and the directory does not know the name online. Nothing was kept.
+    #[error(
+        "{0} is not online at the rendezvous and is not one of your contacts (no such user, or \
+         not online: the directory does not say which); nothing was sent"
+    )]
+    UnknownUser(Username),
+    /// A contact who is not online now. The message waits in the outbox.
+    #[error("{0} is offline; the message is kept in the outbox and the daemon delivers it when {0} is back online")]
+    Offline(Username),
+    /// Online according to the directory, but no connection or no receipt. The message waits
+    /// in the outbox.
+    #[error("{user} is unreachable ({reason}); the message is kept in the outbox and retried")]
+    Unreachable {
+        /// The recipient.
+        user: Username,
+        /// What the transport said.
+        reason: TransportError,
+    },
+    /// The peer at the directory's address is not who we asked for. Kept in the outbox.
+    #[error("the peer found for {0} presented a certificate for someone else; the message was not sent and stays in the outbox")]
+    WrongIdentity(Username),
+    /// The rendezvous could not be asked. `queued` says whether the message waits in the outbox.
+    #[error("{reason}{}", if *.queued { "; the message is kept in the outbox and retried" } else { "; nothing was sent" })]
+    DirectoryUnavailable {
+        /// What went wrong.
+        reason: DirectoryError,
+        /// Whether the message was kept.
+        queued: bool,
+    },
+    /// The local store failed; the message may not have been kept.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A message that arrived over an authenticated connection.
+#[derive(Debug, Clone)]
+pub struct ReceiveMessage {
+    /// The sender, as named by the connection's CA-verified certificate (never by the message).
+    pub from: Username,
+    /// The message.
+    pub message: OutgoingMessage,
+}
+
+/// Why an incoming message was refused (no receipt is sent).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReceiveError {
+    /// Addressed to someone else.
+    #[error("the message is addressed to {0}, not to this device")]
+    NotForMe(Username),
+    /// Could not be stored: no receipt may be given.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The messaging interactor: sending, receiving and the outbox, over the ports.
+pub struct Messaging<S, D, T, C, E> {
+    me: Username,
+    store: S,
+    directory: D,
+    transport: T,
+    clock: C,
+    events: E,
+}
+
+impl<S, D, T, C, E> Messaging<S, D, T, C, E>
+where
+    S: MessageStore,
+    D: Directory,
+    T: Transport,
+    C: Clock,
+    E: EventSink,
+{
+    /// Wires the interactor for the enrolled user `me`.
+    pub fn new(me: Username, store: S, directory: D, transport: T, clock: C, events: E) -> Self {
+        Self { me, store, directory, transport, clock, events }
+    }
+
+    /// The store, for queries over the same data.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Sends a message: persists it in the outbox first, then delivers it and waits for the
+    /// receipt.
+    ///
+    /// # Errors
+    /// [`SendError`]; each variant says whether the message was kept for a later retry.
+    ///
+    /// Cancel safety: once the message is persisted, dropping the future leaves it in the
+    /// outbox, from where a later [`Messaging::retry_outbox`] delivers it.
+    pub async fn send(&self, cmd: SendMessage) -> Result<(), SendError> {
+        if cmd.to == self.me {
+            return Err(SendError::ToSelf);
+        }
+        let found = self.directory.lookup(&cmd.to).await;
+        let known = self.store.is_contact(&cmd.to)?;
+        let message = StoredMessage {
+            id: cmd.id,
+            from: self.me.clone(),
+            to: cmd.to.clone(),
+            text: cmd.text,
+            sent_at: self.clock.now(),
+            direction: Direction::Outgoing,
+            delivery: Delivery::Pending,
+            verified: true,
+        };
+        let address = match found {
+            Ok(Some(address)) => address,
+            Ok(None) if !known => return Err(SendError::UnknownUser(cmd.to)),
+            Err(reason) if !known => {
+                return Err(SendError::DirectoryUnavailable { reason, queued: false });
+            }
+            Ok(None) => {
+                self.store.append_outgoing(&message)?;
+                return Err(SendError::Offline(cmd.to));
+            }
+            Err(reason) => {
+                self.store.append_outgoing(&message)?;
+                return Err(SendError::DirectoryUnavailable { reason, queued: true });
+            }
+        };
+        self.store.append_outgoing(&message)?;
+        self.deliver(&message, &address).await
+    }
+
+    async fn deliver(
+        &self,
+        message: &StoredMessage,
+        address: &crate::ports::PeerAddress,
+    ) -> Result<(), SendError> {
+        let outgoing = OutgoingMessage {
+            id: message.id,
+            to: message.to.clone(),
+            text: message.text.clone(),
+            sent_at: message.sent_at,
+        };
+        match self.transport.deliver(&message.to, address, &outgoing).await {
+            Ok(()) => {
+                self.store.mark_delivered(&message.id, self.clock.now())?;
+                self.events.emit(Event::MessageDelivered { id: message.id, to: message.to.clone() });
+                Ok(())
+            }
+            Err(TransportError::WrongIdentity { expected }) => {
+                Err(SendError::WrongIdentity(expected))
+            }
+            Err(reason) => Err(SendError::Unreachable { user: message.to.clone(), reason }),
+        }
+    }
+
+    /// Stores a message that arrived over an authenticated connection. `Ok` means it is
+    /// durably stored (now or before) and the transport may return the receipt.
+    ///
+    /// # Errors
+    /// [`ReceiveError`]: no receipt may be given.
+    pub fn receive(&self, cmd: ReceiveMessage) -> Result<(), ReceiveError> {
+        if cmd.message.to != self.me {
+            return Err(ReceiveError::NotForMe(cmd.message.to));
+        }
+        let stored = StoredMessage {
+            id: cmd.message.id,
+            from: cmd.from,
+            to: cmd.message.to,
+            text: cmd.message.text,
+            sent_at: cmd.message.sent_at,
+            direction: Direction::Incoming,
+            delivery: Delivery::Received(self.clock.now()),
+            verified: true,
+        };
+        if self.store.store_incoming(&stored)? == Stored::New {
+            self.events.emit(Event::MessageReceived(stored));
+        }
+        Ok(())
+    }
+
+    /// Tries once to deliver everything in the outbox, in order per recipient: a recipient's
+    /// later messages wait while an earlier one fails, so they arrive in the order written.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the outbox cannot be read or a receipt cannot be recorded. Delivery
+    /// failures are not errors: the messages simply stay in the outbox.
+    pub async fn retry_outbox(&self) -> Result<(), StoreError> {
+        let pending = self.store.outbox()?;
+        let mut blocked: Vec<Username> = Vec::new();
+        let mut addresses: Vec<(Username, crate::ports::PeerAddress)> = Vec::new();
+        for message in pending {
+            if blocked.contains(&message.to) {
+                continue;
+            }
+            let address = match addresses.iter().find(|(u, _)| *u == message.to) {
+                Some((_, a)) => a.clone(),
+                None => match self.directory.lookup(&message.to).await {
+                    Ok(Some(a)) => {
+                        addresses.push((message.to.clone(), a.clone()));
+                        a
+                    }
+                    Ok(None) | Err(_) => {
+                        blocked.push(message.to.clone());
+                        continue;
+                    }
+                },
+            };
+            match self.deliver(&message, &address).await {
+                Ok(()) => {}
+                Err(SendError::Store(e)) => return Err(e),
+                Err(_) => blocked.push(message.to.clone()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Enroll this device as `request.user`.
+pub struct Enroll<'a, N, I> {
+    enrollment: &'a N,
+    identities: &'a I,
+}
+
+/// Why enrollment failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnrollCommandError {
+    /// This home is already enrolled as someone else.
+    #[error("this home is already enrolled as {0}; use another home folder for another user")]
+    OtherUser(Username),
+    /// The rendezvous or the key work failed.
+    #[error(transparent)]
+    Enrollment(#[from] EnrollError),
+    /// The identity could not be kept.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl<'a, N: Enrollment, I: IdentityStore> Enroll<'a, N, I> {
+    /// Wires the command.
+    pub fn new(enrollment: &'a N, identities: &'a I) -> Self {
+        Self { enrollment, identities }
+    }
+
+    /// Enrolls and keeps the identity. Enrolling again as the same user renews the keys and
+    /// the certificate; enrolling a home as a second user is refused.
+    ///
+    /// # Errors
+    /// [`EnrollCommandError`]; nothing is kept on failure.
+    pub async fn run(&self, request: &EnrollRequest) -> Result<(), EnrollCommandError> {
+        if let Some(existing) = self.identities.identity()? {
+            if existing.user != request.user {
+                return Err(EnrollCommandError::OtherUser(existing.user));
+            }
+        }
+        let identity: DeviceIdentity = self.enrollment.enroll(request).await?;
+        self.identities.save_identity(&identity)?;
+        Ok(())
+    }
+}
+
+
+
+
+#[cfg(test)]
+mod tests;
