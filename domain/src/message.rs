@@ -35,7 +35,7 @@ impl MessageId {
     /// # Errors
     /// [`MessageIdError`] for any other text.
     pub fn parse(raw: &str) -> Result<Self, MessageIdError> {
-        if raw.len() != 32 {
+        if raw.len() != 32 || !raw.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(MessageIdError);
         }
         let mut out = [0u8; 16];
@@ -183,6 +183,7 @@ mod tests {
         assert_eq!(MessageId::parse(&id.to_string()), Ok(id));
         assert_eq!(MessageId::parse("xyz"), Err(MessageIdError));
         assert_eq!(MessageId::parse(&"g".repeat(32)), Err(MessageIdError));
+        assert_eq!(MessageId::parse(&"+f".repeat(16)), Err(MessageIdError), "sign is not a digit");
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl CaFingerprint {
     /// [`FingerprintError`] when the prefix, length or digits are wrong.
     pub fn parse(raw: &str) -> Result<Self, FingerprintError> {
         let hex = raw.strip_prefix("sha256:").ok_or(FingerprintError)?;
-        if hex.len() != 64 {
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(FingerprintError);
         }
         let mut out = [0u8; 32];
@@ -123,7 +123,7 @@ mod tests {
         let fp = CaFingerprint::from_digest([0x1f; 32]);
         assert_eq!(CaFingerprint::parse(&fp.to_string()), Ok(fp));
         assert_eq!(CaFingerprint::parse(&fp.to_string().to_uppercase().replace("SHA256", "sha256")), Ok(fp));
-        for bad in ["", "sha256:", "md5:00", "sha256:zz", &format!("sha256:{}", "0".repeat(63))] {
+        for bad in ["", "sha256:", "md5:00", "sha256:zz", &format!("sha256:{}", "0".repeat(63)), &format!("sha256:{}", "+f".repeat(32))] {
             assert_eq!(CaFingerprint::parse(bad), Err(FingerprintError), "{bad}");
         }
     }

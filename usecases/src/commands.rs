@@ -274,10 +274,10 @@ impl<'a, N: Enrollment, I: IdentityStore> Enroll<'a, N, I> {
     /// # Errors
     /// [`EnrollCommandError`]; nothing is kept on failure.
     pub async fn run(&self, request: &EnrollRequest) -> Result<(), EnrollCommandError> {
-        if let Some(existing) = self.identities.identity()? {
-            if existing.user != request.user {
-                return Err(EnrollCommandError::OtherUser(existing.user));
-            }
+        if let Some(existing) = self.identities.identity()?
+            && existing.user != request.user
+        {
+            return Err(EnrollCommandError::OtherUser(existing.user));
         }
         let identity: DeviceIdentity = self.enrollment.enroll(request).await?;
         self.identities.save_identity(&identity)?;

@@ -60,9 +60,15 @@ impl Registry {
         self.inner().expected.get(peer).cloned()
     }
 
-    /// Records why a connection with `peer` was refused, for the dialer's error message.
+    /// Records why a connection with `peer` was refused, for the dialer's error message. A
+    /// user expectation ends with the refusal: it came from one look-up, and must not bar the
+    /// peer's genuine identity later. The rendezvous expectation is configuration and stays.
     pub fn refuse(&self, peer: PeerId, reason: String) {
-        self.inner().refused.insert(peer, reason);
+        let mut inner = self.inner();
+        if matches!(inner.expected.get(&peer), Some(Role::User(_))) {
+            inner.expected.remove(&peer);
+        }
+        inner.refused.insert(peer, reason);
     }
 
     /// Takes the last refusal reason for `peer`.

@@ -1,0 +1,112 @@
+//! A test CA issuing certificates by the Parley policy (and, for attacks, against it), and
+//! helpers to start real nodes and a real directory on loopback.
+#![allow(dead_code, clippy::unwrap_used, missing_docs)]
+
+use std::time::Duration;
+
+use parley_domain::{Secret32, Username, pki};
+use parley_p2p::{Credentials, DirectoryServer, Inbound, Multiaddr, Node, NodeConfig};
+use rcgen::{
+    BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ED25519, SanType,
+};
+use tokio::sync::mpsc;
+
+pub const PKCS8_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+pub fn secret(seed: u8) -> Secret32 {
+    let mut bytes = [seed; 32];
+    bytes[0] = bytes[0].wrapping_add(101);
+    Secret32::new(bytes)
+}
+
+pub fn keypair(secret: &Secret32) -> KeyPair {
+    let mut der = PKCS8_PREFIX.to_vec();
+    der.extend_from_slice(secret.expose());
+    KeyPair::from_pkcs8_der_and_sign_algo(&der.as_slice().into(), &PKCS_ED25519).unwrap()
+}
+
+pub struct Ca {
+    pub der: Vec<u8>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    pub fn new(name: &str) -> Self {
+        let key = KeyPair::generate_for(&PKCS_ED25519).unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = params.self_signed(&key).unwrap();
+        Self { der: cert.der().to_vec(), issuer: Issuer::new(params, key) }
+    }
+
+    /// A leaf by the policy, naming `uri`.
+    pub fn issue(&self, secret: &Secret32, uri: &str) -> Vec<u8> {
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages =
+            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
+        let mut value = vec![0x04, 0x20];
+        value.extend_from_slice(&[7u8; 32]);
+        let mut ext = CustomExtension::from_oid_content(pki::X25519_EXTENSION_OID, value);
+        ext.set_criticality(false);
+        params.custom_extensions = vec![ext];
+        params.signed_by(&keypair(secret), &self.issuer).unwrap().der().to_vec()
+    }
+
+    pub fn user(&self, name: &str, seed: u8) -> Credentials {
+        self.user_trusting(name, seed, &self.der)
+    }
+
+    /// A user certificate from this CA, in credentials that trust `ca_der` (another CA, for
+    /// attacks where only the victim's check may refuse).
+    pub fn user_trusting(&self, name: &str, seed: u8, ca_der: &[u8]) -> Credentials {
+        let s = secret(seed);
+        let user = Username::parse(name).unwrap();
+        let cert = self.issue(&s, &pki::user_uri(&user));
+        Credentials::new(&s, cert, ca_der.to_vec()).unwrap()
+    }
+
+    pub fn rendezvous(&self, seed: u8) -> Credentials {
+        let s = secret(seed);
+        Credentials::new(&s, self.issue(&s, pki::RENDEZVOUS_URI), self.der.clone()).unwrap()
+    }
+}
+
+pub async fn directory(ca: &Ca) -> DirectoryServer {
+    let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
+    DirectoryServer::start(ca.rendezvous(200), listen).await.unwrap()
+}
+
+pub async fn node(
+    credentials: Credentials,
+    name: &str,
+    rendezvous: Vec<Multiaddr>,
+) -> (Node, mpsc::Receiver<Inbound>) {
+    let config = NodeConfig {
+        credentials,
+        user: Username::parse(name).unwrap(),
+        listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+        rendezvous,
+        inbound_queue: 16,
+    };
+    Node::start(config).await.unwrap()
+}
+
+/// Waits up to 10 s for `check` to hold, failing with `what`.
+pub async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out waiting for {what}");
+}

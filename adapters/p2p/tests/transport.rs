@@ -1,0 +1,180 @@
+//! Real connections on loopback: the happy path, and every refusal from the attacker's side.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod common;
+
+use std::{sync::Arc, time::Duration};
+
+use common::{Ca, directory, eventually, node};
+use parley_domain::{MessageId, MessageText, Timestamp, Username};
+use parley_p2p::{Inbound, Node};
+use parley_usecases::ports::{
+    Directory, DirectoryError, OutgoingMessage, PeerAddress, Transport, TransportError,
+};
+use tokio::sync::{Mutex, mpsc};
+
+fn user(name: &str) -> Username {
+    Username::parse(name).unwrap()
+}
+
+fn message(to: &str, n: u8) -> OutgoingMessage {
+    OutgoingMessage {
+        id: MessageId::from_bytes([n; 16]),
+        to: user(to),
+        text: MessageText::parse(format!("message {n}")).unwrap(),
+        sent_at: Timestamp(1),
+    }
+}
+
+/// Accepts every inbound message and keeps (sender, text).
+fn accept_all(mut rx: mpsc::Receiver<Inbound>) -> Arc<Mutex<Vec<(String, String)>>> {
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let keep = got.clone();
+    tokio::spawn(async move {
+        while let Some(inbound) = rx.recv().await {
+            keep.lock().await.push((inbound.from.to_string(), inbound.message.text.as_str().to_owned()));
+            inbound.accept();
+        }
+    });
+    got
+}
+
+async fn address_of(node: &Node) -> PeerAddress {
+    let snapshot = parley_usecases::ports::NodeInfo::snapshot(node);
+    PeerAddress { peer_id: snapshot.peer_id, addrs: snapshot.listen_addrs }
+}
+
+async fn online(looker: &Node, name: &str) -> PeerAddress {
+    let mut found = None;
+    eventually(&format!("{name} to be online"), async || {
+        found = looker.lookup(&user(name)).await.ok().flatten();
+        found.is_some()
+    })
+    .await;
+    found.unwrap()
+}
+
+#[tokio::test]
+async fn enrolled_peers_find_each_other_and_get_a_receipt() {
+    let ca = Ca::new("Parley CA");
+    let dir = directory(&ca).await;
+    let (alice, _) = node(ca.user("alice", 1), "alice", dir.addresses()).await;
+    let (bob, bob_rx) = node(ca.user("bob", 2), "bob", dir.addresses()).await;
+    let got = accept_all(bob_rx);
+
+    let at = online(&alice, "bob").await;
+    assert_eq!(at.peer_id, address_of(&bob).await.peer_id);
+    alice.deliver(&user("bob"), &at, &message("bob", 1)).await.unwrap();
+
+    assert_eq!(*got.lock().await, vec![("alice".to_owned(), "message 1".to_owned())]);
+    alice.shutdown().await;
+    bob.shutdown().await;
+    dir.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_certificate_from_another_ca_is_refused_as_dialer_and_as_listener() {
+    let ca = Ca::new("Parley CA");
+    let rogue = Ca::new("Parley CA"); // same name, other key
+    let (bob, bob_rx) = node(ca.user("bob", 2), "bob", vec![]).await;
+    let bob_got = accept_all(bob_rx);
+    // Eve holds a "bob" certificate from the rogue CA but trusts the real CA, so only the
+    // victim's own verification can refuse her.
+    let (eve, eve_rx) = node(rogue.user_trusting("bob", 3, &ca.der), "bob", vec![]).await;
+    let eve_got = accept_all(eve_rx);
+    let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
+
+    // Eve dials Bob: Bob's server refuses her client certificate.
+    let err = eve.deliver(&user("bob"), &address_of(&bob).await, &message("bob", 1)).await;
+    assert!(err.is_err(), "bob accepted a rogue certificate: {err:?}");
+    // Alice dials Eve, believing she is Bob: Alice's client refuses the server certificate.
+    let err = alice.deliver(&user("bob"), &address_of(&eve).await, &message("bob", 2)).await;
+    assert!(matches!(err, Err(TransportError::Unreachable(_))), "{err:?}");
+
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(bob_got.lock().await.is_empty(), "no application byte may reach bob");
+    assert!(eve_got.lock().await.is_empty(), "no application byte may reach eve");
+}
+
+#[tokio::test]
+async fn mallory_cannot_be_reached_as_bob_nor_speak_as_bob() {
+    let ca = Ca::new("Parley CA");
+    let (alice, alice_rx) = node(ca.user("alice", 1), "alice", vec![]).await;
+    let alice_got = accept_all(alice_rx);
+    let (mallory, mallory_rx) = node(ca.user("mallory", 9), "mallory", vec![]).await;
+    let mallory_got = accept_all(mallory_rx);
+
+    // A lying directory sends Alice to Mallory's peer id for "bob".
+    let err = alice.deliver(&user("bob"), &address_of(&mallory).await, &message("bob", 1)).await;
+    assert_eq!(err, Err(TransportError::WrongIdentity { expected: user("bob") }));
+    assert!(mallory_got.lock().await.is_empty());
+
+    // Mallory writes to Alice: the message is filed under mallory, whatever it claims.
+    mallory.deliver(&user("alice"), &address_of(&alice).await, &message("alice", 2)).await.unwrap();
+    assert_eq!(*alice_got.lock().await, vec![("mallory".to_owned(), "message 2".to_owned())]);
+
+    // Now connected, Alice still refuses to treat Mallory's connection as Bob's.
+    let err = alice.deliver(&user("bob"), &address_of(&mallory).await, &message("bob", 3)).await;
+    assert_eq!(err, Err(TransportError::WrongIdentity { expected: user("bob") }));
+}
+
+#[tokio::test]
+async fn a_message_for_another_user_is_refused_without_receipt() {
+    let ca = Ca::new("Parley CA");
+    let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
+    let (bob, bob_rx) = node(ca.user("bob", 2), "bob", vec![]).await;
+    let got = accept_all(bob_rx);
+    let err = alice.deliver(&user("bob"), &address_of(&bob).await, &message("carol", 1)).await;
+    assert!(matches!(err, Err(TransportError::Refused(_))), "{err:?}");
+    assert!(got.lock().await.is_empty());
+}
+
+#[tokio::test]
+async fn the_directory_files_addresses_under_the_certificate_name_and_forgets_on_disconnect() {
+    let ca = Ca::new("Parley CA");
+    let dir = directory(&ca).await;
+    let (alice, _) = node(ca.user("alice", 1), "alice", dir.addresses()).await;
+    let (carol, _) = node(ca.user("carol", 4), "carol", dir.addresses()).await;
+    let at = online(&alice, "carol").await;
+    assert_eq!(at.peer_id, address_of(&carol).await.peer_id);
+    assert!(at.addrs.iter().all(|a| a.ends_with(&format!("/p2p/{}", at.peer_id))));
+
+    carol.shutdown().await;
+    eventually("carol to be offline", async || {
+        matches!(alice.lookup(&user("carol")).await, Ok(None))
+    })
+    .await;
+    // Unknown and offline: the same answer.
+    assert_eq!(alice.lookup(&user("nobody")).await, Ok(None));
+    assert_eq!(alice.lookup(&user("carol")).await, Ok(None));
+}
+
+#[tokio::test]
+async fn directory_lookups_need_an_enrolled_certificate() {
+    let ca = Ca::new("Parley CA");
+    let rogue = Ca::new("Parley CA");
+    let dir = directory(&ca).await;
+    let (_bob, _) = node(ca.user("bob", 2), "bob", dir.addresses()).await;
+    let (eve, _) = node(rogue.user_trusting("eve", 3, &ca.der), "eve", dir.addresses()).await;
+    let answer = eve.lookup(&user("bob")).await;
+    assert!(matches!(answer, Err(DirectoryError::Unavailable(_))), "{answer:?}");
+}
+
+#[tokio::test]
+async fn directory_lookups_are_rate_limited() {
+    let ca = Ca::new("Parley CA");
+    let dir = directory(&ca).await;
+    let (alice, _) = node(ca.user("alice", 1), "alice", dir.addresses()).await;
+    let mut limited = 0;
+    for i in 0..60 {
+        match alice.lookup(&user(&format!("user{i:03}"))).await {
+            Ok(None) => {}
+            Err(DirectoryError::Refused(reason)) => {
+                assert!(reason.contains("too many"), "{reason}");
+                limited += 1;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(limited > 0, "60 look-ups in a burst must meet the limit");
+}

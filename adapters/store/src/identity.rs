@@ -1,0 +1,25 @@
+//! [`IdentityStore`] on the `identity` tree.
+
+use parley_domain::DeviceIdentity;
+use parley_usecases::ports::{IdentityStore, StoreError};
+
+use crate::records::{IDENTITY_KEY, decode_identity, encode_identity};
+use crate::{Store, unavailable};
+
+impl IdentityStore for Store {
+    fn identity(&self) -> Result<Option<DeviceIdentity>, StoreError> {
+        match self.identity.get(IDENTITY_KEY) {
+            Ok(Some(bytes)) => decode_identity(&bytes).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(unavailable("read the device identity", e)),
+        }
+    }
+
+    fn save_identity(&self, identity: &DeviceIdentity) -> Result<(), StoreError> {
+        let value = encode_identity(identity)?;
+        self.identity
+            .insert(IDENTITY_KEY, value)
+            .map_err(|e| unavailable("save the device identity", e))?;
+        self.flush()
+    }
+}
