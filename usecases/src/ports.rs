@@ -232,7 +232,8 @@ pub struct NodeSnapshot {
     pub peer_id: String,
     /// Addresses the node listens on.
     pub listen_addrs: Vec<String>,
-    /// Whether the node holds a verified connection to the rendezvous now.
+    /// Whether the node holds a verified connection to the rendezvous now and the rendezvous
+    /// acknowledged its addresses (so other peers can find it).
     pub rendezvous_connected: bool,
 }
 

@@ -1,2 +1,207 @@
-//! placeholder
-fn main() {}
+//! `parley`: the headless Parley peer.
+//!
+//! `enroll` makes the device's keys and has them certified; `daemon` runs the node; the other
+//! subcommands talk to the daemon over the control socket in the home folder. This binary only
+//! parses arguments and wires adapters; the rules live in `parley-usecases`.
+#![forbid(unsafe_code)]
+
+mod chat;
+mod client;
+mod control;
+mod daemon;
+mod enroll;
+mod present;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use parley_domain::Username;
+use serde_json::Value;
+
+use crate::control::Request;
+
+/// Parley: peer-to-peer messages over mutual TLS.
+#[derive(Parser)]
+#[command(name = "parley", version, about)]
+struct Cli {
+    /// The home folder (keys, certificate, store, control socket).
+    #[arg(long, env = "PARLEY_HOME", global = true)]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Make this device's keys and have them certified by the rendezvous.
+    Enroll {
+        /// The rendezvous's HTTPS address, e.g. https://127.0.0.1:8443.
+        #[arg(long)]
+        server: String,
+        /// The username to enroll (a-z, 0-9, '-', '_'; 3-32 characters).
+        #[arg(long)]
+        user: String,
+        /// The CA fingerprint the rendezvous printed (sha256:<64 hex>); without it the CA is
+        /// trusted on first use.
+        #[arg(long)]
+        ca_fingerprint: Option<String>,
+    },
+    /// Run the peer until SIGINT or SIGTERM.
+    Daemon {
+        /// Where to listen for peers.
+        #[arg(long, default_value = "/ip4/0.0.0.0/tcp/0")]
+        listen: String,
+    },
+    /// Send a message; exits 0 once the recipient's receipt is back.
+    Send {
+        /// The recipient.
+        user: String,
+        /// The text.
+        text: String,
+        /// Delete the message after this long (not available yet).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Show the conversation with USER, oldest first.
+    History {
+        /// The other party.
+        user: String,
+        /// One JSON document instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the conversations.
+    Conversations {
+        /// One JSON document instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the user, peer id, listen addresses and rendezvous connection.
+    Status {
+        /// One JSON document instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Chat with USER: typed lines are sent, incoming ones appear; /status and /quit.
+    Chat {
+        /// The other party.
+        user: String,
+    },
+}
+
+/// A usage error: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(matches!(cli.command, Command::Daemon { .. }));
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{}", sentence(&error));
+            if error.downcast_ref::<Usage>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
+        }
+    }
+}
+
+/// The error as one sentence: the outermost context, then the root cause if it adds anything.
+fn sentence(error: &anyhow::Error) -> String {
+    let top = error.to_string();
+    let root = error.root_cause().to_string();
+    if root == top || top.contains(&root) { top } else { format!("{top}: {root}") }
+}
+
+fn init_logging(daemon: bool) {
+    let default = if daemon { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn home(cli_home: Option<PathBuf>) -> Result<PathBuf> {
+    let home = match cli_home {
+        Some(home) => home,
+        None => std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".parley"))
+            .ok_or_else(|| Usage("no home folder: pass --home DIR or set PARLEY_HOME".into()))?,
+    };
+    Ok(home)
+}
+
+fn parse_user(raw: &str) -> Result<Username> {
+    Username::parse(raw).map_err(|e| Usage(format!("{raw:?} is not a valid username: {e}")).into())
+}
+
+fn print_json(value: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let home = home(cli.home)?;
+    match cli.command {
+        Command::Enroll { server, user, ca_fingerprint } => {
+            enroll::run(&home, &server, parse_user(&user)?, ca_fingerprint.as_deref()).await
+        }
+        Command::Daemon { listen } => {
+            let listen = listen
+                .parse()
+                .map_err(|_| Usage(format!("{listen:?} is not a multiaddr such as /ip4/127.0.0.1/tcp/0")))?;
+            daemon::run(&home, listen).await
+        }
+        Command::Send { user, text, ttl } => {
+            if ttl.is_some() {
+                return Err(Usage(
+                    "disappearing messages (--ttl) are not available in this version; send without --ttl".into(),
+                )
+                .into());
+            }
+            let to = parse_user(&user)?;
+            parley_domain::MessageText::parse(text.as_str())
+                .map_err(|e| Usage(format!("cannot send: {e}")))?;
+            let answer = client::call(&home, &Request::Send { to: to.to_string(), text }).await?;
+            println!("delivered: {}", answer.get("id").and_then(Value::as_str).unwrap_or("?"));
+            Ok(())
+        }
+        Command::History { user, json } => {
+            let with = parse_user(&user)?;
+            let answer = client::call(&home, &Request::History { with: with.to_string() }).await?;
+            if json {
+                return print_json(&answer);
+            }
+            for m in answer.get("messages").and_then(Value::as_array).into_iter().flatten() {
+                println!("{}", present::message_line(m));
+            }
+            Ok(())
+        }
+        Command::Conversations { json } => {
+            let answer = client::call(&home, &Request::Conversations).await?;
+            if json {
+                return print_json(&answer);
+            }
+            for c in answer.as_array().into_iter().flatten() {
+                println!("{}", present::conversation_line(c));
+            }
+            Ok(())
+        }
+        Command::Status { json } => {
+            let answer = client::call(&home, &Request::Status).await?;
+            if json {
+                return print_json(&answer);
+            }
+            println!("{}", present::status_lines(&answer));
+            Ok(())
+        }
+        Command::Chat { user } => chat::run(&home, parse_user(&user)?).await,
+    }
+}

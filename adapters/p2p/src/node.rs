@@ -328,7 +328,6 @@ impl Task {
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 if self.rendezvous.as_ref().is_some_and(|(p, _)| *p == peer_id) {
                     tracing::info!(%peer_id, "connected to the rendezvous");
-                    self.set_connected(true);
                     self.publish();
                 }
             }
@@ -369,6 +368,11 @@ impl Task {
                 message: request_response::Message::Response { request_id, response },
                 ..
             } => {
+                if response == DirectoryResponse::Published {
+                    // Only now is this peer findable: status says "connected" from here on.
+                    self.set_connected(true);
+                    return;
+                }
                 let Some(reply) = self.lookups.remove(&request_id) else { return };
                 let answer = match response {
                     DirectoryResponse::Lookup { peer } => Ok(peer.map(|p| PeerAddress {

@@ -1,0 +1,61 @@
+//! `parley chat USER`: typed lines are sent; incoming lines appear as they arrive.
+
+use std::path::Path;
+
+use anyhow::Result;
+use parley_domain::Username;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::{
+    client::{self, Connection},
+    control::Request,
+    present,
+};
+
+/// Runs the chat until `/quit` or the end of input.
+pub async fn run(home: &Path, with: Username) -> Result<()> {
+    let (mut events, _) = Connection::open(home, &Request::Subscribe).await?;
+    let history = client::call(home, &Request::History { with: with.to_string() }).await?;
+    for m in history.get("messages").and_then(Value::as_array).into_iter().flatten() {
+        println!("{}", present::message_line(m));
+    }
+    println!("-- chatting with {with}; /status shows the connection, /quit leaves --");
+    let mut input = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = input.next_line() => {
+                let Some(line) = line? else { return Ok(()) };
+                let line = line.trim_end();
+                match line {
+                    "" => {}
+                    "/quit" => return Ok(()),
+                    "/status" => match client::call(home, &Request::Status).await {
+                        Ok(status) => println!("{}", present::status_lines(&status)),
+                        Err(e) => eprintln!("{e}"),
+                    },
+                    text => {
+                        let request = Request::Send { to: with.to_string(), text: text.to_owned() };
+                        match client::call(home, &request).await {
+                            Ok(_) => println!("  (delivered)"),
+                            Err(e) => eprintln!("  not delivered: {e}"),
+                        }
+                    }
+                }
+            }
+            event = events.next() => {
+                let Some(event) = event? else {
+                    eprintln!("the daemon stopped");
+                    return Ok(());
+                };
+                if event.get("event").and_then(Value::as_str) == Some("message") {
+                    if let Some(m) = event.get("message") {
+                        if m.get("from").and_then(Value::as_str) == Some(with.as_str()) {
+                            println!("{}", present::message_line(m));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

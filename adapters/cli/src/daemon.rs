@@ -1,0 +1,329 @@
+//! `parley daemon`: wires the store, the node and the use cases, serves the control socket,
+//! retries the outbox, and stops cleanly on SIGINT or SIGTERM.
+
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, anyhow};
+use parley_domain::{MessageId, MessageText, Timestamp, Username};
+use parley_p2p::{Credentials, Multiaddr, Node, NodeConfig};
+use parley_store::Store;
+use parley_usecases::{
+    commands::{Messaging, ReceiveMessage, SendError, SendMessage},
+    ports::{Clock, Event, EventSink, IdentityStore},
+    queries,
+};
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::{UnixListener, UnixStream},
+    sync::broadcast,
+};
+
+use crate::{
+    control::{self, Request, Response},
+    present,
+};
+
+/// How often the outbox is retried while it holds messages.
+const RETRY_EVERY: Duration = Duration::from_secs(2);
+/// Inbound messages waiting to be stored.
+const INBOUND_QUEUE: usize = 256;
+/// Events buffered per watcher; a slower watcher misses events rather than slowing the node.
+const EVENT_BUFFER: usize = 256;
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        let ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        Timestamp(ms)
+    }
+}
+
+/// Events fan out to every control-socket subscriber.
+pub struct Broadcast(broadcast::Sender<Event>);
+
+impl EventSink for Broadcast {
+    fn emit(&self, event: Event) {
+        // No subscriber is not an error.
+        let _ = self.0.send(event);
+    }
+}
+
+type Core = Messaging<Arc<Store>, Node, Node, SystemClock, Arc<Broadcast>>;
+
+struct Daemon {
+    user: Username,
+    core: Core,
+    node: Node,
+    events: Arc<Broadcast>,
+    rendezvous_addrs: Vec<String>,
+}
+
+/// Runs the daemon until a signal arrives.
+pub async fn run(home: &Path, listen: Multiaddr) -> Result<()> {
+    let store = Arc::new(Store::open(&home.join("store"))?);
+    let identity = store
+        .identity()?
+        .ok_or_else(|| anyhow!("this home is not enrolled yet; run `parley enroll` first"))?;
+    let credentials = Credentials::new(
+        &identity.ed25519,
+        identity.certificate_der.clone(),
+        identity.ca_der.clone(),
+    )
+    .context("the stored certificate does not fit the stored key; enroll again")?;
+    let rendezvous = identity
+        .rendezvous_addrs
+        .iter()
+        .map(|a| a.parse::<Multiaddr>().map_err(|_| anyhow!("stored rendezvous address {a} is invalid; enroll again")))
+        .collect::<Result<Vec<_>>>()?;
+
+    let socket_path = home.join(control::SOCKET);
+    let listener = bind_control_socket(&socket_path)?;
+
+    let (node, mut inbound) = Node::start(NodeConfig {
+        credentials,
+        user: identity.user.clone(),
+        listen,
+        rendezvous,
+        inbound_queue: INBOUND_QUEUE,
+    })
+    .await?;
+    let snapshot = parley_usecases::ports::NodeInfo::snapshot(&node);
+    println!("user: {}", identity.user);
+    println!("peer-id: {}", snapshot.peer_id);
+    for addr in &snapshot.listen_addrs {
+        println!("listen: {addr}");
+    }
+    println!("control: {}", socket_path.display());
+
+    let events = Arc::new(Broadcast(broadcast::channel(EVENT_BUFFER).0));
+    let daemon = Arc::new(Daemon {
+        user: identity.user.clone(),
+        core: Messaging::new(
+            identity.user.clone(),
+            store.clone(),
+            node.clone(),
+            node.clone(),
+            SystemClock,
+            events.clone(),
+        ),
+        node: node.clone(),
+        events,
+        rendezvous_addrs: identity.rendezvous_addrs.clone(),
+    });
+
+    let (stop_tx, _) = broadcast::channel::<()>(1);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    let d = daemon.clone();
+    let mut stop = stop_tx.subscribe();
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.recv() => break,
+                next = inbound.recv() => {
+                    let Some(inbound) = next else { break };
+                    let cmd = ReceiveMessage { from: inbound.from.clone(), message: inbound.message.clone() };
+                    match d.core.receive(cmd) {
+                        Ok(()) => inbound.accept(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "incoming message refused");
+                            inbound.refuse(e.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    });
+
+    let d = daemon.clone();
+    let mut stop = stop_tx.subscribe();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(RETRY_EVERY);
+        loop {
+            tokio::select! {
+                _ = stop.recv() => break,
+                _ = tick.tick() => {
+                    if let Err(e) = d.core.retry_outbox().await {
+                        tracing::error!(error = %e, "outbox retry failed");
+                    }
+                }
+            }
+        }
+    });
+
+    let d = daemon.clone();
+    let mut stop = stop_tx.subscribe();
+    tasks.spawn(async move {
+        let mut clients = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = stop.recv() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => { clients.spawn(serve_client(d.clone(), stream)); }
+                    Err(e) => tracing::warn!(error = %e, "control socket accept failed"),
+                },
+                Some(_) = clients.join_next(), if !clients.is_empty() => {}
+            }
+        }
+        clients.shutdown().await;
+    });
+
+    wait_for_signal().await?;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(());
+    while tasks.join_next().await.is_some() {}
+    node.shutdown().await;
+    let _ = std::fs::remove_file(&socket_path);
+    drop(daemon);
+    Ok(())
+}
+
+/// Binds the socket with mode 0600. A leftover socket from a crashed daemon is replaced: the
+/// store's lock, taken before this, already proved no other daemon owns this home.
+fn bind_control_socket(path: &PathBuf) -> Result<UnixListener> {
+    if path.exists() {
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove the stale control socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot create the control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict the control socket {}", path.display()))?;
+    Ok(listener)
+}
+
+async fn wait_for_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    Ok(())
+}
+
+async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read.take(control::MAX_REQUEST as u64 + 1)).lines();
+    let line = match lines.next_line().await {
+        Ok(Some(line)) => line,
+        _ => return,
+    };
+    let request = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => request,
+        Err(_) => {
+            let _ = reply(&mut write, failure("bad_request", "the daemon did not understand the request; are parley and the daemon the same version?")).await;
+            return;
+        }
+    };
+    if let Request::Subscribe = request {
+        let mut events = daemon.events.0.subscribe();
+        let _ = reply(&mut write, Response::Ok { data: json!({ "subscribed": true }) }).await;
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    let data = match event {
+                        Event::MessageReceived(m) => json!({ "event": "message", "message": present::message(&m) }),
+                        Event::MessageDelivered { id, to } => json!({ "event": "delivered", "id": id.to_string(), "to": to.as_str() }),
+                        _ => continue,
+                    };
+                    if reply(&mut write, Response::Ok { data }).await.is_err() {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+    let response = handle(&daemon, request).await;
+    let _ = reply(&mut write, response).await;
+}
+
+async fn reply(write: &mut tokio::net::unix::OwnedWriteHalf, response: Response) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(&response).unwrap_or_default();
+    line.push(b'\n');
+    write.write_all(&line).await
+}
+
+fn failure(code: &str, error: impl Into<String>) -> Response {
+    Response::Error { error: error.into(), code: code.into() }
+}
+
+fn username(raw: &str) -> Result<Username, Response> {
+    Username::parse(raw).map_err(|e| failure("invalid_username", format!("{raw:?} is not a valid username: {e}")))
+}
+
+async fn handle(daemon: &Daemon, request: Request) -> Response {
+    let result: Result<Value, Response> = async {
+        match request {
+            Request::Send { to, text } => {
+                let to = username(&to)?;
+                let text = MessageText::parse(text)
+                    .map_err(|e| failure("invalid_text", format!("cannot send: {e}")))?;
+                let id = MessageId::from_bytes(random_id()?);
+                daemon
+                    .core
+                    .send(SendMessage { id, to: to.clone(), text })
+                    .await
+                    .map_err(|e| failure(send_code(&e), e.to_string()))?;
+                Ok(json!({ "id": id.to_string(), "to": to.as_str(), "delivered": true }))
+            }
+            Request::History { with } => {
+                let with = username(&with)?;
+                let messages = queries::history(daemon.core.store(), &with)
+                    .map_err(|e| failure("store_unavailable", e.to_string()))?;
+                Ok(json!({ "with": with.as_str(), "messages": messages.iter().map(present::message).collect::<Vec<_>>() }))
+            }
+            Request::Conversations => {
+                let list = queries::conversations(daemon.core.store())
+                    .map_err(|e| failure("store_unavailable", e.to_string()))?;
+                Ok(Value::Array(list.iter().map(present::conversation).collect()))
+            }
+            Request::Status => {
+                let status = queries::status(&daemon.user, &daemon.node, daemon.core.store())
+                    .map_err(|e| failure("store_unavailable", e.to_string()))?;
+                Ok(present::status(&status, &daemon.rendezvous_addrs))
+            }
+            Request::Subscribe => Err(failure("bad_request", "subscribe is handled elsewhere")),
+        }
+    }
+    .await;
+    match result {
+        Ok(data) => Response::Ok { data },
+        Err(response) => response,
+    }
+}
+
+fn send_code(error: &SendError) -> &'static str {
+    match error {
+        SendError::ToSelf => "to_self",
+        SendError::UnknownUser(_) => "unknown_user",
+        SendError::Offline(_) => "offline",
+        SendError::Unreachable { .. } => "unreachable",
+        SendError::WrongIdentity(_) => "wrong_identity",
+        SendError::DirectoryUnavailable { .. } => "rendezvous_unavailable",
+        _ => "store_unavailable",
+    }
+}
+
+/// 16 random bytes from the operating system's generator.
+fn random_id() -> Result<[u8; 16], Response> {
+    use rand_core::RngCore;
+    let mut bytes = [0u8; 16];
+    rand_core::OsRng
+        .try_fill_bytes(&mut bytes)
+        .map_err(|_| failure("internal", "the system's random generator failed; nothing was sent"))?;
+    Ok(bytes)
+}

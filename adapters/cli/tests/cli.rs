@@ -1,0 +1,299 @@
+//! The `parley` contract with real processes: a real rendezvous, real daemons, real sockets on
+//! system-chosen loopback ports, homes in temporary folders. Every process is stopped at the
+//! end, also on failure (see `Proc`'s `Drop`).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::{
+    io::{BufRead, BufReader},
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn parley_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_parley"))
+}
+
+fn rendezvous_bin() -> PathBuf {
+    let path = parley_bin().with_file_name("parley-rendezvous");
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` (test.sh does) before this test", path.display());
+    path
+}
+
+/// A child process, killed when dropped; its stdout lines arrive on a channel.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines, seen: Vec::new() }
+    }
+
+    /// The value after `prefix` on the first line that starts with it.
+    fn field(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(line) = self.seen.iter().find(|l| l.starts_with(prefix)) {
+                return line[prefix.len()..].trim().to_owned();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("no line starting with {prefix:?} within {WAIT:?}; saw {:?}", self.seen),
+            }
+        }
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "process did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Rendezvous {
+    _proc: Proc,
+    url: String,
+    fingerprint: String,
+}
+
+fn rendezvous(dir: &Path) -> Rendezvous {
+    let data = dir.join("rendezvous");
+    let mut cmd = Command::new(rendezvous_bin());
+    cmd.arg("--data").arg(&data).args(["--https", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0"]);
+    let mut proc = Proc::spawn(cmd);
+    let fingerprint = proc.field("ca-fingerprint:");
+    let url = proc.field("https:");
+    proc.field("p2p:");
+    Rendezvous { _proc: proc, url, fingerprint }
+}
+
+fn parley(home: &Path, args: &[&str]) -> Output {
+    Command::new(parley_bin())
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run parley")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn enroll(rv: &Rendezvous, home: &Path, user: &str, password: &str) -> Output {
+    enroll_pinned(rv, home, user, password, &rv.fingerprint)
+}
+
+fn enroll_pinned(rv: &Rendezvous, home: &Path, user: &str, password: &str, pin: &str) -> Output {
+    Command::new(parley_bin())
+        .arg("--home")
+        .arg(home)
+        .args(["enroll", "--server", &rv.url, "--user", user, "--ca-fingerprint", pin])
+        .env("PARLEY_PASSWORD", password)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn daemon(home: &Path) -> Proc {
+    let mut cmd = Command::new(parley_bin());
+    cmd.arg("--home").arg(home).args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    let mut proc = Proc::spawn(cmd);
+    proc.field("control:");
+    wait_for(&format!("{} to reach the rendezvous", home.display()), || {
+        let out = parley(home, &["status", "--json"]);
+        out.status.success() && json(&out)["rendezvous"]["connected"] == true
+    });
+    proc
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn texts(home: &Path, with: &str) -> Vec<(String, String)> {
+    let out = parley(home, &["history", with, "--json"]);
+    assert!(out.status.success(), "history failed: {}", stderr(&out));
+    json(&out)["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["from"].as_str().unwrap().to_owned(), m["text"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+fn pair(s: &str, t: &str) -> (String, String) {
+    (s.to_owned(), t.to_owned())
+}
+
+#[test]
+fn messages_flow_both_ways_with_the_contract_fields_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let rv = rendezvous(dir.path());
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    assert!(enroll(&rv, &bob, "bob", "pw-bob").status.success());
+    assert!(enroll(&rv, &alice, "alice", "pw-alice").status.success());
+    let mut bob_daemon = daemon(&bob);
+    let _alice_daemon = daemon(&alice);
+
+    let sent = parley(&alice, &["send", "bob", "salut bob, c est alice"]);
+    assert!(sent.status.success(), "{}", stderr(&sent));
+    assert!(parley(&bob, &["send", "alice", "salut alice !"]).status.success());
+
+    let out = parley(&bob, &["history", "alice", "--json"]);
+    let doc = json(&out);
+    let first = &doc["messages"][0];
+    for key in ["id", "from", "to", "text", "sent_at", "verified"] {
+        assert!(!first[key].is_null(), "message objects carry {key}: {first}");
+    }
+    assert_eq!(first["from"], "alice");
+    assert_eq!(first["to"], "bob");
+    assert_eq!(first["verified"], true);
+    assert!(time::OffsetDateTime::parse(first["sent_at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).is_ok());
+
+    let conversations = json(&parley(&alice, &["conversations", "--json"]));
+    assert_eq!(conversations[0]["with"], "bob");
+    assert_eq!(conversations[0]["messages"], 2);
+
+    // The socket is the owner's only.
+    let mode = std::fs::metadata(bob.join("control.sock")).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    // SIGTERM stops the daemon cleanly, and history survives the restart.
+    assert!(bob_daemon.terminate().success(), "the daemon exits 0 on SIGTERM");
+    assert!(!bob.join("control.sock").exists(), "the socket is removed on a clean stop");
+    let _bob_daemon = daemon(&bob);
+    assert_eq!(texts(&bob, "alice"), [pair("alice", "salut bob, c est alice"), pair("bob", "salut alice !")]);
+    drop(rv);
+}
+
+#[test]
+fn an_offline_contact_gets_the_message_once_when_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let rv = rendezvous(dir.path());
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    assert!(enroll(&rv, &bob, "bob", "pw-bob").status.success());
+    assert!(enroll(&rv, &alice, "alice", "pw-alice").status.success());
+    let mut bob_daemon = daemon(&bob);
+    let _alice_daemon = daemon(&alice);
+    assert!(parley(&alice, &["send", "bob", "one"]).status.success());
+
+    bob_daemon.terminate();
+    wait_for("bob to be offline in the directory", || {
+        let out = parley(&alice, &["send", "bob", "probe"]);
+        !out.status.success() && stderr(&out).contains("offline")
+    });
+    let out = parley(&alice, &["send", "bob", "two"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("bob is offline") && stderr(&out).contains("outbox"), "{}", stderr(&out));
+
+    let _bob_daemon = daemon(&bob);
+    wait_for("the outbox to drain", || texts(&bob, "alice").len() >= 3);
+    std::thread::sleep(Duration::from_secs(3)); // another retry round must not duplicate
+    let got = texts(&bob, "alice");
+    let count = |t: &str| got.iter().filter(|(_, x)| x == t).count();
+    assert_eq!(count("one"), 1);
+    assert_eq!(count("two"), 1);
+    let status = json(&parley(&alice, &["status", "--json"]));
+    assert_eq!(status["outbox"], 0);
+    drop(rv);
+}
+
+#[test]
+fn bad_input_and_failures_get_one_sentence_and_the_right_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let rv = rendezvous(dir.path());
+    let alice = dir.path().join("alice");
+
+    // No daemon yet.
+    let out = parley(&alice, &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("no Parley daemon is running"), "{}", stderr(&out));
+
+    // Usage errors exit 2.
+    let out = parley(&alice, &["send", "Bob", "hi"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not a valid username"), "{}", stderr(&out));
+    let out = enroll_pinned(&rv, &alice, "alice", "pw", "sha256:zz");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("fingerprint"), "{}", stderr(&out));
+
+    assert!(enroll(&rv, &alice, "alice", "right").status.success());
+    // A wrong password for a taken name.
+    let other = dir.path().join("other");
+    let out = enroll(&rv, &other, "alice", "wrong");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("password"), "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "one sentence: {}", stderr(&out));
+
+    // A pinned fingerprint that is not the server's.
+    let wrong_pin = format!("sha256:{}", "0".repeat(64));
+    let out = enroll_pinned(&rv, &dir.path().join("pinned"), "carol", "pw", &wrong_pin);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("fingerprint"), "{}", stderr(&out));
+
+    let _alice_daemon = daemon(&alice);
+    // A second daemon on the same home is refused clearly.
+    let out = Command::new(parley_bin()).arg("--home").arg(&alice).args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("in use"), "{}", stderr(&out));
+
+    // Unknown user: nothing sent, nothing kept.
+    let out = parley(&alice, &["send", "nobody", "hello?"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("nobody") && stderr(&out).contains("nothing was sent"), "{}", stderr(&out));
+    assert!(texts(&alice, "nobody").is_empty());
+    // Empty text, TTL not yet available.
+    assert_eq!(parley(&alice, &["send", "bob", ""]).status.code(), Some(2));
+    assert_eq!(parley(&alice, &["send", "bob", "x", "--ttl", "30s"]).status.code(), Some(2));
+    // Messages to oneself.
+    let out = parley(&alice, &["send", "alice", "me"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("yourself"));
+    drop(rv);
+}
