@@ -183,13 +183,20 @@ mod tests {
         assert_eq!(MessageId::parse(&id.to_string()), Ok(id));
         assert_eq!(MessageId::parse("xyz"), Err(MessageIdError));
         assert_eq!(MessageId::parse(&"g".repeat(32)), Err(MessageIdError));
-        assert_eq!(MessageId::parse(&"+f".repeat(16)), Err(MessageIdError), "sign is not a digit");
+        assert_eq!(
+            MessageId::parse(&"+f".repeat(16)),
+            Err(MessageIdError),
+            "sign is not a digit"
+        );
     }
 
     #[test]
     fn text_is_bounded_and_never_debug_printed() {
         assert_eq!(MessageText::parse(""), Err(TextError::Empty));
-        assert_eq!(MessageText::parse("x".repeat(MAX_TEXT_BYTES + 1)), Err(TextError::TooLong));
+        assert_eq!(
+            MessageText::parse("x".repeat(MAX_TEXT_BYTES + 1)),
+            Err(TextError::TooLong)
+        );
         let t = MessageText::parse("secret words").expect("valid text");
         assert!(!format!("{t:?}").contains("secret"));
     }

@@ -122,8 +122,18 @@ mod tests {
     fn fingerprint_round_trips_and_refuses_junk() {
         let fp = CaFingerprint::from_digest([0x1f; 32]);
         assert_eq!(CaFingerprint::parse(&fp.to_string()), Ok(fp));
-        assert_eq!(CaFingerprint::parse(&fp.to_string().to_uppercase().replace("SHA256", "sha256")), Ok(fp));
-        for bad in ["", "sha256:", "md5:00", "sha256:zz", &format!("sha256:{}", "0".repeat(63)), &format!("sha256:{}", "+f".repeat(32))] {
+        assert_eq!(
+            CaFingerprint::parse(&fp.to_string().to_uppercase().replace("SHA256", "sha256")),
+            Ok(fp)
+        );
+        for bad in [
+            "",
+            "sha256:",
+            "md5:00",
+            "sha256:zz",
+            &format!("sha256:{}", "0".repeat(63)),
+            &format!("sha256:{}", "+f".repeat(32)),
+        ] {
             assert_eq!(CaFingerprint::parse(bad), Err(FingerprintError), "{bad}");
         }
     }

@@ -91,15 +91,15 @@ mod tests {
     #[test]
     fn refuses_confusables_and_separators() {
         for raw in [
-            "Bob",            // upper case
-            "\u{430}lice",    // Cyrillic a
-            "\u{ff41}lice",   // full-width a
-            "al\u{200d}ice",  // zero-width joiner
-            "\u{202e}ecila",  // right-to-left override
-            "../etc",         // path
-            "bo\0b",          // NUL
-            "bob smith",      // space
-            "bob.smith",      // dot
+            "Bob",           // upper case
+            "\u{430}lice",   // Cyrillic a
+            "\u{ff41}lice",  // full-width a
+            "al\u{200d}ice", // zero-width joiner
+            "\u{202e}ecila", // right-to-left override
+            "../etc",        // path
+            "bo\0b",         // NUL
+            "bob smith",     // space
+            "bob.smith",     // dot
         ] {
             check(raw, Err(UsernameError::Character));
         }

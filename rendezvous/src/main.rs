@@ -1,2 +1,95 @@
-//! placeholder
-fn main() {}
+//! `parley-rendezvous`: parses the command line, starts the rendezvous, prints the three
+//! contract lines and runs until SIGINT or SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use libp2p::Multiaddr;
+use parley_rendezvous::{Config, start};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// The Parley rendezvous: certificate authority, HTTPS enrollment API and libp2p directory.
+#[derive(Debug, Parser)]
+#[command(name = "parley-rendezvous", version)]
+struct Args {
+    /// Data folder (CA key and certificate, rendezvous key, user registry).
+    #[arg(long, default_value = "./rendezvous-data")]
+    data: PathBuf,
+    /// Address of the HTTPS enrollment API (port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    https: SocketAddr,
+    /// libp2p listen address of the directory (port 0 picks a free port).
+    #[arg(long, default_value = "/ip4/127.0.0.1/tcp/4001")]
+    p2p: Multiaddr,
+    /// Address handed to peers instead of the listen address (repeatable).
+    #[arg(long)]
+    announce: Vec<Multiaddr>,
+    /// CA key (PKCS#8 PEM, Ed25519) shared by several instances; nothing is written for it.
+    #[arg(long)]
+    ca_key: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let running = start(Config {
+        data: args.data,
+        https: args.https,
+        p2p: args.p2p,
+        announce: args.announce,
+        ca_key: args.ca_key,
+    })
+    .await?;
+    let p2p = running
+        .p2p_addrs()
+        .first()
+        .map(ToString::to_string)
+        .context("the directory listens on no address")?;
+    let mut out = std::io::stdout().lock();
+    for line in [
+        format!("ca-fingerprint: {}", running.fingerprint()),
+        format!("https: https://{}", running.https()),
+        format!("p2p: {p2p}"),
+    ] {
+        writeln!(out, "{line}")
+            .and_then(|()| out.flush())
+            .context("cannot write to stdout")?;
+    }
+    drop(out);
+    tokio::select! {
+        _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+    }
+    running.shutdown().await;
+    Ok(())
+}

@@ -1,8 +1,7 @@
 //! Commands: each changes state and returns nothing but an error.
 
 use parley_domain::{
-    Delivery, DeviceIdentity, Direction, MessageId, MessageText, StoredMessage,
-    Username,
+    Delivery, DeviceIdentity, Direction, MessageId, MessageText, StoredMessage, Username,
 };
 
 use crate::ports::{
@@ -36,7 +35,9 @@ pub enum SendError {
     )]
     UnknownUser(Username),
     /// A contact who is not online now. The message waits in the outbox.
-    #[error("{0} is offline; the message is kept in the outbox and the daemon delivers it when {0} is back online")]
+    #[error(
+        "{0} is offline; the message is kept in the outbox and the daemon delivers it when {0} is back online"
+    )]
     Offline(Username),
     /// Online according to the directory, but no connection or no receipt. The message waits
     /// in the outbox.
@@ -48,7 +49,9 @@ pub enum SendError {
         reason: TransportError,
     },
     /// The peer at the directory's address is not who we asked for. Kept in the outbox.
-    #[error("the peer found for {0} presented a certificate for someone else; the message was not sent and stays in the outbox")]
+    #[error(
+        "the peer found for {0} presented a certificate for someone else; the message was not sent and stays in the outbox"
+    )]
     WrongIdentity(Username),
     /// The rendezvous could not be asked. `queued` says whether the message waits in the outbox.
     #[error("{reason}{}", if *.queued { "; the message is kept in the outbox and retried" } else { "; nothing was sent" })]
@@ -104,7 +107,14 @@ where
 {
     /// Wires the interactor for the enrolled user `me`.
     pub fn new(me: Username, store: S, directory: D, transport: T, clock: C, events: E) -> Self {
-        Self { me, store, directory, transport, clock, events }
+        Self {
+            me,
+            store,
+            directory,
+            transport,
+            clock,
+            events,
+        }
     }
 
     /// The store, for queries over the same data.
@@ -140,7 +150,10 @@ where
             Ok(Some(address)) => address,
             Ok(None) if !known => return Err(SendError::UnknownUser(cmd.to)),
             Err(reason) if !known => {
-                return Err(SendError::DirectoryUnavailable { reason, queued: false });
+                return Err(SendError::DirectoryUnavailable {
+                    reason,
+                    queued: false,
+                });
             }
             Ok(None) => {
                 self.store.append_outgoing(&message)?;
@@ -148,7 +161,10 @@ where
             }
             Err(reason) => {
                 self.store.append_outgoing(&message)?;
-                return Err(SendError::DirectoryUnavailable { reason, queued: true });
+                return Err(SendError::DirectoryUnavailable {
+                    reason,
+                    queued: true,
+                });
             }
         };
         self.store.append_outgoing(&message)?;
@@ -166,16 +182,26 @@ where
             text: message.text.clone(),
             sent_at: message.sent_at,
         };
-        match self.transport.deliver(&message.to, address, &outgoing).await {
+        match self
+            .transport
+            .deliver(&message.to, address, &outgoing)
+            .await
+        {
             Ok(()) => {
                 self.store.mark_delivered(&message.id, self.clock.now())?;
-                self.events.emit(Event::MessageDelivered { id: message.id, to: message.to.clone() });
+                self.events.emit(Event::MessageDelivered {
+                    id: message.id,
+                    to: message.to.clone(),
+                });
                 Ok(())
             }
             Err(TransportError::WrongIdentity { expected }) => {
                 Err(SendError::WrongIdentity(expected))
             }
-            Err(reason) => Err(SendError::Unreachable { user: message.to.clone(), reason }),
+            Err(reason) => Err(SendError::Unreachable {
+                user: message.to.clone(),
+                reason,
+            }),
         }
     }
 
@@ -265,7 +291,10 @@ pub enum EnrollCommandError {
 impl<'a, N: Enrollment, I: IdentityStore> Enroll<'a, N, I> {
     /// Wires the command.
     pub fn new(enrollment: &'a N, identities: &'a I) -> Self {
-        Self { enrollment, identities }
+        Self {
+            enrollment,
+            identities,
+        }
     }
 
     /// Enrolls and keeps the identity. Enrolling again as the same user renews the keys and
@@ -284,9 +313,6 @@ impl<'a, N: Enrollment, I: IdentityStore> Enroll<'a, N, I> {
         Ok(())
     }
 }
-
-
-
 
 #[cfg(test)]
 mod tests;

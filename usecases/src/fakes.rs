@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use parley_domain::{
-    ConversationSummary, Delivery, DeviceIdentity, Direction, MessageId, StoredMessage,
-    Timestamp, Username,
+    ConversationSummary, Delivery, DeviceIdentity, Direction, MessageId, StoredMessage, Timestamp,
+    Username,
 };
 
 use crate::ports::{
@@ -55,7 +55,10 @@ impl MessageStore for InMemoryStore {
 
     fn store_incoming(&self, message: &StoredMessage) -> Result<Stored, StoreError> {
         let mut messages = lock(&self.messages);
-        if messages.iter().any(|m| m.id == message.id && m.from == message.from) {
+        if messages
+            .iter()
+            .any(|m| m.id == message.id && m.from == message.from)
+        {
             return Ok(Stored::Duplicate);
         }
         self.write()?;
@@ -82,7 +85,11 @@ impl MessageStore for InMemoryStore {
     }
 
     fn history(&self, with: &Username) -> Result<Vec<StoredMessage>, StoreError> {
-        Ok(lock(&self.messages).iter().filter(|m| m.contact() == with).cloned().collect())
+        Ok(lock(&self.messages)
+            .iter()
+            .filter(|m| m.contact() == with)
+            .cloned()
+            .collect())
     }
 
     fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError> {
@@ -130,7 +137,10 @@ pub struct InMemoryDirectory {
 
 impl InMemoryDirectory {
     pub fn set_online(&self, user: &Username) {
-        let address = PeerAddress { peer_id: format!("peer-{user}"), addrs: vec![] };
+        let address = PeerAddress {
+            peer_id: format!("peer-{user}"),
+            addrs: vec![],
+        };
         lock(&self.online).insert(user.clone(), address);
     }
 

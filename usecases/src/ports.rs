@@ -3,8 +3,8 @@
 use std::future::Future;
 
 use parley_domain::{
-    ConversationSummary, DeviceIdentity, MessageId, MessageText, StoredMessage, Timestamp,
-    Username, identity::Password, CaFingerprint,
+    CaFingerprint, ConversationSummary, DeviceIdentity, MessageId, MessageText, StoredMessage,
+    Timestamp, Username, identity::Password,
 };
 
 /// The time now.

@@ -8,7 +8,10 @@ use crate::ports::{MessageStore, NodeInfo, NodeSnapshot, StoreError};
 ///
 /// # Errors
 /// [`StoreError`] when the store cannot be read.
-pub fn history(store: &impl MessageStore, with: &Username) -> Result<Vec<StoredMessage>, StoreError> {
+pub fn history(
+    store: &impl MessageStore,
+    with: &Username,
+) -> Result<Vec<StoredMessage>, StoreError> {
     store.history(with)
 }
 
@@ -40,5 +43,9 @@ pub fn status(
     node: &impl NodeInfo,
     store: &impl MessageStore,
 ) -> Result<Status, StoreError> {
-    Ok(Status { user: user.clone(), node: node.snapshot(), outbox: store.outbox()?.len() })
+    Ok(Status {
+        user: user.clone(),
+        node: node.snapshot(),
+        outbox: store.outbox()?.len(),
+    })
 }

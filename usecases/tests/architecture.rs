@@ -9,9 +9,25 @@ use serde_json::Value;
 
 /// Crates (or prefixes, ending in `*`) the core must never reach.
 const FORBIDDEN: &[&str] = &[
-    "tokio*", "libp2p*", "sled", "rustls*", "futures-rustls", "tokio-rustls", "hyper*", "tauri*",
-    "rcgen", "x509-parser", "serde_json", "opentelemetry*", "tracing-subscriber", "mio",
-    "async-std", "reqwest", "aws-lc*", "ring", "argon2",
+    "tokio*",
+    "libp2p*",
+    "sled",
+    "rustls*",
+    "futures-rustls",
+    "tokio-rustls",
+    "hyper*",
+    "tauri*",
+    "rcgen",
+    "x509-parser",
+    "serde_json",
+    "opentelemetry*",
+    "tracing-subscriber",
+    "mio",
+    "async-std",
+    "reqwest",
+    "aws-lc*",
+    "ring",
+    "argon2",
 ];
 
 fn forbidden(name: &str) -> bool {
@@ -28,7 +44,11 @@ fn metadata() -> Value {
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata runs");
-    assert!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("cargo metadata prints JSON")
 }
 
@@ -36,10 +56,17 @@ fn metadata() -> Value {
 fn normal_closure(meta: &Value, root: &str) -> HashSet<String> {
     let packages = meta["packages"].as_array().unwrap();
     let name_of = |id: &str| {
-        packages.iter().find(|p| p["id"] == id).map(|p| p["name"].as_str().unwrap().to_owned()).unwrap()
+        packages
+            .iter()
+            .find(|p| p["id"] == id)
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .unwrap()
     };
     let nodes = meta["resolve"]["nodes"].as_array().unwrap();
-    let root_id = packages.iter().find(|p| p["name"] == root).unwrap()["id"].as_str().unwrap().to_owned();
+    let root_id = packages.iter().find(|p| p["name"] == root).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut seen = HashSet::new();
     let mut stack = vec![root_id];
     let mut names = HashSet::new();
@@ -50,7 +77,11 @@ fn normal_closure(meta: &Value, root: &str) -> HashSet<String> {
         names.insert(name_of(&id));
         let node = nodes.iter().find(|n| n["id"] == id.as_str()).unwrap();
         for dep in node["deps"].as_array().unwrap() {
-            let normal = dep["dep_kinds"].as_array().unwrap().iter().any(|k| k["kind"].is_null());
+            let normal = dep["dep_kinds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|k| k["kind"].is_null());
             if normal {
                 stack.push(dep["pkg"].as_str().unwrap().to_owned());
             }
@@ -62,10 +93,16 @@ fn normal_closure(meta: &Value, root: &str) -> HashSet<String> {
 fn check(root: &str) {
     let meta = metadata();
     let reached = normal_closure(&meta, root);
-    assert!(reached.len() > 1, "{root} should at least reach its own dependencies");
+    assert!(
+        reached.len() > 1,
+        "{root} should at least reach its own dependencies"
+    );
     let mut bad: Vec<_> = reached.iter().filter(|n| forbidden(n)).cloned().collect();
     bad.sort();
-    assert!(bad.is_empty(), "{root} must not depend on {bad:?}: keep I/O in the adapters");
+    assert!(
+        bad.is_empty(),
+        "{root} must not depend on {bad:?}: keep I/O in the adapters"
+    );
 }
 
 #[test]
@@ -81,17 +118,35 @@ fn usecases_reach_no_io_crate() {
 #[test]
 fn usecases_depend_on_domain_and_nothing_of_ours_beyond() {
     let reached = normal_closure(&metadata(), "parley-usecases");
-    let ours: HashSet<_> = reached.iter().filter(|n| n.starts_with("parley-")).cloned().collect();
-    assert_eq!(ours, HashSet::from(["parley-usecases".to_owned(), "parley-domain".to_owned()]));
+    let ours: HashSet<_> = reached
+        .iter()
+        .filter(|n| n.starts_with("parley-"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        ours,
+        HashSet::from(["parley-usecases".to_owned(), "parley-domain".to_owned()])
+    );
 }
 
 #[test]
 fn the_forbidden_list_catches_what_it_names() {
     // The check above could pass vacuously if the matcher were broken.
-    for name in ["tokio", "tokio-util", "libp2p-swarm", "sled", "rustls", "tauri-build", "hyper-util"] {
+    for name in [
+        "tokio",
+        "tokio-util",
+        "libp2p-swarm",
+        "sled",
+        "rustls",
+        "tauri-build",
+        "hyper-util",
+    ] {
         assert!(forbidden(name), "{name}");
     }
     assert!(!forbidden("thiserror"));
     let adapters = normal_closure(&metadata(), "parley-p2p");
-    assert!(adapters.iter().any(|n| forbidden(n)), "an adapter does reach I/O crates");
+    assert!(
+        adapters.iter().any(|n| forbidden(n)),
+        "an adapter does reach I/O crates"
+    );
 }

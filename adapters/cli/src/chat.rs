@@ -16,8 +16,19 @@ use crate::{
 /// Runs the chat until `/quit` or the end of input.
 pub async fn run(home: &Path, with: Username) -> Result<()> {
     let (mut events, _) = Connection::open(home, &Request::Subscribe).await?;
-    let history = client::call(home, &Request::History { with: with.to_string() }).await?;
-    for m in history.get("messages").and_then(Value::as_array).into_iter().flatten() {
+    let history = client::call(
+        home,
+        &Request::History {
+            with: with.to_string(),
+        },
+    )
+    .await?;
+    for m in history
+        .get("messages")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         println!("{}", present::message_line(m));
     }
     println!("-- chatting with {with}; /status shows the connection, /quit leaves --");
@@ -48,12 +59,11 @@ pub async fn run(home: &Path, with: Username) -> Result<()> {
                     eprintln!("the daemon stopped");
                     return Ok(());
                 };
-                if event.get("event").and_then(Value::as_str) == Some("message") {
-                    if let Some(m) = event.get("message") {
-                        if m.get("from").and_then(Value::as_str) == Some(with.as_str()) {
-                            println!("{}", present::message_line(m));
-                        }
-                    }
+                if event.get("event").and_then(Value::as_str) == Some("message")
+                    && let Some(m) = event.get("message")
+                    && m.get("from").and_then(Value::as_str) == Some(with.as_str())
+                {
+                    println!("{}", present::message_line(m));
                 }
             }
         }

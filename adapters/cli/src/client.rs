@@ -48,14 +48,22 @@ impl Connection {
             .write_all(&line)
             .await
             .map_err(|e| anyhow!("the daemon closed the control socket: {e}"))?;
-        let mut connection = Self { lines: BufReader::new(read).lines(), _write: write };
-        let first = connection.next().await?.ok_or_else(|| anyhow!("the daemon closed the connection without answering"))?;
+        let mut connection = Self {
+            lines: BufReader::new(read).lines(),
+            _write: write,
+        };
+        let first = connection
+            .next()
+            .await?
+            .ok_or_else(|| anyhow!("the daemon closed the connection without answering"))?;
         Ok((connection, first))
     }
 
     /// The next answer, `None` when the daemon closed the connection.
     pub async fn next(&mut self) -> Result<Option<Value>> {
-        let Some(line) = self.lines.next_line().await? else { return Ok(None) };
+        let Some(line) = self.lines.next_line().await? else {
+            return Ok(None);
+        };
         match serde_json::from_str::<Response>(&line)
             .map_err(|_| anyhow!("the daemon sent an answer this parley does not understand"))?
         {

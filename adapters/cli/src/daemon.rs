@@ -83,7 +83,10 @@ pub async fn run(home: &Path, listen: Multiaddr) -> Result<()> {
     let rendezvous = identity
         .rendezvous_addrs
         .iter()
-        .map(|a| a.parse::<Multiaddr>().map_err(|_| anyhow!("stored rendezvous address {a} is invalid; enroll again")))
+        .map(|a| {
+            a.parse::<Multiaddr>()
+                .map_err(|_| anyhow!("stored rendezvous address {a} is invalid; enroll again"))
+        })
         .collect::<Result<Vec<_>>>()?;
 
     let socket_path = home.join(control::SOCKET);
@@ -192,8 +195,9 @@ pub async fn run(home: &Path, listen: Multiaddr) -> Result<()> {
 /// store's lock, taken before this, already proved no other daemon owns this home.
 fn bind_control_socket(path: &PathBuf) -> Result<UnixListener> {
     if path.exists() {
-        std::fs::remove_file(path)
-            .with_context(|| format!("cannot remove the stale control socket {}", path.display()))?;
+        std::fs::remove_file(path).with_context(|| {
+            format!("cannot remove the stale control socket {}", path.display())
+        })?;
     }
     let listener = UnixListener::bind(path)
         .with_context(|| format!("cannot create the control socket {}", path.display()))?;
@@ -229,13 +233,23 @@ async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
     };
     if let Request::Subscribe = request {
         let mut events = daemon.events.0.subscribe();
-        let _ = reply(&mut write, Response::Ok { data: json!({ "subscribed": true }) }).await;
+        let _ = reply(
+            &mut write,
+            Response::Ok {
+                data: json!({ "subscribed": true }),
+            },
+        )
+        .await;
         loop {
             match events.recv().await {
                 Ok(event) => {
                     let data = match event {
-                        Event::MessageReceived(m) => json!({ "event": "message", "message": present::message(&m) }),
-                        Event::MessageDelivered { id, to } => json!({ "event": "delivered", "id": id.to_string(), "to": to.as_str() }),
+                        Event::MessageReceived(m) => {
+                            json!({ "event": "message", "message": present::message(&m) })
+                        }
+                        Event::MessageDelivered { id, to } => {
+                            json!({ "event": "delivered", "id": id.to_string(), "to": to.as_str() })
+                        }
                         _ => continue,
                     };
                     if reply(&mut write, Response::Ok { data }).await.is_err() {
@@ -251,18 +265,29 @@ async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
     let _ = reply(&mut write, response).await;
 }
 
-async fn reply(write: &mut tokio::net::unix::OwnedWriteHalf, response: Response) -> std::io::Result<()> {
+async fn reply(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    response: Response,
+) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(&response).unwrap_or_default();
     line.push(b'\n');
     write.write_all(&line).await
 }
 
 fn failure(code: &str, error: impl Into<String>) -> Response {
-    Response::Error { error: error.into(), code: code.into() }
+    Response::Error {
+        error: error.into(),
+        code: code.into(),
+    }
 }
 
 fn username(raw: &str) -> Result<Username, Response> {
-    Username::parse(raw).map_err(|e| failure("invalid_username", format!("{raw:?} is not a valid username: {e}")))
+    Username::parse(raw).map_err(|e| {
+        failure(
+            "invalid_username",
+            format!("{raw:?} is not a valid username: {e}"),
+        )
+    })
 }
 
 async fn handle(daemon: &Daemon, request: Request) -> Response {
@@ -322,8 +347,11 @@ fn send_code(error: &SendError) -> &'static str {
 fn random_id() -> Result<[u8; 16], Response> {
     use rand_core::RngCore;
     let mut bytes = [0u8; 16];
-    rand_core::OsRng
-        .try_fill_bytes(&mut bytes)
-        .map_err(|_| failure("internal", "the system's random generator failed; nothing was sent"))?;
+    rand_core::OsRng.try_fill_bytes(&mut bytes).map_err(|_| {
+        failure(
+            "internal",
+            "the system's random generator failed; nothing was sent",
+        )
+    })?;
     Ok(bytes)
 }

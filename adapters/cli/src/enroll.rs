@@ -25,7 +25,12 @@ pub async fn run(home: &Path, server: &str, user: Username, pin: Option<&str>) -
         .create(home)
         .with_context(|| format!("cannot create the home folder {}", home.display()))?;
     let store = Store::open(&home.join("store"))?;
-    let request = EnrollRequest { server: server.to_owned(), user: user.clone(), password, ca_pin };
+    let request = EnrollRequest {
+        server: server.to_owned(),
+        user: user.clone(),
+        password,
+        ca_pin,
+    };
     let enrollment = HttpsEnrollment::new();
     Enroll::new(&enrollment, &store).run(&request).await?;
     let identity = store.identity()?.context("the identity was not kept")?;
@@ -49,7 +54,9 @@ fn password() -> Result<Password> {
         return Ok(Password::new(password));
     }
     if !std::io::stdin().is_terminal() {
-        return Err(Usage("no password: set PARLEY_PASSWORD or run enroll in a terminal".into()).into());
+        return Err(
+            Usage("no password: set PARLEY_PASSWORD or run enroll in a terminal".into()).into(),
+        );
     }
     let password = rpassword::prompt_password("password: ").context("cannot read the password")?;
     Ok(Password::new(password))

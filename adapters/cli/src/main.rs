@@ -98,7 +98,10 @@ pub struct Usage(pub String);
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(matches!(cli.command, Command::Daemon { .. }));
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -109,7 +112,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("{}", sentence(&error));
-            if error.downcast_ref::<Usage>().is_some() { ExitCode::from(2) } else { ExitCode::FAILURE }
+            if error.downcast_ref::<Usage>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -118,14 +125,22 @@ fn main() -> ExitCode {
 fn sentence(error: &anyhow::Error) -> String {
     let top = error.to_string();
     let root = error.root_cause().to_string();
-    if root == top || top.contains(&root) { top } else { format!("{top}: {root}") }
+    if root == top || top.contains(&root) {
+        top
+    } else {
+        format!("{top}: {root}")
+    }
 }
 
 fn init_logging(daemon: bool) {
     let default = if daemon { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 fn home(cli_home: Option<PathBuf>) -> Result<PathBuf> {
@@ -150,13 +165,25 @@ fn print_json(value: &Value) -> Result<()> {
 async fn run(cli: Cli) -> Result<()> {
     let home = home(cli.home)?;
     match cli.command {
-        Command::Enroll { server, user, ca_fingerprint } => {
-            enroll::run(&home, &server, parse_user(&user)?, ca_fingerprint.as_deref()).await
+        Command::Enroll {
+            server,
+            user,
+            ca_fingerprint,
+        } => {
+            enroll::run(
+                &home,
+                &server,
+                parse_user(&user)?,
+                ca_fingerprint.as_deref(),
+            )
+            .await
         }
         Command::Daemon { listen } => {
-            let listen = listen
-                .parse()
-                .map_err(|_| Usage(format!("{listen:?} is not a multiaddr such as /ip4/127.0.0.1/tcp/0")))?;
+            let listen = listen.parse().map_err(|_| {
+                Usage(format!(
+                    "{listen:?} is not a multiaddr such as /ip4/127.0.0.1/tcp/0"
+                ))
+            })?;
             daemon::run(&home, listen).await
         }
         Command::Send { user, text, ttl } => {
@@ -169,17 +196,38 @@ async fn run(cli: Cli) -> Result<()> {
             let to = parse_user(&user)?;
             parley_domain::MessageText::parse(text.as_str())
                 .map_err(|e| Usage(format!("cannot send: {e}")))?;
-            let answer = client::call(&home, &Request::Send { to: to.to_string(), text }).await?;
-            println!("delivered: {}", answer.get("id").and_then(Value::as_str).unwrap_or("?"));
+            let answer = client::call(
+                &home,
+                &Request::Send {
+                    to: to.to_string(),
+                    text,
+                },
+            )
+            .await?;
+            println!(
+                "delivered: {}",
+                answer.get("id").and_then(Value::as_str).unwrap_or("?")
+            );
             Ok(())
         }
         Command::History { user, json } => {
             let with = parse_user(&user)?;
-            let answer = client::call(&home, &Request::History { with: with.to_string() }).await?;
+            let answer = client::call(
+                &home,
+                &Request::History {
+                    with: with.to_string(),
+                },
+            )
+            .await?;
             if json {
                 return print_json(&answer);
             }
-            for m in answer.get("messages").and_then(Value::as_array).into_iter().flatten() {
+            for m in answer
+                .get("messages")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 println!("{}", present::message_line(m));
             }
             Ok(())

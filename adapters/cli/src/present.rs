@@ -61,12 +61,21 @@ fn field<'a>(v: &'a Value, key: &str) -> &'a str {
 /// One readable line for a message JSON object.
 #[must_use]
 pub fn message_line(m: &Value) -> String {
-    let state = match (field(m, "delivery"), m.get("verified").and_then(Value::as_bool)) {
+    let state = match (
+        field(m, "delivery"),
+        m.get("verified").and_then(Value::as_bool),
+    ) {
         ("pending", _) => "pending".to_owned(),
         (d, Some(true)) => format!("{d}, verified"),
         (d, _) => format!("{d}, NOT verified"),
     };
-    format!("{} {}: {}  [{}]", field(m, "sent_at"), field(m, "from"), field(m, "text"), state)
+    format!(
+        "{} {}: {}  [{}]",
+        field(m, "sent_at"),
+        field(m, "from"),
+        field(m, "text"),
+        state
+    )
 }
 
 /// One readable line for a conversation JSON object.
@@ -85,10 +94,18 @@ pub fn conversation_line(c: &Value) -> String {
 #[must_use]
 pub fn status_lines(s: &Value) -> String {
     let rendezvous = s.get("rendezvous").cloned().unwrap_or(Value::Null);
-    let connected = rendezvous.get("connected").and_then(Value::as_bool).unwrap_or(false);
+    let connected = rendezvous
+        .get("connected")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let list = |v: Option<&Value>| {
         v.and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" "))
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
             .unwrap_or_default()
     };
     format!(
@@ -96,7 +113,11 @@ pub fn status_lines(s: &Value) -> String {
         field(s, "user"),
         field(s, "peer_id"),
         list(s.get("listen_addrs")),
-        if connected { "connected" } else { "not connected" },
+        if connected {
+            "connected"
+        } else {
+            "not connected"
+        },
         list(rendezvous.get("addrs")),
         s.get("outbox").and_then(Value::as_u64).unwrap_or(0),
     )

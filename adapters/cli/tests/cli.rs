@@ -22,7 +22,11 @@ fn parley_bin() -> PathBuf {
 
 fn rendezvous_bin() -> PathBuf {
     let path = parley_bin().with_file_name("parley-rendezvous");
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace` (test.sh does) before this test", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` (test.sh does) before this test",
+        path.display()
+    );
     path
 }
 
@@ -35,7 +39,11 @@ struct Proc {
 
 impl Proc {
     fn spawn(mut cmd: Command) -> Self {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
         let stdout = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -45,7 +53,11 @@ impl Proc {
                 }
             }
         });
-        Self { child, lines, seen: Vec::new() }
+        Self {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
     }
 
     /// The value after `prefix` on the first line that starts with it.
@@ -58,13 +70,18 @@ impl Proc {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => self.seen.push(line),
-                Err(_) => panic!("no line starting with {prefix:?} within {WAIT:?}; saw {:?}", self.seen),
+                Err(_) => panic!(
+                    "no line starting with {prefix:?} within {WAIT:?}; saw {:?}",
+                    self.seen
+                ),
             }
         }
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -92,12 +109,18 @@ struct Rendezvous {
 fn rendezvous(dir: &Path) -> Rendezvous {
     let data = dir.join("rendezvous");
     let mut cmd = Command::new(rendezvous_bin());
-    cmd.arg("--data").arg(&data).args(["--https", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0"]);
+    cmd.arg("--data")
+        .arg(&data)
+        .args(["--https", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0"]);
     let mut proc = Proc::spawn(cmd);
     let fingerprint = proc.field("ca-fingerprint:");
     let url = proc.field("https:");
     proc.field("p2p:");
-    Rendezvous { _proc: proc, url, fingerprint }
+    Rendezvous {
+        _proc: proc,
+        url,
+        fingerprint,
+    }
 }
 
 fn parley(home: &Path, args: &[&str]) -> Output {
@@ -122,7 +145,15 @@ fn enroll_pinned(rv: &Rendezvous, home: &Path, user: &str, password: &str, pin: 
     Command::new(parley_bin())
         .arg("--home")
         .arg(home)
-        .args(["enroll", "--server", &rv.url, "--user", user, "--ca-fingerprint", pin])
+        .args([
+            "enroll",
+            "--server",
+            &rv.url,
+            "--user",
+            user,
+            "--ca-fingerprint",
+            pin,
+        ])
         .env("PARLEY_PASSWORD", password)
         .stdin(Stdio::null())
         .output()
@@ -131,18 +162,24 @@ fn enroll_pinned(rv: &Rendezvous, home: &Path, user: &str, password: &str, pin: 
 
 fn daemon(home: &Path) -> Proc {
     let mut cmd = Command::new(parley_bin());
-    cmd.arg("--home").arg(home).args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    cmd.arg("--home")
+        .arg(home)
+        .args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"]);
     let mut proc = Proc::spawn(cmd);
     proc.field("control:");
-    wait_for(&format!("{} to reach the rendezvous", home.display()), || {
-        let out = parley(home, &["status", "--json"]);
-        out.status.success() && json(&out)["rendezvous"]["connected"] == true
-    });
+    wait_for(
+        &format!("{} to reach the rendezvous", home.display()),
+        || {
+            let out = parley(home, &["status", "--json"]);
+            out.status.success() && json(&out)["rendezvous"]["connected"] == true
+        },
+    );
     proc
 }
 
 fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
@@ -163,7 +200,12 @@ fn texts(home: &Path, with: &str) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|m| (m["from"].as_str().unwrap().to_owned(), m["text"].as_str().unwrap().to_owned()))
+        .map(|m| {
+            (
+                m["from"].as_str().unwrap().to_owned(),
+                m["text"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect()
 }
 
@@ -183,32 +225,61 @@ fn messages_flow_both_ways_with_the_contract_fields_and_survive_a_restart() {
 
     let sent = parley(&alice, &["send", "bob", "salut bob, c est alice"]);
     assert!(sent.status.success(), "{}", stderr(&sent));
-    assert!(parley(&bob, &["send", "alice", "salut alice !"]).status.success());
+    assert!(
+        parley(&bob, &["send", "alice", "salut alice !"])
+            .status
+            .success()
+    );
 
     let out = parley(&bob, &["history", "alice", "--json"]);
     let doc = json(&out);
     let first = &doc["messages"][0];
     for key in ["id", "from", "to", "text", "sent_at", "verified"] {
-        assert!(!first[key].is_null(), "message objects carry {key}: {first}");
+        assert!(
+            !first[key].is_null(),
+            "message objects carry {key}: {first}"
+        );
     }
     assert_eq!(first["from"], "alice");
     assert_eq!(first["to"], "bob");
     assert_eq!(first["verified"], true);
-    assert!(time::OffsetDateTime::parse(first["sent_at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).is_ok());
+    assert!(
+        time::OffsetDateTime::parse(
+            first["sent_at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339
+        )
+        .is_ok()
+    );
 
     let conversations = json(&parley(&alice, &["conversations", "--json"]));
     assert_eq!(conversations[0]["with"], "bob");
     assert_eq!(conversations[0]["messages"], 2);
 
     // The socket is the owner's only.
-    let mode = std::fs::metadata(bob.join("control.sock")).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(bob.join("control.sock"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600);
 
     // SIGTERM stops the daemon cleanly, and history survives the restart.
-    assert!(bob_daemon.terminate().success(), "the daemon exits 0 on SIGTERM");
-    assert!(!bob.join("control.sock").exists(), "the socket is removed on a clean stop");
+    assert!(
+        bob_daemon.terminate().success(),
+        "the daemon exits 0 on SIGTERM"
+    );
+    assert!(
+        !bob.join("control.sock").exists(),
+        "the socket is removed on a clean stop"
+    );
     let _bob_daemon = daemon(&bob);
-    assert_eq!(texts(&bob, "alice"), [pair("alice", "salut bob, c est alice"), pair("bob", "salut alice !")]);
+    assert_eq!(
+        texts(&bob, "alice"),
+        [
+            pair("alice", "salut bob, c est alice"),
+            pair("bob", "salut alice !")
+        ]
+    );
     drop(rv);
 }
 
@@ -230,7 +301,11 @@ fn an_offline_contact_gets_the_message_once_when_back() {
     });
     let out = parley(&alice, &["send", "bob", "two"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("bob is offline") && stderr(&out).contains("outbox"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("bob is offline") && stderr(&out).contains("outbox"),
+        "{}",
+        stderr(&out)
+    );
 
     let _bob_daemon = daemon(&bob);
     wait_for("the outbox to drain", || texts(&bob, "alice").len() >= 3);
@@ -253,12 +328,20 @@ fn bad_input_and_failures_get_one_sentence_and_the_right_exit_code() {
     // No daemon yet.
     let out = parley(&alice, &["status"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).starts_with("no Parley daemon is running"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).starts_with("no Parley daemon is running"),
+        "{}",
+        stderr(&out)
+    );
 
     // Usage errors exit 2.
     let out = parley(&alice, &["send", "Bob", "hi"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("not a valid username"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not a valid username"),
+        "{}",
+        stderr(&out)
+    );
     let out = enroll_pinned(&rv, &alice, "alice", "pw", "sha256:zz");
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("fingerprint"), "{}", stderr(&out));
@@ -269,7 +352,12 @@ fn bad_input_and_failures_get_one_sentence_and_the_right_exit_code() {
     let out = enroll(&rv, &other, "alice", "wrong");
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("password"), "{}", stderr(&out));
-    assert_eq!(stderr(&out).lines().count(), 1, "one sentence: {}", stderr(&out));
+    assert_eq!(
+        stderr(&out).lines().count(),
+        1,
+        "one sentence: {}",
+        stderr(&out)
+    );
 
     // A pinned fingerprint that is not the server's.
     let wrong_pin = format!("sha256:{}", "0".repeat(64));
@@ -279,18 +367,32 @@ fn bad_input_and_failures_get_one_sentence_and_the_right_exit_code() {
 
     let _alice_daemon = daemon(&alice);
     // A second daemon on the same home is refused clearly.
-    let out = Command::new(parley_bin()).arg("--home").arg(&alice).args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"]).output().unwrap();
+    let out = Command::new(parley_bin())
+        .arg("--home")
+        .arg(&alice)
+        .args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("in use"), "{}", stderr(&out));
 
     // Unknown user: nothing sent, nothing kept.
     let out = parley(&alice, &["send", "nobody", "hello?"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("nobody") && stderr(&out).contains("nothing was sent"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nobody") && stderr(&out).contains("nothing was sent"),
+        "{}",
+        stderr(&out)
+    );
     assert!(texts(&alice, "nobody").is_empty());
     // Empty text, TTL not yet available.
     assert_eq!(parley(&alice, &["send", "bob", ""]).status.code(), Some(2));
-    assert_eq!(parley(&alice, &["send", "bob", "x", "--ttl", "30s"]).status.code(), Some(2));
+    assert_eq!(
+        parley(&alice, &["send", "bob", "x", "--ttl", "30s"])
+            .status
+            .code(),
+        Some(2)
+    );
     // Messages to oneself.
     let out = parley(&alice, &["send", "alice", "me"]);
     assert_eq!(out.status.code(), Some(1));

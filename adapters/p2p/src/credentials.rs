@@ -24,7 +24,9 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("peer_id", &self.peer_id).finish_non_exhaustive()
+        f.debug_struct("Credentials")
+            .field("peer_id", &self.peer_id)
+            .finish_non_exhaustive()
     }
 }
 

@@ -13,7 +13,9 @@ use std::{
 use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use libp2p::{
     Multiaddr, PeerId, Swarm,
-    request_response::{self, OutboundFailure, OutboundRequestId, ProtocolSupport, ResponseChannel},
+    request_response::{
+        self, OutboundFailure, OutboundRequestId, ProtocolSupport, ResponseChannel,
+    },
     swarm::{NetworkBehaviour, SwarmEvent, dial_opts::DialOpts},
 };
 use parley_domain::{MessageId, MessageText, Role, Timestamp, Username};
@@ -26,8 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     Credentials, Error,
     protocol::{
-        DIRECTORY_PROTOCOL, DirectoryRequest, DirectoryResponse, MESSAGE_PROTOCOL, Meta,
-        MessageRequest, MessageResponse, meta_within_bounds,
+        DIRECTORY_PROTOCOL, DirectoryRequest, DirectoryResponse, MESSAGE_PROTOCOL, MessageRequest,
+        MessageResponse, Meta, meta_within_bounds,
     },
     registry::Registry,
     swarm,
@@ -84,18 +86,28 @@ struct Behaviour {
     directory: request_response::json::Behaviour<DirectoryRequest, DirectoryResponse>,
 }
 
+type LookupReply = oneshot::Sender<Result<Option<PeerAddress>, DirectoryError>>;
+type DeliveryReply = oneshot::Sender<Result<(), TransportError>>;
+type Stopper = (oneshot::Sender<()>, tokio::task::JoinHandle<()>);
+
 enum Command {
     Lookup {
         user: Username,
-        reply: oneshot::Sender<Result<Option<PeerAddress>, DirectoryError>>,
+        reply: LookupReply,
     },
     Deliver {
         to: Username,
         peer: PeerId,
         addrs: Vec<Multiaddr>,
-        request: MessageRequest,
-        reply: oneshot::Sender<Result<(), TransportError>>,
+        request: Box<MessageRequest>,
+        reply: DeliveryReply,
     },
+}
+
+struct PendingDelivery {
+    peer: PeerId,
+    to: Username,
+    reply: DeliveryReply,
 }
 
 /// Handle on a running node; cheap to clone.
@@ -103,7 +115,7 @@ enum Command {
 pub struct Node {
     commands: mpsc::Sender<Command>,
     snapshot: Arc<Mutex<NodeSnapshot>>,
-    shutdown: Arc<Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>>,
+    shutdown: Arc<Mutex<Option<Stopper>>>,
 }
 
 impl Node {
@@ -135,7 +147,9 @@ impl Node {
             let (peer, base) =
                 swarm::split_peer(addr).ok_or_else(|| Error::Address(addr.to_string()))?;
             if rendezvous_peer.is_some_and(|p| p != peer) {
-                return Err(Error::Address(format!("{addr} (a second rendezvous peer id)")));
+                return Err(Error::Address(format!(
+                    "{addr} (a second rendezvous peer id)"
+                )));
             }
             rendezvous_peer = Some(peer);
             rendezvous_addrs.push(base);
@@ -146,7 +160,10 @@ impl Node {
 
         let snapshot = Arc::new(Mutex::new(NodeSnapshot {
             peer_id: peer_id.to_string(),
-            listen_addrs: listen_addrs.iter().map(|a| swarm::with_peer(a, peer_id).to_string()).collect(),
+            listen_addrs: listen_addrs
+                .iter()
+                .map(|a| swarm::with_peer(a, peer_id).to_string())
+                .collect(),
             rendezvous_connected: false,
         }));
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
@@ -166,14 +183,22 @@ impl Node {
         };
         let handle = tokio::spawn(task.run(command_rx, stop_rx));
         Ok((
-            Self { commands, snapshot, shutdown: Arc::new(Mutex::new(Some((stop_tx, handle)))) },
+            Self {
+                commands,
+                snapshot,
+                shutdown: Arc::new(Mutex::new(Some((stop_tx, handle)))),
+            },
             inbound_rx,
         ))
     }
 
     /// Stops the swarm task and waits for it. Idempotent.
     pub async fn shutdown(&self) {
-        let taken = self.shutdown.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let taken = self
+            .shutdown
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some((stop, handle)) = taken {
             let _ = stop.send(());
             let _ = handle.await;
@@ -181,23 +206,33 @@ impl Node {
     }
 
     async fn command(&self, command: Command) -> Result<(), Error> {
-        self.commands.send(command).await.map_err(|_| Error::Stopped)
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| Error::Stopped)
     }
 }
 
 impl NodeInfo for Node {
     fn snapshot(&self) -> NodeSnapshot {
-        self.snapshot.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
 impl Directory for Node {
     async fn lookup(&self, user: &Username) -> Result<Option<PeerAddress>, DirectoryError> {
         let (reply, rx) = oneshot::channel();
-        self.command(Command::Lookup { user: user.clone(), reply })
-            .await
-            .map_err(|e| DirectoryError::Unavailable(e.to_string()))?;
-        rx.await.map_err(|_| DirectoryError::Unavailable("the network task stopped".into()))?
+        self.command(Command::Lookup {
+            user: user.clone(),
+            reply,
+        })
+        .await
+        .map_err(|e| DirectoryError::Unavailable(e.to_string()))?;
+        rx.await
+            .map_err(|_| DirectoryError::Unavailable("the network task stopped".into()))?
     }
 }
 
@@ -212,19 +247,30 @@ impl Transport for Node {
             .peer_id
             .parse()
             .map_err(|_| TransportError::Unreachable(format!("bad peer id {}", at.peer_id)))?;
-        let addrs = at.addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()).collect();
-        let request = MessageRequest {
+        let addrs = at
+            .addrs
+            .iter()
+            .filter_map(|a| a.parse::<Multiaddr>().ok())
+            .collect();
+        let request = Box::new(MessageRequest {
             id: message.id.to_string(),
             to: message.to.to_string(),
             text: message.text.as_str().to_owned(),
             sent_at: message.sent_at.0,
             meta: Meta::new(),
-        };
+        });
         let (reply, rx) = oneshot::channel();
-        self.command(Command::Deliver { to: to.clone(), peer, addrs, request, reply })
-            .await
-            .map_err(|e| TransportError::Unreachable(e.to_string()))?;
-        rx.await.map_err(|_| TransportError::NoReceipt("the network task stopped".into()))?
+        self.command(Command::Deliver {
+            to: to.clone(),
+            peer,
+            addrs,
+            request,
+            reply,
+        })
+        .await
+        .map_err(|e| TransportError::Unreachable(e.to_string()))?;
+        rx.await
+            .map_err(|_| TransportError::NoReceipt("the network task stopped".into()))?
     }
 }
 
@@ -238,8 +284,8 @@ struct Task {
     listen_addrs: Vec<Multiaddr>,
     snapshot: Arc<Mutex<NodeSnapshot>>,
     inbound: mpsc::Sender<Inbound>,
-    lookups: HashMap<OutboundRequestId, oneshot::Sender<Result<Option<PeerAddress>, DirectoryError>>>,
-    deliveries: HashMap<OutboundRequestId, (PeerId, Username, oneshot::Sender<Result<(), TransportError>>)>,
+    lookups: HashMap<OutboundRequestId, LookupReply>,
+    deliveries: HashMap<OutboundRequestId, PendingDelivery>,
     replies: FuturesUnordered<BoxFuture<'static, Reply>>,
 }
 
@@ -262,11 +308,16 @@ impl Task {
     }
 
     fn set_connected(&self, connected: bool) {
-        self.snapshot.lock().unwrap_or_else(PoisonError::into_inner).rendezvous_connected = connected;
+        self.snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .rendezvous_connected = connected;
     }
 
     fn dial_rendezvous_if_needed(&mut self) {
-        let Some((peer, addrs)) = &self.rendezvous else { return };
+        let Some((peer, addrs)) = &self.rendezvous else {
+            return;
+        };
         if self.swarm.is_connected(peer) {
             return;
         }
@@ -277,12 +328,17 @@ impl Task {
     }
 
     fn publish(&mut self) {
-        let Some((peer, _)) = &self.rendezvous else { return };
+        let Some((peer, _)) = &self.rendezvous else {
+            return;
+        };
         let addrs = self.listen_addrs.iter().map(ToString::to_string).collect();
-        self.swarm
-            .behaviour_mut()
-            .directory
-            .send_request(peer, DirectoryRequest::Publish { addrs, meta: Meta::new() });
+        self.swarm.behaviour_mut().directory.send_request(
+            peer,
+            DirectoryRequest::Publish {
+                addrs,
+                meta: Meta::new(),
+            },
+        );
     }
 
     fn on_command(&mut self, command: Command) {
@@ -294,7 +350,10 @@ impl Task {
                     )));
                     return;
                 };
-                let request = DirectoryRequest::Lookup { username: user.to_string(), meta: Meta::new() };
+                let request = DirectoryRequest::Lookup {
+                    username: user.to_string(),
+                    meta: Meta::new(),
+                };
                 let id = self
                     .swarm
                     .behaviour_mut()
@@ -302,21 +361,28 @@ impl Task {
                     .send_request_with_addresses(peer, request, addrs.clone());
                 self.lookups.insert(id, reply);
             }
-            Command::Deliver { to, peer, addrs, request, reply } => {
+            Command::Deliver {
+                to,
+                peer,
+                addrs,
+                request,
+                reply,
+            } => {
                 let expected = Role::User(to.clone());
-                if let Some(certified) = self.registry.certified(&peer) {
-                    if certified.role != expected {
-                        let _ = reply.send(Err(TransportError::WrongIdentity { expected: to }));
-                        return;
-                    }
+                if let Some(certified) = self.registry.certified(&peer)
+                    && certified.role != expected
+                {
+                    let _ = reply.send(Err(TransportError::WrongIdentity { expected: to }));
+                    return;
                 }
                 self.registry.expect(peer, expected);
                 let id = self
                     .swarm
                     .behaviour_mut()
                     .messages
-                    .send_request_with_addresses(&peer, request, addrs);
-                self.deliveries.insert(id, (peer, to, reply));
+                    .send_request_with_addresses(&peer, *request, addrs);
+                self.deliveries
+                    .insert(id, PendingDelivery { peer, to, reply });
             }
         }
     }
@@ -324,32 +390,50 @@ impl Task {
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Messages(event)) => self.on_message_event(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Directory(event)) => self.on_directory_event(event),
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
-                if self.rendezvous.as_ref().is_some_and(|(p, _)| *p == peer_id) {
-                    tracing::info!(%peer_id, "connected to the rendezvous");
-                    self.publish();
-                }
+            SwarmEvent::Behaviour(BehaviourEvent::Directory(event)) => {
+                self.on_directory_event(event)
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, .. }
+                if self.rendezvous.as_ref().is_some_and(|(p, _)| *p == peer_id) =>
+            {
+                tracing::info!(%peer_id, "connected to the rendezvous");
+                self.publish();
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
                 self.registry.forget(&peer_id);
                 if self.rendezvous.as_ref().is_some_and(|(p, _)| *p == peer_id) {
                     tracing::warn!("lost the rendezvous connection; re-dialling");
                     self.set_connected(false);
                 }
             }
-            SwarmEvent::NewListenAddr { address, .. } => {
-                if !self.listen_addrs.contains(&address) {
-                    self.listen_addrs.push(address);
-                    let me = *self.swarm.local_peer_id();
-                    self.snapshot.lock().unwrap_or_else(PoisonError::into_inner).listen_addrs =
-                        self.listen_addrs.iter().map(|a| swarm::with_peer(a, me).to_string()).collect();
-                    if self.rendezvous.as_ref().is_some_and(|(p, _)| self.swarm.is_connected(p)) {
-                        self.publish();
-                    }
+            SwarmEvent::NewListenAddr { address, .. } if !self.listen_addrs.contains(&address) => {
+                self.listen_addrs.push(address);
+                let me = *self.swarm.local_peer_id();
+                self.snapshot
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .listen_addrs = self
+                    .listen_addrs
+                    .iter()
+                    .map(|a| swarm::with_peer(a, me).to_string())
+                    .collect();
+                if self
+                    .rendezvous
+                    .as_ref()
+                    .is_some_and(|(p, _)| self.swarm.is_connected(p))
+                {
+                    self.publish();
                 }
             }
-            SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+            SwarmEvent::IncomingConnectionError {
+                error,
+                send_back_addr,
+                ..
+            } => {
                 tracing::info!(%send_back_addr, error = %error, "refused an incoming connection");
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
@@ -365,7 +449,11 @@ impl Task {
     ) {
         match event {
             request_response::Event::Message {
-                message: request_response::Message::Response { request_id, response },
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
                 ..
             } => {
                 if response == DirectoryResponse::Published {
@@ -373,15 +461,20 @@ impl Task {
                     self.set_connected(true);
                     return;
                 }
-                let Some(reply) = self.lookups.remove(&request_id) else { return };
+                let Some(reply) = self.lookups.remove(&request_id) else {
+                    return;
+                };
                 let answer = match response {
                     DirectoryResponse::Lookup { peer } => Ok(peer.map(|p| PeerAddress {
                         peer_id: p.peer_id,
                         addrs: p.addrs,
                     })),
-                    DirectoryResponse::RateLimited { retry_after_ms } => Err(DirectoryError::Refused(
-                        format!("too many look-ups; retry in {} s", retry_after_ms.div_ceil(1000)),
-                    )),
+                    DirectoryResponse::RateLimited { retry_after_ms } => {
+                        Err(DirectoryError::Refused(format!(
+                            "too many look-ups; retry in {} s",
+                            retry_after_ms.div_ceil(1000)
+                        )))
+                    }
                     DirectoryResponse::Refused { reason } => Err(DirectoryError::Refused(reason)),
                     DirectoryResponse::Published => {
                         Err(DirectoryError::Unavailable("unexpected answer".into()))
@@ -389,7 +482,9 @@ impl Task {
                 };
                 let _ = reply.send(answer);
             }
-            request_response::Event::OutboundFailure { request_id, error, .. } => {
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
                 if let Some(reply) = self.lookups.remove(&request_id) {
                     let _ = reply.send(Err(DirectoryError::Unavailable(describe(&error))));
                 } else {
@@ -400,25 +495,43 @@ impl Task {
         }
     }
 
-    fn on_message_event(&mut self, event: request_response::Event<MessageRequest, MessageResponse>) {
+    fn on_message_event(
+        &mut self,
+        event: request_response::Event<MessageRequest, MessageResponse>,
+    ) {
         match event {
             request_response::Event::Message {
                 peer,
-                message: request_response::Message::Request { request, channel, .. },
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
                 ..
             } => self.on_inbound_message(peer, request, channel),
             request_response::Event::Message {
-                message: request_response::Message::Response { request_id, response },
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
                 ..
             } => {
-                let Some((_, _, reply)) = self.deliveries.remove(&request_id) else { return };
+                let Some(PendingDelivery { reply, .. }) = self.deliveries.remove(&request_id)
+                else {
+                    return;
+                };
                 let _ = reply.send(match response {
                     MessageResponse::Receipt { .. } => Ok(()),
                     MessageResponse::Refused { reason } => Err(TransportError::Refused(reason)),
                 });
             }
-            request_response::Event::OutboundFailure { request_id, error, .. } => {
-                let Some((peer, to, reply)) = self.deliveries.remove(&request_id) else { return };
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                let Some(PendingDelivery { peer, to, reply }) = self.deliveries.remove(&request_id)
+                else {
+                    return;
+                };
                 let answer = match (&error, self.registry.take_refusal(&peer)) {
                     (OutboundFailure::DialFailure, Some(reason)) => {
                         tracing::warn!(%peer, %reason, "refused a peer that is not who we dialled");
@@ -444,14 +557,17 @@ impl Task {
         request: MessageRequest,
         channel: ResponseChannel<MessageResponse>,
     ) {
-        let refuse = |reason: &str| MessageResponse::Refused { reason: reason.to_owned() };
+        let refuse = |reason: &str| MessageResponse::Refused {
+            reason: reason.to_owned(),
+        };
         let from = match self.registry.certified(&peer).map(|c| c.role) {
             Some(Role::User(user)) => user,
             _ => {
-                let _ = self.swarm.behaviour_mut().messages.send_response(
-                    channel,
-                    refuse("only enrolled users may send messages"),
-                );
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .messages
+                    .send_response(channel, refuse("only enrolled users may send messages"));
                 return;
             }
         };
@@ -459,7 +575,11 @@ impl Task {
             Ok(message) => message,
             Err(reason) => {
                 tracing::info!(%from, %reason, "refused a malformed message");
-                let _ = self.swarm.behaviour_mut().messages.send_response(channel, refuse(reason));
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .messages
+                    .send_response(channel, refuse(reason));
                 return;
             }
         };
@@ -473,13 +593,19 @@ impl Task {
         }
         let id = request.id;
         let (reply, rx) = oneshot::channel();
-        match self.inbound.try_send(Inbound { from, message, reply }) {
+        match self.inbound.try_send(Inbound {
+            from,
+            message,
+            reply,
+        }) {
             Ok(()) => self.replies.push(
                 async move {
                     let response = match rx.await {
                         Ok(Ok(())) => MessageResponse::Receipt { id },
                         Ok(Err(reason)) => MessageResponse::Refused { reason },
-                        Err(_) => MessageResponse::Refused { reason: "the recipient is shutting down".into() },
+                        Err(_) => MessageResponse::Refused {
+                            reason: "the recipient is shutting down".into(),
+                        },
                     };
                     (channel, response)
                 }
@@ -503,7 +629,8 @@ fn parse_request(request: &MessageRequest) -> Result<OutgoingMessage, &'static s
     Ok(OutgoingMessage {
         id: MessageId::parse(&request.id).map_err(|_| "the message id is malformed")?,
         to: Username::parse(&request.to).map_err(|_| "the recipient name is malformed")?,
-        text: MessageText::parse(request.text.clone()).map_err(|_| "the text is empty or too long")?,
+        text: MessageText::parse(request.text.clone())
+            .map_err(|_| "the text is empty or too long")?,
         sent_at: Timestamp(request.sent_at),
     })
 }
@@ -513,7 +640,9 @@ fn describe(error: &OutboundFailure) -> String {
         OutboundFailure::DialFailure => "no connection could be made".into(),
         OutboundFailure::Timeout => "timed out waiting for an answer".into(),
         OutboundFailure::ConnectionClosed => "the connection closed before the answer".into(),
-        OutboundFailure::UnsupportedProtocols => "the other side does not speak the protocol".into(),
+        OutboundFailure::UnsupportedProtocols => {
+            "the other side does not speak the protocol".into()
+        }
         other => other.to_string(),
     }
 }

@@ -1,10 +1,7 @@
 //! Reading certificates against the Parley CA policy.
 
 use libp2p::PeerId;
-use parley_domain::{
-    CaFingerprint, CertifiedPeer, Role,
-    pki::X25519_EXTENSION_OID,
-};
+use parley_domain::{CaFingerprint, CertifiedPeer, Role, pki::X25519_EXTENSION_OID};
 use sha2::{Digest, Sha256};
 use x509_parser::{extensions::GeneralName, oid_registry::OID_SIG_ED25519, prelude::*};
 
@@ -37,9 +34,11 @@ pub fn inspect(der: &[u8]) -> Result<CertifiedPeer, Error> {
             ParsedExtension::SubjectAlternativeName(san) => {
                 for name in &san.general_names {
                     match name {
-                        GeneralName::URI(uri) => roles.push(Role::from_uri(uri).ok_or_else(
-                            || Error::Certificate(format!("unexpected name {uri:?}")),
-                        )?),
+                        GeneralName::URI(uri) => {
+                            roles.push(Role::from_uri(uri).ok_or_else(|| {
+                                Error::Certificate(format!("unexpected name {uri:?}"))
+                            })?)
+                        }
                         _ => {
                             return Err(Error::Certificate(
                                 "the certificate carries a name the Parley CA never issues".into(),
@@ -63,13 +62,22 @@ pub fn inspect(der: &[u8]) -> Result<CertifiedPeer, Error> {
     let role = match roles.as_slice() {
         [role] => role.clone(),
         [] => return Err(Error::Certificate("the certificate names nobody".into())),
-        _ => return Err(Error::Certificate("the certificate names more than one identity".into())),
+        _ => {
+            return Err(Error::Certificate(
+                "the certificate names more than one identity".into(),
+            ));
+        }
     };
-    Ok(CertifiedPeer { role, ed25519, x25519 })
+    Ok(CertifiedPeer {
+        role,
+        ed25519,
+        x25519,
+    })
 }
 
 fn is_x25519_oid(oid: &x509_parser::der_parser::oid::Oid<'_>) -> bool {
-    oid.iter().is_some_and(|arcs| arcs.eq(X25519_EXTENSION_OID.iter().copied()))
+    oid.iter()
+        .is_some_and(|arcs| arcs.eq(X25519_EXTENSION_OID.iter().copied()))
 }
 
 /// The libp2p peer id of an Ed25519 public key.
@@ -89,5 +97,7 @@ pub fn peer_id(ed25519: &[u8; 32]) -> Result<PeerId, Error> {
 pub fn ca_fingerprint(ca_der: &[u8]) -> Result<CaFingerprint, Error> {
     let (_, cert) = X509Certificate::from_der(ca_der)
         .map_err(|e| Error::Certificate(format!("unparsable CA certificate: {e}")))?;
-    Ok(CaFingerprint::from_digest(Sha256::digest(cert.public_key().raw).into()))
+    Ok(CaFingerprint::from_digest(
+        Sha256::digest(cert.public_key().raw).into(),
+    ))
 }

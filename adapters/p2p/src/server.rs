@@ -60,9 +60,18 @@ impl DirectoryServer {
         let me = credentials.peer_id();
         let addresses = listened.iter().map(|a| swarm::with_peer(a, me)).collect();
         let (stop, stop_rx) = oneshot::channel();
-        let directory = Directory { swarm, registry, online: HashMap::new(), buckets: HashMap::new() };
+        let directory = Directory {
+            swarm,
+            registry,
+            online: HashMap::new(),
+            buckets: HashMap::new(),
+        };
         let task = tokio::spawn(directory.run(stop_rx));
-        Ok(Self { addresses, stop, task })
+        Ok(Self {
+            addresses,
+            stop,
+            task,
+        })
     }
 
     /// The addresses it listens on, each ending with `/p2p/<peer id>`.
@@ -92,7 +101,9 @@ impl Bucket {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / LOOKUPS_PER_SECOND))
+            Err(Duration::from_secs_f64(
+                (1.0 - self.tokens) / LOOKUPS_PER_SECOND,
+            ))
         }
     }
 }
@@ -114,19 +125,33 @@ impl Directory {
         }
     }
 
-    fn on_event(&mut self, event: SwarmEvent<request_response::Event<DirectoryRequest, DirectoryResponse>>) {
+    fn on_event(
+        &mut self,
+        event: SwarmEvent<request_response::Event<DirectoryRequest, DirectoryResponse>>,
+    ) {
         match event {
             SwarmEvent::Behaviour(request_response::Event::Message {
                 peer,
-                message: request_response::Message::Request { request, channel, .. },
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
                 ..
             }) => self.on_request(peer, request, channel),
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
                 self.registry.forget(&peer_id);
                 self.buckets.remove(&peer_id);
                 self.online.retain(|_, (peer, _)| *peer != peer_id);
             }
-            SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
                 tracing::info!(%send_back_addr, error = %error, "refused a connection");
             }
             _ => {}
@@ -146,18 +171,25 @@ impl Directory {
     fn answer(&mut self, peer: PeerId, request: DirectoryRequest) -> DirectoryResponse {
         // The upgrade only admits enrolled users; the role check keeps that true here too.
         let Some(Role::User(user)) = self.registry.certified(&peer).map(|c| c.role) else {
-            return DirectoryResponse::Refused { reason: "an enrolled certificate is required".into() };
+            return DirectoryResponse::Refused {
+                reason: "an enrolled certificate is required".into(),
+            };
         };
         match request {
             DirectoryRequest::Publish { addrs, meta } => {
                 if !meta_within_bounds(&meta) || addrs.len() > MAX_PUBLISHED_ADDRS {
-                    return DirectoryResponse::Refused { reason: "too many addresses or metadata".into() };
+                    return DirectoryResponse::Refused {
+                        reason: "too many addresses or metadata".into(),
+                    };
                 }
                 let addrs = addrs
                     .iter()
                     .filter(|a| a.len() <= 256)
                     .filter_map(|a| a.parse::<Multiaddr>().ok())
-                    .filter(|a| !a.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_))))
+                    .filter(|a| {
+                        !a.iter()
+                            .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+                    })
                     .map(|a| swarm::with_peer(&a, peer))
                     .collect();
                 tracing::info!(%user, %peer, "peer online");
@@ -166,19 +198,23 @@ impl Directory {
             }
             DirectoryRequest::Lookup { username, meta } => {
                 if !meta_within_bounds(&meta) {
-                    return DirectoryResponse::Refused { reason: "metadata too large".into() };
+                    return DirectoryResponse::Refused {
+                        reason: "metadata too large".into(),
+                    };
                 }
-                let bucket = self
-                    .buckets
-                    .entry(peer)
-                    .or_insert_with(|| Bucket { tokens: LOOKUP_BURST, at: Instant::now() });
+                let bucket = self.buckets.entry(peer).or_insert_with(|| Bucket {
+                    tokens: LOOKUP_BURST,
+                    at: Instant::now(),
+                });
                 if let Err(wait) = bucket.take(Instant::now()) {
                     tracing::info!(%user, "look-up rate limit reached");
                     return DirectoryResponse::RateLimited {
                         retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
                     };
                 }
-                let found = Username::parse(&username).ok().and_then(|name| self.online.get(&name));
+                let found = Username::parse(&username)
+                    .ok()
+                    .and_then(|name| self.online.get(&name));
                 DirectoryResponse::Lookup {
                     peer: found.map(|(peer, addrs)| PeerRecord {
                         peer_id: peer.to_string(),

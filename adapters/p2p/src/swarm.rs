@@ -42,32 +42,49 @@ pub(crate) async fn listen<B: NetworkBehaviour>(
     use futures::StreamExt;
     use libp2p::swarm::SwarmEvent;
 
-    let listener = swarm
-        .listen_on(addr.clone())
-        .map_err(|e| Error::Listen { addr: addr.to_string(), reason: e.to_string() })?;
+    let listener = swarm.listen_on(addr.clone()).map_err(|e| Error::Listen {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    })?;
     let wait = async {
         loop {
             match swarm.select_next_some().await {
-                SwarmEvent::NewListenAddr { listener_id, address } if listener_id == listener => {
+                SwarmEvent::NewListenAddr {
+                    listener_id,
+                    address,
+                } if listener_id == listener => {
                     return Ok(address);
                 }
-                SwarmEvent::ListenerClosed { listener_id, reason, .. } if listener_id == listener => {
+                SwarmEvent::ListenerClosed {
+                    listener_id,
+                    reason,
+                    ..
+                } if listener_id == listener => {
                     let reason = match reason {
                         Ok(()) => "closed".to_owned(),
                         Err(e) => e.to_string(),
                     };
-                    return Err(Error::Listen { addr: addr.to_string(), reason });
+                    return Err(Error::Listen {
+                        addr: addr.to_string(),
+                        reason,
+                    });
                 }
                 SwarmEvent::ListenerError { listener_id, error } if listener_id == listener => {
-                    return Err(Error::Listen { addr: addr.to_string(), reason: error.to_string() });
+                    return Err(Error::Listen {
+                        addr: addr.to_string(),
+                        reason: error.to_string(),
+                    });
                 }
                 _ => {}
             }
         }
     };
-    let first = tokio::time::timeout(Duration::from_secs(10), wait).await.map_err(|_| {
-        Error::Listen { addr: addr.to_string(), reason: "no address after 10 s".into() }
-    })??;
+    let first = tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .map_err(|_| Error::Listen {
+            addr: addr.to_string(),
+            reason: "no address after 10 s".into(),
+        })??;
     Ok(vec![first])
 }
 

@@ -36,13 +36,17 @@ fn roots(ca: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, Error> {
 /// [`Error::Tls`] when the CA or the own certificate cannot be used.
 pub fn server_config(credentials: &Credentials) -> Result<rustls::ServerConfig, Error> {
     let provider = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(&credentials.ca)?, provider.clone())
-        .build()
-        .map_err(|e| Error::Credentials(format!("client verifier: {e}")))?;
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(roots(&credentials.ca)?, provider.clone())
+            .build()
+            .map_err(|e| Error::Credentials(format!("client verifier: {e}")))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![credentials.certificate.clone()], credentials.private_key())?;
+        .with_single_cert(
+            vec![credentials.certificate.clone()],
+            credentials.private_key(),
+        )?;
     config.alpn_protocols = Vec::new();
     Ok(config)
 }
@@ -53,12 +57,18 @@ pub fn server_config(credentials: &Credentials) -> Result<rustls::ServerConfig, 
 /// [`Error::Tls`] when the CA or the own certificate cannot be used.
 pub fn client_config(credentials: &Credentials) -> Result<rustls::ClientConfig, Error> {
     let provider = provider();
-    let verifier = CaServerVerifier { roots: roots(&credentials.ca)?, provider: provider.clone() };
+    let verifier = CaServerVerifier {
+        roots: roots(&credentials.ca)?,
+        provider: provider.clone(),
+    };
     Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_client_auth_cert(vec![credentials.certificate.clone()], credentials.private_key())?)
+        .with_client_auth_cert(
+            vec![credentials.certificate.clone()],
+            credentials.private_key(),
+        )?)
 }
 
 /// Verifies a server's chain against the CA root, without a host name (peers have none; the
@@ -95,7 +105,9 @@ impl ServerCertVerifier for CaServerVerifier {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
     }
 
     fn verify_tls13_signature(
@@ -113,6 +125,8 @@ impl ServerCertVerifier for CaServerVerifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

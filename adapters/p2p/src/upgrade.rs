@@ -75,7 +75,11 @@ impl MutualTls {
     ///
     /// # Errors
     /// [`Error`] when the credentials cannot make a TLS configuration.
-    pub fn new(credentials: &Credentials, registry: Registry, accept: Accept) -> Result<Self, Error> {
+    pub fn new(
+        credentials: &Credentials,
+        registry: Registry,
+        accept: Accept,
+    ) -> Result<Self, Error> {
         Ok(Self {
             server: Arc::new(tls::server_config(credentials)?),
             client: Arc::new(tls::client_config(credentials)?),
@@ -97,7 +101,10 @@ impl MutualTls {
             Some(expected) if expected != certified.role => {
                 let reason = format!("the peer is {}, not {}", certified.role, expected);
                 self.registry.refuse(peer, reason);
-                return Err(UpgradeError::WrongIdentity { expected, actual: certified.role });
+                return Err(UpgradeError::WrongIdentity {
+                    expected,
+                    actual: certified.role,
+                });
             }
             Some(_) => {}
             None if outbound => return Err(UpgradeError::Unexpected),

@@ -24,7 +24,10 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Runs a TLS handshake in memory between the two configurations.
-fn handshake(client: ClientConfig, server: ServerConfig) -> Result<ClientConnection, rustls::Error> {
+fn handshake(
+    client: ClientConfig,
+    server: ServerConfig,
+) -> Result<ClientConnection, rustls::Error> {
     let name = ServerName::IpAddress(std::net::IpAddr::from([0, 0, 0, 0]).into());
     let mut c = ClientConnection::new(Arc::new(client), name)?;
     let mut s = ServerConnection::new(Arc::new(server))?;
@@ -55,7 +58,10 @@ fn mutual_tls_between_enrolled_peers_is_tls13_with_hybrid_post_quantum_key_excha
     let client = tls::client_config(&ca.user("alice", 1)).unwrap();
     let server = tls::server_config(&ca.user("bob", 2)).unwrap();
     let done = handshake(client, server).unwrap();
-    assert_eq!(done.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
+    assert_eq!(
+        done.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
     let group = done.negotiated_key_exchange_group().unwrap().name();
     assert_eq!(group, rustls::NamedGroup::X25519MLKEM768);
 }
@@ -68,9 +74,15 @@ fn a_stock_libp2p_tls_certificate_is_refused_both_ways() {
     let stock_server = libp2p::tls::make_server_config(&stock).unwrap();
 
     let ours_as_server = tls::server_config(&ca.user("bob", 2)).unwrap();
-    assert!(handshake(stock_client, ours_as_server).is_err(), "server accepted a self-signed libp2p certificate");
+    assert!(
+        handshake(stock_client, ours_as_server).is_err(),
+        "server accepted a self-signed libp2p certificate"
+    );
     let ours_as_client = tls::client_config(&ca.user("alice", 1)).unwrap();
-    assert!(handshake(ours_as_client, stock_server).is_err(), "client accepted a self-signed libp2p certificate");
+    assert!(
+        handshake(ours_as_client, stock_server).is_err(),
+        "client accepted a self-signed libp2p certificate"
+    );
 }
 
 #[test]
@@ -78,8 +90,20 @@ fn a_rogue_ca_certificate_fails_the_handshake_both_ways() {
     let ca = Ca::new("Parley CA");
     let rogue = Ca::new("Parley CA");
     let rogue_bob = rogue.user_trusting("bob", 3, &ca.der);
-    assert!(handshake(tls::client_config(&rogue_bob).unwrap(), tls::server_config(&ca.user("carol", 4)).unwrap()).is_err());
-    assert!(handshake(tls::client_config(&ca.user("alice", 1)).unwrap(), tls::server_config(&rogue_bob).unwrap()).is_err());
+    assert!(
+        handshake(
+            tls::client_config(&rogue_bob).unwrap(),
+            tls::server_config(&ca.user("carol", 4)).unwrap()
+        )
+        .is_err()
+    );
+    assert!(
+        handshake(
+            tls::client_config(&ca.user("alice", 1)).unwrap(),
+            tls::server_config(&rogue_bob).unwrap()
+        )
+        .is_err()
+    );
 }
 
 #[tokio::test]
@@ -121,7 +145,9 @@ async fn a_stock_libp2p_peer_offering_tls_and_noise_cannot_connect() {
     assert!(bob_rx.try_recv().is_err(), "nothing may reach bob");
 
     // And bob, dialling a stock listener, refuses it.
-    stock.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
+    stock
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
     let listen = loop {
         if let SwarmEvent::NewListenAddr { address, .. } = stock.select_next_some().await {
             break address;
@@ -133,15 +159,23 @@ async fn a_stock_libp2p_peer_offering_tls_and_noise_cannot_connect() {
             stock.select_next_some().await;
         }
     });
-    let at = PeerAddress { peer_id: stock_id.to_string(), addrs: vec![listen.to_string()] };
+    let at = PeerAddress {
+        peer_id: stock_id.to_string(),
+        addrs: vec![listen.to_string()],
+    };
     let message = OutgoingMessage {
         id: MessageId::from_bytes([1; 16]),
         to: Username::parse("bob").unwrap(),
         text: MessageText::parse("hi").unwrap(),
         sent_at: Timestamp(0),
     };
-    let err = bob.deliver(&Username::parse("bob").unwrap(), &at, &message).await;
-    assert!(matches!(err, Err(TransportError::Unreachable(_))), "{err:?}");
+    let err = bob
+        .deliver(&Username::parse("bob").unwrap(), &at, &message)
+        .await;
+    assert!(
+        matches!(err, Err(TransportError::Unreachable(_))),
+        "{err:?}"
+    );
 }
 
 fn multistream(line: &str) -> Vec<u8> {
@@ -163,9 +197,16 @@ async fn no_plaintext_or_unauthenticated_path_is_offered() {
             _ => None,
         })
         .unwrap();
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     let mut ask = multistream("/multistream/1.0.0");
-    for protocol in ["/plaintext/2.0.0", "/noise", "/tls/1.0.0", "/parley/message/1"] {
+    for protocol in [
+        "/plaintext/2.0.0",
+        "/noise",
+        "/tls/1.0.0",
+        "/parley/message/1",
+    ] {
         ask.extend(multistream(protocol));
     }
     tcp.write_all(&ask).await.unwrap();
@@ -184,6 +225,10 @@ async fn no_plaintext_or_unauthenticated_path_is_offered() {
     })
     .await;
     let text = String::from_utf8_lossy(&answers);
-    assert_eq!(text.matches("na\n").count(), 4, "every protocol but /parley/mtls must be refused: {text:?}");
+    assert_eq!(
+        text.matches("na\n").count(),
+        4,
+        "every protocol but /parley/mtls must be refused: {text:?}"
+    );
     assert!(bob_rx.try_recv().is_err());
 }

@@ -32,7 +32,10 @@ fn accept_all(mut rx: mpsc::Receiver<Inbound>) -> Arc<Mutex<Vec<(String, String)
     let keep = got.clone();
     tokio::spawn(async move {
         while let Some(inbound) = rx.recv().await {
-            keep.lock().await.push((inbound.from.to_string(), inbound.message.text.as_str().to_owned()));
+            keep.lock().await.push((
+                inbound.from.to_string(),
+                inbound.message.text.as_str().to_owned(),
+            ));
             inbound.accept();
         }
     });
@@ -41,7 +44,10 @@ fn accept_all(mut rx: mpsc::Receiver<Inbound>) -> Arc<Mutex<Vec<(String, String)
 
 async fn address_of(node: &Node) -> PeerAddress {
     let snapshot = parley_usecases::ports::NodeInfo::snapshot(node);
-    PeerAddress { peer_id: snapshot.peer_id, addrs: snapshot.listen_addrs }
+    PeerAddress {
+        peer_id: snapshot.peer_id,
+        addrs: snapshot.listen_addrs,
+    }
 }
 
 async fn online(looker: &Node, name: &str) -> PeerAddress {
@@ -64,9 +70,15 @@ async fn enrolled_peers_find_each_other_and_get_a_receipt() {
 
     let at = online(&alice, "bob").await;
     assert_eq!(at.peer_id, address_of(&bob).await.peer_id);
-    alice.deliver(&user("bob"), &at, &message("bob", 1)).await.unwrap();
+    alice
+        .deliver(&user("bob"), &at, &message("bob", 1))
+        .await
+        .unwrap();
 
-    assert_eq!(*got.lock().await, vec![("alice".to_owned(), "message 1".to_owned())]);
+    assert_eq!(
+        *got.lock().await,
+        vec![("alice".to_owned(), "message 1".to_owned())]
+    );
     alice.shutdown().await;
     bob.shutdown().await;
     dir.shutdown().await;
@@ -85,15 +97,28 @@ async fn a_certificate_from_another_ca_is_refused_as_dialer_and_as_listener() {
     let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
 
     // Eve dials Bob: Bob's server refuses her client certificate.
-    let err = eve.deliver(&user("bob"), &address_of(&bob).await, &message("bob", 1)).await;
+    let err = eve
+        .deliver(&user("bob"), &address_of(&bob).await, &message("bob", 1))
+        .await;
     assert!(err.is_err(), "bob accepted a rogue certificate: {err:?}");
     // Alice dials Eve, believing she is Bob: Alice's client refuses the server certificate.
-    let err = alice.deliver(&user("bob"), &address_of(&eve).await, &message("bob", 2)).await;
-    assert!(matches!(err, Err(TransportError::Unreachable(_))), "{err:?}");
+    let err = alice
+        .deliver(&user("bob"), &address_of(&eve).await, &message("bob", 2))
+        .await;
+    assert!(
+        matches!(err, Err(TransportError::Unreachable(_))),
+        "{err:?}"
+    );
 
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(bob_got.lock().await.is_empty(), "no application byte may reach bob");
-    assert!(eve_got.lock().await.is_empty(), "no application byte may reach eve");
+    assert!(
+        bob_got.lock().await.is_empty(),
+        "no application byte may reach bob"
+    );
+    assert!(
+        eve_got.lock().await.is_empty(),
+        "no application byte may reach eve"
+    );
 }
 
 #[tokio::test]
@@ -105,17 +130,49 @@ async fn mallory_cannot_be_reached_as_bob_nor_speak_as_bob() {
     let mallory_got = accept_all(mallory_rx);
 
     // A lying directory sends Alice to Mallory's peer id for "bob".
-    let err = alice.deliver(&user("bob"), &address_of(&mallory).await, &message("bob", 1)).await;
-    assert_eq!(err, Err(TransportError::WrongIdentity { expected: user("bob") }));
+    let err = alice
+        .deliver(
+            &user("bob"),
+            &address_of(&mallory).await,
+            &message("bob", 1),
+        )
+        .await;
+    assert_eq!(
+        err,
+        Err(TransportError::WrongIdentity {
+            expected: user("bob")
+        })
+    );
     assert!(mallory_got.lock().await.is_empty());
 
     // Mallory writes to Alice: the message is filed under mallory, whatever it claims.
-    mallory.deliver(&user("alice"), &address_of(&alice).await, &message("alice", 2)).await.unwrap();
-    assert_eq!(*alice_got.lock().await, vec![("mallory".to_owned(), "message 2".to_owned())]);
+    mallory
+        .deliver(
+            &user("alice"),
+            &address_of(&alice).await,
+            &message("alice", 2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        *alice_got.lock().await,
+        vec![("mallory".to_owned(), "message 2".to_owned())]
+    );
 
     // Now connected, Alice still refuses to treat Mallory's connection as Bob's.
-    let err = alice.deliver(&user("bob"), &address_of(&mallory).await, &message("bob", 3)).await;
-    assert_eq!(err, Err(TransportError::WrongIdentity { expected: user("bob") }));
+    let err = alice
+        .deliver(
+            &user("bob"),
+            &address_of(&mallory).await,
+            &message("bob", 3),
+        )
+        .await;
+    assert_eq!(
+        err,
+        Err(TransportError::WrongIdentity {
+            expected: user("bob")
+        })
+    );
 }
 
 #[tokio::test]
@@ -124,7 +181,9 @@ async fn a_message_for_another_user_is_refused_without_receipt() {
     let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
     let (bob, bob_rx) = node(ca.user("bob", 2), "bob", vec![]).await;
     let got = accept_all(bob_rx);
-    let err = alice.deliver(&user("bob"), &address_of(&bob).await, &message("carol", 1)).await;
+    let err = alice
+        .deliver(&user("bob"), &address_of(&bob).await, &message("carol", 1))
+        .await;
     assert!(matches!(err, Err(TransportError::Refused(_))), "{err:?}");
     assert!(got.lock().await.is_empty());
 }
@@ -137,7 +196,11 @@ async fn the_directory_files_addresses_under_the_certificate_name_and_forgets_on
     let (carol, _) = node(ca.user("carol", 4), "carol", dir.addresses()).await;
     let at = online(&alice, "carol").await;
     assert_eq!(at.peer_id, address_of(&carol).await.peer_id);
-    assert!(at.addrs.iter().all(|a| a.ends_with(&format!("/p2p/{}", at.peer_id))));
+    assert!(
+        at.addrs
+            .iter()
+            .all(|a| a.ends_with(&format!("/p2p/{}", at.peer_id)))
+    );
 
     carol.shutdown().await;
     eventually("carol to be offline", async || {
@@ -155,9 +218,17 @@ async fn directory_lookups_need_an_enrolled_certificate() {
     let rogue = Ca::new("Parley CA");
     let dir = directory(&ca).await;
     let (_bob, _) = node(ca.user("bob", 2), "bob", dir.addresses()).await;
-    let (eve, _) = node(rogue.user_trusting("eve", 3, &ca.der), "eve", dir.addresses()).await;
+    let (eve, _) = node(
+        rogue.user_trusting("eve", 3, &ca.der),
+        "eve",
+        dir.addresses(),
+    )
+    .await;
     let answer = eve.lookup(&user("bob")).await;
-    assert!(matches!(answer, Err(DirectoryError::Unavailable(_))), "{answer:?}");
+    assert!(
+        matches!(answer, Err(DirectoryError::Unavailable(_))),
+        "{answer:?}"
+    );
 }
 
 #[tokio::test]

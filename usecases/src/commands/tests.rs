@@ -2,8 +2,8 @@ use std::sync::Arc;
 
 use futures::executor::block_on;
 use parley_domain::{
-    CaFingerprint, Delivery, DeviceIdentity, Direction, MessageId, MessageText, Secret32,
-    Username, identity::Password,
+    CaFingerprint, Delivery, DeviceIdentity, Direction, MessageId, MessageText, Secret32, Username,
+    identity::Password,
 };
 
 use super::*;
@@ -50,11 +50,21 @@ fn alice_world() -> World {
         FixedClock::at(1_000),
         events.clone(),
     );
-    World { store, directory, transport, events, messaging }
+    World {
+        store,
+        directory,
+        transport,
+        events,
+        messaging,
+    }
 }
 
 fn send(w: &World, n: u8, to: &str, t: &str) -> Result<(), SendError> {
-    block_on(w.messaging.send(SendMessage { id: id(n), to: user(to), text: text(t) }))
+    block_on(w.messaging.send(SendMessage {
+        id: id(n),
+        to: user(to),
+        text: text(t),
+    }))
 }
 
 #[test]
@@ -69,7 +79,10 @@ fn given_an_online_recipient_when_sending_then_it_is_delivered_and_marked() {
     assert_eq!(delivered[0].text.as_str(), "salut bob");
     let history = queries::history(&*w.store, &user("bob")).expect("history");
     assert_eq!(history.len(), 1);
-    assert_eq!(history[0].delivery, Delivery::Delivered(parley_domain::Timestamp(1_000)));
+    assert_eq!(
+        history[0].delivery,
+        Delivery::Delivered(parley_domain::Timestamp(1_000))
+    );
     assert!(w.store.outbox().expect("outbox").is_empty());
     assert_eq!(w.events.0.lock().expect("lock").len(), 1);
 }
@@ -81,7 +94,10 @@ fn given_an_unknown_name_when_sending_then_nothing_is_kept() {
     let err = send(&w, 1, "nobody", "hello").expect_err("unknown");
 
     assert_eq!(err, SendError::UnknownUser(user("nobody")));
-    assert!(w.store.all().is_empty(), "nothing may be kept for a name never seen");
+    assert!(
+        w.store.all().is_empty(),
+        "nothing may be kept for a name never seen"
+    );
 }
 
 #[test]
@@ -91,12 +107,22 @@ fn given_a_contact_offline_when_sending_then_it_waits_in_the_outbox_and_retry_de
     send(&w, 1, "bob", "first").expect("delivered");
     w.directory.set_offline(&user("bob"));
 
-    assert_eq!(send(&w, 2, "bob", "second"), Err(SendError::Offline(user("bob"))));
-    assert_eq!(send(&w, 3, "bob", "third"), Err(SendError::Offline(user("bob"))));
+    assert_eq!(
+        send(&w, 2, "bob", "second"),
+        Err(SendError::Offline(user("bob")))
+    );
+    assert_eq!(
+        send(&w, 3, "bob", "third"),
+        Err(SendError::Offline(user("bob")))
+    );
     assert_eq!(w.store.outbox().expect("outbox").len(), 2);
 
     block_on(w.messaging.retry_outbox()).expect("retry while offline");
-    assert_eq!(w.store.outbox().expect("outbox").len(), 2, "still offline: still queued");
+    assert_eq!(
+        w.store.outbox().expect("outbox").len(),
+        2,
+        "still offline: still queued"
+    );
 
     w.directory.set_online(&user("bob"));
     block_on(w.messaging.retry_outbox()).expect("retry");
@@ -110,23 +136,37 @@ fn given_a_contact_offline_when_sending_then_it_waits_in_the_outbox_and_retry_de
         .collect();
     assert_eq!(texts, ["first", "second", "third"]);
     assert!(w.store.outbox().expect("outbox").is_empty());
-    assert_eq!(*w.directory.lookups.lock().expect("lock"), 5, "one look-up per retry round");
+    assert_eq!(
+        *w.directory.lookups.lock().expect("lock"),
+        5,
+        "one look-up per retry round"
+    );
 }
 
 #[test]
 fn given_delivery_fails_midway_when_retrying_then_later_messages_wait_for_earlier_ones() {
     let w = alice_world();
     w.directory.set_online(&user("bob"));
-    w.transport.fail_with(Some(TransportError::Unreachable("down".into())));
+    w.transport
+        .fail_with(Some(TransportError::Unreachable("down".into())));
     for (n, t) in [(1, "one"), (2, "two"), (3, "three")] {
-        assert!(matches!(send(&w, n, "bob", t), Err(SendError::Unreachable { .. })));
+        assert!(matches!(
+            send(&w, n, "bob", t),
+            Err(SendError::Unreachable { .. })
+        ));
     }
     w.transport.fail_with(None);
     w.transport.fail_call_at(5); // calls 1-3 failed above; call 4 succeeds, call 5 fails
 
     block_on(w.messaging.retry_outbox()).expect("retry");
 
-    let outbox: Vec<MessageId> = w.store.outbox().expect("outbox").iter().map(|m| m.id).collect();
+    let outbox: Vec<MessageId> = w
+        .store
+        .outbox()
+        .expect("outbox")
+        .iter()
+        .map(|m| m.id)
+        .collect();
     assert_eq!(outbox, [id(2), id(3)], "'three' must not overtake 'two'");
 }
 
@@ -139,7 +179,10 @@ fn given_the_store_fails_when_sending_then_nothing_goes_on_the_wire() {
     let err = send(&w, 1, "bob", "hello").expect_err("store down");
 
     assert!(matches!(err, SendError::Store(_)));
-    assert!(w.transport.delivered.lock().expect("lock").is_empty(), "persist before send");
+    assert!(
+        w.transport.delivered.lock().expect("lock").is_empty(),
+        "persist before send"
+    );
 }
 
 #[test]
@@ -148,7 +191,10 @@ fn given_the_receipt_cannot_be_recorded_when_sending_then_the_message_stays_queu
     w.directory.set_online(&user("bob"));
     w.store.fail_write_at(2); // append succeeds, mark_delivered fails
 
-    assert!(matches!(send(&w, 1, "bob", "hello"), Err(SendError::Store(_))));
+    assert!(matches!(
+        send(&w, 1, "bob", "hello"),
+        Err(SendError::Store(_))
+    ));
     assert_eq!(w.store.outbox().expect("outbox").len(), 1);
 }
 
@@ -159,7 +205,10 @@ fn given_the_directory_is_down_when_sending_to_a_stranger_then_nothing_is_kept()
 
     let err = send(&w, 1, "bob", "hello").expect_err("directory down");
 
-    assert!(matches!(err, SendError::DirectoryUnavailable { queued: false, .. }));
+    assert!(matches!(
+        err,
+        SendError::DirectoryUnavailable { queued: false, .. }
+    ));
     assert!(w.store.all().is_empty());
 }
 
@@ -167,9 +216,14 @@ fn given_the_directory_is_down_when_sending_to_a_stranger_then_nothing_is_kept()
 fn given_a_wrong_identity_when_sending_then_it_is_reported_and_kept() {
     let w = alice_world();
     w.directory.set_online(&user("bob"));
-    w.transport.fail_with(Some(TransportError::WrongIdentity { expected: user("bob") }));
+    w.transport.fail_with(Some(TransportError::WrongIdentity {
+        expected: user("bob"),
+    }));
 
-    assert_eq!(send(&w, 1, "bob", "hello"), Err(SendError::WrongIdentity(user("bob"))));
+    assert_eq!(
+        send(&w, 1, "bob", "hello"),
+        Err(SendError::WrongIdentity(user("bob")))
+    );
     assert_eq!(w.store.outbox().expect("outbox").len(), 1);
 }
 
@@ -195,27 +249,46 @@ fn incoming(from: &str, to: &str, n: u8) -> ReceiveMessage {
 fn given_a_message_delivered_twice_when_receiving_then_it_is_stored_once() {
     let w = alice_world();
 
-    w.messaging.receive(incoming("bob", "alice", 7)).expect("first");
-    w.messaging.receive(incoming("bob", "alice", 7)).expect("second is acknowledged too");
+    w.messaging
+        .receive(incoming("bob", "alice", 7))
+        .expect("first");
+    w.messaging
+        .receive(incoming("bob", "alice", 7))
+        .expect("second is acknowledged too");
 
     let history = queries::history(&*w.store, &user("bob")).expect("history");
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].direction, Direction::Incoming);
-    assert_eq!(w.events.0.lock().expect("lock").len(), 1, "one event for one message");
+    assert_eq!(
+        w.events.0.lock().expect("lock").len(),
+        1,
+        "one event for one message"
+    );
 }
 
 #[test]
 fn given_the_same_id_from_another_sender_when_receiving_then_both_are_kept() {
     let w = alice_world();
-    w.messaging.receive(incoming("bob", "alice", 7)).expect("bob");
-    w.messaging.receive(incoming("mallory", "alice", 7)).expect("mallory");
-    assert_eq!(w.store.all().len(), 2, "a sender cannot suppress another's message by id");
+    w.messaging
+        .receive(incoming("bob", "alice", 7))
+        .expect("bob");
+    w.messaging
+        .receive(incoming("mallory", "alice", 7))
+        .expect("mallory");
+    assert_eq!(
+        w.store.all().len(),
+        2,
+        "a sender cannot suppress another's message by id"
+    );
 }
 
 #[test]
 fn given_a_message_for_someone_else_when_receiving_then_it_is_refused() {
     let w = alice_world();
-    let err = w.messaging.receive(incoming("bob", "carol", 1)).expect_err("not for me");
+    let err = w
+        .messaging
+        .receive(incoming("bob", "carol", 1))
+        .expect_err("not for me");
     assert_eq!(err, ReceiveError::NotForMe(user("carol")));
     assert!(w.store.all().is_empty());
 }
@@ -224,7 +297,10 @@ fn given_a_message_for_someone_else_when_receiving_then_it_is_refused() {
 fn given_the_store_fails_when_receiving_then_no_receipt_may_be_given() {
     let w = alice_world();
     w.store.fail_write_at(1);
-    assert!(matches!(w.messaging.receive(incoming("bob", "alice", 1)), Err(ReceiveError::Store(_))));
+    assert!(matches!(
+        w.messaging.receive(incoming("bob", "alice", 1)),
+        Err(ReceiveError::Store(_))
+    ));
     assert!(w.events.0.lock().expect("lock").is_empty());
 }
 
@@ -273,7 +349,10 @@ fn given_the_rendezvous_refuses_when_enrolling_then_nothing_is_kept() {
     let store = InMemoryStore::default();
     let enrollment = InMemoryEnrollment(Err(EnrollError::InvalidCredentials));
     let err = block_on(Enroll::new(&enrollment, &store).run(&request("bob"))).expect_err("refused");
-    assert_eq!(err, EnrollCommandError::Enrollment(EnrollError::InvalidCredentials));
+    assert_eq!(
+        err,
+        EnrollCommandError::Enrollment(EnrollError::InvalidCredentials)
+    );
     assert_eq!(store.identity().expect("read"), None);
 }
 

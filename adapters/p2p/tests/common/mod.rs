@@ -41,7 +41,10 @@ impl Ca {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let cert = params.self_signed(&key).unwrap();
-        Self { der: cert.der().to_vec(), issuer: Issuer::new(params, key) }
+        Self {
+            der: cert.der().to_vec(),
+            issuer: Issuer::new(params, key),
+        }
     }
 
     /// A leaf by the policy, naming `uri`.
@@ -49,15 +52,21 @@ impl Ca {
         let mut params = CertificateParams::default();
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
         let mut value = vec![0x04, 0x20];
         value.extend_from_slice(&[7u8; 32]);
         let mut ext = CustomExtension::from_oid_content(pki::X25519_EXTENSION_OID, value);
         ext.set_criticality(false);
         params.custom_extensions = vec![ext];
-        params.signed_by(&keypair(secret), &self.issuer).unwrap().der().to_vec()
+        params
+            .signed_by(&keypair(secret), &self.issuer)
+            .unwrap()
+            .der()
+            .to_vec()
     }
 
     pub fn user(&self, name: &str, seed: u8) -> Credentials {
@@ -81,7 +90,9 @@ impl Ca {
 
 pub async fn directory(ca: &Ca) -> DirectoryServer {
     let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
-    DirectoryServer::start(ca.rendezvous(200), listen).await.unwrap()
+    DirectoryServer::start(ca.rendezvous(200), listen)
+        .await
+        .unwrap()
 }
 
 pub async fn node(

@@ -1,0 +1,343 @@
+//! The HTTPS API: routing, and JSON ⇄ domain conversion at the edge.
+//!
+//! `POST /v1/enroll` takes `{"username","password","csr_pem"}`; **unknown fields are refused**
+//! (400 `invalid_json`), so a misspelt field is reported instead of silently dropped. Every
+//! error is `{"error": "<one sentence>", "code": "<snake_case>"}` with a 4xx status; a real
+//! internal failure is 500 `internal`, its detail in the log only. Passwords and keys are never
+//! logged.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Body, Bytes};
+use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use parley_domain::{Password, Username};
+use serde::{Deserialize, Serialize};
+
+use crate::csr;
+use crate::service::{self, MAX_PASSWORD_BYTES, Service};
+
+/// The largest request body accepted.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Routes requests to the enrollment service.
+#[derive(Debug, Clone)]
+pub struct Api {
+    service: Service,
+    body_timeout: Duration,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollBody {
+    username: String,
+    password: String,
+    csr_pem: String,
+}
+
+#[derive(Serialize)]
+struct EnrolledBody<'a> {
+    certificate_pem: &'a str,
+    ca_pem: &'a str,
+    p2p_addrs: &'a [String],
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    code: &'a str,
+}
+
+/// An answer that is not a success: status, code and sentence.
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    /// For 405: the method the resource accepts.
+    allow: Option<&'static str>,
+}
+
+impl Refusal {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            allow: None,
+        }
+    }
+
+    fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "The rendezvous failed to handle the request; try again later.",
+        )
+    }
+
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let body = serde_json::to_vec(&ErrorBody {
+            error: &self.message,
+            code: self.code,
+        })
+        .unwrap_or_default();
+        let mut response = json_response(self.status, body);
+        if let Some(allow) = self.allow {
+            response
+                .headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        response
+    }
+}
+
+impl Api {
+    /// Serves `service`, waiting at most `body_timeout` for a request body.
+    #[must_use]
+    pub fn new(service: Service, body_timeout: Duration) -> Self {
+        Self {
+            service,
+            body_timeout,
+        }
+    }
+
+    /// Answers one request. Never fails: every problem becomes a JSON error response.
+    pub async fn handle<B>(self: Arc<Self>, request: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let method = request.method().clone();
+        let answer = match request.uri().path() {
+            "/v1/enroll" if method == Method::POST => self.enroll(request).await,
+            "/v1/enroll" => Err(wrong_method(&method, "POST")),
+            "/v1/ca" if method == Method::GET => Ok(self.ca()),
+            "/v1/ca" => Err(wrong_method(&method, "GET")),
+            "/healthz" if method == Method::GET => Ok(text_response("ok\n")),
+            "/healthz" => Err(wrong_method(&method, "GET")),
+            _ => Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "There is no such resource; the API serves POST /v1/enroll, GET /v1/ca and GET /healthz.",
+            )),
+        };
+        answer.unwrap_or_else(Refusal::into_response)
+    }
+
+    fn ca(&self) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::new(Bytes::from(self.service.ca_pem().to_owned())));
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-pem-file"),
+        );
+        response
+    }
+
+    async fn enroll<B>(&self, request: Request<B>) -> Result<Response<Full<Bytes>>, Refusal>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        check_content_type(&request)?;
+        let bytes = self.read_body(request).await?;
+        let body: EnrollBody = serde_json::from_slice(&bytes).map_err(|e| {
+            Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!(
+                    "The request body is not the expected JSON ({}); send an object with the strings username, password and csr_pem.",
+                    json_problem(&e)
+                ),
+            )
+        })?;
+        let request = from_wire(body)?;
+        let user = request.user.clone();
+        match self.service.enroll(request).await {
+            Ok(enrolled) => {
+                let body = serde_json::to_vec(&EnrolledBody {
+                    certificate_pem: &enrolled.certificate_pem,
+                    ca_pem: &enrolled.ca_pem,
+                    p2p_addrs: &enrolled.p2p_addrs,
+                })
+                .map_err(|_| Refusal::internal())?;
+                Ok(json_response(StatusCode::OK, body))
+            }
+            Err(e) => Err(refusal_of(&user, e)),
+        }
+    }
+
+    async fn read_body<B>(&self, request: Request<B>) -> Result<Bytes, Refusal>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let declared = request
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+            return Err(too_large());
+        }
+        let limited = Limited::new(request.into_body(), MAX_BODY_BYTES);
+        match tokio::time::timeout(self.body_timeout, limited.collect()).await {
+            Err(_) => Err(Refusal::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!(
+                    "The request body did not arrive within {} seconds; send it again.",
+                    self.body_timeout.as_secs()
+                ),
+            )),
+            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "request body broke off");
+                Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    "The request body could not be read; send it again.",
+                ))
+            }
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        }
+    }
+}
+
+/// Converts the wire body into a checked service request.
+fn from_wire(body: EnrollBody) -> Result<service::Request, Refusal> {
+    let user = Username::parse(&body.username).map_err(|e| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_username",
+            format!("The username is invalid: {e}; choose 3 to 32 of a-z, 0-9, '-' and '_'."),
+        )
+    })?;
+    if body.password.is_empty() {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_password",
+            "The password is empty; choose a password.",
+        ));
+    }
+    if body.password.len() > MAX_PASSWORD_BYTES {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_password",
+            format!(
+                "The password is longer than {MAX_PASSWORD_BYTES} bytes; choose a shorter one."
+            ),
+        ));
+    }
+    let keys = csr::parse(&body.csr_pem).map_err(|e| {
+        Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_csr",
+            format!(
+                "The certificate request was refused because {e}; send a PEM CSR signed by an Ed25519 key that carries the X25519 key extension."
+            ),
+        )
+    })?;
+    Ok(service::Request {
+        user,
+        password: Password::new(body.password),
+        keys,
+    })
+}
+
+fn refusal_of(user: &Username, error: service::Error) -> Refusal {
+    match error {
+        service::Error::InvalidCredentials => Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "The password is wrong for this username; give the password it was first enrolled with.",
+        ),
+        service::Error::UsernameTaken => Refusal::new(
+            StatusCode::CONFLICT,
+            "username_taken",
+            "This username was just registered by another enrollment; choose another name or retry with its password.",
+        ),
+        service::Error::KeyInUse => Refusal::new(
+            StatusCode::CONFLICT,
+            "key_in_use",
+            "This device key is already enrolled under another username; make new device keys to enroll this name.",
+        ),
+        service::Error::Internal(detail) => {
+            tracing::error!(user = %user, error = %detail, "enrollment failed");
+            Refusal::internal()
+        }
+    }
+}
+
+fn check_content_type<B>(request: &Request<B>) -> Result<(), Refusal> {
+    let is_json = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if is_json {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "The request body must be JSON; send it with content-type application/json.",
+        ))
+    }
+}
+
+/// What is wrong with a JSON body, without echoing any of its values.
+fn json_problem(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => "it does not parse".to_owned(),
+        Category::Data => {
+            let text = e.to_string();
+            // serde names the field for unknown and missing fields; other data errors could
+            // quote the value (a password), so they get a generic sentence.
+            if text.starts_with("unknown field") || text.starts_with("missing field") {
+                text.split(" at line").next().unwrap_or("").to_owned()
+            } else {
+                "a field has the wrong type".to_owned()
+            }
+        }
+    }
+}
+
+fn too_large() -> Refusal {
+    Refusal::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "The request body is larger than 64 KiB; send a smaller request.",
+    )
+}
+
+fn wrong_method(method: &Method, allowed: &'static str) -> Refusal {
+    let mut refusal = Refusal::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("This resource does not accept {method}; use {allowed}."),
+    );
+    refusal.allow = Some(allowed);
+    refusal
+}
+
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+fn text_response(text: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,218 @@
+//! Reading a device's certificate signing request: only the two keys are taken from it.
+//!
+//! rcgen's `CertificateSigningRequestParams::from_pem` is deliberately not used: it refuses our
+//! custom extension and copies the requester's wishes (SANs, CA flag, key usages). Here the CSR
+//! is parsed with x509-parser, its Ed25519 signature is checked with `verify_strict`, and
+//! everything but the Ed25519 key and the X25519 extension is ignored.
+
+use ed25519_dalek::{Signature, VerifyingKey};
+use parley_domain::pki::X25519_EXTENSION_OID;
+use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::cri_attributes::ParsedCriAttribute;
+use x509_parser::oid_registry::{OID_SIG_ED25519, Oid};
+use x509_parser::prelude::FromDer;
+
+/// The keys a valid CSR proves its sender holds (Ed25519) or offers (X25519).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceKeys {
+    /// The Ed25519 device key; the CSR's signature proves possession.
+    pub ed25519: [u8; 32],
+    /// The X25519 key for end-to-end encryption, from the CSR's extension request.
+    pub x25519: [u8; 32],
+}
+
+/// Why a CSR is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Not a PEM `CERTIFICATE REQUEST` block.
+    #[error("the CSR is not a PEM certificate request")]
+    NotPem,
+    /// The DER inside does not parse as a PKCS#10 request.
+    #[error("the CSR cannot be parsed")]
+    Malformed,
+    /// The key or the signature algorithm is not Ed25519.
+    #[error("the CSR's key and signature must be Ed25519")]
+    NotEd25519,
+    /// The signature does not verify with the CSR's own key.
+    #[error("the CSR's signature does not verify")]
+    BadSignature,
+    /// The extension request has no X25519 key.
+    #[error("the CSR carries no X25519 key extension")]
+    MissingX25519,
+    /// The X25519 extension is not an OCTET STRING of 32 bytes, or appears twice.
+    #[error("the CSR's X25519 key extension is malformed")]
+    MalformedX25519,
+}
+
+/// Parses and checks a PEM CSR.
+///
+/// # Errors
+/// An [`Error`] naming the first rule the request breaks.
+pub fn parse(pem: &str) -> Result<DeviceKeys, Error> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|_| Error::NotPem)?;
+    if block.label != "CERTIFICATE REQUEST" {
+        return Err(Error::NotPem);
+    }
+    let (rest, csr) =
+        X509CertificationRequest::from_der(&block.contents).map_err(|_| Error::Malformed)?;
+    if !rest.is_empty() {
+        return Err(Error::Malformed);
+    }
+    let info = &csr.certification_request_info;
+    if info.subject_pki.algorithm.algorithm != OID_SIG_ED25519
+        || csr.signature_algorithm.algorithm != OID_SIG_ED25519
+    {
+        return Err(Error::NotEd25519);
+    }
+    let ed25519: [u8; 32] = info
+        .subject_pki
+        .subject_public_key
+        .data
+        .as_ref()
+        .try_into()
+        .map_err(|_| Error::NotEd25519)?;
+    let signature: [u8; 64] = csr
+        .signature_value
+        .data
+        .as_ref()
+        .try_into()
+        .map_err(|_| Error::BadSignature)?;
+    let key = VerifyingKey::from_bytes(&ed25519).map_err(|_| Error::NotEd25519)?;
+    key.verify_strict(info.raw, &Signature::from_bytes(&signature))
+        .map_err(|_| Error::BadSignature)?;
+    let x25519 = x25519_of(&csr)?;
+    Ok(DeviceKeys { ed25519, x25519 })
+}
+
+fn x25519_of(csr: &X509CertificationRequest<'_>) -> Result<[u8; 32], Error> {
+    // Invariant: the OID constant is a valid arc list (checked by the unit test below).
+    let oid = Oid::from(X25519_EXTENSION_OID).expect("X25519_EXTENSION_OID is a valid OID");
+    let mut found = None;
+    for attribute in csr.certification_request_info.iter_attributes() {
+        let ParsedCriAttribute::ExtensionRequest(request) = attribute.parsed_attribute() else {
+            continue;
+        };
+        for extension in request.extensions.iter().filter(|e| e.oid == oid) {
+            if found.is_some() {
+                return Err(Error::MalformedX25519);
+            }
+            found = Some(octet_string_32(extension.value).ok_or(Error::MalformedX25519)?);
+        }
+    }
+    found.ok_or(Error::MissingX25519)
+}
+
+/// The 32 bytes of a DER `OCTET STRING` of length 32, and nothing else.
+#[must_use]
+pub fn octet_string_32(der: &[u8]) -> Option<[u8; 32]> {
+    match der {
+        [0x04, 0x20, key @ ..] => key.try_into().ok(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{
+        CertificateParams, CustomExtension, KeyPair, PKCS_ECDSA_P256_SHA256, SanType,
+        string::Ia5String,
+    };
+
+    use super::*;
+    use crate::ca;
+
+    fn ed25519_key() -> KeyPair {
+        ca::key_pair(&ca::random_secret()).expect("fresh Ed25519 key")
+    }
+
+    fn request(key: &KeyPair, extensions: Vec<CustomExtension>) -> String {
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = vec![SanType::URI(
+            Ia5String::try_from("parley://user/bob").expect("ASCII"),
+        )];
+        params.custom_extensions = extensions;
+        params
+            .serialize_request(key)
+            .expect("CSR")
+            .pem()
+            .expect("PEM")
+    }
+
+    fn check(pem: &str, expected: Result<(), Error>) {
+        assert_eq!(parse(pem).map(|_| ()), expected, "{pem}");
+    }
+
+    #[test]
+    fn the_oid_constant_is_valid() {
+        assert!(Oid::from(X25519_EXTENSION_OID).is_ok());
+    }
+
+    #[test]
+    fn a_well_formed_request_yields_both_keys() {
+        let key = ed25519_key();
+        let pem = request(&key, vec![ca::x25519_extension(&[7; 32])]);
+        let keys = parse(&pem).expect("valid CSR");
+        assert_eq!(keys.x25519, [7; 32]);
+        assert_eq!(&keys.ed25519[..], key.public_key_raw());
+    }
+
+    #[test]
+    fn refuses_garbage_and_other_pem_blocks() {
+        check("", Err(Error::NotPem));
+        check("hello", Err(Error::NotPem));
+        let cert = ca::pem_certificate(b"not a certificate");
+        check(&cert, Err(Error::NotPem));
+        let junk = cert.replace("CERTIFICATE", "CERTIFICATE REQUEST");
+        check(&junk, Err(Error::Malformed));
+    }
+
+    #[test]
+    fn refuses_a_tampered_signature() {
+        let pem = request(&ed25519_key(), vec![ca::x25519_extension(&[7; 32])]);
+        let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).expect("PEM");
+        let mut der = block.contents;
+        let last = der.len() - 1;
+        der[last] ^= 0x01;
+        let tampered = ca::pem_certificate(&der).replace("CERTIFICATE", "CERTIFICATE REQUEST");
+        check(&tampered, Err(Error::BadSignature));
+    }
+
+    #[test]
+    fn refuses_a_non_ed25519_key() {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("P-256 key");
+        check(
+            &request(&key, vec![ca::x25519_extension(&[7; 32])]),
+            Err(Error::NotEd25519),
+        );
+    }
+
+    #[test]
+    fn refuses_a_missing_or_malformed_x25519_extension() {
+        let key = ed25519_key();
+        check(&request(&key, vec![]), Err(Error::MissingX25519));
+        let short = CustomExtension::from_oid_content(X25519_EXTENSION_OID, vec![0x04, 0x01, 9]);
+        check(&request(&key, vec![short]), Err(Error::MalformedX25519));
+        let twice = vec![
+            ca::x25519_extension(&[1; 32]),
+            ca::x25519_extension(&[2; 32]),
+        ];
+        check(&request(&key, twice), Err(Error::MalformedX25519));
+    }
+
+    #[test]
+    fn octet_string_needs_exactly_32_bytes() {
+        assert_eq!(
+            octet_string_32(&[&[0x04, 0x20][..], &[5; 32]].concat()),
+            Some([5; 32])
+        );
+        assert_eq!(
+            octet_string_32(&[&[0x04, 0x20][..], &[5; 33]].concat()),
+            None
+        );
+        assert_eq!(
+            octet_string_32(&[&[0x03, 0x20][..], &[5; 32]].concat()),
+            None
+        );
+    }
+}

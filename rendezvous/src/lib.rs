@@ -1,0 +1,249 @@
+//! The Parley rendezvous: a small certificate authority with an HTTPS enrollment API, and the
+//! libp2p directory where enrolled peers find each other.
+//!
+//! **Architecture invariant:** the rendezvous never sees a private key of a peer and never
+//! copies anything a CSR asks for into a certificate: issued certificates follow the CA's
+//! policy ([`ca::Ca::issue`]) only.
+//!
+//! Layout: [`ca`] (keys and certificates), [`csr`] (what is taken from a request),
+//! [`registry`] (sled records), [`service`] (the enrollment decision), [`api`] (HTTP routes and
+//! JSON at the edge), [`https`] (TLS listener and resource bounds), and [`start`], which wires
+//! them with the directory from `parley-p2p`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod ca;
+pub mod csr;
+pub mod files;
+pub mod https;
+pub mod identity;
+pub mod registry;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+use parley_domain::CaFingerprint;
+use parley_p2p::{Credentials, DirectoryServer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use time::OffsetDateTime;
+use tokio::sync::watch;
+
+/// How the rendezvous is started (the command line, parsed).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data folder: CA key and certificate, rendezvous key, registry.
+    pub data: PathBuf,
+    /// Address of the HTTPS API.
+    pub https: SocketAddr,
+    /// libp2p listen address of the directory.
+    pub p2p: Multiaddr,
+    /// Addresses handed to peers instead of the listen addresses, when given.
+    pub announce: Vec<Multiaddr>,
+    /// A CA key file shared by several instances, instead of `<data>/ca-key.pem`.
+    pub ca_key: Option<PathBuf>,
+}
+
+/// Why the rendezvous could not start. Each message is one sentence for a person.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The data folder or a key or certificate in it could not be used.
+    #[error("{0}")]
+    Ca(#[from] ca::Error),
+    /// The data folder could not be created.
+    #[error("{0}")]
+    Data(#[from] files::Error),
+    /// The registry could not be opened.
+    #[error(
+        "cannot open the registry in {dir}: {reason}; is another parley-rendezvous using this --data folder?"
+    )]
+    Registry {
+        /// The registry folder.
+        dir: String,
+        /// sled's reason.
+        reason: String,
+    },
+    /// The HTTPS address could not be bound.
+    #[error("cannot listen on {addr}: {reason}; choose another --https address")]
+    Listen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why, in words.
+        reason: String,
+    },
+    /// TLS could not be configured with the rendezvous certificate.
+    #[error("cannot configure TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The libp2p directory could not start.
+    #[error("cannot start the directory on {addr}: {reason}; choose another --p2p address")]
+    Directory {
+        /// The address asked for.
+        addr: Multiaddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A running rendezvous.
+pub struct Running {
+    fingerprint: CaFingerprint,
+    https: SocketAddr,
+    p2p_addrs: Vec<Multiaddr>,
+    stop: watch::Sender<bool>,
+    https_task: tokio::task::JoinHandle<()>,
+    directory: DirectoryServer,
+    registry: registry::Registry,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("fingerprint", &self.fingerprint)
+            .field("https", &self.https)
+            .field("p2p_addrs", &self.p2p_addrs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// The CA fingerprint peers pin.
+    #[must_use]
+    pub fn fingerprint(&self) -> CaFingerprint {
+        self.fingerprint
+    }
+
+    /// The address the HTTPS API listens on (the real port when 0 was asked).
+    #[must_use]
+    pub fn https(&self) -> SocketAddr {
+        self.https
+    }
+
+    /// The directory addresses handed to peers, each ending with `/p2p/<peer id>`.
+    #[must_use]
+    pub fn p2p_addrs(&self) -> &[Multiaddr] {
+        &self.p2p_addrs
+    }
+
+    /// Stops accepting, lets requests in flight finish (bounded), stops the directory and
+    /// flushes the registry.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Err(e) = self.https_task.await {
+            tracing::warn!(error = %e, "the HTTPS task ended abnormally");
+        }
+        self.directory.shutdown().await;
+        if let Err(e) = self.registry.flush().await {
+            tracing::error!(error = %e, "flushing the registry at shutdown failed");
+        }
+    }
+}
+
+/// Starts the CA, the registry, the HTTPS API and the directory; resolves once all listen.
+///
+/// # Errors
+/// [`StartError`], one sentence naming what failed and what to do.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    files::private_dir(&config.data)?;
+    let now = OffsetDateTime::now_utc();
+    let ca = Arc::new(ca::Ca::open(&config.data, config.ca_key.as_deref(), now)?);
+    let secret = identity::load_or_create(&config.data)?;
+    let leaf = ca.issue(
+        &ca::Subject::Rendezvous,
+        &identity::public_key(&secret),
+        now,
+    )?;
+
+    let registry_dir = config.data.join(registry::DB_DIR);
+    let registry = registry::Registry::open(&registry_dir).map_err(|e| StartError::Registry {
+        dir: registry_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+
+    let listener = tokio::net::TcpListener::bind(config.https)
+        .await
+        .map_err(|e| listen_error(config.https, &e))?;
+    let https = listener
+        .local_addr()
+        .map_err(|e| listen_error(config.https, &e))?;
+
+    let directory_error = |reason: String| StartError::Directory {
+        addr: config.p2p.clone(),
+        reason,
+    };
+    let credentials = Credentials::new(&secret, leaf.der.clone(), ca.certificate_der().to_vec())
+        .map_err(|e| directory_error(e.to_string()))?;
+    let peer_id = credentials.peer_id();
+    let directory = DirectoryServer::start(credentials, config.p2p.clone())
+        .await
+        .map_err(|e| directory_error(e.to_string()))?;
+    let p2p_addrs = if config.announce.is_empty() {
+        directory.addresses()
+    } else {
+        config
+            .announce
+            .iter()
+            .map(|a| with_peer_id(a.clone(), peer_id))
+            .collect()
+    };
+
+    let chain = vec![
+        CertificateDer::from(leaf.der),
+        CertificateDer::from(ca.certificate_der().to_vec()),
+    ];
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ca::pkcs8(&secret)));
+    let tls = Arc::new(https::tls_config(chain, key)?);
+    let service = service::Service::new(
+        Arc::clone(&ca),
+        registry.clone(),
+        p2p_addrs.iter().map(ToString::to_string).collect(),
+    );
+    let api = Arc::new(api::Api::new(service, BODY_TIMEOUT));
+    let (stop, stopped) = watch::channel(false);
+    let https_task = tokio::spawn(https::serve(
+        listener,
+        tls,
+        api,
+        https::Limits::default(),
+        stopped,
+    ));
+    tracing::info!(%https, fingerprint = %ca.fingerprint(), "rendezvous listening");
+    Ok(Running {
+        fingerprint: ca.fingerprint(),
+        https,
+        p2p_addrs,
+        stop,
+        https_task,
+        directory,
+        registry,
+    })
+}
+
+/// How long the API waits for a request body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `addr` ending with `/p2p/<peer>` (kept as is when it already names a peer).
+#[must_use]
+pub fn with_peer_id(addr: Multiaddr, peer: libp2p::PeerId) -> Multiaddr {
+    if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+        addr
+    } else {
+        addr.with(Protocol::P2p(peer))
+    }
+}
+
+fn listen_error(addr: SocketAddr, e: &std::io::Error) -> StartError {
+    use std::io::ErrorKind;
+    let reason = match e.kind() {
+        ErrorKind::AddrInUse => "address in use".to_owned(),
+        ErrorKind::AddrNotAvailable => "no such address on this machine".to_owned(),
+        ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => e.to_string(),
+    };
+    StartError::Listen { addr, reason }
+}

@@ -1,0 +1,221 @@
+//! The rendezvous's records in sled: users (name → password hash), device keys (Ed25519 key →
+//! name) and issued certificates (serial → certificate).
+//!
+//! Creating a user and binding a key use `compare_and_swap` from empty, so of two concurrent
+//! writers exactly one wins. Writes are durable only after [`Registry::flush`].
+
+use std::path::Path;
+
+use parley_domain::Username;
+use serde::{Deserialize, Serialize};
+
+/// Name of the sled folder inside the data folder.
+pub const DB_DIR: &str = "registry";
+
+/// The store failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// sled could not read or write, or a record is corrupt.
+    #[error("the registry is unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Self::Unavailable(format!("corrupt record: {e}"))
+    }
+}
+
+/// An enrolled user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// RFC 3339 time of the first enrollment.
+    pub created_at: String,
+}
+
+/// A certificate as kept.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssuedRecord {
+    /// Whom it names.
+    pub username: String,
+    /// The certificate.
+    pub certificate_pem: String,
+    /// RFC 3339 time of issue.
+    pub issued_at: String,
+}
+
+/// What binding a device key to a user found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Binding {
+    /// The key is (now or already) bound to this user.
+    Bound,
+    /// The key belongs to another user.
+    Taken,
+}
+
+/// The sled-backed registry. Cheap to clone (sled trees are shared handles).
+#[derive(Clone)]
+pub struct Registry {
+    db: sled::Db,
+    users: sled::Tree,
+    device_keys: sled::Tree,
+    certificates: sled::Tree,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// Opens (or creates) the registry in `dir`.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when sled cannot open it (for example, another process holds it).
+    pub fn open(dir: &Path) -> Result<Self, Error> {
+        let db = sled::open(dir)?;
+        Ok(Self {
+            users: db.open_tree("users")?,
+            device_keys: db.open_tree("device_keys")?,
+            certificates: db.open_tree("certificates")?,
+            db,
+        })
+    }
+
+    /// The user called `name`, if enrolled.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub fn user(&self, name: &Username) -> Result<Option<User>, Error> {
+        match self.users.get(name.as_str())? {
+            Some(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Creates `name` with `user` unless it exists. `Ok(false)` when someone else created it
+    /// first.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub fn create_user(&self, name: &Username, user: &User) -> Result<bool, Error> {
+        let value = serde_json::to_vec(user)?;
+        Ok(self
+            .users
+            .compare_and_swap(name.as_str(), None::<&[u8]>, Some(value))?
+            .is_ok())
+    }
+
+    /// Who holds the device key `ed25519`, if anyone.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub fn key_owner(&self, ed25519: &[u8; 32]) -> Result<Option<String>, Error> {
+        Ok(self
+            .device_keys
+            .get(ed25519)?
+            .map(|owner| String::from_utf8_lossy(&owner).into_owned()))
+    }
+
+    /// Binds `ed25519` to `name` unless another user holds it.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub fn bind_key(&self, ed25519: &[u8; 32], name: &Username) -> Result<Binding, Error> {
+        let owner = name.as_str().as_bytes();
+        match self
+            .device_keys
+            .compare_and_swap(ed25519, None::<&[u8]>, Some(owner))?
+        {
+            Ok(()) => Ok(Binding::Bound),
+            Err(clash) if clash.current.as_deref() == Some(owner) => Ok(Binding::Bound),
+            Err(_) => Ok(Binding::Taken),
+        }
+    }
+
+    /// Records an issued certificate under its serial.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub fn record_certificate(&self, serial: &str, record: &IssuedRecord) -> Result<(), Error> {
+        self.certificates
+            .insert(serial, serde_json::to_vec(record)?)?;
+        Ok(())
+    }
+
+    /// Makes every write so far durable.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(raw: &str) -> Username {
+        Username::parse(raw).expect("valid literal")
+    }
+
+    fn user(hash: &str) -> User {
+        User {
+            password_hash: hash.into(),
+            created_at: "2026-11-22T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn a_name_is_created_once_and_a_key_bound_to_one_user() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let registry = Registry::open(dir.path()).expect("open");
+        assert!(
+            registry
+                .create_user(&name("bob"), &user("h1"))
+                .expect("create")
+        );
+        assert!(
+            !registry
+                .create_user(&name("bob"), &user("h2"))
+                .expect("create again")
+        );
+        assert_eq!(
+            registry
+                .user(&name("bob"))
+                .expect("read")
+                .map(|u| u.password_hash),
+            Some("h1".into())
+        );
+        assert_eq!(
+            registry.bind_key(&[1; 32], &name("bob")).expect("bind"),
+            Binding::Bound
+        );
+        assert_eq!(
+            registry
+                .bind_key(&[1; 32], &name("bob"))
+                .expect("bind again"),
+            Binding::Bound
+        );
+        assert_eq!(
+            registry.bind_key(&[1; 32], &name("eve")).expect("steal"),
+            Binding::Taken
+        );
+        assert_eq!(
+            registry.key_owner(&[1; 32]).expect("owner"),
+            Some("bob".into())
+        );
+    }
+}
