@@ -83,6 +83,13 @@ impl CaFingerprint {
         Self(digest)
     }
 
+    /// The fingerprint of a CA key given its SubjectPublicKeyInfo DER.
+    #[must_use]
+    pub fn of_spki(spki_der: &[u8]) -> Self {
+        use sha2::{Digest, Sha256};
+        Self(Sha256::digest(spki_der).into())
+    }
+
     /// Parses `sha256:<64 hex>` (hex in either case).
     ///
     /// # Errors

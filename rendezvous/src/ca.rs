@@ -9,7 +9,6 @@ use std::path::Path;
 
 use parley_domain::pki::{MAX_CERT_VALIDITY_DAYS, RENDEZVOUS_URI, X25519_EXTENSION_OID, user_uri};
 use parley_domain::{CaFingerprint, Secret32, Username};
-use rand_core::{OsRng, RngCore};
 use rcgen::string::Ia5String;
 use rcgen::{
     BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
@@ -17,7 +16,6 @@ use rcgen::{
     SanType, SerialNumber, SubjectPublicKeyInfo,
 };
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer, pem::PemObject};
-use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -224,7 +222,7 @@ pub fn x25519_extension(x25519: &[u8; 32]) -> CustomExtension {
 /// DER does not parse.
 #[must_use]
 pub fn fingerprint(ca_der: &[u8]) -> Option<CaFingerprint> {
-    spki_of(ca_der).map(|spki| CaFingerprint::from_digest(Sha256::digest(spki).into()))
+    spki_of(ca_der).map(|spki| CaFingerprint::of_spki(&spki))
 }
 
 /// Turns 32 secret bytes into an rcgen key pair.
@@ -248,7 +246,7 @@ pub fn pkcs8(secret: &Secret32) -> Vec<u8> {
 #[must_use]
 pub fn random_secret() -> Secret32 {
     let mut bytes = [0u8; 32];
-    OsRng.fill_bytes(&mut bytes);
+    fill_random(&mut bytes);
     Secret32::new(bytes)
 }
 
@@ -329,10 +327,19 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// Fills `bytes` from the operating system's random source.
+///
+/// A CA that cannot draw randomness must not issue anything: like `OsRng`, this panics when
+/// the kernel's generator fails, which on Linux only happens on an unusable system.
+pub fn fill_random(bytes: &mut [u8]) {
+    #[allow(clippy::expect_used)]
+    getrandom::fill(bytes).expect("the operating system's random source must work");
+}
+
 /// 16 random bytes, positive and without a leading zero byte as a DER INTEGER.
 fn random_serial() -> [u8; 16] {
     let mut serial = [0u8; 16];
-    OsRng.fill_bytes(&mut serial);
+    fill_random(&mut serial);
     serial[0] = (serial[0] & 0x7f) | 0x01;
     serial
 }

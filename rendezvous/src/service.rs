@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 use parley_domain::{Password, Username};
-use rand_core::OsRng;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
@@ -159,11 +158,13 @@ impl Service {
 /// Argon2id with the crate's default parameters, off the async threads.
 async fn hash(password: Password) -> Result<String, Error> {
     tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.expose().as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| Error::Internal(format!("hashing failed: {e}")))
+        // A fresh random salt from the operating system, inside `hash_password`.
+        PasswordHasher::<PasswordHash>::hash_password(
+            &Argon2::default(),
+            password.expose().as_bytes(),
+        )
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Internal(format!("hashing failed: {e}")))
     })
     .await
     .map_err(|e| Error::Internal(format!("hashing task failed: {e}")))?

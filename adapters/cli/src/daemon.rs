@@ -345,9 +345,8 @@ fn send_code(error: &SendError) -> &'static str {
 
 /// 16 random bytes from the operating system's generator.
 fn random_id() -> Result<[u8; 16], Response> {
-    use rand_core::RngCore;
     let mut bytes = [0u8; 16];
-    rand_core::OsRng.try_fill_bytes(&mut bytes).map_err(|_| {
+    getrandom::fill(&mut bytes).map_err(|_| {
         failure(
             "internal",
             "the system's random generator failed; nothing was sent",

@@ -3,7 +3,6 @@
 use parley_domain::pki::{X25519_EXTENSION_OID, user_uri};
 use parley_domain::{Secret32, Username};
 use parley_usecases::ports::EnrollError;
-use rand_core::{OsRng, RngCore};
 use rcgen::string::Ia5String;
 use rcgen::{
     CertificateParams, CustomExtension, DistinguishedName, DnType, KeyPair, PKCS_ED25519, SanType,
@@ -35,9 +34,7 @@ impl DeviceKeys {
     /// # Errors
     /// [`EnrollError::Failed`] when the crypto provider refuses the key (it should not).
     pub fn generate() -> Result<Self, EnrollError> {
-        let mut bytes = [0u8; 32];
-        OsRng.fill_bytes(&mut bytes);
-        let ed25519 = Secret32::new(bytes);
+        let ed25519 = Secret32::new(random_bytes()?);
         let mut der = PKCS8_ED25519_PREFIX.to_vec();
         der.extend_from_slice(ed25519.expose());
         let key_pair =
@@ -46,7 +43,7 @@ impl DeviceKeys {
         Ok(Self {
             ed25519,
             key_pair,
-            x25519: StaticSecret::random_from_rng(OsRng),
+            x25519: StaticSecret::from(random_bytes()?),
         })
     }
 
@@ -107,4 +104,12 @@ pub fn x25519_extension(x25519: &[u8; 32]) -> CustomExtension {
     let mut extension = CustomExtension::from_oid_content(X25519_EXTENSION_OID, content);
     extension.set_criticality(false);
     extension
+}
+
+/// 32 bytes from the operating system's random source.
+fn random_bytes() -> Result<[u8; 32], EnrollError> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| EnrollError::Failed(format!("the system's random source failed: {e}")))?;
+    Ok(bytes)
 }

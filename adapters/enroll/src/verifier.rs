@@ -15,7 +15,6 @@ use rustls::crypto::CryptoProvider;
 use rustls::server::ParsedCertificate;
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use sha2::{Digest, Sha256};
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -62,9 +61,7 @@ impl PinnedCa {
 #[must_use]
 pub fn fingerprint(ca_der: &[u8]) -> Option<CaFingerprint> {
     let (_, cert) = X509Certificate::from_der(ca_der).ok()?;
-    Some(CaFingerprint::from_digest(
-        Sha256::digest(cert.public_key().raw).into(),
-    ))
+    Some(CaFingerprint::of_spki(cert.public_key().raw))
 }
 
 fn refuse(reason: &str) -> rustls::Error {
@@ -82,9 +79,7 @@ fn self_issued_ca(der: &[u8]) -> Result<CaFingerprint, rustls::Error> {
             "the last certificate of the rendezvous's chain is not a self-issued CA",
         ));
     }
-    Ok(CaFingerprint::from_digest(
-        Sha256::digest(cert.public_key().raw).into(),
-    ))
+    Ok(CaFingerprint::of_spki(cert.public_key().raw))
 }
 
 /// True when the certificate's subject alternative names include the URI `uri`.

@@ -2,7 +2,6 @@
 
 use libp2p::PeerId;
 use parley_domain::{CaFingerprint, CertifiedPeer, Role, pki::X25519_EXTENSION_OID};
-use sha2::{Digest, Sha256};
 use x509_parser::{extensions::GeneralName, oid_registry::OID_SIG_ED25519, prelude::*};
 
 use crate::Error;
@@ -97,7 +96,5 @@ pub fn peer_id(ed25519: &[u8; 32]) -> Result<PeerId, Error> {
 pub fn ca_fingerprint(ca_der: &[u8]) -> Result<CaFingerprint, Error> {
     let (_, cert) = X509Certificate::from_der(ca_der)
         .map_err(|e| Error::Certificate(format!("unparsable CA certificate: {e}")))?;
-    Ok(CaFingerprint::from_digest(
-        Sha256::digest(cert.public_key().raw).into(),
-    ))
+    Ok(CaFingerprint::of_spki(cert.public_key().raw))
 }
