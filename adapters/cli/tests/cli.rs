@@ -40,6 +40,7 @@ struct Proc {
 impl Proc {
     fn spawn(mut cmd: Command) -> Self {
         let mut child = cmd
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -60,22 +61,38 @@ impl Proc {
         }
     }
 
-    /// The value after `prefix` on the first line that starts with it.
-    fn field(&mut self, prefix: &str) -> String {
+    /// The first line (seen so far or coming within `WAIT`) that satisfies `pred`.
+    fn line_where(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Some(line) = self.seen.iter().find(|l| l.starts_with(prefix)) {
-                return line[prefix.len()..].trim().to_owned();
+            if let Some(line) = self.seen.iter().find(|l| pred(l)) {
+                return line.clone();
             }
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => self.seen.push(line),
-                Err(_) => panic!(
-                    "no line starting with {prefix:?} within {WAIT:?}; saw {:?}",
-                    self.seen
-                ),
+                Err(_) => panic!("no line {what} within {WAIT:?}; saw {:?}", self.seen),
             }
         }
+    }
+
+    /// The value after `prefix` on the first line that starts with it.
+    fn field(&mut self, prefix: &str) -> String {
+        let line = self.line_where(&format!("starting with {prefix:?}"), |l| {
+            l.starts_with(prefix)
+        });
+        line[prefix.len()..].trim().to_owned()
+    }
+
+    /// The first line that contains `needle`.
+    fn field_containing(&mut self, needle: &str) -> String {
+        self.line_where(&format!("containing {needle:?}"), |l| l.contains(needle))
+    }
+
+    fn type_line(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin is piped");
+        writeln!(stdin, "{line}").expect("the process reads its input");
     }
 
     fn terminate(&mut self) -> std::process::ExitStatus {
@@ -397,5 +414,40 @@ fn bad_input_and_failures_get_one_sentence_and_the_right_exit_code() {
     let out = parley(&alice, &["send", "alice", "me"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("yourself"));
+    drop(rv);
+}
+
+#[test]
+fn chat_sends_typed_lines_and_shows_incoming_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let rv = rendezvous(dir.path());
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    assert!(enroll(&rv, &bob, "bob", "pw-bob").status.success());
+    assert!(enroll(&rv, &alice, "alice", "pw-alice").status.success());
+    let _bob_daemon = daemon(&bob);
+    let _alice_daemon = daemon(&alice);
+
+    let mut chat = Command::new(parley_bin());
+    chat.arg("--home").arg(&alice).args(["chat", "bob"]);
+    let mut chat = Proc::spawn(chat);
+    chat.field("-- chatting with bob");
+    chat.type_line("typed in the chat");
+    wait_for("bob to receive the typed line", || {
+        texts(&bob, "alice").contains(&pair("alice", "typed in the chat"))
+    });
+    assert!(
+        parley(&bob, &["send", "alice", "answer from bob"])
+            .status
+            .success()
+    );
+    let shown = chat.field_containing("answer from bob");
+    assert!(shown.contains("bob: answer from bob"), "{shown}");
+    chat.type_line("/quit");
+    let deadline = Instant::now() + WAIT;
+    while chat.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "chat did not leave on /quit");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(chat.child.try_wait().unwrap().unwrap().success());
     drop(rv);
 }
