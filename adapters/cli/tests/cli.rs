@@ -121,22 +121,28 @@ struct Rendezvous {
     _proc: Proc,
     url: String,
     fingerprint: String,
+    p2p: String,
 }
 
 fn rendezvous(dir: &Path) -> Rendezvous {
+    rendezvous_on(dir, "127.0.0.1:0", "/ip4/127.0.0.1/tcp/0")
+}
+
+fn rendezvous_on(dir: &Path, https: &str, p2p: &str) -> Rendezvous {
     let data = dir.join("rendezvous");
     let mut cmd = Command::new(rendezvous_bin());
     cmd.arg("--data")
         .arg(&data)
-        .args(["--https", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0"]);
+        .args(["--https", https, "--p2p", p2p]);
     let mut proc = Proc::spawn(cmd);
     let fingerprint = proc.field("ca-fingerprint:");
     let url = proc.field("https:");
-    proc.field("p2p:");
+    let p2p = proc.field("p2p:");
     Rendezvous {
         _proc: proc,
         url,
         fingerprint,
+        p2p,
     }
 }
 
@@ -450,4 +456,37 @@ fn chat_sends_typed_lines_and_shows_incoming_ones() {
     }
     assert!(chat.child.try_wait().unwrap().unwrap().success());
     drop(rv);
+}
+
+#[test]
+fn daemons_reconnect_and_republish_after_the_rendezvous_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let rv = rendezvous(dir.path());
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    assert!(enroll(&rv, &bob, "bob", "pw-bob").status.success());
+    assert!(enroll(&rv, &alice, "alice", "pw-alice").status.success());
+    let _bob_daemon = daemon(&bob);
+    let _alice_daemon = daemon(&alice);
+
+    // Same data, same ports (read from the first run's lines), new process.
+    let https = rv.url.trim_start_matches("https://").to_owned();
+    let p2p = rv.p2p.split("/p2p/").next().unwrap().to_owned();
+    let first_p2p = rv.p2p.clone();
+    drop(rv);
+    wait_for("alice to notice the rendezvous is gone", || {
+        json(&parley(&alice, &["status", "--json"]))["rendezvous"]["connected"] == false
+    });
+    let rv = rendezvous_on(dir.path(), &https, &p2p);
+    assert_eq!(
+        rv.p2p, first_p2p,
+        "the rendezvous keeps its peer id across restarts"
+    );
+    for home in [&alice, &bob] {
+        wait_for("the daemons to re-register", || {
+            json(&parley(home, &["status", "--json"]))["rendezvous"]["connected"] == true
+        });
+    }
+    let out = parley(&alice, &["send", "bob", "after the restart"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(texts(&bob, "alice"), [pair("alice", "after the restart")]);
 }
