@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use crate::Username;
+use crate::{Secret32, Username};
 
 /// URI SAN prefix naming a user: `parley://user/<username>`.
 pub const USER_URI_PREFIX: &str = "parley://user/";
@@ -16,6 +16,45 @@ pub const RENDEZVOUS_URI: &str = "parley://rendezvous";
 pub const X25519_EXTENSION_OID: &[u64] = &[2, 25, 297_515_270_814_911_873];
 /// The longest validity the CA gives a device certificate.
 pub const MAX_CERT_VALIDITY_DAYS: u32 = 30;
+
+/// DER prefix that turns a raw 32-byte Ed25519 secret into a PKCS#8 v1 document.
+pub const ED25519_PKCS8_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// The PKCS#8 v1 DER document of an Ed25519 secret (what TLS and certificate libraries load).
+#[must_use]
+pub fn ed25519_pkcs8(secret: &Secret32) -> Vec<u8> {
+    let mut der = ED25519_PKCS8_PREFIX.to_vec();
+    der.extend_from_slice(secret.expose());
+    der
+}
+
+/// The Ed25519 secret inside a PKCS#8 v1 document made by [`ed25519_pkcs8`], `None` for any
+/// other document.
+#[must_use]
+pub fn ed25519_from_pkcs8(der: &[u8]) -> Option<Secret32> {
+    let raw = der.strip_prefix(&ED25519_PKCS8_PREFIX[..])?;
+    <[u8; 32]>::try_from(raw).ok().map(Secret32::new)
+}
+
+/// The value of the X25519 extension: a DER OCTET STRING holding the 32-byte key.
+#[must_use]
+pub fn x25519_extension_value(key: &[u8; 32]) -> Vec<u8> {
+    let mut value = vec![0x04, 0x20];
+    value.extend_from_slice(key);
+    value
+}
+
+/// The key inside an X25519 extension value, `None` unless it is exactly a 32-byte OCTET
+/// STRING.
+#[must_use]
+pub fn x25519_from_extension_value(value: &[u8]) -> Option<[u8; 32]> {
+    match value {
+        [0x04, 0x20, key @ ..] => key.try_into().ok(),
+        _ => None,
+    }
+}
 
 /// The URI SAN for `user`.
 #[must_use]
@@ -143,6 +182,23 @@ mod tests {
         ] {
             assert_eq!(CaFingerprint::parse(bad), Err(FingerprintError), "{bad}");
         }
+    }
+
+    #[test]
+    fn key_encodings_round_trip_and_refuse_other_shapes() {
+        let secret = Secret32::new([9; 32]);
+        assert_eq!(ed25519_from_pkcs8(&ed25519_pkcs8(&secret)), Some(secret));
+        assert_eq!(ed25519_from_pkcs8(&[0x30, 0x2e]), None);
+        let key = [5; 32];
+        assert_eq!(
+            x25519_from_extension_value(&x25519_extension_value(&key)),
+            Some(key)
+        );
+        assert_eq!(x25519_from_extension_value(&[0x04, 0x21, 0]), None);
+        assert_eq!(
+            x25519_from_extension_value(&[&[0x04, 0x20][..], &[5; 33]].concat()),
+            None
+        );
     }
 
     #[test]

@@ -32,10 +32,6 @@ const CA_VALIDITY: Duration = Duration::days(3650);
 /// Clock skew tolerated between the CA and the peers that check its certificates.
 const BACKDATE: Duration = Duration::minutes(5);
 
-/// DER prefix that turns a raw 32-byte Ed25519 secret into a PKCS#8 v1 document.
-pub const PKCS8_ED25519_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
 /// DER prefix that turns a raw 32-byte Ed25519 public key into a SubjectPublicKeyInfo.
 const SPKI_ED25519_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
@@ -211,8 +207,7 @@ impl Ca {
 /// The non-critical extension carrying an X25519 public key as a DER OCTET STRING.
 #[must_use]
 pub fn x25519_extension(x25519: &[u8; 32]) -> CustomExtension {
-    let mut content = vec![0x04, 0x20];
-    content.extend_from_slice(x25519);
+    let content = parley_domain::pki::x25519_extension_value(x25519);
     let mut extension = CustomExtension::from_oid_content(X25519_EXTENSION_OID, content);
     extension.set_criticality(false);
     extension
@@ -230,16 +225,8 @@ pub fn fingerprint(ca_der: &[u8]) -> Option<CaFingerprint> {
 /// # Errors
 /// [`Error::Certificate`] when the crypto provider refuses the key.
 pub fn key_pair(secret: &Secret32) -> Result<KeyPair, Error> {
-    let der = PrivatePkcs8KeyDer::from(pkcs8(secret));
+    let der = PrivatePkcs8KeyDer::from(parley_domain::pki::ed25519_pkcs8(secret));
     Ok(KeyPair::from_pkcs8_der_and_sign_algo(&der, &PKCS_ED25519)?)
-}
-
-/// The PKCS#8 v1 DER document of an Ed25519 secret.
-#[must_use]
-pub fn pkcs8(secret: &Secret32) -> Vec<u8> {
-    let mut der = PKCS8_ED25519_PREFIX.to_vec();
-    der.extend_from_slice(secret.expose());
-    der
 }
 
 /// 32 fresh random bytes.

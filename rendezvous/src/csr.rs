@@ -106,10 +106,7 @@ fn x25519_of(csr: &X509CertificationRequest<'_>) -> Result<[u8; 32], Error> {
 /// The 32 bytes of a DER `OCTET STRING` of length 32, and nothing else.
 #[must_use]
 pub fn octet_string_32(der: &[u8]) -> Option<[u8; 32]> {
-    match der {
-        [0x04, 0x20, key @ ..] => key.try_into().ok(),
-        _ => None,
-    }
+    parley_domain::pki::x25519_from_extension_value(der)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::path::Path;
 use parley_domain::Secret32;
 use rustls_pki_types::{PrivatePkcs8KeyDer, pem::PemObject};
 
-use crate::ca::{self, PKCS8_ED25519_PREFIX};
+use crate::ca;
 use crate::files;
 
 /// File name of the rendezvous key inside the data folder.
@@ -22,11 +22,7 @@ pub fn load_or_create(data: &Path) -> Result<Secret32, ca::Error> {
     if let Some(bytes) = files::read_optional(&path)? {
         let der = PrivatePkcs8KeyDer::from_pem_slice(&bytes)
             .map_err(|_| ca::Error::Key(path.display().to_string()))?;
-        return der
-            .secret_pkcs8_der()
-            .strip_prefix(&PKCS8_ED25519_PREFIX[..])
-            .and_then(|raw| <[u8; 32]>::try_from(raw).ok())
-            .map(Secret32::new)
+        return parley_domain::pki::ed25519_from_pkcs8(der.secret_pkcs8_der())
             .ok_or_else(|| ca::Error::Key(path.display().to_string()));
     }
     let secret = ca::random_secret();

@@ -196,7 +196,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         CertificateDer::from(leaf.der),
         CertificateDer::from(ca.certificate_der().to_vec()),
     ];
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ca::pkcs8(&secret)));
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(parley_domain::pki::ed25519_pkcs8(
+        &secret,
+    )));
     let tls = Arc::new(https::tls_config(chain, key)?);
     let service = service::Service::new(
         Arc::clone(&ca),

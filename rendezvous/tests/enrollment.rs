@@ -621,8 +621,9 @@ async fn an_enrolled_peer_cannot_pose_as_the_rendezvous() {
         rustls_pki_types::CertificateDer::from(peer.certificate_der.clone()),
         rustls_pki_types::CertificateDer::from(peer.ca_der.clone()),
     ];
-    let key =
-        rustls_pki_types::PrivateKeyDer::Pkcs8(parley_rendezvous::ca::pkcs8(&peer.ed25519).into());
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(
+        parley_domain::pki::ed25519_pkcs8(&peer.ed25519).into(),
+    );
     let tls = parley_rendezvous::https::tls_config(chain, key).expect("TLS config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -10,11 +10,6 @@ use rcgen::{
 use rustls_pki_types::PrivatePkcs8KeyDer;
 use x25519_dalek::{PublicKey, StaticSecret};
 
-/// DER prefix that turns a raw 32-byte Ed25519 secret into a PKCS#8 v1 document.
-const PKCS8_ED25519_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
-
 /// Fresh device keys: Ed25519 (identity, signs the CSR) and X25519 (end-to-end encryption).
 pub struct DeviceKeys {
     ed25519: Secret32,
@@ -35,8 +30,7 @@ impl DeviceKeys {
     /// [`EnrollError::Failed`] when the crypto provider refuses the key (it should not).
     pub fn generate() -> Result<Self, EnrollError> {
         let ed25519 = Secret32::new(random_bytes()?);
-        let mut der = PKCS8_ED25519_PREFIX.to_vec();
-        der.extend_from_slice(ed25519.expose());
+        let der = parley_domain::pki::ed25519_pkcs8(&ed25519);
         let key_pair =
             KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(der), &PKCS_ED25519)
                 .map_err(|e| EnrollError::Failed(format!("cannot use the new device key: {e}")))?;
@@ -99,8 +93,7 @@ impl DeviceKeys {
 /// The non-critical extension carrying an X25519 public key as a DER OCTET STRING.
 #[must_use]
 pub fn x25519_extension(x25519: &[u8; 32]) -> CustomExtension {
-    let mut content = vec![0x04, 0x20];
-    content.extend_from_slice(x25519);
+    let content = parley_domain::pki::x25519_extension_value(x25519);
     let mut extension = CustomExtension::from_oid_content(X25519_EXTENSION_OID, content);
     extension.set_criticality(false);
     extension

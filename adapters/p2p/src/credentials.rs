@@ -6,11 +6,6 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::{Error, pki};
 
-/// DER prefix that turns a raw 32-byte Ed25519 secret into a PKCS#8 v1 document.
-const PKCS8_ED25519_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
-
 /// Key, certificate and CA of one endpoint. The Ed25519 key is both the TLS key and the libp2p
 /// identity, so the PeerId a connection proves is the certificate's key.
 #[derive(Clone)]
@@ -50,8 +45,7 @@ impl Credentials {
                 "the certificate is for another key than this device's".into(),
             ));
         }
-        let mut pkcs8 = PKCS8_ED25519_PREFIX.to_vec();
-        pkcs8.extend_from_slice(ed25519_secret.expose());
+        let pkcs8 = parley_domain::pki::ed25519_pkcs8(ed25519_secret);
         Ok(Self {
             keypair,
             pkcs8,

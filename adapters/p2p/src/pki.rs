@@ -47,13 +47,10 @@ pub fn inspect(der: &[u8]) -> Result<CertifiedPeer, Error> {
                 }
             }
             _ if is_x25519_oid(&ext.oid) => {
-                let value = ext.value;
-                if value.len() != 34 || value[0] != 0x04 || value[1] != 0x20 {
-                    return Err(Error::Certificate("malformed X25519 extension".into()));
-                }
-                let mut key = [0u8; 32];
-                key.copy_from_slice(&value[2..]);
-                x25519 = Some(key);
+                x25519 = Some(
+                    parley_domain::pki::x25519_from_extension_value(ext.value)
+                        .ok_or_else(|| Error::Certificate("malformed X25519 extension".into()))?,
+                );
             }
             _ => {}
         }

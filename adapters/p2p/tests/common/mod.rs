@@ -12,10 +12,6 @@ use rcgen::{
 };
 use tokio::sync::mpsc;
 
-pub const PKCS8_PREFIX: [u8; 16] = [
-    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
-];
-
 pub fn secret(seed: u8) -> Secret32 {
     let mut bytes = [seed; 32];
     bytes[0] = bytes[0].wrapping_add(101);
@@ -23,8 +19,7 @@ pub fn secret(seed: u8) -> Secret32 {
 }
 
 pub fn keypair(secret: &Secret32) -> KeyPair {
-    let mut der = PKCS8_PREFIX.to_vec();
-    der.extend_from_slice(secret.expose());
+    let der = pki::ed25519_pkcs8(secret);
     KeyPair::from_pkcs8_der_and_sign_algo(&der.as_slice().into(), &PKCS_ED25519).unwrap()
 }
 
@@ -57,8 +52,7 @@ impl Ca {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.subject_alt_names = vec![SanType::URI(uri.try_into().unwrap())];
-        let mut value = vec![0x04, 0x20];
-        value.extend_from_slice(&[7u8; 32]);
+        let value = pki::x25519_extension_value(&[7u8; 32]);
         let mut ext = CustomExtension::from_oid_content(pki::X25519_EXTENSION_OID, value);
         ext.set_criticality(false);
         params.custom_extensions = vec![ext];
