@@ -140,7 +140,6 @@ impl Api {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        check_content_type(&request)?;
         let bytes = self.read_body(request).await?;
         let body: EnrollBody = serde_json::from_slice(&bytes).map_err(|e| {
             Refusal::new(
@@ -267,24 +266,6 @@ fn refusal_of(user: &Username, error: service::Error) -> Refusal {
             tracing::error!(user = %user, error = %detail, "enrollment failed");
             Refusal::internal()
         }
-    }
-}
-
-fn check_content_type<B>(request: &Request<B>) -> Result<(), Refusal> {
-    let is_json = request
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if is_json {
-        Ok(())
-    } else {
-        Err(Refusal::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "The request body must be JSON; send it with content-type application/json.",
-        ))
     }
 }
 

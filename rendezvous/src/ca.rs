@@ -59,8 +59,8 @@ pub enum Subject {
     User {
         /// The enrolled name.
         name: Username,
-        /// The device's X25519 public key.
-        x25519: [u8; 32],
+        /// The device's X25519 public key, when its CSR offered one.
+        x25519: Option<[u8; 32]>,
     },
     /// The rendezvous itself (HTTPS API and libp2p directory).
     Rendezvous,
@@ -189,7 +189,11 @@ impl Ca {
         ];
         params.subject_alt_names = vec![SanType::URI(Ia5String::try_from(uri)?)];
         params.use_authority_key_identifier_extension = true;
-        if let Subject::User { x25519, .. } = subject {
+        if let Subject::User {
+            x25519: Some(x25519),
+            ..
+        } = subject
+        {
             params.custom_extensions.push(x25519_extension(x25519));
         }
         let mut spki = SPKI_ED25519_PREFIX.to_vec();

@@ -17,8 +17,10 @@ use x509_parser::prelude::FromDer;
 pub struct DeviceKeys {
     /// The Ed25519 device key; the CSR's signature proves possession.
     pub ed25519: [u8; 32],
-    /// The X25519 key for end-to-end encryption, from the CSR's extension request.
-    pub x25519: [u8; 32],
+    /// The X25519 key for end-to-end encryption, from the CSR's extension request. Parley's
+    /// own client always sends one; a CSR made by other tools may not, and then the certificate
+    /// carries none (that device can use mutual TLS but cannot be sent sealed messages).
+    pub x25519: Option<[u8; 32]>,
 }
 
 /// Why a CSR is refused.
@@ -37,9 +39,6 @@ pub enum Error {
     /// The signature does not verify with the CSR's own key.
     #[error("the CSR's signature does not verify")]
     BadSignature,
-    /// The extension request has no X25519 key.
-    #[error("the CSR carries no X25519 key extension")]
-    MissingX25519,
     /// The X25519 extension is not an OCTET STRING of 32 bytes, or appears twice.
     #[error("the CSR's X25519 key extension is malformed")]
     MalformedX25519,
@@ -85,7 +84,7 @@ pub fn parse(pem: &str) -> Result<DeviceKeys, Error> {
     Ok(DeviceKeys { ed25519, x25519 })
 }
 
-fn x25519_of(csr: &X509CertificationRequest<'_>) -> Result<[u8; 32], Error> {
+fn x25519_of(csr: &X509CertificationRequest<'_>) -> Result<Option<[u8; 32]>, Error> {
     // Invariant: the OID constant is a valid arc list (checked by the unit test below).
     let oid = Oid::from(X25519_EXTENSION_OID).expect("X25519_EXTENSION_OID is a valid OID");
     let mut found = None;
@@ -100,7 +99,7 @@ fn x25519_of(csr: &X509CertificationRequest<'_>) -> Result<[u8; 32], Error> {
             found = Some(octet_string_32(extension.value).ok_or(Error::MalformedX25519)?);
         }
     }
-    found.ok_or(Error::MissingX25519)
+    Ok(found)
 }
 
 /// The 32 bytes of a DER `OCTET STRING` of length 32, and nothing else.
@@ -150,7 +149,7 @@ mod tests {
         let key = ed25519_key();
         let pem = request(&key, vec![ca::x25519_extension(&[7; 32])]);
         let keys = parse(&pem).expect("valid CSR");
-        assert_eq!(keys.x25519, [7; 32]);
+        assert_eq!(keys.x25519, Some([7; 32]));
         assert_eq!(&keys.ed25519[..], key.public_key_raw());
     }
 
@@ -185,9 +184,10 @@ mod tests {
     }
 
     #[test]
-    fn refuses_a_missing_or_malformed_x25519_extension() {
+    fn refuses_a_malformed_x25519_extension_and_tolerates_none() {
         let key = ed25519_key();
-        check(&request(&key, vec![]), Err(Error::MissingX25519));
+        let without = parse(&request(&key, vec![])).expect("a CSR without X25519 is valid");
+        assert_eq!(without.x25519, None);
         let short = CustomExtension::from_oid_content(X25519_EXTENSION_OID, vec![0x04, 0x01, 9]);
         check(&request(&key, vec![short]), Err(Error::MalformedX25519));
         let twice = vec![
