@@ -31,6 +31,8 @@ use crate::{
 
 /// How often the outbox is retried while it holds messages.
 const RETRY_EVERY: Duration = Duration::from_secs(2);
+/// How long `send` waits for a name that is not (yet) in the directory.
+const SEND_GRACE: Duration = Duration::from_secs(3);
 /// Inbound messages waiting to be stored.
 const INBOUND_QUEUE: usize = 256;
 /// Events buffered per watcher; a slower watcher misses events rather than slowing the node.
@@ -298,9 +300,7 @@ async fn handle(daemon: &Daemon, request: Request) -> Response {
                 let text = MessageText::parse(text)
                     .map_err(|e| failure("invalid_text", format!("cannot send: {e}")))?;
                 let id = MessageId::from_bytes(random_id()?);
-                daemon
-                    .core
-                    .send(SendMessage { id, to: to.clone(), text })
+                send_patiently(&daemon.core, SendMessage { id, to: to.clone(), text })
                     .await
                     .map_err(|e| failure(send_code(&e), e.to_string()))?;
                 Ok(json!({ "id": id.to_string(), "to": to.as_str(), "delivered": true }))
@@ -328,6 +328,23 @@ async fn handle(daemon: &Daemon, request: Request) -> Response {
     match result {
         Ok(data) => Response::Ok { data },
         Err(response) => response,
+    }
+}
+
+/// Sends, giving a stranger a short grace to appear in the directory: a peer that started a
+/// moment ago may not have registered yet. Only refusals that kept nothing are retried, so a
+/// retry can never create a second message.
+async fn send_patiently(core: &Core, cmd: SendMessage) -> Result<(), SendError> {
+    let deadline = tokio::time::Instant::now() + SEND_GRACE;
+    loop {
+        match core.send(cmd.clone()).await {
+            Err(
+                SendError::UnknownUser(_) | SendError::DirectoryUnavailable { queued: false, .. },
+            ) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            outcome => return outcome,
+        }
     }
 }
 

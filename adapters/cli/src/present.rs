@@ -50,6 +50,7 @@ pub fn status(s: &Status, rendezvous_addrs: &[String]) -> Value {
         "peer_id": s.node.peer_id,
         "listen_addrs": s.node.listen_addrs,
         "rendezvous": { "connected": s.node.rendezvous_connected, "addrs": rendezvous_addrs },
+        "rendezvous_connected": s.node.rendezvous_connected,
         "outbox": s.outbox,
     })
 }

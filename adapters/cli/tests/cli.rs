@@ -490,3 +490,27 @@ fn daemons_reconnect_and_republish_after_the_rendezvous_restarts() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(texts(&bob, "alice"), [pair("alice", "after the restart")]);
 }
+
+#[test]
+fn a_send_right_after_the_recipient_starts_waits_for_it_to_register() {
+    let dir = tempfile::tempdir().unwrap();
+    let rv = rendezvous(dir.path());
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    assert!(enroll(&rv, &bob, "bob", "pw-bob").status.success());
+    assert!(enroll(&rv, &alice, "alice", "pw-alice").status.success());
+    let _alice_daemon = daemon(&alice);
+    // Bob's daemon has its control socket but may not be in the directory yet.
+    let mut bob_daemon = Command::new(parley_bin());
+    bob_daemon
+        .arg("--home")
+        .arg(&bob)
+        .args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    let mut bob_daemon = Proc::spawn(bob_daemon);
+    bob_daemon.field("control:");
+    let out = parley(&alice, &["send", "bob", "as soon as you are up"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        texts(&bob, "alice"),
+        [pair("alice", "as soon as you are up")]
+    );
+}
