@@ -34,7 +34,9 @@ pub(crate) fn build<B: NetworkBehaviour>(
     Ok(swarm)
 }
 
-/// Listens on `addr` and waits until the listener reports its real address.
+/// Listens on `addr` and waits until the listener reports its real address. On an unspecified
+/// address (`0.0.0.0`, `::`) the listener reports one address per interface, one by one: those
+/// that arrive within a short quiet period are returned too.
 pub(crate) async fn listen<B: NetworkBehaviour>(
     swarm: &mut Swarm<B>,
     addr: libp2p::Multiaddr,
@@ -85,7 +87,33 @@ pub(crate) async fn listen<B: NetworkBehaviour>(
             addr: addr.to_string(),
             reason: "no address after 10 s".into(),
         })??;
-    Ok(vec![first])
+    let mut addresses = vec![first];
+    let unspecified = addr.iter().any(|p| match p {
+        libp2p::multiaddr::Protocol::Ip4(ip) => ip.is_unspecified(),
+        libp2p::multiaddr::Protocol::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    });
+    if unspecified {
+        loop {
+            let next = async {
+                loop {
+                    if let SwarmEvent::NewListenAddr {
+                        listener_id,
+                        address,
+                    } = swarm.select_next_some().await
+                        && listener_id == listener
+                    {
+                        return address;
+                    }
+                }
+            };
+            match tokio::time::timeout(Duration::from_millis(300), next).await {
+                Ok(address) => addresses.push(address),
+                Err(_) => break,
+            }
+        }
+    }
+    Ok(addresses)
 }
 
 /// `addr` with `/p2p/<peer>` appended unless it already ends so.
