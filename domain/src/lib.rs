@@ -6,11 +6,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod contact;
 pub mod message;
 pub mod pki;
 pub mod secret;
 pub mod username;
 
+pub use contact::{Contact, KeyCheck, PeerKeys, SafetyNumber};
 pub use message::{
     ConversationSummary, Delivery, Direction, MessageId, MessageText, StoredMessage, Timestamp,
 };

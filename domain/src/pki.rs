@@ -103,6 +103,17 @@ pub struct CertifiedPeer {
     pub x25519: Option<[u8; 32]>,
 }
 
+impl CertifiedPeer {
+    /// The public keys the certificate binds to its name.
+    #[must_use]
+    pub fn keys(&self) -> crate::PeerKeys {
+        crate::PeerKeys {
+            ed25519: self.ed25519,
+            x25519: self.x25519,
+        }
+    }
+}
+
 /// SHA-256 of the CA's SubjectPublicKeyInfo, written `sha256:<64 hex>`.
 ///
 /// It names the CA key, not one certificate, so every rendezvous sharing a CA key prints the

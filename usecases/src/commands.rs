@@ -1,12 +1,14 @@
 //! Commands: each changes state and returns nothing but an error.
 
 use parley_domain::{
-    Delivery, DeviceIdentity, Direction, MessageId, MessageText, StoredMessage, Username,
+    Contact, Delivery, DeviceIdentity, Direction, KeyCheck, MessageId, MessageText, PeerKeys,
+    StoredMessage, Username,
 };
 
 use crate::ports::{
     Clock, Directory, DirectoryError, EnrollError, EnrollRequest, Enrollment, Event, EventSink,
-    IdentityStore, MessageStore, OutgoingMessage, StoreError, Stored, Transport, TransportError,
+    IdentityStore, MessageStore, OutgoingMessage, PeerAddress, StoreError, Stored, Transport,
+    TransportError,
 };
 
 /// Send `text` to `to` under the id `id` (the caller draws the id, so the command returns
@@ -53,6 +55,14 @@ pub enum SendError {
         "the peer found for {0} presented a certificate for someone else; the message was not sent and stays in the outbox"
     )]
     WrongIdentity(Username),
+    /// The contact's keys differ from the pinned ones. Kept in the outbox until the user
+    /// accepts the new keys.
+    #[error(
+        "{0}'s keys have changed since your first contact (a new device, or someone posing as \
+         {0}); the message was not sent and stays in the outbox: compare safety numbers with \
+         `parley safety-number {0}`, then accept with `parley trust {0}`"
+    )]
+    KeysChanged(Username),
     /// The rendezvous could not be asked. `queued` says whether the message waits in the outbox.
     #[error("{reason}{}", if *.queued { "; the message is kept in the outbox and retried" } else { "; nothing was sent" })]
     DirectoryUnavailable {
@@ -71,6 +81,8 @@ pub enum SendError {
 pub struct ReceiveMessage {
     /// The sender, as named by the connection's CA-verified certificate (never by the message).
     pub from: Username,
+    /// The keys of the sender's certificate.
+    pub keys: PeerKeys,
     /// The message.
     pub message: OutgoingMessage,
 }
@@ -82,12 +94,30 @@ pub enum ReceiveError {
     /// Addressed to someone else.
     #[error("the message is addressed to {0}, not to this device")]
     NotForMe(Username),
+    /// The sender's keys are not the pinned ones; the recipient has to accept them first.
+    #[error("the recipient has pinned other keys for {0} and has not accepted these yet")]
+    KeysChanged(Username),
     /// Could not be stored: no receipt may be given.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
-/// The messaging interactor: sending, receiving and the outbox, over the ports.
+/// Why new keys could not be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustError {
+    /// No contact by that name.
+    #[error("{0} is not one of your contacts yet; their keys are pinned at the first message")]
+    UnknownContact(Username),
+    /// The contact's keys have not changed.
+    #[error("{0}'s keys have not changed; there is nothing to accept")]
+    NothingPending(Username),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The messaging interactor: sending, receiving, the outbox and contacts' keys, over the ports.
 pub struct Messaging<S, D, T, C, E> {
     me: Username,
     store: S,
@@ -171,29 +201,46 @@ where
         self.deliver(&message, &address).await
     }
 
+    /// Delivers one persisted message, holding the recipient to its pinned keys (or pinning
+    /// them at first contact).
     async fn deliver(
         &self,
         message: &StoredMessage,
-        address: &crate::ports::PeerAddress,
+        address: &PeerAddress,
     ) -> Result<(), SendError> {
+        let contact = self.store.contact(&message.to)?;
+        if contact.as_ref().is_some_and(|c| c.pending.is_some()) {
+            return Err(SendError::KeysChanged(message.to.clone()));
+        }
         let outgoing = OutgoingMessage {
             id: message.id,
             to: message.to.clone(),
             text: message.text.clone(),
             sent_at: message.sent_at,
         };
+        let pinned = contact.as_ref().map(|c| c.keys);
         match self
             .transport
-            .deliver(&message.to, address, &outgoing)
+            .deliver(&message.to, address, &outgoing, pinned.as_ref())
             .await
         {
-            Ok(()) => {
+            Ok(keys) => {
+                if contact.is_none() {
+                    let first = Contact::first(message.to.clone(), keys, self.clock.now());
+                    self.store.save_contact(&first)?;
+                }
                 self.store.mark_delivered(&message.id, self.clock.now())?;
                 self.events.emit(Event::MessageDelivered {
                     id: message.id,
                     to: message.to.clone(),
                 });
                 Ok(())
+            }
+            Err(TransportError::KeysChanged { presented }) => {
+                if let Some(contact) = contact {
+                    self.hold_new_keys(contact, presented)?;
+                }
+                Err(SendError::KeysChanged(message.to.clone()))
             }
             Err(TransportError::WrongIdentity { expected }) => {
                 Err(SendError::WrongIdentity(expected))
@@ -205,14 +252,40 @@ where
         }
     }
 
+    /// Keeps keys that differ from the pinned ones for the user's decision, and says so.
+    fn hold_new_keys(&self, contact: Contact, presented: PeerKeys) -> Result<(), StoreError> {
+        if contact.pending != Some(presented) {
+            let user = contact.user.clone();
+            self.store.save_contact(&Contact {
+                pending: Some(presented),
+                ..contact
+            })?;
+            self.events.emit(Event::KeysChanged { user });
+        }
+        Ok(())
+    }
+
     /// Stores a message that arrived over an authenticated connection. `Ok` means it is
-    /// durably stored (now or before) and the transport may return the receipt.
+    /// durably stored (now or before) and the transport may return the receipt. The sender's
+    /// keys are pinned at first contact and must match afterwards.
     ///
     /// # Errors
     /// [`ReceiveError`]: no receipt may be given.
     pub fn receive(&self, cmd: ReceiveMessage) -> Result<(), ReceiveError> {
         if cmd.message.to != self.me {
             return Err(ReceiveError::NotForMe(cmd.message.to));
+        }
+        match self.store.contact(&cmd.from)? {
+            None => {
+                let first = Contact::first(cmd.from.clone(), cmd.keys, self.clock.now());
+                self.store.save_contact(&first)?;
+            }
+            Some(contact) => {
+                if contact.check(&cmd.keys) == KeyCheck::Changed {
+                    self.hold_new_keys(contact, cmd.keys)?;
+                    return Err(ReceiveError::KeysChanged(cmd.from));
+                }
+            }
         }
         let stored = StoredMessage {
             id: cmd.message.id,
@@ -230,8 +303,26 @@ where
         Ok(())
     }
 
+    /// Accepts the keys `user` presented since the first contact: they become the pinned ones,
+    /// and messages waiting for `user` go out at the next outbox round.
+    ///
+    /// # Errors
+    /// [`TrustError`] when `user` is no contact or nothing is pending.
+    pub fn trust_new_keys(&self, user: &Username) -> Result<(), TrustError> {
+        let contact = self
+            .store
+            .contact(user)?
+            .ok_or_else(|| TrustError::UnknownContact(user.clone()))?;
+        let accepted = contact
+            .accept_pending(self.clock.now())
+            .ok_or_else(|| TrustError::NothingPending(user.clone()))?;
+        self.store.save_contact(&accepted)?;
+        Ok(())
+    }
+
     /// Tries once to deliver everything in the outbox, in order per recipient: a recipient's
     /// later messages wait while an earlier one fails, so they arrive in the order written.
+    /// Recipients whose new keys wait for the user's decision are skipped.
     ///
     /// # Errors
     /// [`StoreError`] when the outbox cannot be read or a receipt cannot be recorded. Delivery
@@ -239,9 +330,17 @@ where
     pub async fn retry_outbox(&self) -> Result<(), StoreError> {
         let pending = self.store.outbox()?;
         let mut blocked: Vec<Username> = Vec::new();
-        let mut addresses: Vec<(Username, crate::ports::PeerAddress)> = Vec::new();
+        let mut addresses: Vec<(Username, PeerAddress)> = Vec::new();
         for message in pending {
             if blocked.contains(&message.to) {
+                continue;
+            }
+            if self
+                .store
+                .contact(&message.to)?
+                .is_some_and(|c| c.pending.is_some())
+            {
+                blocked.push(message.to.clone());
                 continue;
             }
             let address = match addresses.iter().find(|(u, _)| *u == message.to) {

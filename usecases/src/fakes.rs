@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use parley_domain::{
-    ConversationSummary, Delivery, DeviceIdentity, Direction, MessageId, StoredMessage, Timestamp,
-    Username,
+    Contact, ConversationSummary, Delivery, DeviceIdentity, Direction, MessageId, PeerKeys,
+    StoredMessage, Timestamp, Username,
 };
 
 use crate::ports::{
@@ -22,6 +22,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Default)]
 pub struct InMemoryStore {
     messages: Mutex<Vec<StoredMessage>>,
+    contacts: Mutex<HashMap<Username, Contact>>,
     identity: Mutex<Option<DeviceIdentity>>,
     writes: Mutex<usize>,
     fail_at: Mutex<Option<usize>>,
@@ -113,6 +114,16 @@ impl MessageStore for InMemoryStore {
     fn is_contact(&self, user: &Username) -> Result<bool, StoreError> {
         Ok(lock(&self.messages).iter().any(|m| m.contact() == user))
     }
+
+    fn contact(&self, user: &Username) -> Result<Option<Contact>, StoreError> {
+        Ok(lock(&self.contacts).get(user).cloned())
+    }
+
+    fn save_contact(&self, contact: &Contact) -> Result<(), StoreError> {
+        self.write()?;
+        lock(&self.contacts).insert(contact.user.clone(), contact.clone());
+        Ok(())
+    }
 }
 
 impl IdentityStore for InMemoryStore {
@@ -168,6 +179,8 @@ impl Directory for InMemoryDirectory {
 #[derive(Default)]
 pub struct InMemoryTransport {
     pub delivered: Mutex<Vec<OutgoingMessage>>,
+    /// The keys each recipient's certificate carries (default: `keys(0)`).
+    pub keys: Mutex<HashMap<Username, PeerKeys>>,
     failure: Mutex<Option<TransportError>>,
     calls: Mutex<usize>,
     fail_at: Mutex<Option<usize>>,
@@ -186,10 +199,12 @@ impl InMemoryTransport {
 impl Transport for InMemoryTransport {
     async fn deliver(
         &self,
-        _to: &Username,
+        to: &Username,
         _at: &PeerAddress,
         message: &OutgoingMessage,
-    ) -> Result<(), TransportError> {
+        pinned: Option<&PeerKeys>,
+    ) -> Result<PeerKeys, TransportError> {
+        let presented = lock(&self.keys).get(to).copied().unwrap_or_else(|| keys(0));
         let call = {
             let mut calls = lock(&self.calls);
             *calls += 1;
@@ -201,8 +216,11 @@ impl Transport for InMemoryTransport {
         if let Some(e) = lock(&self.failure).clone() {
             return Err(e);
         }
+        if pinned.is_some_and(|p| *p != presented) {
+            return Err(TransportError::KeysChanged { presented });
+        }
         lock(&self.delivered).push(message.clone());
-        Ok(())
+        Ok(presented)
     }
 }
 
@@ -237,5 +255,13 @@ pub struct InMemoryEnrollment(pub Result<DeviceIdentity, EnrollError>);
 impl Enrollment for InMemoryEnrollment {
     async fn enroll(&self, _request: &EnrollRequest) -> Result<DeviceIdentity, EnrollError> {
         self.0.clone()
+    }
+}
+
+/// Distinct test keys.
+pub fn keys(seed: u8) -> PeerKeys {
+    PeerKeys {
+        ed25519: [seed; 32],
+        x25519: Some([seed; 32]),
     }
 }

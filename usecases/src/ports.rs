@@ -3,8 +3,8 @@
 use std::future::Future;
 
 use parley_domain::{
-    CaFingerprint, ConversationSummary, DeviceIdentity, MessageId, MessageText, StoredMessage,
-    Timestamp, Username, identity::Password,
+    CaFingerprint, Contact, ConversationSummary, DeviceIdentity, MessageId, MessageText, PeerKeys,
+    StoredMessage, Timestamp, Username, identity::Password,
 };
 
 /// The time now.
@@ -51,6 +51,10 @@ pub trait MessageStore: Send + Sync {
     fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError>;
     /// True when a conversation with `user` exists.
     fn is_contact(&self, user: &Username) -> Result<bool, StoreError>;
+    /// The contact record (pinned keys) of `user`, if any.
+    fn contact(&self, user: &Username) -> Result<Option<Contact>, StoreError>;
+    /// Creates or replaces the contact record of `contact.user`, durably.
+    fn save_contact(&self, contact: &Contact) -> Result<(), StoreError>;
 }
 
 /// The device identity, kept in the store.
@@ -124,6 +128,13 @@ pub enum TransportError {
         /// Who we meant to reach.
         expected: Username,
     },
+    /// The peer's certificate is for the right name but not for the pinned keys: refused at
+    /// the handshake, before any application byte.
+    #[error("the peer presented other keys than the pinned ones")]
+    KeysChanged {
+        /// The keys it presented.
+        presented: PeerKeys,
+    },
     /// The recipient answered with a refusal instead of a receipt.
     #[error("the recipient refused the message: {0}")]
     Refused(String),
@@ -135,7 +146,9 @@ pub enum TransportError {
 /// Peer-to-peer delivery.
 pub trait Transport: Send + Sync {
     /// Delivers `message` to `to` at `at`; resolves once the recipient's receipt is back, that
-    /// is, once the recipient stored the message durably.
+    /// is, once the recipient stored the message durably. With `pinned`, a peer whose
+    /// certificate carries other keys is refused before anything is sent. Returns the keys the
+    /// recipient's certificate carries.
     ///
     /// # Errors
     /// [`TransportError`]. The message may or may not have been stored by the recipient when
@@ -145,7 +158,8 @@ pub trait Transport: Send + Sync {
         to: &Username,
         at: &PeerAddress,
         message: &OutgoingMessage,
-    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+        pinned: Option<&PeerKeys>,
+    ) -> impl Future<Output = Result<PeerKeys, TransportError>> + Send;
 }
 
 /// A request to enroll this device.
@@ -210,6 +224,12 @@ pub trait Enrollment: Send + Sync {
 pub enum Event {
     /// A new message arrived and is stored.
     MessageReceived(StoredMessage),
+    /// A contact presented other keys than the pinned ones; nothing from or to it flows until
+    /// the user accepts them.
+    KeysChanged {
+        /// Whose keys.
+        user: Username,
+    },
     /// The receipt for one of our messages came back.
     MessageDelivered {
         /// Which message.
@@ -273,6 +293,12 @@ impl<T: MessageStore + ?Sized> MessageStore for std::sync::Arc<T> {
     fn is_contact(&self, user: &Username) -> Result<bool, StoreError> {
         (**self).is_contact(user)
     }
+    fn contact(&self, user: &Username) -> Result<Option<Contact>, StoreError> {
+        (**self).contact(user)
+    }
+    fn save_contact(&self, contact: &Contact) -> Result<(), StoreError> {
+        (**self).save_contact(contact)
+    }
 }
 
 impl<T: Directory> Directory for std::sync::Arc<T> {
@@ -290,8 +316,9 @@ impl<T: Transport> Transport for std::sync::Arc<T> {
         to: &Username,
         at: &PeerAddress,
         message: &OutgoingMessage,
-    ) -> impl Future<Output = Result<(), TransportError>> + Send {
-        (**self).deliver(to, at, message)
+        pinned: Option<&PeerKeys>,
+    ) -> impl Future<Output = Result<PeerKeys, TransportError>> + Send {
+        (**self).deliver(to, at, message, pinned)
     }
 }
 

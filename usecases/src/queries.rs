@@ -1,6 +1,8 @@
 //! Queries: each returns data and changes nothing.
 
-use parley_domain::{ConversationSummary, StoredMessage, Username};
+use parley_domain::{
+    Contact, ConversationSummary, PeerKeys, SafetyNumber, StoredMessage, Username,
+};
 
 use crate::ports::{MessageStore, NodeInfo, NodeSnapshot, StoreError};
 
@@ -48,4 +50,35 @@ pub fn status(
         node: node.snapshot(),
         outbox: store.outbox()?.len(),
     })
+}
+
+/// A contact, its safety number, and the one it would have with the pending keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactView {
+    /// The contact record.
+    pub contact: Contact,
+    /// The safety number with the pinned keys.
+    pub safety_number: SafetyNumber,
+    /// The safety number with the keys waiting to be accepted, if any.
+    pub pending_safety_number: Option<SafetyNumber>,
+}
+
+/// `user`'s pinned keys and safety numbers, seen by `me` holding `my_keys`. `None` for a name
+/// that is not a contact yet.
+///
+/// # Errors
+/// [`StoreError`] when the store cannot be read.
+pub fn contact(
+    store: &impl MessageStore,
+    me: &Username,
+    my_keys: &PeerKeys,
+    user: &Username,
+) -> Result<Option<ContactView>, StoreError> {
+    Ok(store.contact(user)?.map(|contact| ContactView {
+        safety_number: SafetyNumber::of((me, my_keys), (&contact.user, &contact.keys)),
+        pending_safety_number: contact
+            .pending
+            .map(|pending| SafetyNumber::of((me, my_keys), (&contact.user, &pending))),
+        contact,
+    }))
 }

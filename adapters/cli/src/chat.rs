@@ -59,6 +59,11 @@ pub async fn run(home: &Path, with: Username) -> Result<()> {
                     eprintln!("the daemon stopped");
                     return Ok(());
                 };
+                if event.get("event").and_then(Value::as_str) == Some("keys_changed")
+                    && event.get("user").and_then(Value::as_str) == Some(with.as_str())
+                {
+                    println!("!! {with}'s keys have changed; see `parley safety-number {with}`");
+                }
                 if event.get("event").and_then(Value::as_str) == Some("message")
                     && let Some(m) = event.get("message")
                     && m.get("from").and_then(Value::as_str) == Some(with.as_str())

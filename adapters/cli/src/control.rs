@@ -30,6 +30,16 @@ pub enum Request {
     Conversations,
     /// The node's state.
     Status,
+    /// A contact's pinned keys and safety numbers.
+    Contact {
+        /// The contact.
+        user: String,
+    },
+    /// Accept the keys a contact presented since the first contact.
+    Trust {
+        /// The contact.
+        user: String,
+    },
     /// Stream events (incoming messages, receipts) until the connection closes.
     Subscribe,
 }

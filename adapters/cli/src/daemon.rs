@@ -9,11 +9,11 @@ use std::{
 };
 
 use anyhow::{Context, Result, anyhow};
-use parley_domain::{MessageId, MessageText, Timestamp, Username};
+use parley_domain::{MessageId, MessageText, PeerKeys, Timestamp, Username};
 use parley_p2p::{Credentials, Multiaddr, Node, NodeConfig};
 use parley_store::Store;
 use parley_usecases::{
-    commands::{Messaging, ReceiveMessage, SendError, SendMessage},
+    commands::{Messaging, ReceiveMessage, SendError, SendMessage, TrustError},
     ports::{Clock, Event, EventSink, IdentityStore},
     queries,
 };
@@ -64,6 +64,7 @@ type Core = Messaging<Arc<Store>, Node, Node, SystemClock, Arc<Broadcast>>;
 
 struct Daemon {
     user: Username,
+    keys: PeerKeys,
     core: Core,
     node: Node,
     events: Arc<Broadcast>,
@@ -111,8 +112,12 @@ pub async fn run(home: &Path, listen: Multiaddr) -> Result<()> {
     println!("control: {}", socket_path.display());
 
     let events = Arc::new(Broadcast(broadcast::channel(EVENT_BUFFER).0));
+    let own_keys = parley_p2p::pki::inspect(&identity.certificate_der)
+        .context("the stored certificate cannot be read; enroll again")?
+        .keys();
     let daemon = Arc::new(Daemon {
         user: identity.user.clone(),
+        keys: own_keys,
         core: Messaging::new(
             identity.user.clone(),
             store.clone(),
@@ -137,7 +142,11 @@ pub async fn run(home: &Path, listen: Multiaddr) -> Result<()> {
                 _ = stop.recv() => break,
                 next = inbound.recv() => {
                     let Some(inbound) = next else { break };
-                    let cmd = ReceiveMessage { from: inbound.from.clone(), message: inbound.message.clone() };
+                    let cmd = ReceiveMessage {
+                        from: inbound.from.clone(),
+                        keys: inbound.keys,
+                        message: inbound.message.clone(),
+                    };
                     match d.core.receive(cmd) {
                         Ok(()) => inbound.accept(),
                         Err(e) => {
@@ -249,6 +258,9 @@ async fn serve_client(daemon: Arc<Daemon>, stream: UnixStream) {
                         Event::MessageReceived(m) => {
                             json!({ "event": "message", "message": present::message(&m) })
                         }
+                        Event::KeysChanged { user } => {
+                            json!({ "event": "keys_changed", "user": user.as_str() })
+                        }
                         Event::MessageDelivered { id, to } => {
                             json!({ "event": "delivered", "id": id.to_string(), "to": to.as_str() })
                         }
@@ -321,6 +333,30 @@ async fn handle(daemon: &Daemon, request: Request) -> Response {
                     .map_err(|e| failure("store_unavailable", e.to_string()))?;
                 Ok(present::status(&status, &daemon.rendezvous_addrs))
             }
+            Request::Contact { user } => {
+                let user = username(&user)?;
+                let view = queries::contact(daemon.core.store(), &daemon.user, &daemon.keys, &user)
+                    .map_err(|e| failure("store_unavailable", e.to_string()))?
+                    .ok_or_else(|| {
+                        failure(
+                            "unknown_contact",
+                            format!("{user} is not one of your contacts yet; keys are pinned at the first message"),
+                        )
+                    })?;
+                Ok(present::contact(&view))
+            }
+            Request::Trust { user } => {
+                let user = username(&user)?;
+                daemon.core.trust_new_keys(&user).map_err(|e| {
+                    let code = match e {
+                        TrustError::UnknownContact(_) => "unknown_contact",
+                        TrustError::NothingPending(_) => "nothing_pending",
+                        _ => "store_unavailable",
+                    };
+                    failure(code, e.to_string())
+                })?;
+                Ok(json!({ "user": user.as_str(), "trusted": true }))
+            }
             Request::Subscribe => Err(failure("bad_request", "subscribe is handled elsewhere")),
         }
     }
@@ -355,6 +391,7 @@ fn send_code(error: &SendError) -> &'static str {
         SendError::Offline(_) => "offline",
         SendError::Unreachable { .. } => "unreachable",
         SendError::WrongIdentity(_) => "wrong_identity",
+        SendError::KeysChanged(_) => "keys_changed",
         SendError::DirectoryUnavailable { .. } => "rendezvous_unavailable",
         _ => "store_unavailable",
     }

@@ -83,6 +83,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show the safety number to compare with USER (and the new one if USER's keys changed).
+    SafetyNumber {
+        /// The contact.
+        user: String,
+        /// One JSON document instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Accept the new keys USER presented, after comparing the safety number.
+    Trust {
+        /// The contact.
+        user: String,
+    },
     /// Chat with USER: typed lines are sent, incoming ones appear; /status and /quit.
     Chat {
         /// The other party.
@@ -248,6 +261,33 @@ async fn run(cli: Cli) -> Result<()> {
                 return print_json(&answer);
             }
             println!("{}", present::status_lines(&answer));
+            Ok(())
+        }
+        Command::SafetyNumber { user, json } => {
+            let user = parse_user(&user)?;
+            let answer = client::call(
+                &home,
+                &Request::Contact {
+                    user: user.to_string(),
+                },
+            )
+            .await?;
+            if json {
+                return print_json(&answer);
+            }
+            println!("{}", present::contact_lines(&answer));
+            Ok(())
+        }
+        Command::Trust { user } => {
+            let user = parse_user(&user)?;
+            client::call(
+                &home,
+                &Request::Trust {
+                    user: user.to_string(),
+                },
+            )
+            .await?;
+            println!("trusted the new keys of {user}; waiting messages go out now");
             Ok(())
         }
         Command::Chat { user } => chat::run(&home, parse_user(&user)?).await,

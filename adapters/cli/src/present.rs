@@ -1,7 +1,7 @@
 //! Domain values to JSON documents and readable lines: the CLI's edge.
 
 use parley_domain::{ConversationSummary, Delivery, Direction, StoredMessage, Timestamp};
-use parley_usecases::queries::Status;
+use parley_usecases::queries::{ContactView, Status};
 use serde_json::{Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
@@ -122,4 +122,34 @@ pub fn status_lines(s: &Value) -> String {
         list(rendezvous.get("addrs")),
         s.get("outbox").and_then(Value::as_u64).unwrap_or(0),
     )
+}
+
+/// A contact as a JSON object: safety numbers, and whether new keys wait for a decision.
+#[must_use]
+pub fn contact(view: &ContactView) -> Value {
+    json!({
+        "user": view.contact.user.as_str(),
+        "safety_number": view.safety_number.to_string(),
+        "keys_changed": view.contact.pending.is_some(),
+        "pending_safety_number": view.pending_safety_number.as_ref().map(ToString::to_string),
+        "pinned_at": rfc3339(view.contact.pinned_at),
+    })
+}
+
+/// Readable lines for a contact JSON object.
+#[must_use]
+pub fn contact_lines(c: &Value) -> String {
+    let user = field(c, "user");
+    let mut out = format!(
+        "safety number with {user}:\n  {}",
+        field(c, "safety_number")
+    );
+    if c.get("keys_changed").and_then(Value::as_bool) == Some(true) {
+        out.push_str(&format!(
+            "\n{user}'s keys have CHANGED; with the new keys the safety number would be:\n  {}\n\
+             compare it with {user} in person or by a call, then accept with `parley trust {user}`",
+            field(c, "pending_safety_number")
+        ));
+    }
+    out
 }

@@ -514,3 +514,87 @@ fn a_send_right_after_the_recipient_starts_waits_for_it_to_register() {
         [pair("alice", "as soon as you are up")]
     );
 }
+
+#[test]
+fn a_contact_with_new_keys_is_refused_until_the_user_compares_and_trusts() {
+    let dir = tempfile::tempdir().unwrap();
+    let rv = rendezvous(dir.path());
+    let (alice, bob, new_bob) = (
+        dir.path().join("alice"),
+        dir.path().join("bob"),
+        dir.path().join("bob-new"),
+    );
+    assert!(enroll(&rv, &bob, "bob", "pw-bob").status.success());
+    assert!(enroll(&rv, &alice, "alice", "pw-alice").status.success());
+    let mut bob_daemon = daemon(&bob);
+    let _alice_daemon = daemon(&alice);
+    assert!(
+        parley(&alice, &["send", "bob", "first contact"])
+            .status
+            .success()
+    );
+
+    // Both sides see the same safety number.
+    let number = |home: &Path, with: &str| {
+        let out = parley(home, &["safety-number", with, "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        json(&out)
+    };
+    let seen_by_alice = number(&alice, "bob");
+    assert_eq!(
+        seen_by_alice["safety_number"],
+        number(&bob, "alice")["safety_number"]
+    );
+    assert_eq!(seen_by_alice["keys_changed"], false);
+
+    // "bob" comes back with other keys (a new device, or the rendezvous lying).
+    bob_daemon.terminate();
+    assert!(enroll(&rv, &new_bob, "bob", "pw-bob").status.success());
+    let _new_bob_daemon = daemon(&new_bob);
+    let out = parley(&alice, &["send", "bob", "are you really bob?"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("keys have changed"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        texts(&new_bob, "alice").is_empty(),
+        "nothing reached the new keys"
+    );
+    let changed = number(&alice, "bob");
+    assert_eq!(changed["keys_changed"], true);
+    assert_eq!(changed["safety_number"], seen_by_alice["safety_number"]);
+    assert_ne!(changed["pending_safety_number"], changed["safety_number"]);
+
+    // The new bob cannot write to alice either until she accepts.
+    let out = parley(&new_bob, &["send", "alice", "it is me, new phone"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        !texts(&alice, "bob")
+            .iter()
+            .any(|(_, t)| t == "it is me, new phone")
+    );
+
+    let out = parley(&alice, &["trust", "bob"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_for("the waiting messages to flow both ways", || {
+        texts(&new_bob, "alice").contains(&pair("alice", "are you really bob?"))
+            && texts(&alice, "bob").contains(&pair("bob", "it is me, new phone"))
+    });
+    // What alice was shown as the pending number is what she and the new bob now share.
+    let accepted = number(&alice, "bob");
+    assert_eq!(accepted["safety_number"], changed["pending_safety_number"]);
+    assert_eq!(
+        accepted["safety_number"],
+        number(&new_bob, "alice")["safety_number"]
+    );
+    assert_eq!(accepted["keys_changed"], false);
+    let out = parley(&alice, &["trust", "bob"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("nothing to accept"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -18,7 +18,7 @@ use libp2p::{
     },
     swarm::{NetworkBehaviour, SwarmEvent, dial_opts::DialOpts},
 };
-use parley_domain::{MessageId, MessageText, Role, Timestamp, Username};
+use parley_domain::{MessageId, MessageText, PeerKeys, Role, Timestamp, Username};
 use parley_usecases::ports::{
     Directory, DirectoryError, NodeInfo, NodeSnapshot, OutgoingMessage, PeerAddress, Transport,
     TransportError,
@@ -31,7 +31,7 @@ use crate::{
         DIRECTORY_PROTOCOL, DirectoryRequest, DirectoryResponse, MESSAGE_PROTOCOL, MessageRequest,
         MessageResponse, Meta, meta_within_bounds,
     },
-    registry::Registry,
+    registry::{Expectation, Refusal, Registry},
     swarm,
 };
 
@@ -62,6 +62,8 @@ pub struct NodeConfig {
 pub struct Inbound {
     /// The sender, from the connection's verified certificate.
     pub from: Username,
+    /// The keys of the sender's certificate.
+    pub keys: PeerKeys,
     /// The message.
     pub message: OutgoingMessage,
     reply: oneshot::Sender<Result<(), String>>,
@@ -87,7 +89,7 @@ struct Behaviour {
 }
 
 type LookupReply = oneshot::Sender<Result<Option<PeerAddress>, DirectoryError>>;
-type DeliveryReply = oneshot::Sender<Result<(), TransportError>>;
+type DeliveryReply = oneshot::Sender<Result<PeerKeys, TransportError>>;
 type Stopper = (oneshot::Sender<()>, tokio::task::JoinHandle<()>);
 
 enum Command {
@@ -97,6 +99,7 @@ enum Command {
     },
     Deliver {
         to: Username,
+        pinned: Option<PeerKeys>,
         peer: PeerId,
         addrs: Vec<Multiaddr>,
         request: Box<MessageRequest>,
@@ -155,7 +158,13 @@ impl Node {
             rendezvous_addrs.push(base);
         }
         if let Some(peer) = rendezvous_peer {
-            registry.expect(peer, Role::Rendezvous);
+            registry.expect(
+                peer,
+                Expectation {
+                    role: Role::Rendezvous,
+                    keys: None,
+                },
+            );
         }
 
         let snapshot = Arc::new(Mutex::new(NodeSnapshot {
@@ -242,7 +251,8 @@ impl Transport for Node {
         to: &Username,
         at: &PeerAddress,
         message: &OutgoingMessage,
-    ) -> Result<(), TransportError> {
+        pinned: Option<&PeerKeys>,
+    ) -> Result<PeerKeys, TransportError> {
         let peer: PeerId = at
             .peer_id
             .parse()
@@ -262,6 +272,7 @@ impl Transport for Node {
         let (reply, rx) = oneshot::channel();
         self.command(Command::Deliver {
             to: to.clone(),
+            pinned: pinned.copied(),
             peer,
             addrs,
             request,
@@ -363,17 +374,28 @@ impl Task {
             }
             Command::Deliver {
                 to,
+                pinned,
                 peer,
                 addrs,
                 request,
                 reply,
             } => {
-                let expected = Role::User(to.clone());
-                if let Some(certified) = self.registry.certified(&peer)
-                    && certified.role != expected
-                {
-                    let _ = reply.send(Err(TransportError::WrongIdentity { expected: to }));
-                    return;
+                let expected = Expectation {
+                    role: Role::User(to.clone()),
+                    keys: pinned,
+                };
+                // An existing connection was checked against whatever was expected when it
+                // opened; hold it to this delivery's expectation too.
+                if let Some(certified) = self.registry.certified(&peer) {
+                    if certified.role != expected.role {
+                        let _ = reply.send(Err(TransportError::WrongIdentity { expected: to }));
+                        return;
+                    }
+                    if pinned.is_some_and(|k| k != certified.keys()) {
+                        let presented = certified.keys();
+                        let _ = reply.send(Err(TransportError::KeysChanged { presented }));
+                        return;
+                    }
                 }
                 self.registry.expect(peer, expected);
                 let id = self
@@ -516,13 +538,20 @@ impl Task {
                     },
                 ..
             } => {
-                let Some(PendingDelivery { reply, .. }) = self.deliveries.remove(&request_id)
+                let Some(PendingDelivery { peer, reply, .. }) = self.deliveries.remove(&request_id)
                 else {
                     return;
                 };
-                let _ = reply.send(match response {
-                    MessageResponse::Receipt { .. } => Ok(()),
-                    MessageResponse::Refused { reason } => Err(TransportError::Refused(reason)),
+                // The answer came over the connection, so its certificate is still on record.
+                let keys = self.registry.certified(&peer).map(|c| c.keys());
+                let _ = reply.send(match (response, keys) {
+                    (MessageResponse::Receipt { .. }, Some(keys)) => Ok(keys),
+                    (MessageResponse::Receipt { .. }, None) => Err(TransportError::NoReceipt(
+                        "the connection closed with the receipt".into(),
+                    )),
+                    (MessageResponse::Refused { reason }, _) => {
+                        Err(TransportError::Refused(reason))
+                    }
                 });
             }
             request_response::Event::OutboundFailure {
@@ -533,9 +562,13 @@ impl Task {
                     return;
                 };
                 let answer = match (&error, self.registry.take_refusal(&peer)) {
-                    (OutboundFailure::DialFailure, Some(reason)) => {
+                    (OutboundFailure::DialFailure, Some(Refusal::WrongIdentity(reason))) => {
                         tracing::warn!(%peer, %reason, "refused a peer that is not who we dialled");
                         Err(TransportError::WrongIdentity { expected: to })
+                    }
+                    (OutboundFailure::DialFailure, Some(Refusal::KeysChanged(presented))) => {
+                        tracing::warn!(%peer, user = %to, "refused a peer whose keys are not the pinned ones");
+                        Err(TransportError::KeysChanged { presented })
                     }
                     (OutboundFailure::DialFailure, None) => {
                         Err(TransportError::Unreachable(describe(&error)))
@@ -560,8 +593,9 @@ impl Task {
         let refuse = |reason: &str| MessageResponse::Refused {
             reason: reason.to_owned(),
         };
-        let from = match self.registry.certified(&peer).map(|c| c.role) {
-            Some(Role::User(user)) => user,
+        let certified = self.registry.certified(&peer);
+        let (from, keys) = match certified.as_ref().map(|c| (&c.role, c.keys())) {
+            Some((Role::User(user), keys)) => (user.clone(), keys),
             _ => {
                 let _ = self
                     .swarm
@@ -595,6 +629,7 @@ impl Task {
         let (reply, rx) = oneshot::channel();
         match self.inbound.try_send(Inbound {
             from,
+            keys,
             message,
             reply,
         }) {

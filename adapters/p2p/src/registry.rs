@@ -11,7 +11,7 @@ use std::{
 };
 
 use libp2p::PeerId;
-use parley_domain::{CertifiedPeer, Role};
+use parley_domain::{CertifiedPeer, PeerKeys, Role};
 
 /// Shared, cheap to clone.
 #[derive(Clone, Debug, Default)]
@@ -20,8 +20,26 @@ pub struct Registry(Arc<Mutex<Inner>>);
 #[derive(Debug, Default)]
 struct Inner {
     certified: HashMap<PeerId, CertifiedPeer>,
-    expected: HashMap<PeerId, Role>,
-    refused: HashMap<PeerId, String>,
+    expected: HashMap<PeerId, Expectation>,
+    refused: HashMap<PeerId, Refusal>,
+}
+
+/// What a dialer requires of a peer id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expectation {
+    /// Whom the certificate must name.
+    pub role: Role,
+    /// The keys it must carry, when pinned.
+    pub keys: Option<PeerKeys>,
+}
+
+/// Why the upgrade refused a connection the dialer asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The certificate names someone else.
+    WrongIdentity(String),
+    /// The certificate names the right user with other keys than the pinned ones.
+    KeysChanged(PeerKeys),
 }
 
 impl Registry {
@@ -50,30 +68,34 @@ impl Registry {
     }
 
     /// Declares who `peer` must be on any connection made to or from it from now on.
-    pub fn expect(&self, peer: PeerId, role: Role) {
-        self.inner().expected.insert(peer, role);
+    pub fn expect(&self, peer: PeerId, expectation: Expectation) {
+        self.inner().expected.insert(peer, expectation);
     }
 
     /// What `peer` must be, if declared.
     #[must_use]
-    pub fn expected(&self, peer: &PeerId) -> Option<Role> {
+    pub fn expected(&self, peer: &PeerId) -> Option<Expectation> {
         self.inner().expected.get(peer).cloned()
     }
 
     /// Records why a connection with `peer` was refused, for the dialer's error message. A
     /// user expectation ends with the refusal: it came from one look-up, and must not bar the
     /// peer's genuine identity later. The rendezvous expectation is configuration and stays.
-    pub fn refuse(&self, peer: PeerId, reason: String) {
+    pub fn refuse(&self, peer: PeerId, refusal: Refusal) {
         let mut inner = self.inner();
-        if matches!(inner.expected.get(&peer), Some(Role::User(_))) {
+        if inner
+            .expected
+            .get(&peer)
+            .is_some_and(|e| matches!(e.role, Role::User(_)))
+        {
             inner.expected.remove(&peer);
         }
-        inner.refused.insert(peer, reason);
+        inner.refused.insert(peer, refusal);
     }
 
-    /// Takes the last refusal reason for `peer`.
+    /// Takes the last refusal for `peer`.
     #[must_use]
-    pub fn take_refusal(&self, peer: &PeerId) -> Option<String> {
+    pub fn take_refusal(&self, peer: &PeerId) -> Option<Refusal> {
         self.inner().refused.remove(peer)
     }
 }

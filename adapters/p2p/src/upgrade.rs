@@ -23,7 +23,11 @@ use parley_domain::Role;
 use rustls::CommonState;
 use rustls_pki_types::ServerName;
 
-use crate::{Credentials, Error, pki, registry::Registry, tls};
+use crate::{
+    Credentials, Error, pki,
+    registry::{Refusal, Registry},
+    tls,
+};
 
 /// The protocol name negotiated for the security upgrade.
 pub const PROTOCOL: &str = "/parley/mtls/1.0.0";
@@ -53,6 +57,9 @@ pub enum UpgradeError {
         /// Who it is.
         actual: Role,
     },
+    /// The certificate names the expected user, with other keys than the pinned ones.
+    #[error("the peer is {0} with other keys than the pinned ones")]
+    KeysChanged(Role),
     /// An outbound connection to a peer id nobody asked for.
     #[error("no identity was expected for this peer")]
     Unexpected,
@@ -98,13 +105,18 @@ impl MutualTls {
         let certified = pki::inspect(cert)?;
         let peer = pki::peer_id(&certified.ed25519)?;
         match self.registry.expected(&peer) {
-            Some(expected) if expected != certified.role => {
-                let reason = format!("the peer is {}, not {}", certified.role, expected);
-                self.registry.refuse(peer, reason);
+            Some(expected) if expected.role != certified.role => {
+                let reason = format!("the peer is {}, not {}", certified.role, expected.role);
+                self.registry.refuse(peer, Refusal::WrongIdentity(reason));
                 return Err(UpgradeError::WrongIdentity {
-                    expected,
+                    expected: expected.role,
                     actual: certified.role,
                 });
+            }
+            Some(expected) if expected.keys.is_some_and(|k| k != certified.keys()) => {
+                self.registry
+                    .refuse(peer, Refusal::KeysChanged(certified.keys()));
+                return Err(UpgradeError::KeysChanged(certified.role));
             }
             Some(_) => {}
             None if outbound => return Err(UpgradeError::Unexpected),

@@ -170,7 +170,7 @@ async fn a_stock_libp2p_peer_offering_tls_and_noise_cannot_connect() {
         sent_at: Timestamp(0),
     };
     let err = bob
-        .deliver(&Username::parse("bob").unwrap(), &at, &message)
+        .deliver(&Username::parse("bob").unwrap(), &at, &message, None)
         .await;
     assert!(
         matches!(err, Err(TransportError::Unreachable(_))),

@@ -71,7 +71,7 @@ async fn enrolled_peers_find_each_other_and_get_a_receipt() {
     let at = online(&alice, "bob").await;
     assert_eq!(at.peer_id, address_of(&bob).await.peer_id);
     alice
-        .deliver(&user("bob"), &at, &message("bob", 1))
+        .deliver(&user("bob"), &at, &message("bob", 1), None)
         .await
         .unwrap();
 
@@ -98,12 +98,22 @@ async fn a_certificate_from_another_ca_is_refused_as_dialer_and_as_listener() {
 
     // Eve dials Bob: Bob's server refuses her client certificate.
     let err = eve
-        .deliver(&user("bob"), &address_of(&bob).await, &message("bob", 1))
+        .deliver(
+            &user("bob"),
+            &address_of(&bob).await,
+            &message("bob", 1),
+            None,
+        )
         .await;
     assert!(err.is_err(), "bob accepted a rogue certificate: {err:?}");
     // Alice dials Eve, believing she is Bob: Alice's client refuses the server certificate.
     let err = alice
-        .deliver(&user("bob"), &address_of(&eve).await, &message("bob", 2))
+        .deliver(
+            &user("bob"),
+            &address_of(&eve).await,
+            &message("bob", 2),
+            None,
+        )
         .await;
     assert!(
         matches!(err, Err(TransportError::Unreachable(_))),
@@ -135,6 +145,7 @@ async fn mallory_cannot_be_reached_as_bob_nor_speak_as_bob() {
             &user("bob"),
             &address_of(&mallory).await,
             &message("bob", 1),
+            None,
         )
         .await;
     assert_eq!(
@@ -151,6 +162,7 @@ async fn mallory_cannot_be_reached_as_bob_nor_speak_as_bob() {
             &user("alice"),
             &address_of(&alice).await,
             &message("alice", 2),
+            None,
         )
         .await
         .unwrap();
@@ -165,6 +177,7 @@ async fn mallory_cannot_be_reached_as_bob_nor_speak_as_bob() {
             &user("bob"),
             &address_of(&mallory).await,
             &message("bob", 3),
+            None,
         )
         .await;
     assert_eq!(
@@ -182,7 +195,12 @@ async fn a_message_for_another_user_is_refused_without_receipt() {
     let (bob, bob_rx) = node(ca.user("bob", 2), "bob", vec![]).await;
     let got = accept_all(bob_rx);
     let err = alice
-        .deliver(&user("bob"), &address_of(&bob).await, &message("carol", 1))
+        .deliver(
+            &user("bob"),
+            &address_of(&bob).await,
+            &message("carol", 1),
+            None,
+        )
         .await;
     assert!(matches!(err, Err(TransportError::Refused(_))), "{err:?}");
     assert!(got.lock().await.is_empty());
@@ -248,4 +266,66 @@ async fn directory_lookups_are_rate_limited() {
         }
     }
     assert!(limited > 0, "60 look-ups in a burst must meet the limit");
+}
+
+#[tokio::test]
+async fn a_peer_with_the_right_name_but_other_keys_is_refused_before_any_byte() {
+    let ca = Ca::new("Parley CA");
+    let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
+    let (bob, bob_rx) = node(ca.user("bob", 2), "bob", vec![]).await;
+    let bob_got = accept_all(bob_rx);
+    // A second, CA-valid "bob" certificate for another key: what a compromised rendezvous
+    // could issue.
+    let (new_bob, new_bob_rx) = node(ca.user("bob", 5), "bob", vec![]).await;
+    let new_bob_got = accept_all(new_bob_rx);
+
+    let pinned = alice
+        .deliver(
+            &user("bob"),
+            &address_of(&bob).await,
+            &message("bob", 1),
+            None,
+        )
+        .await
+        .expect("first contact");
+    let err = alice
+        .deliver(
+            &user("bob"),
+            &address_of(&new_bob).await,
+            &message("bob", 2),
+            Some(&pinned),
+        )
+        .await;
+    let Err(TransportError::KeysChanged { presented }) = err else {
+        panic!("expected a key change, got {err:?}");
+    };
+    assert_ne!(presented, pinned);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        new_bob_got.lock().await.is_empty(),
+        "no application byte may reach the new key"
+    );
+
+    // On the open connection to the real bob, a wrong pin is refused as well.
+    let err = alice
+        .deliver(
+            &user("bob"),
+            &address_of(&bob).await,
+            &message("bob", 3),
+            Some(&presented),
+        )
+        .await;
+    assert_eq!(err, Err(TransportError::KeysChanged { presented: pinned }));
+    assert_eq!(bob_got.lock().await.len(), 1);
+
+    // Once the user accepts the new keys, they are the pin.
+    let accepted = alice
+        .deliver(
+            &user("bob"),
+            &address_of(&new_bob).await,
+            &message("bob", 4),
+            Some(&presented),
+        )
+        .await;
+    assert_eq!(accepted, Ok(presented));
 }

@@ -18,6 +18,7 @@
 //! | `messages` | contact username ‖ `0x00` ‖ local sequence (u64, big-endian) | JSON mirror of `StoredMessage` |
 //! | `seen`     | sender username ‖ `0x00` ‖ 16 message-id bytes         | the `messages` key                 |
 //! | `outbox`   | local sequence (u64, big-endian)                      | the `messages` key                 |
+//! | `contacts` | contact username                                      | JSON mirror of `Contact` (pinned and pending keys, hex) |
 //!
 //! * The local sequence comes from sled's `generate_id`, which is unique and increasing across
 //!   restarts (it may skip numbers). A prefix scan of `messages` on `contact ‖ 0x00` therefore
@@ -107,6 +108,7 @@ pub struct Store {
     messages: sled::Tree,
     seen: sled::Tree,
     outbox: sled::Tree,
+    contacts: sled::Tree,
 }
 
 impl fmt::Debug for Store {
@@ -145,6 +147,7 @@ impl Store {
             messages: tree("messages")?,
             seen: tree("seen")?,
             outbox: tree("outbox")?,
+            contacts: tree("contacts")?,
             path: path.to_owned(),
             db,
         };

@@ -1,15 +1,16 @@
-//! [`MessageStore`] on the `messages`, `seen` and `outbox` trees.
+//! [`MessageStore`] on the `messages`, `seen`, `outbox` and `contacts` trees.
 
 use parley_domain::{
-    ConversationSummary, Delivery, Direction, MessageId, StoredMessage, Timestamp, Username,
+    Contact, ConversationSummary, Delivery, Direction, MessageId, StoredMessage, Timestamp,
+    Username,
 };
 use parley_usecases::ports::{MessageStore, StoreError, Stored};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::records::{
-    conversation_prefix, corrupt, decode_message, encode_message, message_key, outbox_key,
-    seen_key, split_message_key,
+    conversation_prefix, corrupt, decode_contact, decode_message, encode_contact, encode_message,
+    message_key, outbox_key, seen_key, split_message_key,
 };
 use crate::{Store, unavailable};
 
@@ -186,5 +187,21 @@ impl MessageStore for Store {
             Some(Ok(_)) => Ok(true),
             Some(Err(e)) => Err(unavailable("read a conversation", e)),
         }
+    }
+
+    fn contact(&self, user: &Username) -> Result<Option<Contact>, StoreError> {
+        match self.contacts.get(user.as_str()) {
+            Ok(Some(bytes)) => decode_contact(&bytes).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(unavailable("read a contact", e)),
+        }
+    }
+
+    fn save_contact(&self, contact: &Contact) -> Result<(), StoreError> {
+        let value = encode_contact(contact)?;
+        self.contacts
+            .insert(contact.user.as_str(), value)
+            .map_err(|e| unavailable("save a contact", e))?;
+        self.flush()
     }
 }

@@ -6,8 +6,8 @@
 //! a value may be message text or key material): they name the tree, the place and the rule.
 
 use parley_domain::{
-    CaFingerprint, Delivery, DeviceIdentity, Direction, MessageId, MessageText, Secret32,
-    StoredMessage, Timestamp, Username,
+    CaFingerprint, Contact, Delivery, DeviceIdentity, Direction, MessageId, MessageText, PeerKeys,
+    Secret32, StoredMessage, Timestamp, Username,
 };
 use parley_usecases::ports::StoreError;
 use serde::{Deserialize, Serialize};
@@ -208,6 +208,64 @@ pub(crate) fn decode_identity(bytes: &[u8]) -> Result<DeviceIdentity, StoreError
             .map_err(|e| corrupt(TREE, e))?,
         server: record.server,
         rendezvous_addrs: record.rendezvous_addrs,
+    })
+}
+
+/// `Contact` as JSON; keys as lower-case hex.
+#[derive(Serialize, Deserialize)]
+struct ContactRecord {
+    user: String,
+    keys: KeysRecord,
+    pending: Option<KeysRecord>,
+    pinned_at: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeysRecord {
+    ed25519: String,
+    x25519: Option<String>,
+}
+
+impl From<&PeerKeys> for KeysRecord {
+    fn from(keys: &PeerKeys) -> Self {
+        Self {
+            ed25519: hex(&keys.ed25519),
+            x25519: keys.x25519.as_ref().map(|k| hex(k)),
+        }
+    }
+}
+
+pub(crate) fn encode_contact(contact: &Contact) -> Result<Vec<u8>, StoreError> {
+    let record = ContactRecord {
+        user: contact.user.to_string(),
+        keys: KeysRecord::from(&contact.keys),
+        pending: contact.pending.as_ref().map(KeysRecord::from),
+        pinned_at: contact.pinned_at.0,
+    };
+    serde_json::to_vec(&record)
+        .map_err(|_| StoreError::Unavailable("could not encode a contact".into()))
+}
+
+pub(crate) fn decode_contact(bytes: &[u8]) -> Result<Contact, StoreError> {
+    const TREE: &str = "contacts";
+    let record: ContactRecord =
+        serde_json::from_slice(bytes).map_err(|e| json_problem(TREE, &e))?;
+    let key = |raw: &str| -> Result<[u8; 32], StoreError> {
+        unhex(raw)
+            .and_then(|bytes| bytes.try_into().ok())
+            .ok_or_else(|| corrupt(TREE, "a key is not 32 hex bytes"))
+    };
+    let keys = |record: &KeysRecord| -> Result<PeerKeys, StoreError> {
+        Ok(PeerKeys {
+            ed25519: key(&record.ed25519)?,
+            x25519: record.x25519.as_deref().map(key).transpose()?,
+        })
+    };
+    Ok(Contact {
+        user: Username::parse(&record.user).map_err(|e| corrupt(TREE, e))?,
+        keys: keys(&record.keys)?,
+        pending: record.pending.as_ref().map(keys).transpose()?,
+        pinned_at: Timestamp(record.pinned_at),
     })
 }
 

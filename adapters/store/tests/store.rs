@@ -9,8 +9,8 @@ use std::thread;
 use std::time::Duration;
 
 use parley_domain::{
-    CaFingerprint, Delivery, DeviceIdentity, Direction, MessageId, MessageText, Secret32,
-    StoredMessage, Timestamp, Username,
+    CaFingerprint, Contact, Delivery, DeviceIdentity, Direction, MessageId, MessageText, PeerKeys,
+    Secret32, StoredMessage, Timestamp, Username,
 };
 use parley_store::{Error, Store};
 use parley_usecases::ports::{IdentityStore, MessageStore, StoreError, Stored};
@@ -344,6 +344,42 @@ fn given_a_saved_identity_when_read_back_and_after_reopen_then_it_is_the_same() 
     }
     let store = open(dir.path());
     assert_eq!(store.identity(), Ok(Some(identity("alice2"))));
+}
+
+#[test]
+fn given_a_pinned_contact_when_keys_change_and_the_store_reopens_then_pinned_and_pending_survive() {
+    let dir = TempDir::new().expect("tempdir");
+    let pinned = PeerKeys {
+        ed25519: [1; 32],
+        x25519: Some([2; 32]),
+    };
+    let seen = PeerKeys {
+        ed25519: [3; 32],
+        x25519: None,
+    };
+    {
+        let store = open(dir.path());
+        assert_eq!(store.contact(&user("bob")), Ok(None));
+        let bob = Contact::first(user("bob"), pinned, Timestamp(5));
+        store.save_contact(&bob).expect("pin");
+        store
+            .save_contact(&Contact {
+                pending: Some(seen),
+                ..bob
+            })
+            .expect("hold");
+    }
+    let store = open(dir.path());
+    let bob = store.contact(&user("bob")).expect("read").expect("kept");
+    assert_eq!(
+        (bob.keys, bob.pending, bob.pinned_at),
+        (pinned, Some(seen), Timestamp(5))
+    );
+    assert_eq!(
+        store.contact(&user("bobby")),
+        Ok(None),
+        "names are exact keys"
+    );
 }
 
 #[test]

@@ -236,6 +236,7 @@ fn given_a_message_to_oneself_when_sending_then_it_is_refused() {
 fn incoming(from: &str, to: &str, n: u8) -> ReceiveMessage {
     ReceiveMessage {
         from: user(from),
+        keys: keys(0),
         message: OutgoingMessage {
             id: id(n),
             to: user(to),
@@ -363,4 +364,140 @@ fn given_the_store_fails_when_enrolling_then_the_error_is_reported() {
     let enrollment = InMemoryEnrollment(Ok(identity("bob")));
     let err = block_on(Enroll::new(&enrollment, &store).run(&request("bob"))).expect_err("store");
     assert!(matches!(err, EnrollCommandError::Store(_)));
+}
+
+#[test]
+fn given_a_first_delivery_when_the_receipt_comes_then_the_recipient_keys_are_pinned() {
+    let w = alice_world();
+    w.directory.set_online(&user("bob"));
+    w.transport
+        .keys
+        .lock()
+        .expect("lock")
+        .insert(user("bob"), keys(2));
+
+    send(&w, 1, "bob", "hello").expect("delivered");
+
+    let bob = w
+        .store
+        .contact(&user("bob"))
+        .expect("read")
+        .expect("pinned");
+    assert_eq!(bob.keys, keys(2));
+    assert_eq!(bob.pending, None);
+}
+
+#[test]
+fn given_pinned_keys_when_the_recipient_presents_others_then_nothing_goes_until_trusted() {
+    let w = alice_world();
+    w.directory.set_online(&user("bob"));
+    w.transport
+        .keys
+        .lock()
+        .expect("lock")
+        .insert(user("bob"), keys(2));
+    send(&w, 1, "bob", "first").expect("delivered");
+    // The rendezvous now vouches for other keys under the name bob.
+    w.transport
+        .keys
+        .lock()
+        .expect("lock")
+        .insert(user("bob"), keys(9));
+
+    assert_eq!(
+        send(&w, 2, "bob", "second"),
+        Err(SendError::KeysChanged(user("bob")))
+    );
+    assert_eq!(
+        w.transport.delivered.lock().expect("lock").len(),
+        1,
+        "nothing more went out"
+    );
+    assert_eq!(w.store.outbox().expect("outbox").len(), 1, "kept for later");
+    let bob = w
+        .store
+        .contact(&user("bob"))
+        .expect("read")
+        .expect("contact");
+    assert_eq!((bob.keys, bob.pending), (keys(2), Some(keys(9))));
+    assert!(
+        w.events
+            .0
+            .lock()
+            .expect("lock")
+            .contains(&Event::KeysChanged { user: user("bob") })
+    );
+
+    block_on(w.messaging.retry_outbox()).expect("retry");
+    assert_eq!(
+        w.transport.delivered.lock().expect("lock").len(),
+        1,
+        "retries wait for the user"
+    );
+
+    w.messaging.trust_new_keys(&user("bob")).expect("accepted");
+    block_on(w.messaging.retry_outbox()).expect("retry");
+    assert_eq!(w.transport.delivered.lock().expect("lock").len(), 2);
+    assert!(w.store.outbox().expect("outbox").is_empty());
+}
+
+#[test]
+fn given_a_pinned_sender_when_it_arrives_with_other_keys_then_it_is_refused_until_trusted() {
+    let w = alice_world();
+    w.messaging
+        .receive(incoming("bob", "alice", 1))
+        .expect("first contact pins keys(0)");
+    let mut impostor = incoming("bob", "alice", 2);
+    impostor.keys = keys(7);
+
+    let err = w
+        .messaging
+        .receive(impostor.clone())
+        .expect_err("changed keys");
+
+    assert_eq!(err, ReceiveError::KeysChanged(user("bob")));
+    assert_eq!(w.store.all().len(), 1, "nothing stored, so no receipt");
+    w.messaging.trust_new_keys(&user("bob")).expect("accepted");
+    w.messaging.receive(impostor).expect("now the pinned keys");
+    assert_eq!(w.store.all().len(), 2);
+}
+
+#[test]
+fn given_no_change_when_trusting_then_it_says_why() {
+    let w = alice_world();
+    assert_eq!(
+        w.messaging.trust_new_keys(&user("bob")),
+        Err(TrustError::UnknownContact(user("bob")))
+    );
+    w.messaging
+        .receive(incoming("bob", "alice", 1))
+        .expect("pins");
+    assert_eq!(
+        w.messaging.trust_new_keys(&user("bob")),
+        Err(TrustError::NothingPending(user("bob")))
+    );
+}
+
+#[test]
+fn given_a_contact_when_asking_then_both_safety_numbers_are_shown() {
+    let w = alice_world();
+    w.messaging
+        .receive(incoming("bob", "alice", 1))
+        .expect("pins keys(0)");
+    let mut changed = incoming("bob", "alice", 2);
+    changed.keys = keys(7);
+    let _ = w.messaging.receive(changed);
+
+    let view = queries::contact(&*w.store, &user("alice"), &keys(1), &user("bob"))
+        .expect("read")
+        .expect("a contact");
+
+    let expected =
+        parley_domain::SafetyNumber::of((&user("alice"), &keys(1)), (&user("bob"), &keys(0)));
+    assert_eq!(view.safety_number, expected);
+    assert!(view.pending_safety_number.is_some_and(|p| p != expected));
+    assert_eq!(
+        queries::contact(&*w.store, &user("alice"), &keys(1), &user("carol")),
+        Ok(None)
+    );
 }
