@@ -53,9 +53,20 @@ fn main() -> ExitCode {
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{e:#}");
+            eprintln!("{}", sentence(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The error as one sentence: the outermost message, and the root cause only where the
+/// message does not already say it (the error types here embed their cause).
+fn sentence(error: &anyhow::Error) -> String {
+    let (top, root) = (error.to_string(), error.root_cause().to_string());
+    if top.contains(&root) {
+        top
+    } else {
+        format!("{top}: {root}")
     }
 }
 

@@ -32,8 +32,9 @@ pub enum SendError {
     ToSelf,
     /// Never talked to, and the directory does not know the name online. Nothing was kept.
     #[error(
-        "{0} is not online at the rendezvous and is not one of your contacts (no such user, or \
-         not online: the directory does not say which); nothing was sent"
+        "{0} is unknown or offline: nobody by that name is online at the rendezvous (it does \
+         not say which, so that names cannot be probed) and {0} is not one of your contacts; \
+         nothing was sent"
     )]
     UnknownUser(Username),
     /// A contact who is not online now. The message waits in the outbox.

@@ -147,7 +147,8 @@ pub async fn run(home: &Path, listen: Multiaddr) -> Result<()> {
                         keys: inbound.keys,
                         message: inbound.message.clone(),
                     };
-                    match d.core.receive(cmd) {
+                    // Storing flushes to disk: keep that off the async workers' backs.
+                    match tokio::task::block_in_place(|| d.core.receive(cmd)) {
                         Ok(()) => inbound.accept(),
                         Err(e) => {
                             tracing::warn!(error = %e, "incoming message refused");
