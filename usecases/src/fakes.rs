@@ -94,21 +94,27 @@ impl MessageStore for InMemoryStore {
     }
 
     fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError> {
-        let mut out: Vec<ConversationSummary> = Vec::new();
-        for m in lock(&self.messages).iter() {
-            match out.iter_mut().find(|c| c.with == *m.contact()) {
-                Some(c) => {
+        // (summary, position of its newest message), newest conversation first.
+        let mut out: Vec<(ConversationSummary, usize)> = Vec::new();
+        for (at, m) in lock(&self.messages).iter().enumerate() {
+            match out.iter_mut().find(|(c, _)| c.with == *m.contact()) {
+                Some((c, last)) => {
                     c.messages += 1;
                     c.last = m.clone();
+                    *last = at;
                 }
-                None => out.push(ConversationSummary {
-                    with: m.contact().clone(),
-                    messages: 1,
-                    last: m.clone(),
-                }),
+                None => out.push((
+                    ConversationSummary {
+                        with: m.contact().clone(),
+                        messages: 1,
+                        last: m.clone(),
+                    },
+                    at,
+                )),
             }
         }
-        Ok(out)
+        out.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
+        Ok(out.into_iter().map(|(c, _)| c).collect())
     }
 
     fn is_contact(&self, user: &Username) -> Result<bool, StoreError> {

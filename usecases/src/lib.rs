@@ -14,5 +14,8 @@ pub mod commands;
 pub mod ports;
 pub mod queries;
 
-#[cfg(test)]
-mod fakes;
+#[cfg(any(test, feature = "testing"))]
+pub mod contract;
+#[cfg(any(test, feature = "testing"))]
+#[allow(missing_docs)] // test doubles, documented at the module level
+pub mod fakes;

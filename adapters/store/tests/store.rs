@@ -536,3 +536,14 @@ fn given_a_new_folder_when_the_store_opens_then_only_the_owner_may_enter_it() {
         .mode();
     assert_eq!(mode & 0o777, 0o700, "{mode:o}");
 }
+
+#[test]
+fn the_sled_store_keeps_the_store_contract() {
+    let dirs = std::cell::RefCell::new(Vec::new());
+    parley_usecases::contract::message_store(|| {
+        let dir = TempDir::new().expect("tempdir");
+        let store = open(dir.path());
+        dirs.borrow_mut().push(dir);
+        store
+    });
+}

@@ -501,3 +501,8 @@ fn given_a_contact_when_asking_then_both_safety_numbers_are_shown() {
         Ok(None)
     );
 }
+
+#[test]
+fn the_in_memory_store_keeps_the_store_contract() {
+    crate::contract::message_store(InMemoryStore::default);
+}
