@@ -99,12 +99,17 @@ impl Proc {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
+        self.exit_status("stop on SIGTERM")
+    }
+
+    /// Waits up to `WAIT` for the process to exit.
+    fn exit_status(&mut self, what: &str) -> std::process::ExitStatus {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "process did not stop on SIGTERM");
+            assert!(Instant::now() < deadline, "the process did not {what}");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -200,6 +205,16 @@ fn daemon(home: &Path) -> Proc {
     proc
 }
 
+/// A rendezvous with bob, then alice, enrolled (no daemon yet), in a temporary folder.
+fn enrolled_pair() -> (tempfile::TempDir, Rendezvous, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let rv = rendezvous(dir.path());
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    assert!(enroll(&rv, &bob, "bob", "pw-bob").status.success());
+    assert!(enroll(&rv, &alice, "alice", "pw-alice").status.success());
+    (dir, rv, alice, bob)
+}
+
 fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
@@ -238,11 +253,7 @@ fn pair(s: &str, t: &str) -> (String, String) {
 
 #[test]
 fn messages_flow_both_ways_with_the_contract_fields_and_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let rv = rendezvous(dir.path());
-    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
-    assert!(enroll(&rv, &bob, "bob", "pw-bob").status.success());
-    assert!(enroll(&rv, &alice, "alice", "pw-alice").status.success());
+    let (_dir, rv, alice, bob) = enrolled_pair();
     let mut bob_daemon = daemon(&bob);
     let _alice_daemon = daemon(&alice);
 
@@ -308,11 +319,7 @@ fn messages_flow_both_ways_with_the_contract_fields_and_survive_a_restart() {
 
 #[test]
 fn an_offline_contact_gets_the_message_once_when_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let rv = rendezvous(dir.path());
-    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
-    assert!(enroll(&rv, &bob, "bob", "pw-bob").status.success());
-    assert!(enroll(&rv, &alice, "alice", "pw-alice").status.success());
+    let (_dir, rv, alice, bob) = enrolled_pair();
     let mut bob_daemon = daemon(&bob);
     let _alice_daemon = daemon(&alice);
     assert!(parley(&alice, &["send", "bob", "one"]).status.success());
@@ -425,11 +432,7 @@ fn bad_input_and_failures_get_one_sentence_and_the_right_exit_code() {
 
 #[test]
 fn chat_sends_typed_lines_and_shows_incoming_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let rv = rendezvous(dir.path());
-    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
-    assert!(enroll(&rv, &bob, "bob", "pw-bob").status.success());
-    assert!(enroll(&rv, &alice, "alice", "pw-alice").status.success());
+    let (_dir, rv, alice, bob) = enrolled_pair();
     let _bob_daemon = daemon(&bob);
     let _alice_daemon = daemon(&alice);
 
@@ -449,22 +452,13 @@ fn chat_sends_typed_lines_and_shows_incoming_ones() {
     let shown = chat.field_containing("answer from bob");
     assert!(shown.contains("bob: answer from bob"), "{shown}");
     chat.type_line("/quit");
-    let deadline = Instant::now() + WAIT;
-    while chat.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "chat did not leave on /quit");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(chat.child.try_wait().unwrap().unwrap().success());
+    assert!(chat.exit_status("leave on /quit").success());
     drop(rv);
 }
 
 #[test]
 fn daemons_reconnect_and_republish_after_the_rendezvous_restarts() {
-    let dir = tempfile::tempdir().unwrap();
-    let rv = rendezvous(dir.path());
-    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
-    assert!(enroll(&rv, &bob, "bob", "pw-bob").status.success());
-    assert!(enroll(&rv, &alice, "alice", "pw-alice").status.success());
+    let (dir, rv, alice, bob) = enrolled_pair();
     let _bob_daemon = daemon(&bob);
     let _alice_daemon = daemon(&alice);
 
@@ -493,11 +487,7 @@ fn daemons_reconnect_and_republish_after_the_rendezvous_restarts() {
 
 #[test]
 fn a_send_right_after_the_recipient_starts_waits_for_it_to_register() {
-    let dir = tempfile::tempdir().unwrap();
-    let rv = rendezvous(dir.path());
-    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
-    assert!(enroll(&rv, &bob, "bob", "pw-bob").status.success());
-    assert!(enroll(&rv, &alice, "alice", "pw-alice").status.success());
+    let (_dir, _rv, alice, bob) = enrolled_pair();
     let _alice_daemon = daemon(&alice);
     // Bob's daemon has its control socket but may not be in the directory yet.
     let mut bob_daemon = Command::new(parley_bin());

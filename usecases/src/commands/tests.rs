@@ -2,8 +2,8 @@ use std::sync::Arc;
 
 use futures::executor::block_on;
 use parley_domain::{
-    CaFingerprint, Delivery, DeviceIdentity, Direction, MessageId, MessageText, Secret32, Username,
-    identity::Password,
+    CaFingerprint, Delivery, DeviceIdentity, Direction, MessageId, MessageText, PeerKeys, Secret32,
+    Username, identity::Password,
 };
 
 use super::*;
@@ -35,6 +35,17 @@ struct World {
         FixedClock,
         Arc<RecordingEvents>,
     >,
+}
+
+impl World {
+    /// The keys "bob"'s certificate carries from now on.
+    fn bob_presents(&self, presented: PeerKeys) {
+        self.transport
+            .keys
+            .lock()
+            .expect("lock")
+            .insert(user("bob"), presented);
+    }
 }
 
 fn alice_world() -> World {
@@ -370,11 +381,7 @@ fn given_the_store_fails_when_enrolling_then_the_error_is_reported() {
 fn given_a_first_delivery_when_the_receipt_comes_then_the_recipient_keys_are_pinned() {
     let w = alice_world();
     w.directory.set_online(&user("bob"));
-    w.transport
-        .keys
-        .lock()
-        .expect("lock")
-        .insert(user("bob"), keys(2));
+    w.bob_presents(keys(2));
 
     send(&w, 1, "bob", "hello").expect("delivered");
 
@@ -391,18 +398,10 @@ fn given_a_first_delivery_when_the_receipt_comes_then_the_recipient_keys_are_pin
 fn given_pinned_keys_when_the_recipient_presents_others_then_nothing_goes_until_trusted() {
     let w = alice_world();
     w.directory.set_online(&user("bob"));
-    w.transport
-        .keys
-        .lock()
-        .expect("lock")
-        .insert(user("bob"), keys(2));
+    w.bob_presents(keys(2));
     send(&w, 1, "bob", "first").expect("delivered");
     // The rendezvous now vouches for other keys under the name bob.
-    w.transport
-        .keys
-        .lock()
-        .expect("lock")
-        .insert(user("bob"), keys(9));
+    w.bob_presents(keys(9));
 
     assert_eq!(
         send(&w, 2, "bob", "second"),
