@@ -21,6 +21,7 @@ fn enroll_request(server: &Server, user: &str, password: &str) -> EnrollRequest 
         user: name(user),
         password: Password::new(password.into()),
         ca_pin: Some(server.fingerprint),
+        keys: None,
     }
 }
 
@@ -180,6 +181,7 @@ async fn an_unreachable_server_or_bad_url_is_reported() {
         user: name("alice"),
         password: Password::new("pw".into()),
         ca_pin: None,
+        keys: None,
     };
     assert_eq!(
         HttpsEnrollment::new().enroll(&request).await.err(),
@@ -644,6 +646,7 @@ async fn an_enrolled_peer_cannot_pose_as_the_rendezvous() {
         user: name("victim"),
         password: Password::new("secret".into()),
         ca_pin: Some(server.fingerprint),
+        keys: None,
     };
     let result = HttpsEnrollment::new().enroll(&request).await;
     assert!(

@@ -397,18 +397,21 @@ impl<'a, N: Enrollment, I: IdentityStore> Enroll<'a, N, I> {
         }
     }
 
-    /// Enrolls and keeps the identity. Enrolling again as the same user renews the keys and
-    /// the certificate; enrolling a home as a second user is refused.
+    /// Enrolls and keeps the identity. Enrolling again as the same user renews the
+    /// certificate for the same keys, so contacts' pins stay valid; enrolling a home as a
+    /// second user is refused.
     ///
     /// # Errors
     /// [`EnrollCommandError`]; nothing is kept on failure.
     pub async fn run(&self, request: &EnrollRequest) -> Result<(), EnrollCommandError> {
-        if let Some(existing) = self.identities.identity()?
-            && existing.user != request.user
-        {
-            return Err(EnrollCommandError::OtherUser(existing.user));
+        let mut request = request.clone();
+        if let Some(existing) = self.identities.identity()? {
+            if existing.user != request.user {
+                return Err(EnrollCommandError::OtherUser(existing.user));
+            }
+            request.keys = Some((existing.ed25519, existing.x25519));
         }
-        let identity: DeviceIdentity = self.enrollment.enroll(request).await?;
+        let identity: DeviceIdentity = self.enrollment.enroll(&request).await?;
         self.identities.save_identity(&identity)?;
         Ok(())
     }

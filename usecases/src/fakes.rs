@@ -255,12 +255,25 @@ impl EventSink for RecordingEvents {
     }
 }
 
-/// An enrollment that hands out a canned identity, or an error.
-pub struct InMemoryEnrollment(pub Result<DeviceIdentity, EnrollError>);
+/// An enrollment that hands out a canned identity, or an error, and keeps the requests.
+pub struct InMemoryEnrollment {
+    pub answer: Result<DeviceIdentity, EnrollError>,
+    pub requests: Mutex<Vec<EnrollRequest>>,
+}
+
+impl InMemoryEnrollment {
+    pub fn answering(answer: Result<DeviceIdentity, EnrollError>) -> Self {
+        Self {
+            answer,
+            requests: Mutex::default(),
+        }
+    }
+}
 
 impl Enrollment for InMemoryEnrollment {
-    async fn enroll(&self, _request: &EnrollRequest) -> Result<DeviceIdentity, EnrollError> {
-        self.0.clone()
+    async fn enroll(&self, request: &EnrollRequest) -> Result<DeviceIdentity, EnrollError> {
+        lock(&self.requests).push(request.clone());
+        self.answer.clone()
     }
 }
 

@@ -4,7 +4,7 @@ use std::future::Future;
 
 use parley_domain::{
     CaFingerprint, Contact, ConversationSummary, DeviceIdentity, MessageId, MessageText, PeerKeys,
-    StoredMessage, Timestamp, Username, identity::Password,
+    Secret32, StoredMessage, Timestamp, Username, identity::Password,
 };
 
 /// The time now.
@@ -173,6 +173,9 @@ pub struct EnrollRequest {
     pub password: Password,
     /// The CA fingerprint to insist on; `None` trusts on first use.
     pub ca_pin: Option<CaFingerprint>,
+    /// The device's existing Ed25519 and X25519 secrets, to renew its certificate and keep its
+    /// identity (contacts keep their pins); `None` makes fresh keys.
+    pub keys: Option<(Secret32, Secret32)>,
 }
 
 /// Failure to enroll.
@@ -208,7 +211,8 @@ pub enum EnrollError {
 
 /// The rendezvous's enrollment API, with key generation on this device.
 pub trait Enrollment: Send + Sync {
-    /// Makes fresh device keys, has them certified, and returns the identity to keep.
+    /// Has the device keys certified (fresh ones, or `request.keys` to renew), and returns the
+    /// identity to keep.
     ///
     /// # Errors
     /// [`EnrollError`]; nothing is kept on failure.

@@ -30,6 +30,7 @@ pub async fn run(home: &Path, server: &str, user: Username, pin: Option<&str>) -
         user: user.clone(),
         password,
         ca_pin,
+        keys: None,
     };
     let enrollment = HttpsEnrollment::new();
     Enroll::new(&enrollment, &store).run(&request).await?;

@@ -588,3 +588,27 @@ fn a_contact_with_new_keys_is_refused_until_the_user_compares_and_trusts() {
         stderr(&out)
     );
 }
+
+#[test]
+fn enrolling_again_renews_the_certificate_and_keeps_the_keys() {
+    let (_dir, rv, alice, bob) = enrolled_pair();
+    let mut bob_daemon = daemon(&bob);
+    let _alice_daemon = daemon(&alice);
+    assert!(parley(&alice, &["send", "bob", "before"]).status.success());
+    let before = json(&parley(&bob, &["status", "--json"]))["peer_id"].clone();
+
+    bob_daemon.terminate();
+    let out = enroll(&rv, &bob, "bob", "pw-bob");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let _bob_daemon = daemon(&bob);
+    assert_eq!(
+        json(&parley(&bob, &["status", "--json"]))["peer_id"],
+        before
+    );
+    let out = parley(&alice, &["send", "bob", "after the renewal"]);
+    assert!(
+        out.status.success(),
+        "the pin still holds: {}",
+        stderr(&out)
+    );
+}

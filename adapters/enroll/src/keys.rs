@@ -29,15 +29,25 @@ impl DeviceKeys {
     /// # Errors
     /// [`EnrollError::Failed`] when the crypto provider refuses the key (it should not).
     pub fn generate() -> Result<Self, EnrollError> {
-        let ed25519 = Secret32::new(random_bytes()?);
+        Self::from_secrets(
+            Secret32::new(random_bytes()?),
+            Secret32::new(random_bytes()?),
+        )
+    }
+
+    /// The device's existing keys, to renew its certificate without changing its identity.
+    ///
+    /// # Errors
+    /// [`EnrollError::Failed`] when the crypto provider refuses the key.
+    pub fn from_secrets(ed25519: Secret32, x25519: Secret32) -> Result<Self, EnrollError> {
         let der = parley_domain::pki::ed25519_pkcs8(&ed25519);
         let key_pair =
             KeyPair::from_pkcs8_der_and_sign_algo(&PrivatePkcs8KeyDer::from(der), &PKCS_ED25519)
-                .map_err(|e| EnrollError::Failed(format!("cannot use the new device key: {e}")))?;
+                .map_err(|e| EnrollError::Failed(format!("cannot use the device key: {e}")))?;
         Ok(Self {
             ed25519,
             key_pair,
-            x25519: StaticSecret::from(random_bytes()?),
+            x25519: StaticSecret::from(*x25519.expose()),
         })
     }
 

@@ -53,7 +53,12 @@ impl Enrollment for HttpsEnrollment {
     /// Cancel safety: dropping the future abandons the call; the server may still have issued
     /// a certificate, which is then simply never used.
     async fn enroll(&self, request: &EnrollRequest) -> Result<DeviceIdentity, EnrollError> {
-        let device = keys::DeviceKeys::generate()?;
+        let device = match &request.keys {
+            Some((ed25519, x25519)) => {
+                keys::DeviceKeys::from_secrets(ed25519.clone(), x25519.clone())?
+            }
+            None => keys::DeviceKeys::generate()?,
+        };
         let csr_pem = device.csr_pem(&request.user)?;
         let call = client::post_enroll(request, &csr_pem, self.connect_timeout);
         let (answer, ca_fingerprint) = tokio::time::timeout(self.total_timeout, call)

@@ -335,13 +335,14 @@ fn request(name: &str) -> EnrollRequest {
         user: user(name),
         password: Password::new("pw".into()),
         ca_pin: None,
+        keys: None,
     }
 }
 
 #[test]
 fn given_a_fresh_home_when_enrolling_then_the_identity_is_kept() {
     let store = InMemoryStore::default();
-    let enrollment = InMemoryEnrollment(Ok(identity("bob")));
+    let enrollment = InMemoryEnrollment::answering(Ok(identity("bob")));
     block_on(Enroll::new(&enrollment, &store).run(&request("bob"))).expect("enrolled");
     assert_eq!(store.identity().expect("read"), Some(identity("bob")));
 }
@@ -350,7 +351,7 @@ fn given_a_fresh_home_when_enrolling_then_the_identity_is_kept() {
 fn given_a_home_of_another_user_when_enrolling_then_it_is_refused() {
     let store = InMemoryStore::default();
     store.save_identity(&identity("alice")).expect("seed");
-    let enrollment = InMemoryEnrollment(Ok(identity("bob")));
+    let enrollment = InMemoryEnrollment::answering(Ok(identity("bob")));
     let err = block_on(Enroll::new(&enrollment, &store).run(&request("bob"))).expect_err("refused");
     assert_eq!(err, EnrollCommandError::OtherUser(user("alice")));
     assert_eq!(store.identity().expect("read"), Some(identity("alice")));
@@ -359,7 +360,7 @@ fn given_a_home_of_another_user_when_enrolling_then_it_is_refused() {
 #[test]
 fn given_the_rendezvous_refuses_when_enrolling_then_nothing_is_kept() {
     let store = InMemoryStore::default();
-    let enrollment = InMemoryEnrollment(Err(EnrollError::InvalidCredentials));
+    let enrollment = InMemoryEnrollment::answering(Err(EnrollError::InvalidCredentials));
     let err = block_on(Enroll::new(&enrollment, &store).run(&request("bob"))).expect_err("refused");
     assert_eq!(
         err,
@@ -372,7 +373,7 @@ fn given_the_rendezvous_refuses_when_enrolling_then_nothing_is_kept() {
 fn given_the_store_fails_when_enrolling_then_the_error_is_reported() {
     let store = InMemoryStore::default();
     store.fail_write_at(1);
-    let enrollment = InMemoryEnrollment(Ok(identity("bob")));
+    let enrollment = InMemoryEnrollment::answering(Ok(identity("bob")));
     let err = block_on(Enroll::new(&enrollment, &store).run(&request("bob"))).expect_err("store");
     assert!(matches!(err, EnrollCommandError::Store(_)));
 }
@@ -504,4 +505,28 @@ fn given_a_contact_when_asking_then_both_safety_numbers_are_shown() {
 #[test]
 fn the_in_memory_store_keeps_the_store_contract() {
     crate::contract::message_store(InMemoryStore::default);
+}
+
+#[test]
+fn given_an_enrolled_home_when_enrolling_again_then_the_same_keys_are_renewed() {
+    let store = InMemoryStore::default();
+    let first = identity("bob");
+    store.save_identity(&first).expect("seed");
+    let enrollment = InMemoryEnrollment::answering(Ok(identity("bob")));
+
+    block_on(Enroll::new(&enrollment, &store).run(&request("bob"))).expect("renewed");
+
+    let sent = enrollment.requests.lock().expect("lock");
+    assert_eq!(
+        sent[0].keys,
+        Some((first.ed25519.clone(), first.x25519.clone()))
+    );
+}
+
+#[test]
+fn given_a_fresh_home_when_enrolling_then_fresh_keys_are_asked_for() {
+    let store = InMemoryStore::default();
+    let enrollment = InMemoryEnrollment::answering(Ok(identity("bob")));
+    block_on(Enroll::new(&enrollment, &store).run(&request("bob"))).expect("enrolled");
+    assert_eq!(enrollment.requests.lock().expect("lock")[0].keys, None);
 }
