@@ -29,6 +29,10 @@ pub const CERT_FILE: &str = "ca-cert.pem";
 pub const CA_NAME: &str = "Parley CA";
 /// How long the self-signed CA certificate is valid.
 const CA_VALIDITY: Duration = Duration::days(3650);
+/// Validity of the rendezvous's own certificate. It is issued afresh at every start; the
+/// 30-day cap is for device certificates, and a rendezvous left running longer than that must
+/// not lock every peer out. Restart a rendezvous at least once a year.
+const RENDEZVOUS_VALIDITY: Duration = Duration::days(365);
 /// Clock skew tolerated between the CA and the peers that check its certificates.
 const BACKDATE: Duration = Duration::minutes(5);
 
@@ -158,7 +162,7 @@ impl Ca {
 
     /// Issues a leaf certificate for `subject` holding the Ed25519 public key `ed25519`:
     /// CA:false, digitalSignature, serverAuth + clientAuth, exactly one URI SAN, valid from
-    /// five minutes ago for [`MAX_CERT_VALIDITY_DAYS`] days.
+    /// five minutes ago for [`MAX_CERT_VALIDITY_DAYS`] days (a year for the rendezvous's own).
     ///
     /// # Errors
     /// [`Error::Certificate`] when rcgen refuses (an invalid key, for example).
@@ -175,7 +179,11 @@ impl Ca {
         let serial = random_serial();
         let mut params = CertificateParams::default();
         params.not_before = now - BACKDATE;
-        params.not_after = now + Duration::days(MAX_CERT_VALIDITY_DAYS.into());
+        params.not_after = now
+            + match subject {
+                Subject::User { .. } => Duration::days(MAX_CERT_VALIDITY_DAYS.into()),
+                Subject::Rendezvous => RENDEZVOUS_VALIDITY,
+            };
         params.serial_number = Some(SerialNumber::from_slice(&serial));
         params.distinguished_name = DistinguishedName::new();
         params
@@ -356,6 +364,24 @@ mod tests {
         ] {
             assert_eq!(base64(input.as_bytes()), expected, "{input}");
         }
+    }
+
+    #[test]
+    fn device_certificates_last_30_days_and_the_rendezvous_own_a_year() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let now = OffsetDateTime::now_utc();
+        let ca = Ca::open(dir.path(), None, now).expect("CA");
+        let lifetime = |subject: &Subject| {
+            let issued = ca.issue(subject, &[7; 32], now).expect("issued");
+            let (_, cert) = X509Certificate::from_der(&issued.der).expect("parses");
+            (cert.validity().not_after.timestamp() - now.unix_timestamp()) / 86_400
+        };
+        let user = Subject::User {
+            name: parley_domain::Username::parse("bob").expect("name"),
+            x25519: None,
+        };
+        assert_eq!(lifetime(&user), 30);
+        assert_eq!(lifetime(&Subject::Rendezvous), 365);
     }
 
     #[test]
