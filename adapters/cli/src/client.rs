@@ -1,6 +1,6 @@
 //! The subcommands' side of the control socket.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
 use anyhow::{Result, anyhow};
 use serde_json::Value;
@@ -33,14 +33,7 @@ pub struct Connection {
 impl Connection {
     /// Sends `request` and returns the first answer.
     pub async fn open(home: &Path, request: &Request) -> Result<(Self, Value)> {
-        let path = home.join(control::SOCKET);
-        let stream = UnixStream::connect(&path).await.map_err(|_| {
-            anyhow!(
-                "no Parley daemon is running for {}; start it with `parley --home {} daemon`",
-                home.display(),
-                home.display()
-            )
-        })?;
+        let stream = connect(home).await?;
         let (read, mut write) = stream.into_split();
         let mut line = serde_json::to_vec(request)?;
         line.push(b'\n');
@@ -69,6 +62,38 @@ impl Connection {
         {
             Response::Ok { data } => Ok(Some(data)),
             Response::Error { error, code } => Err(DaemonError { error, code }.into()),
+        }
+    }
+}
+
+/// How long a command waits for a daemon that is still starting.
+const STARTING_DAEMON_GRACE: Duration = Duration::from_secs(2);
+
+/// Connects to the daemon of `home`, giving one that is just starting a moment to open its
+/// socket; says plainly whether the home is not enrolled or no daemon runs.
+async fn connect(home: &Path) -> Result<UnixStream> {
+    if !home.join("store").exists() {
+        return Err(anyhow!(
+            "{} is not an enrolled Parley home; run `parley --home {} enroll` first",
+            home.display(),
+            home.display()
+        ));
+    }
+    let path = home.join(control::SOCKET);
+    let deadline = tokio::time::Instant::now() + STARTING_DAEMON_GRACE;
+    loop {
+        match UnixStream::connect(&path).await {
+            Ok(stream) => return Ok(stream),
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(_) => {
+                return Err(anyhow!(
+                    "no Parley daemon is running for {}; start it with `parley --home {} daemon`",
+                    home.display(),
+                    home.display()
+                ));
+            }
         }
     }
 }

@@ -355,11 +355,11 @@ fn bad_input_and_failures_get_one_sentence_and_the_right_exit_code() {
     let rv = rendezvous(dir.path());
     let alice = dir.path().join("alice");
 
-    // No daemon yet.
+    // Not enrolled yet.
     let out = parley(&alice, &["status"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).starts_with("no Parley daemon is running"),
+        stderr(&out).contains("is not an enrolled Parley home"),
         "{}",
         stderr(&out)
     );
@@ -377,6 +377,14 @@ fn bad_input_and_failures_get_one_sentence_and_the_right_exit_code() {
     assert!(stderr(&out).contains("fingerprint"), "{}", stderr(&out));
 
     assert!(enroll(&rv, &alice, "alice", "right").status.success());
+    // Enrolled, no daemon yet.
+    let out = parley(&alice, &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("no Parley daemon is running"),
+        "{}",
+        stderr(&out)
+    );
     // A wrong password for a taken name.
     let other = dir.path().join("other");
     let out = enroll(&rv, &other, "alice", "wrong");
