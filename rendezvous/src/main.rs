@@ -31,18 +31,14 @@ struct Args {
     /// CA key (PKCS#8 PEM, Ed25519) shared by several instances; nothing is written for it.
     #[arg(long)]
     ca_key: Option<PathBuf>,
+    /// How log records on stderr are written.
+    #[arg(long, value_enum, default_value_t)]
+    log_format: parley_telemetry::LogFormat,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    parley_telemetry::init(args.log_format, "info");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

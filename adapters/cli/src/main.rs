@@ -28,6 +28,9 @@ struct Cli {
     /// The home folder (keys, certificate, store, control socket).
     #[arg(long, env = "PARLEY_HOME", global = true)]
     home: Option<PathBuf>,
+    /// How log records on stderr are written.
+    #[arg(long, value_enum, default_value_t, global = true)]
+    log_format: parley_telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -110,7 +113,12 @@ pub struct Usage(pub String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(matches!(cli.command, Command::Daemon { .. }));
+    let default_filter = if matches!(cli.command, Command::Daemon { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
+    parley_telemetry::init(cli.log_format, default_filter);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -143,17 +151,6 @@ fn sentence(error: &anyhow::Error) -> String {
     } else {
         format!("{top}: {root}")
     }
-}
-
-fn init_logging(daemon: bool) {
-    let default = if daemon { "info" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
 }
 
 fn home(cli_home: Option<PathBuf>) -> Result<PathBuf> {

@@ -38,11 +38,16 @@ struct Proc {
 }
 
 impl Proc {
-    fn spawn(mut cmd: Command) -> Self {
+    fn spawn(cmd: Command) -> Self {
+        Self::spawn_logging(cmd, Stdio::null())
+    }
+
+    /// Spawns with stderr (the logs) going to `stderr`.
+    fn spawn_logging(mut cmd: Command, stderr: Stdio) -> Self {
         let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("spawn");
         let stdout = child.stdout.take().unwrap();
@@ -619,4 +624,70 @@ fn enrolling_again_renews_the_certificate_and_keeps_the_keys() {
         "the pin still holds: {}",
         stderr(&out)
     );
+}
+
+#[test]
+fn json_logs_parse_line_by_line_and_never_carry_message_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+    let mut rv = Command::new(rendezvous_bin());
+    rv.arg("--data").arg(dir.path().join("rendezvous"));
+    rv.args([
+        "--https",
+        "127.0.0.1:0",
+        "--p2p",
+        "/ip4/127.0.0.1/tcp/0",
+        "--log-format",
+        "json",
+    ]);
+    rv.env("RUST_LOG", "debug");
+    let mut rv_proc = Proc::spawn_logging(rv, log("rendezvous.log").into());
+    let rv = Rendezvous {
+        fingerprint: rv_proc.field("ca-fingerprint:"),
+        url: rv_proc.field("https:"),
+        p2p: rv_proc.field("p2p:"),
+        _proc: rv_proc,
+    };
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    let canary = "canary-7f3a9c message text";
+    let mut daemons = Vec::new();
+    for (home, name) in [(&bob, "bob"), (&alice, "alice")] {
+        assert!(enroll(&rv, home, name, "pw").status.success());
+        let mut cmd = Command::new(parley_bin());
+        cmd.arg("--home").arg(home);
+        cmd.args([
+            "--log-format",
+            "json",
+            "daemon",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ]);
+        cmd.env("RUST_LOG", "debug");
+        let mut proc = Proc::spawn_logging(cmd, log(&format!("{name}.log")).into());
+        proc.field("control:");
+        daemons.push(proc);
+    }
+    let out = parley(&alice, &["send", "bob", canary]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for mut proc in daemons {
+        assert!(proc.terminate().success());
+    }
+    drop(rv);
+    for name in ["rendezvous.log", "alice.log", "bob.log"] {
+        let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert!(text.lines().count() > 3, "{name} has debug records");
+        for line in text.lines() {
+            let record: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{name}: not JSON ({e}): {line}"));
+            assert!(
+                record.get("level").is_some() && record.get("fields").is_some(),
+                "{line}"
+            );
+        }
+        assert!(
+            !text.contains("canary-7f3a9c"),
+            "{name} logged message text"
+        );
+        assert!(!text.contains("\"pw\""), "{name} logged a password");
+    }
 }
