@@ -17,6 +17,7 @@ use parley_domain::{Password, Username};
 use serde::{Deserialize, Serialize};
 
 use crate::csr;
+use crate::metrics::Metrics;
 use crate::service::{self, MAX_PASSWORD_BYTES, Service};
 
 /// The largest request body accepted.
@@ -26,6 +27,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct Api {
     service: Service,
+    metrics: Arc<Metrics>,
     body_timeout: Duration,
 }
 
@@ -96,9 +98,10 @@ impl Refusal {
 impl Api {
     /// Serves `service`, waiting at most `body_timeout` for a request body.
     #[must_use]
-    pub fn new(service: Service, body_timeout: Duration) -> Self {
+    pub fn new(service: Service, metrics: Arc<Metrics>, body_timeout: Duration) -> Self {
         Self {
             service,
+            metrics,
             body_timeout,
         }
     }
@@ -111,16 +114,25 @@ impl Api {
     {
         let method = request.method().clone();
         let answer = match request.uri().path() {
-            "/v1/enroll" if method == Method::POST => self.enroll(request).await,
+            "/v1/enroll" if method == Method::POST => {
+                let answer = self.enroll(request).await;
+                let outcome = answer
+                    .as_ref()
+                    .map_or_else(|refusal| refusal.code, |_| "issued");
+                self.metrics.enrollment(outcome);
+                answer
+            }
             "/v1/enroll" => Err(wrong_method(&method, "POST")),
             "/v1/ca" if method == Method::GET => Ok(self.ca()),
             "/v1/ca" => Err(wrong_method(&method, "GET")),
             "/healthz" if method == Method::GET => Ok(text_response("ok\n")),
+            "/metrics" if method == Method::GET => Ok(text_response(self.metrics.render())),
+            "/metrics" => Err(wrong_method(&method, "GET")),
             "/healthz" => Err(wrong_method(&method, "GET")),
             _ => Err(Refusal::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "There is no such resource; the API serves POST /v1/enroll, GET /v1/ca and GET /healthz.",
+                "There is no such resource; the API serves POST /v1/enroll, GET /v1/ca, GET /healthz and GET /metrics.",
             )),
         };
         answer.unwrap_or_else(Refusal::into_response)
@@ -314,8 +326,8 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
     response
 }
 
-fn text_response(text: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+fn text_response(text: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(text.into()));
     response.headers_mut().insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),

@@ -18,6 +18,7 @@ pub mod csr;
 pub mod files;
 pub mod https;
 pub mod identity;
+pub mod metrics;
 pub mod registry;
 pub mod service;
 
@@ -205,7 +206,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         registry.clone(),
         p2p_addrs.iter().map(ToString::to_string).collect(),
     );
-    let api = Arc::new(api::Api::new(service, BODY_TIMEOUT));
+    let metrics = Arc::new(metrics::Metrics::new(directory.stats()));
+    let api = Arc::new(api::Api::new(service, metrics, BODY_TIMEOUT));
     let (stop, stopped) = watch::channel(false);
     let https_task = tokio::spawn(https::serve(
         listener,

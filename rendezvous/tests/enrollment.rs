@@ -717,3 +717,33 @@ async fn a_csr_without_an_x25519_key_gets_a_policy_certificate_without_one() {
         None,
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_enrollments_by_outcome_and_name_nobody() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = Server::start(dir.path(), &[]);
+    let csr = Device::new().csr();
+    for password in ["right", "wrong"] {
+        enroll_json(
+            &server,
+            &json!({"username": "metered", "password": password, "csr_pem": csr}),
+        )
+        .await;
+    }
+    let metrics = raw(&server, "GET /metrics HTTP/1.1", b"").await;
+    assert_eq!(metrics.status, 200);
+    let text = String::from_utf8_lossy(&metrics.body);
+    for line in [
+        "parley_enrollments_total{outcome=\"issued\"} 1",
+        "parley_enrollments_total{outcome=\"invalid_credentials\"} 1",
+        "parley_lookups_total 0",
+        "parley_connected_peers 0",
+        "# TYPE parley_refusals_total counter",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    assert!(!text.contains("metered"), "metrics name no user");
+}

@@ -22,7 +22,7 @@ pub mod upgrade;
 pub use credentials::Credentials;
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::{Inbound, Node, NodeConfig};
-pub use server::DirectoryServer;
+pub use server::{DirectoryServer, DirectoryStats, StatsSnapshot};
 
 /// Errors of this adapter.
 #[derive(Debug, thiserror::Error)]

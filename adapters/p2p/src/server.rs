@@ -8,6 +8,10 @@
 
 use std::{
     collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -37,8 +41,57 @@ pub const LOOKUPS_PER_SECOND: f64 = 5.0;
 
 type Behaviour = request_response::json::Behaviour<DirectoryRequest, DirectoryResponse>;
 
+/// Counters of the directory, for the operator's metrics. Read with [`DirectoryStats::snapshot`].
+#[derive(Debug, Default)]
+pub struct DirectoryStats {
+    lookups: AtomicU64,
+    rate_limited: AtomicU64,
+    refused_requests: AtomicU64,
+    refused_connections: AtomicU64,
+    connected_peers: AtomicU64,
+    online_users: AtomicU64,
+}
+
+/// The directory's counters at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Look-ups answered (found or not).
+    pub lookups: u64,
+    /// Look-ups refused by the rate limit.
+    pub rate_limited: u64,
+    /// Requests refused for another reason (malformed, not an enrolled user).
+    pub refused_requests: u64,
+    /// Connections refused at the handshake (wrong CA, no certificate, not a user).
+    pub refused_connections: u64,
+    /// Peers connected now.
+    pub connected_peers: u64,
+    /// Users listed as online now.
+    pub online_users: u64,
+}
+
+impl DirectoryStats {
+    /// The counters now.
+    #[must_use]
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        StatsSnapshot {
+            lookups: read(&self.lookups),
+            rate_limited: read(&self.rate_limited),
+            refused_requests: read(&self.refused_requests),
+            refused_connections: read(&self.refused_connections),
+            connected_peers: read(&self.connected_peers),
+            online_users: read(&self.online_users),
+        }
+    }
+
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The running directory; stop it with [`DirectoryServer::shutdown`].
 pub struct DirectoryServer {
+    stats: Arc<DirectoryStats>,
     addresses: Vec<Multiaddr>,
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
@@ -60,18 +113,27 @@ impl DirectoryServer {
         let me = credentials.peer_id();
         let addresses = listened.iter().map(|a| swarm::with_peer(a, me)).collect();
         let (stop, stop_rx) = oneshot::channel();
+        let stats = Arc::new(DirectoryStats::default());
         let directory = Directory {
             swarm,
             registry,
             online: HashMap::new(),
             buckets: HashMap::new(),
+            stats: stats.clone(),
         };
         let task = tokio::spawn(directory.run(stop_rx));
         Ok(Self {
+            stats,
             addresses,
             stop,
             task,
         })
+    }
+
+    /// The directory's counters, live.
+    #[must_use]
+    pub fn stats(&self) -> Arc<DirectoryStats> {
+        self.stats.clone()
     }
 
     /// The addresses it listens on, each ending with `/p2p/<peer id>`.
@@ -113,6 +175,7 @@ struct Directory {
     registry: Registry,
     online: HashMap<Username, (PeerId, Vec<Multiaddr>)>,
     buckets: HashMap<PeerId, Bucket>,
+    stats: Arc<DirectoryStats>,
 }
 
 impl Directory {
@@ -138,24 +201,37 @@ impl Directory {
                     },
                 ..
             }) => self.on_request(peer, request, channel),
+            SwarmEvent::ConnectionEstablished {
+                num_established, ..
+            } if num_established.get() == 1 => {
+                DirectoryStats::bump(&self.stats.connected_peers);
+            }
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established: 0,
                 ..
             } => {
+                self.stats.connected_peers.fetch_sub(1, Ordering::Relaxed);
                 self.registry.forget(&peer_id);
                 self.buckets.remove(&peer_id);
                 self.online.retain(|_, (peer, _)| *peer != peer_id);
+                self.count_online();
             }
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,
                 error,
                 ..
             } => {
+                DirectoryStats::bump(&self.stats.refused_connections);
                 tracing::info!(%send_back_addr, error = %error, "refused a connection");
             }
             _ => {}
         }
+    }
+
+    fn count_online(&self) {
+        let online = u64::try_from(self.online.len()).unwrap_or(u64::MAX);
+        self.stats.online_users.store(online, Ordering::Relaxed);
     }
 
     fn on_request(
@@ -165,6 +241,12 @@ impl Directory {
         channel: ResponseChannel<DirectoryResponse>,
     ) {
         let response = self.answer(peer, request);
+        match &response {
+            DirectoryResponse::Lookup { .. } => DirectoryStats::bump(&self.stats.lookups),
+            DirectoryResponse::RateLimited { .. } => DirectoryStats::bump(&self.stats.rate_limited),
+            DirectoryResponse::Refused { .. } => DirectoryStats::bump(&self.stats.refused_requests),
+            DirectoryResponse::Published => self.count_online(),
+        }
         let _ = self.swarm.behaviour_mut().send_response(channel, response);
     }
 

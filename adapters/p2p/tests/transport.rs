@@ -247,6 +247,12 @@ async fn directory_lookups_need_an_enrolled_certificate() {
         matches!(answer, Err(DirectoryError::Unavailable(_))),
         "{answer:?}"
     );
+    let stats = dir.stats().snapshot();
+    assert!(stats.refused_connections >= 1, "{stats:?}");
+    assert_eq!(
+        stats.lookups, 0,
+        "eve's look-up never reached the directory"
+    );
 }
 
 #[tokio::test]
@@ -266,6 +272,9 @@ async fn directory_lookups_are_rate_limited() {
         }
     }
     assert!(limited > 0, "60 look-ups in a burst must meet the limit");
+    let stats = dir.stats().snapshot();
+    assert_eq!(stats.rate_limited, limited);
+    assert_eq!(stats.lookups, 60 - limited);
 }
 
 #[tokio::test]
