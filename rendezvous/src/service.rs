@@ -95,6 +95,7 @@ impl Service {
     ///
     /// # Errors
     /// [`Error`]; no certificate is issued on failure.
+    #[tracing::instrument(name = "ca.enroll", skip_all, fields(user = %request.user), err(Display, level = "info"))]
     pub async fn enroll(&self, request: Request) -> Result<Enrolled, Error> {
         let Request {
             user,

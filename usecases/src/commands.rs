@@ -161,6 +161,12 @@ where
     ///
     /// Cancel safety: once the message is persisted, dropping the future leaves it in the
     /// outbox, from where a later [`Messaging::retry_outbox`] delivers it.
+    #[tracing::instrument(
+        name = "usecase.send_message",
+        skip_all,
+        fields(message.id = %cmd.id, to = %cmd.to, size = cmd.text.as_str().len()),
+        err(Display, level = "info")
+    )]
     pub async fn send(&self, cmd: SendMessage) -> Result<(), SendError> {
         if cmd.to == self.me {
             return Err(SendError::ToSelf);
@@ -231,6 +237,7 @@ where
                     self.store.save_contact(&first)?;
                 }
                 self.store.mark_delivered(&message.id, self.clock.now())?;
+                tracing::info!(message.id = %message.id, to = %message.to, "message delivered");
                 self.events.emit(Event::MessageDelivered {
                     id: message.id,
                     to: message.to.clone(),
@@ -272,6 +279,12 @@ where
     ///
     /// # Errors
     /// [`ReceiveError`]: no receipt may be given.
+    #[tracing::instrument(
+        name = "usecase.receive_message",
+        skip_all,
+        fields(message.id = %cmd.message.id, from = %cmd.from, size = cmd.message.text.as_str().len()),
+        err(Display, level = "info")
+    )]
     pub fn receive(&self, cmd: ReceiveMessage) -> Result<(), ReceiveError> {
         if cmd.message.to != self.me {
             return Err(ReceiveError::NotForMe(cmd.message.to));
@@ -299,6 +312,7 @@ where
             verified: true,
         };
         if self.store.store_incoming(&stored)? == Stored::New {
+            tracing::info!("message stored");
             self.events.emit(Event::MessageReceived(stored));
         }
         Ok(())
@@ -309,6 +323,7 @@ where
     ///
     /// # Errors
     /// [`TrustError`] when `user` is no contact or nothing is pending.
+    #[tracing::instrument(name = "usecase.trust_new_keys", skip_all, fields(%user), err(Display, level = "info"))]
     pub fn trust_new_keys(&self, user: &Username) -> Result<(), TrustError> {
         let contact = self
             .store
@@ -328,6 +343,7 @@ where
     /// # Errors
     /// [`StoreError`] when the outbox cannot be read or a receipt cannot be recorded. Delivery
     /// failures are not errors: the messages simply stay in the outbox.
+    #[tracing::instrument(name = "usecase.retry_outbox", level = "debug", skip_all, err(Display))]
     pub async fn retry_outbox(&self) -> Result<(), StoreError> {
         let pending = self.store.outbox()?;
         let mut blocked: Vec<Username> = Vec::new();
@@ -403,6 +419,7 @@ impl<'a, N: Enrollment, I: IdentityStore> Enroll<'a, N, I> {
     ///
     /// # Errors
     /// [`EnrollCommandError`]; nothing is kept on failure.
+    #[tracing::instrument(name = "usecase.enroll", skip_all, fields(user = %request.user), err(Display, level = "info"))]
     pub async fn run(&self, request: &EnrollRequest) -> Result<(), EnrollCommandError> {
         let mut request = request.clone();
         if let Some(existing) = self.identities.identity()? {

@@ -689,5 +689,18 @@ fn json_logs_parse_line_by_line_and_never_carry_message_text() {
             "{name} logged message text"
         );
         assert!(!text.contains("\"pw\""), "{name} logged a password");
+        let in_span = |span: &str| {
+            text.lines().any(|line| {
+                serde_json::from_str::<Value>(line).is_ok_and(|r| r["span"]["name"] == span)
+            })
+        };
+        match name {
+            "alice.log" => assert!(in_span("usecase.send_message"), "alice's send is a span"),
+            "bob.log" => assert!(
+                in_span("usecase.receive_message"),
+                "bob's receive is a span"
+            ),
+            _ => assert!(in_span("ca.enroll"), "enrollment is a span"),
+        }
     }
 }

@@ -232,6 +232,7 @@ impl NodeInfo for Node {
 }
 
 impl Directory for Node {
+    #[tracing::instrument(name = "p2p.lookup", skip_all, fields(%user, found), err(Display, level = "info"))]
     async fn lookup(&self, user: &Username) -> Result<Option<PeerAddress>, DirectoryError> {
         let (reply, rx) = oneshot::channel();
         self.command(Command::Lookup {
@@ -240,12 +241,21 @@ impl Directory for Node {
         })
         .await
         .map_err(|e| DirectoryError::Unavailable(e.to_string()))?;
-        rx.await
-            .map_err(|_| DirectoryError::Unavailable("the network task stopped".into()))?
+        let found = rx
+            .await
+            .map_err(|_| DirectoryError::Unavailable("the network task stopped".into()))??;
+        tracing::Span::current().record("found", found.is_some());
+        Ok(found)
     }
 }
 
 impl Transport for Node {
+    #[tracing::instrument(
+        name = "p2p.deliver",
+        skip_all,
+        fields(%to, peer.id = %at.peer_id, message.id = %message.id, pinned = pinned.is_some()),
+        err(Display, level = "info")
+    )]
     async fn deliver(
         &self,
         to: &Username,

@@ -15,6 +15,7 @@ impl IdentityStore for Store {
         }
     }
 
+    #[tracing::instrument(name = "store.save_identity", level = "debug", skip_all, fields(user = %identity.user), err(Display))]
     fn save_identity(&self, identity: &DeviceIdentity) -> Result<(), StoreError> {
         let value = encode_identity(identity)?;
         self.identity

@@ -84,10 +84,12 @@ impl Store {
 impl MessageStore for Store {
     /// Also a no-op (after a flush) when this (sender, id) is stored already, so a retried
     /// command cannot put a message twice into the outbox.
+    #[tracing::instrument(name = "store.append", level = "debug", skip_all, fields(message.id = %message.id), err(Display))]
     fn append_outgoing(&self, message: &StoredMessage) -> Result<(), StoreError> {
         self.insert_once(message, true).map(drop)
     }
 
+    #[tracing::instrument(name = "store.store_incoming", level = "debug", skip_all, fields(message.id = %message.id), err(Display))]
     fn store_incoming(&self, message: &StoredMessage) -> Result<Stored, StoreError> {
         Ok(if self.insert_once(message, false)? {
             Stored::New
@@ -100,6 +102,7 @@ impl MessageStore for Store {
     /// looked up in the outbox: the only place a message waiting for a receipt can be. An id
     /// that is not there (unknown, or delivered already) changes nothing and is `Ok`; the first
     /// receipt's time is the one kept.
+    #[tracing::instrument(name = "store.mark_delivered", level = "debug", skip_all, fields(message.id = %id), err(Display))]
     fn mark_delivered(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
         let Some((okey, mkey)) = self.find_in_outbox(id)? else {
             return self.flush();
@@ -197,6 +200,7 @@ impl MessageStore for Store {
         }
     }
 
+    #[tracing::instrument(name = "store.save_contact", level = "debug", skip_all, fields(user = %contact.user), err(Display))]
     fn save_contact(&self, contact: &Contact) -> Result<(), StoreError> {
         let value = encode_contact(contact)?;
         self.contacts
