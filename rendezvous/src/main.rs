@@ -38,7 +38,6 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    parley_telemetry::init(args.log_format, "info");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -46,7 +45,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let outcome = runtime.block_on(async {
+        let telemetry = parley_telemetry::init(
+            args.log_format,
+            "info",
+            parley_telemetry::Service {
+                name: "parley-rendezvous",
+                user: None,
+            },
+        );
+        let outcome = run(args).await;
+        telemetry.shutdown().await;
+        outcome
+    });
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}", sentence(&e));

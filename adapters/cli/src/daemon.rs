@@ -12,6 +12,7 @@ use anyhow::{Context, Result, anyhow};
 use parley_domain::{MessageId, MessageText, PeerKeys, Timestamp, Username};
 use parley_p2p::{Credentials, Multiaddr, Node, NodeConfig};
 use parley_store::Store;
+use parley_telemetry::{LogFormat, Service};
 use parley_usecases::{
     commands::{Messaging, ReceiveMessage, SendError, SendMessage, TrustError},
     ports::{Clock, Event, EventSink, IdentityStore},
@@ -72,11 +73,19 @@ struct Daemon {
 }
 
 /// Runs the daemon until a signal arrives.
-pub async fn run(home: &Path, listen: Multiaddr) -> Result<()> {
+pub async fn run(home: &Path, listen: Multiaddr, log_format: LogFormat) -> Result<()> {
     let store = Arc::new(Store::open(&home.join("store"))?);
     let identity = store
         .identity()?
         .ok_or_else(|| anyhow!("this home is not enrolled yet; run `parley enroll` first"))?;
+    let telemetry = parley_telemetry::init(
+        log_format,
+        "info",
+        Service {
+            name: "parley-peer",
+            user: Some(identity.user.as_str()),
+        },
+    );
     let credentials = Credentials::new(
         &identity.ed25519,
         identity.certificate_der.clone(),
@@ -148,7 +157,8 @@ pub async fn run(home: &Path, listen: Multiaddr) -> Result<()> {
                         message: inbound.message.clone(),
                     };
                     // Storing flushes to disk: keep that off the async workers' backs.
-                    match tokio::task::block_in_place(|| d.core.receive(cmd)) {
+                    let span = inbound.span();
+                    match tokio::task::block_in_place(|| span.in_scope(|| d.core.receive(cmd))) {
                         Ok(()) => inbound.accept(),
                         Err(e) => {
                             tracing::warn!(error = %e, "incoming message refused");
@@ -200,6 +210,7 @@ pub async fn run(home: &Path, listen: Multiaddr) -> Result<()> {
     node.shutdown().await;
     let _ = std::fs::remove_file(&socket_path);
     drop(daemon);
+    telemetry.shutdown().await;
     Ok(())
 }
 

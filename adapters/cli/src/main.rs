@@ -113,12 +113,11 @@ pub struct Usage(pub String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_filter = if matches!(cli.command, Command::Daemon { .. }) {
-        "info"
-    } else {
-        "warn"
-    };
-    parley_telemetry::init(cli.log_format, default_filter);
+    // The daemon sets up its own telemetry once it knows its user (the `parley.user` of its
+    // traces); every other command only logs.
+    if !matches!(cli.command, Command::Daemon { .. }) {
+        parley_telemetry::init_logs(cli.log_format, "warn");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -174,6 +173,7 @@ fn print_json(value: &Value) -> Result<()> {
 
 async fn run(cli: Cli) -> Result<()> {
     let home = home(cli.home)?;
+    let log_format = cli.log_format;
     match cli.command {
         Command::Enroll {
             server,
@@ -194,7 +194,7 @@ async fn run(cli: Cli) -> Result<()> {
                     "{listen:?} is not a multiaddr such as /ip4/127.0.0.1/tcp/0"
                 ))
             })?;
-            daemon::run(&home, listen).await
+            daemon::run(&home, listen, log_format).await
         }
         Command::Send { user, text, ttl } => {
             if ttl.is_some() {

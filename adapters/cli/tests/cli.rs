@@ -704,3 +704,199 @@ fn json_logs_parse_line_by_line_and_never_carry_message_text() {
         }
     }
 }
+
+/// One span as the OTLP receiver decoded it.
+#[derive(Debug, Clone)]
+struct ExportedSpan {
+    service: String,
+    user: String,
+    trace_id: Vec<u8>,
+    name: String,
+    /// Every attribute and event value, as text.
+    values: Vec<String>,
+}
+
+/// A real OTLP/HTTP (protobuf) receiver on a system-chosen loopback port.
+fn otlp_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<ExportedSpan>>>) {
+    use http_body_util::BodyExt;
+    use opentelemetry_proto::tonic::{
+        collector::trace::v1::ExportTraceServiceRequest,
+        common::v1::{AnyValue, KeyValue, any_value::Value as V},
+    };
+    use prost::Message;
+
+    fn text(value: Option<&AnyValue>) -> String {
+        match value.and_then(|v| v.value.as_ref()) {
+            Some(V::StringValue(s)) => s.clone(),
+            Some(other) => format!("{other:?}"),
+            None => String::new(),
+        }
+    }
+    fn attr(attrs: &[KeyValue], key: &str) -> String {
+        attrs
+            .iter()
+            .find(|kv| kv.key == key)
+            .map(|kv| text(kv.value.as_ref()))
+            .unwrap_or_default()
+    }
+
+    let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = spans.clone();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let keep = keep.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |request: hyper::Request<hyper::body::Incoming>| {
+                            let keep = keep.clone();
+                            async move {
+                                let body = request.into_body().collect().await?.to_bytes();
+                                let export =
+                                    ExportTraceServiceRequest::decode(body).unwrap_or_default();
+                                let mut spans = keep.lock().unwrap();
+                                for resource in export.resource_spans {
+                                    let attrs =
+                                        resource.resource.map(|r| r.attributes).unwrap_or_default();
+                                    let (service, user) =
+                                        (attr(&attrs, "service.name"), attr(&attrs, "parley.user"));
+                                    for span in
+                                        resource.scope_spans.into_iter().flat_map(|s| s.spans)
+                                    {
+                                        let mut values: Vec<String> = span
+                                            .attributes
+                                            .iter()
+                                            .map(|kv| text(kv.value.as_ref()))
+                                            .collect();
+                                        for event in &span.events {
+                                            values.push(event.name.clone());
+                                            values.extend(
+                                                event
+                                                    .attributes
+                                                    .iter()
+                                                    .map(|kv| text(kv.value.as_ref())),
+                                            );
+                                        }
+                                        spans.push(ExportedSpan {
+                                            service: service.clone(),
+                                            user: user.clone(),
+                                            trace_id: span.trace_id.clone(),
+                                            name: span.name.clone(),
+                                            values,
+                                        });
+                                    }
+                                }
+                                Ok::<_, hyper::Error>(hyper::Response::new(
+                                    http_body_util::Full::new(hyper::body::Bytes::new()),
+                                ))
+                            }
+                        },
+                    );
+                    let io = hyper_util::rt::TokioIo::new(tcp);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, service)
+                        .await;
+                });
+            }
+        });
+    });
+    let addr = rx.recv_timeout(WAIT).expect("the receiver listens");
+    (format!("http://{addr}"), spans)
+}
+
+#[test]
+fn one_message_is_one_trace_across_both_peers_and_the_rendezvous() {
+    let (endpoint, spans) = otlp_receiver();
+    let traced = |cmd: &mut Command| {
+        cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "200");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut rv = Command::new(rendezvous_bin());
+    rv.arg("--data").arg(dir.path().join("rendezvous"));
+    rv.args(["--https", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0"]);
+    traced(&mut rv);
+    let mut rv_proc = Proc::spawn(rv);
+    let rv = Rendezvous {
+        fingerprint: rv_proc.field("ca-fingerprint:"),
+        url: rv_proc.field("https:"),
+        p2p: rv_proc.field("p2p:"),
+        _proc: rv_proc,
+    };
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    let mut daemons = Vec::new();
+    for (home, name) in [(&bob, "bob"), (&alice, "alice")] {
+        assert!(enroll(&rv, home, name, "pw").status.success());
+        let mut cmd = Command::new(parley_bin());
+        cmd.arg("--home")
+            .arg(home)
+            .args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"]);
+        traced(&mut cmd);
+        let mut proc = Proc::spawn(cmd);
+        proc.field("control:");
+        daemons.push(proc);
+    }
+    let canary = "canary-41d8 trace text";
+    let out = parley(&alice, &["send", "bob", canary]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A clean stop flushes what is buffered.
+    for mut proc in daemons {
+        assert!(proc.terminate().success());
+    }
+    let mut rv = rv;
+    assert!(rv._proc.terminate().success());
+
+    let send_trace = |spans: &[ExportedSpan]| {
+        spans
+            .iter()
+            .find(|s| s.name == "usecase.send_message" && s.user == "alice")
+            .map(|s| s.trace_id.clone())
+    };
+    wait_for("alice's send span to be exported", || {
+        send_trace(&spans.lock().unwrap()).is_some()
+    });
+    let spans = spans.lock().unwrap().clone();
+    let trace = send_trace(&spans).unwrap();
+    let in_trace = |service: &str, user: &str, name: &str| {
+        spans.iter().any(|s| {
+            s.trace_id == trace && s.service == service && s.user == user && s.name == name
+        })
+    };
+    assert!(
+        in_trace("parley-peer", "alice", "p2p.lookup"),
+        "alice's look-up joins the trace"
+    );
+    assert!(
+        in_trace("parley-peer", "alice", "p2p.deliver"),
+        "alice's delivery joins the trace"
+    );
+    assert!(
+        in_trace("parley-rendezvous", "", "directory.lookup"),
+        "the rendezvous joins the trace"
+    );
+    assert!(
+        in_trace("parley-peer", "bob", "p2p.receive"),
+        "bob's receive joins the trace"
+    );
+    assert!(
+        in_trace("parley-peer", "bob", "usecase.receive_message"),
+        "bob's store step joins the trace"
+    );
+    for span in &spans {
+        assert!(
+            !span.values.iter().any(|v| v.contains("canary-41d8")) && !span.name.contains("canary"),
+            "message text leaked into {span:?}"
+        );
+    }
+}

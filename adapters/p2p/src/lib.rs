@@ -17,6 +17,7 @@ pub mod registry;
 mod server;
 mod swarm;
 pub mod tls;
+pub mod trace;
 pub mod upgrade;
 
 pub use credentials::Credentials;

@@ -32,7 +32,7 @@ use crate::{
         MessageResponse, Meta, meta_within_bounds,
     },
     registry::{Expectation, Refusal, Registry},
-    swarm,
+    swarm, trace,
 };
 
 /// Cap of the command queue into the swarm task.
@@ -66,10 +66,24 @@ pub struct Inbound {
     pub keys: PeerKeys,
     /// The message.
     pub message: OutgoingMessage,
+    meta: Meta,
     reply: oneshot::Sender<Result<(), String>>,
 }
 
 impl Inbound {
+    /// A `p2p.receive` span for handling this message, joined to the sender's trace.
+    #[must_use]
+    pub fn span(&self) -> tracing::Span {
+        let span = tracing::info_span!(
+            "p2p.receive",
+            from = %self.from,
+            message.id = %self.message.id,
+            size = self.message.text.as_str().len()
+        );
+        trace::adopt(&span, &self.meta);
+        span
+    }
+
     /// The message is stored durably: send the receipt.
     pub fn accept(self) {
         let _ = self.reply.send(Ok(()));
@@ -95,6 +109,7 @@ type Stopper = (oneshot::Sender<()>, tokio::task::JoinHandle<()>);
 enum Command {
     Lookup {
         user: Username,
+        meta: Meta,
         reply: LookupReply,
     },
     Deliver {
@@ -237,6 +252,7 @@ impl Directory for Node {
         let (reply, rx) = oneshot::channel();
         self.command(Command::Lookup {
             user: user.clone(),
+            meta: trace::current(),
             reply,
         })
         .await
@@ -277,7 +293,7 @@ impl Transport for Node {
             to: message.to.to_string(),
             text: message.text.as_str().to_owned(),
             sent_at: message.sent_at.0,
-            meta: Meta::new(),
+            meta: trace::current(),
         });
         let (reply, rx) = oneshot::channel();
         self.command(Command::Deliver {
@@ -364,7 +380,7 @@ impl Task {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Lookup { user, reply } => {
+            Command::Lookup { user, meta, reply } => {
                 let Some((peer, addrs)) = &self.rendezvous else {
                     let _ = reply.send(Err(DirectoryError::Unavailable(
                         "no rendezvous is configured".into(),
@@ -373,7 +389,7 @@ impl Task {
                 };
                 let request = DirectoryRequest::Lookup {
                     username: user.to_string(),
-                    meta: Meta::new(),
+                    meta,
                 };
                 let id = self
                     .swarm
@@ -636,11 +652,13 @@ impl Task {
             return;
         }
         let id = request.id;
+        let meta = request.meta;
         let (reply, rx) = oneshot::channel();
         match self.inbound.try_send(Inbound {
             from,
             keys,
             message,
+            meta,
             reply,
         }) {
             Ok(()) => self.replies.push(

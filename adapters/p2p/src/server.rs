@@ -240,7 +240,20 @@ impl Directory {
         request: DirectoryRequest,
         channel: ResponseChannel<DirectoryResponse>,
     ) {
+        let span = match &request {
+            DirectoryRequest::Lookup { meta, .. } => {
+                let span =
+                    tracing::info_span!("directory.lookup", %peer, found = tracing::field::Empty);
+                crate::trace::adopt(&span, meta);
+                span
+            }
+            DirectoryRequest::Publish { .. } => tracing::debug_span!("directory.publish", %peer),
+        };
+        let _entered = span.enter();
         let response = self.answer(peer, request);
+        if let DirectoryResponse::Lookup { peer } = &response {
+            span.record("found", peer.is_some());
+        }
         match &response {
             DirectoryResponse::Lookup { .. } => DirectoryStats::bump(&self.stats.lookups),
             DirectoryResponse::RateLimited { .. } => DirectoryStats::bump(&self.stats.rate_limited),
