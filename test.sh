@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Installs what is missing on a Debian machine, then runs every check and test:
-# formatting, lints, the workspace's tests, and the Alice-and-Bob scenario with real processes.
+# formatting, lints, the workspace's tests, the Alice-and-Bob scenario with real processes, and
+# static checks of the compose file and Dockerfile.
+#
+#   ./test.sh             everything above (no Docker needed)
+#   ./test.sh --compose   only the scenario against the docker compose stack (needs Docker)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -10,12 +14,17 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
+if [ "${1:-}" = "--compose" ]; then
+    exec scripts/compose-scenario.sh
+fi
+
 install_system_packages() {
     # C toolchain for aws-lc-sys; pkg-config; certificates for the registries.
     local missing=()
     command -v cc >/dev/null || missing+=(build-essential)
     command -v pkg-config >/dev/null || missing+=(pkg-config)
     command -v perl >/dev/null || missing+=(perl)
+    command -v python3 >/dev/null || missing+=(python3)
     [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -ne 0 ]; then
@@ -37,8 +46,17 @@ install_rust_tools() {
     done
 }
 
+install_python_yaml() {
+    python3 -c 'import yaml' 2>/dev/null && return 0
+    step "installing PyYAML"
+    python3 -m pip install --quiet pyyaml 2>/dev/null || {
+        [ "$(id -u)" -eq 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-yaml
+    }
+}
+
 install_system_packages
 install_rust_tools
+install_python_yaml
 
 step "formatting"
 cargo fmt --all --check
@@ -51,3 +69,6 @@ cargo test --workspace --locked
 
 step "scenario: alice and bob over a real rendezvous"
 scripts/scenario.sh "$CARGO_TARGET_DIR/debug"
+
+step "compose file and Dockerfile (static; no Docker engine needed)"
+python3 scripts/check-compose.py
