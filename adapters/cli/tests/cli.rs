@@ -716,14 +716,20 @@ struct ExportedSpan {
     values: Vec<String>,
 }
 
-/// A real OTLP/HTTP (protobuf) receiver on a system-chosen loopback port.
-fn otlp_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<ExportedSpan>>>) {
+/// A real OTLP receiver on a system-chosen loopback port: HTTP/1.1 with protobuf bodies, or
+/// gRPC (HTTP/2, length-prefixed protobuf, `grpc-status` trailer).
+fn otlp_receiver(grpc: bool) -> (String, std::sync::Arc<std::sync::Mutex<Vec<ExportedSpan>>>) {
     use http_body_util::BodyExt;
+    use hyper::body::{Bytes, Frame, Incoming};
     use opentelemetry_proto::tonic::{
         collector::trace::v1::ExportTraceServiceRequest,
         common::v1::{AnyValue, KeyValue, any_value::Value as V},
     };
     use prost::Message;
+
+    type Spans = std::sync::Arc<std::sync::Mutex<Vec<ExportedSpan>>>;
+    type Frames = futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, hyper::Error>>>;
+    type Reply = hyper::Response<http_body_util::StreamBody<Frames>>;
 
     fn text(value: Option<&AnyValue>) -> String {
         match value.and_then(|v| v.value.as_ref()) {
@@ -739,9 +745,63 @@ fn otlp_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<ExportedSpan>
             .map(|kv| text(kv.value.as_ref()))
             .unwrap_or_default()
     }
+    fn keep(spans: &Spans, export: ExportTraceServiceRequest) {
+        let mut spans = spans.lock().unwrap();
+        for resource in export.resource_spans {
+            let attrs = resource.resource.map(|r| r.attributes).unwrap_or_default();
+            let (service, user) = (attr(&attrs, "service.name"), attr(&attrs, "parley.user"));
+            for span in resource.scope_spans.into_iter().flat_map(|s| s.spans) {
+                let mut values: Vec<String> = span
+                    .attributes
+                    .iter()
+                    .map(|kv| text(kv.value.as_ref()))
+                    .collect();
+                for event in &span.events {
+                    values.push(event.name.clone());
+                    values.extend(event.attributes.iter().map(|kv| text(kv.value.as_ref())));
+                }
+                spans.push(ExportedSpan {
+                    service: service.clone(),
+                    user: user.clone(),
+                    trace_id: span.trace_id.clone(),
+                    name: span.name.clone(),
+                    values,
+                });
+            }
+        }
+    }
+    async fn answer(
+        spans: Spans,
+        grpc: bool,
+        request: hyper::Request<Incoming>,
+    ) -> Result<Reply, hyper::Error> {
+        let mut body = request.into_body().collect().await?.to_bytes();
+        if grpc {
+            // 1 byte "compressed" flag and 4 bytes of length before the message.
+            body = body.slice(5.min(body.len())..);
+        }
+        keep(
+            &spans,
+            ExportTraceServiceRequest::decode(body).unwrap_or_default(),
+        );
+        let mut frames = Vec::new();
+        let mut response = hyper::Response::builder();
+        if grpc {
+            // An empty ExportTraceServiceResponse, then the gRPC status.
+            frames.push(Ok(Frame::data(Bytes::from_static(&[0; 5]))));
+            let mut trailers = hyper::HeaderMap::new();
+            trailers.insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+            frames.push(Ok(Frame::trailers(trailers)));
+            response = response.header("content-type", "application/grpc");
+        } else {
+            response = response.header("content-type", "application/x-protobuf");
+        }
+        let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
+        Ok(response.body(body).expect("a valid response"))
+    }
 
-    let spans = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = spans.clone();
+    let spans: Spans = std::sync::Arc::default();
+    let shared = spans.clone();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -755,57 +815,23 @@ fn otlp_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<ExportedSpan>
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
-                let keep = keep.clone();
+                let spans = shared.clone();
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |request: hyper::Request<hyper::body::Incoming>| {
-                            let keep = keep.clone();
-                            async move {
-                                let body = request.into_body().collect().await?.to_bytes();
-                                let export =
-                                    ExportTraceServiceRequest::decode(body).unwrap_or_default();
-                                let mut spans = keep.lock().unwrap();
-                                for resource in export.resource_spans {
-                                    let attrs =
-                                        resource.resource.map(|r| r.attributes).unwrap_or_default();
-                                    let (service, user) =
-                                        (attr(&attrs, "service.name"), attr(&attrs, "parley.user"));
-                                    for span in
-                                        resource.scope_spans.into_iter().flat_map(|s| s.spans)
-                                    {
-                                        let mut values: Vec<String> = span
-                                            .attributes
-                                            .iter()
-                                            .map(|kv| text(kv.value.as_ref()))
-                                            .collect();
-                                        for event in &span.events {
-                                            values.push(event.name.clone());
-                                            values.extend(
-                                                event
-                                                    .attributes
-                                                    .iter()
-                                                    .map(|kv| text(kv.value.as_ref())),
-                                            );
-                                        }
-                                        spans.push(ExportedSpan {
-                                            service: service.clone(),
-                                            user: user.clone(),
-                                            trace_id: span.trace_id.clone(),
-                                            name: span.name.clone(),
-                                            values,
-                                        });
-                                    }
-                                }
-                                Ok::<_, hyper::Error>(hyper::Response::new(
-                                    http_body_util::Full::new(hyper::body::Bytes::new()),
-                                ))
-                            }
-                        },
-                    );
+                    let service = hyper::service::service_fn(move |request| {
+                        answer(spans.clone(), grpc, request)
+                    });
                     let io = hyper_util::rt::TokioIo::new(tcp);
-                    let _ = hyper::server::conn::http1::Builder::new()
+                    let _ = if grpc {
+                        hyper::server::conn::http2::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
                         .serve_connection(io, service)
-                        .await;
+                        .await
+                    } else {
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, service)
+                            .await
+                    };
                 });
             }
         });
@@ -815,11 +841,20 @@ fn otlp_receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<ExportedSpan>
 }
 
 #[test]
-fn one_message_is_one_trace_across_both_peers_and_the_rendezvous() {
-    let (endpoint, spans) = otlp_receiver();
+fn one_message_is_one_trace_across_both_peers_and_the_rendezvous_over_http() {
+    one_message_is_one_trace("http/protobuf");
+}
+
+#[test]
+fn one_message_is_one_trace_across_both_peers_and_the_rendezvous_over_grpc() {
+    one_message_is_one_trace("grpc");
+}
+
+fn one_message_is_one_trace(protocol: &str) {
+    let (endpoint, spans) = otlp_receiver(protocol == "grpc");
     let traced = |cmd: &mut Command| {
         cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
             .env("OTEL_BSP_SCHEDULE_DELAY", "200");
     };
     let dir = tempfile::tempdir().unwrap();

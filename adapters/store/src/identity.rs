@@ -7,6 +7,7 @@ use crate::records::{IDENTITY_KEY, decode_identity, encode_identity};
 use crate::{Store, unavailable};
 
 impl IdentityStore for Store {
+    #[tracing::instrument(name = "store.identity", level = "debug", skip_all, err(Display))]
     fn identity(&self) -> Result<Option<DeviceIdentity>, StoreError> {
         match self.identity.get(IDENTITY_KEY) {
             Ok(Some(bytes)) => decode_identity(&bytes).map(Some),

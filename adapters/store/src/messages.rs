@@ -130,6 +130,7 @@ impl MessageStore for Store {
         }
     }
 
+    #[tracing::instrument(name = "store.outbox", level = "debug", skip_all, err(Display))]
     fn outbox(&self) -> Result<Vec<StoredMessage>, StoreError> {
         self.outbox
             .iter()
@@ -140,6 +141,7 @@ impl MessageStore for Store {
             .collect()
     }
 
+    #[tracing::instrument(name = "store.history", level = "debug", skip_all, fields(%with), err(Display))]
     fn history(&self, with: &Username) -> Result<Vec<StoredMessage>, StoreError> {
         self.messages
             .scan_prefix(conversation_prefix(with))
@@ -152,6 +154,7 @@ impl MessageStore for Store {
 
     /// One pass over the `messages` keys (sorted by contact, then sequence): counts each
     /// conversation and decodes only its newest message.
+    #[tracing::instrument(name = "store.conversations", level = "debug", skip_all, err(Display))]
     fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError> {
         // (contact bytes, count, newest sequence, newest value)
         let mut found: Vec<(Vec<u8>, u64, u64, sled::IVec)> = Vec::new();
@@ -184,6 +187,7 @@ impl MessageStore for Store {
             .collect()
     }
 
+    #[tracing::instrument(name = "store.is_contact", level = "debug", skip_all, fields(%user), err(Display))]
     fn is_contact(&self, user: &Username) -> Result<bool, StoreError> {
         match self.messages.scan_prefix(conversation_prefix(user)).next() {
             None => Ok(false),
@@ -192,6 +196,7 @@ impl MessageStore for Store {
         }
     }
 
+    #[tracing::instrument(name = "store.contact", level = "debug", skip_all, fields(%user), err(Display))]
     fn contact(&self, user: &Username) -> Result<Option<Contact>, StoreError> {
         match self.contacts.get(user.as_str()) {
             Ok(Some(bytes)) => decode_contact(&bytes).map(Some),
