@@ -77,6 +77,23 @@ pub enum SendError {
     Store(#[from] StoreError),
 }
 
+impl SendError {
+    /// A stable snake_case name for the outcome (control-socket codes, span attributes).
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::ToSelf => "to_self",
+            Self::UnknownUser(_) => "unknown_user",
+            Self::Offline(_) => "offline",
+            Self::Unreachable { .. } => "unreachable",
+            Self::WrongIdentity(_) => "wrong_identity",
+            Self::KeysChanged(_) => "keys_changed",
+            Self::DirectoryUnavailable { .. } => "rendezvous_unavailable",
+            Self::Store(_) => "store_unavailable",
+        }
+    }
+}
+
 /// A message that arrived over an authenticated connection.
 #[derive(Debug, Clone)]
 pub struct ReceiveMessage {
@@ -164,10 +181,19 @@ where
     #[tracing::instrument(
         name = "usecase.send_message",
         skip_all,
-        fields(message.id = %cmd.id, to = %cmd.to, size = cmd.text.as_str().len()),
+        fields(message.id = %cmd.id, to = %cmd.to, size = cmd.text.as_str().len(), outcome),
         err(Display, level = "info")
     )]
     pub async fn send(&self, cmd: SendMessage) -> Result<(), SendError> {
+        let outcome = self.send_once(cmd).await;
+        let code = outcome
+            .as_ref()
+            .map_or_else(SendError::code, |()| "delivered");
+        tracing::Span::current().record("outcome", code);
+        outcome
+    }
+
+    async fn send_once(&self, cmd: SendMessage) -> Result<(), SendError> {
         if cmd.to == self.me {
             return Err(SendError::ToSelf);
         }
@@ -282,7 +308,7 @@ where
     #[tracing::instrument(
         name = "usecase.receive_message",
         skip_all,
-        fields(message.id = %cmd.message.id, from = %cmd.from, size = cmd.message.text.as_str().len()),
+        fields(message.id = %cmd.message.id, from = %cmd.from, size = cmd.message.text.as_str().len(), outcome),
         err(Display, level = "info")
     )]
     pub fn receive(&self, cmd: ReceiveMessage) -> Result<(), ReceiveError> {
@@ -311,7 +337,14 @@ where
             delivery: Delivery::Received(self.clock.now()),
             verified: true,
         };
-        if self.store.store_incoming(&stored)? == Stored::New {
+        let stored_now = self.store.store_incoming(&stored)?;
+        let outcome = if stored_now == Stored::New {
+            "stored"
+        } else {
+            "duplicate"
+        };
+        tracing::Span::current().record("outcome", outcome);
+        if stored_now == Stored::New {
             tracing::info!("message stored");
             self.events.emit(Event::MessageReceived(stored));
         }

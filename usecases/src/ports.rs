@@ -143,6 +143,20 @@ pub enum TransportError {
     NoReceipt(String),
 }
 
+impl TransportError {
+    /// A stable snake_case name for the failure (span attributes, logs).
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unreachable(_) => "unreachable",
+            Self::WrongIdentity { .. } => "wrong_identity",
+            Self::KeysChanged { .. } => "keys_changed",
+            Self::Refused(_) => "refused",
+            Self::NoReceipt(_) => "no_receipt",
+        }
+    }
+}
+
 /// Peer-to-peer delivery.
 pub trait Transport: Send + Sync {
     /// Delivers `message` to `to` at `at`; resolves once the recipient's receipt is back, that

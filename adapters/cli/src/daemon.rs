@@ -326,7 +326,7 @@ async fn handle(daemon: &Daemon, request: Request) -> Response {
                 let id = MessageId::from_bytes(random_id()?);
                 send_patiently(&daemon.core, SendMessage { id, to: to.clone(), text })
                     .await
-                    .map_err(|e| failure(send_code(&e), e.to_string()))?;
+                    .map_err(|e| failure(e.code(), e.to_string()))?;
                 Ok(json!({ "id": id.to_string(), "to": to.as_str(), "delivered": true }))
             }
             Request::History { with } => {
@@ -393,19 +393,6 @@ async fn send_patiently(core: &Core, cmd: SendMessage) -> Result<(), SendError> 
             }
             outcome => return outcome,
         }
-    }
-}
-
-fn send_code(error: &SendError) -> &'static str {
-    match error {
-        SendError::ToSelf => "to_self",
-        SendError::UnknownUser(_) => "unknown_user",
-        SendError::Offline(_) => "offline",
-        SendError::Unreachable { .. } => "unreachable",
-        SendError::WrongIdentity(_) => "wrong_identity",
-        SendError::KeysChanged(_) => "keys_changed",
-        SendError::DirectoryUnavailable { .. } => "rendezvous_unavailable",
-        _ => "store_unavailable",
     }
 }
 

@@ -712,6 +712,8 @@ struct ExportedSpan {
     user: String,
     trace_id: Vec<u8>,
     name: String,
+    /// The span's attributes, values as text.
+    attributes: Vec<(String, String)>,
     /// Every attribute and event value, as text.
     values: Vec<String>,
 }
@@ -760,7 +762,13 @@ fn otlp_receiver(grpc: bool) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Exp
                     values.push(event.name.clone());
                     values.extend(event.attributes.iter().map(|kv| text(kv.value.as_ref())));
                 }
+                let attributes = span
+                    .attributes
+                    .iter()
+                    .map(|kv| (kv.key.clone(), text(kv.value.as_ref())))
+                    .collect();
                 spans.push(ExportedSpan {
+                    attributes,
                     service: service.clone(),
                     user: user.clone(),
                     trace_id: span.trace_id.clone(),
@@ -908,6 +916,22 @@ fn one_message_is_one_trace(protocol: &str) {
             s.trace_id == trace && s.service == service && s.user == user && s.name == name
         })
     };
+    let outcome = |user: &str, name: &str| {
+        spans
+            .iter()
+            .find(|s| s.trace_id == trace && s.user == user && s.name == name)
+            .and_then(|s| s.attributes.iter().find(|(k, _)| k == "outcome"))
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        outcome("alice", "usecase.send_message").as_deref(),
+        Some("delivered")
+    );
+    assert_eq!(outcome("alice", "p2p.deliver").as_deref(), Some("receipt"));
+    assert_eq!(
+        outcome("bob", "usecase.receive_message").as_deref(),
+        Some("stored")
+    );
     assert!(
         in_trace("parley-peer", "alice", "p2p.lookup"),
         "alice's look-up joins the trace"

@@ -269,7 +269,7 @@ impl Transport for Node {
     #[tracing::instrument(
         name = "p2p.deliver",
         skip_all,
-        fields(%to, peer.id = %at.peer_id, message.id = %message.id, pinned = pinned.is_some()),
+        fields(%to, peer.id = %at.peer_id, message.id = %message.id, pinned = pinned.is_some(), outcome),
         err(Display, level = "info")
     )]
     async fn deliver(
@@ -306,8 +306,14 @@ impl Transport for Node {
         })
         .await
         .map_err(|e| TransportError::Unreachable(e.to_string()))?;
-        rx.await
-            .map_err(|_| TransportError::NoReceipt("the network task stopped".into()))?
+        let outcome = rx
+            .await
+            .map_err(|_| TransportError::NoReceipt("the network task stopped".into()))?;
+        let code = outcome
+            .as_ref()
+            .map_or_else(TransportError::code, |_| "receipt");
+        tracing::Span::current().record("outcome", code);
+        outcome
     }
 }
 
