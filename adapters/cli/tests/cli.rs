@@ -932,26 +932,18 @@ fn one_message_is_one_trace(protocol: &str) {
         outcome("bob", "usecase.receive_message").as_deref(),
         Some("stored")
     );
-    assert!(
-        in_trace("parley-peer", "alice", "p2p.lookup"),
-        "alice's look-up joins the trace"
-    );
-    assert!(
-        in_trace("parley-peer", "alice", "p2p.deliver"),
-        "alice's delivery joins the trace"
-    );
-    assert!(
-        in_trace("parley-rendezvous", "", "directory.lookup"),
-        "the rendezvous joins the trace"
-    );
-    assert!(
-        in_trace("parley-peer", "bob", "p2p.receive"),
-        "bob's receive joins the trace"
-    );
-    assert!(
-        in_trace("parley-peer", "bob", "usecase.receive_message"),
-        "bob's store step joins the trace"
-    );
+    for (service, user, name) in [
+        ("parley-peer", "alice", "p2p.lookup"),
+        ("parley-peer", "alice", "p2p.deliver"),
+        ("parley-rendezvous", "", "directory.lookup"),
+        ("parley-peer", "bob", "p2p.receive"),
+        ("parley-peer", "bob", "usecase.receive_message"),
+    ] {
+        assert!(
+            in_trace(service, user, name),
+            "{service} {user}: {name} is not in the send's trace"
+        );
+    }
     for span in &spans {
         assert!(
             !span.values.iter().any(|v| v.contains("canary-41d8")) && !span.name.contains("canary"),

@@ -6,7 +6,7 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use common::{Ca, directory, eventually, node};
-use parley_domain::{MessageId, MessageText, Timestamp, Username};
+use parley_domain::{MessageId, MessageText, PeerKeys, Timestamp, Username};
 use parley_p2p::{Inbound, Node};
 use parley_usecases::ports::{
     Directory, DirectoryError, OutgoingMessage, PeerAddress, Transport, TransportError,
@@ -40,6 +40,18 @@ fn accept_all(mut rx: mpsc::Receiver<Inbound>) -> Arc<Mutex<Vec<(String, String)
         }
     });
     got
+}
+
+/// `from` delivers `message` to the user `to`, dialling the node `at`.
+async fn deliver(
+    from: &Node,
+    to: &str,
+    at: &Node,
+    message: OutgoingMessage,
+    pinned: Option<&PeerKeys>,
+) -> Result<PeerKeys, TransportError> {
+    from.deliver(&user(to), &address_of(at).await, &message, pinned)
+        .await
 }
 
 async fn address_of(node: &Node) -> PeerAddress {
@@ -97,24 +109,10 @@ async fn a_certificate_from_another_ca_is_refused_as_dialer_and_as_listener() {
     let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
 
     // Eve dials Bob: Bob's server refuses her client certificate.
-    let err = eve
-        .deliver(
-            &user("bob"),
-            &address_of(&bob).await,
-            &message("bob", 1),
-            None,
-        )
-        .await;
+    let err = deliver(&eve, "bob", &bob, message("bob", 1), None).await;
     assert!(err.is_err(), "bob accepted a rogue certificate: {err:?}");
     // Alice dials Eve, believing she is Bob: Alice's client refuses the server certificate.
-    let err = alice
-        .deliver(
-            &user("bob"),
-            &address_of(&eve).await,
-            &message("bob", 2),
-            None,
-        )
-        .await;
+    let err = deliver(&alice, "bob", &eve, message("bob", 2), None).await;
     assert!(
         matches!(err, Err(TransportError::Unreachable(_))),
         "{err:?}"
@@ -140,14 +138,7 @@ async fn mallory_cannot_be_reached_as_bob_nor_speak_as_bob() {
     let mallory_got = accept_all(mallory_rx);
 
     // A lying directory sends Alice to Mallory's peer id for "bob".
-    let err = alice
-        .deliver(
-            &user("bob"),
-            &address_of(&mallory).await,
-            &message("bob", 1),
-            None,
-        )
-        .await;
+    let err = deliver(&alice, "bob", &mallory, message("bob", 1), None).await;
     assert_eq!(
         err,
         Err(TransportError::WrongIdentity {
@@ -157,13 +148,7 @@ async fn mallory_cannot_be_reached_as_bob_nor_speak_as_bob() {
     assert!(mallory_got.lock().await.is_empty());
 
     // Mallory writes to Alice: the message is filed under mallory, whatever it claims.
-    mallory
-        .deliver(
-            &user("alice"),
-            &address_of(&alice).await,
-            &message("alice", 2),
-            None,
-        )
+    deliver(&mallory, "alice", &alice, message("alice", 2), None)
         .await
         .unwrap();
     assert_eq!(
@@ -172,14 +157,7 @@ async fn mallory_cannot_be_reached_as_bob_nor_speak_as_bob() {
     );
 
     // Now connected, Alice still refuses to treat Mallory's connection as Bob's.
-    let err = alice
-        .deliver(
-            &user("bob"),
-            &address_of(&mallory).await,
-            &message("bob", 3),
-            None,
-        )
-        .await;
+    let err = deliver(&alice, "bob", &mallory, message("bob", 3), None).await;
     assert_eq!(
         err,
         Err(TransportError::WrongIdentity {
@@ -194,14 +172,7 @@ async fn a_message_for_another_user_is_refused_without_receipt() {
     let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
     let (bob, bob_rx) = node(ca.user("bob", 2), "bob", vec![]).await;
     let got = accept_all(bob_rx);
-    let err = alice
-        .deliver(
-            &user("bob"),
-            &address_of(&bob).await,
-            &message("carol", 1),
-            None,
-        )
-        .await;
+    let err = deliver(&alice, "bob", &bob, message("carol", 1), None).await;
     assert!(matches!(err, Err(TransportError::Refused(_))), "{err:?}");
     assert!(got.lock().await.is_empty());
 }
@@ -288,23 +259,10 @@ async fn a_peer_with_the_right_name_but_other_keys_is_refused_before_any_byte() 
     let (new_bob, new_bob_rx) = node(ca.user("bob", 5), "bob", vec![]).await;
     let new_bob_got = accept_all(new_bob_rx);
 
-    let pinned = alice
-        .deliver(
-            &user("bob"),
-            &address_of(&bob).await,
-            &message("bob", 1),
-            None,
-        )
+    let pinned = deliver(&alice, "bob", &bob, message("bob", 1), None)
         .await
         .expect("first contact");
-    let err = alice
-        .deliver(
-            &user("bob"),
-            &address_of(&new_bob).await,
-            &message("bob", 2),
-            Some(&pinned),
-        )
-        .await;
+    let err = deliver(&alice, "bob", &new_bob, message("bob", 2), Some(&pinned)).await;
     let Err(TransportError::KeysChanged { presented }) = err else {
         panic!("expected a key change, got {err:?}");
     };
@@ -316,25 +274,11 @@ async fn a_peer_with_the_right_name_but_other_keys_is_refused_before_any_byte() 
     );
 
     // On the open connection to the real bob, a wrong pin is refused as well.
-    let err = alice
-        .deliver(
-            &user("bob"),
-            &address_of(&bob).await,
-            &message("bob", 3),
-            Some(&presented),
-        )
-        .await;
+    let err = deliver(&alice, "bob", &bob, message("bob", 3), Some(&presented)).await;
     assert_eq!(err, Err(TransportError::KeysChanged { presented: pinned }));
     assert_eq!(bob_got.lock().await.len(), 1);
 
     // Once the user accepts the new keys, they are the pin.
-    let accepted = alice
-        .deliver(
-            &user("bob"),
-            &address_of(&new_bob).await,
-            &message("bob", 4),
-            Some(&presented),
-        )
-        .await;
+    let accepted = deliver(&alice, "bob", &new_bob, message("bob", 4), Some(&presented)).await;
     assert_eq!(accepted, Ok(presented));
 }
