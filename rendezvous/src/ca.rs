@@ -229,7 +229,7 @@ pub fn x25519_extension(x25519: &[u8; 32]) -> CustomExtension {
 /// DER does not parse.
 #[must_use]
 pub fn fingerprint(ca_der: &[u8]) -> Option<CaFingerprint> {
-    spki_of(ca_der).map(|spki| CaFingerprint::of_spki(&spki))
+    parley_p2p::pki::ca_fingerprint(ca_der).ok()
 }
 
 /// Turns 32 secret bytes into an rcgen key pair.

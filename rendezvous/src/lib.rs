@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::Multiaddr;
-use libp2p::multiaddr::Protocol;
 use parley_domain::CaFingerprint;
 use parley_p2p::{Credentials, DirectoryServer};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -189,7 +188,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         config
             .announce
             .iter()
-            .map(|a| with_peer_id(a.clone(), peer_id))
+            .map(|a| parley_p2p::with_peer(a, peer_id))
             .collect()
     };
 
@@ -230,16 +229,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
 /// How long the API waits for a request body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// `addr` ending with `/p2p/<peer>` (kept as is when it already names a peer).
-#[must_use]
-pub fn with_peer_id(addr: Multiaddr, peer: libp2p::PeerId) -> Multiaddr {
-    if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
-        addr
-    } else {
-        addr.with(Protocol::P2p(peer))
-    }
-}
 
 fn listen_error(addr: SocketAddr, e: &std::io::Error) -> StartError {
     use std::io::ErrorKind;

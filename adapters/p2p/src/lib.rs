@@ -24,6 +24,7 @@ pub use credentials::Credentials;
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::{Inbound, Node, NodeConfig};
 pub use server::{DirectoryServer, DirectoryStats, StatsSnapshot};
+pub use swarm::with_peer;
 
 /// Errors of this adapter.
 #[derive(Debug, thiserror::Error)]

@@ -117,7 +117,7 @@ pub(crate) async fn listen<B: NetworkBehaviour>(
 }
 
 /// `addr` with `/p2p/<peer>` appended unless it already ends so.
-pub(crate) fn with_peer(addr: &libp2p::Multiaddr, peer: libp2p::PeerId) -> libp2p::Multiaddr {
+pub fn with_peer(addr: &libp2p::Multiaddr, peer: libp2p::PeerId) -> libp2p::Multiaddr {
     match addr.iter().last() {
         Some(libp2p::multiaddr::Protocol::P2p(_)) => addr.clone(),
         _ => addr.clone().with(libp2p::multiaddr::Protocol::P2p(peer)),
