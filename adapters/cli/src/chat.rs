@@ -23,13 +23,9 @@ pub async fn run(home: &Path, with: Username) -> Result<()> {
         },
     )
     .await?;
-    for m in history
-        .get("messages")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        println!("{}", present::message_line(m));
+    let earlier = present::history_lines(&history);
+    if !earlier.is_empty() {
+        println!("{earlier}");
     }
     println!("-- chatting with {with}; /status shows the connection, /quit leaves --");
     let mut input = BufReader::new(tokio::io::stdin()).lines();

@@ -166,8 +166,22 @@ fn parse_user(raw: &str) -> Result<Username> {
     Username::parse(raw).map_err(|e| Usage(format!("{raw:?} is not a valid username: {e}")).into())
 }
 
-fn print_json(value: &Value) -> Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+/// Asks the daemon a query and prints its answer: one JSON document, or `readable` lines.
+async fn show(
+    home: &std::path::Path,
+    request: &Request,
+    json: bool,
+    readable: fn(&Value) -> String,
+) -> Result<()> {
+    let answer = client::call(home, request).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        let text = readable(&answer);
+        if !text.is_empty() {
+            println!("{text}");
+        }
+    }
     Ok(())
 }
 
@@ -221,59 +235,36 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::History { user, json } => {
-            let with = parse_user(&user)?;
-            let answer = client::call(
+            let with = parse_user(&user)?.to_string();
+            show(
                 &home,
-                &Request::History {
-                    with: with.to_string(),
-                },
+                &Request::History { with },
+                json,
+                present::history_lines,
             )
-            .await?;
-            if json {
-                return print_json(&answer);
-            }
-            for m in answer
-                .get("messages")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                println!("{}", present::message_line(m));
-            }
-            Ok(())
+            .await
         }
         Command::Conversations { json } => {
-            let answer = client::call(&home, &Request::Conversations).await?;
-            if json {
-                return print_json(&answer);
-            }
-            for c in answer.as_array().into_iter().flatten() {
-                println!("{}", present::conversation_line(c));
-            }
-            Ok(())
+            show(
+                &home,
+                &Request::Conversations,
+                json,
+                present::conversation_lines,
+            )
+            .await
         }
         Command::Status { json } => {
-            let answer = client::call(&home, &Request::Status).await?;
-            if json {
-                return print_json(&answer);
-            }
-            println!("{}", present::status_lines(&answer));
-            Ok(())
+            show(&home, &Request::Status, json, present::status_lines).await
         }
         Command::SafetyNumber { user, json } => {
-            let user = parse_user(&user)?;
-            let answer = client::call(
+            let user = parse_user(&user)?.to_string();
+            show(
                 &home,
-                &Request::Contact {
-                    user: user.to_string(),
-                },
+                &Request::Contact { user },
+                json,
+                present::contact_lines,
             )
-            .await?;
-            if json {
-                return print_json(&answer);
-            }
-            println!("{}", present::contact_lines(&answer));
-            Ok(())
+            .await
         }
         Command::Trust { user } => {
             let user = parse_user(&user)?;

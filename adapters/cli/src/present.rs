@@ -79,6 +79,29 @@ pub fn message_line(m: &Value) -> String {
     )
 }
 
+/// Readable lines for a history JSON object, oldest first.
+#[must_use]
+pub fn history_lines(history: &Value) -> String {
+    let messages = history.get("messages").and_then(Value::as_array);
+    messages
+        .into_iter()
+        .flatten()
+        .map(message_line)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Readable lines for a conversation-list JSON array.
+#[must_use]
+pub fn conversation_lines(list: &Value) -> String {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(conversation_line)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// One readable line for a conversation JSON object.
 #[must_use]
 pub fn conversation_line(c: &Value) -> String {
