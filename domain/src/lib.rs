@@ -6,15 +6,20 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod chain;
 pub mod contact;
+pub mod envelope;
 pub mod message;
 pub mod pki;
 pub mod secret;
 pub mod username;
 
 pub use contact::{Contact, KeyCheck, PeerKeys, SafetyNumber};
+pub use chain::{ChainFault, ChainHead, ChainState, Link, Neighbours};
+pub use envelope::{Attachment, AttachmentKey, AttachmentRef, Body, Digest, Header, Ttl};
 pub use message::{
     ConversationSummary, Delivery, Direction, MessageId, MessageText, StoredMessage, Timestamp,
+    Verification,
 };
 pub use pki::{CaFingerprint, CertifiedPeer, Role};
 pub use secret::Secret32;

@@ -3,6 +3,8 @@
 use std::fmt;
 
 use crate::Username;
+use crate::chain::ChainFault;
+use crate::envelope::{Attachment, Ttl};
 
 /// Milliseconds since the Unix epoch, UTC. The domain never reads a clock: times come in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -146,12 +148,42 @@ pub struct StoredMessage {
     pub direction: Direction,
     /// Where it stands.
     pub delivery: Delivery,
-    /// True when the sender's identity was proven (today: by the CA-verified mutual-TLS
-    /// certificate of the connection it arrived on; outgoing messages are our own).
-    pub verified: bool,
+    /// Whether the message is proven authentic and in place: its envelope's signature by the
+    /// sender's certified device key holds, it was sealed to us, and it fits the sender's hash
+    /// chain. Outgoing messages are our own.
+    pub verification: Verification,
+    /// The time to live the sender set, for a disappearing message.
+    pub ttl: Option<Ttl>,
+    /// When this device deletes it (see [`Ttl::expiry`]); never shown after.
+    pub expires_at: Option<Timestamp>,
+    /// Attachments named by the signed header, with their keys.
+    pub attachments: Vec<Attachment>,
+}
+
+/// Whether a stored message may be shown as verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// Signature, addressing and chain all hold.
+    Verified,
+    /// The signature holds but the message does not fit the sender's chain.
+    Failed(ChainFault),
+}
+
+impl Verification {
+    /// True for [`Verification::Verified`].
+    #[must_use]
+    pub fn is_verified(&self) -> bool {
+        matches!(self, Self::Verified)
+    }
 }
 
 impl StoredMessage {
+    /// True when the message has expired at `now` and must be neither shown nor returned.
+    #[must_use]
+    pub fn expired(&self, now: Timestamp) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
     /// The other party of the conversation this message belongs to.
     #[must_use]
     pub fn contact(&self) -> &Username {
