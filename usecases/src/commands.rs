@@ -1,14 +1,17 @@
 //! Commands: each changes state and returns nothing but an error.
 
+use std::sync::Mutex;
+
 use parley_domain::{
-    Contact, Delivery, DeviceIdentity, Direction, KeyCheck, MessageId, MessageText, PeerKeys,
-    StoredMessage, Username,
+    Attachment, Body, ChainHead, Contact, Delivery, DeviceIdentity, Direction, Header, KeyCheck,
+    Link, MessageId, MessageText, PeerKeys, StoredMessage, Ttl, Username, Verification,
+    chain::judge,
 };
 
 use crate::ports::{
-    Clock, Directory, DirectoryError, EnrollError, EnrollRequest, Enrollment, Event, EventSink,
-    IdentityStore, MessageStore, OutgoingMessage, PeerAddress, StoreError, Stored, Transport,
-    TransportError,
+    Clock, Directory, DirectoryError, EnrollError, EnrollRequest, Enrollment, EnvelopeError,
+    Envelopes, Event, EventSink, IdentityStore, MessageStore, OutboxEntry, OutgoingEnvelope,
+    PeerAddress, StoreError, Stored, Transport, TransportError,
 };
 
 /// Send `text` to `to` under the id `id` (the caller draws the id, so the command returns
@@ -21,6 +24,8 @@ pub struct SendMessage {
     pub to: Username,
     /// The text.
     pub text: MessageText,
+    /// Time to live, for a disappearing message.
+    pub ttl: Option<Ttl>,
 }
 
 /// Why a message was not delivered.
@@ -42,18 +47,21 @@ pub enum SendError {
         "{0} is offline; the message is kept in the outbox and the daemon delivers it when {0} is back online"
     )]
     Offline(Username),
-    /// Online according to the directory, but no connection or no receipt. The message waits
-    /// in the outbox.
-    #[error("{user} is unreachable ({reason}); the message is kept in the outbox and retried")]
+    /// Online according to the directory, but no connection or no receipt. `queued` says
+    /// whether the message waits in the outbox (a first contact cannot be queued: the message
+    /// is sealed to keys only the connection reveals).
+    #[error("{user} is unreachable ({reason}){}", if *.queued { "; the message is kept in the outbox and retried" } else { "; nothing was sent" })]
     Unreachable {
         /// The recipient.
         user: Username,
         /// What the transport said.
         reason: TransportError,
+        /// Whether the message was kept.
+        queued: bool,
     },
-    /// The peer at the directory's address is not who we asked for. Kept in the outbox.
+    /// The peer at the directory's address is not who we asked for.
     #[error(
-        "the peer found for {0} presented a certificate for someone else; the message was not sent and stays in the outbox"
+        "the peer found for {0} presented a certificate for someone else; the message was not sent"
     )]
     WrongIdentity(Username),
     /// The contact's keys differ from the pinned ones. Kept in the outbox until the user
@@ -64,6 +72,15 @@ pub enum SendError {
          `parley safety-number {0}`, then accept with `parley trust {0}`"
     )]
     KeysChanged(Username),
+    /// The contact's certificate carries no encryption key, so nothing can be sealed to it.
+    #[error(
+        "{0}'s certificate carries no encryption key, so no message can be sealed to it; {0} \
+         needs to enroll again with a current Parley; nothing was sent"
+    )]
+    NoEncryptionKey(Username),
+    /// The envelope could not be sealed.
+    #[error("the message could not be sealed: {0}; nothing was sent")]
+    Seal(EnvelopeError),
     /// The rendezvous could not be asked. `queued` says whether the message waits in the outbox.
     #[error("{reason}{}", if *.queued { "; the message is kept in the outbox and retried" } else { "; nothing was sent" })]
     DirectoryUnavailable {
@@ -88,36 +105,78 @@ impl SendError {
             Self::Unreachable { .. } => "unreachable",
             Self::WrongIdentity(_) => "wrong_identity",
             Self::KeysChanged(_) => "keys_changed",
+            Self::NoEncryptionKey(_) => "no_encryption_key",
+            Self::Seal(_) => "seal_failed",
             Self::DirectoryUnavailable { .. } => "rendezvous_unavailable",
             Self::Store(_) => "store_unavailable",
         }
     }
 }
 
-/// A message that arrived over an authenticated connection.
+/// An envelope that arrived over an authenticated connection.
 #[derive(Debug, Clone)]
 pub struct ReceiveMessage {
     /// The sender, as named by the connection's CA-verified certificate (never by the message).
     pub from: Username,
     /// The keys of the sender's certificate.
     pub keys: PeerKeys,
-    /// The message.
-    pub message: OutgoingMessage,
+    /// The sealed envelope.
+    pub envelope: Vec<u8>,
 }
 
-/// Why an incoming message was refused (no receipt is sent).
+/// Why an incoming envelope was refused (no receipt is sent, nothing is kept).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReceiveError {
-    /// Addressed to someone else.
+    /// Addressed to someone else (spliced from another conversation).
     #[error("the message is addressed to {0}, not to this device")]
     NotForMe(Username),
+    /// The header names another sender than the connection's certificate (spliced).
+    #[error("the message claims to be from {claimed} but arrived from {actual}")]
+    WrongSender {
+        /// What the header says.
+        claimed: Username,
+        /// What the certificate says.
+        actual: Username,
+    },
     /// The sender's keys are not the pinned ones; the recipient has to accept them first.
     #[error("the recipient has pinned other keys for {0} and has not accepted these yet")]
     KeysChanged(Username),
+    /// Altered, forged, malformed or not sealed to this device.
+    #[error("the envelope was refused: {0}")]
+    Envelope(EnvelopeError),
+    /// Another envelope under the same id was stored before (a replay with changed content).
+    #[error("another message with id {0} was received before; this one is refused")]
+    Conflicting(MessageId),
     /// Could not be stored: no receipt may be given.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl ReceiveError {
+    /// A stable snake_case name (span attributes, refusals on the wire).
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotForMe(_) => "not_for_me",
+            Self::WrongSender { .. } => "wrong_sender",
+            Self::KeysChanged(_) => "keys_changed",
+            Self::Envelope(e) => e.code,
+            Self::Conflicting(_) => "conflicting_id",
+            Self::Store(_) => "store_unavailable",
+        }
+    }
+}
+
+/// What became of an envelope that was accepted (a receipt may be given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// Stored now; shown as verified.
+    Verified,
+    /// Stored now, but shown as not verified (it does not fit the sender's chain).
+    Unverified,
+    /// Stored before (a retry or a replay): nothing changed.
+    Duplicate,
 }
 
 /// Why new keys could not be accepted.
@@ -130,31 +189,48 @@ pub enum TrustError {
     /// The contact's keys have not changed.
     #[error("{0}'s keys have not changed; there is nothing to accept")]
     NothingPending(Username),
+    /// Waiting messages could not be sealed to the new keys.
+    #[error("the waiting messages could not be sealed to the new keys: {0}")]
+    Seal(EnvelopeError),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
 }
 
 /// The messaging interactor: sending, receiving, the outbox and contacts' keys, over the ports.
-pub struct Messaging<S, D, T, C, E> {
+pub struct Messaging<S, D, T, C, E, V> {
     me: Username,
     store: S,
     directory: D,
     transport: T,
     clock: C,
     events: E,
+    envelopes: V,
+    /// Serialises every read-modify-write of a chain (sealing the next message after the
+    /// head, judging a newcomer against its neighbours), so concurrent sends cannot fork our
+    /// own chain and concurrent receipts cannot misjudge one.
+    chains: Mutex<()>,
 }
 
-impl<S, D, T, C, E> Messaging<S, D, T, C, E>
+impl<S, D, T, C, E, V> Messaging<S, D, T, C, E, V>
 where
     S: MessageStore,
     D: Directory,
     T: Transport,
     C: Clock,
     E: EventSink,
+    V: Envelopes,
 {
     /// Wires the interactor for the enrolled user `me`.
-    pub fn new(me: Username, store: S, directory: D, transport: T, clock: C, events: E) -> Self {
+    pub fn new(
+        me: Username,
+        store: S,
+        directory: D,
+        transport: T,
+        clock: C,
+        events: E,
+        envelopes: V,
+    ) -> Self {
         Self {
             me,
             store,
@@ -162,6 +238,8 @@ where
             transport,
             clock,
             events,
+            envelopes,
+            chains: Mutex::new(()),
         }
     }
 
@@ -170,8 +248,15 @@ where
         &self.store
     }
 
-    /// Sends a message: persists it in the outbox first, then delivers it and waits for the
-    /// receipt.
+    fn chain_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.chains
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sends a message: seals it to the recipient's pinned keys (learning them from the
+    /// connection at first contact), persists it in the outbox, then delivers it and waits for
+    /// the receipt.
     ///
     /// # Errors
     /// [`SendError`]; each variant says whether the message was kept for a later retry.
@@ -198,58 +283,127 @@ where
             return Err(SendError::ToSelf);
         }
         let found = self.directory.lookup(&cmd.to).await;
-        let known = self.store.is_contact(&cmd.to)?;
-        let message = StoredMessage {
-            id: cmd.id,
-            from: self.me.clone(),
-            to: cmd.to.clone(),
-            text: cmd.text,
-            sent_at: self.clock.now(),
-            direction: Direction::Outgoing,
-            delivery: Delivery::Pending,
-            verified: true,
-        };
-        let address = match found {
-            Ok(Some(address)) => address,
-            Ok(None) if !known => return Err(SendError::UnknownUser(cmd.to)),
-            Err(reason) if !known => {
+        let contact = self.store.contact(&cmd.to)?;
+        let address = match (found, &contact) {
+            (Ok(Some(address)), _) => Some(address),
+            (Ok(None), None) => return Err(SendError::UnknownUser(cmd.to)),
+            (Err(reason), None) => {
                 return Err(SendError::DirectoryUnavailable {
                     reason,
                     queued: false,
                 });
             }
-            Ok(None) => {
-                self.store.append_outgoing(&message)?;
-                return Err(SendError::Offline(cmd.to));
-            }
-            Err(reason) => {
-                self.store.append_outgoing(&message)?;
+            (Ok(None), Some(_)) => None,
+            (Err(reason), Some(_)) => {
+                self.seal_and_keep(cmd, contact.as_ref())?;
                 return Err(SendError::DirectoryUnavailable {
                     reason,
                     queued: true,
                 });
             }
         };
-        self.store.append_outgoing(&message)?;
-        self.deliver(&message, &address).await
+        let contact = match (contact, &address) {
+            (Some(contact), _) => contact,
+            (None, Some(address)) => self.first_contact(&cmd.to, address).await?,
+            (None, None) => return Err(SendError::UnknownUser(cmd.to)),
+        };
+        let to = cmd.to.clone();
+        let entry = self.seal_and_keep(cmd, Some(&contact))?;
+        match address {
+            Some(address) => self.deliver(&entry, &address).await,
+            None => Err(SendError::Offline(to)),
+        }
     }
 
-    /// Delivers one persisted message, holding the recipient to its pinned keys (or pinning
-    /// them at first contact).
-    async fn deliver(
+    /// Learns a new contact's keys from its certificate and pins them.
+    async fn first_contact(
         &self,
-        message: &StoredMessage,
+        user: &Username,
         address: &PeerAddress,
-    ) -> Result<(), SendError> {
+    ) -> Result<Contact, SendError> {
+        match self.transport.keys_of(user, address).await {
+            Ok(keys) => {
+                let contact = Contact::first(user.clone(), keys, self.clock.now());
+                self.store.save_contact(&contact)?;
+                Ok(contact)
+            }
+            Err(TransportError::WrongIdentity { expected }) => {
+                Err(SendError::WrongIdentity(expected))
+            }
+            Err(reason) => Err(SendError::Unreachable {
+                user: user.clone(),
+                reason,
+                queued: false,
+            }),
+        }
+    }
+
+    /// Seals the message after the head of our chain to its recipient and keeps it in the
+    /// conversation and the outbox.
+    fn seal_and_keep(
+        &self,
+        cmd: SendMessage,
+        contact: Option<&Contact>,
+    ) -> Result<OutboxEntry, SendError> {
+        let recipient = contact
+            .and_then(|c| c.keys.x25519)
+            .ok_or_else(|| SendError::NoEncryptionKey(cmd.to.clone()))?;
+        let _chain = self.chain_guard();
+        let head = self.store.chain_head(&cmd.to)?;
+        let now = self.clock.now();
+        let header = Header {
+            id: cmd.id,
+            from: self.me.clone(),
+            to: cmd.to.clone(),
+            sent_at: now,
+            ttl: cmd.ttl,
+            seq: head.seq + 1,
+            prev: head.digest,
+            attachments: Vec::new(),
+        };
+        let body = Body {
+            text: cmd.text.clone(),
+            attachment_keys: Vec::new(),
+        };
+        let sealed = self
+            .envelopes
+            .seal(&header, &body, &recipient)
+            .map_err(SendError::Seal)?;
+        let message = StoredMessage {
+            id: cmd.id,
+            from: self.me.clone(),
+            to: cmd.to,
+            text: cmd.text,
+            sent_at: now,
+            direction: Direction::Outgoing,
+            delivery: Delivery::Pending,
+            verification: Verification::Verified,
+            ttl: cmd.ttl,
+            expires_at: cmd.ttl.map(|ttl| ttl.expiry(now, now)),
+            attachments: Vec::<Attachment>::new(),
+        };
+        let head = ChainHead {
+            seq: header.seq,
+            digest: sealed.digest,
+        };
+        self.store.append_outgoing(&message, &sealed.bytes, &head)?;
+        Ok(OutboxEntry {
+            message,
+            envelope: sealed.bytes,
+        })
+    }
+
+    /// Delivers one persisted envelope, holding the recipient to its pinned keys.
+    async fn deliver(&self, entry: &OutboxEntry, address: &PeerAddress) -> Result<(), SendError> {
+        let message = &entry.message;
         let contact = self.store.contact(&message.to)?;
         if contact.as_ref().is_some_and(|c| c.pending.is_some()) {
             return Err(SendError::KeysChanged(message.to.clone()));
         }
-        let outgoing = OutgoingMessage {
+        let outgoing = OutgoingEnvelope {
             id: message.id,
             to: message.to.clone(),
-            text: message.text.clone(),
-            sent_at: message.sent_at,
+            bytes: entry.envelope.clone(),
         };
         let pinned = contact.as_ref().map(|c| c.keys);
         match self
@@ -257,11 +411,7 @@ where
             .deliver(&message.to, address, &outgoing, pinned.as_ref())
             .await
         {
-            Ok(keys) => {
-                if contact.is_none() {
-                    let first = Contact::first(message.to.clone(), keys, self.clock.now());
-                    self.store.save_contact(&first)?;
-                }
+            Ok(_) => {
                 self.store.mark_delivered(&message.id, self.clock.now())?;
                 tracing::info!(message.id = %message.id, to = %message.to, "message delivered");
                 self.events.emit(Event::MessageDelivered {
@@ -282,6 +432,7 @@ where
             Err(reason) => Err(SendError::Unreachable {
                 user: message.to.clone(),
                 reason,
+                queued: true,
             }),
         }
     }
@@ -299,8 +450,13 @@ where
         Ok(())
     }
 
-    /// Stores a message that arrived over an authenticated connection. `Ok` means it is
-    /// durably stored (now or before) and the transport may return the receipt. The sender's
+    /// Opens and stores an envelope that arrived over an authenticated connection. `Ok` means
+    /// it is durably stored (now or before) and the transport may return the receipt.
+    ///
+    /// The envelope must carry the signature of the certificate's device key, name the
+    /// certificate's user as sender and this device as recipient, and decrypt; otherwise it is
+    /// refused and nothing is kept. One that passes but does not fit the sender's hash chain
+    /// (a fork or a break) is kept and shown as not verified, with the reason. The sender's
     /// keys are pinned at first contact and must match afterwards.
     ///
     /// # Errors
@@ -308,51 +464,102 @@ where
     #[tracing::instrument(
         name = "usecase.receive_message",
         skip_all,
-        fields(message.id = %cmd.message.id, from = %cmd.from, size = cmd.message.text.as_str().len(), outcome),
+        fields(from = %cmd.from, size = cmd.envelope.len(), message.id, outcome),
         err(Display, level = "info")
     )]
-    pub fn receive(&self, cmd: ReceiveMessage) -> Result<(), ReceiveError> {
-        if cmd.message.to != self.me {
-            return Err(ReceiveError::NotForMe(cmd.message.to));
+    pub fn receive(&self, cmd: ReceiveMessage) -> Result<Received, ReceiveError> {
+        let outcome = self.receive_once(cmd);
+        let code = match &outcome {
+            Ok(Received::Verified) => "stored",
+            Ok(Received::Unverified) => "stored_unverified",
+            Ok(Received::Duplicate) => "duplicate",
+            Err(e) => e.code(),
+        };
+        tracing::Span::current().record("outcome", code);
+        outcome
+    }
+
+    fn receive_once(&self, cmd: ReceiveMessage) -> Result<Received, ReceiveError> {
+        let contact = self.store.contact(&cmd.from)?;
+        if let Some(contact) = &contact
+            && contact.check(&cmd.keys) == KeyCheck::Changed
+        {
+            self.hold_new_keys(contact.clone(), cmd.keys)?;
+            return Err(ReceiveError::KeysChanged(cmd.from));
         }
-        match self.store.contact(&cmd.from)? {
-            None => {
-                let first = Contact::first(cmd.from.clone(), cmd.keys, self.clock.now());
-                self.store.save_contact(&first)?;
-            }
-            Some(contact) => {
-                if contact.check(&cmd.keys) == KeyCheck::Changed {
-                    self.hold_new_keys(contact, cmd.keys)?;
-                    return Err(ReceiveError::KeysChanged(cmd.from));
-                }
-            }
+        let opened = self
+            .envelopes
+            .open(&cmd.envelope, &cmd.keys.ed25519)
+            .map_err(ReceiveError::Envelope)?;
+        let header = opened.header;
+        tracing::Span::current().record("message.id", tracing::field::display(header.id));
+        if header.from != cmd.from {
+            return Err(ReceiveError::WrongSender {
+                claimed: header.from,
+                actual: cmd.from,
+            });
         }
+        if header.to != self.me {
+            return Err(ReceiveError::NotForMe(header.to));
+        }
+        if contact.is_none() {
+            let first = Contact::first(cmd.from.clone(), cmd.keys, self.clock.now());
+            self.store.save_contact(&first)?;
+        }
+        let _chain = self.chain_guard();
+        let link = Link {
+            seq: header.seq,
+            digest: opened.digest,
+            prev: header.prev,
+        };
+        let verification = match judge(&link, &self.store.neighbours(&cmd.from, header.seq)?) {
+            Ok(()) => Verification::Verified,
+            Err(fault) => Verification::Failed(fault),
+        };
+        let now = self.clock.now();
+        let attachments = header
+            .attachments
+            .into_iter()
+            .zip(opened.body.attachment_keys)
+            .map(|(meta, key)| Attachment { meta, key })
+            .collect();
         let stored = StoredMessage {
-            id: cmd.message.id,
+            id: header.id,
             from: cmd.from,
-            to: cmd.message.to,
-            text: cmd.message.text,
-            sent_at: cmd.message.sent_at,
+            to: header.to,
+            text: opened.body.text,
+            sent_at: header.sent_at,
             direction: Direction::Incoming,
-            delivery: Delivery::Received(self.clock.now()),
-            verified: true,
+            delivery: Delivery::Received(now),
+            verification,
+            ttl: header.ttl,
+            expires_at: header.ttl.map(|ttl| ttl.expiry(header.sent_at, now)),
+            attachments,
         };
-        let stored_now = self.store.store_incoming(&stored)?;
-        let outcome = if stored_now == Stored::New {
-            "stored"
-        } else {
-            "duplicate"
-        };
-        tracing::Span::current().record("outcome", outcome);
-        if stored_now == Stored::New {
-            tracing::info!("message stored");
-            self.events.emit(Event::MessageReceived(stored));
+        match self.store.store_incoming(&stored, &link)? {
+            Stored::Duplicate => Ok(Received::Duplicate),
+            Stored::Conflicting => Err(ReceiveError::Conflicting(stored.id)),
+            Stored::New => {
+                if let Verification::Failed(fault) = verification {
+                    tracing::warn!(message.id = %stored.id, from = %stored.from, fault = fault.code(), "message does not fit the sender's chain");
+                } else {
+                    tracing::info!("message stored");
+                }
+                if !stored.expired(now) {
+                    self.events.emit(Event::MessageReceived(stored));
+                }
+                Ok(if verification.is_verified() {
+                    Received::Verified
+                } else {
+                    Received::Unverified
+                })
+            }
         }
-        Ok(())
     }
 
     /// Accepts the keys `user` presented since the first contact: they become the pinned ones,
-    /// and messages waiting for `user` go out at the next outbox round.
+    /// the messages waiting for `user` are sealed again to them (same positions in the chain),
+    /// and they go out at the next outbox round.
     ///
     /// # Errors
     /// [`TrustError`] when `user` is no contact or nothing is pending.
@@ -366,7 +573,64 @@ where
             .accept_pending(self.clock.now())
             .ok_or_else(|| TrustError::NothingPending(user.clone()))?;
         self.store.save_contact(&accepted)?;
+        let Some(recipient) = accepted.keys.x25519 else {
+            return Ok(());
+        };
+        let _chain = self.chain_guard();
+        let head = self.store.chain_head(user)?;
+        let mut prev = None;
+        for entry in self.store.outbox(self.clock.now())? {
+            if entry.message.to != *user {
+                continue;
+            }
+            let mut header = self
+                .envelopes
+                .header(&entry.envelope)
+                .map_err(TrustError::Seal)?;
+            if let Some(prev) = prev {
+                header.prev = prev;
+            }
+            let body = Body {
+                text: entry.message.text.clone(),
+                attachment_keys: entry
+                    .message
+                    .attachments
+                    .iter()
+                    .map(|a| a.key.clone())
+                    .collect(),
+            };
+            let sealed = self
+                .envelopes
+                .seal(&header, &body, &recipient)
+                .map_err(TrustError::Seal)?;
+            prev = Some(sealed.digest);
+            // The head moves only when the resealed message is the newest of the chain.
+            let new_head = if header.seq == head.seq {
+                ChainHead {
+                    seq: head.seq,
+                    digest: sealed.digest,
+                }
+            } else {
+                head
+            };
+            self.store
+                .reseal(&entry.message.id, &sealed.bytes, &new_head)?;
+        }
         Ok(())
+    }
+
+    /// Deletes every message expired by now (both directions), for real: its key goes too.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    #[tracing::instrument(name = "usecase.purge_expired", level = "debug", skip_all, fields(purged), err(Display))]
+    pub fn purge_expired(&self) -> Result<u64, StoreError> {
+        let purged = self.store.purge_expired(self.clock.now())?;
+        tracing::Span::current().record("purged", purged);
+        if purged > 0 {
+            tracing::info!(purged, "expired messages deleted");
+        }
+        Ok(purged)
     }
 
     /// Tries once to deliver everything in the outbox, in order per recipient: a recipient's
@@ -378,38 +642,39 @@ where
     /// failures are not errors: the messages simply stay in the outbox.
     #[tracing::instrument(name = "usecase.retry_outbox", level = "debug", skip_all, err(Display))]
     pub async fn retry_outbox(&self) -> Result<(), StoreError> {
-        let pending = self.store.outbox()?;
+        let pending = self.store.outbox(self.clock.now())?;
         let mut blocked: Vec<Username> = Vec::new();
         let mut addresses: Vec<(Username, PeerAddress)> = Vec::new();
-        for message in pending {
-            if blocked.contains(&message.to) {
+        for entry in pending {
+            let to = entry.message.to.clone();
+            if blocked.contains(&to) {
                 continue;
             }
             if self
                 .store
-                .contact(&message.to)?
+                .contact(&to)?
                 .is_some_and(|c| c.pending.is_some())
             {
-                blocked.push(message.to.clone());
+                blocked.push(to);
                 continue;
             }
-            let address = match addresses.iter().find(|(u, _)| *u == message.to) {
+            let address = match addresses.iter().find(|(u, _)| *u == to) {
                 Some((_, a)) => a.clone(),
-                None => match self.directory.lookup(&message.to).await {
+                None => match self.directory.lookup(&to).await {
                     Ok(Some(a)) => {
-                        addresses.push((message.to.clone(), a.clone()));
+                        addresses.push((to.clone(), a.clone()));
                         a
                     }
                     Ok(None) | Err(_) => {
-                        blocked.push(message.to.clone());
+                        blocked.push(to);
                         continue;
                     }
                 },
             };
-            match self.deliver(&message, &address).await {
+            match self.deliver(&entry, &address).await {
                 Ok(()) => {}
                 Err(SendError::Store(e)) => return Err(e),
-                Err(_) => blocked.push(message.to.clone()),
+                Err(_) => blocked.push(to),
             }
         }
         Ok(())

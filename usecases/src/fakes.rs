@@ -1,17 +1,17 @@
 //! In-memory fakes of the ports, for the use-case tests. Each can be told to fail.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use parley_domain::{
-    Contact, ConversationSummary, Delivery, DeviceIdentity, Direction, MessageId, PeerKeys,
-    StoredMessage, Timestamp, Username,
+    Body, ChainHead, ChainState, Contact, ConversationSummary, Delivery, DeviceIdentity, Digest,
+    Direction, Header, Link, MessageId, Neighbours, PeerKeys, StoredMessage, Timestamp, Username,
 };
 
 use crate::ports::{
-    Clock, Directory, DirectoryError, EnrollError, EnrollRequest, Enrollment, Event, EventSink,
-    IdentityStore, MessageStore, OutgoingMessage, PeerAddress, StoreError, Stored, Transport,
-    TransportError,
+    Clock, Directory, DirectoryError, EnrollError, EnrollRequest, Enrollment, EnvelopeError,
+    Envelopes, Event, EventSink, IdentityStore, MessageStore, Opened, OutboxEntry,
+    OutgoingEnvelope, PeerAddress, Sealed, StoreError, Stored, Transport, TransportError,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -22,6 +22,11 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Default)]
 pub struct InMemoryStore {
     messages: Mutex<Vec<StoredMessage>>,
+    envelopes: Mutex<HashMap<MessageId, Vec<u8>>>,
+    heads: Mutex<HashMap<Username, ChainHead>>,
+    seen: Mutex<HashMap<(Username, MessageId), Digest>>,
+    links: Mutex<HashMap<Username, BTreeMap<u64, Link>>>,
+    faults: Mutex<HashMap<Username, u64>>,
     contacts: Mutex<HashMap<Username, Contact>>,
     identity: Mutex<Option<DeviceIdentity>>,
     writes: Mutex<usize>,
@@ -42,29 +47,99 @@ impl InMemoryStore {
         }
     }
 
+    /// Every message kept, expired or not, in arrival order.
     pub fn all(&self) -> Vec<StoredMessage> {
         lock(&self.messages).clone()
+    }
+
+    /// The envelope kept for an outbox message.
+    pub fn envelope(&self, id: &MessageId) -> Option<Vec<u8>> {
+        lock(&self.envelopes).get(id).cloned()
     }
 }
 
 impl MessageStore for InMemoryStore {
-    fn append_outgoing(&self, message: &StoredMessage) -> Result<(), StoreError> {
-        self.write()?;
-        lock(&self.messages).push(message.clone());
-        Ok(())
-    }
-
-    fn store_incoming(&self, message: &StoredMessage) -> Result<Stored, StoreError> {
+    fn append_outgoing(
+        &self,
+        message: &StoredMessage,
+        envelope: &[u8],
+        head: &ChainHead,
+    ) -> Result<(), StoreError> {
         let mut messages = lock(&self.messages);
         if messages
             .iter()
             .any(|m| m.id == message.id && m.from == message.from)
         {
-            return Ok(Stored::Duplicate);
+            return Ok(());
         }
         self.write()?;
         messages.push(message.clone());
+        lock(&self.envelopes).insert(message.id, envelope.to_vec());
+        lock(&self.heads).insert(message.to.clone(), *head);
+        Ok(())
+    }
+
+    fn chain_head(&self, to: &Username) -> Result<ChainHead, StoreError> {
+        Ok(lock(&self.heads).get(to).copied().unwrap_or(ChainHead::EMPTY))
+    }
+
+    fn store_incoming(&self, message: &StoredMessage, link: &Link) -> Result<Stored, StoreError> {
+        let key = (message.from.clone(), message.id);
+        let mut seen = lock(&self.seen);
+        if let Some(digest) = seen.get(&key) {
+            return Ok(if *digest == link.digest {
+                Stored::Duplicate
+            } else {
+                Stored::Conflicting
+            });
+        }
+        self.write()?;
+        seen.insert(key, link.digest);
+        lock(&self.messages).push(message.clone());
+        if message.verification.is_verified() {
+            lock(&self.links)
+                .entry(message.from.clone())
+                .or_default()
+                .insert(link.seq, *link);
+        } else {
+            *lock(&self.faults).entry(message.from.clone()).or_default() += 1;
+        }
         Ok(Stored::New)
+    }
+
+    fn neighbours(&self, from: &Username, seq: u64) -> Result<Neighbours, StoreError> {
+        let links = lock(&self.links);
+        let Some(chain) = links.get(from) else {
+            return Ok(Neighbours::default());
+        };
+        Ok(Neighbours {
+            before: seq.checked_sub(1).and_then(|s| chain.get(&s).copied()),
+            same: chain.get(&seq).copied(),
+            after: seq.checked_add(1).and_then(|s| chain.get(&s).copied()),
+        })
+    }
+
+    fn chain_state(&self, from: &Username) -> Result<ChainState, StoreError> {
+        let seqs: Vec<u64> = lock(&self.links)
+            .get(from)
+            .map(|c| c.keys().copied().collect())
+            .unwrap_or_default();
+        let faults = lock(&self.faults).get(from).copied().unwrap_or(0);
+        Ok(ChainState::of(seqs, faults))
+    }
+
+    fn reseal(&self, id: &MessageId, envelope: &[u8], head: &ChainHead) -> Result<(), StoreError> {
+        self.write()?;
+        let messages = lock(&self.messages);
+        let Some(message) = messages
+            .iter()
+            .find(|m| m.id == *id && m.delivery == Delivery::Pending)
+        else {
+            return Ok(());
+        };
+        lock(&self.envelopes).insert(*id, envelope.to_vec());
+        lock(&self.heads).insert(message.to.clone(), *head);
+        Ok(())
     }
 
     fn mark_delivered(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
@@ -74,29 +149,37 @@ impl MessageStore for InMemoryStore {
                 m.delivery = Delivery::Delivered(at);
             }
         }
+        lock(&self.envelopes).remove(id);
         Ok(())
     }
 
-    fn outbox(&self) -> Result<Vec<StoredMessage>, StoreError> {
+    fn outbox(&self, now: Timestamp) -> Result<Vec<OutboxEntry>, StoreError> {
+        let envelopes = lock(&self.envelopes);
         Ok(lock(&self.messages)
             .iter()
-            .filter(|m| m.delivery == Delivery::Pending)
+            .filter(|m| m.delivery == Delivery::Pending && !m.expired(now))
+            .map(|m| OutboxEntry {
+                message: m.clone(),
+                envelope: envelopes.get(&m.id).cloned().unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    fn history(&self, with: &Username, now: Timestamp) -> Result<Vec<StoredMessage>, StoreError> {
+        Ok(lock(&self.messages)
+            .iter()
+            .filter(|m| m.contact() == with && !m.expired(now))
             .cloned()
             .collect())
     }
 
-    fn history(&self, with: &Username) -> Result<Vec<StoredMessage>, StoreError> {
-        Ok(lock(&self.messages)
-            .iter()
-            .filter(|m| m.contact() == with)
-            .cloned()
-            .collect())
-    }
-
-    fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError> {
+    fn conversations(&self, now: Timestamp) -> Result<Vec<ConversationSummary>, StoreError> {
         // (summary, position of its newest message), newest conversation first.
         let mut out: Vec<(ConversationSummary, usize)> = Vec::new();
         for (at, m) in lock(&self.messages).iter().enumerate() {
+            if m.expired(now) {
+                continue;
+            }
             match out.iter_mut().find(|(c, _)| c.with == *m.contact()) {
                 Some((c, last)) => {
                     c.messages += 1;
@@ -115,6 +198,22 @@ impl MessageStore for InMemoryStore {
         }
         out.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
         Ok(out.into_iter().map(|(c, _)| c).collect())
+    }
+
+    fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let mut messages = lock(&self.messages);
+        let gone: BTreeSet<MessageId> = messages
+            .iter()
+            .filter(|m| m.expired(now))
+            .map(|m| m.id)
+            .collect();
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        self.write()?;
+        messages.retain(|m| !gone.contains(&m.id));
+        lock(&self.envelopes).retain(|id, _| !gone.contains(id));
+        Ok(gone.len() as u64)
     }
 
     fn is_contact(&self, user: &Username) -> Result<bool, StoreError> {
@@ -184,7 +283,7 @@ impl Directory for InMemoryDirectory {
 /// answer with a given error.
 #[derive(Default)]
 pub struct InMemoryTransport {
-    pub delivered: Mutex<Vec<OutgoingMessage>>,
+    pub delivered: Mutex<Vec<OutgoingEnvelope>>,
     /// The keys each recipient's certificate carries (default: `keys(0)`).
     pub keys: Mutex<HashMap<Username, PeerKeys>>,
     failure: Mutex<Option<TransportError>>,
@@ -207,7 +306,7 @@ impl Transport for InMemoryTransport {
         &self,
         to: &Username,
         _at: &PeerAddress,
-        message: &OutgoingMessage,
+        message: &OutgoingEnvelope,
         pinned: Option<&PeerKeys>,
     ) -> Result<PeerKeys, TransportError> {
         let presented = lock(&self.keys).get(to).copied().unwrap_or_else(|| keys(0));
@@ -227,6 +326,115 @@ impl Transport for InMemoryTransport {
         }
         lock(&self.delivered).push(message.clone());
         Ok(presented)
+    }
+
+    async fn keys_of(&self, to: &Username, _at: &PeerAddress) -> Result<PeerKeys, TransportError> {
+        if let Some(e) = lock(&self.failure).clone() {
+            return Err(e);
+        }
+        Ok(lock(&self.keys).get(to).copied().unwrap_or_else(|| keys(0)))
+    }
+}
+
+/// What one fake sealing recorded.
+#[derive(Clone)]
+pub struct Sealing {
+    header: Header,
+    body: Body,
+    signer: [u8; 32],
+    recipient: [u8; 32],
+}
+
+/// Envelopes without cryptography: a sealing is an entry in a registry the devices of one test
+/// share, and the bytes are its number. Opening checks what the real envelope guarantees (the
+/// signer, the recipient, unaltered bytes), so the use cases can be tested against refusals.
+pub struct FakeEnvelopes {
+    me: PeerKeys,
+    registry: Arc<Mutex<Vec<Sealing>>>,
+}
+
+/// The registry the devices of one test share.
+pub type EnvelopeRegistry = Arc<Mutex<Vec<Sealing>>>;
+
+impl FakeEnvelopes {
+    /// The envelopes of the device holding `me`, over a shared `registry`.
+    pub fn new(me: PeerKeys, registry: &EnvelopeRegistry) -> Self {
+        Self {
+            me,
+            registry: Arc::clone(registry),
+        }
+    }
+
+    fn refused(code: &'static str) -> EnvelopeError {
+        EnvelopeError {
+            code,
+            message: format!("fake envelope refused ({code})"),
+        }
+    }
+
+    fn sealing(&self, bytes: &[u8]) -> Result<Sealing, EnvelopeError> {
+        let index = bytes
+            .strip_prefix(b"fake-envelope:")
+            .and_then(|rest| std::str::from_utf8(rest).ok())
+            .and_then(|n| n.parse::<usize>().ok())
+            .ok_or_else(|| Self::refused("malformed"))?;
+        lock(&self.registry)
+            .get(index)
+            .cloned()
+            .ok_or_else(|| Self::refused("bad_signature"))
+    }
+}
+
+fn digest_of(bytes: &[u8]) -> Digest {
+    let mut out = [0u8; 32];
+    for (i, b) in bytes.iter().enumerate() {
+        out[i % 32] ^= b.rotate_left(u32::try_from(i / 32 % 8).unwrap_or(0));
+    }
+    out[31] ^= 0x5a;
+    Digest(out)
+}
+
+impl Envelopes for FakeEnvelopes {
+    fn seal(
+        &self,
+        header: &Header,
+        body: &Body,
+        recipient_x25519: &[u8; 32],
+    ) -> Result<Sealed, EnvelopeError> {
+        if *recipient_x25519 == [0; 32] {
+            return Err(Self::refused("weak_key"));
+        }
+        let mut registry = lock(&self.registry);
+        registry.push(Sealing {
+            header: header.clone(),
+            body: body.clone(),
+            signer: self.me.ed25519,
+            recipient: *recipient_x25519,
+        });
+        let bytes = format!("fake-envelope:{}", registry.len() - 1).into_bytes();
+        Ok(Sealed {
+            digest: digest_of(&bytes),
+            bytes,
+        })
+    }
+
+    fn open(&self, bytes: &[u8], sender_ed25519: &[u8; 32]) -> Result<Opened, EnvelopeError> {
+        let sealing = self.sealing(bytes)?;
+        if sealing.signer != *sender_ed25519 {
+            return Err(Self::refused("bad_signature"));
+        }
+        if Some(sealing.recipient) != self.me.x25519 {
+            return Err(Self::refused("undecryptable"));
+        }
+        Ok(Opened {
+            header: sealing.header,
+            body: sealing.body,
+            digest: digest_of(bytes),
+        })
+    }
+
+    fn header(&self, bytes: &[u8]) -> Result<Header, EnvelopeError> {
+        Ok(self.sealing(bytes)?.header)
     }
 }
 

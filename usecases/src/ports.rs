@@ -3,8 +3,9 @@
 use std::future::Future;
 
 use parley_domain::{
-    CaFingerprint, Contact, ConversationSummary, DeviceIdentity, MessageId, MessageText, PeerKeys,
-    Secret32, StoredMessage, Timestamp, Username, identity::Password,
+    Body, CaFingerprint, ChainHead, ChainState, Contact, ConversationSummary, DeviceIdentity,
+    Digest, Header, Link, MessageId, Neighbours, PeerKeys, Secret32, StoredMessage, Timestamp,
+    Username, identity::Password,
 };
 
 /// The time now.
@@ -27,8 +28,20 @@ pub enum StoreError {
 pub enum Stored {
     /// First time this (sender, id): now stored durably.
     New,
-    /// Already stored before; nothing changed.
+    /// The same envelope (same digest) was stored before; nothing changed. A retry or a
+    /// replay: the receipt may be given again.
     Duplicate,
+    /// Another envelope under this (sender, id) was stored before; nothing changed.
+    Conflicting,
+}
+
+/// An outgoing message still waiting for its receipt, with the envelope to send again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// The message as the conversation shows it.
+    pub message: StoredMessage,
+    /// The sealed envelope, sent unchanged on every attempt.
+    pub envelope: Vec<u8>,
 }
 
 /// Conversations, the outbox and contacts.
@@ -37,18 +50,41 @@ pub enum Stored {
 /// Every method returns [`StoreError::Unavailable`] when the medium fails. Implementations MUST
 /// NOT report success for a write that is not durable (flushed) yet.
 pub trait MessageStore: Send + Sync {
-    /// Adds an outgoing message to its conversation and to the outbox, durably, atomically.
-    fn append_outgoing(&self, message: &StoredMessage) -> Result<(), StoreError>;
-    /// Stores an incoming message durably, once per (sender, id).
-    fn store_incoming(&self, message: &StoredMessage) -> Result<Stored, StoreError>;
+    /// Adds an outgoing message to its conversation and, with its sealed `envelope`, to the
+    /// outbox, and moves the chain towards `message.to` to `head` — durably, atomically.
+    fn append_outgoing(
+        &self,
+        message: &StoredMessage,
+        envelope: &[u8],
+        head: &ChainHead,
+    ) -> Result<(), StoreError>;
+    /// The head of this device's chain towards `to` ([`ChainHead::EMPTY`] before the first
+    /// message).
+    fn chain_head(&self, to: &Username) -> Result<ChainHead, StoreError>;
+    /// Stores an incoming message durably, once per (sender, id), with its place in the
+    /// sender's chain: `link` joins the chain when the message is verified, and counts as a
+    /// fault of that chain otherwise. The (sender, id) stays remembered after the message
+    /// expires, so a replay is recognised for ever.
+    fn store_incoming(&self, message: &StoredMessage, link: &Link) -> Result<Stored, StoreError>;
+    /// The accepted links of `from`'s chain around position `seq`.
+    fn neighbours(&self, from: &Username, seq: u64) -> Result<Neighbours, StoreError>;
+    /// The state of `from`'s chain towards this device.
+    fn chain_state(&self, from: &Username) -> Result<ChainState, StoreError>;
+    /// Replaces the kept envelope of the outbox message `id` (sealed again, to a contact's
+    /// newly accepted keys) and moves the chain towards its recipient to `head`, atomically.
+    /// Does nothing when `id` is no longer in the outbox.
+    fn reseal(&self, id: &MessageId, envelope: &[u8], head: &ChainHead) -> Result<(), StoreError>;
     /// Records the receipt of an outgoing message and takes it out of the outbox.
     fn mark_delivered(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError>;
-    /// Outgoing messages still waiting for a receipt, oldest first.
-    fn outbox(&self) -> Result<Vec<StoredMessage>, StoreError>;
-    /// One conversation, oldest first.
-    fn history(&self, with: &Username) -> Result<Vec<StoredMessage>, StoreError>;
-    /// Every conversation, most recent first.
-    fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError>;
+    /// Outgoing messages still waiting for a receipt, oldest first, expired ones left out.
+    fn outbox(&self, now: Timestamp) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// One conversation, oldest first, without messages expired at `now`.
+    fn history(&self, with: &Username, now: Timestamp) -> Result<Vec<StoredMessage>, StoreError>;
+    /// Every conversation that still has a message not expired at `now`, most recent first.
+    fn conversations(&self, now: Timestamp) -> Result<Vec<ConversationSummary>, StoreError>;
+    /// Deletes every message expired at `now` (its record, its key, its attachments and its
+    /// outbox entry), durably. Returns how many went.
+    fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError>;
     /// True when a conversation with `user` exists.
     fn is_contact(&self, user: &Username) -> Result<bool, StoreError>;
     /// The contact record (pinned keys) of `user`, if any.
@@ -102,17 +138,71 @@ pub trait Directory: Send + Sync {
     ) -> impl Future<Output = Result<Option<PeerAddress>, DirectoryError>> + Send;
 }
 
-/// A message on its way out, as the transport carries it.
+/// A sealed message on its way out, as the transport carries it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutgoingMessage {
-    /// Its id.
+pub struct OutgoingEnvelope {
+    /// Its id (for receipts and traces).
     pub id: MessageId,
     /// The recipient.
     pub to: Username,
-    /// The text.
-    pub text: MessageText,
-    /// When it was written.
-    pub sent_at: Timestamp,
+    /// The sealed envelope.
+    pub bytes: Vec<u8>,
+}
+
+/// An envelope just sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    /// The envelope's bytes.
+    pub bytes: Vec<u8>,
+    /// Their SHA-256: the next message's `prev`.
+    pub digest: Digest,
+}
+
+/// An envelope opened: its signature held, it was sealed to this device, it decrypted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The signed header.
+    pub header: Header,
+    /// The decrypted body.
+    pub body: Body,
+    /// The envelope's SHA-256.
+    pub digest: Digest,
+}
+
+/// Why an envelope could not be sealed or opened. `code` is stable; `message` one sentence
+/// with no secret in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct EnvelopeError {
+    /// A stable snake_case name (`bad_signature`, `undecryptable`, `weak_key`, ...).
+    pub code: &'static str,
+    /// One sentence.
+    pub message: String,
+}
+
+/// Sealing to a recipient and opening from a sender, with this device's keys.
+pub trait Envelopes: Send + Sync {
+    /// Encrypts `body` to `recipient_x25519`, binds `header`, signs with the device key.
+    ///
+    /// # Errors
+    /// [`EnvelopeError`] (for example, a weak recipient key).
+    fn seal(
+        &self,
+        header: &Header,
+        body: &Body,
+        recipient_x25519: &[u8; 32],
+    ) -> Result<Sealed, EnvelopeError>;
+    /// Checks the signature against `sender_ed25519`, decrypts with this device's key.
+    ///
+    /// # Errors
+    /// [`EnvelopeError`] for anything altered, malformed, forged or not for this device.
+    fn open(&self, bytes: &[u8], sender_ed25519: &[u8; 32]) -> Result<Opened, EnvelopeError>;
+    /// Reads the header of an envelope without checking anything (this device's own outgoing
+    /// envelopes, to seal them again).
+    ///
+    /// # Errors
+    /// [`EnvelopeError`] when the bytes are no envelope.
+    fn header(&self, bytes: &[u8]) -> Result<Header, EnvelopeError>;
 }
 
 /// Failure to deliver a message.
@@ -164,6 +254,9 @@ pub trait Transport: Send + Sync {
     /// certificate carries other keys is refused before anything is sent. Returns the keys the
     /// recipient's certificate carries.
     ///
+    /// The envelope is sealed to the pinned keys, so `deliver` is only called with `pinned`
+    /// set; a first contact learns the keys with [`Transport::keys_of`] first.
+    ///
     /// # Errors
     /// [`TransportError`]. The message may or may not have been stored by the recipient when
     /// this fails; a retry is always safe (the recipient stores it once).
@@ -171,8 +264,19 @@ pub trait Transport: Send + Sync {
         &self,
         to: &Username,
         at: &PeerAddress,
-        message: &OutgoingMessage,
+        message: &OutgoingEnvelope,
         pinned: Option<&PeerKeys>,
+    ) -> impl Future<Output = Result<PeerKeys, TransportError>> + Send;
+
+    /// Connects to `to` at `at` and returns the keys its certificate carries, without sending
+    /// a message (first contact: the envelope has to be sealed to those keys).
+    ///
+    /// # Errors
+    /// [`TransportError`] as for [`Transport::deliver`].
+    fn keys_of(
+        &self,
+        to: &Username,
+        at: &PeerAddress,
     ) -> impl Future<Output = Result<PeerKeys, TransportError>> + Send;
 }
 
@@ -290,23 +394,43 @@ impl<T: Clock + ?Sized> Clock for std::sync::Arc<T> {
 }
 
 impl<T: MessageStore + ?Sized> MessageStore for std::sync::Arc<T> {
-    fn append_outgoing(&self, message: &StoredMessage) -> Result<(), StoreError> {
-        (**self).append_outgoing(message)
+    fn append_outgoing(
+        &self,
+        message: &StoredMessage,
+        envelope: &[u8],
+        head: &ChainHead,
+    ) -> Result<(), StoreError> {
+        (**self).append_outgoing(message, envelope, head)
     }
-    fn store_incoming(&self, message: &StoredMessage) -> Result<Stored, StoreError> {
-        (**self).store_incoming(message)
+    fn chain_head(&self, to: &Username) -> Result<ChainHead, StoreError> {
+        (**self).chain_head(to)
+    }
+    fn store_incoming(&self, message: &StoredMessage, link: &Link) -> Result<Stored, StoreError> {
+        (**self).store_incoming(message, link)
+    }
+    fn neighbours(&self, from: &Username, seq: u64) -> Result<Neighbours, StoreError> {
+        (**self).neighbours(from, seq)
+    }
+    fn chain_state(&self, from: &Username) -> Result<ChainState, StoreError> {
+        (**self).chain_state(from)
+    }
+    fn reseal(&self, id: &MessageId, envelope: &[u8], head: &ChainHead) -> Result<(), StoreError> {
+        (**self).reseal(id, envelope, head)
     }
     fn mark_delivered(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
         (**self).mark_delivered(id, at)
     }
-    fn outbox(&self) -> Result<Vec<StoredMessage>, StoreError> {
-        (**self).outbox()
+    fn outbox(&self, now: Timestamp) -> Result<Vec<OutboxEntry>, StoreError> {
+        (**self).outbox(now)
     }
-    fn history(&self, with: &Username) -> Result<Vec<StoredMessage>, StoreError> {
-        (**self).history(with)
+    fn history(&self, with: &Username, now: Timestamp) -> Result<Vec<StoredMessage>, StoreError> {
+        (**self).history(with, now)
     }
-    fn conversations(&self) -> Result<Vec<ConversationSummary>, StoreError> {
-        (**self).conversations()
+    fn conversations(&self, now: Timestamp) -> Result<Vec<ConversationSummary>, StoreError> {
+        (**self).conversations(now)
+    }
+    fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
+        (**self).purge_expired(now)
     }
     fn is_contact(&self, user: &Username) -> Result<bool, StoreError> {
         (**self).is_contact(user)
@@ -333,10 +457,34 @@ impl<T: Transport> Transport for std::sync::Arc<T> {
         &self,
         to: &Username,
         at: &PeerAddress,
-        message: &OutgoingMessage,
+        message: &OutgoingEnvelope,
         pinned: Option<&PeerKeys>,
     ) -> impl Future<Output = Result<PeerKeys, TransportError>> + Send {
         (**self).deliver(to, at, message, pinned)
+    }
+    fn keys_of(
+        &self,
+        to: &Username,
+        at: &PeerAddress,
+    ) -> impl Future<Output = Result<PeerKeys, TransportError>> + Send {
+        (**self).keys_of(to, at)
+    }
+}
+
+impl<T: Envelopes + ?Sized> Envelopes for std::sync::Arc<T> {
+    fn seal(
+        &self,
+        header: &Header,
+        body: &Body,
+        recipient_x25519: &[u8; 32],
+    ) -> Result<Sealed, EnvelopeError> {
+        (**self).seal(header, body, recipient_x25519)
+    }
+    fn open(&self, bytes: &[u8], sender_ed25519: &[u8; 32]) -> Result<Opened, EnvelopeError> {
+        (**self).open(bytes, sender_ed25519)
+    }
+    fn header(&self, bytes: &[u8]) -> Result<Header, EnvelopeError> {
+        (**self).header(bytes)
     }
 }
 

@@ -1,28 +1,48 @@
 //! Queries: each returns data and changes nothing.
 
 use parley_domain::{
-    Contact, ConversationSummary, PeerKeys, SafetyNumber, StoredMessage, Username,
+    ChainHead, ChainState, Contact, ConversationSummary, PeerKeys, SafetyNumber, StoredMessage,
+    Timestamp, Username,
 };
 
 use crate::ports::{MessageStore, NodeInfo, NodeSnapshot, StoreError};
 
-/// One conversation, oldest first.
+/// One conversation and the state of both directions' hash chains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct History {
+    /// The messages not expired, oldest first.
+    pub messages: Vec<StoredMessage>,
+    /// The contact's chain towards this device, as received.
+    pub incoming: ChainState,
+    /// The head of this device's chain towards the contact.
+    pub outgoing: ChainHead,
+}
+
+/// One conversation at `now`, oldest first, expired messages left out, with the chains' state.
 ///
 /// # Errors
 /// [`StoreError`] when the store cannot be read.
 pub fn history(
     store: &impl MessageStore,
     with: &Username,
-) -> Result<Vec<StoredMessage>, StoreError> {
-    store.history(with)
+    now: Timestamp,
+) -> Result<History, StoreError> {
+    Ok(History {
+        messages: store.history(with, now)?,
+        incoming: store.chain_state(with)?,
+        outgoing: store.chain_head(with)?,
+    })
 }
 
-/// Every conversation, most recent first.
+/// Every conversation with a message not expired at `now`, most recent first.
 ///
 /// # Errors
 /// [`StoreError`] when the store cannot be read.
-pub fn conversations(store: &impl MessageStore) -> Result<Vec<ConversationSummary>, StoreError> {
-    store.conversations()
+pub fn conversations(
+    store: &impl MessageStore,
+    now: Timestamp,
+) -> Result<Vec<ConversationSummary>, StoreError> {
+    store.conversations(now)
 }
 
 /// The peer's state for `status`.
@@ -44,11 +64,12 @@ pub fn status(
     user: &Username,
     node: &impl NodeInfo,
     store: &impl MessageStore,
+    now: Timestamp,
 ) -> Result<Status, StoreError> {
     Ok(Status {
         user: user.clone(),
         node: node.snapshot(),
-        outbox: store.outbox()?.len(),
+        outbox: store.outbox(now)?.len(),
     })
 }
 

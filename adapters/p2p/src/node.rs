@@ -18,18 +18,20 @@ use libp2p::{
     },
     swarm::{NetworkBehaviour, SwarmEvent, dial_opts::DialOpts},
 };
-use parley_domain::{MessageId, MessageText, PeerKeys, Role, Timestamp, Username};
+use base64::Engine as _;
+use parley_domain::{Digest, PeerKeys, Role, Username};
 use parley_usecases::ports::{
-    Directory, DirectoryError, NodeInfo, NodeSnapshot, OutgoingMessage, PeerAddress, Transport,
+    Directory, DirectoryError, NodeInfo, NodeSnapshot, OutgoingEnvelope, PeerAddress, Transport,
     TransportError,
 };
+use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     Credentials, Error,
     protocol::{
-        DIRECTORY_PROTOCOL, DirectoryRequest, DirectoryResponse, MESSAGE_PROTOCOL, MessageRequest,
-        MessageResponse, Meta, meta_within_bounds,
+        DIRECTORY_PROTOCOL, DirectoryRequest, DirectoryResponse, MAX_ENVELOPE_BASE64,
+        MESSAGE_PROTOCOL, MessageRequest, MessageResponse, Meta, meta_within_bounds,
     },
     registry::{Expectation, Refusal, Registry},
     swarm, trace,
@@ -57,15 +59,15 @@ pub struct NodeConfig {
     pub inbound_queue: usize,
 }
 
-/// A message that arrived, waiting for the application to store it.
+/// A sealed message that arrived, waiting for the application to open and store it.
 #[derive(Debug)]
 pub struct Inbound {
     /// The sender, from the connection's verified certificate.
     pub from: Username,
     /// The keys of the sender's certificate.
     pub keys: PeerKeys,
-    /// The message.
-    pub message: OutgoingMessage,
+    /// The sealed envelope, as received (not yet checked).
+    pub envelope: Vec<u8>,
     meta: Meta,
     reply: oneshot::Sender<Result<(), String>>,
 }
@@ -77,8 +79,7 @@ impl Inbound {
         let span = tracing::info_span!(
             "p2p.receive",
             from = %self.from,
-            message.id = %self.message.id,
-            size = self.message.text.as_str().len()
+            size = self.envelope.len()
         );
         trace::adopt(&span, &self.meta);
         span
@@ -118,6 +119,13 @@ enum Command {
         peer: PeerId,
         addrs: Vec<Multiaddr>,
         request: Box<MessageRequest>,
+        digest: Digest,
+        reply: DeliveryReply,
+    },
+    KeysOf {
+        to: Username,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
         reply: DeliveryReply,
     },
 }
@@ -125,6 +133,7 @@ enum Command {
 struct PendingDelivery {
     peer: PeerId,
     to: Username,
+    digest: Digest,
     reply: DeliveryReply,
 }
 
@@ -196,13 +205,13 @@ impl Node {
         let task = Task {
             swarm,
             registry,
-            me: config.user,
             rendezvous: rendezvous_peer.map(|p| (p, rendezvous_addrs)),
             listen_addrs,
             snapshot: snapshot.clone(),
             inbound: inbound_tx,
             lookups: HashMap::new(),
             deliveries: HashMap::new(),
+            probes: HashMap::new(),
             replies: FuturesUnordered::new(),
         };
         let handle = tokio::spawn(task.run(command_rx, stop_rx));
@@ -276,23 +285,12 @@ impl Transport for Node {
         &self,
         to: &Username,
         at: &PeerAddress,
-        message: &OutgoingMessage,
+        message: &OutgoingEnvelope,
         pinned: Option<&PeerKeys>,
     ) -> Result<PeerKeys, TransportError> {
-        let peer: PeerId = at
-            .peer_id
-            .parse()
-            .map_err(|_| TransportError::Unreachable(format!("bad peer id {}", at.peer_id)))?;
-        let addrs = at
-            .addrs
-            .iter()
-            .filter_map(|a| a.parse::<Multiaddr>().ok())
-            .collect();
+        let (peer, addrs) = dial_target(at)?;
         let request = Box::new(MessageRequest {
-            id: message.id.to_string(),
-            to: message.to.to_string(),
-            text: message.text.as_str().to_owned(),
-            sent_at: message.sent_at.0,
+            envelope: base64::engine::general_purpose::STANDARD.encode(&message.bytes),
             meta: trace::current(),
         });
         let (reply, rx) = oneshot::channel();
@@ -302,6 +300,7 @@ impl Transport for Node {
             peer,
             addrs,
             request,
+            digest: digest_of(&message.bytes),
             reply,
         })
         .await
@@ -315,6 +314,45 @@ impl Transport for Node {
         tracing::Span::current().record("outcome", code);
         outcome
     }
+
+    #[tracing::instrument(
+        name = "p2p.keys_of",
+        skip_all,
+        fields(%to, peer.id = %at.peer_id),
+        err(Display, level = "info")
+    )]
+    async fn keys_of(&self, to: &Username, at: &PeerAddress) -> Result<PeerKeys, TransportError> {
+        let (peer, addrs) = dial_target(at)?;
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::KeysOf {
+            to: to.clone(),
+            peer,
+            addrs,
+            reply,
+        })
+        .await
+        .map_err(|e| TransportError::Unreachable(e.to_string()))?;
+        rx.await
+            .map_err(|_| TransportError::Unreachable("the network task stopped".into()))?
+    }
+}
+
+fn dial_target(at: &PeerAddress) -> Result<(PeerId, Vec<Multiaddr>), TransportError> {
+    let peer: PeerId = at
+        .peer_id
+        .parse()
+        .map_err(|_| TransportError::Unreachable(format!("bad peer id {}", at.peer_id)))?;
+    let addrs = at
+        .addrs
+        .iter()
+        .filter_map(|a| a.parse::<Multiaddr>().ok())
+        .collect();
+    Ok((peer, addrs))
+}
+
+/// SHA-256 of an envelope, as receipts name it.
+fn digest_of(bytes: &[u8]) -> Digest {
+    Digest(Sha256::digest(bytes).into())
 }
 
 type Reply = (ResponseChannel<MessageResponse>, MessageResponse);
@@ -322,13 +360,14 @@ type Reply = (ResponseChannel<MessageResponse>, MessageResponse);
 struct Task {
     swarm: Swarm<Behaviour>,
     registry: Registry,
-    me: Username,
     rendezvous: Option<(PeerId, Vec<Multiaddr>)>,
     listen_addrs: Vec<Multiaddr>,
     snapshot: Arc<Mutex<NodeSnapshot>>,
     inbound: mpsc::Sender<Inbound>,
     lookups: HashMap<OutboundRequestId, LookupReply>,
     deliveries: HashMap<OutboundRequestId, PendingDelivery>,
+    /// First contacts waiting for the connection that reveals the peer's certificate.
+    probes: HashMap<PeerId, Vec<(Username, DeliveryReply)>>,
     replies: FuturesUnordered<BoxFuture<'static, Reply>>,
 }
 
@@ -410,6 +449,7 @@ impl Task {
                 peer,
                 addrs,
                 request,
+                digest,
                 reply,
             } => {
                 let expected = Expectation {
@@ -435,9 +475,76 @@ impl Task {
                     .behaviour_mut()
                     .messages
                     .send_request_with_addresses(&peer, *request, addrs);
-                self.deliveries
-                    .insert(id, PendingDelivery { peer, to, reply });
+                self.deliveries.insert(
+                    id,
+                    PendingDelivery {
+                        peer,
+                        to,
+                        digest,
+                        reply,
+                    },
+                );
             }
+            Command::KeysOf {
+                to,
+                peer,
+                addrs,
+                reply,
+            } => self.probe(to, peer, addrs, reply),
+        }
+    }
+
+    /// Connects to `peer` (if not connected yet) to learn the keys of its certificate.
+    fn probe(&mut self, to: Username, peer: PeerId, addrs: Vec<Multiaddr>, reply: DeliveryReply) {
+        let role = Role::User(to.clone());
+        if let Some(certified) = self.registry.certified(&peer) {
+            let _ = reply.send(if certified.role == role {
+                Ok(certified.keys())
+            } else {
+                Err(TransportError::WrongIdentity { expected: to })
+            });
+            return;
+        }
+        self.registry
+            .expect(peer, Expectation { role, keys: None });
+        let waiting = self.probes.entry(peer).or_default();
+        waiting.push((to, reply));
+        if waiting.len() > 1 {
+            return; // a dial is already under way
+        }
+        let opts = DialOpts::peer_id(peer).addresses(addrs).build();
+        if let Err(e) = self.swarm.dial(opts) {
+            for (_, reply) in self.probes.remove(&peer).unwrap_or_default() {
+                let _ = reply.send(Err(TransportError::Unreachable(e.to_string())));
+            }
+        }
+    }
+
+    /// Answers the first contacts waiting on `peer` once its connection is up or failed.
+    fn finish_probes(&mut self, peer: &PeerId, connected: bool) {
+        let Some(waiting) = self.probes.remove(peer) else {
+            return;
+        };
+        let refusal = if connected {
+            None
+        } else {
+            self.registry.take_refusal(peer)
+        };
+        let keys = self.registry.certified(peer).map(|c| c.keys());
+        for (to, reply) in waiting {
+            let answer = match (&refusal, keys) {
+                (Some(Refusal::WrongIdentity(_)), _) => {
+                    Err(TransportError::WrongIdentity { expected: to })
+                }
+                (Some(Refusal::KeysChanged(presented)), _) => Err(TransportError::KeysChanged {
+                    presented: *presented,
+                }),
+                (None, Some(keys)) if connected => Ok(keys),
+                _ => Err(TransportError::Unreachable(
+                    "no connection could be made".into(),
+                )),
+            };
+            let _ = reply.send(answer);
         }
     }
 
@@ -452,6 +559,9 @@ impl Task {
             {
                 tracing::info!(%peer_id, "connected to the rendezvous");
                 self.publish();
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                self.finish_probes(&peer_id, true);
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -492,6 +602,9 @@ impl Task {
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, error = %error, "outgoing connection failed");
+                if let Some(peer) = peer_id {
+                    self.finish_probes(&peer, false);
+                }
             }
             _ => {}
         }
@@ -570,14 +683,26 @@ impl Task {
                     },
                 ..
             } => {
-                let Some(PendingDelivery { peer, reply, .. }) = self.deliveries.remove(&request_id)
+                let Some(PendingDelivery {
+                    peer,
+                    digest,
+                    reply,
+                    ..
+                }) = self.deliveries.remove(&request_id)
                 else {
                     return;
                 };
                 // The answer came over the connection, so its certificate is still on record.
                 let keys = self.registry.certified(&peer).map(|c| c.keys());
                 let _ = reply.send(match (response, keys) {
-                    (MessageResponse::Receipt { .. }, Some(keys)) => Ok(keys),
+                    (MessageResponse::Receipt { digest: named }, Some(keys))
+                        if Digest::parse(&named) == Some(digest) =>
+                    {
+                        Ok(keys)
+                    }
+                    (MessageResponse::Receipt { .. }, Some(_)) => Err(TransportError::NoReceipt(
+                        "the receipt names another envelope".into(),
+                    )),
                     (MessageResponse::Receipt { .. }, None) => Err(TransportError::NoReceipt(
                         "the connection closed with the receipt".into(),
                     )),
@@ -589,7 +714,8 @@ impl Task {
             request_response::Event::OutboundFailure {
                 request_id, error, ..
             } => {
-                let Some(PendingDelivery { peer, to, reply }) = self.deliveries.remove(&request_id)
+                let Some(PendingDelivery { peer, to, reply, .. }) =
+                    self.deliveries.remove(&request_id)
                 else {
                     return;
                 };
@@ -637,8 +763,8 @@ impl Task {
                 return;
             }
         };
-        let message = match parse_request(&request) {
-            Ok(message) => message,
+        let envelope = match parse_request(&request) {
+            Ok(envelope) => envelope,
             Err(reason) => {
                 tracing::info!(%from, %reason, "refused a malformed message");
                 let _ = self
@@ -649,28 +775,20 @@ impl Task {
                 return;
             }
         };
-        if message.to != self.me {
-            let _ = self
-                .swarm
-                .behaviour_mut()
-                .messages
-                .send_response(channel, refuse("the message is not addressed to this user"));
-            return;
-        }
-        let id = request.id;
+        let digest = digest_of(&envelope).to_string();
         let meta = request.meta;
         let (reply, rx) = oneshot::channel();
         match self.inbound.try_send(Inbound {
             from,
             keys,
-            message,
+            envelope,
             meta,
             reply,
         }) {
             Ok(()) => self.replies.push(
                 async move {
                     let response = match rx.await {
-                        Ok(Ok(())) => MessageResponse::Receipt { id },
+                        Ok(Ok(())) => MessageResponse::Receipt { digest },
                         Ok(Err(reason)) => MessageResponse::Refused { reason },
                         Err(_) => MessageResponse::Refused {
                             reason: "the recipient is shutting down".into(),
@@ -691,17 +809,16 @@ impl Task {
     }
 }
 
-fn parse_request(request: &MessageRequest) -> Result<OutgoingMessage, &'static str> {
+fn parse_request(request: &MessageRequest) -> Result<Vec<u8>, &'static str> {
     if !meta_within_bounds(&request.meta) {
         return Err("the message metadata is too large");
     }
-    Ok(OutgoingMessage {
-        id: MessageId::parse(&request.id).map_err(|_| "the message id is malformed")?,
-        to: Username::parse(&request.to).map_err(|_| "the recipient name is malformed")?,
-        text: MessageText::parse(request.text.clone())
-            .map_err(|_| "the text is empty or too long")?,
-        sent_at: Timestamp(request.sent_at),
-    })
+    if request.envelope.len() > MAX_ENVELOPE_BASE64 {
+        return Err("the envelope is too large");
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(&request.envelope)
+        .map_err(|_| "the envelope is not valid base64")
 }
 
 fn describe(error: &OutboundFailure) -> String {

@@ -11,8 +11,10 @@ use std::collections::BTreeMap;
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 
-/// The message protocol between peers.
-pub const MESSAGE_PROTOCOL: StreamProtocol = StreamProtocol::new("/parley/message/1");
+/// The message protocol between peers (version 2: sealed envelopes).
+pub const MESSAGE_PROTOCOL: StreamProtocol = StreamProtocol::new("/parley/message/2");
+/// The longest base64 envelope accepted (the envelope's own cap, in base64).
+pub const MAX_ENVELOPE_BASE64: usize = 33 * 1024;
 /// The directory protocol between a peer and the rendezvous.
 pub const DIRECTORY_PROTOCOL: StreamProtocol = StreamProtocol::new("/parley/directory/1");
 /// At most this many metadata entries, each key and value at most 256 bytes.
@@ -23,18 +25,13 @@ pub const MAX_PUBLISHED_ADDRS: usize = 16;
 /// Protocol metadata (trace context), bounded by [`MAX_META_ENTRIES`].
 pub type Meta = BTreeMap<String, String>;
 
-/// A message from one peer to another.
+/// A sealed message from one peer to another. Everything about the message (id, sender,
+/// recipient, time, chain) is inside the signed envelope; nothing here is trusted.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MessageRequest {
-    /// 32 hex digits.
-    pub id: String,
-    /// The recipient's username.
-    pub to: String,
-    /// The text.
-    pub text: String,
-    /// Milliseconds since the epoch, by the sender's clock.
-    pub sent_at: i64,
+    /// The envelope, standard base64 with padding.
+    pub envelope: String,
     /// Protocol metadata.
     #[serde(default)]
     pub meta: Meta,
@@ -46,8 +43,9 @@ pub struct MessageRequest {
 pub enum MessageResponse {
     /// Stored durably (now or before): the receipt.
     Receipt {
-        /// The message id.
-        id: String,
+        /// SHA-256 of the envelope stored, 64 hex digits: the sender checks it is the one it
+        /// sent.
+        digest: String,
     },
     /// Not stored, with the reason.
     Refused {
@@ -123,9 +121,9 @@ mod tests {
 
     #[test]
     fn a_forged_sender_field_is_refused_not_ignored() {
-        let forged = r#"{"id":"00","to":"alice","text":"hi","sent_at":1,"from":"bob"}"#;
+        let forged = r#"{"envelope":"AQ==","from":"bob"}"#;
         assert!(serde_json::from_str::<MessageRequest>(forged).is_err());
-        let honest = r#"{"id":"00","to":"alice","text":"hi","sent_at":1}"#;
+        let honest = r#"{"envelope":"AQ=="}"#;
         assert!(serde_json::from_str::<MessageRequest>(honest).is_ok());
     }
 

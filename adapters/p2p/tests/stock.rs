@@ -13,12 +13,12 @@ use libp2p::{
     request_response::{self, ProtocolSupport},
     swarm::SwarmEvent,
 };
-use parley_domain::{MessageId, MessageText, Timestamp, Username};
+use parley_domain::{MessageId, Username};
 use parley_p2p::{
     protocol::{MESSAGE_PROTOCOL, MessageRequest, MessageResponse},
     tls,
 };
-use parley_usecases::ports::{NodeInfo, OutgoingMessage, PeerAddress, Transport, TransportError};
+use parley_usecases::ports::{NodeInfo, OutgoingEnvelope, PeerAddress, Transport, TransportError};
 use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -163,11 +163,10 @@ async fn a_stock_libp2p_peer_offering_tls_and_noise_cannot_connect() {
         peer_id: stock_id.to_string(),
         addrs: vec![listen.to_string()],
     };
-    let message = OutgoingMessage {
+    let message = OutgoingEnvelope {
         id: MessageId::from_bytes([1; 16]),
         to: Username::parse("bob").unwrap(),
-        text: MessageText::parse("hi").unwrap(),
-        sent_at: Timestamp(0),
+        bytes: b"hi".to_vec(),
     };
     let err = bob
         .deliver(&Username::parse("bob").unwrap(), &at, &message, None)

@@ -6,10 +6,10 @@ mod common;
 use std::{sync::Arc, time::Duration};
 
 use common::{Ca, directory, eventually, node};
-use parley_domain::{MessageId, MessageText, PeerKeys, Timestamp, Username};
+use parley_domain::{MessageId, PeerKeys, Username};
 use parley_p2p::{Inbound, Node};
 use parley_usecases::ports::{
-    Directory, DirectoryError, OutgoingMessage, PeerAddress, Transport, TransportError,
+    Directory, DirectoryError, OutgoingEnvelope, PeerAddress, Transport, TransportError,
 };
 use tokio::sync::{Mutex, mpsc};
 
@@ -17,12 +17,12 @@ fn user(name: &str) -> Username {
     Username::parse(name).unwrap()
 }
 
-fn message(to: &str, n: u8) -> OutgoingMessage {
-    OutgoingMessage {
+/// The transport carries envelopes as opaque bytes (opening them is the use case's work).
+fn message(to: &str, n: u8) -> OutgoingEnvelope {
+    OutgoingEnvelope {
         id: MessageId::from_bytes([n; 16]),
         to: user(to),
-        text: MessageText::parse(format!("message {n}")).unwrap(),
-        sent_at: Timestamp(1),
+        bytes: format!("message {n}").into_bytes(),
     }
 }
 
@@ -34,7 +34,7 @@ fn accept_all(mut rx: mpsc::Receiver<Inbound>) -> Arc<Mutex<Vec<(String, String)
         while let Some(inbound) = rx.recv().await {
             keep.lock().await.push((
                 inbound.from.to_string(),
-                inbound.message.text.as_str().to_owned(),
+                String::from_utf8_lossy(&inbound.envelope).into_owned(),
             ));
             inbound.accept();
         }
@@ -47,7 +47,7 @@ async fn deliver(
     from: &Node,
     to: &str,
     at: &Node,
-    message: OutgoingMessage,
+    message: OutgoingEnvelope,
     pinned: Option<&PeerKeys>,
 ) -> Result<PeerKeys, TransportError> {
     from.deliver(&user(to), &address_of(at).await, &message, pinned)
@@ -167,14 +167,39 @@ async fn mallory_cannot_be_reached_as_bob_nor_speak_as_bob() {
 }
 
 #[tokio::test]
-async fn a_message_for_another_user_is_refused_without_receipt() {
+async fn a_first_contact_learns_the_keys_from_the_certificate_and_no_one_else_s() {
     let ca = Ca::new("Parley CA");
     let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
     let (bob, bob_rx) = node(ca.user("bob", 2), "bob", vec![]).await;
     let got = accept_all(bob_rx);
-    let err = deliver(&alice, "bob", &bob, message("carol", 1), None).await;
-    assert!(matches!(err, Err(TransportError::Refused(_))), "{err:?}");
-    assert!(got.lock().await.is_empty());
+    let keys = alice
+        .keys_of(&user("bob"), &address_of(&bob).await)
+        .await
+        .unwrap();
+    let delivered = deliver(&alice, "bob", &bob, message("bob", 1), Some(&keys))
+        .await
+        .unwrap();
+    assert_eq!(delivered, keys, "the keys a delivery sees are the probed ones");
+    assert_ne!(keys.x25519, None, "the certificate carries the sealing key");
+    assert_eq!(got.lock().await.len(), 1, "probing sent no message");
+
+    let (mallory, _) = node(ca.user("mallory", 3), "mallory", vec![]).await;
+    let err = alice
+        .keys_of(&user("carol"), &address_of(&mallory).await)
+        .await;
+    assert_eq!(
+        err,
+        Err(TransportError::WrongIdentity {
+            expected: user("carol")
+        })
+    );
+    let nowhere = PeerAddress {
+        peer_id: address_of(&mallory).await.peer_id,
+        addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
+    };
+    mallory.shutdown().await;
+    let err = alice.keys_of(&user("mallory"), &nowhere).await;
+    assert!(matches!(err, Err(TransportError::Unreachable(_))), "{err:?}");
 }
 
 #[tokio::test]

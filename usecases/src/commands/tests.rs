@@ -2,13 +2,13 @@ use std::sync::Arc;
 
 use futures::executor::block_on;
 use parley_domain::{
-    CaFingerprint, Delivery, DeviceIdentity, Direction, MessageId, MessageText, PeerKeys, Secret32,
-    Username, identity::Password,
+    CaFingerprint, ChainFault, ChainState, Delivery, DeviceIdentity, Digest, Direction, Header,
+    MessageId, MessageText, PeerKeys, Secret32, Timestamp, Ttl, Username, identity::Password,
 };
 
 use super::*;
 use crate::fakes::*;
-use crate::ports::{EnrollRequest, OutgoingMessage, TransportError};
+use crate::ports::{EnrollRequest, TransportError};
 use crate::queries;
 
 fn user(name: &str) -> Username {
@@ -23,18 +23,26 @@ fn id(n: u8) -> MessageId {
     MessageId::from_bytes([n; 16])
 }
 
+/// Alice's keys; bob's certificate carries `keys(0)` unless told otherwise.
+const ALICE: u8 = 1;
+
+type AliceMessaging = Messaging<
+    Arc<InMemoryStore>,
+    Arc<InMemoryDirectory>,
+    Arc<InMemoryTransport>,
+    Arc<FixedClock>,
+    Arc<RecordingEvents>,
+    FakeEnvelopes,
+>;
+
 struct World {
     store: Arc<InMemoryStore>,
     directory: Arc<InMemoryDirectory>,
     transport: Arc<InMemoryTransport>,
     events: Arc<RecordingEvents>,
-    messaging: Messaging<
-        Arc<InMemoryStore>,
-        Arc<InMemoryDirectory>,
-        Arc<InMemoryTransport>,
-        FixedClock,
-        Arc<RecordingEvents>,
-    >,
+    clock: Arc<FixedClock>,
+    registry: EnvelopeRegistry,
+    messaging: AliceMessaging,
 }
 
 impl World {
@@ -46,6 +54,46 @@ impl World {
             .expect("lock")
             .insert(user("bob"), presented);
     }
+
+    /// The envelopes of a device holding `seed`'s keys, in this world.
+    fn device(&self, seed: u8) -> FakeEnvelopes {
+        FakeEnvelopes::new(keys(seed), &self.registry)
+    }
+
+    /// What bob (holding `keys(seed)`) reads in the envelopes alice delivered.
+    fn delivered_texts(&self, seed: u8) -> Vec<String> {
+        let bob = self.device(seed);
+        self.transport
+            .delivered
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|e| {
+                bob.open(&e.bytes, &keys(ALICE).ed25519)
+                    .map(|o| o.body.text.as_str().to_owned())
+                    .unwrap_or_else(|e| format!("unopenable: {}", e.code))
+            })
+            .collect()
+    }
+
+    fn set_time(&self, ms: i64) {
+        *self.clock.0.lock().expect("lock") = ms;
+    }
+
+    fn history(&self, with: &str) -> Vec<parley_domain::StoredMessage> {
+        queries::history(&*self.store, &user(with), self.clock.now())
+            .expect("history")
+            .messages
+    }
+
+    fn outbox_ids(&self) -> Vec<MessageId> {
+        self.store
+            .outbox(self.clock.now())
+            .expect("outbox")
+            .iter()
+            .map(|e| e.message.id)
+            .collect()
+    }
 }
 
 fn alice_world() -> World {
@@ -53,48 +101,58 @@ fn alice_world() -> World {
     let directory = Arc::new(InMemoryDirectory::default());
     let transport = Arc::new(InMemoryTransport::default());
     let events = Arc::new(RecordingEvents::default());
+    let clock = Arc::new(FixedClock::at(1_000));
+    let registry = EnvelopeRegistry::default();
     let messaging = Messaging::new(
         user("alice"),
         store.clone(),
         directory.clone(),
         transport.clone(),
-        FixedClock::at(1_000),
+        clock.clone(),
         events.clone(),
+        FakeEnvelopes::new(keys(ALICE), &registry),
     );
     World {
         store,
         directory,
         transport,
         events,
+        clock,
+        registry,
         messaging,
     }
 }
 
 fn send(w: &World, n: u8, to: &str, t: &str) -> Result<(), SendError> {
+    send_ttl(w, n, to, t, None)
+}
+
+fn send_ttl(w: &World, n: u8, to: &str, t: &str, ttl: Option<Ttl>) -> Result<(), SendError> {
     block_on(w.messaging.send(SendMessage {
         id: id(n),
         to: user(to),
         text: text(t),
+        ttl,
     }))
 }
 
 #[test]
-fn given_an_online_recipient_when_sending_then_it_is_delivered_and_marked() {
+fn given_an_online_recipient_when_sending_then_a_sealed_envelope_is_delivered_and_marked() {
     let w = alice_world();
     w.directory.set_online(&user("bob"));
 
     send(&w, 1, "bob", "salut bob").expect("delivered");
 
-    let delivered = w.transport.delivered.lock().expect("lock").clone();
-    assert_eq!(delivered.len(), 1);
-    assert_eq!(delivered[0].text.as_str(), "salut bob");
-    let history = queries::history(&*w.store, &user("bob")).expect("history");
-    assert_eq!(history.len(), 1);
+    assert_eq!(w.delivered_texts(0), ["salut bob"], "sealed to bob's key");
     assert_eq!(
-        history[0].delivery,
-        Delivery::Delivered(parley_domain::Timestamp(1_000))
+        w.delivered_texts(5),
+        ["unopenable: undecryptable"],
+        "and to nobody else's"
     );
-    assert!(w.store.outbox().expect("outbox").is_empty());
+    let history = w.history("bob");
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].delivery, Delivery::Delivered(Timestamp(1_000)));
+    assert!(w.outbox_ids().is_empty());
     assert_eq!(w.events.0.lock().expect("lock").len(), 1);
 }
 
@@ -126,27 +184,15 @@ fn given_a_contact_offline_when_sending_then_it_waits_in_the_outbox_and_retry_de
         send(&w, 3, "bob", "third"),
         Err(SendError::Offline(user("bob")))
     );
-    assert_eq!(w.store.outbox().expect("outbox").len(), 2);
+    assert_eq!(w.outbox_ids().len(), 2);
 
     block_on(w.messaging.retry_outbox()).expect("retry while offline");
-    assert_eq!(
-        w.store.outbox().expect("outbox").len(),
-        2,
-        "still offline: still queued"
-    );
+    assert_eq!(w.outbox_ids().len(), 2, "still offline: still queued");
 
     w.directory.set_online(&user("bob"));
     block_on(w.messaging.retry_outbox()).expect("retry");
-    let texts: Vec<String> = w
-        .transport
-        .delivered
-        .lock()
-        .expect("lock")
-        .iter()
-        .map(|m| m.text.as_str().to_owned())
-        .collect();
-    assert_eq!(texts, ["first", "second", "third"]);
-    assert!(w.store.outbox().expect("outbox").is_empty());
+    assert_eq!(w.delivered_texts(0), ["first", "second", "third"]);
+    assert!(w.outbox_ids().is_empty());
     assert_eq!(
         *w.directory.lookups.lock().expect("lock"),
         5,
@@ -155,30 +201,64 @@ fn given_a_contact_offline_when_sending_then_it_waits_in_the_outbox_and_retry_de
 }
 
 #[test]
+fn given_several_sends_then_each_envelope_follows_the_previous_one_in_the_chain() {
+    let w = alice_world();
+    w.directory.set_online(&user("bob"));
+    for n in 1..=3 {
+        send(&w, n, "bob", "hi").expect("delivered");
+    }
+    let bob = w.device(0);
+    let delivered = w.transport.delivered.lock().expect("lock").clone();
+    let mut prev = Digest::GENESIS;
+    for (i, envelope) in delivered.iter().enumerate() {
+        let opened = bob
+            .open(&envelope.bytes, &keys(ALICE).ed25519)
+            .expect("opens");
+        assert_eq!(opened.header.seq, i as u64 + 1);
+        assert_eq!(opened.header.prev, prev, "message {} names its predecessor", i + 1);
+        prev = opened.digest;
+    }
+    assert_eq!(
+        w.store.chain_head(&user("bob")).expect("head"),
+        ChainHead {
+            seq: 3,
+            digest: prev
+        }
+    );
+}
+
+#[test]
 fn given_delivery_fails_midway_when_retrying_then_later_messages_wait_for_earlier_ones() {
     let w = alice_world();
     w.directory.set_online(&user("bob"));
+    send(&w, 9, "bob", "pins bob").expect("first contact");
     w.transport
         .fail_with(Some(TransportError::Unreachable("down".into())));
     for (n, t) in [(1, "one"), (2, "two"), (3, "three")] {
         assert!(matches!(
             send(&w, n, "bob", t),
-            Err(SendError::Unreachable { .. })
+            Err(SendError::Unreachable { queued: true, .. })
         ));
     }
     w.transport.fail_with(None);
-    w.transport.fail_call_at(5); // calls 1-3 failed above; call 4 succeeds, call 5 fails
+    w.transport.fail_call_at(6); // calls 2-4 failed above; call 5 succeeds, call 6 fails
 
     block_on(w.messaging.retry_outbox()).expect("retry");
 
-    let outbox: Vec<MessageId> = w
-        .store
-        .outbox()
-        .expect("outbox")
-        .iter()
-        .map(|m| m.id)
-        .collect();
-    assert_eq!(outbox, [id(2), id(3)], "'three' must not overtake 'two'");
+    assert_eq!(w.outbox_ids(), [id(2), id(3)], "'three' must not overtake 'two'");
+}
+
+#[test]
+fn given_a_stranger_online_but_unreachable_when_sending_then_nothing_is_kept() {
+    let w = alice_world();
+    w.directory.set_online(&user("bob"));
+    w.transport
+        .fail_with(Some(TransportError::Unreachable("down".into())));
+
+    let err = send(&w, 1, "bob", "hello").expect_err("unreachable");
+
+    assert!(matches!(err, SendError::Unreachable { queued: false, .. }));
+    assert!(w.store.all().is_empty(), "no keys, so nothing sealed or kept");
 }
 
 #[test]
@@ -200,13 +280,13 @@ fn given_the_store_fails_when_sending_then_nothing_goes_on_the_wire() {
 fn given_the_receipt_cannot_be_recorded_when_sending_then_the_message_stays_queued() {
     let w = alice_world();
     w.directory.set_online(&user("bob"));
-    w.store.fail_write_at(2); // append succeeds, mark_delivered fails
+    w.store.fail_write_at(3); // contact pinned, append succeeds, mark_delivered fails
 
     assert!(matches!(
         send(&w, 1, "bob", "hello"),
         Err(SendError::Store(_))
     ));
-    assert_eq!(w.store.outbox().expect("outbox").len(), 1);
+    assert_eq!(w.outbox_ids().len(), 1);
 }
 
 #[test]
@@ -224,7 +304,7 @@ fn given_the_directory_is_down_when_sending_to_a_stranger_then_nothing_is_kept()
 }
 
 #[test]
-fn given_a_wrong_identity_when_sending_then_it_is_reported_and_kept() {
+fn given_a_wrong_identity_when_sending_then_it_is_reported_and_nothing_kept() {
     let w = alice_world();
     w.directory.set_online(&user("bob"));
     w.transport.fail_with(Some(TransportError::WrongIdentity {
@@ -235,7 +315,22 @@ fn given_a_wrong_identity_when_sending_then_it_is_reported_and_kept() {
         send(&w, 1, "bob", "hello"),
         Err(SendError::WrongIdentity(user("bob")))
     );
-    assert_eq!(w.store.outbox().expect("outbox").len(), 1);
+    assert!(w.outbox_ids().is_empty());
+}
+
+#[test]
+fn given_a_contact_without_an_encryption_key_when_sending_then_it_is_refused() {
+    let w = alice_world();
+    w.directory.set_online(&user("bob"));
+    w.bob_presents(PeerKeys {
+        ed25519: [3; 32],
+        x25519: None,
+    });
+    assert_eq!(
+        send(&w, 1, "bob", "hello"),
+        Err(SendError::NoEncryptionKey(user("bob")))
+    );
+    assert!(w.store.all().is_empty());
 }
 
 #[test]
@@ -244,33 +339,83 @@ fn given_a_message_to_oneself_when_sending_then_it_is_refused() {
     assert_eq!(send(&w, 1, "alice", "me"), Err(SendError::ToSelf));
 }
 
-fn incoming(from: &str, to: &str, n: u8) -> ReceiveMessage {
-    ReceiveMessage {
+/// Bob (holding `keys(0)`) seals message `n` at position `seq` after `prev`.
+fn sealed_by_bob(w: &World, n: u8, seq: u64, prev: Digest) -> (Vec<u8>, Digest) {
+    sealed(w, 0, "bob", "alice", n, seq, prev, None)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sealed(
+    w: &World,
+    seed: u8,
+    from: &str,
+    to: &str,
+    n: u8,
+    seq: u64,
+    prev: Digest,
+    ttl: Option<Ttl>,
+) -> (Vec<u8>, Digest) {
+    let header = Header {
+        id: id(n),
         from: user(from),
+        to: user(to),
+        sent_at: Timestamp(5),
+        ttl,
+        seq,
+        prev,
+        attachments: vec![],
+    };
+    let body = Body {
+        text: text(&format!("message {n}")),
+        attachment_keys: vec![],
+    };
+    let recipient = keys(ALICE).x25519.expect("x25519");
+    let s = w
+        .device(seed)
+        .seal(&header, &body, &recipient)
+        .expect("sealed");
+    (s.bytes, s.digest)
+}
+
+fn from_bob(envelope: Vec<u8>) -> ReceiveMessage {
+    ReceiveMessage {
+        from: user("bob"),
         keys: keys(0),
-        message: OutgoingMessage {
-            id: id(n),
-            to: user(to),
-            text: text("salut alice"),
-            sent_at: parley_domain::Timestamp(5),
-        },
+        envelope,
     }
+}
+
+/// Bob's chain of `count` envelopes, in order.
+fn bob_chain(w: &World, count: u8) -> Vec<Vec<u8>> {
+    let mut prev = Digest::GENESIS;
+    (1..=count)
+        .map(|n| {
+            let (bytes, digest) = sealed_by_bob(w, n, u64::from(n), prev);
+            prev = digest;
+            bytes
+        })
+        .collect()
 }
 
 #[test]
 fn given_a_message_delivered_twice_when_receiving_then_it_is_stored_once() {
     let w = alice_world();
+    let envelope = bob_chain(&w, 1).remove(0);
 
-    w.messaging
-        .receive(incoming("bob", "alice", 7))
-        .expect("first");
-    w.messaging
-        .receive(incoming("bob", "alice", 7))
-        .expect("second is acknowledged too");
+    assert_eq!(
+        w.messaging.receive(from_bob(envelope.clone())),
+        Ok(Received::Verified)
+    );
+    assert_eq!(
+        w.messaging.receive(from_bob(envelope)),
+        Ok(Received::Duplicate),
+        "a replay is acknowledged and ignored"
+    );
 
-    let history = queries::history(&*w.store, &user("bob")).expect("history");
+    let history = w.history("bob");
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].direction, Direction::Incoming);
+    assert!(history[0].verification.is_verified());
     assert_eq!(
         w.events.0.lock().expect("lock").len(),
         1,
@@ -279,13 +424,114 @@ fn given_a_message_delivered_twice_when_receiving_then_it_is_stored_once() {
 }
 
 #[test]
+fn given_an_altered_or_forged_envelope_when_receiving_then_it_is_refused_and_nothing_kept() {
+    let w = alice_world();
+    let mut altered = bob_chain(&w, 1).remove(0);
+    altered.push(b'0');
+    let err = w.messaging.receive(from_bob(altered)).expect_err("altered");
+    assert!(matches!(err, ReceiveError::Envelope(_)), "{err:?}");
+
+    // Signed by someone else than the certificate's key.
+    let (forged, _) = sealed(&w, 6, "bob", "alice", 2, 1, Digest::GENESIS, None);
+    let err = w.messaging.receive(from_bob(forged)).expect_err("forged");
+    assert_eq!(err.code(), "bad_signature");
+    assert!(w.store.all().is_empty());
+}
+
+#[test]
+fn given_a_spliced_envelope_when_receiving_then_the_names_in_its_header_refuse_it() {
+    let w = alice_world();
+    // Bob's genuine envelope to carol, replayed to alice by someone in between.
+    let (to_carol, _) = sealed(&w, 0, "bob", "carol", 1, 1, Digest::GENESIS, None);
+    assert!(w.messaging.receive(from_bob(to_carol)).is_err());
+    // Mallory's envelope claiming to come from bob, on mallory's own connection.
+    let (claims_bob, _) = sealed(&w, 4, "bob", "alice", 2, 1, Digest::GENESIS, None);
+    let err = w
+        .messaging
+        .receive(ReceiveMessage {
+            from: user("mallory"),
+            keys: keys(4),
+            envelope: claims_bob,
+        })
+        .expect_err("wrong sender");
+    assert_eq!(
+        err,
+        ReceiveError::WrongSender {
+            claimed: user("bob"),
+            actual: user("mallory")
+        }
+    );
+    assert!(w.store.all().is_empty());
+}
+
+#[test]
+fn given_a_gap_then_the_late_message_when_receiving_then_the_chain_reports_then_heals() {
+    let w = alice_world();
+    let chain = bob_chain(&w, 3);
+    w.messaging.receive(from_bob(chain[0].clone())).expect("1");
+    w.messaging.receive(from_bob(chain[2].clone())).expect("3");
+
+    let h = queries::history(&*w.store, &user("bob"), w.clock.now()).expect("history");
+    assert_eq!(
+        h.incoming,
+        ChainState::Gap {
+            last: 3,
+            missing: vec![(2, 2)]
+        }
+    );
+    assert_eq!(
+        w.messaging.receive(from_bob(chain[1].clone())),
+        Ok(Received::Verified),
+        "the late message fits between its neighbours"
+    );
+    let h = queries::history(&*w.store, &user("bob"), w.clock.now()).expect("history");
+    assert_eq!(h.incoming, ChainState::Intact { last: 3 });
+}
+
+#[test]
+fn given_a_fork_or_a_break_when_receiving_then_it_is_kept_but_never_shown_verified() {
+    let w = alice_world();
+    let chain = bob_chain(&w, 1);
+    w.messaging.receive(from_bob(chain[0].clone())).expect("1");
+    // A second message at position 1: bob's chain forked.
+    let (rival, _) = sealed_by_bob(&w, 7, 1, Digest::GENESIS);
+    assert_eq!(
+        w.messaging.receive(from_bob(rival)),
+        Ok(Received::Unverified)
+    );
+    // Position 2 naming a predecessor bob never sent to alice.
+    let (broken, _) = sealed_by_bob(&w, 8, 2, Digest([9; 32]));
+    assert_eq!(
+        w.messaging.receive(from_bob(broken)),
+        Ok(Received::Unverified)
+    );
+
+    let history = w.history("bob");
+    let states: Vec<_> = history.iter().map(|m| m.verification).collect();
+    assert_eq!(
+        states,
+        [
+            Verification::Verified,
+            Verification::Failed(ChainFault::Fork { seq: 1 }),
+            Verification::Failed(ChainFault::Broken { seq: 2 }),
+        ]
+    );
+    let h = queries::history(&*w.store, &user("bob"), w.clock.now()).expect("history");
+    assert_eq!(h.incoming, ChainState::Faulty { last: 1, faults: 2 });
+}
+
+#[test]
 fn given_the_same_id_from_another_sender_when_receiving_then_both_are_kept() {
     let w = alice_world();
+    let (from_bob_1, _) = sealed_by_bob(&w, 7, 1, Digest::GENESIS);
+    let (from_mallory, _) = sealed(&w, 4, "mallory", "alice", 7, 1, Digest::GENESIS, None);
+    w.messaging.receive(from_bob(from_bob_1)).expect("bob");
     w.messaging
-        .receive(incoming("bob", "alice", 7))
-        .expect("bob");
-    w.messaging
-        .receive(incoming("mallory", "alice", 7))
+        .receive(ReceiveMessage {
+            from: user("mallory"),
+            keys: keys(4),
+            envelope: from_mallory,
+        })
         .expect("mallory");
     assert_eq!(
         w.store.all().len(),
@@ -295,25 +541,96 @@ fn given_the_same_id_from_another_sender_when_receiving_then_both_are_kept() {
 }
 
 #[test]
-fn given_a_message_for_someone_else_when_receiving_then_it_is_refused() {
+fn given_another_envelope_under_a_known_id_when_receiving_then_it_is_refused() {
     let w = alice_world();
-    let err = w
-        .messaging
-        .receive(incoming("bob", "carol", 1))
-        .expect_err("not for me");
-    assert_eq!(err, ReceiveError::NotForMe(user("carol")));
-    assert!(w.store.all().is_empty());
+    let (first, _) = sealed_by_bob(&w, 7, 1, Digest::GENESIS);
+    let (same_id, _) = sealed_by_bob(&w, 7, 2, Digest::GENESIS);
+    w.messaging.receive(from_bob(first)).expect("first");
+    assert_eq!(
+        w.messaging.receive(from_bob(same_id)),
+        Err(ReceiveError::Conflicting(id(7)))
+    );
+    assert_eq!(w.store.all().len(), 1);
 }
 
 #[test]
 fn given_the_store_fails_when_receiving_then_no_receipt_may_be_given() {
     let w = alice_world();
-    w.store.fail_write_at(1);
+    let envelope = bob_chain(&w, 1).remove(0);
+    w.store.fail_write_at(2); // the contact is pinned, the message cannot be stored
     assert!(matches!(
-        w.messaging.receive(incoming("bob", "alice", 1)),
+        w.messaging.receive(from_bob(envelope)),
         Err(ReceiveError::Store(_))
     ));
     assert!(w.events.0.lock().expect("lock").is_empty());
+}
+
+#[test]
+fn given_a_ttl_when_time_passes_then_both_sides_stop_showing_and_purge_the_message() {
+    let w = alice_world();
+    w.directory.set_online(&user("bob"));
+    let minute = Ttl::parse("1m").expect("ttl");
+    send_ttl(&w, 1, "bob", "vanishing", Some(minute)).expect("delivered");
+    let (incoming, _) = sealed(&w, 0, "bob", "alice", 2, 1, Digest::GENESIS, Some(minute));
+    w.set_time(1_000);
+    w.messaging.receive(from_bob(incoming)).expect("stored");
+    assert_eq!(w.history("bob").len(), 2);
+
+    w.set_time(1_000 + 59_999);
+    assert_eq!(w.messaging.purge_expired(), Ok(0));
+    assert_eq!(w.history("bob").len(), 1, "bob's copy, sent at 5, expired first");
+
+    w.set_time(1_000 + 60_000);
+    assert!(w.history("bob").is_empty(), "never shown once expired");
+    assert!(queries::conversations(&*w.store, w.clock.now())
+        .expect("list")
+        .is_empty());
+    assert_eq!(w.messaging.purge_expired(), Ok(2));
+    assert!(w.store.all().is_empty(), "deleted, not just hidden");
+}
+
+#[test]
+fn given_a_sender_clock_far_ahead_then_the_message_lives_no_longer_than_its_ttl() {
+    let w = alice_world();
+    let hour = Ttl::parse("1h").expect("ttl");
+    let header = Header {
+        id: id(1),
+        from: user("bob"),
+        to: user("alice"),
+        sent_at: Timestamp(1_000 + 365 * 24 * 3_600_000),
+        ttl: Some(hour),
+        seq: 1,
+        prev: Digest::GENESIS,
+        attachments: vec![],
+    };
+    let body = Body {
+        text: text("from the future"),
+        attachment_keys: vec![],
+    };
+    let bytes = w
+        .device(0)
+        .seal(&header, &body, &keys(ALICE).x25519.expect("x"))
+        .expect("sealed")
+        .bytes;
+    w.messaging.receive(from_bob(bytes)).expect("stored");
+    w.set_time(1_000 + 3_600_000);
+    assert!(w.history("bob").is_empty(), "gone one hour after arrival");
+}
+
+#[test]
+fn given_an_expired_unsent_message_then_it_leaves_the_outbox() {
+    let w = alice_world();
+    w.directory.set_online(&user("bob"));
+    send(&w, 9, "bob", "pins bob").expect("first contact");
+    w.directory.set_offline(&user("bob"));
+    let ttl = Ttl::parse("30s").expect("ttl");
+    assert!(send_ttl(&w, 1, "bob", "too late", Some(ttl)).is_err());
+    assert_eq!(w.outbox_ids(), [id(1)]);
+    w.set_time(1_000 + 30_000);
+    assert!(w.outbox_ids().is_empty());
+    w.directory.set_online(&user("bob"));
+    block_on(w.messaging.retry_outbox()).expect("retry");
+    assert_eq!(w.delivered_texts(0), ["pins bob"], "never delivered after expiry");
 }
 
 fn identity(name: &str) -> DeviceIdentity {
@@ -393,6 +710,7 @@ fn given_a_first_delivery_when_the_receipt_comes_then_the_recipient_keys_are_pin
         .expect("pinned");
     assert_eq!(bob.keys, keys(2));
     assert_eq!(bob.pending, None);
+    assert_eq!(w.delivered_texts(2), ["hello"]);
 }
 
 #[test]
@@ -413,7 +731,7 @@ fn given_pinned_keys_when_the_recipient_presents_others_then_nothing_goes_until_
         1,
         "nothing more went out"
     );
-    assert_eq!(w.store.outbox().expect("outbox").len(), 1, "kept for later");
+    assert_eq!(w.outbox_ids().len(), 1, "kept for later");
     let bob = w
         .store
         .contact(&user("bob"))
@@ -437,18 +755,37 @@ fn given_pinned_keys_when_the_recipient_presents_others_then_nothing_goes_until_
 
     w.messaging.trust_new_keys(&user("bob")).expect("accepted");
     block_on(w.messaging.retry_outbox()).expect("retry");
-    assert_eq!(w.transport.delivered.lock().expect("lock").len(), 2);
-    assert!(w.store.outbox().expect("outbox").is_empty());
+    let delivered = w.transport.delivered.lock().expect("lock").clone();
+    assert_eq!(delivered.len(), 2);
+    let resealed = w
+        .device(9)
+        .open(&delivered[1].bytes, &keys(ALICE).ed25519)
+        .expect("sealed again to the accepted keys");
+    let first = w
+        .device(2)
+        .open(&delivered[0].bytes, &keys(ALICE).ed25519)
+        .expect("first");
+    assert_eq!(
+        (resealed.header.seq, resealed.header.prev),
+        (2, first.digest),
+        "same place in the chain"
+    );
+    assert!(w.outbox_ids().is_empty());
 }
 
 #[test]
 fn given_a_pinned_sender_when_it_arrives_with_other_keys_then_it_is_refused_until_trusted() {
     let w = alice_world();
+    let chain = bob_chain(&w, 1);
     w.messaging
-        .receive(incoming("bob", "alice", 1))
+        .receive(from_bob(chain[0].clone()))
         .expect("first contact pins keys(0)");
-    let mut impostor = incoming("bob", "alice", 2);
-    impostor.keys = keys(7);
+    let (new_device, _) = sealed(&w, 7, "bob", "alice", 2, 2, Digest::GENESIS, None);
+    let impostor = ReceiveMessage {
+        from: user("bob"),
+        keys: keys(7),
+        envelope: new_device,
+    };
 
     let err = w
         .messaging
@@ -458,7 +795,7 @@ fn given_a_pinned_sender_when_it_arrives_with_other_keys_then_it_is_refused_unti
     assert_eq!(err, ReceiveError::KeysChanged(user("bob")));
     assert_eq!(w.store.all().len(), 1, "nothing stored, so no receipt");
     w.messaging.trust_new_keys(&user("bob")).expect("accepted");
-    w.messaging.receive(impostor).expect("now the pinned keys");
+    assert!(w.messaging.receive(impostor).is_ok(), "now the pinned keys");
     assert_eq!(w.store.all().len(), 2);
 }
 
@@ -470,7 +807,7 @@ fn given_no_change_when_trusting_then_it_says_why() {
         Err(TrustError::UnknownContact(user("bob")))
     );
     w.messaging
-        .receive(incoming("bob", "alice", 1))
+        .receive(from_bob(bob_chain(&w, 1).remove(0)))
         .expect("pins");
     assert_eq!(
         w.messaging.trust_new_keys(&user("bob")),
@@ -482,11 +819,14 @@ fn given_no_change_when_trusting_then_it_says_why() {
 fn given_a_contact_when_asking_then_both_safety_numbers_are_shown() {
     let w = alice_world();
     w.messaging
-        .receive(incoming("bob", "alice", 1))
+        .receive(from_bob(bob_chain(&w, 1).remove(0)))
         .expect("pins keys(0)");
-    let mut changed = incoming("bob", "alice", 2);
-    changed.keys = keys(7);
-    let _ = w.messaging.receive(changed);
+    let (changed, _) = sealed(&w, 7, "bob", "alice", 2, 2, Digest::GENESIS, None);
+    let _ = w.messaging.receive(ReceiveMessage {
+        from: user("bob"),
+        keys: keys(7),
+        envelope: changed,
+    });
 
     let view = queries::contact(&*w.store, &user("alice"), &keys(1), &user("bob"))
         .expect("read")
