@@ -3,11 +3,14 @@
 //! rely on cannot drift from the real thing.
 
 use parley_domain::{
-    Contact, Delivery, Direction, MessageId, MessageText, PeerKeys, StoredMessage, Timestamp,
-    Username,
+    ChainFault, ChainHead, ChainState, Contact, Delivery, Digest, Direction, Link, MessageId,
+    MessageText, Neighbours, PeerKeys, StoredMessage, Timestamp, Username, Verification,
 };
 
-use crate::ports::{MessageStore, Stored};
+use crate::ports::{MessageStore, OutboxEntry, Stored};
+
+/// The time every read of the suite happens at, unless a rule is about expiry.
+const NOW: Timestamp = Timestamp(1_000);
 
 fn user(name: &str) -> Username {
     Username::parse(name).expect("contract names are valid")
@@ -26,14 +29,74 @@ fn message(direction: Direction, other: &str, n: u8) -> StoredMessage {
         sent_at: Timestamp(i64::from(n)),
         direction,
         delivery,
-        verified: true,
+        verification: Verification::Verified,
+        ttl: None,
+        expires_at: None,
+        attachments: vec![],
     }
+}
+
+/// Message `n`, gone at `at`.
+fn expiring(direction: Direction, other: &str, n: u8, at: i64) -> StoredMessage {
+    StoredMessage {
+        expires_at: Some(Timestamp(at)),
+        ..message(direction, other, n)
+    }
+}
+
+fn digest(n: u8) -> Digest {
+    Digest([n; 32])
+}
+
+/// The place of message `n` in its sender's chain: position `n`, after message `n - 1`.
+fn link(n: u8) -> Link {
+    Link {
+        seq: u64::from(n),
+        digest: digest(n),
+        prev: if n <= 1 {
+            Digest::GENESIS
+        } else {
+            digest(n - 1)
+        },
+    }
+}
+
+fn head(n: u8) -> ChainHead {
+    ChainHead {
+        seq: u64::from(n),
+        digest: digest(n),
+    }
+}
+
+fn envelope(n: u8) -> Vec<u8> {
+    format!("envelope {n}").into_bytes()
+}
+
+/// Appends `message` with the envelope and head of its number.
+fn send(store: &impl MessageStore, message: &StoredMessage) {
+    let n = message.id.as_bytes()[0];
+    store
+        .append_outgoing(message, &envelope(n), &head(n))
+        .expect("append");
+}
+
+/// Stores `message` with the link of its number.
+fn receive(store: &impl MessageStore, message: &StoredMessage) -> Stored {
+    let n = message.id.as_bytes()[0];
+    store.store_incoming(message, &link(n)).expect("store")
 }
 
 fn texts(messages: &[StoredMessage]) -> Vec<String> {
     messages
         .iter()
         .map(|m| m.text.as_str().to_owned())
+        .collect()
+}
+
+fn outbox_texts(entries: &[OutboxEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| e.message.text.as_str().to_owned())
         .collect()
 }
 
@@ -44,32 +107,35 @@ fn texts(messages: &[StoredMessage]) -> Vec<String> {
 pub fn message_store<S: MessageStore>(fresh: impl Fn() -> S) {
     conversations_keep_arrival_order_and_stay_apart(&fresh());
     an_incoming_message_is_stored_once_per_sender_and_id(&fresh());
+    a_replay_is_a_duplicate_and_another_envelope_under_the_id_conflicts(&fresh());
     the_outbox_holds_pending_messages_oldest_first_until_delivered(&fresh());
+    the_chain_head_moves_with_each_append_and_only_then(&fresh());
+    a_resealed_message_keeps_its_place_with_the_new_envelope_and_head(&fresh());
+    verified_messages_join_the_senders_chain_and_others_count_as_faults(&fresh());
     conversations_list_the_most_recent_first_with_counts(&fresh());
+    expired_messages_are_never_returned(&fresh());
+    purged_messages_are_gone_but_their_replays_are_still_recognised(&fresh());
     contacts_keep_pinned_and_pending_keys(&fresh());
 }
 
 fn conversations_keep_arrival_order_and_stay_apart(store: &impl MessageStore) {
-    store
-        .append_outgoing(&message(Direction::Outgoing, "bob", 1))
-        .expect("write");
-    store
-        .store_incoming(&message(Direction::Incoming, "bob", 2))
-        .expect("write");
-    store
-        .append_outgoing(&message(Direction::Outgoing, "bobby", 3))
-        .expect("write");
-    store
-        .append_outgoing(&message(Direction::Outgoing, "bob", 4))
-        .expect("write");
-    let bob = store.history(&user("bob")).expect("read");
+    send(store, &message(Direction::Outgoing, "bob", 1));
+    receive(store, &message(Direction::Incoming, "bob", 2));
+    send(store, &message(Direction::Outgoing, "bobby", 3));
+    send(store, &message(Direction::Outgoing, "bob", 4));
+    let bob = store.history(&user("bob"), NOW).expect("read");
     assert_eq!(
         texts(&bob),
         ["message 1", "message 2", "message 4"],
         "history, oldest first"
     );
     assert_eq!(
-        texts(&store.history(&user("bobby")).expect("read")),
+        bob[0],
+        message(Direction::Outgoing, "bob", 1),
+        "read back as written"
+    );
+    assert_eq!(
+        texts(&store.history(&user("bobby"), NOW).expect("read")),
         ["message 3"]
     );
     assert!(
@@ -84,29 +150,72 @@ fn conversations_keep_arrival_order_and_stay_apart(store: &impl MessageStore) {
 
 fn an_incoming_message_is_stored_once_per_sender_and_id(store: &impl MessageStore) {
     let first = message(Direction::Incoming, "bob", 7);
-    assert_eq!(store.store_incoming(&first), Ok(Stored::New));
+    assert_eq!(receive(store, &first), Stored::New);
     assert_eq!(
-        store.store_incoming(&first),
-        Ok(Stored::Duplicate),
+        receive(store, &first),
+        Stored::Duplicate,
         "same sender and id"
     );
     let same_id_other_sender = message(Direction::Incoming, "carol", 7);
-    assert_eq!(store.store_incoming(&same_id_other_sender), Ok(Stored::New));
-    assert_eq!(store.history(&user("bob")).expect("read").len(), 1);
+    assert_eq!(receive(store, &same_id_other_sender), Stored::New);
+    assert_eq!(store.history(&user("bob"), NOW).expect("read").len(), 1);
+}
+
+fn a_replay_is_a_duplicate_and_another_envelope_under_the_id_conflicts(store: &impl MessageStore) {
+    let first = message(Direction::Incoming, "bob", 1);
+    assert_eq!(store.store_incoming(&first, &link(1)), Ok(Stored::New));
+    assert_eq!(
+        store.store_incoming(&first, &link(1)),
+        Ok(Stored::Duplicate),
+        "the same envelope digest"
+    );
+    let rival = StoredMessage {
+        text: MessageText::parse("not what bob wrote").expect("valid text"),
+        ..first.clone()
+    };
+    let rival_link = Link {
+        digest: digest(99),
+        ..link(1)
+    };
+    assert_eq!(
+        store.store_incoming(&rival, &rival_link),
+        Ok(Stored::Conflicting),
+        "another envelope under the same (sender, id)"
+    );
+    assert_eq!(
+        store.history(&user("bob"), NOW).expect("read"),
+        [first],
+        "neither changed anything"
+    );
+    assert_eq!(
+        store.neighbours(&user("bob"), 1).expect("read").same,
+        Some(link(1)),
+        "the chain keeps the first link"
+    );
+    assert_eq!(
+        store.chain_state(&user("bob")),
+        Ok(ChainState::Intact { last: 1 }),
+        "a conflict is not counted as a fault"
+    );
 }
 
 fn the_outbox_holds_pending_messages_oldest_first_until_delivered(store: &impl MessageStore) {
     for n in 1..=3 {
-        store
-            .append_outgoing(&message(Direction::Outgoing, "bob", n))
-            .expect("write");
+        send(store, &message(Direction::Outgoing, "bob", n));
     }
-    store
-        .store_incoming(&message(Direction::Incoming, "bob", 9))
-        .expect("write");
+    receive(store, &message(Direction::Incoming, "bob", 9));
+    let outbox = store.outbox(NOW).expect("read");
     assert_eq!(
-        texts(&store.outbox().expect("read")),
+        outbox_texts(&outbox),
         ["message 1", "message 2", "message 3"]
+    );
+    assert_eq!(
+        outbox
+            .iter()
+            .map(|e| e.envelope.clone())
+            .collect::<Vec<_>>(),
+        [envelope(1), envelope(2), envelope(3)],
+        "each with the envelope it was appended with"
     );
     store
         .mark_delivered(&MessageId::from_bytes([2; 16]), Timestamp(50))
@@ -115,11 +224,145 @@ fn the_outbox_holds_pending_messages_oldest_first_until_delivered(store: &impl M
         .mark_delivered(&MessageId::from_bytes([42; 16]), Timestamp(50))
         .expect("unknown is fine");
     assert_eq!(
-        texts(&store.outbox().expect("read")),
+        outbox_texts(&store.outbox(NOW).expect("read")),
         ["message 1", "message 3"]
     );
-    let second = store.history(&user("bob")).expect("read").remove(1);
+    let second = store.history(&user("bob"), NOW).expect("read").remove(1);
     assert_eq!(second.delivery, Delivery::Delivered(Timestamp(50)));
+    // A repeated append of a delivered message does not bring it back.
+    send(store, &message(Direction::Outgoing, "bob", 2));
+    assert_eq!(
+        outbox_texts(&store.outbox(NOW).expect("read")),
+        ["message 1", "message 3"]
+    );
+}
+
+fn the_chain_head_moves_with_each_append_and_only_then(store: &impl MessageStore) {
+    assert_eq!(store.chain_head(&user("bob")), Ok(ChainHead::EMPTY));
+    send(store, &message(Direction::Outgoing, "bob", 1));
+    assert_eq!(store.chain_head(&user("bob")), Ok(head(1)));
+    send(store, &message(Direction::Outgoing, "bob", 2));
+    assert_eq!(store.chain_head(&user("bob")), Ok(head(2)));
+    assert_eq!(
+        store.chain_head(&user("bobby")),
+        Ok(ChainHead::EMPTY),
+        "one chain per recipient"
+    );
+    store
+        .append_outgoing(
+            &message(Direction::Outgoing, "bob", 1),
+            &envelope(7),
+            &head(7),
+        )
+        .expect("a repeated append is a no-op");
+    assert_eq!(
+        store.chain_head(&user("bob")),
+        Ok(head(2)),
+        "a repeated append leaves the head"
+    );
+    assert_eq!(
+        store.outbox(NOW).expect("read")[0].envelope,
+        envelope(1),
+        "and the envelope"
+    );
+    receive(store, &message(Direction::Incoming, "bob", 5));
+    assert_eq!(
+        store.chain_head(&user("bob")),
+        Ok(head(2)),
+        "incoming messages belong to bob's chain, not ours"
+    );
+}
+
+fn a_resealed_message_keeps_its_place_with_the_new_envelope_and_head(store: &impl MessageStore) {
+    send(store, &message(Direction::Outgoing, "bob", 1));
+    send(store, &message(Direction::Outgoing, "bob", 2));
+    store
+        .reseal(&MessageId::from_bytes([1; 16]), &envelope(11), &head(11))
+        .expect("write");
+    let outbox = store.outbox(NOW).expect("read");
+    assert_eq!(
+        outbox_texts(&outbox),
+        ["message 1", "message 2"],
+        "same order"
+    );
+    assert_eq!(outbox[0].envelope, envelope(11));
+    assert_eq!(outbox[1].envelope, envelope(2));
+    assert_eq!(store.chain_head(&user("bob")), Ok(head(11)));
+    store
+        .mark_delivered(&MessageId::from_bytes([2; 16]), Timestamp(50))
+        .expect("write");
+    for gone in [2, 42] {
+        store
+            .reseal(&MessageId::from_bytes([gone; 16]), &envelope(12), &head(12))
+            .expect("not in the outbox is fine");
+    }
+    assert_eq!(
+        store.chain_head(&user("bob")),
+        Ok(head(11)),
+        "nothing changes for an id not in the outbox"
+    );
+}
+
+fn verified_messages_join_the_senders_chain_and_others_count_as_faults(store: &impl MessageStore) {
+    let bob = user("bob");
+    assert_eq!(store.chain_state(&bob), Ok(ChainState::Empty));
+    assert_eq!(store.neighbours(&bob, 1), Ok(Neighbours::default()));
+    receive(store, &message(Direction::Incoming, "bob", 1));
+    receive(store, &message(Direction::Incoming, "bob", 2));
+    receive(store, &message(Direction::Incoming, "bob", 4));
+    assert_eq!(
+        store.neighbours(&bob, 3),
+        Ok(Neighbours {
+            before: Some(link(2)),
+            same: None,
+            after: Some(link(4)),
+        })
+    );
+    assert_eq!(
+        store.neighbours(&bob, 1),
+        Ok(Neighbours {
+            before: None,
+            same: Some(link(1)),
+            after: Some(link(2)),
+        })
+    );
+    assert_eq!(
+        store.chain_state(&bob),
+        Ok(ChainState::Gap {
+            last: 4,
+            missing: vec![(3, 3)]
+        })
+    );
+    assert_eq!(
+        store.chain_state(&user("carol")),
+        Ok(ChainState::Empty),
+        "one chain per sender"
+    );
+    let forged = StoredMessage {
+        verification: Verification::Failed(ChainFault::Fork { seq: 2 }),
+        ..message(Direction::Incoming, "bob", 5)
+    };
+    let forged_link = Link {
+        seq: 2,
+        digest: digest(50),
+        prev: digest(1),
+    };
+    assert_eq!(store.store_incoming(&forged, &forged_link), Ok(Stored::New));
+    assert_eq!(
+        store.neighbours(&bob, 2).expect("read").same,
+        Some(link(2)),
+        "an unverified message does not join the chain"
+    );
+    assert_eq!(
+        store.chain_state(&bob),
+        Ok(ChainState::Faulty { last: 4, faults: 1 })
+    );
+    let shown = store.history(&bob, NOW).expect("read");
+    assert_eq!(
+        shown.last().map(|m| m.verification),
+        Some(forged.verification),
+        "it is kept, marked"
+    );
 }
 
 fn conversations_list_the_most_recent_first_with_counts(store: &impl MessageStore) {
@@ -129,28 +372,131 @@ fn conversations_list_the_most_recent_first_with_counts(store: &impl MessageStor
             .map(|c| (c.with.to_string(), c.messages))
             .collect::<Vec<_>>()
     };
-    let list = || store.conversations().expect("read");
+    let list = || store.conversations(NOW).expect("read");
     assert!(list().is_empty());
-    store
-        .append_outgoing(&message(Direction::Outgoing, "bob", 1))
-        .expect("write");
-    store
-        .append_outgoing(&message(Direction::Outgoing, "carol", 2))
-        .expect("write");
+    send(store, &message(Direction::Outgoing, "bob", 1));
+    send(store, &message(Direction::Outgoing, "carol", 2));
     assert_eq!(
         order(&list),
         [("carol".to_owned(), 1), ("bob".to_owned(), 1)],
         "most recent first"
     );
-    store
-        .store_incoming(&message(Direction::Incoming, "bob", 3))
-        .expect("write");
+    receive(store, &message(Direction::Incoming, "bob", 3));
     assert_eq!(
         order(&list),
         [("bob".to_owned(), 2), ("carol".to_owned(), 1)],
         "most recent first"
     );
     assert_eq!(list()[0].last.text.as_str(), "message 3");
+}
+
+fn expired_messages_are_never_returned(store: &impl MessageStore) {
+    send(store, &message(Direction::Outgoing, "bob", 1));
+    send(store, &expiring(Direction::Outgoing, "bob", 2, 500));
+    receive(store, &expiring(Direction::Incoming, "bob", 3, 500));
+    receive(store, &expiring(Direction::Incoming, "carol", 4, 800));
+    let before = Timestamp(499);
+    assert_eq!(
+        texts(&store.history(&user("bob"), before).expect("read")),
+        ["message 1", "message 2", "message 3"]
+    );
+    assert_eq!(
+        outbox_texts(&store.outbox(before).expect("read")),
+        ["message 1", "message 2"]
+    );
+    let at = Timestamp(500);
+    assert_eq!(
+        texts(&store.history(&user("bob"), at).expect("read")),
+        ["message 1"],
+        "expired at its expiry time"
+    );
+    assert_eq!(
+        outbox_texts(&store.outbox(at).expect("read")),
+        ["message 1"]
+    );
+    let listed = store.conversations(at).expect("read");
+    let shape: Vec<_> = listed
+        .iter()
+        .map(|c| {
+            (
+                c.with.to_string(),
+                c.messages,
+                c.last.text.as_str().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("carol".to_owned(), 1, "message 4".to_owned()),
+            ("bob".to_owned(), 1, "message 1".to_owned()),
+        ],
+        "counts and the newest message are the live ones"
+    );
+    let later = Timestamp(800);
+    let listed = store.conversations(later).expect("read");
+    assert_eq!(
+        listed
+            .iter()
+            .map(|c| c.with.to_string())
+            .collect::<Vec<_>>(),
+        ["bob"],
+        "a conversation with no live message is not listed"
+    );
+    assert!(
+        store
+            .history(&user("carol"), later)
+            .expect("read")
+            .is_empty()
+    );
+}
+
+fn purged_messages_are_gone_but_their_replays_are_still_recognised(store: &impl MessageStore) {
+    send(store, &message(Direction::Outgoing, "bob", 1));
+    send(store, &expiring(Direction::Outgoing, "bob", 2, 500));
+    let replayed = expiring(Direction::Incoming, "bob", 3, 500);
+    receive(store, &replayed);
+    receive(store, &expiring(Direction::Incoming, "carol", 4, 800));
+    assert_eq!(
+        store.purge_expired(Timestamp(499)),
+        Ok(0),
+        "nothing expired yet"
+    );
+    assert_eq!(store.purge_expired(Timestamp(500)), Ok(2));
+    assert_eq!(store.purge_expired(Timestamp(500)), Ok(0), "gone already");
+    // Even read at a time before their expiry, purged messages are gone.
+    let early = Timestamp(0);
+    assert_eq!(
+        texts(&store.history(&user("bob"), early).expect("read")),
+        ["message 1"]
+    );
+    assert_eq!(
+        outbox_texts(&store.outbox(early).expect("read")),
+        ["message 1"]
+    );
+    assert_eq!(
+        store.history(&user("carol"), early).expect("read").len(),
+        1,
+        "not expired yet, kept"
+    );
+    assert_eq!(
+        store.store_incoming(&replayed, &link(3)),
+        Ok(Stored::Duplicate),
+        "a replay of a purged message is still recognised"
+    );
+    assert_eq!(
+        store.history(&user("bob"), early).expect("read").len(),
+        1,
+        "and not stored again"
+    );
+    assert_eq!(
+        store.neighbours(&user("bob"), 3).expect("read").same,
+        Some(link(3)),
+        "the chain keeps its place"
+    );
+    store
+        .mark_delivered(&MessageId::from_bytes([2; 16]), Timestamp(600))
+        .expect("a purged id is unknown, and fine");
 }
 
 fn contacts_keep_pinned_and_pending_keys(store: &impl MessageStore) {

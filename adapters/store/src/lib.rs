@@ -1,6 +1,6 @@
 //! The peer's store: a [sled] database behind the use-case ports
 //! [`MessageStore`](parley_usecases::ports::MessageStore) and
-//! [`IdentityStore`](parley_usecases::ports::IdentityStore).
+//! [`IdentityStore`](parley_usecases::ports::IdentityStore), encrypted at rest.
 //!
 //! One [`Store`] owns one folder (created with mode 0700). The `parley daemon` opens it and
 //! keeps it open; a second process that tries to open the same folder gets
@@ -10,54 +10,117 @@
 //! API. Domain types cross the edge through private serde mirrors (`records`), and every sled
 //! error becomes [`StoreError::Unavailable`] with one sentence.
 //!
+//! # Encryption at rest
+//!
+//! Every value in the store is encrypted with AES-256-GCM; no message text, key, contact or
+//! username is readable in the folder's files.
+//!
+//! * **The store key** (32 bytes) comes from a passphrase through Argon2id (salt of 16 random
+//!   bytes, 19 MiB, 2 passes, 1 lane; [`Unlock::Passphrase`]), or, when none is given, is 32
+//!   random bytes in `store.key` (mode 0600, [`Unlock::KeyFile`]); the caller warns at start
+//!   when [`Store::key_source`] is [`KeySource::KeyFile`]. `keyring.json` (plaintext, mode
+//!   0600) records which, the Argon2id salt and cost, and a check value: the empty text sealed
+//!   under the store key with associated data `parley/store/check/v1`. It is read and the key
+//!   checked *before* sled is opened, so a wrong passphrase ([`Error::WrongPassphrase`]) or a
+//!   mode mismatch ([`Error::PassphraseRequired`], [`Error::KeyFileStore`]) writes nothing. A
+//!   folder with neither keyring nor database is made a new store in the mode asked for; a
+//!   database without a keyring (a plaintext store from before) is refused untouched.
+//! * **Sub-keys** come from the store key through HKDF-SHA256 (no salt), one per use: `info`
+//!   `parley/store/values/v1` seals sled values, `parley/store/slots/v1` seals message keys,
+//!   `parley/store/index/v1` keys the username hash.
+//! * **Every sled value** is `nonce (12) ‖ ciphertext ‖ tag (16)` under the values sub-key, with
+//!   associated data `tree name ‖ 0x00 ‖ sled key`: a value copied to another key or tree does
+//!   not decrypt. Nonces are random (96 bits); a value that does not decrypt is reported as
+//!   [`StoreError::Unavailable`] ("… could not be decrypted (corrupt or altered)"), never a
+//!   panic.
+//! * **Each message has its own key** Km (32 random bytes), kept in a slot of `message-keys`:
+//!   fixed 60-byte slots `nonce ‖ AES-256-GCM(slots sub-key, Km) ‖ tag`, associated data
+//!   `parley/store/slot/v1 ‖ slot index (u64, big-endian)`. The `messages` value is `slot index
+//!   (u64, big-endian) ‖ nonce ‖ AES-256-GCM(Km, JSON record)`, associated data `messages ‖
+//!   0x00 ‖ sled key ‖ slot index`; the envelope kept in the outbox is sealed under Km too. A
+//!   slot is written and `sync_data`'d *before* the sled transaction that names it. Deleting a
+//!   message overwrites its slot with zeros and syncs *first*, then removes its records: sled
+//!   keeps old pages until it compacts, but without Km those copies are noise, so a TTL
+//!   deletion is real. A record whose slot is zero counts as deleted. Free (zero) slots are
+//!   reused; at open, slots that no record names (a crash between slot and transaction) are
+//!   zeroed, and records whose slot is zero (a crash inside a deletion) are removed.
+//! * **Usernames in sled keys** are replaced by a keyed hash, HMAC-SHA256(index sub-key,
+//!   `"user" ‖ 0x00 ‖ name`) truncated to 16 bytes, so who this device talks to cannot be read
+//!   from the keys; names come back from decrypted values.
+//!
+//! What stays readable: tree names, the number and local order of records, the chain
+//! positions per (hashed) sender, and the expiry times in the `expiry` keys.
+//!
 //! # Layout
 //!
-//! | tree       | key                                                   | value                              |
-//! |------------|-------------------------------------------------------|------------------------------------|
-//! | `identity` | `device`                                              | JSON mirror of `DeviceIdentity`, keys and DER as hex |
-//! | `messages` | contact username ‖ `0x00` ‖ local sequence (u64, big-endian) | JSON mirror of `StoredMessage` |
-//! | `seen`     | sender username ‖ `0x00` ‖ 16 message-id bytes         | the `messages` key                 |
-//! | `outbox`   | local sequence (u64, big-endian)                      | the `messages` key                 |
-//! | `contacts` | contact username                                      | JSON mirror of `Contact` (pinned and pending keys, hex) |
+//! `N(user)` is the 16-byte username hash; `seq` a local sequence (u64, big-endian); every
+//! value below is the plaintext *before* sealing.
+//!
+//! | tree / file     | key                                  | value                                                     |
+//! |-----------------|--------------------------------------|-----------------------------------------------------------|
+//! | `keyring.json`  | —                                    | JSON: version, mode, Argon2id salt and cost, check value (plaintext) |
+//! | `store.key`     | —                                    | the store key, key-file stores only (plaintext, 0600)     |
+//! | `message-keys`  | slot index × 60 bytes                | one message key per slot, sealed under the slots sub-key  |
+//! | `identity`      | `device`                             | JSON mirror of `DeviceIdentity`, keys and DER as hex      |
+//! | `messages`      | `N(contact) ‖ seq`                   | slot index ‖ JSON mirror of `StoredMessage` sealed under Km |
+//! | `seen`          | `N(sender) ‖ 16 message-id bytes`    | envelope digest (32) ‖ the `messages` key                 |
+//! | `outbox`        | `seq` (that of the `messages` key)   | `messages` key ‖ message id ‖ envelope sealed under Km    |
+//! | `heads`         | `N(recipient)`                       | this device's chain head towards them: seq ‖ digest       |
+//! | `links`         | `N(sender) ‖ chain position`         | accepted link: digest ‖ prev                              |
+//! | `faults`        | `N(sender)`                          | how many of their messages failed the chain (u64)         |
+//! | `expiry`        | `expires_at ‖ messages key`          | the message's `seen` key (for its record id)              |
+//! | `contacts`      | `N(contact)`                         | JSON mirror of `Contact` (pinned and pending keys, hex)   |
+//! | `attachments/`  | files named `<record id>…`           | written elsewhere; deleted with their message             |
 //!
 //! * The local sequence comes from sled's `generate_id`, which is unique and increasing across
-//!   restarts (it may skip numbers). A prefix scan of `messages` on `contact ‖ 0x00` therefore
-//!   yields one conversation oldest first; usernames never contain `0x00`, so `bob` and `bob2`
+//!   restarts (it may skip numbers). A prefix scan of `messages` on `N(contact)` therefore
+//!   yields one conversation oldest first; the hash has a fixed length, so `bob` and `bob2`
 //!   cannot mix.
-//! * `seen` makes `store_incoming` idempotent per (sender, id). Outgoing messages are recorded
-//!   under their own sender (`message.from`, this device's user), which makes a repeated
-//!   `append_outgoing` of the same message a no-op.
+//! * `seen` makes `store_incoming` idempotent per (sender, id) and tells a replay (same digest:
+//!   `Duplicate`) from another envelope under the same id (`Conflicting`). Outgoing messages
+//!   are recorded under their own sender (`message.from`, this device's user), which makes a
+//!   repeated `append_outgoing` of the same message a no-op. A `seen` entry outlives its
+//!   message: a replay of a purged message is still recognised.
 //! * `outbox` holds the outgoing messages still waiting for a receipt, in the order they were
-//!   written.
-//!
-//! **The store is plaintext for now**: message text and the device's private keys are written
-//! as they are, protected only by the folder's mode 0700. The encrypted store (key from a
-//! passphrase through Argon2id, one key per message) comes with a later issue and will change
-//! this layout.
+//!   written, with their sealed envelopes; a receipt removes the entry and the envelope.
+//! * `expiry` keys start with `expires_at` as 8 bytes that sort like the time (big-endian with
+//!   the sign bit flipped), so the expired messages are a range scan from the start.
+//! * A message's *record id* ([`Store::record_id`]), the name prefix of its files under
+//!   `attachments/`, is the 64 hex digits of its `seen` key `N(sender) ‖ id`: known before the
+//!   message is stored, unique per (sender, id), and free of the username.
 //!
 //! # Durability and atomicity
 //!
 //! Writes that touch several trees run in one sled transaction (sled serialises transactions),
-//! so a crash never leaves a message without its `seen` or `outbox` entry. Every write method
-//! calls sled's `flush()` before it returns `Ok`, so a receipt is only ever given for a flushed
-//! message; `store_incoming` flushes even when it answers `Duplicate`, because the first copy
-//! may have been written a moment earlier by another thread. On Linux sled's `flush()` uses
+//! so a crash never leaves a message without its `seen`, `outbox`, chain or `expiry` entry, nor
+//! an outgoing message without its chain head. Every write method calls sled's `flush()`
+//! before it returns `Ok`, so a receipt is only ever given for a flushed message;
+//! `store_incoming` flushes even when it answers `Duplicate`, because the first copy may have
+//! been written a moment earlier by another thread. On Linux sled's `flush()` uses
 //! `sync_file_range`: a flushed message survives a killed process, not necessarily a power
-//! cut.
+//! cut. `message-keys` is synced with `fdatasync` at every change.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod crypto;
 mod identity;
+mod keyring;
 mod messages;
 mod records;
+mod slots;
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::thread;
 use std::time::Duration;
 
+use parley_domain::{MessageId, Username};
 use parley_usecases::ports::StoreError;
+
+use crate::crypto::Keys;
+use crate::slots::{SLOTS_FILE, Slots};
 
 /// How often [`Store::open`] tries to take sled's file lock before it reports
 /// [`Error::InUse`], and how long it waits between tries.
@@ -80,8 +143,8 @@ pub enum Error {
         /// The folder that was asked for.
         path: PathBuf,
     },
-    /// The folder could not be created, or the database could not be read (I/O error,
-    /// corruption, a newer format).
+    /// The folder could not be created, or the keyring or database could not be read (I/O
+    /// error, corruption, a newer format, a plaintext store from before encryption).
     #[error("the store at {} could not be opened: {reason}", path.display())]
     Unavailable {
         /// The folder that was asked for.
@@ -89,6 +152,78 @@ pub enum Error {
         /// What went wrong, in words.
         reason: String,
     },
+    /// The passphrase given is not the store's. Nothing was written.
+    #[error("the passphrase does not open this store; nothing was changed")]
+    WrongPassphrase,
+    /// The store is locked with a passphrase, and none was given.
+    #[error(
+        "this store is locked with a passphrase: set PARLEY_PASSPHRASE, or run Parley in a \
+         terminal to be asked for it"
+    )]
+    PassphraseRequired,
+    /// The store's key is in a key file, and a passphrase was given.
+    #[error("this store uses a key file, not a passphrase: unset PARLEY_PASSPHRASE")]
+    KeyFileStore,
+    /// The key file of a key-file store is missing, unreadable, or holds another key.
+    #[error(
+        "the store's key file {} is missing or unusable ({reason}); the store cannot be opened \
+         without it",
+        path.display()
+    )]
+    KeyFile {
+        /// The key file.
+        path: PathBuf,
+        /// What is wrong with it, in words.
+        reason: String,
+    },
+}
+
+/// A passphrase that unlocks a store. `Debug` never prints it.
+pub struct Passphrase(String);
+
+impl Passphrase {
+    /// Wraps a passphrase (from `PARLEY_PASSPHRASE` or the terminal).
+    #[must_use]
+    pub fn new(raw: String) -> Self {
+        Self(raw)
+    }
+
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Passphrase(..)")
+    }
+}
+
+impl Drop for Passphrase {
+    /// Best effort: overwrites the bytes before they go back to the allocator.
+    fn drop(&mut self) {
+        let mut bytes = std::mem::take(&mut self.0).into_bytes();
+        bytes.iter_mut().for_each(|b| *b = 0);
+        std::hint::black_box(&bytes);
+    }
+}
+
+/// How [`Store::open`] finds the store key.
+#[derive(Debug)]
+pub enum Unlock {
+    /// Derive it from this passphrase (Argon2id); a new store is made passphrase-locked.
+    Passphrase(Passphrase),
+    /// Read it from the store's key file; a new store gets a fresh random key file.
+    KeyFile,
+}
+
+/// Where an open store's key came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    /// A passphrase.
+    Passphrase,
+    /// The key file in the store folder: anyone who can read the folder can read the store.
+    KeyFile,
 }
 
 impl From<Error> for StoreError {
@@ -97,17 +232,28 @@ impl From<Error> for StoreError {
     }
 }
 
-/// The peer's durable store: identity, conversations and outbox in one sled database.
+/// The peer's durable, encrypted store: identity, conversations, outbox and hash chains in one
+/// sled database, message keys in `message-keys`.
 ///
 /// Cheap to share behind an `Arc`; every method takes `&self` and is safe to call from many
 /// threads at once. Dropping the last handle closes the database.
 pub struct Store {
     path: PathBuf,
+    source: KeySource,
+    keys: Keys,
+    slots: Slots,
+    /// Held by `purge_expired`: one deletion at a time, so a slot it zeroes is still the one
+    /// its record names.
+    purging: Mutex<()>,
     db: sled::Db,
     identity: sled::Tree,
     messages: sled::Tree,
     seen: sled::Tree,
     outbox: sled::Tree,
+    heads: sled::Tree,
+    links: sled::Tree,
+    faults: sled::Tree,
+    expiry: sled::Tree,
     contacts: sled::Tree,
 }
 
@@ -120,39 +266,79 @@ impl fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens the store in the folder `path`, creating the folder (mode 0700) and the database
-    /// when they do not exist yet.
+    /// Opens the store in the folder `path` with the key `unlock` gives, creating the folder
+    /// (mode 0700) and a new store — in the mode `unlock` asks for — when there is none yet.
     ///
-    /// When the store's lock is taken, this retries for about half a second (sled frees the
-    /// lock of a just-dropped handle asynchronously) before it gives up.
+    /// The key is checked against `keyring.json` before the database is touched. When the
+    /// store's lock is taken, this retries for about half a second (sled frees the lock of a
+    /// just-dropped handle asynchronously) before it gives up.
     ///
     /// # Errors
+    /// [`Error::WrongPassphrase`], [`Error::PassphraseRequired`], [`Error::KeyFileStore`] or
+    /// [`Error::KeyFile`] when the key does not fit the store (nothing is written then);
     /// [`Error::InUse`] when another process or another open [`Store`] holds the folder;
-    /// [`Error::Unavailable`] when the folder cannot be created or the database cannot be
-    /// read.
-    pub fn open(path: &Path) -> Result<Self, Error> {
-        create_private_folder(path).map_err(|e| Error::Unavailable {
+    /// [`Error::Unavailable`] when the folder cannot be created or the keyring, the database
+    /// or the message keys cannot be read.
+    pub fn open(path: &Path, unlock: Unlock) -> Result<Self, Error> {
+        let unavailable = |reason: String| Error::Unavailable {
             path: path.to_owned(),
-            reason: format!("the folder could not be created ({e})"),
-        })?;
+            reason,
+        };
+        create_private_folder(path)
+            .map_err(|e| unavailable(format!("the folder could not be created ({e})")))?;
+        let (store_key, source) = keyring::unlock(path, unlock)?;
+        let keys = Keys::derive(&store_key).map_err(|e| unavailable(e.to_string()))?;
         let db = open_db(path)?;
         let tree = |name: &str| {
-            db.open_tree(name).map_err(|e| Error::Unavailable {
-                path: path.to_owned(),
-                reason: format!("the {name} tree could not be opened ({e})"),
-            })
+            db.open_tree(name)
+                .map_err(|e| unavailable(format!("the {name} tree could not be opened ({e})")))
         };
+        let (slots, census) = Slots::open(&path.join(SLOTS_FILE), keys.slots.clone())
+            .map_err(|e| unavailable(format!("{SLOTS_FILE} could not be opened ({e})")))?;
         let store = Self {
             identity: tree("identity")?,
             messages: tree("messages")?,
             seen: tree("seen")?,
             outbox: tree("outbox")?,
+            heads: tree("heads")?,
+            links: tree("links")?,
+            faults: tree("faults")?,
+            expiry: tree("expiry")?,
             contacts: tree("contacts")?,
             path: path.to_owned(),
+            source,
+            keys,
+            slots,
+            purging: Mutex::new(()),
             db,
         };
-        tracing::debug!(path = %path.display(), "store opened");
+        store
+            .recover(census.count, &census.used)
+            .map_err(|e| unavailable(e.to_string()))?;
+        tracing::debug!(path = %path.display(), key_source = ?source, "store opened");
         Ok(store)
+    }
+
+    /// True when the folder `path` holds a store already (a keyring, or a database): then
+    /// [`Store::open`] opens it rather than making one, and the mode of `unlock` must fit it.
+    /// Reads nothing but the folder's entries.
+    #[must_use]
+    pub fn exists(path: &Path) -> bool {
+        keyring::holds_store(path)
+    }
+
+    /// Where the store key came from: the caller warns at start when it is a key file.
+    #[must_use]
+    pub fn key_source(&self) -> KeySource {
+        self.source
+    }
+
+    /// The record id of the message `id` from `from`: 64 hex digits that name no one. Files
+    /// under `<store>/attachments/` whose names start with it are deleted with the message
+    /// when it expires.
+    #[must_use]
+    pub fn record_id(&self, from: &Username, id: &MessageId) -> String {
+        records::record_id(&records::seen_key(&self.keys.name(from), id))
     }
 
     /// The folder this store lives in.

@@ -5,60 +5,179 @@
 //! Error sentences never quote a record's content (serde_json's messages can echo a value, and
 //! a value may be message text or key material): they name the tree, the place and the rule.
 
+use parley_domain::envelope::check_attachment_name;
 use parley_domain::{
-    CaFingerprint, Contact, Delivery, DeviceIdentity, Direction, MessageId, MessageText, PeerKeys,
-    Secret32, StoredMessage, Timestamp, Username,
+    Attachment, AttachmentKey, AttachmentRef, CaFingerprint, ChainFault, ChainHead, Contact,
+    Delivery, DeviceIdentity, Digest, Direction, Link, MessageId, MessageText, PeerKeys, Secret32,
+    StoredMessage, Timestamp, Ttl, Username, Verification,
 };
 use parley_usecases::ports::StoreError;
 use serde::{Deserialize, Serialize};
 
+use crate::crypto::NAME_LEN;
+use crate::keyring::{hex, unhex};
+
 /// The single key of the `identity` tree.
 pub(crate) const IDENTITY_KEY: &[u8] = b"device";
 
-/// Separates a username from what follows it in a key; never part of a username.
-const SEPARATOR: u8 = 0x00;
+/// A username's keyed hash, as it stands in sled keys.
+pub(crate) type Name = [u8; NAME_LEN];
 
-/// `username ‖ 0x00`: the prefix of one conversation in `messages`.
-pub(crate) fn conversation_prefix(with: &Username) -> Vec<u8> {
-    let mut key = with.as_str().as_bytes().to_vec();
-    key.push(SEPARATOR);
+/// Bytes of a `messages` key: contact hash and local sequence.
+pub(crate) const MESSAGE_KEY_LEN: usize = NAME_LEN + 8;
+
+/// Bytes of an envelope digest.
+const DIGEST_LEN: usize = 32;
+
+/// `contact ‖ seq (big-endian)`: a key of `messages`.
+pub(crate) fn message_key(contact: &Name, seq: u64) -> [u8; MESSAGE_KEY_LEN] {
+    let mut key = [0u8; MESSAGE_KEY_LEN];
+    key[..NAME_LEN].copy_from_slice(contact);
+    key[NAME_LEN..].copy_from_slice(&seq.to_be_bytes());
     key
 }
 
-/// `contact ‖ 0x00 ‖ seq (big-endian)`: a key of `messages`.
-pub(crate) fn message_key(contact: &Username, seq: u64) -> Vec<u8> {
-    let mut key = conversation_prefix(contact);
-    key.extend_from_slice(&seq.to_be_bytes());
+/// Splits a `messages` key into its contact hash and sequence.
+pub(crate) fn split_message_key(key: &[u8]) -> Result<(Name, u64), StoreError> {
+    let key: &[u8; MESSAGE_KEY_LEN] = key.try_into().map_err(|_| {
+        corrupt(
+            "messages",
+            "a key is not a 16-byte name and an 8-byte sequence",
+        )
+    })?;
+    let mut name = [0u8; NAME_LEN];
+    name.copy_from_slice(&key[..NAME_LEN]);
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&key[NAME_LEN..]);
+    Ok((name, u64::from_be_bytes(seq)))
+}
+
+/// `sender ‖ id`: a key of `seen`.
+pub(crate) fn seen_key(sender: &Name, id: &MessageId) -> [u8; NAME_LEN + 16] {
+    let mut key = [0u8; NAME_LEN + 16];
+    key[..NAME_LEN].copy_from_slice(sender);
+    key[NAME_LEN..].copy_from_slice(id.as_bytes());
     key
 }
 
-/// `sender ‖ 0x00 ‖ id`: a key of `seen`.
-pub(crate) fn seen_key(sender: &Username, id: &MessageId) -> Vec<u8> {
-    let mut key = conversation_prefix(sender);
-    key.extend_from_slice(id.as_bytes());
-    key
-}
-
-/// `seq (big-endian)`: a key of `outbox`.
+/// `seq (big-endian)`: a key of `outbox`, the sequence of its message's key.
 pub(crate) fn outbox_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
 }
 
-/// Splits a `messages` key into its conversation (the raw username bytes) and sequence.
-pub(crate) fn split_message_key(key: &[u8]) -> Result<(&[u8], u64), StoreError> {
-    let bad = || {
-        corrupt(
-            "messages",
-            "a key is not username, 0x00 and an 8-byte sequence",
-        )
-    };
-    let at = key.iter().position(|&b| b == SEPARATOR).ok_or_else(bad)?;
-    let (user, rest) = key.split_at(at);
-    let seq: [u8; 8] = rest
-        .get(1..)
-        .and_then(|s| s.try_into().ok())
-        .ok_or_else(bad)?;
-    Ok((user, u64::from_be_bytes(seq)))
+/// `sender ‖ chain position (big-endian)`: a key of `links`.
+pub(crate) fn link_key(sender: &Name, seq: u64) -> [u8; NAME_LEN + 8] {
+    message_key(sender, seq)
+}
+
+/// A time as 8 bytes that sort like the time (big-endian, sign bit flipped).
+pub(crate) fn time_key(at: Timestamp) -> [u8; 8] {
+    (at.0.cast_unsigned() ^ (1 << 63)).to_be_bytes()
+}
+
+/// `expires_at ‖ messages key`: a key of `expiry`.
+pub(crate) fn expiry_key(at: Timestamp, message: &[u8]) -> Vec<u8> {
+    let mut key = time_key(at).to_vec();
+    key.extend_from_slice(message);
+    key
+}
+
+/// Splits an `expiry` key into its time bytes and the `messages` key.
+pub(crate) fn split_expiry_key(key: &[u8]) -> Result<([u8; 8], &[u8]), StoreError> {
+    let bad = || corrupt("expiry", "a key is not a time and a message key");
+    if key.len() != 8 + MESSAGE_KEY_LEN {
+        return Err(bad());
+    }
+    let (at, message) = key.split_at(8);
+    Ok((at.try_into().map_err(|_| bad())?, message))
+}
+
+/// The name prefix of a message's files under `attachments/`: the hex of its `seen` key.
+pub(crate) fn record_id(seen_key: &[u8]) -> String {
+    hex(seen_key)
+}
+
+/// `seen` value: the envelope's digest, then the `messages` key of the copy kept.
+pub(crate) fn encode_seen(digest: &Digest, message_key: &[u8]) -> Vec<u8> {
+    let mut value = digest.0.to_vec();
+    value.extend_from_slice(message_key);
+    value
+}
+
+/// The digest a `seen` value remembers.
+pub(crate) fn decode_seen(value: &[u8]) -> Result<Digest, StoreError> {
+    value
+        .get(..DIGEST_LEN)
+        .and_then(|d| d.try_into().ok())
+        .map(Digest)
+        .ok_or_else(|| corrupt("seen", "a value is shorter than a digest"))
+}
+
+/// `links` value: `digest ‖ prev` (the position is in the key).
+pub(crate) fn encode_link(link: &Link) -> Vec<u8> {
+    let mut value = link.digest.0.to_vec();
+    value.extend_from_slice(&link.prev.0);
+    value
+}
+
+pub(crate) fn decode_link(seq: u64, value: &[u8]) -> Result<Link, StoreError> {
+    let bad = || corrupt("links", "a value is not two digests");
+    if value.len() != 2 * DIGEST_LEN {
+        return Err(bad());
+    }
+    let (digest, prev) = value.split_at(DIGEST_LEN);
+    Ok(Link {
+        seq,
+        digest: Digest(digest.try_into().map_err(|_| bad())?),
+        prev: Digest(prev.try_into().map_err(|_| bad())?),
+    })
+}
+
+/// `heads` value: `seq (big-endian) ‖ digest`.
+pub(crate) fn encode_head(head: &ChainHead) -> Vec<u8> {
+    let mut value = head.seq.to_be_bytes().to_vec();
+    value.extend_from_slice(&head.digest.0);
+    value
+}
+
+pub(crate) fn decode_head(value: &[u8]) -> Result<ChainHead, StoreError> {
+    let bad = || corrupt("heads", "a value is not a sequence and a digest");
+    if value.len() != 8 + DIGEST_LEN {
+        return Err(bad());
+    }
+    let (seq, digest) = value.split_at(8);
+    Ok(ChainHead {
+        seq: u64::from_be_bytes(seq.try_into().map_err(|_| bad())?),
+        digest: Digest(digest.try_into().map_err(|_| bad())?),
+    })
+}
+
+/// `faults` value: a count (u64, big-endian).
+pub(crate) fn decode_count(value: &[u8]) -> Result<u64, StoreError> {
+    value
+        .try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| corrupt("faults", "a value is not an 8-byte count"))
+}
+
+/// `outbox` value: `messages key ‖ message id ‖ envelope sealed under the message's key`.
+pub(crate) fn encode_outbox(message_key: &[u8], id: &MessageId, envelope: &[u8]) -> Vec<u8> {
+    let mut value = message_key.to_vec();
+    value.extend_from_slice(id.as_bytes());
+    value.extend_from_slice(envelope);
+    value
+}
+
+/// An `outbox` value's parts: `messages` key, message id, sealed envelope.
+pub(crate) fn decode_outbox(value: &[u8]) -> Result<(&[u8], MessageId, &[u8]), StoreError> {
+    let bad = || corrupt("outbox", "a value is shorter than a message key and an id");
+    if value.len() < MESSAGE_KEY_LEN + 16 {
+        return Err(bad());
+    }
+    let (message_key, rest) = value.split_at(MESSAGE_KEY_LEN);
+    let (id, envelope) = rest.split_at(16);
+    let id: [u8; 16] = id.try_into().map_err(|_| bad())?;
+    Ok((message_key, MessageId::from_bytes(id), envelope))
 }
 
 /// A record that cannot be read back: `StoreError::Unavailable("corrupt record in <tree>: …")`.
@@ -92,7 +211,12 @@ struct MessageRecord {
     sent_at: i64,
     direction: DirectionRecord,
     delivery: DeliveryRecord,
-    verified: bool,
+    verification: VerificationRecord,
+    /// Milliseconds.
+    ttl: Option<u64>,
+    /// Milliseconds since the Unix epoch.
+    expires_at: Option<i64>,
+    attachments: Vec<AttachmentRecord>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -108,6 +232,24 @@ enum DeliveryRecord {
     Pending,
     Delivered(i64),
     Received(i64),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+enum VerificationRecord {
+    Verified,
+    Fork { seq: u64 },
+    Broken { seq: u64 },
+}
+
+/// An attachment: what the header names, and its key; digests and key as hex.
+#[derive(Serialize, Deserialize)]
+struct AttachmentRecord {
+    name: String,
+    size: u64,
+    sha256: String,
+    key: String,
+    plain_sha256: String,
 }
 
 pub(crate) fn encode_message(message: &StoredMessage) -> Result<Vec<u8>, StoreError> {
@@ -126,16 +268,68 @@ pub(crate) fn encode_message(message: &StoredMessage) -> Result<Vec<u8>, StoreEr
             Delivery::Delivered(at) => DeliveryRecord::Delivered(at.0),
             Delivery::Received(at) => DeliveryRecord::Received(at.0),
         },
-        verified: message.verified,
+        verification: match message.verification {
+            Verification::Verified => VerificationRecord::Verified,
+            Verification::Failed(ChainFault::Fork { seq }) => VerificationRecord::Fork { seq },
+            Verification::Failed(ChainFault::Broken { seq }) => VerificationRecord::Broken { seq },
+        },
+        ttl: message.ttl.map(Ttl::millis),
+        expires_at: message.expires_at.map(|at| at.0),
+        attachments: message
+            .attachments
+            .iter()
+            .map(|a| AttachmentRecord {
+                name: a.meta.name.clone(),
+                size: a.meta.size,
+                sha256: hex(&a.meta.sha256.0),
+                key: hex(a.key.key.expose()),
+                plain_sha256: hex(&a.key.plain_sha256.0),
+            })
+            .collect(),
     };
     serde_json::to_vec(&record)
-        .map_err(|e| StoreError::Unavailable(format!("could not encode a message: {e}")))
+        .map_err(|_| StoreError::Unavailable("could not encode a message".into()))
 }
 
 pub(crate) fn decode_message(bytes: &[u8]) -> Result<StoredMessage, StoreError> {
     const TREE: &str = "messages";
     let record: MessageRecord =
         serde_json::from_slice(bytes).map_err(|e| json_problem(TREE, &e))?;
+    let ttl = record
+        .ttl
+        .map(|ms| {
+            let ttl = Ttl::from_millis(ms);
+            if ttl.millis() == ms {
+                Ok(ttl)
+            } else {
+                Err(corrupt(TREE, "a time to live is out of range"))
+            }
+        })
+        .transpose()?;
+    let digest = |field: &str, raw: &str| -> Result<Digest, StoreError> {
+        Digest::parse(raw).ok_or_else(|| corrupt(TREE, format_args!("{field} is not a digest")))
+    };
+    let attachments = record
+        .attachments
+        .iter()
+        .map(|a| {
+            check_attachment_name(&a.name).map_err(|e| corrupt(TREE, e))?;
+            let key: [u8; 32] = unhex(&a.key)
+                .and_then(|k| k.try_into().ok())
+                .ok_or_else(|| corrupt(TREE, "an attachment key is not 32 hex bytes"))?;
+            Ok(Attachment {
+                meta: AttachmentRef {
+                    name: a.name.clone(),
+                    size: a.size,
+                    sha256: digest("an attachment's sha256", &a.sha256)?,
+                },
+                key: AttachmentKey {
+                    key: Secret32::new(key),
+                    plain_sha256: digest("an attachment's plain_sha256", &a.plain_sha256)?,
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
     Ok(StoredMessage {
         id: MessageId::parse(&record.id).map_err(|e| corrupt(TREE, e))?,
         from: Username::parse(&record.from).map_err(|e| corrupt(TREE, e))?,
@@ -151,7 +345,14 @@ pub(crate) fn decode_message(bytes: &[u8]) -> Result<StoredMessage, StoreError> 
             DeliveryRecord::Delivered(at) => Delivery::Delivered(Timestamp(at)),
             DeliveryRecord::Received(at) => Delivery::Received(Timestamp(at)),
         },
-        verified: record.verified,
+        verification: match record.verification {
+            VerificationRecord::Verified => Verification::Verified,
+            VerificationRecord::Fork { seq } => Verification::Failed(ChainFault::Fork { seq }),
+            VerificationRecord::Broken { seq } => Verification::Failed(ChainFault::Broken { seq }),
+        },
+        ttl,
+        expires_at: record.expires_at.map(Timestamp),
+        attachments,
     })
 }
 
@@ -269,28 +470,6 @@ pub(crate) fn decode_contact(bytes: &[u8]) -> Result<Contact, StoreError> {
     })
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "{b:02x}");
-            out
-        })
-}
-
-fn unhex(raw: &str) -> Option<Vec<u8>> {
-    // `from_str_radix` alone would take a sign ("+f"), so check the digits first.
-    if !raw.len().is_multiple_of(2) || !raw.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..raw.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(raw.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,15 +486,144 @@ mod tests {
 
     #[test]
     fn given_a_message_key_when_split_then_it_gives_back_its_parts_and_bad_keys_are_corrupt() {
-        let bob = Username::parse("bob").expect("valid literal");
-        let key = message_key(&bob, 0x0102_0304_0506_0708);
+        let key = message_key(&[7; NAME_LEN], 0x0102_0304_0506_0708);
         assert_eq!(
             split_message_key(&key).ok(),
-            Some((&b"bob"[..], 0x0102_0304_0506_0708))
+            Some(([7; NAME_LEN], 0x0102_0304_0506_0708))
         );
-        for bad in [&b"bob"[..], b"bob\0", b"bob\x00123456789"] {
+        for bad in [&b"bob"[..], &key[1..], &[0; MESSAGE_KEY_LEN + 1]] {
             assert!(split_message_key(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn given_times_when_made_keys_then_the_keys_sort_like_the_times() {
+        let times = [i64::MIN, -5, -1, 0, 1, 99, 1_700_000_000_000, i64::MAX];
+        let keys: Vec<_> = times.iter().map(|&t| time_key(Timestamp(t))).collect();
+        assert!(keys.windows(2).all(|w| w[0] < w[1]), "{keys:?}");
+        let key = expiry_key(Timestamp(5), &message_key(&[1; NAME_LEN], 9));
+        let (at, message) = split_expiry_key(&key).expect("splits");
+        assert_eq!((at, message), (time_key(Timestamp(5)), &key[8..]));
+        assert!(split_expiry_key(&key[1..]).is_err());
+    }
+
+    #[test]
+    fn given_small_values_when_encoded_then_they_decode_back_and_short_ones_are_corrupt() {
+        let link = Link {
+            seq: 4,
+            digest: Digest([1; 32]),
+            prev: Digest([2; 32]),
+        };
+        assert_eq!(decode_link(4, &encode_link(&link)), Ok(link));
+        assert!(decode_link(4, &[0; 63]).is_err());
+        let head = ChainHead {
+            seq: 9,
+            digest: Digest([3; 32]),
+        };
+        assert_eq!(decode_head(&encode_head(&head)), Ok(head));
+        assert!(decode_head(&[0; 39]).is_err());
+        let mkey = message_key(&[5; NAME_LEN], 2);
+        assert_eq!(
+            decode_seen(&encode_seen(&Digest([6; 32]), &mkey)),
+            Ok(Digest([6; 32]))
+        );
+        assert!(decode_seen(&[0; 31]).is_err());
+        let id = MessageId::from_bytes([8; 16]);
+        let value = encode_outbox(&mkey, &id, b"sealed");
+        assert_eq!(
+            decode_outbox(&value).ok(),
+            Some((&mkey[..], id, &b"sealed"[..]))
+        );
+        assert!(decode_outbox(&value[..39]).is_err());
+        assert_eq!(decode_count(&7u64.to_be_bytes()), Ok(7));
+        assert!(decode_count(&[0; 7]).is_err());
+    }
+
+    fn full_message() -> StoredMessage {
+        let user = |name| Username::parse(name).expect("valid literal");
+        StoredMessage {
+            id: MessageId::from_bytes([1; 16]),
+            from: user("bob"),
+            to: user("alice"),
+            text: MessageText::parse("hello").expect("valid literal"),
+            sent_at: Timestamp(10),
+            direction: Direction::Incoming,
+            delivery: Delivery::Received(Timestamp(11)),
+            verification: Verification::Failed(ChainFault::Broken { seq: 3 }),
+            ttl: Some(Ttl::from_millis(60_000)),
+            expires_at: Some(Timestamp(60_010)),
+            attachments: vec![Attachment {
+                meta: AttachmentRef {
+                    name: "photo.jpg".into(),
+                    size: 1234,
+                    sha256: Digest([2; 32]),
+                },
+                key: AttachmentKey {
+                    key: Secret32::new([3; 32]),
+                    plain_sha256: Digest([4; 32]),
+                },
+            }],
+        }
+    }
+
+    #[test]
+    fn given_a_message_with_every_field_when_encoded_then_it_decodes_back_the_same() {
+        let message = full_message();
+        let bytes = encode_message(&message).expect("encodes");
+        assert_eq!(decode_message(&bytes), Ok(message));
+        let fork = StoredMessage {
+            verification: Verification::Failed(ChainFault::Fork { seq: 1 }),
+            ttl: None,
+            expires_at: None,
+            attachments: vec![],
+            ..full_message()
+        };
+        let bytes = encode_message(&fork).expect("encodes");
+        assert_eq!(decode_message(&bytes), Ok(fork));
+    }
+
+    #[test]
+    fn given_records_that_break_domain_rules_when_decoding_then_they_are_corrupt() {
+        let good: serde_json::Value =
+            serde_json::from_slice(&encode_message(&full_message()).expect("encodes"))
+                .expect("json");
+        let bent = |path: &[&str], value: serde_json::Value| {
+            let mut record = good.clone();
+            let mut at = &mut record;
+            for step in path {
+                at = match step.parse::<usize>() {
+                    Ok(i) => &mut at[i],
+                    Err(_) => &mut at[*step],
+                };
+            }
+            *at = value;
+            serde_json::to_vec(&record).expect("json")
+        };
+        for (what, bytes) in [
+            ("empty text", bent(&["text"], "".into())),
+            ("bad sender", bent(&["from"], "Bob".into())),
+            ("bad id", bent(&["id"], "xyz".into())),
+            ("ttl out of range", bent(&["ttl"], 5.into())),
+            (
+                "attachment name",
+                bent(&["attachments", "0", "name"], "../x".into()),
+            ),
+            (
+                "attachment key",
+                bent(&["attachments", "0", "key"], "00".into()),
+            ),
+            (
+                "attachment digest",
+                bent(&["attachments", "0", "sha256"], "zz".into()),
+            ),
+        ] {
+            let Err(StoreError::Unavailable(why)) = decode_message(&bytes) else {
+                panic!("{what}: must be refused");
+            };
+            assert!(why.contains("corrupt record"), "{what}: {why}");
+        }
+        assert!(decode_identity(br#"{"user":"Alice"}"#).is_err());
+        assert!(decode_contact(br#"{"user":"bob","keys":{"ed25519":"00","x25519":null},"pending":null,"pinned_at":1}"#).is_err());
     }
 
     #[test]
