@@ -9,9 +9,10 @@ use parley_domain::{
 };
 
 use crate::ports::{
-    Clock, Directory, DirectoryError, EnrollError, EnrollRequest, Enrollment, EnvelopeError,
-    Envelopes, Event, EventSink, IdentityStore, MessageStore, OutboxEntry, OutgoingEnvelope,
-    PeerAddress, StoreError, Stored, Transport, TransportError,
+    AttachmentError, AttachmentFiles, AttachmentSource, Clock, Directory, DirectoryError,
+    EnrollError, EnrollRequest, Enrollment, EnvelopeError, Envelopes, Event, EventSink,
+    IdentityStore, MessageStore, OutboxEntry, OutgoingEnvelope, OutgoingFile, PeerAddress,
+    StoreError, Stored, Transport, TransportError,
 };
 
 /// Send `text` to `to` under the id `id` (the caller draws the id, so the command returns
@@ -26,6 +27,8 @@ pub struct SendMessage {
     pub text: MessageText,
     /// Time to live, for a disappearing message.
     pub ttl: Option<Ttl>,
+    /// Files to attach, in order.
+    pub attachments: Vec<AttachmentSource>,
 }
 
 /// Why a message was not delivered.
@@ -81,6 +84,9 @@ pub enum SendError {
     /// The envelope could not be sealed.
     #[error("the message could not be sealed: {0}; nothing was sent")]
     Seal(EnvelopeError),
+    /// An attachment could not be read or kept.
+    #[error("{0}; nothing was sent")]
+    Attachment(AttachmentError),
     /// The rendezvous could not be asked. `queued` says whether the message waits in the outbox.
     #[error("{reason}{}", if *.queued { "; the message is kept in the outbox and retried" } else { "; nothing was sent" })]
     DirectoryUnavailable {
@@ -107,6 +113,8 @@ impl SendError {
             Self::KeysChanged(_) => "keys_changed",
             Self::NoEncryptionKey(_) => "no_encryption_key",
             Self::Seal(_) => "seal_failed",
+            Self::Attachment(AttachmentError::TooLarge { .. }) => "attachment_too_large",
+            Self::Attachment(_) => "attachment_unreadable",
             Self::DirectoryUnavailable { .. } => "rendezvous_unavailable",
             Self::Store(_) => "store_unavailable",
         }
@@ -145,6 +153,12 @@ pub enum ReceiveError {
     /// Altered, forged, malformed or not sealed to this device.
     #[error("the envelope was refused: {0}")]
     Envelope(EnvelopeError),
+    /// An attachment the header names did not arrive, or other bytes did.
+    #[error("attachment {index} of the message is missing or altered; the message is refused")]
+    AttachmentMissing {
+        /// Its index in the header.
+        index: usize,
+    },
     /// Another envelope under the same id was stored before (a replay with changed content).
     #[error("another message with id {0} was received before; this one is refused")]
     Conflicting(MessageId),
@@ -163,8 +177,51 @@ impl ReceiveError {
             Self::KeysChanged(_) => "keys_changed",
             Self::Envelope(e) => e.code,
             Self::Conflicting(_) => "conflicting_id",
+            Self::AttachmentMissing { .. } => "attachment_missing",
             Self::Store(_) => "store_unavailable",
         }
+    }
+}
+
+impl From<AttachmentError> for ReceiveError {
+    fn from(error: AttachmentError) -> Self {
+        match error {
+            AttachmentError::Store(e) => Self::Store(e),
+            other => Self::Store(StoreError::Unavailable(other.to_string())),
+        }
+    }
+}
+
+/// Why an attachment could not be saved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SaveError {
+    /// No such message in the conversation (never received, or expired).
+    #[error("there is no message {id} in the conversation with {with} (it may have expired)")]
+    NoMessage {
+        /// The conversation.
+        with: Username,
+        /// The id asked for.
+        id: MessageId,
+    },
+    /// The message has fewer attachments.
+    #[error("message {id} has {count} attachment(s); there is no attachment {index}")]
+    NoAttachment {
+        /// The message.
+        id: MessageId,
+        /// How many it has.
+        count: usize,
+        /// The index asked for.
+        index: usize,
+    },
+    /// Reading, checking or writing failed.
+    #[error(transparent)]
+    Attachment(#[from] AttachmentError),
+}
+
+impl From<StoreError> for SaveError {
+    fn from(error: StoreError) -> Self {
+        Self::Attachment(AttachmentError::Store(error))
     }
 }
 
@@ -214,7 +271,7 @@ pub struct Messaging<S, D, T, C, E, V> {
 
 impl<S, D, T, C, E, V> Messaging<S, D, T, C, E, V>
 where
-    S: MessageStore,
+    S: MessageStore + AttachmentFiles,
     D: Directory,
     T: Transport,
     C: Clock,
@@ -348,6 +405,16 @@ where
         let recipient = contact
             .and_then(|c| c.keys.x25519)
             .ok_or_else(|| SendError::NoEncryptionKey(cmd.to.clone()))?;
+        let attachments = cmd
+            .attachments
+            .iter()
+            .enumerate()
+            .map(|(index, source)| self.store.seal_file(&self.me, &cmd.id, index, source))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| match e {
+                AttachmentError::Store(e) => SendError::Store(e),
+                other => SendError::Attachment(other),
+            })?;
         let _chain = self.chain_guard();
         let head = self.store.chain_head(&cmd.to)?;
         let now = self.clock.now();
@@ -359,11 +426,11 @@ where
             ttl: cmd.ttl,
             seq: head.seq + 1,
             prev: head.digest,
-            attachments: Vec::new(),
+            attachments: attachments.iter().map(|a| a.meta.clone()).collect(),
         };
         let body = Body {
             text: cmd.text.clone(),
-            attachment_keys: Vec::new(),
+            attachment_keys: attachments.iter().map(|a| a.key.clone()).collect(),
         };
         let sealed = self
             .envelopes
@@ -380,7 +447,7 @@ where
             verification: Verification::Verified,
             ttl: cmd.ttl,
             expires_at: cmd.ttl.map(|ttl| ttl.expiry(now, now)),
-            attachments: Vec::<Attachment>::new(),
+            attachments,
         };
         let head = ChainHead {
             seq: header.seq,
@@ -404,6 +471,16 @@ where
             id: message.id,
             to: message.to.clone(),
             bytes: entry.envelope.clone(),
+            attachments: message
+                .attachments
+                .iter()
+                .enumerate()
+                .map(|(index, a)| OutgoingFile {
+                    locator: self.store.locator(&message.from, &message.id, index),
+                    sha256: a.meta.sha256,
+                    size: a.meta.size,
+                })
+                .collect(),
         };
         let pinned = contact.as_ref().map(|c| c.keys);
         match self
@@ -516,6 +593,11 @@ where
             Ok(()) => Verification::Verified,
             Err(fault) => Verification::Failed(fault),
         };
+        for (index, meta) in header.attachments.iter().enumerate() {
+            if !self.store.claim(&cmd.from, &header.id, index, meta)? {
+                return Err(ReceiveError::AttachmentMissing { index });
+            }
+        }
         let now = self.clock.now();
         let attachments = header
             .attachments
@@ -619,11 +701,52 @@ where
         Ok(())
     }
 
+    /// Decrypts attachment `index` of message `id` in the conversation with `with` into a new
+    /// file at `dest`; returns the bytes written.
+    ///
+    /// # Errors
+    /// [`SaveError`]: no such message or attachment, a damaged file, an existing destination.
+    #[tracing::instrument(name = "usecase.save_attachment", skip_all, fields(message.id = %id, index), err(Display, level = "info"))]
+    pub fn save_attachment(
+        &self,
+        with: &Username,
+        id: &MessageId,
+        index: usize,
+        dest: &str,
+    ) -> Result<u64, SaveError> {
+        let message = self
+            .store
+            .history(with, self.clock.now())?
+            .into_iter()
+            .find(|m| m.id == *id)
+            .ok_or_else(|| SaveError::NoMessage {
+                with: with.clone(),
+                id: *id,
+            })?;
+        let attachment = message
+            .attachments
+            .get(index)
+            .ok_or(SaveError::NoAttachment {
+                id: *id,
+                count: message.attachments.len(),
+                index,
+            })?;
+        Ok(self
+            .store
+            .save(&message.from, id, index, attachment, dest)?)
+    }
+
     /// Deletes every message expired by now (both directions), for real: its key goes too.
     ///
     /// # Errors
     /// [`StoreError`] when the store fails.
-    #[tracing::instrument(name = "usecase.purge_expired", level = "debug", skip_all, fields(purged), err(Display))]
+    #[tracing::instrument(
+        name = "usecase.purge_expired",
+        level = "debug",
+        skip_all,
+        fields(purged),
+        err(Display)
+    )]
     pub fn purge_expired(&self) -> Result<u64, StoreError> {
         let purged = self.store.purge_expired(self.clock.now())?;
         tracing::Span::current().record("purged", purged);

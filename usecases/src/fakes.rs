@@ -4,14 +4,16 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use parley_domain::{
-    Body, ChainHead, ChainState, Contact, ConversationSummary, Delivery, DeviceIdentity, Digest,
-    Direction, Header, Link, MessageId, Neighbours, PeerKeys, StoredMessage, Timestamp, Username,
+    Attachment, AttachmentKey, AttachmentRef, Body, ChainHead, ChainState, Contact,
+    ConversationSummary, Delivery, DeviceIdentity, Digest, Direction, Header, Link, MessageId,
+    Neighbours, PeerKeys, Secret32, StoredMessage, Timestamp, Username,
 };
 
 use crate::ports::{
-    Clock, Directory, DirectoryError, EnrollError, EnrollRequest, Enrollment, EnvelopeError,
-    Envelopes, Event, EventSink, IdentityStore, MessageStore, Opened, OutboxEntry,
-    OutgoingEnvelope, PeerAddress, Sealed, StoreError, Stored, Transport, TransportError,
+    AttachmentError, AttachmentFiles, AttachmentSource, Clock, Directory, DirectoryError,
+    EnrollError, EnrollRequest, Enrollment, EnvelopeError, Envelopes, Event, EventSink,
+    IdentityStore, MessageStore, Opened, OutboxEntry, OutgoingEnvelope, PeerAddress, Sealed,
+    StoreError, Stored, Transport, TransportError,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -31,9 +33,29 @@ pub struct InMemoryStore {
     identity: Mutex<Option<DeviceIdentity>>,
     writes: Mutex<usize>,
     fail_at: Mutex<Option<usize>>,
+    /// Files "on disk" that can be attached, by path.
+    pub disk: Mutex<HashMap<String, Vec<u8>>>,
+    /// Sealed attachments, by locator.
+    sealed_files: Mutex<HashMap<String, Vec<u8>>>,
+    /// Attachments that arrived ahead of their envelope: (sender, digest) → bytes.
+    staged: Mutex<HashMap<(Username, Digest), Vec<u8>>>,
+    /// Files saved by `save`, by destination.
+    pub saved: Mutex<HashMap<String, Vec<u8>>>,
+    /// The attachment cap.
+    pub max_attachment: Mutex<u64>,
 }
 
 impl InMemoryStore {
+    /// Stages bytes as if `from` had sent them ahead of an envelope.
+    pub fn stage(&self, from: &Username, bytes: &[u8]) {
+        lock(&self.staged).insert((from.clone(), digest_of(bytes)), bytes.to_vec());
+    }
+
+    /// The sealed bytes of an attachment, by locator.
+    pub fn sealed_file(&self, locator: &str) -> Option<Vec<u8>> {
+        lock(&self.sealed_files).get(locator).cloned()
+    }
+
     pub fn fail_write_at(&self, n: usize) {
         *lock(&self.fail_at) = Some(n);
     }
@@ -80,7 +102,10 @@ impl MessageStore for InMemoryStore {
     }
 
     fn chain_head(&self, to: &Username) -> Result<ChainHead, StoreError> {
-        Ok(lock(&self.heads).get(to).copied().unwrap_or(ChainHead::EMPTY))
+        Ok(lock(&self.heads)
+            .get(to)
+            .copied()
+            .unwrap_or(ChainHead::EMPTY))
     }
 
     fn store_incoming(&self, message: &StoredMessage, link: &Link) -> Result<Stored, StoreError> {
@@ -212,6 +237,8 @@ impl MessageStore for InMemoryStore {
         }
         self.write()?;
         messages.retain(|m| !gone.contains(&m.id));
+        lock(&self.sealed_files)
+            .retain(|locator, _| !gone.iter().any(|id| locator.contains(&format!("/{id}/"))));
         lock(&self.envelopes).retain(|id, _| !gone.contains(id));
         Ok(gone.len() as u64)
     }
@@ -228,6 +255,102 @@ impl MessageStore for InMemoryStore {
         self.write()?;
         lock(&self.contacts).insert(contact.user.clone(), contact.clone());
         Ok(())
+    }
+}
+
+/// The fake's "cipher": XOR with the key's first byte (its only job is to differ from the
+/// plaintext and to come back).
+fn xor(bytes: &[u8], key: &Secret32) -> Vec<u8> {
+    bytes.iter().map(|b| b ^ key.expose()[0]).collect()
+}
+
+impl AttachmentFiles for InMemoryStore {
+    fn seal_file(
+        &self,
+        owner: &Username,
+        id: &MessageId,
+        index: usize,
+        source: &AttachmentSource,
+    ) -> Result<Attachment, AttachmentError> {
+        let plain = lock(&self.disk)
+            .get(&source.path)
+            .cloned()
+            .ok_or_else(|| AttachmentError::Unreadable(source.path.clone()))?;
+        let max = *lock(&self.max_attachment);
+        if max > 0 && plain.len() as u64 > max {
+            return Err(AttachmentError::TooLarge {
+                name: source.name.clone(),
+                size: plain.len() as u64,
+                max,
+            });
+        }
+        self.write()?;
+        let key = Secret32::new([u8::try_from(index).unwrap_or(0).wrapping_add(0x5c); 32]);
+        let sealed = xor(&plain, &key);
+        let meta = AttachmentRef {
+            name: source.name.clone(),
+            size: sealed.len() as u64,
+            sha256: digest_of(&sealed),
+        };
+        lock(&self.sealed_files).insert(self.locator(owner, id, index), sealed);
+        Ok(Attachment {
+            meta,
+            key: AttachmentKey {
+                key,
+                plain_sha256: digest_of(&plain),
+            },
+        })
+    }
+
+    fn locator(&self, owner: &Username, id: &MessageId, index: usize) -> String {
+        format!("{owner}/{id}/{index}")
+    }
+
+    fn claim(
+        &self,
+        from: &Username,
+        id: &MessageId,
+        index: usize,
+        meta: &AttachmentRef,
+    ) -> Result<bool, AttachmentError> {
+        let locator = self.locator(from, id, index);
+        if lock(&self.sealed_files).contains_key(&locator) {
+            return Ok(true);
+        }
+        let Some(bytes) = lock(&self.staged).remove(&(from.clone(), meta.sha256)) else {
+            return Ok(false);
+        };
+        if bytes.len() as u64 != meta.size {
+            return Ok(false);
+        }
+        self.write()?;
+        lock(&self.sealed_files).insert(locator, bytes);
+        Ok(true)
+    }
+
+    fn save(
+        &self,
+        owner: &Username,
+        id: &MessageId,
+        index: usize,
+        attachment: &Attachment,
+        dest: &str,
+    ) -> Result<u64, AttachmentError> {
+        let sealed = self
+            .sealed_file(&self.locator(owner, id, index))
+            .ok_or(AttachmentError::Damaged)?;
+        let plain = xor(&sealed, &attachment.key.key);
+        if digest_of(&plain) != attachment.key.plain_sha256 {
+            return Err(AttachmentError::Damaged);
+        }
+        let mut saved = lock(&self.saved);
+        if saved.contains_key(dest) {
+            return Err(AttachmentError::Destination(format!(
+                "{dest} exists already"
+            )));
+        }
+        saved.insert(dest.to_owned(), plain.clone());
+        Ok(plain.len() as u64)
     }
 }
 
@@ -336,9 +459,13 @@ impl Transport for InMemoryTransport {
     }
 }
 
+/// The key the fake treats as a low-order point.
+pub const WEAK_KEY: [u8; 32] = [0xee; 32];
+
 /// What one fake sealing recorded.
 #[derive(Clone)]
 pub struct Sealing {
+    bytes: Vec<u8>,
     header: Header,
     body: Body,
     signer: [u8; 32],
@@ -380,9 +507,15 @@ impl FakeEnvelopes {
             .ok_or_else(|| Self::refused("malformed"))?;
         lock(&self.registry)
             .get(index)
+            .filter(|s| s.bytes == bytes)
             .cloned()
             .ok_or_else(|| Self::refused("bad_signature"))
     }
+}
+
+/// The fakes' digest (not SHA-256: the core never computes one itself).
+pub fn digest_for_tests(bytes: &[u8]) -> Digest {
+    digest_of(bytes)
 }
 
 fn digest_of(bytes: &[u8]) -> Digest {
@@ -401,17 +534,18 @@ impl Envelopes for FakeEnvelopes {
         body: &Body,
         recipient_x25519: &[u8; 32],
     ) -> Result<Sealed, EnvelopeError> {
-        if *recipient_x25519 == [0; 32] {
+        if *recipient_x25519 == WEAK_KEY {
             return Err(Self::refused("weak_key"));
         }
         let mut registry = lock(&self.registry);
+        let bytes = format!("fake-envelope:{}", registry.len()).into_bytes();
         registry.push(Sealing {
+            bytes: bytes.clone(),
             header: header.clone(),
             body: body.clone(),
             signer: self.me.ed25519,
             recipient: *recipient_x25519,
         });
-        let bytes = format!("fake-envelope:{}", registry.len() - 1).into_bytes();
         Ok(Sealed {
             digest: digest_of(&bytes),
             bytes,

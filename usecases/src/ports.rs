@@ -3,9 +3,9 @@
 use std::future::Future;
 
 use parley_domain::{
-    Body, CaFingerprint, ChainHead, ChainState, Contact, ConversationSummary, DeviceIdentity,
-    Digest, Header, Link, MessageId, Neighbours, PeerKeys, Secret32, StoredMessage, Timestamp,
-    Username, identity::Password,
+    Attachment, AttachmentRef, Body, CaFingerprint, ChainHead, ChainState, Contact,
+    ConversationSummary, DeviceIdentity, Digest, Header, Link, MessageId, Neighbours, PeerKeys,
+    Secret32, StoredMessage, Timestamp, Username, identity::Password,
 };
 
 /// The time now.
@@ -93,6 +93,124 @@ pub trait MessageStore: Send + Sync {
     fn save_contact(&self, contact: &Contact) -> Result<(), StoreError>;
 }
 
+/// A file the user attaches to a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentSource {
+    /// The name it travels under (a plain file name).
+    pub name: String,
+    /// Where to read it (opaque to the core: a path for the file-system adapter).
+    pub path: String,
+}
+
+/// Why an attachment could not be sealed, claimed or saved. One sentence, no content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttachmentError {
+    /// The file to attach cannot be read.
+    #[error("the file {0} cannot be read")]
+    Unreadable(String),
+    /// Over the configured cap.
+    #[error("{name} has {size} bytes; attachments are limited to {max} bytes")]
+    TooLarge {
+        /// The file name.
+        name: String,
+        /// Its size.
+        size: u64,
+        /// The cap.
+        max: u64,
+    },
+    /// The stored attachment is gone (expired) or does not decrypt to what the header says.
+    #[error("the attachment is missing or damaged")]
+    Damaged,
+    /// The destination exists already or cannot be written.
+    #[error("{0}")]
+    Destination(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Encrypted attachment files, kept next to the message store.
+///
+/// An attachment belongs to one message, named by its sender (`owner`) and id, and its index in
+/// the header. Deleting the message (expiry) deletes its files.
+pub trait AttachmentFiles: Send + Sync {
+    /// Encrypts the file at `source` under a fresh key into the store, as attachment `index` of
+    /// the message (`owner`, `id`); returns what the header names and the key.
+    ///
+    /// # Errors
+    /// [`AttachmentError`] (unreadable, too large, store failure).
+    fn seal_file(
+        &self,
+        owner: &Username,
+        id: &MessageId,
+        index: usize,
+        source: &AttachmentSource,
+    ) -> Result<Attachment, AttachmentError>;
+    /// Where the encrypted attachment lies, for the transport.
+    fn locator(&self, owner: &Username, id: &MessageId, index: usize) -> String;
+    /// Takes the file `from` sent ahead of its envelope, with the digest and size `meta`
+    /// names, as attachment `index` of (`from`, `id`). `Ok(false)` when no such file arrived
+    /// (or other bytes did); `Ok(true)` also when it was claimed before.
+    ///
+    /// # Errors
+    /// [`AttachmentError::Store`] when the medium fails.
+    fn claim(
+        &self,
+        from: &Username,
+        id: &MessageId,
+        index: usize,
+        meta: &AttachmentRef,
+    ) -> Result<bool, AttachmentError>;
+    /// Decrypts attachment `index` of (`owner`, `id`) into a new file at `dest`, checking the
+    /// plaintext digest; returns the bytes written. Nothing is left at `dest` on failure.
+    ///
+    /// # Errors
+    /// [`AttachmentError`].
+    fn save(
+        &self,
+        owner: &Username,
+        id: &MessageId,
+        index: usize,
+        attachment: &Attachment,
+        dest: &str,
+    ) -> Result<u64, AttachmentError>;
+}
+
+impl<T: AttachmentFiles + ?Sized> AttachmentFiles for std::sync::Arc<T> {
+    fn seal_file(
+        &self,
+        owner: &Username,
+        id: &MessageId,
+        index: usize,
+        source: &AttachmentSource,
+    ) -> Result<Attachment, AttachmentError> {
+        (**self).seal_file(owner, id, index, source)
+    }
+    fn locator(&self, owner: &Username, id: &MessageId, index: usize) -> String {
+        (**self).locator(owner, id, index)
+    }
+    fn claim(
+        &self,
+        from: &Username,
+        id: &MessageId,
+        index: usize,
+        meta: &AttachmentRef,
+    ) -> Result<bool, AttachmentError> {
+        (**self).claim(from, id, index, meta)
+    }
+    fn save(
+        &self,
+        owner: &Username,
+        id: &MessageId,
+        index: usize,
+        attachment: &Attachment,
+        dest: &str,
+    ) -> Result<u64, AttachmentError> {
+        (**self).save(owner, id, index, attachment, dest)
+    }
+}
+
 /// The device identity, kept in the store.
 ///
 /// # Errors
@@ -147,6 +265,19 @@ pub struct OutgoingEnvelope {
     pub to: Username,
     /// The sealed envelope.
     pub bytes: Vec<u8>,
+    /// The encrypted attachments it names, sent ahead of it.
+    pub attachments: Vec<OutgoingFile>,
+}
+
+/// An encrypted attachment on its way out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingFile {
+    /// Where the encrypted file lies (opaque to the core: the attachment store's locator).
+    pub locator: String,
+    /// Its SHA-256, as the signed header names it.
+    pub sha256: Digest,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 /// An envelope just sealed.

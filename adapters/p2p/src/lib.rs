@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod attachment;
 mod credentials;
 mod node;
 pub mod pki;
@@ -20,6 +21,7 @@ pub mod tls;
 pub mod trace;
 pub mod upgrade;
 
+pub use attachment::{AttachmentConfig, staged_path};
 pub use credentials::Credentials;
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::{Inbound, Node, NodeConfig};

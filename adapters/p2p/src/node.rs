@@ -10,6 +10,7 @@ use std::{
     time::Duration,
 };
 
+use base64::Engine as _;
 use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use libp2p::{
     Multiaddr, PeerId, Swarm,
@@ -18,7 +19,6 @@ use libp2p::{
     },
     swarm::{NetworkBehaviour, SwarmEvent, dial_opts::DialOpts},
 };
-use base64::Engine as _;
 use parley_domain::{Digest, PeerKeys, Role, Username};
 use parley_usecases::ports::{
     Directory, DirectoryError, NodeInfo, NodeSnapshot, OutgoingEnvelope, PeerAddress, Transport,
@@ -29,6 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     Credentials, Error,
+    attachment::{self, ATTACHMENT_PROTOCOL, AttachmentConfig},
     protocol::{
         DIRECTORY_PROTOCOL, DirectoryRequest, DirectoryResponse, MAX_ENVELOPE_BASE64,
         MESSAGE_PROTOCOL, MessageRequest, MessageResponse, Meta, meta_within_bounds,
@@ -57,6 +58,8 @@ pub struct NodeConfig {
     pub rendezvous: Vec<Multiaddr>,
     /// Cap of the inbound-message queue.
     pub inbound_queue: usize,
+    /// Where incoming attachments are staged, and their cap; `None` refuses attachments.
+    pub attachments: Option<AttachmentConfig>,
 }
 
 /// A sealed message that arrived, waiting for the application to open and store it.
@@ -101,6 +104,7 @@ impl Inbound {
 struct Behaviour {
     messages: request_response::json::Behaviour<MessageRequest, MessageResponse>,
     directory: request_response::json::Behaviour<DirectoryRequest, DirectoryResponse>,
+    streams: libp2p_stream::Behaviour,
 }
 
 type LookupReply = oneshot::Sender<Result<Option<PeerAddress>, DirectoryError>>;
@@ -126,6 +130,7 @@ enum Command {
         to: Username,
         peer: PeerId,
         addrs: Vec<Multiaddr>,
+        pinned: Option<PeerKeys>,
         reply: DeliveryReply,
     },
 }
@@ -143,6 +148,8 @@ pub struct Node {
     commands: mpsc::Sender<Command>,
     snapshot: Arc<Mutex<NodeSnapshot>>,
     shutdown: Arc<Mutex<Option<Stopper>>>,
+    streams: libp2p_stream::Control,
+    receiving: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Node {
@@ -163,6 +170,21 @@ impl Node {
                 [(DIRECTORY_PROTOCOL, ProtocolSupport::Outbound)],
                 rr(),
             ),
+            streams: libp2p_stream::Behaviour::new(),
+        };
+        let mut streams = behaviour.streams.new_control();
+        let receiving = match config.attachments.clone() {
+            Some(attachments) => {
+                let incoming = streams
+                    .accept(ATTACHMENT_PROTOCOL)
+                    .map_err(|e| Error::Address(e.to_string()))?;
+                Some(tokio::spawn(attachment::serve(
+                    registry.clone(),
+                    attachments,
+                    incoming,
+                )))
+            }
+            None => None,
         };
         let mut swarm = swarm::build(&config.credentials, registry.clone(), behaviour)?;
         let listen_addrs = swarm::listen(&mut swarm, config.listen.clone()).await?;
@@ -220,6 +242,8 @@ impl Node {
                 commands,
                 snapshot,
                 shutdown: Arc::new(Mutex::new(Some((stop_tx, handle)))),
+                streams,
+                receiving: Arc::new(Mutex::new(receiving)),
             },
             inbound_rx,
         ))
@@ -235,6 +259,14 @@ impl Node {
         if let Some((stop, handle)) = taken {
             let _ = stop.send(());
             let _ = handle.await;
+        }
+        let receiving = self
+            .receiving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(receiving) = receiving {
+            receiving.abort();
         }
     }
 
@@ -289,6 +321,23 @@ impl Transport for Node {
         pinned: Option<&PeerKeys>,
     ) -> Result<PeerKeys, TransportError> {
         let (peer, addrs) = dial_target(at)?;
+        if !message.attachments.is_empty() {
+            // Connect (holding the peer to its pinned keys), then send the files ahead of the
+            // envelope that names them.
+            self.connect(to, peer, addrs.clone(), pinned.copied())
+                .await?;
+            let mut streams = self.streams.clone();
+            for file in &message.attachments {
+                attachment::upload(
+                    &mut streams,
+                    peer,
+                    std::path::Path::new(&file.locator),
+                    &file.sha256,
+                    file.size,
+                )
+                .await?;
+            }
+        }
         let request = Box::new(MessageRequest {
             envelope: base64::engine::general_purpose::STANDARD.encode(&message.bytes),
             meta: trace::current(),
@@ -323,11 +372,25 @@ impl Transport for Node {
     )]
     async fn keys_of(&self, to: &Username, at: &PeerAddress) -> Result<PeerKeys, TransportError> {
         let (peer, addrs) = dial_target(at)?;
+        self.connect(to, peer, addrs, None).await
+    }
+}
+
+impl Node {
+    /// Connects to `peer` as `to` (with `pinned` keys, if any) and returns its keys.
+    async fn connect(
+        &self,
+        to: &Username,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        pinned: Option<PeerKeys>,
+    ) -> Result<PeerKeys, TransportError> {
         let (reply, rx) = oneshot::channel();
         self.command(Command::KeysOf {
             to: to.clone(),
             peer,
             addrs,
+            pinned,
             reply,
         })
         .await
@@ -489,24 +552,37 @@ impl Task {
                 to,
                 peer,
                 addrs,
+                pinned,
                 reply,
-            } => self.probe(to, peer, addrs, reply),
+            } => self.probe(to, peer, addrs, pinned, reply),
         }
     }
 
-    /// Connects to `peer` (if not connected yet) to learn the keys of its certificate.
-    fn probe(&mut self, to: Username, peer: PeerId, addrs: Vec<Multiaddr>, reply: DeliveryReply) {
+    /// Connects to `peer` (if not connected yet) to learn the keys of its certificate,
+    /// holding it to `pinned` keys when given.
+    fn probe(
+        &mut self,
+        to: Username,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        pinned: Option<PeerKeys>,
+        reply: DeliveryReply,
+    ) {
         let role = Role::User(to.clone());
         if let Some(certified) = self.registry.certified(&peer) {
-            let _ = reply.send(if certified.role == role {
-                Ok(certified.keys())
-            } else {
+            let _ = reply.send(if certified.role != role {
                 Err(TransportError::WrongIdentity { expected: to })
+            } else if pinned.is_some_and(|k| k != certified.keys()) {
+                Err(TransportError::KeysChanged {
+                    presented: certified.keys(),
+                })
+            } else {
+                Ok(certified.keys())
             });
             return;
         }
         self.registry
-            .expect(peer, Expectation { role, keys: None });
+            .expect(peer, Expectation { role, keys: pinned });
         let waiting = self.probes.entry(peer).or_default();
         waiting.push((to, reply));
         if waiting.len() > 1 {
@@ -714,8 +790,9 @@ impl Task {
             request_response::Event::OutboundFailure {
                 request_id, error, ..
             } => {
-                let Some(PendingDelivery { peer, to, reply, .. }) =
-                    self.deliveries.remove(&request_id)
+                let Some(PendingDelivery {
+                    peer, to, reply, ..
+                }) = self.deliveries.remove(&request_id)
                 else {
                     return;
                 };

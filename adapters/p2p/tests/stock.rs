@@ -167,6 +167,7 @@ async fn a_stock_libp2p_peer_offering_tls_and_noise_cannot_connect() {
         id: MessageId::from_bytes([1; 16]),
         to: Username::parse("bob").unwrap(),
         bytes: b"hi".to_vec(),
+        attachments: vec![],
     };
     let err = bob
         .deliver(&Username::parse("bob").unwrap(), &at, &message, None)

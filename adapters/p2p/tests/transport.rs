@@ -5,8 +5,9 @@ mod common;
 
 use std::{sync::Arc, time::Duration};
 
-use common::{Ca, directory, eventually, node};
-use parley_domain::{MessageId, PeerKeys, Username};
+use common::{Ca, directory, eventually, node, node_with};
+use parley_domain::{Digest, MessageId, PeerKeys, Username};
+use parley_p2p::{AttachmentConfig, staged_path};
 use parley_p2p::{Inbound, Node};
 use parley_usecases::ports::{
     Directory, DirectoryError, OutgoingEnvelope, PeerAddress, Transport, TransportError,
@@ -23,6 +24,7 @@ fn message(to: &str, n: u8) -> OutgoingEnvelope {
         id: MessageId::from_bytes([n; 16]),
         to: user(to),
         bytes: format!("message {n}").into_bytes(),
+        attachments: vec![],
     }
 }
 
@@ -179,7 +181,10 @@ async fn a_first_contact_learns_the_keys_from_the_certificate_and_no_one_else_s(
     let delivered = deliver(&alice, "bob", &bob, message("bob", 1), Some(&keys))
         .await
         .unwrap();
-    assert_eq!(delivered, keys, "the keys a delivery sees are the probed ones");
+    assert_eq!(
+        delivered, keys,
+        "the keys a delivery sees are the probed ones"
+    );
     assert_ne!(keys.x25519, None, "the certificate carries the sealing key");
     assert_eq!(got.lock().await.len(), 1, "probing sent no message");
 
@@ -199,7 +204,10 @@ async fn a_first_contact_learns_the_keys_from_the_certificate_and_no_one_else_s(
     };
     mallory.shutdown().await;
     let err = alice.keys_of(&user("mallory"), &nowhere).await;
-    assert!(matches!(err, Err(TransportError::Unreachable(_))), "{err:?}");
+    assert!(
+        matches!(err, Err(TransportError::Unreachable(_))),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -306,4 +314,111 @@ async fn a_peer_with_the_right_name_but_other_keys_is_refused_before_any_byte() 
     // Once the user accepts the new keys, they are the pin.
     let accepted = deliver(&alice, "bob", &new_bob, message("bob", 4), Some(&presented)).await;
     assert_eq!(accepted, Ok(presented));
+}
+
+fn sha256(bytes: &[u8]) -> Digest {
+    use sha2::Digest as _;
+    Digest(sha2::Sha256::digest(bytes).into())
+}
+
+/// A file for alice to send, and the envelope naming it (digest as given).
+fn with_file(dir: &std::path::Path, name: &str, bytes: &[u8], digest: Digest) -> OutgoingEnvelope {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    OutgoingEnvelope {
+        attachments: vec![parley_usecases::ports::OutgoingFile {
+            locator: path.to_string_lossy().into_owned(),
+            sha256: digest,
+            size: bytes.len() as u64,
+        }],
+        ..message("bob", 9)
+    }
+}
+
+#[tokio::test]
+async fn attachments_travel_ahead_of_the_envelope_within_the_cap_and_unaltered() {
+    let ca = Ca::new("Parley CA");
+    let dir = tempfile::tempdir().unwrap();
+    let staging = dir.path().join("staging");
+    let config = AttachmentConfig {
+        staging: staging.clone(),
+        max_bytes: 300_000,
+    };
+    let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
+    let (bob, bob_rx) = node_with(ca.user("bob", 2), "bob", vec![], Some(config)).await;
+    let got = accept_all(bob_rx);
+    let keys = alice
+        .keys_of(&user("bob"), &address_of(&bob).await)
+        .await
+        .unwrap();
+
+    // Over 64 KiB, so it crosses several writes; exactly what was sent is staged.
+    let file: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let envelope = with_file(dir.path(), "big.bin", &file, sha256(&file));
+    deliver(&alice, "bob", &bob, envelope, Some(&keys))
+        .await
+        .unwrap();
+    let staged = staged_path(&staging, &user("alice"), &sha256(&file));
+    assert_eq!(std::fs::read(&staged).unwrap(), file);
+    assert_eq!(got.lock().await.len(), 1, "then the envelope");
+
+    // Over the cap: refused before a byte is stored, with the cap in the sentence.
+    let huge = vec![7u8; 300_001];
+    let err = deliver(
+        &alice,
+        "bob",
+        &bob,
+        with_file(dir.path(), "huge", &huge, sha256(&huge)),
+        Some(&keys),
+    )
+    .await;
+    match err {
+        Err(TransportError::Refused(reason)) => assert!(reason.contains("300000"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Bytes that are not the ones the digest names: refused, nothing staged.
+    let lie = sha256(b"something else");
+    let err = deliver(
+        &alice,
+        "bob",
+        &bob,
+        with_file(dir.path(), "lie", b"these bytes", lie),
+        Some(&keys),
+    )
+    .await;
+    assert!(matches!(err, Err(TransportError::Refused(_))), "{err:?}");
+    assert!(!staged_path(&staging, &user("alice"), &lie).exists());
+    assert!(!staged_path(&staging, &user("alice"), &sha256(b"these bytes")).exists());
+    assert_eq!(
+        got.lock().await.len(),
+        1,
+        "no envelope after a refused attachment"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&staging)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "no partial files: {leftovers:?}");
+}
+
+#[tokio::test]
+async fn a_peer_that_takes_no_attachments_refuses_them() {
+    let ca = Ca::new("Parley CA");
+    let dir = tempfile::tempdir().unwrap();
+    let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
+    let (bob, bob_rx) = node(ca.user("bob", 2), "bob", vec![]).await;
+    let got = accept_all(bob_rx);
+    let err = deliver(
+        &alice,
+        "bob",
+        &bob,
+        with_file(dir.path(), "f", b"x", sha256(b"x")),
+        None,
+    )
+    .await;
+    assert!(
+        matches!(err, Err(TransportError::Unreachable(_))),
+        "{err:?}"
+    );
+    assert!(got.lock().await.is_empty());
 }

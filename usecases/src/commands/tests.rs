@@ -8,7 +8,7 @@ use parley_domain::{
 
 use super::*;
 use crate::fakes::*;
-use crate::ports::{EnrollRequest, TransportError};
+use crate::ports::{AttachmentError, AttachmentSource, EnrollRequest, TransportError};
 use crate::queries;
 
 fn user(name: &str) -> Username {
@@ -133,6 +133,32 @@ fn send_ttl(w: &World, n: u8, to: &str, t: &str, ttl: Option<Ttl>) -> Result<(),
         to: user(to),
         text: text(t),
         ttl,
+        attachments: vec![],
+    }))
+}
+
+fn send_with_files(w: &World, n: u8, files: &[(&str, &[u8])]) -> Result<(), SendError> {
+    let attachments = files
+        .iter()
+        .map(|(name, bytes)| {
+            let path = format!("/home/alice/{name}");
+            w.store
+                .disk
+                .lock()
+                .expect("lock")
+                .insert(path.clone(), bytes.to_vec());
+            AttachmentSource {
+                name: (*name).to_owned(),
+                path,
+            }
+        })
+        .collect();
+    block_on(w.messaging.send(SendMessage {
+        id: id(n),
+        to: user("bob"),
+        text: text("see attached"),
+        ttl: None,
+        attachments,
     }))
 }
 
@@ -215,7 +241,12 @@ fn given_several_sends_then_each_envelope_follows_the_previous_one_in_the_chain(
             .open(&envelope.bytes, &keys(ALICE).ed25519)
             .expect("opens");
         assert_eq!(opened.header.seq, i as u64 + 1);
-        assert_eq!(opened.header.prev, prev, "message {} names its predecessor", i + 1);
+        assert_eq!(
+            opened.header.prev,
+            prev,
+            "message {} names its predecessor",
+            i + 1
+        );
         prev = opened.digest;
     }
     assert_eq!(
@@ -245,7 +276,11 @@ fn given_delivery_fails_midway_when_retrying_then_later_messages_wait_for_earlie
 
     block_on(w.messaging.retry_outbox()).expect("retry");
 
-    assert_eq!(w.outbox_ids(), [id(2), id(3)], "'three' must not overtake 'two'");
+    assert_eq!(
+        w.outbox_ids(),
+        [id(2), id(3)],
+        "'three' must not overtake 'two'"
+    );
 }
 
 #[test]
@@ -258,7 +293,10 @@ fn given_a_stranger_online_but_unreachable_when_sending_then_nothing_is_kept() {
     let err = send(&w, 1, "bob", "hello").expect_err("unreachable");
 
     assert!(matches!(err, SendError::Unreachable { queued: false, .. }));
-    assert!(w.store.all().is_empty(), "no keys, so nothing sealed or kept");
+    assert!(
+        w.store.all().is_empty(),
+        "no keys, so nothing sealed or kept"
+    );
 }
 
 #[test]
@@ -576,16 +614,22 @@ fn given_a_ttl_when_time_passes_then_both_sides_stop_showing_and_purge_the_messa
     w.messaging.receive(from_bob(incoming)).expect("stored");
     assert_eq!(w.history("bob").len(), 2);
 
-    w.set_time(1_000 + 59_999);
+    // Bob's message says it was written at 5: it lives from then, not from its arrival.
+    w.set_time(5 + 60_000 - 1);
+    assert_eq!(w.history("bob").len(), 2);
     assert_eq!(w.messaging.purge_expired(), Ok(0));
-    assert_eq!(w.history("bob").len(), 1, "bob's copy, sent at 5, expired first");
+    w.set_time(5 + 60_000);
+    assert_eq!(w.history("bob").len(), 1, "bob's copy expired first");
+    assert_eq!(w.messaging.purge_expired(), Ok(1));
 
     w.set_time(1_000 + 60_000);
     assert!(w.history("bob").is_empty(), "never shown once expired");
-    assert!(queries::conversations(&*w.store, w.clock.now())
-        .expect("list")
-        .is_empty());
-    assert_eq!(w.messaging.purge_expired(), Ok(2));
+    assert!(
+        queries::conversations(&*w.store, w.clock.now())
+            .expect("list")
+            .is_empty()
+    );
+    assert_eq!(w.messaging.purge_expired(), Ok(1));
     assert!(w.store.all().is_empty(), "deleted, not just hidden");
 }
 
@@ -630,7 +674,11 @@ fn given_an_expired_unsent_message_then_it_leaves_the_outbox() {
     assert!(w.outbox_ids().is_empty());
     w.directory.set_online(&user("bob"));
     block_on(w.messaging.retry_outbox()).expect("retry");
-    assert_eq!(w.delivered_texts(0), ["pins bob"], "never delivered after expiry");
+    assert_eq!(
+        w.delivered_texts(0),
+        ["pins bob"],
+        "never delivered after expiry"
+    );
 }
 
 fn identity(name: &str) -> DeviceIdentity {
@@ -693,6 +741,152 @@ fn given_the_store_fails_when_enrolling_then_the_error_is_reported() {
     let enrollment = InMemoryEnrollment::answering(Ok(identity("bob")));
     let err = block_on(Enroll::new(&enrollment, &store).run(&request("bob"))).expect_err("store");
     assert!(matches!(err, EnrollCommandError::Store(_)));
+}
+
+#[test]
+fn given_attachments_when_sending_then_each_is_sealed_named_in_the_header_and_sent_ahead() {
+    let w = alice_world();
+    w.directory.set_online(&user("bob"));
+
+    send_with_files(&w, 1, &[("a.txt", b"first file"), ("b.bin", &[0, 1, 2])]).expect("sent");
+
+    let delivered = w.transport.delivered.lock().expect("lock").clone();
+    let opened = w
+        .device(0)
+        .open(&delivered[0].bytes, &keys(ALICE).ed25519)
+        .expect("opens");
+    let names: Vec<&str> = opened
+        .header
+        .attachments
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    assert_eq!(names, ["a.txt", "b.bin"]);
+    assert_eq!(opened.body.attachment_keys.len(), 2, "keys travel sealed");
+    for (i, file) in delivered[0].attachments.iter().enumerate() {
+        let sealed = w.store.sealed_file(&file.locator).expect("kept sealed");
+        assert_eq!(file.sha256, opened.header.attachments[i].sha256);
+        assert_ne!(sealed, b"first file", "never kept in the clear");
+    }
+}
+
+#[test]
+fn given_an_attachment_over_the_cap_or_unreadable_when_sending_then_nothing_is_kept() {
+    let w = alice_world();
+    w.directory.set_online(&user("bob"));
+    *w.store.max_attachment.lock().expect("lock") = 4;
+    let err = send_with_files(&w, 1, &[("big.bin", b"12345")]).expect_err("too large");
+    assert_eq!(err.code(), "attachment_too_large");
+    let err = block_on(w.messaging.send(SendMessage {
+        id: id(2),
+        to: user("bob"),
+        text: text("missing"),
+        ttl: None,
+        attachments: vec![AttachmentSource {
+            name: "gone".into(),
+            path: "/nowhere".into(),
+        }],
+    }))
+    .expect_err("unreadable");
+    assert_eq!(
+        err,
+        SendError::Attachment(AttachmentError::Unreadable("/nowhere".into()))
+    );
+    assert!(w.store.all().is_empty());
+}
+
+/// Bob seals message `n` with one attachment (`sealed`, already encrypted) to alice.
+fn bob_with_attachment(w: &World, n: u8, sealed: &[u8], named: &[u8]) -> Vec<u8> {
+    let header = Header {
+        id: id(n),
+        from: user("bob"),
+        to: user("alice"),
+        sent_at: Timestamp(5),
+        ttl: None,
+        seq: 1,
+        prev: Digest::GENESIS,
+        attachments: vec![parley_domain::AttachmentRef {
+            name: "photo.jpg".into(),
+            size: named.len() as u64,
+            sha256: crate::fakes::digest_for_tests(named),
+        }],
+    };
+    let key = Secret32::new([0x11; 32]);
+    let plain: Vec<u8> = sealed.iter().map(|b| b ^ 0x11).collect();
+    let body = Body {
+        text: text("a photo"),
+        attachment_keys: vec![parley_domain::AttachmentKey {
+            key,
+            plain_sha256: crate::fakes::digest_for_tests(&plain),
+        }],
+    };
+    w.device(0)
+        .seal(&header, &body, &keys(ALICE).x25519.expect("x"))
+        .expect("sealed")
+        .bytes
+}
+
+#[test]
+fn given_an_attachment_ahead_of_its_envelope_when_receiving_then_it_is_kept_and_can_be_saved() {
+    let w = alice_world();
+    let sealed = b"\x61\x62encrypted-bytes";
+    w.store.stage(&user("bob"), sealed);
+
+    w.messaging
+        .receive(from_bob(bob_with_attachment(&w, 1, sealed, sealed)))
+        .expect("stored with its attachment");
+
+    let written = w
+        .messaging
+        .save_attachment(&user("bob"), &id(1), 0, "/tmp/photo.jpg")
+        .expect("saved");
+    assert_eq!(written, sealed.len() as u64);
+    let saved = w
+        .store
+        .saved
+        .lock()
+        .expect("lock")
+        .get("/tmp/photo.jpg")
+        .cloned();
+    let expected: Vec<u8> = sealed.iter().map(|b| b ^ 0x11).collect();
+    assert_eq!(saved, Some(expected));
+    assert!(matches!(
+        w.messaging
+            .save_attachment(&user("bob"), &id(1), 1, "/tmp/x"),
+        Err(SaveError::NoAttachment { count: 1, .. })
+    ));
+    assert!(matches!(
+        w.messaging
+            .save_attachment(&user("bob"), &id(1), 0, "/tmp/photo.jpg"),
+        Err(SaveError::Attachment(AttachmentError::Destination(_)))
+    ));
+}
+
+#[test]
+fn given_a_missing_or_swapped_attachment_when_receiving_then_the_message_is_refused() {
+    let w = alice_world();
+    let named = b"what the header names";
+    // Nothing arrived ahead of the envelope.
+    let err = w
+        .messaging
+        .receive(from_bob(bob_with_attachment(&w, 1, named, named)))
+        .expect_err("missing");
+    assert_eq!(err, ReceiveError::AttachmentMissing { index: 0 });
+    // Other bytes arrived: their digest is not the one signed in the header.
+    w.store.stage(&user("bob"), b"swapped bytes");
+    let err = w
+        .messaging
+        .receive(from_bob(bob_with_attachment(&w, 2, named, named)))
+        .expect_err("swapped");
+    assert_eq!(err, ReceiveError::AttachmentMissing { index: 0 });
+    // Staged by someone else than the sender.
+    w.store.stage(&user("mallory"), named);
+    assert!(
+        w.messaging
+            .receive(from_bob(bob_with_attachment(&w, 3, named, named)))
+            .is_err()
+    );
+    assert!(w.store.all().is_empty(), "nothing kept, so no receipt");
 }
 
 #[test]

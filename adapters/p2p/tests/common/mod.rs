@@ -94,12 +94,22 @@ pub async fn node(
     name: &str,
     rendezvous: Vec<Multiaddr>,
 ) -> (Node, mpsc::Receiver<Inbound>) {
+    node_with(credentials, name, rendezvous, None).await
+}
+
+pub async fn node_with(
+    credentials: Credentials,
+    name: &str,
+    rendezvous: Vec<Multiaddr>,
+    attachments: Option<parley_p2p::AttachmentConfig>,
+) -> (Node, mpsc::Receiver<Inbound>) {
     let config = NodeConfig {
         credentials,
         user: Username::parse(name).unwrap(),
         listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
         rendezvous,
         inbound_queue: 16,
+        attachments,
     };
     Node::start(config).await.unwrap()
 }
