@@ -49,19 +49,25 @@ const MISMATCH: u8 = 2;
 const UNAVAILABLE: u8 = 3;
 const GO_AHEAD: u8 = 4;
 
+/// Names the staging file of an attachment a sender sent with a digest.
+pub type StagingName = Arc<dyn Fn(&Username, &Digest) -> PathBuf + Send + Sync>;
+
 /// Where received attachments wait for their envelope, and how large one may be.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AttachmentConfig {
-    /// The staging folder (inside the store's folder, so a claim is a rename).
-    pub staging: PathBuf,
+    /// Where the attachment (sender, SHA-256) is staged: the store that later claims it
+    /// decides (inside its folder, so a claim is a rename).
+    pub staging: StagingName,
     /// The largest encrypted attachment accepted, in bytes.
     pub max_bytes: u64,
 }
 
-/// The staging file of an attachment `from` sent with this digest.
-#[must_use]
-pub fn staged_path(staging: &Path, from: &Username, sha256: &Digest) -> PathBuf {
-    staging.join(format!("{from}-{sha256}"))
+impl std::fmt::Debug for AttachmentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttachmentConfig")
+            .field("max_bytes", &self.max_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Receives attachment streams until `incoming` ends.
@@ -128,13 +134,15 @@ async fn receive(
     }
     idle(stream.write_all(&[GO_AHEAD])).await?;
     idle(stream.flush()).await?;
-    let target = staged_path(&config.staging, from, &digest);
+    let target = (config.staging)(from, &digest);
     let partial = target.with_extension(format!(
         "part-{}",
         NEXT_PART.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
     let outcome = async {
-        tokio::fs::create_dir_all(&config.staging).await?;
+        if let Some(folder) = target.parent() {
+            tokio::fs::create_dir_all(folder).await?;
+        }
         let mut file = tokio::fs::File::create(&partial).await?;
         let mut hash = Sha256::new();
         let mut left = size;

@@ -21,7 +21,7 @@ pub mod tls;
 pub mod trace;
 pub mod upgrade;
 
-pub use attachment::{AttachmentConfig, staged_path};
+pub use attachment::{AttachmentConfig, StagingName};
 pub use credentials::Credentials;
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::{Inbound, Node, NodeConfig};

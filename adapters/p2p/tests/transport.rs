@@ -7,7 +7,12 @@ use std::{sync::Arc, time::Duration};
 
 use common::{Ca, directory, eventually, node, node_with};
 use parley_domain::{Digest, MessageId, PeerKeys, Username};
-use parley_p2p::{AttachmentConfig, staged_path};
+use parley_p2p::AttachmentConfig;
+
+/// Stages as `<sender>-<digest>` in `folder` (the store stages under a keyed hash).
+fn staged_path(folder: &std::path::Path, from: &Username, sha256: &Digest) -> std::path::PathBuf {
+    folder.join(format!("{from}-{sha256}"))
+}
 use parley_p2p::{Inbound, Node};
 use parley_usecases::ports::{
     Directory, DirectoryError, OutgoingEnvelope, PeerAddress, Transport, TransportError,
@@ -340,8 +345,11 @@ async fn attachments_travel_ahead_of_the_envelope_within_the_cap_and_unaltered()
     let ca = Ca::new("Parley CA");
     let dir = tempfile::tempdir().unwrap();
     let staging = dir.path().join("staging");
+    let folder = staging.clone();
     let config = AttachmentConfig {
-        staging: staging.clone(),
+        staging: Arc::new(move |from: &Username, sha256: &Digest| {
+            staged_path(&folder, from, sha256)
+        }),
         max_bytes: 300_000,
     };
     let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;

@@ -102,6 +102,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod attachments;
 mod crypto;
 mod identity;
 mod keyring;
@@ -119,6 +120,7 @@ use std::time::Duration;
 use parley_domain::{MessageId, Username};
 use parley_usecases::ports::StoreError;
 
+pub use crate::attachments::DEFAULT_ATTACHMENT_LIMIT;
 use crate::crypto::Keys;
 use crate::slots::{SLOTS_FILE, Slots};
 
@@ -245,6 +247,8 @@ pub struct Store {
     /// Held by `purge_expired`: one deletion at a time, so a slot it zeroes is still the one
     /// its record names.
     purging: Mutex<()>,
+    /// The largest attachment this device sends (plaintext bytes).
+    attachment_limit: std::sync::atomic::AtomicU64,
     db: sled::Db,
     identity: sled::Tree,
     messages: sled::Tree,
@@ -310,6 +314,9 @@ impl Store {
             keys,
             slots,
             purging: Mutex::new(()),
+            attachment_limit: std::sync::atomic::AtomicU64::new(
+                attachments::DEFAULT_ATTACHMENT_LIMIT,
+            ),
             db,
         };
         store
