@@ -104,7 +104,9 @@ pub fn judge(link: &Link, around: &Neighbours) -> Result<(), ChainFault> {
     let prev_fits = if link.seq <= 1 {
         link.prev == Digest::GENESIS
     } else {
-        around.before.is_none_or(|before| before.digest == link.prev)
+        around
+            .before
+            .is_none_or(|before| before.digest == link.prev)
     };
     let next_fits = around.after.is_none_or(|after| after.prev == link.digest);
     if link.seq == 0 || !prev_fits || !next_fits {

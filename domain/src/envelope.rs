@@ -144,9 +144,7 @@ pub struct AttachmentRef {
 
 /// Why a file name cannot travel as an attachment name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "an attachment name is 1 to 255 bytes without '/', '\\', control characters, '.' or '..'"
-)]
+#[error("an attachment name is 1 to 255 bytes without '/', '\\', control characters, '.' or '..'")]
 pub struct AttachmentNameError;
 
 /// Checks an attachment name: a plain file name that cannot climb out of a folder.
@@ -158,8 +156,14 @@ pub fn check_attachment_name(name: &str) -> Result<(), AttachmentNameError> {
         || name.len() > MAX_ATTACHMENT_NAME
         || name == "."
         || name == ".."
-        || name.chars().any(|c| c == '/' || c == '\\' || c.is_control());
-    if bad { Err(AttachmentNameError) } else { Ok(()) }
+        || name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control());
+    if bad {
+        Err(AttachmentNameError)
+    } else {
+        Ok(())
+    }
 }
 
 /// The signed, unencrypted part of an envelope. Everything here is bound to the ciphertext

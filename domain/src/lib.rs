@@ -14,8 +14,8 @@ pub mod pki;
 pub mod secret;
 pub mod username;
 
-pub use contact::{Contact, KeyCheck, PeerKeys, SafetyNumber};
 pub use chain::{ChainFault, ChainHead, ChainState, Link, Neighbours};
+pub use contact::{Contact, KeyCheck, PeerKeys, SafetyNumber};
 pub use envelope::{Attachment, AttachmentKey, AttachmentRef, Body, Digest, Header, Ttl};
 pub use message::{
     ConversationSummary, Delivery, Direction, MessageId, MessageText, StoredMessage, Timestamp,

@@ -128,6 +128,9 @@ pub enum Delivery {
     Delivered(Timestamp),
     /// Incoming, stored here at this time.
     Received(Timestamp),
+    /// Outgoing, refused for good by the recipient's device at this time (for example an
+    /// attachment over its cap): it left the outbox and will not be retried.
+    Rejected(Timestamp),
 }
 
 /// A message as kept in a conversation.

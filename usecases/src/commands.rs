@@ -75,6 +75,16 @@ pub enum SendError {
          `parley safety-number {0}`, then accept with `parley trust {0}`"
     )]
     KeysChanged(Username),
+    /// The recipient's device refused the message for good; it left the outbox.
+    #[error(
+        "{user} refused the message for good ({reason}); it was not delivered and will not be retried"
+    )]
+    Rejected {
+        /// The recipient.
+        user: Username,
+        /// What the recipient said.
+        reason: String,
+    },
     /// The contact's certificate carries no encryption key, so nothing can be sealed to it.
     #[error(
         "{0}'s certificate carries no encryption key, so no message can be sealed to it; {0} \
@@ -112,6 +122,7 @@ impl SendError {
             Self::WrongIdentity(_) => "wrong_identity",
             Self::KeysChanged(_) => "keys_changed",
             Self::NoEncryptionKey(_) => "no_encryption_key",
+            Self::Rejected { .. } => "rejected",
             Self::Seal(_) => "seal_failed",
             Self::Attachment(AttachmentError::TooLarge { .. }) => "attachment_too_large",
             Self::Attachment(_) => "attachment_unreadable",
@@ -505,6 +516,14 @@ where
             }
             Err(TransportError::WrongIdentity { expected }) => {
                 Err(SendError::WrongIdentity(expected))
+            }
+            Err(TransportError::Rejected(reason)) => {
+                self.store.mark_rejected(&message.id, self.clock.now())?;
+                tracing::warn!(message.id = %message.id, to = %message.to, "the recipient refused the message for good");
+                Err(SendError::Rejected {
+                    user: message.to.clone(),
+                    reason,
+                })
             }
             Err(reason) => Err(SendError::Unreachable {
                 user: message.to.clone(),

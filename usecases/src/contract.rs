@@ -235,6 +235,24 @@ fn the_outbox_holds_pending_messages_oldest_first_until_delivered(store: &impl M
         outbox_texts(&store.outbox(NOW).expect("read")),
         ["message 1", "message 3"]
     );
+    // A refusal for good settles a message too, and a late receipt does not change it.
+    store
+        .mark_rejected(&MessageId::from_bytes([3; 16]), Timestamp(60))
+        .expect("write");
+    store
+        .mark_delivered(&MessageId::from_bytes([3; 16]), Timestamp(70))
+        .expect("write");
+    assert_eq!(
+        outbox_texts(&store.outbox(NOW).expect("read")),
+        ["message 1"]
+    );
+    let third = store
+        .history(&user("bob"), NOW)
+        .expect("read")
+        .into_iter()
+        .find(|m| m.id == MessageId::from_bytes([3; 16]))
+        .expect("kept");
+    assert_eq!(third.delivery, Delivery::Rejected(Timestamp(60)));
 }
 
 fn the_chain_head_moves_with_each_append_and_only_then(store: &impl MessageStore) {

@@ -74,6 +74,18 @@ impl InMemoryStore {
         lock(&self.messages).clone()
     }
 
+    fn settle(&self, id: &MessageId, delivery: Delivery) -> Result<(), StoreError> {
+        self.write()?;
+        for m in lock(&self.messages).iter_mut() {
+            if m.id == *id && m.direction == Direction::Outgoing && m.delivery == Delivery::Pending
+            {
+                m.delivery = delivery;
+            }
+        }
+        lock(&self.envelopes).remove(id);
+        Ok(())
+    }
+
     /// The envelope kept for an outbox message.
     pub fn envelope(&self, id: &MessageId) -> Option<Vec<u8>> {
         lock(&self.envelopes).get(id).cloned()
@@ -168,14 +180,11 @@ impl MessageStore for InMemoryStore {
     }
 
     fn mark_delivered(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
-        self.write()?;
-        for m in lock(&self.messages).iter_mut() {
-            if m.id == *id && m.direction == Direction::Outgoing {
-                m.delivery = Delivery::Delivered(at);
-            }
-        }
-        lock(&self.envelopes).remove(id);
-        Ok(())
+        self.settle(id, Delivery::Delivered(at))
+    }
+
+    fn mark_rejected(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
+        self.settle(id, Delivery::Rejected(at))
     }
 
     fn outbox(&self, now: Timestamp) -> Result<Vec<OutboxEntry>, StoreError> {

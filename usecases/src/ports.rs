@@ -76,6 +76,9 @@ pub trait MessageStore: Send + Sync {
     fn reseal(&self, id: &MessageId, envelope: &[u8], head: &ChainHead) -> Result<(), StoreError>;
     /// Records the receipt of an outgoing message and takes it out of the outbox.
     fn mark_delivered(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError>;
+    /// Records that the recipient refused an outgoing message for good and takes it out of
+    /// the outbox.
+    fn mark_rejected(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError>;
     /// Outgoing messages still waiting for a receipt, oldest first, expired ones left out.
     fn outbox(&self, now: Timestamp) -> Result<Vec<OutboxEntry>, StoreError>;
     /// One conversation, oldest first, without messages expired at `now`.
@@ -362,6 +365,9 @@ pub enum TransportError {
     /// The connection broke or timed out before the receipt came back.
     #[error("no receipt: {0}")]
     NoReceipt(String),
+    /// The recipient refused for good: sending the same envelope again cannot succeed.
+    #[error("the recipient refused it for good: {0}")]
+    Rejected(String),
 }
 
 impl TransportError {
@@ -374,6 +380,7 @@ impl TransportError {
             Self::KeysChanged { .. } => "keys_changed",
             Self::Refused(_) => "refused",
             Self::NoReceipt(_) => "no_receipt",
+            Self::Rejected(_) => "rejected",
         }
     }
 }
@@ -550,6 +557,9 @@ impl<T: MessageStore + ?Sized> MessageStore for std::sync::Arc<T> {
     }
     fn mark_delivered(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
         (**self).mark_delivered(id, at)
+    }
+    fn mark_rejected(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
+        (**self).mark_rejected(id, at)
     }
     fn outbox(&self, now: Timestamp) -> Result<Vec<OutboxEntry>, StoreError> {
         (**self).outbox(now)

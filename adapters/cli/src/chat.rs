@@ -42,7 +42,7 @@ pub async fn run(home: &Path, with: Username) -> Result<()> {
                         Err(e) => eprintln!("{e}"),
                     },
                     text => {
-                        let request = Request::Send { to: with.to_string(), text: text.to_owned() };
+                        let request = Request::Send { to: with.to_string(), text: text.to_owned(), ttl: None, attachments: Vec::new() };
                         match client::call(home, &request).await {
                             Ok(_) => println!("  (delivered)"),
                             Err(e) => eprintln!("  not delivered: {e}"),

@@ -20,6 +20,23 @@ pub enum Request {
         to: String,
         /// Text.
         text: String,
+        /// Time to live (`30s`, `10m`, `1h`, `7d`), for a disappearing message.
+        #[serde(default)]
+        ttl: Option<String>,
+        /// Absolute paths of files to attach.
+        #[serde(default)]
+        attachments: Vec<String>,
+    },
+    /// Decrypt an attachment into a new file.
+    SaveAttachment {
+        /// The other party.
+        with: String,
+        /// The message id.
+        id: String,
+        /// The attachment's index.
+        index: usize,
+        /// Absolute path of the new file.
+        to: String,
     },
     /// One conversation.
     History {

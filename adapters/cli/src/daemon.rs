@@ -9,13 +9,14 @@ use std::{
 };
 
 use anyhow::{Context, Result, anyhow};
-use parley_domain::{MessageId, MessageText, PeerKeys, Timestamp, Username};
-use parley_p2p::{Credentials, Multiaddr, Node, NodeConfig};
+use parley_domain::{Digest, MessageId, MessageText, PeerKeys, Timestamp, Ttl, Username};
+use parley_envelope::Sealer;
+use parley_p2p::{AttachmentConfig, Credentials, Multiaddr, Node, NodeConfig};
 use parley_store::Store;
 use parley_telemetry::{LogFormat, Service};
 use parley_usecases::{
-    commands::{Messaging, ReceiveMessage, SendError, SendMessage, TrustError},
-    ports::{Clock, Event, EventSink, IdentityStore},
+    commands::{Messaging, ReceiveMessage, SaveError, SendError, SendMessage, TrustError},
+    ports::{AttachmentError, AttachmentSource, Clock, Event, EventSink, IdentityStore},
     queries,
 };
 use serde_json::{Value, json};
@@ -38,6 +39,9 @@ const SEND_GRACE: Duration = Duration::from_secs(3);
 const INBOUND_QUEUE: usize = 256;
 /// Events buffered per watcher; a slower watcher misses events rather than slowing the node.
 const EVENT_BUFFER: usize = 256;
+/// How often expired messages are deleted (queries hide them from the very millisecond they
+/// expire; this is when their keys and records go).
+const PURGE_EVERY: Duration = Duration::from_secs(1);
 
 /// The system clock.
 pub struct SystemClock;
@@ -61,7 +65,7 @@ impl EventSink for Broadcast {
     }
 }
 
-type Core = Messaging<Arc<Store>, Node, Node, SystemClock, Arc<Broadcast>>;
+type Core = Messaging<Arc<Store>, Node, Node, SystemClock, Arc<Broadcast>, Sealer>;
 
 struct Daemon {
     user: Username,
@@ -73,8 +77,18 @@ struct Daemon {
 }
 
 /// Runs the daemon until a signal arrives.
-pub async fn run(home: &Path, listen: Multiaddr, log_format: LogFormat) -> Result<()> {
-    let store = Arc::new(Store::open(&home.join("store"))?);
+pub async fn run(
+    home: &Path,
+    listen: Multiaddr,
+    log_format: LogFormat,
+    max_attachment: u64,
+) -> Result<()> {
+    let store = Arc::new(crate::unlock::open_store(home)?);
+    store.set_attachment_limit(max_attachment);
+    // Expired messages go before anything else reads the store.
+    let purged = tokio::task::block_in_place(|| {
+        parley_usecases::ports::MessageStore::purge_expired(&*store, SystemClock.now())
+    })?;
     let identity = store
         .identity()?
         .ok_or_else(|| anyhow!("this home is not enrolled yet; run `parley enroll` first"))?;
@@ -86,6 +100,12 @@ pub async fn run(home: &Path, listen: Multiaddr, log_format: LogFormat) -> Resul
             user: Some(identity.user.as_str()),
         },
     );
+    if purged > 0 {
+        tracing::info!(purged, "expired messages deleted at start-up");
+    }
+    if let Some(warning) = crate::unlock::key_file_warning(&store) {
+        tracing::warn!("{warning}");
+    }
     let credentials = Credentials::new(
         &identity.ed25519,
         identity.certificate_der.clone(),
@@ -110,6 +130,13 @@ pub async fn run(home: &Path, listen: Multiaddr, log_format: LogFormat) -> Resul
         listen,
         rendezvous,
         inbound_queue: INBOUND_QUEUE,
+        attachments: Some(AttachmentConfig {
+            staging: {
+                let store = store.clone();
+                Arc::new(move |from: &Username, sha256: &Digest| store.staging_path(from, sha256))
+            },
+            max_bytes: sealed_size(max_attachment),
+        }),
     })
     .await?;
     let snapshot = parley_usecases::ports::NodeInfo::snapshot(&node);
@@ -134,6 +161,7 @@ pub async fn run(home: &Path, listen: Multiaddr, log_format: LogFormat) -> Resul
             node.clone(),
             SystemClock,
             events.clone(),
+            Sealer::new(&identity.ed25519, &identity.x25519),
         ),
         node: node.clone(),
         events,
@@ -154,16 +182,32 @@ pub async fn run(home: &Path, listen: Multiaddr, log_format: LogFormat) -> Resul
                     let cmd = ReceiveMessage {
                         from: inbound.from.clone(),
                         keys: inbound.keys,
-                        message: inbound.message.clone(),
+                        envelope: inbound.envelope.clone(),
                     };
                     // Storing flushes to disk: keep that off the async workers' backs.
                     let span = inbound.span();
                     match tokio::task::block_in_place(|| span.in_scope(|| d.core.receive(cmd))) {
-                        Ok(()) => inbound.accept(),
+                        Ok(_) => inbound.accept(),
                         Err(e) => {
                             tracing::warn!(error = %e, "incoming message refused");
                             inbound.refuse(e.to_string());
                         }
+                    }
+                }
+            }
+        }
+    });
+
+    let d = daemon.clone();
+    let mut stop = stop_tx.subscribe();
+    tasks.spawn(async move {
+        let mut tick = tokio::time::interval(PURGE_EVERY);
+        loop {
+            tokio::select! {
+                _ = stop.recv() => break,
+                _ = tick.tick() => {
+                    if let Err(e) = tokio::task::block_in_place(|| d.core.purge_expired()) {
+                        tracing::error!(error = %e, "purging expired messages failed");
                     }
                 }
             }
@@ -319,29 +363,42 @@ fn username(raw: &str) -> Result<Username, Response> {
 async fn handle(daemon: &Daemon, request: Request) -> Response {
     let result: Result<Value, Response> = async {
         match request {
-            Request::Send { to, text } => {
+            Request::Send { to, text, ttl, attachments } => {
                 let to = username(&to)?;
                 let text = MessageText::parse(text)
                     .map_err(|e| failure("invalid_text", format!("cannot send: {e}")))?;
+                let ttl = ttl
+                    .map(|raw| Ttl::parse(&raw).map_err(|e| failure("invalid_ttl", format!("cannot send: {e}"))))
+                    .transpose()?;
+                let attachments = attachments
+                    .into_iter()
+                    .map(|path| AttachmentSource {
+                        name: Path::new(&path)
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                        path,
+                    })
+                    .collect();
                 let id = MessageId::from_bytes(random_id()?);
-                send_patiently(&daemon.core, SendMessage { id, to: to.clone(), text })
+                send_patiently(&daemon.core, SendMessage { id, to: to.clone(), text, ttl, attachments })
                     .await
                     .map_err(|e| failure(e.code(), e.to_string()))?;
                 Ok(json!({ "id": id.to_string(), "to": to.as_str(), "delivered": true }))
             }
             Request::History { with } => {
                 let with = username(&with)?;
-                let messages = queries::history(daemon.core.store(), &with)
+                let history = queries::history(daemon.core.store(), &with, SystemClock.now())
                     .map_err(|e| failure("store_unavailable", e.to_string()))?;
-                Ok(json!({ "with": with.as_str(), "messages": messages.iter().map(present::message).collect::<Vec<_>>() }))
+                Ok(present::history(with.as_str(), &history))
             }
             Request::Conversations => {
-                let list = queries::conversations(daemon.core.store())
+                let list = queries::conversations(daemon.core.store(), SystemClock.now())
                     .map_err(|e| failure("store_unavailable", e.to_string()))?;
                 Ok(Value::Array(list.iter().map(present::conversation).collect()))
             }
             Request::Status => {
-                let status = queries::status(&daemon.user, &daemon.node, daemon.core.store())
+                let status = queries::status(&daemon.user, &daemon.node, daemon.core.store(), SystemClock.now())
                     .map_err(|e| failure("store_unavailable", e.to_string()))?;
                 Ok(present::status(&status, &daemon.rendezvous_addrs))
             }
@@ -363,11 +420,31 @@ async fn handle(daemon: &Daemon, request: Request) -> Response {
                     let code = match e {
                         TrustError::UnknownContact(_) => "unknown_contact",
                         TrustError::NothingPending(_) => "nothing_pending",
+                        TrustError::Seal(_) => "seal_failed",
                         _ => "store_unavailable",
                     };
                     failure(code, e.to_string())
                 })?;
                 Ok(json!({ "user": user.as_str(), "trusted": true }))
+            }
+            Request::SaveAttachment { with, id, index, to } => {
+                let with = username(&with)?;
+                let id = MessageId::parse(&id)
+                    .map_err(|e| failure("invalid_id", format!("{id:?} is not a message id: {e}")))?;
+                let bytes = tokio::task::block_in_place(|| {
+                    daemon.core.save_attachment(&with, &id, index, &to)
+                })
+                .map_err(|e| {
+                    let code = match &e {
+                        SaveError::NoMessage { .. } => "no_message",
+                        SaveError::NoAttachment { .. } => "no_attachment",
+                        SaveError::Attachment(AttachmentError::Damaged) => "attachment_damaged",
+                        SaveError::Attachment(AttachmentError::Destination(_)) => "destination",
+                        _ => "store_unavailable",
+                    };
+                    failure(code, e.to_string())
+                })?;
+                Ok(json!({ "saved": to, "bytes": bytes }))
             }
             Request::Subscribe => Err(failure("bad_request", "subscribe is handled elsewhere")),
         }
@@ -394,6 +471,12 @@ async fn send_patiently(core: &Core, cmd: SendMessage) -> Result<(), SendError> 
             outcome => return outcome,
         }
     }
+}
+
+/// The encrypted size of an attachment of `plain` bytes (a 16-byte tag per 64 KiB chunk).
+fn sealed_size(plain: u64) -> u64 {
+    let chunk = parley_envelope::CHUNK as u64;
+    plain + 16 * plain.div_ceil(chunk).max(1)
 }
 
 /// 16 random bytes from the operating system's generator.

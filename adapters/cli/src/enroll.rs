@@ -5,7 +5,6 @@ use std::{io::IsTerminal, os::unix::fs::DirBuilderExt, path::Path};
 use anyhow::{Context, Result};
 use parley_domain::{CaFingerprint, Password, Username};
 use parley_enroll::HttpsEnrollment;
-use parley_store::Store;
 use parley_usecases::{
     commands::Enroll,
     ports::{EnrollRequest, IdentityStore},
@@ -24,7 +23,7 @@ pub async fn run(home: &Path, server: &str, user: Username, pin: Option<&str>) -
         .mode(0o700)
         .create(home)
         .with_context(|| format!("cannot create the home folder {}", home.display()))?;
-    let store = Store::open(&home.join("store"))?;
+    let store = crate::unlock::open_store(home)?;
     let request = EnrollRequest {
         server: server.to_owned(),
         user: user.clone(),
@@ -41,6 +40,9 @@ pub async fn run(home: &Path, server: &str, user: Username, pin: Option<&str>) -
              Compare it with the one the rendezvous printed.",
             identity.ca_fingerprint
         );
+    }
+    if let Some(warning) = crate::unlock::key_file_warning(&store) {
+        eprintln!("warning: {warning}");
     }
     println!("enrolled: {}", identity.user);
     println!("ca-fingerprint: {}", identity.ca_fingerprint);

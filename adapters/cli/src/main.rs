@@ -11,6 +11,7 @@ mod control;
 mod daemon;
 mod enroll;
 mod present;
+mod unlock;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -55,6 +56,9 @@ enum Command {
         /// Where to listen for peers.
         #[arg(long, default_value = "/ip4/0.0.0.0/tcp/0")]
         listen: String,
+        /// The largest attachment sent or accepted, in MiB.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+        max_attachment_mib: u64,
     },
     /// Send a message; exits 0 once the recipient's receipt is back.
     Send {
@@ -62,9 +66,25 @@ enum Command {
         user: String,
         /// The text.
         text: String,
-        /// Delete the message after this long (not available yet).
+        /// Make it disappear this long after it is written: 30s, 10m, 1h, 7d (at most 30d).
         #[arg(long)]
         ttl: Option<String>,
+        /// Attach a file (repeatable; at most 8).
+        #[arg(long = "attach", value_name = "FILE")]
+        attach: Vec<PathBuf>,
+    },
+    /// Save attachment INDEX (from 0) of a received or sent message to a new file.
+    SaveAttachment {
+        /// The other party of the conversation.
+        user: String,
+        /// The message id (32 hex digits, as `history` shows).
+        id: String,
+        /// Where to write it (must not exist).
+        #[arg(long = "to", value_name = "FILE")]
+        to: PathBuf,
+        /// Which attachment of the message.
+        #[arg(long, default_value_t = 0)]
+        index: usize,
     },
     /// Show the conversation with USER, oldest first.
     History {
@@ -202,29 +222,41 @@ async fn run(cli: Cli) -> Result<()> {
             )
             .await
         }
-        Command::Daemon { listen } => {
+        Command::Daemon {
+            listen,
+            max_attachment_mib,
+        } => {
             let listen = listen.parse().map_err(|_| {
                 Usage(format!(
                     "{listen:?} is not a multiaddr such as /ip4/127.0.0.1/tcp/0"
                 ))
             })?;
-            daemon::run(&home, listen, log_format).await
+            daemon::run(&home, listen, log_format, max_attachment_mib * 1024 * 1024).await
         }
-        Command::Send { user, text, ttl } => {
-            if ttl.is_some() {
-                return Err(Usage(
-                    "disappearing messages (--ttl) are not available in this version; send without --ttl".into(),
-                )
-                .into());
-            }
+        Command::Send {
+            user,
+            text,
+            ttl,
+            attach,
+        } => {
             let to = parse_user(&user)?;
             parley_domain::MessageText::parse(text.as_str())
                 .map_err(|e| Usage(format!("cannot send: {e}")))?;
+            let ttl = ttl
+                .map(|raw| {
+                    parley_domain::Ttl::parse(&raw)
+                        .map(|t| t.to_string())
+                        .map_err(|e| Usage(format!("--ttl {raw:?}: {e}")))
+                })
+                .transpose()?;
+            let attachments = attachments(&attach)?;
             let answer = client::call(
                 &home,
                 &Request::Send {
                     to: to.to_string(),
                     text,
+                    ttl,
+                    attachments,
                 },
             )
             .await?;
@@ -279,5 +311,72 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Chat { user } => chat::run(&home, parse_user(&user)?).await,
+        Command::SaveAttachment {
+            user,
+            id,
+            to,
+            index,
+        } => {
+            let with = parse_user(&user)?;
+            parley_domain::MessageId::parse(&id)
+                .map_err(|e| Usage(format!("{id:?} is not a message id: {e}")))?;
+            let dest = absolute(&to)?;
+            if dest.exists() {
+                return Err(Usage(format!(
+                    "{} exists already; choose a new file name",
+                    dest.display()
+                ))
+                .into());
+            }
+            let answer = client::call(
+                &home,
+                &Request::SaveAttachment {
+                    with: with.to_string(),
+                    id,
+                    index,
+                    to: dest.to_string_lossy().into_owned(),
+                },
+            )
+            .await?;
+            println!(
+                "saved: {} ({} bytes)",
+                dest.display(),
+                answer.get("bytes").and_then(Value::as_u64).unwrap_or(0)
+            );
+            Ok(())
+        }
     }
+}
+
+/// The absolute form of a path given on the command line (the daemon has another working
+/// folder).
+fn absolute(path: &std::path::Path) -> Result<PathBuf> {
+    std::path::absolute(path).map_err(|e| Usage(format!("{}: {e}", path.display())).into())
+}
+
+/// Checks the files to attach and names them for the daemon (absolute paths).
+fn attachments(files: &[PathBuf]) -> Result<Vec<String>> {
+    if files.len() > parley_domain::envelope::MAX_ATTACHMENTS {
+        return Err(Usage(format!(
+            "at most {} attachments per message",
+            parley_domain::envelope::MAX_ATTACHMENTS
+        ))
+        .into());
+    }
+    files
+        .iter()
+        .map(|file| {
+            let path = absolute(file)?;
+            if !path.is_file() {
+                return Err(Usage(format!("{} is not a readable file", file.display())).into());
+            }
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            parley_domain::envelope::check_attachment_name(&name)
+                .map_err(|e| Usage(format!("{}: {e}", file.display())))?;
+            Ok(path.to_string_lossy().into_owned())
+        })
+        .collect()
 }

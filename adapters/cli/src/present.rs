@@ -1,7 +1,9 @@
 //! Domain values to JSON documents and readable lines: the CLI's edge.
 
-use parley_domain::{ConversationSummary, Delivery, Direction, StoredMessage, Timestamp};
-use parley_usecases::queries::{ContactView, Status};
+use parley_domain::{
+    ChainState, ConversationSummary, Delivery, Direction, StoredMessage, Timestamp, Verification,
+};
+use parley_usecases::queries::{ContactView, History, Status};
 use serde_json::{Value, json};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
@@ -21,6 +23,7 @@ pub fn message(m: &StoredMessage) -> Value {
         Delivery::Pending => ("pending", None),
         Delivery::Delivered(at) => ("delivered", Some(rfc3339(at))),
         Delivery::Received(at) => ("received", Some(rfc3339(at))),
+        Delivery::Rejected(at) => ("rejected", Some(rfc3339(at))),
     };
     json!({
         "id": m.id.to_string(),
@@ -28,11 +31,56 @@ pub fn message(m: &StoredMessage) -> Value {
         "to": m.to.as_str(),
         "text": m.text.as_str(),
         "sent_at": rfc3339(m.sent_at),
-        "verified": m.verified,
-        "verification": if m.verified { "sender authenticated by its CA-verified certificate" } else { "unverified" },
+        "verified": m.verification.is_verified(),
+        "verification": match m.verification {
+            Verification::Verified => "verified",
+            Verification::Failed(fault) => fault.code(),
+        },
+        "reason": match m.verification {
+            Verification::Verified => None,
+            Verification::Failed(fault) => Some(fault.to_string()),
+        },
         "direction": match m.direction { Direction::Outgoing => "outgoing", Direction::Incoming => "incoming" },
         "delivery": delivery,
         "delivery_at": delivered_at,
+        "ttl": m.ttl.map(|t| t.to_string()),
+        "expires_at": m.expires_at.map(rfc3339),
+        "attachments": m.attachments.iter().enumerate().map(|(i, a)| json!({
+            "index": i,
+            "name": a.meta.name,
+            "size": a.meta.size,
+            "sha256": a.meta.sha256.to_string(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// A conversation and its chains as the JSON document of `history --json`.
+#[must_use]
+pub fn history(with: &str, h: &History) -> Value {
+    json!({
+        "with": with,
+        "messages": h.messages.iter().map(message).collect::<Vec<_>>(),
+        "chain": {
+            "incoming": chain(&h.incoming),
+            "outgoing": { "state": "sealed", "last_seq": h.outgoing.seq },
+        },
+    })
+}
+
+/// The state of a received chain as a JSON object.
+#[must_use]
+pub fn chain(state: &ChainState) -> Value {
+    let (last, missing, faults) = match state {
+        ChainState::Empty => (0, Vec::new(), 0),
+        ChainState::Intact { last } => (*last, Vec::new(), 0),
+        ChainState::Gap { last, missing } => (*last, missing.clone(), 0),
+        ChainState::Faulty { last, faults } => (*last, Vec::new(), *faults),
+    };
+    json!({
+        "state": state.code(),
+        "last_seq": last,
+        "missing": missing.iter().map(|(a, b)| json!([a, b])).collect::<Vec<_>>(),
+        "faults": faults,
     })
 }
 
@@ -68,27 +116,73 @@ pub fn message_line(m: &Value) -> String {
     ) {
         ("pending", _) => "pending".to_owned(),
         (d, Some(true)) => format!("{d}, verified"),
-        (d, _) => format!("{d}, NOT verified"),
+        (d, _) => format!(
+            "{d}, NOT verified: {}",
+            m.get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("unknown reason")
+        ),
     };
-    format!(
+    let mut line = format!(
         "{} {}: {}  [{}]",
         field(m, "sent_at"),
         field(m, "from"),
         field(m, "text"),
         state
-    )
+    );
+    if let Some(at) = m.get("expires_at").and_then(Value::as_str) {
+        line.push_str(&format!("  (disappears at {at})"));
+    }
+    for a in m
+        .get("attachments")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        line.push_str(&format!(
+            "\n    attachment {}: {} ({} bytes)",
+            a.get("index").and_then(Value::as_u64).unwrap_or(0),
+            field(a, "name"),
+            a.get("size").and_then(Value::as_u64).unwrap_or(0)
+        ));
+    }
+    line
 }
 
 /// Readable lines for a history JSON object, oldest first.
 #[must_use]
 pub fn history_lines(history: &Value) -> String {
     let messages = history.get("messages").and_then(Value::as_array);
-    messages
-        .into_iter()
-        .flatten()
-        .map(message_line)
-        .collect::<Vec<_>>()
-        .join("\n")
+    let mut lines: Vec<String> = messages.into_iter().flatten().map(message_line).collect();
+    let incoming = history.pointer("/chain/incoming");
+    match incoming.map(|c| field(c, "state")) {
+        Some("gap") => lines.push(format!(
+            "chain from {}: messages missing at positions {}",
+            field(history, "with"),
+            incoming
+                .and_then(|c| c.get("missing"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .map(|r| match (r.get(0), r.get(1)) {
+                    (Some(a), Some(b)) if a == b => a.to_string(),
+                    (Some(a), Some(b)) => format!("{a}-{b}"),
+                    _ => "?".into(),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        Some("faulty") => lines.push(format!(
+            "chain from {}: {} message(s) do not fit (see NOT verified above)",
+            field(history, "with"),
+            incoming
+                .and_then(|c| c.get("faults"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        )),
+        _ => {}
+    }
+    lines.join("\n")
 }
 
 /// Readable lines for a conversation-list JSON array.

@@ -233,8 +233,8 @@ pub(crate) async fn upload(
         TOO_LARGE => {
             let mut cap = [0u8; 8];
             let _ = stream.read_exact(&mut cap).await;
-            return Err(TransportError::Refused(format!(
-                "the recipient accepts attachments of at most {} bytes (this one has {size})",
+            return Err(TransportError::Rejected(format!(
+                "it accepts attachments of at most {} bytes, this one has {size}",
                 u64::from_be_bytes(cap)
             )));
         }

@@ -381,7 +381,7 @@ async fn attachments_travel_ahead_of_the_envelope_within_the_cap_and_unaltered()
     )
     .await;
     match err {
-        Err(TransportError::Refused(reason)) => assert!(reason.contains("300000"), "{reason}"),
+        Err(TransportError::Rejected(reason)) => assert!(reason.contains("300000"), "{reason}"),
         other => panic!("expected a refusal, got {other:?}"),
     }
     // Bytes that are not the ones the digest names: refused, nothing staged.

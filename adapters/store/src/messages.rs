@@ -595,39 +595,12 @@ impl MessageStore for Store {
     /// receipt's time is the one kept. The envelope goes with the outbox entry.
     #[tracing::instrument(name = "store.mark_delivered", level = "debug", skip_all, fields(message.id = %id), err(Display))]
     fn mark_delivered(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
-        let Some((okey, mkey)) = self.find_in_outbox(id)? else {
-            return self.flush();
-        };
-        let Some((_, slot, km)) = self.outbox_message(&okey, &mkey)? else {
-            return self.flush(); // being deleted
-        };
-        let done = (&self.messages, &self.outbox).transaction(
-            |(messages, outbox)| -> TxResult<(), StoreError> {
-                if outbox.get(&okey)?.is_none() {
-                    return Ok(()); // another call got here first, or a purge
-                }
-                let Some(value) = messages.get(&mkey)? else {
-                    return Err(abort(corrupt(
-                        "outbox",
-                        "an entry points at a missing message",
-                    )));
-                };
-                if slot_of(&value) != Some(slot) {
-                    return Err(abort(corrupt("messages", "a record changed its key slot")));
-                }
-                let mut message = Self::open_with(&mkey, slot, &km, &value).map_err(abort)?;
-                message.delivery = Delivery::Delivered(at);
-                let value = Self::seal_message(&mkey, slot, &km, &message).map_err(abort)?;
-                messages.insert(mkey.as_slice(), value)?;
-                outbox.remove(&okey)?;
-                Ok(())
-            },
-        );
-        match done {
-            Ok(()) => self.flush(),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(unavailable("record a receipt", e)),
-        }
+        self.settle(id, Delivery::Delivered(at))
+    }
+
+    #[tracing::instrument(name = "store.mark_rejected", level = "debug", skip_all, err(Display))]
+    fn mark_rejected(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
+        self.settle(id, Delivery::Rejected(at))
     }
 
     #[tracing::instrument(name = "store.outbox", level = "debug", skip_all, err(Display))]
@@ -778,6 +751,45 @@ impl MessageStore for Store {
             .insert(ckey, value)
             .map_err(|e| unavailable("save a contact", e))?;
         self.flush()
+    }
+}
+
+/// Receipts and refusals: both settle an outgoing message and take it out of the outbox.
+impl Store {
+    fn settle(&self, id: &MessageId, delivery: Delivery) -> Result<(), StoreError> {
+        let Some((okey, mkey)) = self.find_in_outbox(id)? else {
+            return self.flush();
+        };
+        let Some((_, slot, km)) = self.outbox_message(&okey, &mkey)? else {
+            return self.flush(); // being deleted
+        };
+        let done = (&self.messages, &self.outbox).transaction(
+            |(messages, outbox)| -> TxResult<(), StoreError> {
+                if outbox.get(&okey)?.is_none() {
+                    return Ok(()); // another call got here first, or a purge
+                }
+                let Some(value) = messages.get(&mkey)? else {
+                    return Err(abort(corrupt(
+                        "outbox",
+                        "an entry points at a missing message",
+                    )));
+                };
+                if slot_of(&value) != Some(slot) {
+                    return Err(abort(corrupt("messages", "a record changed its key slot")));
+                }
+                let mut message = Self::open_with(&mkey, slot, &km, &value).map_err(abort)?;
+                message.delivery = delivery;
+                let value = Self::seal_message(&mkey, slot, &km, &message).map_err(abort)?;
+                messages.insert(mkey.as_slice(), value)?;
+                outbox.remove(&okey)?;
+                Ok(())
+            },
+        );
+        match done {
+            Ok(()) => self.flush(),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(unavailable("record a receipt", e)),
+        }
     }
 }
 

@@ -232,6 +232,7 @@ enum DeliveryRecord {
     Pending,
     Delivered(i64),
     Received(i64),
+    Rejected(i64),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -267,6 +268,7 @@ pub(crate) fn encode_message(message: &StoredMessage) -> Result<Vec<u8>, StoreEr
             Delivery::Pending => DeliveryRecord::Pending,
             Delivery::Delivered(at) => DeliveryRecord::Delivered(at.0),
             Delivery::Received(at) => DeliveryRecord::Received(at.0),
+            Delivery::Rejected(at) => DeliveryRecord::Rejected(at.0),
         },
         verification: match message.verification {
             Verification::Verified => VerificationRecord::Verified,
@@ -344,6 +346,7 @@ pub(crate) fn decode_message(bytes: &[u8]) -> Result<StoredMessage, StoreError> 
             DeliveryRecord::Pending => Delivery::Pending,
             DeliveryRecord::Delivered(at) => Delivery::Delivered(Timestamp(at)),
             DeliveryRecord::Received(at) => Delivery::Received(Timestamp(at)),
+            DeliveryRecord::Rejected(at) => Delivery::Rejected(Timestamp(at)),
         },
         verification: match record.verification {
             VerificationRecord::Verified => Verification::Verified,

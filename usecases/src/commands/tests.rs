@@ -284,6 +284,22 @@ fn given_delivery_fails_midway_when_retrying_then_later_messages_wait_for_earlie
 }
 
 #[test]
+fn given_a_refusal_for_good_when_delivering_then_the_message_leaves_the_outbox_as_rejected() {
+    let w = alice_world();
+    w.directory.set_online(&user("bob"));
+    send(&w, 9, "bob", "pins bob").expect("first contact");
+    w.transport
+        .fail_with(Some(TransportError::Rejected("too large".into())));
+    let err = send(&w, 1, "bob", "big").expect_err("rejected");
+    assert_eq!(err.code(), "rejected");
+    assert!(w.outbox_ids().is_empty(), "never retried");
+    w.transport.fail_with(None);
+    send(&w, 2, "bob", "later ones still go").expect("not blocked");
+    let states: Vec<_> = w.history("bob").iter().map(|m| m.delivery).collect();
+    assert_eq!(states[1], Delivery::Rejected(Timestamp(1_000)));
+}
+
+#[test]
 fn given_a_stranger_online_but_unreachable_when_sending_then_nothing_is_kept() {
     let w = alice_world();
     w.directory.set_online(&user("bob"));
