@@ -428,14 +428,20 @@ fn bad_input_and_failures_get_one_sentence_and_the_right_exit_code() {
         stderr(&out)
     );
     assert!(texts(&alice, "nobody").is_empty());
-    // Empty text, TTL not yet available.
+    // Empty text, a TTL that is no duration, a file that is not there.
     assert_eq!(parley(&alice, &["send", "bob", ""]).status.code(), Some(2));
-    assert_eq!(
-        parley(&alice, &["send", "bob", "x", "--ttl", "30s"])
-            .status
-            .code(),
-        Some(2)
-    );
+    for ttl in ["0s", "5w", "1.5h", "soon"] {
+        let out = parley(&alice, &["send", "bob", "x", "--ttl", ttl]);
+        assert_eq!(out.status.code(), Some(2), "--ttl {ttl}");
+        assert!(
+            stderr(&out).contains("30s, 10m, 1h or 7d"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let out = parley(&alice, &["send", "bob", "x", "--attach", "/no/such/file"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/no/such/file"), "{}", stderr(&out));
     // Messages to oneself.
     let out = parley(&alice, &["send", "alice", "me"]);
     assert_eq!(out.status.code(), Some(1));
@@ -950,4 +956,326 @@ fn one_message_is_one_trace(protocol: &str) {
             "message text leaked into {span:?}"
         );
     }
+}
+
+/// A daemon whose logs (at debug level) go to `log`, with extra environment.
+fn daemon_with(home: &Path, log: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(parley_bin());
+    cmd.arg("--home")
+        .arg(home)
+        .args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(args)
+        .env("RUST_LOG", "debug");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut proc = Proc::spawn_logging(cmd, std::fs::File::create(log).unwrap().into());
+    proc.field("control:");
+    wait_for(
+        &format!("{} to reach the rendezvous", home.display()),
+        || {
+            let out = parley(home, &["status", "--json"]);
+            out.status.success() && json(&out)["rendezvous"]["connected"] == true
+        },
+    );
+    proc
+}
+
+/// Every regular file under `root` whose bytes contain `needle` (UTF-8 or UTF-16).
+fn files_holding(root: &Path, needle: &str) -> Vec<PathBuf> {
+    let forms: Vec<Vec<u8>> = vec![
+        needle.as_bytes().to_vec(),
+        needle.encode_utf16().flat_map(u16::to_le_bytes).collect(),
+        needle.encode_utf16().flat_map(u16::to_be_bytes).collect(),
+    ];
+    let mut found = Vec::new();
+    let mut pending = vec![root.to_owned()];
+    let mut files = 0;
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let entry = entry.unwrap();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                files += 1;
+                let bytes = std::fs::read(entry.path()).unwrap();
+                if forms
+                    .iter()
+                    .any(|f| bytes.windows(f.len()).any(|w| w == f.as_slice()))
+                {
+                    found.push(entry.path());
+                }
+            }
+        }
+    }
+    assert!(
+        files > 0,
+        "{} holds no file: the search proves nothing",
+        root.display()
+    );
+    found
+}
+
+fn history_json(home: &Path, with: &str) -> Value {
+    let out = parley(home, &["history", with, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    json(&out)
+}
+
+#[test]
+fn a_disappearing_message_vanishes_on_both_sides_and_no_file_or_log_ever_holds_its_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let rv = rendezvous(dir.path());
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    let (outside, logs) = (dir.path().join("outside"), dir.path().join("logs"));
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::create_dir_all(&logs).unwrap();
+    assert!(enroll(&rv, &bob, "bob", "pw-bob").status.success());
+    assert!(enroll(&rv, &alice, "alice", "pw-alice").status.success());
+    let mut bob_daemon = daemon_with(&bob, &logs.join("bob.log"), &[], &[]);
+    let mut alice_daemon = daemon_with(&alice, &logs.join("alice.log"), &[], &[]);
+
+    let canary = "canary-3e9b1 words that must never rest in the clear";
+    let attached_canary = "canary-attached-77f0 file content";
+    let file = outside.join("notes.txt");
+    std::fs::write(&file, attached_canary.repeat(100)).unwrap();
+    let out = parley(
+        &alice,
+        &[
+            "send",
+            "bob",
+            canary,
+            "--ttl",
+            "4s",
+            "--attach",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let doc = history_json(&bob, "alice");
+    let m = &doc["messages"][0];
+    assert_eq!(
+        (m["text"].as_str(), m["verified"].as_bool()),
+        (Some(canary), Some(true))
+    );
+    assert_eq!(m["ttl"], "4s");
+    assert!(m["expires_at"].is_string());
+    assert_eq!(m["attachments"][0]["name"], "notes.txt");
+    assert_eq!(doc["chain"]["incoming"]["state"], "intact");
+    assert_eq!(history_json(&alice, "bob")["messages"][0]["ttl"], "4s");
+    // The attachment saves back byte for byte, outside the homes.
+    let saved = outside.join("saved.txt");
+    let id = m["id"].as_str().unwrap().to_owned();
+    let out = parley(
+        &bob,
+        &[
+            "save-attachment",
+            "alice",
+            &id,
+            "--to",
+            saved.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(&saved).unwrap(),
+        std::fs::read(&file).unwrap()
+    );
+
+    let search = |when: &str| {
+        for root in [&alice, &bob, &dir.path().join("rendezvous"), &logs] {
+            for needle in ["canary-3e9b1", "canary-attached-77f0"] {
+                let found = files_holding(root, needle);
+                assert!(found.is_empty(), "{when}: {needle} found in {found:?}");
+            }
+        }
+    };
+    assert!(
+        !files_holding(&outside, "canary-attached-77f0").is_empty(),
+        "the search finds the canary where it is (the file attached)"
+    );
+    search("before expiry");
+
+    wait_for("the message to expire on both sides", || {
+        history_json(&alice, "bob")["messages"] == serde_json::json!([])
+            && history_json(&bob, "alice")["messages"] == serde_json::json!([])
+    });
+    assert_eq!(
+        json(&parley(&bob, &["conversations", "--json"])),
+        serde_json::json!([])
+    );
+    let out = parley(
+        &bob,
+        &[
+            "save-attachment",
+            "alice",
+            &id,
+            "--to",
+            outside.join("late").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expired attachments cannot be saved"
+    );
+    // After the purge, and after a restart, nothing comes back.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(bob_daemon.terminate().success());
+    assert!(alice_daemon.terminate().success());
+    let _bob_daemon = daemon_with(&bob, &logs.join("bob-2.log"), &[], &[]);
+    assert_eq!(
+        history_json(&bob, "alice")["messages"],
+        serde_json::json!([])
+    );
+    search("after expiry and restart");
+    drop(rv);
+}
+
+#[test]
+fn attachments_over_the_recipient_cap_are_rejected_for_good_without_blocking_others() {
+    let (dir, rv, alice, bob) = enrolled_pair();
+    let logs = dir.path();
+    let _bob_daemon = daemon_with(
+        &bob,
+        &logs.join("bob.log"),
+        &["--max-attachment-mib", "1"],
+        &[],
+    );
+    let _alice_daemon = daemon_with(&alice, &logs.join("alice.log"), &[], &[]);
+    let small = dir.path().join("small.bin");
+    let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    std::fs::write(&small, &bytes).unwrap();
+    let out = parley(
+        &alice,
+        &["send", "bob", "small", "--attach", small.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, vec![1u8; 1_500_000]).unwrap();
+    let out = parley(
+        &alice,
+        &["send", "bob", "big", "--attach", big.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("for good") && stderr(&out).contains("at most"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    let out = parley(&alice, &["send", "bob", "still flowing"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let states: Vec<String> = history_json(&alice, "bob")["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["delivery"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(states, ["delivered", "rejected", "delivered"]);
+    assert_eq!(json(&parley(&alice, &["status", "--json"]))["outbox"], 0);
+    // Bob got the small one and the text, never the big one.
+    let received = history_json(&bob, "alice");
+    let texts: Vec<&str> = received["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["small", "still flowing"]);
+    let id = received["messages"][0]["id"].as_str().unwrap();
+    let saved = dir.path().join("saved.bin");
+    let save = |to: &Path| {
+        parley(
+            &bob,
+            &["save-attachment", "alice", id, "--to", to.to_str().unwrap()],
+        )
+    };
+    assert!(save(&saved).status.success());
+    assert_eq!(std::fs::read(&saved).unwrap(), bytes);
+    assert_eq!(save(&saved).status.code(), Some(2), "never overwrites");
+    drop(rv);
+}
+
+#[test]
+fn a_passphrase_protected_home_opens_only_with_its_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let rv = rendezvous(dir.path());
+    let carol = dir.path().join("carol");
+    let out = Command::new(parley_bin())
+        .arg("--home")
+        .arg(&carol)
+        .args([
+            "enroll",
+            "--server",
+            &rv.url,
+            "--user",
+            "carol",
+            "--ca-fingerprint",
+            &rv.fingerprint,
+        ])
+        .env("PARLEY_PASSWORD", "pw")
+        .env("PARLEY_PASSPHRASE", "correct horse battery staple")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stderr(&out).contains("key is kept in a file"),
+        "no key-file warning: {}",
+        stderr(&out)
+    );
+    assert!(!carol.join("store").join("store.key").exists());
+
+    let snapshot = |root: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut pending = vec![root.to_owned()];
+        while let Some(folder) = pending.pop() {
+            for e in std::fs::read_dir(&folder).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    pending.push(e.path());
+                } else {
+                    out.push((e.path(), std::fs::read(e.path()).unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
+    };
+    let before = snapshot(&carol);
+    for (env, expect) in [
+        (Some("wrong horse"), "passphrase does not open"),
+        (None, "PARLEY_PASSPHRASE"),
+    ] {
+        let mut cmd = Command::new(parley_bin());
+        cmd.arg("--home")
+            .arg(&carol)
+            .args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"])
+            .env_remove("PARLEY_PASSPHRASE")
+            .stdin(Stdio::null());
+        if let Some(p) = env {
+            cmd.env("PARLEY_PASSPHRASE", p);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(stderr(&out).contains(expect), "{}", stderr(&out));
+        assert_eq!(
+            stderr(&out).lines().count(),
+            1,
+            "one sentence: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(snapshot(&carol), before, "a refused open changes nothing");
+    let _carol = daemon_with(
+        &carol,
+        &dir.path().join("carol.log"),
+        &[],
+        &[("PARLEY_PASSPHRASE", "correct horse battery staple")],
+    );
+    drop(rv);
 }
