@@ -266,6 +266,23 @@ mod tests {
     }
 
     #[test]
+    fn a_body_never_prints_its_text_or_keys() {
+        let body = Body {
+            text: MessageText::parse("secret words").expect("text"),
+            attachment_keys: vec![AttachmentKey {
+                key: Secret32::new([0xab; 32]),
+                plain_sha256: Digest([1; 32]),
+            }],
+        };
+        let shown = format!("{body:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(
+            !shown.contains("ab, ab") && !shown.contains("171"),
+            "{shown}"
+        );
+    }
+
+    #[test]
     fn digests_print_and_parse_as_hex() {
         let d = Digest([0xab; 32]);
         assert_eq!(Digest::parse(&d.to_string()), Some(d));

@@ -244,9 +244,14 @@ async fn run(cli: Cli) -> Result<()> {
                 .map_err(|e| Usage(format!("cannot send: {e}")))?;
             let ttl = ttl
                 .map(|raw| {
-                    parley_domain::Ttl::parse(&raw)
-                        .map(|t| t.to_string())
-                        .map_err(|e| Usage(format!("--ttl {raw:?}: {e}")))
+                    let ttl = parley_domain::Ttl::parse(&raw)
+                        .map_err(|e| Usage(format!("--ttl {raw:?}: {e}")))?;
+                    if ttl == parley_domain::Ttl::MAX && raw != ttl.to_string() {
+                        eprintln!(
+                            "note: --ttl is at most {ttl}; this message disappears after {ttl}"
+                        );
+                    }
+                    Ok::<_, anyhow::Error>(ttl.to_string())
                 })
                 .transpose()?;
             let attachments = attachments(&attach)?;

@@ -1271,11 +1271,22 @@ fn a_passphrase_protected_home_opens_only_with_its_passphrase() {
         );
     }
     assert_eq!(snapshot(&carol), before, "a refused open changes nothing");
-    let _carol = daemon_with(
+    let mut carol_daemon = daemon_with(
         &carol,
         &dir.path().join("carol.log"),
         &[],
         &[("PARLEY_PASSPHRASE", "correct horse battery staple")],
+    );
+    assert!(carol_daemon.terminate().success());
+    let log = std::fs::read_to_string(dir.path().join("carol.log")).unwrap();
+    assert!(log.lines().count() > 3, "debug logs were written");
+    assert!(
+        !log.contains("correct horse"),
+        "the passphrase never reaches a log"
+    );
+    assert!(
+        !log.contains("key is kept in a file"),
+        "no key-file warning"
     );
     drop(rv);
 }
