@@ -426,7 +426,7 @@ where
                 AttachmentError::Store(e) => SendError::Store(e),
                 other => SendError::Attachment(other),
             })?;
-        let _chain = self.chain_guard();
+        let chain = self.chain_guard();
         let head = self.store.chain_head(&cmd.to)?;
         let now = self.clock.now();
         let header = Header {
@@ -464,7 +464,11 @@ where
             seq: header.seq,
             digest: sealed.digest,
         };
-        self.store.append_outgoing(&message, &sealed.bytes, &head)?;
+        self.store
+            .append_outgoing_deferred(&message, &sealed.bytes, &head)?;
+        drop(chain);
+        // Outside the chain's lock, so that concurrent sends share one trip to the disk.
+        self.store.sync()?;
         Ok(OutboxEntry {
             message,
             envelope: sealed.bytes,
@@ -602,7 +606,7 @@ where
             let first = Contact::first(cmd.from.clone(), cmd.keys, self.clock.now());
             self.store.save_contact(&first)?;
         }
-        let _chain = self.chain_guard();
+        let chain = self.chain_guard();
         let link = Link {
             seq: header.seq,
             digest: opened.digest,
@@ -637,7 +641,12 @@ where
             expires_at: header.ttl.map(|ttl| ttl.expiry(header.sent_at, now)),
             attachments,
         };
-        match self.store.store_incoming(&stored, &link)? {
+        let stored_now = self.store.store_incoming_deferred(&stored, &link)?;
+        drop(chain);
+        // Outside the chain's lock, so that concurrent receipts share one trip to the disk;
+        // and before any receipt, also for a duplicate (its first copy may not be synced yet).
+        self.store.sync()?;
+        match stored_now {
             Stored::Duplicate => Ok(Received::Duplicate),
             Stored::Conflicting => Err(ReceiveError::Conflicting(stored.id)),
             Stored::New => {

@@ -43,6 +43,10 @@ pub struct InMemoryStore {
     pub saved: Mutex<HashMap<String, Vec<u8>>>,
     /// The attachment cap.
     pub max_attachment: Mutex<u64>,
+    /// When set, `sync` fails (the disk refuses to make deferred writes durable).
+    pub fail_sync: Mutex<bool>,
+    /// Deferred writes not synced yet.
+    pub unsynced: Mutex<usize>,
 }
 
 impl InMemoryStore {
@@ -110,6 +114,33 @@ impl MessageStore for InMemoryStore {
         messages.push(message.clone());
         lock(&self.envelopes).insert(message.id, envelope.to_vec());
         lock(&self.heads).insert(message.to.clone(), *head);
+        Ok(())
+    }
+
+    fn store_incoming_deferred(
+        &self,
+        message: &StoredMessage,
+        link: &Link,
+    ) -> Result<Stored, StoreError> {
+        *lock(&self.unsynced) += 1;
+        self.store_incoming(message, link)
+    }
+
+    fn append_outgoing_deferred(
+        &self,
+        message: &StoredMessage,
+        envelope: &[u8],
+        head: &ChainHead,
+    ) -> Result<(), StoreError> {
+        *lock(&self.unsynced) += 1;
+        self.append_outgoing(message, envelope, head)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        if *lock(&self.fail_sync) {
+            return Err(StoreError::Unavailable("injected sync failure".into()));
+        }
+        *lock(&self.unsynced) = 0;
         Ok(())
     }
 

@@ -66,6 +66,30 @@ pub trait MessageStore: Send + Sync {
     /// fault of that chain otherwise. The (sender, id) stays remembered after the message
     /// expires, so a replay is recognised for ever.
     fn store_incoming(&self, message: &StoredMessage, link: &Link) -> Result<Stored, StoreError>;
+    /// As [`MessageStore::store_incoming`], but durable only once [`MessageStore::sync`]
+    /// returns: many writes then share one trip to the disk (group commit). No receipt may be
+    /// given before that `sync`.
+    fn store_incoming_deferred(
+        &self,
+        message: &StoredMessage,
+        link: &Link,
+    ) -> Result<Stored, StoreError> {
+        self.store_incoming(message, link)
+    }
+    /// As [`MessageStore::append_outgoing`], but durable only once [`MessageStore::sync`]
+    /// returns; nothing may be sent before that `sync`.
+    fn append_outgoing_deferred(
+        &self,
+        message: &StoredMessage,
+        envelope: &[u8],
+        head: &ChainHead,
+    ) -> Result<(), StoreError> {
+        self.append_outgoing(message, envelope, head)
+    }
+    /// Makes every write so far durable (the deferred ones included).
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// The accepted links of `from`'s chain around position `seq`.
     fn neighbours(&self, from: &Username, seq: u64) -> Result<Neighbours, StoreError>;
     /// The state of `from`'s chain towards this device.
@@ -545,6 +569,24 @@ impl<T: MessageStore + ?Sized> MessageStore for std::sync::Arc<T> {
     }
     fn store_incoming(&self, message: &StoredMessage, link: &Link) -> Result<Stored, StoreError> {
         (**self).store_incoming(message, link)
+    }
+    fn store_incoming_deferred(
+        &self,
+        message: &StoredMessage,
+        link: &Link,
+    ) -> Result<Stored, StoreError> {
+        (**self).store_incoming_deferred(message, link)
+    }
+    fn append_outgoing_deferred(
+        &self,
+        message: &StoredMessage,
+        envelope: &[u8],
+        head: &ChainHead,
+    ) -> Result<(), StoreError> {
+        (**self).append_outgoing_deferred(message, envelope, head)
+    }
+    fn sync(&self) -> Result<(), StoreError> {
+        (**self).sync()
     }
     fn neighbours(&self, from: &Username, seq: u64) -> Result<Neighbours, StoreError> {
         (**self).neighbours(from, seq)

@@ -37,6 +37,8 @@ const RETRY_EVERY: Duration = Duration::from_secs(2);
 const SEND_GRACE: Duration = Duration::from_secs(3);
 /// Inbound messages waiting to be stored.
 const INBOUND_QUEUE: usize = 256;
+/// Inbound messages being stored at once (they share one sync of the store).
+const RECEIVING_AT_ONCE: usize = 32;
 /// Events buffered per watcher; a slower watcher misses events rather than slowing the node.
 const EVENT_BUFFER: usize = 256;
 /// How often expired messages are deleted (queries hide them from the very millisecond they
@@ -174,28 +176,44 @@ pub async fn run(
     let d = daemon.clone();
     let mut stop = stop_tx.subscribe();
     tasks.spawn(async move {
+        // Several messages are stored at once so that one sync covers them all (group
+        // commit); each gets its receipt only after that sync.
+        let slots = Arc::new(tokio::sync::Semaphore::new(RECEIVING_AT_ONCE));
+        let mut receiving = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
                 _ = stop.recv() => break,
+                Some(_) = receiving.join_next(), if !receiving.is_empty() => {}
                 next = inbound.recv() => {
                     let Some(inbound) = next else { break };
-                    let cmd = ReceiveMessage {
-                        from: inbound.from.clone(),
-                        keys: inbound.keys,
-                        envelope: inbound.envelope.clone(),
-                    };
-                    // Storing flushes to disk: keep that off the async workers' backs.
-                    let span = inbound.span();
-                    match tokio::task::block_in_place(|| span.in_scope(|| d.core.receive(cmd))) {
-                        Ok(_) => inbound.accept(),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "incoming message refused");
-                            inbound.refuse(e.to_string());
+                    let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                    let d = d.clone();
+                    receiving.spawn(async move {
+                        let _slot = slot;
+                        let cmd = ReceiveMessage {
+                            from: inbound.from.clone(),
+                            keys: inbound.keys,
+                            envelope: inbound.envelope.clone(),
+                        };
+                        // Storing waits for the disk: keep that off the async workers.
+                        let span = inbound.span();
+                        let outcome = tokio::task::spawn_blocking(move || {
+                            span.in_scope(|| d.core.receive(cmd))
+                        })
+                        .await;
+                        match outcome {
+                            Ok(Ok(_)) => inbound.accept(),
+                            Ok(Err(e)) => {
+                                tracing::warn!(error = %e, "incoming message refused");
+                                inbound.refuse(e.to_string());
+                            }
+                            Err(_) => inbound.refuse("the recipient failed to store it".into()),
                         }
-                    }
+                    });
                 }
             }
         }
+        receiving.shutdown().await;
     });
 
     let d = daemon.clone();

@@ -175,24 +175,28 @@ impl Store {
 
     /// Inserts `message` under a new sequence, with a new key in a new slot, unless
     /// (`message.from`, `message.id`) is in `seen` — checked inside the transaction, so that
-    /// concurrent calls store it once. Flushes in both cases. `None` when it wrote; otherwise
-    /// the digest remembered.
+    /// concurrent calls store it once. With `durable`, syncs in both cases; without, the
+    /// caller syncs (see [`Store::sync_all`]) before it relies on the write. `None` when it
+    /// wrote; otherwise the digest remembered.
     fn insert_once(
         &self,
         message: &StoredMessage,
         extra: &Extra<'_>,
+        durable: bool,
     ) -> Result<Option<Digest>, StoreError> {
         let sender = self.name(&message.from);
         let skey = seen_key(&sender, &message.id);
         // The common repeat: answered without spending a slot.
         if let Some(digest) = self.seen_digest(&skey)? {
-            self.flush()?;
+            if durable {
+                self.flush()?;
+            }
             return Ok(Some(digest));
         }
         let seq = self.next_seq()?;
         let mkey = message_key(&self.name(message.contact()), seq);
         let km = Key32::random()?;
-        let slot = self.slots.allocate(&km)?;
+        let slot = self.slots.allocate(&km, durable)?;
         let written =
             self.insert_transaction(message, extra, &sender, &skey, seq, &mkey, slot, &km);
         let outcome = match written {
@@ -213,8 +217,19 @@ impl Store {
         };
         // Flush even for a duplicate: its first copy may come from another thread that has not
         // flushed yet, and our caller is about to give a receipt for it.
-        self.flush()?;
+        if durable {
+            self.flush()?;
+        }
         Ok(outcome)
+    }
+
+    /// Makes every write so far durable: the message keys first, then the records that name
+    /// them (a record must never be durable while its key is not). Concurrent callers share
+    /// the disk's work: sled's flush returns at once when another flush already covered this
+    /// caller's writes, which is what turns many messages into one `fsync` (group commit).
+    pub(crate) fn sync_all(&self) -> Result<(), StoreError> {
+        self.slots.sync()?;
+        self.flush()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -485,8 +500,39 @@ impl MessageStore for Store {
         envelope: &[u8],
         head: &ChainHead,
     ) -> Result<(), StoreError> {
-        self.insert_once(message, &Extra::Outgoing { envelope, head })
+        self.insert_once(message, &Extra::Outgoing { envelope, head }, true)
             .map(drop)
+    }
+
+    #[tracing::instrument(name = "store.append_deferred", level = "debug", skip_all, fields(message.id = %message.id), err(Display))]
+    fn append_outgoing_deferred(
+        &self,
+        message: &StoredMessage,
+        envelope: &[u8],
+        head: &ChainHead,
+    ) -> Result<(), StoreError> {
+        self.insert_once(message, &Extra::Outgoing { envelope, head }, false)
+            .map(drop)
+    }
+
+    #[tracing::instrument(name = "store.sync", level = "debug", skip_all, err(Display))]
+    fn sync(&self) -> Result<(), StoreError> {
+        self.sync_all()
+    }
+
+    #[tracing::instrument(name = "store.store_incoming_deferred", level = "debug", skip_all, fields(message.id = %message.id), err(Display))]
+    fn store_incoming_deferred(
+        &self,
+        message: &StoredMessage,
+        link: &Link,
+    ) -> Result<Stored, StoreError> {
+        Ok(
+            match self.insert_once(message, &Extra::Incoming { link }, false)? {
+                None => Stored::New,
+                Some(digest) if digest == link.digest => Stored::Duplicate,
+                Some(_) => Stored::Conflicting,
+            },
+        )
     }
 
     #[tracing::instrument(name = "store.chain_head", level = "debug", skip_all, fields(%to), err(Display))]
@@ -504,7 +550,7 @@ impl MessageStore for Store {
     #[tracing::instrument(name = "store.store_incoming", level = "debug", skip_all, fields(message.id = %message.id), err(Display))]
     fn store_incoming(&self, message: &StoredMessage, link: &Link) -> Result<Stored, StoreError> {
         Ok(
-            match self.insert_once(message, &Extra::Incoming { link })? {
+            match self.insert_once(message, &Extra::Incoming { link }, true)? {
                 None => Stored::New,
                 Some(digest) if digest == link.digest => Stored::Duplicate,
                 Some(_) => Stored::Conflicting,

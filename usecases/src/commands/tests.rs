@@ -331,6 +331,33 @@ fn given_the_store_fails_when_sending_then_nothing_goes_on_the_wire() {
 }
 
 #[test]
+fn given_the_disk_cannot_sync_then_nothing_is_sent_and_no_receipt_is_given() {
+    let w = alice_world();
+    w.directory.set_online(&user("bob"));
+    send(&w, 9, "bob", "pins bob").expect("first contact");
+    assert_eq!(
+        *w.store.unsynced.lock().expect("lock"),
+        0,
+        "every write synced"
+    );
+    *w.store.fail_sync.lock().expect("lock") = true;
+    assert!(matches!(
+        send(&w, 1, "bob", "not durable"),
+        Err(SendError::Store(_))
+    ));
+    assert_eq!(
+        w.transport.delivered.lock().expect("lock").len(),
+        1,
+        "nothing more sent"
+    );
+    let (envelope, _) = sealed_by_bob(&w, 5, 1, Digest::GENESIS);
+    assert!(matches!(
+        w.messaging.receive(from_bob(envelope)),
+        Err(ReceiveError::Store(_))
+    ));
+}
+
+#[test]
 fn given_the_receipt_cannot_be_recorded_when_sending_then_the_message_stays_queued() {
     let w = alice_world();
     w.directory.set_online(&user("bob"));
