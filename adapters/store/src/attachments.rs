@@ -48,7 +48,42 @@ fn io_error(action: &str, e: &io::Error) -> AttachmentError {
     AttachmentError::Store(StoreError::Unavailable(format!("could not {action}: {e}")))
 }
 
+/// Staged attachments whose envelope never came are deleted after this long.
+const STAGED_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 impl Store {
+    /// Deletes what a crash or an envelope that never came left behind: half-written files
+    /// (`.…partial-…`) and staged attachments older than a day. Best effort: a file that
+    /// cannot be deleted now is tried again at the next open.
+    pub(crate) fn sweep_attachments(&self, now: std::time::SystemTime) {
+        let folder = self.path.join(FOLDER);
+        let stale = |path: &Path, older_than: std::time::Duration| {
+            fs::metadata(path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|at| now.duration_since(at).is_ok_and(|age| age >= older_than))
+        };
+        for (dir, older_than, partial_only) in [
+            (folder.clone(), std::time::Duration::ZERO, true),
+            (folder.join(INCOMING), STAGED_FOR, false),
+        ] {
+            let Ok(listing) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in listing.flatten() {
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let partial =
+                    name.starts_with('.') && name.contains(".partial-") || name.contains(".part-");
+                if !entry.file_type().is_ok_and(|t| t.is_file()) || (partial_only && !partial) {
+                    continue;
+                }
+                if partial || stale(&path, older_than) {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+    }
+
     /// Sets the largest attachment (plaintext bytes) this device sends; received ones are
     /// capped by the transport at the encrypted size of this many bytes.
     pub fn set_attachment_limit(&self, bytes: u64) {

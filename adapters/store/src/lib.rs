@@ -322,6 +322,7 @@ impl Store {
         store
             .recover(census.count, &census.used)
             .map_err(|e| unavailable(e.to_string()))?;
+        store.sweep_attachments(std::time::SystemTime::now());
         tracing::debug!(path = %path.display(), key_source = ?source, "store opened");
         Ok(store)
     }

@@ -218,3 +218,24 @@ fn an_expired_message_takes_its_attachment_files_with_it() {
     assert_eq!(store.purge_expired(Timestamp(100)), Ok(1));
     assert!(!Path::new(&file).exists(), "deleted with its message");
 }
+
+#[test]
+fn leftovers_of_a_crash_go_at_the_next_open_but_fresh_staged_files_stay() {
+    let dir = TempDir::new().expect("tmp");
+    let store = open(dir.path());
+    let fresh = store.staging_path(&user("alice"), &Digest([1; 32]));
+    drop(store);
+    std::fs::create_dir_all(fresh.parent().expect("folder")).expect("mkdir");
+    std::fs::write(&fresh, b"waiting for its envelope").expect("stage");
+    let partial = dir.path().join("attachments").join(".x.partial-1-2");
+    std::fs::write(&partial, b"half").expect("partial");
+    let receiving = fresh.with_file_name("abc.part-3");
+    std::fs::write(&receiving, b"half").expect("part");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let _store = open(dir.path());
+    assert!(fresh.exists(), "a staged file of today stays");
+    assert!(
+        !partial.exists() && !receiving.exists(),
+        "half-written files go"
+    );
+}
