@@ -98,7 +98,9 @@ pub trait MessageStore: Send + Sync {
     /// newly accepted keys) and moves the chain towards its recipient to `head`, atomically.
     /// Does nothing when `id` is no longer in the outbox.
     fn reseal(&self, id: &MessageId, envelope: &[u8], head: &ChainHead) -> Result<(), StoreError>;
-    /// Records the receipt of an outgoing message and takes it out of the outbox.
+    /// Records the receipt of an outgoing message and takes it out of the outbox. The one write
+    /// that need not be durable at once: lost in a crash, it only sends the message again, and
+    /// the recipient stores it once.
     fn mark_delivered(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError>;
     /// Records that the recipient refused an outgoing message for good and takes it out of
     /// the outbox.

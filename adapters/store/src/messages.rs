@@ -638,7 +638,8 @@ impl MessageStore for Store {
     /// The port gives only the id, so the message is looked up in the outbox (whose entries
     /// carry the id): the only place a message waiting for a receipt can be. An id that is not
     /// there (unknown, delivered already, or purged) changes nothing and is `Ok`; the first
-    /// receipt's time is the one kept. The envelope goes with the outbox entry.
+    /// receipt's time is the one kept. The envelope goes with the outbox entry. Not synced
+    /// (see `settle`).
     #[tracing::instrument(name = "store.mark_delivered", level = "debug", skip_all, fields(message.id = %id), err(Display))]
     fn mark_delivered(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
         self.settle(id, Delivery::Delivered(at))
@@ -802,12 +803,23 @@ impl MessageStore for Store {
 
 /// Receipts and refusals: both settle an outgoing message and take it out of the outbox.
 impl Store {
+    /// A receipt is recorded without waiting for the disk: if a crash loses it, the message
+    /// is still in the outbox, goes out again, and the recipient recognises it (a duplicate
+    /// gets a receipt and is not stored twice). A refusal for good is synced: losing it would
+    /// send the refused message again.
     fn settle(&self, id: &MessageId, delivery: Delivery) -> Result<(), StoreError> {
+        let sync = || {
+            if matches!(delivery, Delivery::Delivered(_)) {
+                Ok(())
+            } else {
+                self.flush()
+            }
+        };
         let Some((okey, mkey)) = self.find_in_outbox(id)? else {
-            return self.flush();
+            return sync();
         };
         let Some((_, slot, km)) = self.outbox_message(&okey, &mkey)? else {
-            return self.flush(); // being deleted
+            return sync(); // being deleted
         };
         let done = (&self.messages, &self.outbox).transaction(
             |(messages, outbox)| -> TxResult<(), StoreError> {
@@ -832,7 +844,7 @@ impl Store {
             },
         );
         match done {
-            Ok(()) => self.flush(),
+            Ok(()) => sync(),
             Err(TransactionError::Abort(e)) => Err(e),
             Err(TransactionError::Storage(e)) => Err(unavailable("record a receipt", e)),
         }
