@@ -196,7 +196,10 @@ impl Store {
         let seq = self.next_seq()?;
         let mkey = message_key(&self.name(message.contact()), seq);
         let km = Key32::random()?;
-        let slot = self.slots.allocate(&km, durable)?;
+        // The key is synced before the record that names it may reach the disk, on either
+        // path: sled writes its log in the background too, and a record without its key
+        // would be a message lost. Concurrent callers' syncs overlap in the file system.
+        let slot = self.slots.allocate(&km)?;
         let written =
             self.insert_transaction(message, extra, &sender, &skey, seq, &mkey, slot, &km);
         let outcome = match written {
@@ -223,12 +226,11 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Makes every write so far durable: the message keys first, then the records that name
-    /// them (a record must never be durable while its key is not). Concurrent callers share
-    /// the disk's work: sled's flush returns at once when another flush already covered this
-    /// caller's writes, which is what turns many messages into one `fsync` (group commit).
+    /// Makes every write so far durable (each message key was synced when it was written).
+    /// Concurrent callers share the disk's work: sled's flush returns at once when another
+    /// flush already covered this caller's writes, which is what turns many messages into one
+    /// `fsync` of the database (group commit).
     pub(crate) fn sync_all(&self) -> Result<(), StoreError> {
-        self.slots.sync()?;
         self.flush()
     }
 

@@ -92,9 +92,8 @@ impl Slots {
         self.book.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Stores `key` in a free slot (or a new one at the end) and returns its index; durably,
-    /// or (`durable == false`) durable only after the next [`Slots::sync`].
-    pub(crate) fn allocate(&self, key: &Key32, durable: bool) -> Result<u64, StoreError> {
+    /// Stores `key` in a free slot (or a new one at the end), durably, and returns its index.
+    pub(crate) fn allocate(&self, key: &Key32) -> Result<u64, StoreError> {
         let index = {
             let mut book = self.book();
             match book.free.pop_first() {
@@ -106,25 +105,13 @@ impl Slots {
             }
         };
         let sealed = crypto::seal(&self.cipher, &aad(index), &key.0)?;
-        let written = write_at(&self.file, &sealed, index * SLOT_LEN).and_then(|()| {
-            if durable {
-                self.file.sync_data()
-            } else {
-                Ok(())
-            }
-        });
+        let written =
+            write_at(&self.file, &sealed, index * SLOT_LEN).and_then(|()| self.file.sync_data());
         if let Err(e) = written {
             // Whatever reached the disk names no record; zero it at the next open.
             return Err(self.failed("write a message key", &e));
         }
         Ok(index)
-    }
-
-    /// Makes every slot written so far durable.
-    pub(crate) fn sync(&self) -> Result<(), StoreError> {
-        self.file
-            .sync_data()
-            .map_err(|e| self.failed("sync the message keys", &e))
     }
 
     /// The key in slot `index`; `None` when the slot is zero (its message is deleted).
@@ -251,12 +238,8 @@ mod tests {
         let dir = tempfile::TempDir::new().expect("tempdir");
         let (slots, census) = slots(dir.path());
         assert_eq!(census.count, 0);
-        let a = slots
-            .allocate(&Key32([1; KEY_LEN]), true)
-            .expect("allocate");
-        let b = slots
-            .allocate(&Key32([2; KEY_LEN]), true)
-            .expect("allocate");
+        let a = slots.allocate(&Key32([1; KEY_LEN])).expect("allocate");
+        let b = slots.allocate(&Key32([2; KEY_LEN])).expect("allocate");
         assert_eq!((a, b), (0, 1));
         assert_eq!(slots.key(b).expect("read"), Some(Key32([2; KEY_LEN])));
         slots.erase(&BTreeSet::from([a])).expect("erase");
@@ -269,19 +252,12 @@ mod tests {
         );
         assert!(slots.key(2).is_err(), "beyond the end");
         assert_eq!(
-            slots
-                .allocate(&Key32([3; KEY_LEN]), true)
-                .expect("allocate"),
+            slots.allocate(&Key32([3; KEY_LEN])).expect("allocate"),
             2,
             "an erased slot is reused only once released"
         );
         slots.release(&BTreeSet::from([a]));
-        assert_eq!(
-            slots
-                .allocate(&Key32([4; KEY_LEN]), true)
-                .expect("allocate"),
-            a
-        );
+        assert_eq!(slots.allocate(&Key32([4; KEY_LEN])).expect("allocate"), a);
         drop(slots);
         let (slots, census) = self::slots(dir.path());
         assert_eq!((census.count, census.used.len()), (3, 3));
@@ -294,9 +270,7 @@ mod tests {
         let dir = tempfile::TempDir::new().expect("tempdir");
         {
             let (slots, _) = slots(dir.path());
-            slots
-                .allocate(&Key32([1; KEY_LEN]), true)
-                .expect("allocate");
+            slots.allocate(&Key32([1; KEY_LEN])).expect("allocate");
         }
         let path = dir.path().join(SLOTS_FILE);
         let mut bytes = std::fs::read(&path).expect("file");
