@@ -667,9 +667,11 @@ where
         }
     }
 
-    /// Accepts the keys `user` presented since the first contact: they become the pinned ones,
-    /// the messages waiting for `user` are sealed again to them (same positions in the chain),
-    /// and they go out at the next outbox round.
+    /// Accepts the keys `user` presented since the first contact: they become the pinned ones.
+    /// New keys are a new device (or a new home), which starts its chain afresh and knows
+    /// nothing of ours: both chains with `user` start again, and the messages waiting for
+    /// `user` are sealed again to the new keys, numbered from 1, to go out at the next outbox
+    /// round.
     ///
     /// # Errors
     /// [`TrustError`] when `user` is no contact or nothing is pending.
@@ -682,13 +684,13 @@ where
         let accepted = contact
             .accept_pending(self.clock.now())
             .ok_or_else(|| TrustError::NothingPending(user.clone()))?;
+        let _chain = self.chain_guard();
         self.store.save_contact(&accepted)?;
+        self.store.reset_chains(user)?;
         let Some(recipient) = accepted.keys.x25519 else {
             return Ok(());
         };
-        let _chain = self.chain_guard();
-        let head = self.store.chain_head(user)?;
-        let mut prev = None;
+        let mut head = ChainHead::EMPTY;
         for entry in self.store.outbox(self.clock.now())? {
             if entry.message.to != *user {
                 continue;
@@ -697,9 +699,8 @@ where
                 .envelopes
                 .header(&entry.envelope)
                 .map_err(TrustError::Seal)?;
-            if let Some(prev) = prev {
-                header.prev = prev;
-            }
+            header.seq = head.seq + 1;
+            header.prev = head.digest;
             let body = Body {
                 text: entry.message.text.clone(),
                 attachment_keys: entry
@@ -713,18 +714,11 @@ where
                 .envelopes
                 .seal(&header, &body, &recipient)
                 .map_err(TrustError::Seal)?;
-            prev = Some(sealed.digest);
-            // The head moves only when the resealed message is the newest of the chain.
-            let new_head = if header.seq == head.seq {
-                ChainHead {
-                    seq: head.seq,
-                    digest: sealed.digest,
-                }
-            } else {
-                head
+            head = ChainHead {
+                seq: header.seq,
+                digest: sealed.digest,
             };
-            self.store
-                .reseal(&entry.message.id, &sealed.bytes, &new_head)?;
+            self.store.reseal(&entry.message.id, &sealed.bytes, &head)?;
         }
         Ok(())
     }

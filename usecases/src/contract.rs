@@ -381,6 +381,23 @@ fn verified_messages_join_the_senders_chain_and_others_count_as_faults(store: &i
         Some(forged.verification),
         "it is kept, marked"
     );
+    // A new device: both chains start again; the messages and the seen ids stay.
+    send(store, &message(Direction::Outgoing, "bob", 6));
+    send(store, &message(Direction::Outgoing, "carol", 7));
+    store.reset_chains(&bob).expect("write");
+    assert_eq!(store.chain_state(&bob), Ok(ChainState::Empty));
+    assert_eq!(store.neighbours(&bob, 2), Ok(Neighbours::default()));
+    assert_eq!(store.chain_head(&bob), Ok(ChainHead::EMPTY));
+    assert_eq!(
+        store.chain_head(&user("carol")),
+        Ok(head(7)),
+        "other chains stay"
+    );
+    assert_eq!(
+        receive(store, &message(Direction::Incoming, "bob", 1)),
+        Stored::Duplicate
+    );
+    assert_eq!(store.history(&bob, NOW).expect("read").len(), 5);
 }
 
 fn conversations_list_the_most_recent_first_with_counts(store: &impl MessageStore) {

@@ -218,6 +218,14 @@ impl MessageStore for InMemoryStore {
         self.settle(id, Delivery::Rejected(at))
     }
 
+    fn reset_chains(&self, user: &Username) -> Result<(), StoreError> {
+        self.write()?;
+        lock(&self.links).remove(user);
+        lock(&self.faults).remove(user);
+        lock(&self.heads).remove(user);
+        Ok(())
+    }
+
     fn outbox(&self, now: Timestamp) -> Result<Vec<OutboxEntry>, StoreError> {
         let envelopes = lock(&self.envelopes);
         Ok(lock(&self.messages)

@@ -98,6 +98,10 @@ pub trait MessageStore: Send + Sync {
     /// newly accepted keys) and moves the chain towards its recipient to `head`, atomically.
     /// Does nothing when `id` is no longer in the outbox.
     fn reseal(&self, id: &MessageId, envelope: &[u8], head: &ChainHead) -> Result<(), StoreError>;
+    /// Forgets both chains with `user` (the one received from them and this device's head
+    /// towards them), durably: their new device starts its chain afresh, and knows nothing of
+    /// ours. The ids seen from them stay remembered.
+    fn reset_chains(&self, user: &Username) -> Result<(), StoreError>;
     /// Records the receipt of an outgoing message and takes it out of the outbox. The one write
     /// that need not be durable at once: lost in a crash, it only sends the message again, and
     /// the recipient stores it once.
@@ -604,6 +608,9 @@ impl<T: MessageStore + ?Sized> MessageStore for std::sync::Arc<T> {
     }
     fn mark_rejected(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
         (**self).mark_rejected(id, at)
+    }
+    fn reset_chains(&self, user: &Username) -> Result<(), StoreError> {
+        (**self).reset_chains(user)
     }
     fn outbox(&self, now: Timestamp) -> Result<Vec<OutboxEntry>, StoreError> {
         (**self).outbox(now)

@@ -647,6 +647,32 @@ impl MessageStore for Store {
         self.settle(id, Delivery::Delivered(at))
     }
 
+    #[tracing::instrument(name = "store.reset_chains", level = "debug", skip_all, err(Display))]
+    fn reset_chains(&self, user: &Username) -> Result<(), StoreError> {
+        let name = self.name(user);
+        let links: Vec<sled::IVec> = self
+            .links
+            .scan_prefix(name)
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|e| unavailable("read a chain", e))?;
+        let done = (&self.links, &self.faults, &self.heads).transaction(
+            |(l, faults, heads)| -> TxResult<(), StoreError> {
+                for key in &links {
+                    l.remove(key)?;
+                }
+                faults.remove(&name)?;
+                heads.remove(&name)?;
+                Ok(())
+            },
+        );
+        match done {
+            Ok(()) => self.flush(),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(unavailable("forget a chain", e)),
+        }
+    }
+
     #[tracing::instrument(name = "store.mark_rejected", level = "debug", skip_all, err(Display))]
     fn mark_rejected(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
         self.settle(id, Delivery::Rejected(at))

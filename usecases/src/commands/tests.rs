@@ -998,16 +998,19 @@ fn given_pinned_keys_when_the_recipient_presents_others_then_nothing_goes_until_
         .device(9)
         .open(&delivered[1].bytes, &keys(ALICE).ed25519)
         .expect("sealed again to the accepted keys");
-    let first = w
-        .device(2)
-        .open(&delivered[0].bytes, &keys(ALICE).ed25519)
-        .expect("first");
     assert_eq!(
         (resealed.header.seq, resealed.header.prev),
-        (2, first.digest),
-        "same place in the chain"
+        (1, Digest::GENESIS),
+        "a new device's chain starts afresh"
     );
     assert!(w.outbox_ids().is_empty());
+    assert_eq!(
+        w.store.chain_head(&user("bob")).expect("head"),
+        ChainHead {
+            seq: 1,
+            digest: resealed.digest
+        }
+    );
 }
 
 #[test]
@@ -1017,7 +1020,7 @@ fn given_a_pinned_sender_when_it_arrives_with_other_keys_then_it_is_refused_unti
     w.messaging
         .receive(from_bob(chain[0].clone()))
         .expect("first contact pins keys(0)");
-    let (new_device, _) = sealed(&w, 7, "bob", "alice", 2, 2, Digest::GENESIS, None);
+    let (new_device, first_digest) = sealed(&w, 7, "bob", "alice", 2, 1, Digest::GENESIS, None);
     let impostor = ReceiveMessage {
         from: user("bob"),
         keys: keys(7),
@@ -1032,8 +1035,20 @@ fn given_a_pinned_sender_when_it_arrives_with_other_keys_then_it_is_refused_unti
     assert_eq!(err, ReceiveError::KeysChanged(user("bob")));
     assert_eq!(w.store.all().len(), 1, "nothing stored, so no receipt");
     w.messaging.trust_new_keys(&user("bob")).expect("accepted");
-    assert!(w.messaging.receive(impostor).is_ok(), "now the pinned keys");
+    assert_eq!(
+        w.messaging.receive(impostor),
+        Ok(Received::Verified),
+        "now the pinned keys, and a chain of its own"
+    );
     assert_eq!(w.store.all().len(), 2);
+    // The new device's chain started at 1 and goes on: it fits, no fork of the old one.
+    let (fresh, _) = sealed(&w, 7, "bob", "alice", 3, 2, first_digest, None);
+    let new_device = ReceiveMessage {
+        from: user("bob"),
+        keys: keys(7),
+        envelope: fresh,
+    };
+    assert_eq!(w.messaging.receive(new_device), Ok(Received::Verified));
 }
 
 #[test]
