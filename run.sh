@@ -92,6 +92,12 @@ fi
 if "$bin/parley" --home "$home" status >/dev/null 2>&1; then
     echo "reusing the daemon already running for $user" >&2
 else
+    # The daemon runs in the background, without the terminal: ask for a store passphrase here.
+    if [ -z "${PARLEY_PASSPHRASE:-}" ] && grep -q '"mode": *"passphrase"' "$home/store/keyring.json" 2>/dev/null; then
+        read -r -s -p "passphrase for $user's message store: " PARLEY_PASSPHRASE
+        echo >&2
+        export PARLEY_PASSPHRASE
+    fi
     trap stop_all EXIT
     spawn "$home.daemon.out" "$home.daemon.log" "$bin/parley" --home "$home" daemon --listen /ip4/127.0.0.1/tcp/0
     wait_line "$home.daemon.out" '^control: ' 30 >/dev/null

@@ -86,8 +86,8 @@ impl fmt::Display for ChainFault {
             ),
             Self::Broken { seq } => write!(
                 f,
-                "message {seq} does not follow the sender's previous message (spliced or \
-                 reordered by someone in between)"
+                "message {seq} does not follow the previous message the sender signed (its \
+                 device rewrote its own history, or someone holding its key did)"
             ),
         }
     }

@@ -194,6 +194,15 @@ impl ReceiveError {
     }
 }
 
+impl ReceiveError {
+    /// True when the same envelope can never be accepted (the sender should stop sending it);
+    /// false when a later attempt may succeed (the store failed, keys wait for the user).
+    #[must_use]
+    pub fn is_permanent(&self) -> bool {
+        !matches!(self, Self::KeysChanged(_) | Self::Store(_))
+    }
+}
+
 impl From<AttachmentError> for ReceiveError {
     fn from(error: AttachmentError) -> Self {
         match error {

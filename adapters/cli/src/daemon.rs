@@ -204,8 +204,12 @@ pub async fn run(
                         match outcome {
                             Ok(Ok(_)) => inbound.accept(),
                             Ok(Err(e)) => {
-                                tracing::warn!(error = %e, "incoming message refused");
-                                inbound.refuse(e.to_string());
+                                tracing::warn!(error = %e, code = e.code(), "incoming message refused");
+                                if e.is_permanent() {
+                                    inbound.reject(e.to_string());
+                                } else {
+                                    inbound.refuse(e.to_string());
+                                }
                             }
                             Err(_) => inbound.refuse("the recipient failed to store it".into()),
                         }

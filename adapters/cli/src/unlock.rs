@@ -16,6 +16,14 @@ pub const STORE: &str = "store";
 pub fn open_store(home: &Path) -> Result<Store> {
     let path = home.join(STORE);
     if let Ok(passphrase) = std::env::var("PARLEY_PASSPHRASE") {
+        if passphrase.is_empty() {
+            return Err(crate::Usage(
+                "PARLEY_PASSPHRASE is set but empty; set a passphrase, or unset it to keep the \
+                 store's key in a file"
+                    .into(),
+            )
+            .into());
+        }
         return Ok(Store::open(
             &path,
             Unlock::Passphrase(Passphrase::new(passphrase)),

@@ -72,7 +72,7 @@ pub struct Inbound {
     /// The sealed envelope, as received (not yet checked).
     pub envelope: Vec<u8>,
     meta: Meta,
-    reply: oneshot::Sender<Result<(), String>>,
+    reply: oneshot::Sender<Result<(), (String, bool)>>,
 }
 
 impl Inbound {
@@ -93,9 +93,16 @@ impl Inbound {
         let _ = self.reply.send(Ok(()));
     }
 
-    /// The message was not stored: refuse it with a sentence (no receipt).
+    /// The message was not stored: refuse it with a sentence (no receipt); the sender tries
+    /// again later.
     pub fn refuse(self, reason: String) {
-        let _ = self.reply.send(Err(reason));
+        let _ = self.reply.send(Err((reason, false)));
+    }
+
+    /// The message was not stored and never will be (forged, altered, not for us): refuse it
+    /// for good, so the sender stops sending it.
+    pub fn reject(self, reason: String) {
+        let _ = self.reply.send(Err((reason, true)));
     }
 }
 
@@ -782,9 +789,11 @@ impl Task {
                     (MessageResponse::Receipt { .. }, None) => Err(TransportError::NoReceipt(
                         "the connection closed with the receipt".into(),
                     )),
-                    (MessageResponse::Refused { reason }, _) => {
-                        Err(TransportError::Refused(reason))
-                    }
+                    (MessageResponse::Refused { reason, permanent }, _) => Err(if permanent {
+                        TransportError::Rejected(reason)
+                    } else {
+                        TransportError::Refused(reason)
+                    }),
                 });
             }
             request_response::Event::OutboundFailure {
@@ -827,6 +836,7 @@ impl Task {
     ) {
         let refuse = |reason: &str| MessageResponse::Refused {
             reason: reason.to_owned(),
+            permanent: false,
         };
         let certified = self.registry.certified(&peer);
         let (from, keys) = match certified.as_ref().map(|c| (&c.role, c.keys())) {
@@ -866,9 +876,12 @@ impl Task {
                 async move {
                     let response = match rx.await {
                         Ok(Ok(())) => MessageResponse::Receipt { digest },
-                        Ok(Err(reason)) => MessageResponse::Refused { reason },
+                        Ok(Err((reason, permanent))) => {
+                            MessageResponse::Refused { reason, permanent }
+                        }
                         Err(_) => MessageResponse::Refused {
                             reason: "the recipient is shutting down".into(),
+                            permanent: false,
                         },
                     };
                     (channel, response)

@@ -51,6 +51,10 @@ pub enum MessageResponse {
     Refused {
         /// One sentence.
         reason: String,
+        /// True when sending the same envelope again cannot succeed (forged, altered, not for
+        /// this recipient): the sender stops; false for "later" (busy, keys not accepted yet).
+        #[serde(default)]
+        permanent: bool,
     },
 }
 

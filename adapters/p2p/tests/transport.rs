@@ -430,3 +430,25 @@ async fn a_peer_that_takes_no_attachments_refuses_them() {
     );
     assert!(got.lock().await.is_empty());
 }
+
+#[tokio::test]
+async fn a_refusal_for_good_and_a_refusal_for_now_reach_the_sender_apart() {
+    let ca = Ca::new("Parley CA");
+    let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
+    let (bob, mut bob_rx) = node(ca.user("bob", 2), "bob", vec![]).await;
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Some(inbound) = bob_rx.recv().await {
+            n += 1;
+            if n == 1 {
+                inbound.reject("forged".into());
+            } else {
+                inbound.refuse("busy".into());
+            }
+        }
+    });
+    let err = deliver(&alice, "bob", &bob, message("bob", 1), None).await;
+    assert_eq!(err, Err(TransportError::Rejected("forged".into())));
+    let err = deliver(&alice, "bob", &bob, message("bob", 2), None).await;
+    assert_eq!(err, Err(TransportError::Refused("busy".into())));
+}

@@ -8,7 +8,9 @@ use parley_domain::{
 
 use super::*;
 use crate::fakes::*;
-use crate::ports::{AttachmentError, AttachmentSource, EnrollRequest, TransportError};
+use crate::ports::{
+    AttachmentError, AttachmentSource, EnrollRequest, EnvelopeError, StoreError, TransportError,
+};
 use crate::queries;
 
 fn user(name: &str) -> Username {
@@ -619,6 +621,25 @@ fn given_the_same_id_from_another_sender_when_receiving_then_both_are_kept() {
         2,
         "a sender cannot suppress another's message by id"
     );
+}
+
+#[test]
+fn refusals_that_a_retry_cannot_change_are_for_good_and_the_others_are_for_now() {
+    let permanent = [
+        ReceiveError::NotForMe(user("carol")),
+        ReceiveError::Conflicting(id(1)),
+        ReceiveError::AttachmentMissing { index: 0 },
+        ReceiveError::Envelope(EnvelopeError {
+            code: "bad_signature",
+            message: "forged".into(),
+        }),
+    ];
+    assert!(permanent.iter().all(ReceiveError::is_permanent));
+    let for_now = [
+        ReceiveError::KeysChanged(user("bob")),
+        ReceiveError::Store(StoreError::Unavailable("disk".into())),
+    ];
+    assert!(!for_now.iter().any(ReceiveError::is_permanent));
 }
 
 #[test]
