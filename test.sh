@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing on a Debian machine, then runs every check and test:
-# formatting, lints, the workspace's tests, the Alice-and-Bob scenario with real processes, and
-# static checks of the compose file and Dockerfile.
+# formatting, lints, the workspace's tests, the Alice-and-Bob scenario with real processes, a
+# short run of the benchmark (that it runs and prints valid JSON; its figures are not judged
+# here), and static checks of the compose file and Dockerfile.
 #
 #   ./test.sh             everything above (no Docker needed)
 #   ./test.sh --compose   only the scenario against the docker compose stack (needs Docker)
@@ -69,6 +70,11 @@ cargo test --workspace --locked
 
 step "scenario: alice and bob over a real rendezvous"
 scripts/scenario.sh "$CARGO_TARGET_DIR/debug"
+
+step "benchmark, short run (runs, prints valid JSON; figures are not judged here)"
+cargo build --workspace --bins --locked --quiet
+"$CARGO_TARGET_DIR/debug/parley-bench" --quick --json > "$CARGO_TARGET_DIR/bench-quick.json"
+python3 scripts/check-bench.py "$CARGO_TARGET_DIR/bench-quick.json"
 
 step "compose file and Dockerfile (static; no Docker engine needed)"
 python3 scripts/check-compose.py

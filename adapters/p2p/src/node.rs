@@ -496,6 +496,17 @@ impl Task {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Lookup { user, meta, reply } => {
+                // A verified connection to the user is open: no need to ask the rendezvous
+                // (one round trip and one look-up of the rate limit saved per message).
+                if let Some(peer) = self.registry.peer_of(&Role::User(user.clone()))
+                    && self.swarm.is_connected(&peer)
+                {
+                    let _ = reply.send(Ok(Some(PeerAddress {
+                        peer_id: peer.to_string(),
+                        addrs: Vec::new(),
+                    })));
+                    return;
+                }
                 let Some((peer, addrs)) = &self.rendezvous else {
                     let _ = reply.send(Err(DirectoryError::Unavailable(
                         "no rendezvous is configured".into(),

@@ -62,6 +62,16 @@ impl Registry {
         self.inner().certified.get(peer).cloned()
     }
 
+    /// A connected peer whose verified certificate names `role`, if any.
+    #[must_use]
+    pub fn peer_of(&self, role: &Role) -> Option<PeerId> {
+        self.inner()
+            .certified
+            .iter()
+            .find(|(_, c)| c.role == *role)
+            .map(|(peer, _)| *peer)
+    }
+
     /// Forgets `peer` once its last connection closed.
     pub fn forget(&self, peer: &PeerId) {
         self.inner().certified.remove(peer);
