@@ -38,7 +38,9 @@
 //!   `parley/store/slot/v1 ‖ slot index (u64, big-endian)`. The `messages` value is `slot index
 //!   (u64, big-endian) ‖ nonce ‖ AES-256-GCM(Km, JSON record)`, associated data `messages ‖
 //!   0x00 ‖ sled key ‖ slot index`; the envelope kept in the outbox is sealed under Km too. A
-//!   slot is written and `sync_data`'d *before* the sled transaction that names it. Deleting a
+//!   slot is written and `sync_data`'d *before* the sled transaction that names it (fresh keys
+//!   are made and synced 32 at a time, ahead of need, so most messages wait for no slot
+//!   sync; unused ones are zeroed at the next open). Deleting a
 //!   message overwrites its slot with zeros and syncs *first*, then removes its records: sled
 //!   keeps old pages until it compacts, but without Km those copies are noise, so a TTL
 //!   deletion is real. A record whose slot is zero counts as deleted. Free (zero) slots are

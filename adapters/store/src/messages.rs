@@ -195,11 +195,10 @@ impl Store {
         }
         let seq = self.next_seq()?;
         let mkey = message_key(&self.name(message.contact()), seq);
-        let km = Key32::random()?;
-        // The key is synced before the record that names it may reach the disk, on either
-        // path: sled writes its log in the background too, and a record without its key
-        // would be a message lost. Concurrent callers' syncs overlap in the file system.
-        let slot = self.slots.allocate(&km)?;
+        // A fresh key in a slot synced before the record that names it may reach the disk (sled
+        // writes its log in the background too): a record without its key would be a message
+        // lost. Keys are synced in batches ahead of need.
+        let (slot, km) = self.slots.allocate()?;
         let written =
             self.insert_transaction(message, extra, &sender, &skey, seq, &mkey, slot, &km);
         let outcome = match written {

@@ -38,7 +38,13 @@ pub(crate) struct Slots {
 struct Book {
     count: u64,
     free: BTreeSet<u64>,
+    /// Slots holding a fresh key already synced, waiting for a message.
+    ready: Vec<(u64, Key32)>,
 }
+
+/// Fresh keys written and synced together: one `fdatasync` of the slot file for this many
+/// messages instead of one each.
+const POOL: usize = 32;
 
 /// What the slot file held at open: for the store's clean-up of an interrupted write.
 pub(crate) struct Census {
@@ -83,7 +89,11 @@ impl Slots {
             path: path.to_owned(),
             file,
             cipher,
-            book: Mutex::new(Book { count, free }),
+            book: Mutex::new(Book {
+                count,
+                free,
+                ready: Vec::new(),
+            }),
         };
         Ok((slots, Census { count, used }))
     }
@@ -92,26 +102,46 @@ impl Slots {
         self.book.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Stores `key` in a free slot (or a new one at the end), durably, and returns its index.
-    pub(crate) fn allocate(&self, key: &Key32) -> Result<u64, StoreError> {
-        let index = {
-            let mut book = self.book();
-            match book.free.pop_first() {
+    /// A slot holding a fresh key, durably, for a new message: its index and the key.
+    ///
+    /// Keys are made and synced [`POOL`] at a time (a slot written ahead names no record, and
+    /// the clean-up at the next open zeroes it if none ever does), so most messages get a key
+    /// without waiting for the disk.
+    pub(crate) fn allocate(&self) -> Result<(u64, Key32), StoreError> {
+        let mut book = self.book();
+        if let Some(ready) = book.ready.pop() {
+            return Ok(ready);
+        }
+        let mut fresh = Vec::with_capacity(POOL);
+        for _ in 0..POOL {
+            let index = match book.free.pop_first() {
                 Some(index) => index,
                 None => {
                     book.count += 1;
                     book.count - 1
                 }
-            }
-        };
-        let sealed = crypto::seal(&self.cipher, &aad(index), &key.0)?;
-        let written =
-            write_at(&self.file, &sealed, index * SLOT_LEN).and_then(|()| self.file.sync_data());
-        if let Err(e) = written {
-            // Whatever reached the disk names no record; zero it at the next open.
-            return Err(self.failed("write a message key", &e));
+            };
+            fresh.push((index, Key32::random()?));
         }
-        Ok(index)
+        let written = fresh.iter().try_for_each(|(index, key)| {
+            let sealed = crypto::seal(&self.cipher, &aad(*index), &key.0)?;
+            write_at(&self.file, &sealed, index * SLOT_LEN)
+                .map_err(|e| self.failed("write a message key", &e))
+        });
+        let synced = written.and_then(|()| {
+            self.file
+                .sync_data()
+                .map_err(|e| self.failed("write a message key", &e))
+        });
+        // On failure, whatever reached the disk names no record; the next open zeroes it.
+        synced?;
+        // Handed out lowest index first.
+        fresh.reverse();
+        let first = fresh
+            .pop()
+            .ok_or_else(|| self.failed("make keys", &io::Error::other("none")))?;
+        book.ready = fresh;
+        Ok(first)
     }
 
     /// The key in slot `index`; `None` when the slot is zero (its message is deleted).
@@ -238,30 +268,40 @@ mod tests {
         let dir = tempfile::TempDir::new().expect("tempdir");
         let (slots, census) = slots(dir.path());
         assert_eq!(census.count, 0);
-        let a = slots.allocate(&Key32([1; KEY_LEN])).expect("allocate");
-        let b = slots.allocate(&Key32([2; KEY_LEN])).expect("allocate");
+        let (a, _) = slots.allocate().expect("allocate");
+        let (b, kb) = slots.allocate().expect("allocate");
         assert_eq!((a, b), (0, 1));
-        assert_eq!(slots.key(b).expect("read"), Some(Key32([2; KEY_LEN])));
+        assert_eq!(slots.key(b).expect("read"), Some(kb.clone()));
+        let bytes = std::fs::read(dir.path().join(SLOTS_FILE)).expect("file");
+        assert_eq!(
+            bytes.len(),
+            60 * POOL,
+            "one batch of keys, written ahead and synced"
+        );
         slots.erase(&BTreeSet::from([a])).expect("erase");
         assert_eq!(slots.key(a).expect("read"), None);
         let bytes = std::fs::read(dir.path().join(SLOTS_FILE)).expect("file");
-        assert_eq!(bytes.len(), 120);
         assert!(
             bytes[..60].iter().all(|&x| x == 0),
             "the slot is zeros on disk"
         );
-        assert!(slots.key(2).is_err(), "beyond the end");
-        assert_eq!(
-            slots.allocate(&Key32([3; KEY_LEN])).expect("allocate"),
-            2,
-            "an erased slot is reused only once released"
-        );
+        assert!(slots.key(POOL as u64).is_err(), "beyond the end");
         slots.release(&BTreeSet::from([a]));
-        assert_eq!(slots.allocate(&Key32([4; KEY_LEN])).expect("allocate"), a);
+        let rest: Vec<u64> = (2..POOL)
+            .map(|_| slots.allocate().expect("allocate").0)
+            .collect();
+        assert_eq!(
+            rest,
+            (2..POOL as u64).collect::<Vec<_>>(),
+            "the batch first"
+        );
+        let (again, ka) = slots.allocate().expect("allocate");
+        assert_eq!(again, a, "a released slot is reused in the next batch");
         drop(slots);
         let (slots, census) = self::slots(dir.path());
-        assert_eq!((census.count, census.used.len()), (3, 3));
-        assert_eq!(slots.key(a).expect("read"), Some(Key32([4; KEY_LEN])));
+        assert_eq!(census.count, 2 * POOL as u64 - 1);
+        assert_eq!(slots.key(a).expect("read"), Some(ka));
+        assert_eq!(slots.key(b).expect("read"), Some(kb));
     }
 
     #[test]
@@ -270,7 +310,7 @@ mod tests {
         let dir = tempfile::TempDir::new().expect("tempdir");
         {
             let (slots, _) = slots(dir.path());
-            slots.allocate(&Key32([1; KEY_LEN])).expect("allocate");
+            slots.allocate().expect("allocate");
         }
         let path = dir.path().join(SLOTS_FILE);
         let mut bytes = std::fs::read(&path).expect("file");
@@ -278,8 +318,11 @@ mod tests {
         bytes.extend_from_slice(&[9; 17]);
         std::fs::write(&path, &bytes).expect("write");
         let (slots, census) = slots(dir.path());
-        assert_eq!(census.count, 1);
-        assert_eq!(std::fs::metadata(&path).expect("file").len(), 60);
+        assert_eq!(census.count, POOL as u64);
+        assert_eq!(
+            std::fs::metadata(&path).expect("file").len(),
+            60 * POOL as u64
+        );
         let Err(StoreError::Unavailable(why)) = slots.key(0) else {
             panic!("an altered slot must not give a key");
         };
