@@ -97,6 +97,7 @@ async fn run(args: &Args) -> Result<Value> {
     let plan = Plan::new(args.quick);
     let dir = tempfile::tempdir()?;
     let rv = parley::Rendezvous::spawn(dir.path())?;
+    let rss_start = rv.rss()?;
     let progress = |what: &str| {
         if !args.json {
             eprintln!("measuring {what}…");
@@ -203,6 +204,7 @@ async fn run(args: &Args) -> Result<Value> {
             "lookup_busy_cores": load.busy_cores,
             "peers": load.peers,
             "lookups_per_s": load.lookups_per_second,
+            "rss_start_mib": mib(rss_start as f64),
             "rss_idle_mib": mib(load.rss_idle as f64),
             "rss_loaded_mib": mib(load.rss_loaded as f64),
             "rss_per_peer_kib": per_peer / 1024.0,
@@ -380,6 +382,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(&args)) {
         Ok(doc) => {
             if args.json {
+                // The readable table goes to stderr, so a run kept as JSON is readable too.
+                eprintln!("{}", table(&doc));
                 println!("{doc}");
             } else {
                 println!("{}", table(&doc));
