@@ -261,12 +261,16 @@ async fn scaling(rv: &parley::Rendezvous, dir: &std::path::Path) -> Result<Value
     bob.stop().await;
     let mut peers = Vec::new();
     for n in [100usize, 300, 1000] {
-        let load = parley::directory_load(rv, n, 10).await?;
+        // A fresh rendezvous each time: memory an allocator took stays taken.
+        let fresh = parley::Rendezvous::spawn(&dir.join(format!("scaling-{n}")))?;
+        let load = parley::directory_load(&fresh, n, 10).await?;
         peers.push(json!({
             "peers": n,
             "lookups_per_s": load.lookups_per_second,
             "rss_per_peer_kib": load.rss_loaded.saturating_sub(load.rss_idle) as f64 / n as f64 / 1024.0,
+            "rendezvous_rss_mib": mib(load.rss_loaded as f64),
         }));
+        drop(fresh);
     }
     Ok(json!({ "message_size": sizes, "contacts": contacts, "peers": peers }))
 }
