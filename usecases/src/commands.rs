@@ -425,16 +425,19 @@ where
         let recipient = contact
             .and_then(|c| c.keys.x25519)
             .ok_or_else(|| SendError::NoEncryptionKey(cmd.to.clone()))?;
-        let attachments = cmd
-            .attachments
-            .iter()
-            .enumerate()
-            .map(|(index, source)| self.store.seal_file(&self.me, &cmd.id, index, source))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| match e {
-                AttachmentError::Store(e) => SendError::Store(e),
-                other => SendError::Attachment(other),
-            })?;
+        let mut attachments = Vec::with_capacity(cmd.attachments.len());
+        for (index, source) in cmd.attachments.iter().enumerate() {
+            match self.store.seal_file(&self.me, &cmd.id, index, source) {
+                Ok(attachment) => attachments.push(attachment),
+                Err(e) => {
+                    self.store.discard(&self.me, &cmd.id, index);
+                    return Err(match e {
+                        AttachmentError::Store(e) => SendError::Store(e),
+                        other => SendError::Attachment(other),
+                    });
+                }
+            }
+        }
         let chain = self.chain_guard();
         let head = self.store.chain_head(&cmd.to)?;
         let now = self.clock.now();

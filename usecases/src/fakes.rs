@@ -354,6 +354,13 @@ impl AttachmentFiles for InMemoryStore {
         format!("{owner}/{id}/{index}")
     }
 
+    fn discard(&self, owner: &Username, id: &MessageId, count: usize) {
+        let mut files = lock(&self.sealed_files);
+        for index in 0..count {
+            files.remove(&self.locator(owner, id, index));
+        }
+    }
+
     fn claim(
         &self,
         from: &Username,

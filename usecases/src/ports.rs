@@ -182,6 +182,9 @@ pub trait AttachmentFiles: Send + Sync {
     ) -> Result<Attachment, AttachmentError>;
     /// Where the encrypted attachment lies, for the transport.
     fn locator(&self, owner: &Username, id: &MessageId, index: usize) -> String;
+    /// Deletes the first `count` sealed attachments of (`owner`, `id`): a send that failed
+    /// before its message was kept leaves none behind.
+    fn discard(&self, owner: &Username, id: &MessageId, count: usize);
     /// Takes the file `from` sent ahead of its envelope, with the digest and size `meta`
     /// names, as attachment `index` of (`from`, `id`). `Ok(false)` when no such file arrived
     /// (or other bytes did); `Ok(true)` also when it was claimed before.
@@ -222,6 +225,9 @@ impl<T: AttachmentFiles + ?Sized> AttachmentFiles for std::sync::Arc<T> {
     }
     fn locator(&self, owner: &Username, id: &MessageId, index: usize) -> String {
         (**self).locator(owner, id, index)
+    }
+    fn discard(&self, owner: &Username, id: &MessageId, count: usize) {
+        (**self).discard(owner, id, count);
     }
     fn claim(
         &self,

@@ -188,6 +188,12 @@ impl AttachmentFiles for Store {
             .into_owned()
     }
 
+    fn discard(&self, owner: &Username, id: &MessageId, count: usize) {
+        for index in 0..count {
+            let _ = fs::remove_file(self.attachment_path(owner, id, index));
+        }
+    }
+
     fn claim(
         &self,
         from: &Username,

@@ -857,6 +857,30 @@ fn given_an_attachment_over_the_cap_or_unreadable_when_sending_then_nothing_is_k
         SendError::Attachment(AttachmentError::Unreadable("/nowhere".into()))
     );
     assert!(w.store.all().is_empty());
+    // A second file that fails takes the first one's sealed copy with it.
+    *w.store.max_attachment.lock().expect("lock") = 0;
+    let err = block_on(w.messaging.send(SendMessage {
+        id: id(3),
+        to: user("bob"),
+        text: text("two files"),
+        ttl: None,
+        attachments: vec![
+            AttachmentSource {
+                name: "ok".into(),
+                path: "/home/alice/big.bin".into(),
+            },
+            AttachmentSource {
+                name: "gone".into(),
+                path: "/nowhere".into(),
+            },
+        ],
+    }));
+    assert!(err.is_err());
+    assert_eq!(
+        w.store
+            .sealed_file(&w.store.locator(&user("alice"), &id(3), 0)),
+        None
+    );
 }
 
 /// Bob seals message `n` with one attachment (`sealed`, already encrypted) to alice.
