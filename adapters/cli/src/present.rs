@@ -140,8 +140,9 @@ pub fn message_line(m: &Value) -> String {
         .flatten()
     {
         line.push_str(&format!(
-            "\n    attachment {}: {} ({} bytes)",
+            "\n    attachment {} of message {}: {} ({} bytes)",
             a.get("index").and_then(Value::as_u64).unwrap_or(0),
+            field(m, "id"),
             field(a, "name"),
             a.get("size").and_then(Value::as_u64).unwrap_or(0)
         ));
@@ -269,4 +270,39 @@ pub fn contact_lines(c: &Value) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_names_the_message_id_of_its_attachments_and_why_it_is_not_verified() {
+        let m = json!({
+            "id": "0123456789abcdef0123456789abcdef",
+            "from": "bob",
+            "text": "see attached",
+            "sent_at": "2026-11-22T10:00:00Z",
+            "delivery": "received",
+            "verified": false,
+            "reason": "message 2 does not follow",
+            "expires_at": "2026-11-22T11:00:00Z",
+            "attachments": [{ "index": 0, "name": "photo.jpg", "size": 1234 }],
+        });
+        let line = message_line(&m);
+        assert!(
+            line.contains("NOT verified: message 2 does not follow"),
+            "{line}"
+        );
+        assert!(
+            line.contains("disappears at 2026-11-22T11:00:00Z"),
+            "{line}"
+        );
+        assert!(
+            line.contains(
+                "attachment 0 of message 0123456789abcdef0123456789abcdef: photo.jpg (1234 bytes)"
+            ),
+            "{line}"
+        );
+    }
 }
