@@ -1,5 +1,6 @@
 //! Commands: each changes state and returns nothing but an error.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 
 use parley_domain::{
@@ -128,6 +129,16 @@ impl SendError {
             Self::Attachment(_) => "attachment_unreadable",
             Self::DirectoryUnavailable { .. } => "rendezvous_unavailable",
             Self::Store(_) => "store_unavailable",
+        }
+    }
+
+    /// Whether the message waits in the outbox for a later attempt.
+    #[must_use]
+    pub fn queued(&self) -> bool {
+        match self {
+            Self::Offline(_) | Self::KeysChanged(_) => true,
+            Self::Unreachable { queued, .. } | Self::DirectoryUnavailable { queued, .. } => *queued,
+            _ => false,
         }
     }
 }
@@ -287,6 +298,17 @@ pub struct Messaging<S, D, T, C, E, V> {
     /// head, judging a newcomer against its neighbours), so concurrent sends cannot fork our
     /// own chain and concurrent receipts cannot misjudge one.
     chains: Mutex<()>,
+    /// Recipients with messages waiting in the outbox, and when each was marked: a new message
+    /// to one of them goes out behind its older ones, so one sender's messages arrive in the
+    /// order they were written. `None` until read from the store at the first send.
+    backlog: Mutex<Option<Backlog>>,
+}
+
+/// See [`Messaging`]'s `backlog`.
+#[derive(Debug, Default)]
+struct Backlog {
+    marked: HashMap<Username, u64>,
+    clock: u64,
 }
 
 impl<S, D, T, C, E, V> Messaging<S, D, T, C, E, V>
@@ -317,6 +339,7 @@ where
             events,
             envelopes,
             chains: Mutex::new(()),
+            backlog: Mutex::new(None),
         }
     }
 
@@ -329,6 +352,73 @@ where
         self.chains
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The backlog, read from the outbox the first time.
+    fn with_backlog<R>(&self, f: impl FnOnce(&mut Backlog) -> R) -> Result<R, StoreError> {
+        let mut guard = self
+            .backlog
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.is_none() {
+            let mut backlog = Backlog::default();
+            for entry in self.store.outbox(self.clock.now())? {
+                backlog.marked.insert(entry.message.to, 0);
+            }
+            *guard = Some(backlog);
+        }
+        Ok(f(guard.get_or_insert_with(Backlog::default)))
+    }
+
+    /// Whether older messages to `to` wait in the outbox; with the moment of asking, for
+    /// [`Messaging::backlog_cleared`].
+    fn backlogged(&self, to: &Username) -> Result<(bool, u64), StoreError> {
+        self.with_backlog(|b| (b.marked.contains_key(to), b.clock))
+    }
+
+    /// Notes that a message to `to` was kept in the outbox.
+    fn backlog_grew(&self, to: &Username) {
+        let _ = self.with_backlog(|b| {
+            b.clock += 1;
+            b.marked.insert(to.clone(), b.clock);
+        });
+    }
+
+    /// Notes that everything to `to` the outbox held at `since` went out; a message kept
+    /// after that moment keeps the mark.
+    fn backlog_cleared(&self, to: &Username, since: u64) {
+        let _ = self.with_backlog(|b| {
+            if b.marked.get(to).is_some_and(|at| *at <= since) {
+                b.marked.remove(to);
+            }
+        });
+    }
+
+    /// Delivers every message to `to` that waits in the outbox, oldest first, each after the
+    /// receipt of the one before; stops at the first that cannot go (the rest keep waiting
+    /// behind it). A message the recipient refused for good does not hold up the others.
+    async fn deliver_backlog(
+        &self,
+        to: &Username,
+        address: &PeerAddress,
+        since: u64,
+        own: Option<MessageId>,
+    ) -> Result<(), SendError> {
+        let pending = self.store.outbox(self.clock.now())?;
+        for entry in pending.iter().filter(|e| e.message.to == *to) {
+            match self.deliver(entry, address).await {
+                Ok(()) => {}
+                Err(SendError::Rejected { .. }) if own != Some(entry.message.id) => {}
+                Err(e) => {
+                    if e.queued() {
+                        self.backlog_grew(to);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.backlog_cleared(to, since);
+        Ok(())
     }
 
     /// Sends a message: seals it to the recipient's pinned keys (learning them from the
@@ -359,6 +449,7 @@ where
         if cmd.to == self.me {
             return Err(SendError::ToSelf);
         }
+        let (backlogged, since) = self.backlogged(&cmd.to)?;
         let found = self.directory.lookup(&cmd.to).await;
         let contact = self.store.contact(&cmd.to)?;
         let address = match (found, &contact) {
@@ -372,7 +463,9 @@ where
             }
             (Ok(None), Some(_)) => None,
             (Err(reason), Some(_)) => {
+                let to = cmd.to.clone();
                 self.seal_and_keep(cmd, contact.as_ref())?;
+                self.backlog_grew(&to);
                 return Err(SendError::DirectoryUnavailable {
                     reason,
                     queued: true,
@@ -386,10 +479,19 @@ where
         };
         let to = cmd.to.clone();
         let entry = self.seal_and_keep(cmd, Some(&contact))?;
-        match address {
+        let outcome = match address {
+            Some(address) if backlogged => {
+                return self
+                    .deliver_backlog(&to, &address, since, Some(entry.message.id))
+                    .await;
+            }
             Some(address) => self.deliver(&entry, &address).await,
-            None => Err(SendError::Offline(to)),
+            None => Err(SendError::Offline(to.clone())),
+        };
+        if outcome.as_ref().is_err_and(SendError::queued) {
+            self.backlog_grew(&to);
         }
+        outcome
     }
 
     /// Learns a new contact's keys from its certificate and pins them.
@@ -799,8 +901,10 @@ where
     /// failures are not errors: the messages simply stay in the outbox.
     #[tracing::instrument(name = "usecase.retry_outbox", level = "debug", skip_all, err(Display))]
     pub async fn retry_outbox(&self) -> Result<(), StoreError> {
+        let (_, since) = self.backlogged(&self.me)?;
         let pending = self.store.outbox(self.clock.now())?;
         let mut blocked: Vec<Username> = Vec::new();
+        let mut sent_to: Vec<Username> = Vec::new();
         let mut addresses: Vec<(Username, PeerAddress)> = Vec::new();
         for entry in pending {
             let to = entry.message.to.clone();
@@ -829,10 +933,16 @@ where
                 },
             };
             match self.deliver(&entry, &address).await {
-                Ok(()) => {}
+                Ok(()) | Err(SendError::Rejected { .. }) => {}
                 Err(SendError::Store(e)) => return Err(e),
-                Err(_) => blocked.push(to),
+                Err(_) => blocked.push(to.clone()),
             }
+            if !sent_to.contains(&to) {
+                sent_to.push(to);
+            }
+        }
+        for to in sent_to.iter().filter(|to| !blocked.contains(to)) {
+            self.backlog_cleared(to, since);
         }
         Ok(())
     }

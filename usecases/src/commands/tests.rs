@@ -229,6 +229,56 @@ fn given_a_contact_offline_when_sending_then_it_waits_in_the_outbox_and_retry_de
 }
 
 #[test]
+fn given_queued_messages_when_the_contact_is_back_and_a_new_one_is_sent_then_it_goes_out_behind_them()
+ {
+    let w = alice_world();
+    w.directory.set_online(&user("bob"));
+    send(&w, 1, "bob", "first").expect("delivered");
+    w.directory.set_offline(&user("bob"));
+    for (n, t) in [(2, "second"), (3, "third")] {
+        assert_eq!(send(&w, n, "bob", t), Err(SendError::Offline(user("bob"))));
+    }
+
+    w.directory.set_online(&user("bob"));
+    send(&w, 4, "bob", "fourth").expect("delivered after the older ones");
+
+    assert_eq!(
+        w.delivered_texts(0),
+        ["first", "second", "third", "fourth"],
+        "a new message must not overtake the ones waiting in the outbox"
+    );
+    assert!(w.outbox_ids().is_empty());
+    send(&w, 5, "bob", "fifth").expect("delivered directly once the backlog is gone");
+    assert_eq!(w.delivered_texts(0).len(), 5, "nothing is delivered twice");
+}
+
+#[test]
+fn given_a_queued_message_when_a_new_send_cannot_deliver_it_then_the_new_one_waits_behind_it() {
+    let w = alice_world();
+    w.directory.set_online(&user("bob"));
+    send(&w, 9, "bob", "pins bob").expect("first contact");
+    w.transport
+        .fail_with(Some(TransportError::Unreachable("down".into())));
+    assert!(send(&w, 1, "bob", "one").is_err_and(|e| e.queued()));
+    w.transport.fail_with(None);
+    w.transport.fail_call_at(3); // call 2 failed above; from call 3 ("one" again) on, all fail
+
+    assert!(
+        send(&w, 2, "bob", "two").is_err_and(|e| e.queued()),
+        "'two' reports that it is kept"
+    );
+    assert_eq!(
+        w.outbox_ids(),
+        [id(1), id(2)],
+        "'two' must not overtake 'one'"
+    );
+
+    w.transport.fail_call_at(usize::MAX);
+    block_on(w.messaging.retry_outbox()).expect("retry");
+    assert_eq!(w.delivered_texts(0), ["pins bob", "one", "two"]);
+}
+
+#[test]
 fn given_several_sends_then_each_envelope_follows_the_previous_one_in_the_chain() {
     let w = alice_world();
     w.directory.set_online(&user("bob"));
