@@ -4,257 +4,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::{
-    io::{BufRead, BufReader},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::{Command, Stdio},
     sync::mpsc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(30);
-
-fn parley_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_parley"))
-}
-
-fn rendezvous_bin() -> PathBuf {
-    let path = parley_bin().with_file_name("parley-rendezvous");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace` (test.sh does) before this test",
-        path.display()
-    );
-    path
-}
-
-/// A child process, killed when dropped; its stdout lines arrive on a channel.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(cmd: Command) -> Self {
-        Self::spawn_logging(cmd, Stdio::null())
-    }
-
-    /// Spawns with stderr (the logs) going to `stderr`.
-    fn spawn_logging(mut cmd: Command, stderr: Stdio) -> Self {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first line (seen so far or coming within `WAIT`) that satisfies `pred`.
-    fn line_where(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(line) = self.seen.iter().find(|l| pred(l)) {
-                return line.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!("no line {what} within {WAIT:?}; saw {:?}", self.seen),
-            }
-        }
-    }
-
-    /// The value after `prefix` on the first line that starts with it.
-    fn field(&mut self, prefix: &str) -> String {
-        let line = self.line_where(&format!("starting with {prefix:?}"), |l| {
-            l.starts_with(prefix)
-        });
-        line[prefix.len()..].trim().to_owned()
-    }
-
-    /// The first line that contains `needle`.
-    fn field_containing(&mut self, needle: &str) -> String {
-        self.line_where(&format!("containing {needle:?}"), |l| l.contains(needle))
-    }
-
-    fn type_line(&mut self, line: &str) {
-        use std::io::Write;
-        let stdin = self.child.stdin.as_mut().expect("stdin is piped");
-        writeln!(stdin, "{line}").expect("the process reads its input");
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        self.exit_status("stop on SIGTERM")
-    }
-
-    /// Waits up to `WAIT` for the process to exit.
-    fn exit_status(&mut self, what: &str) -> std::process::ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the process did not {what}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Rendezvous {
-    _proc: Proc,
-    url: String,
-    fingerprint: String,
-    p2p: String,
-}
-
-fn rendezvous(dir: &Path) -> Rendezvous {
-    rendezvous_on(dir, "127.0.0.1:0", "/ip4/127.0.0.1/tcp/0")
-}
-
-fn rendezvous_on(dir: &Path, https: &str, p2p: &str) -> Rendezvous {
-    let data = dir.join("rendezvous");
-    let mut cmd = Command::new(rendezvous_bin());
-    cmd.arg("--data")
-        .arg(&data)
-        .args(["--https", https, "--p2p", p2p]);
-    let mut proc = Proc::spawn(cmd);
-    let fingerprint = proc.field("ca-fingerprint:");
-    let url = proc.field("https:");
-    let p2p = proc.field("p2p:");
-    Rendezvous {
-        _proc: proc,
-        url,
-        fingerprint,
-        p2p,
-    }
-}
-
-fn parley(home: &Path, args: &[&str]) -> Output {
-    Command::new(parley_bin())
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run parley")
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn enroll(rv: &Rendezvous, home: &Path, user: &str, password: &str) -> Output {
-    enroll_pinned(rv, home, user, password, &rv.fingerprint)
-}
-
-fn enroll_pinned(rv: &Rendezvous, home: &Path, user: &str, password: &str, pin: &str) -> Output {
-    Command::new(parley_bin())
-        .arg("--home")
-        .arg(home)
-        .args([
-            "enroll",
-            "--server",
-            &rv.url,
-            "--user",
-            user,
-            "--ca-fingerprint",
-            pin,
-        ])
-        .env("PARLEY_PASSWORD", password)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn daemon(home: &Path) -> Proc {
-    let mut cmd = Command::new(parley_bin());
-    cmd.arg("--home")
-        .arg(home)
-        .args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"]);
-    let mut proc = Proc::spawn(cmd);
-    proc.field("control:");
-    wait_for(
-        &format!("{} to reach the rendezvous", home.display()),
-        || {
-            let out = parley(home, &["status", "--json"]);
-            out.status.success() && json(&out)["rendezvous"]["connected"] == true
-        },
-    );
-    proc
-}
-
-/// A rendezvous with bob, then alice, enrolled (no daemon yet), in a temporary folder.
-fn enrolled_pair() -> (tempfile::TempDir, Rendezvous, PathBuf, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    let rv = rendezvous(dir.path());
-    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
-    assert!(enroll(&rv, &bob, "bob", "pw-bob").status.success());
-    assert!(enroll(&rv, &alice, "alice", "pw-alice").status.success());
-    (dir, rv, alice, bob)
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-}
-
-fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        if check() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn texts(home: &Path, with: &str) -> Vec<(String, String)> {
-    let out = parley(home, &["history", with, "--json"]);
-    assert!(out.status.success(), "history failed: {}", stderr(&out));
-    json(&out)["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["from"].as_str().unwrap().to_owned(),
-                m["text"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
-fn pair(s: &str, t: &str) -> (String, String) {
-    (s.to_owned(), t.to_owned())
-}
+mod common;
+use common::*;
 
 #[test]
 fn messages_flow_both_ways_with_the_contract_fields_and_survive_a_restart() {
@@ -652,7 +412,7 @@ fn json_logs_parse_line_by_line_and_never_carry_message_text() {
         fingerprint: rv_proc.field("ca-fingerprint:"),
         url: rv_proc.field("https:"),
         p2p: rv_proc.field("p2p:"),
-        _proc: rv_proc,
+        proc: rv_proc,
     };
     let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
     let canary = "canary-7f3a9c message text";
@@ -881,7 +641,7 @@ fn one_message_is_one_trace(protocol: &str) {
         fingerprint: rv_proc.field("ca-fingerprint:"),
         url: rv_proc.field("https:"),
         p2p: rv_proc.field("p2p:"),
-        _proc: rv_proc,
+        proc: rv_proc,
     };
     let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
     let mut daemons = Vec::new();
@@ -904,7 +664,7 @@ fn one_message_is_one_trace(protocol: &str) {
         assert!(proc.terminate().success());
     }
     let mut rv = rv;
-    assert!(rv._proc.terminate().success());
+    assert!(rv.proc.terminate().success());
 
     let send_trace = |spans: &[ExportedSpan]| {
         spans

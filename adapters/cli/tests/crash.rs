@@ -1,0 +1,339 @@
+//! Crash campaign with real processes: during a burst of messages from alice to bob, one of the
+//! two daemons is killed with SIGKILL at random moments, round after round, and restarted.
+//!
+//! After every restart the store opens and every message whose receipt the sender got before
+//! the kill is in bob's history exactly once. At the end, once both daemons run, the outbox has
+//! delivered the rest: every message alice kept is in bob's history exactly once, in alice's
+//! order, verified, with bob's chain of alice's messages intact; nothing is lost or duplicated.
+//!
+//! Sizes come from the environment (the defaults are the test suite's short campaign):
+//! `PARLEY_CRASH_MESSAGES` (1000), `PARLEY_CRASH_ROUNDS` (at least this many kills, 8),
+//! `PARLEY_CRASH_SEED` (replays a campaign; the seed is printed), and `PARLEY_CRASH_REPORT`
+//! (a file to which each campaign appends its result line).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::{
+    collections::{HashMap, HashSet},
+    io::{BufRead, BufReader, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use common::{Proc, daemon, enrolled_pair};
+use serde_json::{Value, json};
+
+/// How long the outbox gets to deliver the rest once both daemons run.
+const CONVERGE: Duration = Duration::from_secs(180);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Victim {
+    Receiver,
+    Sender,
+}
+
+#[test]
+fn killing_the_receiver_loses_and_duplicates_nothing() {
+    campaign(Victim::Receiver);
+}
+
+#[test]
+fn killing_the_sender_loses_and_duplicates_nothing() {
+    campaign(Victim::Sender);
+}
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+        })
+        .unwrap_or(default)
+}
+
+/// A small deterministic generator (xorshift64*): a printed seed replays a campaign.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
+
+/// One request over the daemon's control socket; `Err` when the daemon is not there or died
+/// before it answered.
+fn control(home: &Path, request: &Value) -> Result<Value, String> {
+    let mut stream = UnixStream::connect(home.join("control.sock")).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    let mut line = request.to_string();
+    line.push('\n');
+    stream
+        .write_all(line.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .map_err(|e| e.to_string())?;
+    if answer.is_empty() {
+        return Err("the daemon closed the socket without an answer".into());
+    }
+    serde_json::from_str(&answer).map_err(|e| format!("not JSON ({e}): {answer}"))
+}
+
+/// The history of `home` with `with`, waiting (up to a minute) for a daemon to answer.
+fn history(home: &Path, with: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match control(home, &json!({ "cmd": "history", "with": with })) {
+            Ok(answer) if answer["status"] == "ok" => return answer["data"].clone(),
+            Ok(answer) => panic!("history of {} failed: {answer}", home.display()),
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no daemon answered in {} for a minute: {e}",
+                    home.display()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// The burst's texts in a history, in its order.
+fn burst_texts(history: &Value, from: &str) -> Vec<String> {
+    history["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["from"] == from && m["text"].as_str().is_some_and(|t| t.starts_with('m')))
+        .map(|m| m["text"].as_str().expect("text").to_owned())
+        .collect()
+}
+
+fn counts(texts: &[String]) -> HashMap<&str, usize> {
+    let mut counts = HashMap::new();
+    for text in texts {
+        *counts.entry(text.as_str()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// What the killer thread shares with the sending loop.
+struct Shared {
+    acked: Mutex<HashSet<String>>,
+    done: AtomicBool,
+}
+
+fn campaign(victim: Victim) {
+    let messages = env_number("PARLEY_CRASH_MESSAGES", 1000) as usize;
+    let min_rounds = env_number("PARLEY_CRASH_ROUNDS", 8);
+    let seed = env_number(
+        "PARLEY_CRASH_SEED",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock after 1970")
+            .as_nanos() as u64
+            | 1,
+    );
+    let label = match victim {
+        Victim::Receiver => "receiver killed",
+        Victim::Sender => "sender killed",
+    };
+    eprintln!("crash campaign ({label}): seed {seed}");
+
+    let (_dir, _rv, alice, bob) = enrolled_pair();
+    let bob_daemon = daemon(&bob);
+    let alice_daemon = daemon(&alice);
+    // The first message pins bob's keys, so that later ones wait in the outbox while he is away.
+    let first = control(
+        &alice,
+        &json!({ "cmd": "send", "to": "bob", "text": "hello" }),
+    )
+    .expect("the first message");
+    assert_eq!(first["status"], "ok", "the first message: {first}");
+
+    let (victim_home, victim_proc, other_proc) = match victim {
+        Victim::Receiver => (bob.clone(), bob_daemon, alice_daemon),
+        Victim::Sender => (alice.clone(), alice_daemon, bob_daemon),
+    };
+    let shared = Arc::new(Shared {
+        acked: Mutex::new(HashSet::new()),
+        done: AtomicBool::new(false),
+    });
+    let killer = {
+        let shared = shared.clone();
+        let bob = bob.clone();
+        std::thread::spawn(move || {
+            kill_rounds(
+                victim_home,
+                victim_proc,
+                &bob,
+                &shared,
+                min_rounds,
+                Rng(seed),
+            )
+        })
+    };
+
+    // The burst: one message after the other, as fast as the daemon takes them. A message is
+    // sent again only when the sender's daemon died and its history does not hold it: the
+    // user was told it failed, and nothing of it was kept.
+    let mut queued = 0usize;
+    let mut resent = 0usize;
+    for i in 0..messages {
+        let text = format!("m{i:04}");
+        loop {
+            let request = json!({ "cmd": "send", "to": "bob", "text": text });
+            match control(&alice, &request) {
+                Ok(answer) if answer["status"] == "ok" => {
+                    shared.acked.lock().unwrap().insert(text.clone());
+                    break;
+                }
+                Ok(answer)
+                    if ["offline", "unreachable", "rendezvous_unavailable"]
+                        .contains(&answer["code"].as_str().unwrap_or_default()) =>
+                {
+                    // Kept in the outbox, delivered later (checked at the end).
+                    queued += 1;
+                    break;
+                }
+                Ok(answer) => panic!("sending {text} failed unexpectedly: {answer}"),
+                Err(_) => {
+                    let kept = burst_texts(&history(&alice, "bob"), "alice").contains(&text);
+                    if kept {
+                        break;
+                    }
+                    resent += 1;
+                }
+            }
+        }
+    }
+    shared.done.store(true, Ordering::SeqCst);
+    let (rounds, victim_proc) = killer.join().expect("the killer thread");
+    let _processes = (victim_proc, other_proc);
+
+    // Both daemons run: the outbox delivers the rest.
+    let deadline = Instant::now() + CONVERGE;
+    let (sent, received, bob_history, alice_history) = loop {
+        let alice_history = history(&alice, "bob");
+        let bob_history = history(&bob, "alice");
+        let sent = burst_texts(&alice_history, "alice");
+        let received = burst_texts(&bob_history, "alice");
+        let delivered = alice_history["messages"]
+            .as_array()
+            .expect("messages")
+            .iter()
+            .all(|m| m["delivery"] == "delivered");
+        if delivered && received.len() >= sent.len() {
+            break (sent, received, bob_history, alice_history);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the outbox did not deliver within {CONVERGE:?}: alice kept {}, bob has {}",
+            sent.len(),
+            received.len()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+
+    let acked = shared.acked.lock().unwrap().clone();
+    let sent_counts = counts(&sent);
+    let received_counts = counts(&received);
+    // Every message was either receipted, kept in alice's outbox, or sent again until kept.
+    let lost: Vec<String> = (0..messages)
+        .map(|i| format!("m{i:04}"))
+        .filter(|t| !received_counts.contains_key(t.as_str()))
+        .collect();
+    let duplicated: usize = received_counts
+        .values()
+        .chain(sent_counts.values())
+        .map(|n| n - 1)
+        .sum();
+    let out_of_order = sent.iter().zip(&received).filter(|(a, b)| a != b).count();
+    let line = format!(
+        "crash campaign ({label}): rounds {rounds}, messages {messages}, receipts {}, queued {queued}, sent again after a sender crash {resent}, lost {}, duplicated {duplicated}, out of order {out_of_order}, seed {seed}",
+        acked.len(),
+        lost.len(),
+    );
+    eprintln!("{line}");
+    if let Ok(path) = std::env::var("PARLEY_CRASH_REPORT") {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("the report file opens");
+        writeln!(file, "{line}").expect("the report is written");
+    }
+
+    assert!(
+        rounds >= min_rounds,
+        "only {rounds} kills (wanted {min_rounds})"
+    );
+    assert!(lost.is_empty(), "lost: {lost:?}");
+    assert_eq!(duplicated, 0, "duplicated messages");
+    assert_eq!(received.len(), messages, "bob has every message");
+    assert_eq!(received, sent, "bob's history is in alice's order");
+    let chain = &bob_history["chain"]["incoming"];
+    assert_eq!(
+        chain["state"], "intact",
+        "bob's chain of alice's messages: {chain}"
+    );
+    assert_eq!(
+        chain["last_seq"].as_u64(),
+        alice_history["chain"]["outgoing"]["last_seq"].as_u64(),
+        "bob's chain ends where alice's does"
+    );
+    let unverified: Vec<&Value> = bob_history["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["verified"] != true)
+        .collect();
+    assert!(unverified.is_empty(), "not verified: {unverified:?}");
+}
+
+/// Kills the victim at random moments until the burst is over and `min_rounds` kills are done,
+/// restarting it each time and checking what it must have kept. Returns the number of kills
+/// and the running victim.
+fn kill_rounds(
+    home: PathBuf,
+    mut proc: Proc,
+    bob: &Path,
+    shared: &Shared,
+    min_rounds: u64,
+    mut rng: Rng,
+) -> (u64, Proc) {
+    let mut rounds = 0;
+    while rounds < min_rounds || !shared.done.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50 + rng.below(750)));
+        let acked_before = shared.acked.lock().unwrap().clone();
+        proc.child.kill().expect("SIGKILL");
+        proc.child.wait().expect("the killed daemon is reaped");
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(rng.below(300)));
+        // `daemon` waits for the control socket and the rendezvous: the store opened.
+        proc = daemon(&home);
+        let received = burst_texts(&history(bob, "alice"), "alice");
+        let received = counts(&received);
+        for text in &acked_before {
+            assert_eq!(
+                received.get(text.as_str()),
+                Some(&1),
+                "after kill {rounds}, {text} (its receipt was back) is not in bob's history exactly once"
+            );
+        }
+    }
+    (rounds, proc)
+}
