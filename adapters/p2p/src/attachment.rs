@@ -108,9 +108,12 @@ async fn idle<T>(
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "the sender went quiet"))?
 }
 
+/// Receives one attachment stream from `from`: the recipient's side of the protocol above,
+/// over any byte stream. `serve` runs it for every stream; it is public for the fuzz targets.
+#[doc(hidden)]
 #[tracing::instrument(name = "p2p.receive_attachment", skip_all, fields(%from, size, outcome))]
-async fn receive(
-    mut stream: libp2p::Stream,
+pub async fn receive(
+    mut stream: impl futures::AsyncRead + futures::AsyncWrite + Unpin,
     from: &Username,
     config: &AttachmentConfig,
 ) -> std::io::Result<()> {

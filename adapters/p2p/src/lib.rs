@@ -1,6 +1,6 @@
 //! Parley's peer-to-peer adapter: libp2p over TCP + yamux, secured by **mutual TLS 1.3
-//! verified against the Parley CA** (not libp2p's self-signed scheme), and the two protocols
-//! that run over it: `/parley/message/1` between peers and `/parley/directory/1` between a peer
+//! verified against the Parley CA** (not libp2p's self-signed scheme), and the protocols
+//! that run over it: `/parley/message/2` (and `/parley/attachment/1`) between peers and `/parley/directory/1` between a peer
 //! and its rendezvous.
 //!
 //! **Architecture invariant:** this crate implements the `Transport`, `Directory` and `NodeInfo`
@@ -11,6 +11,7 @@
 
 pub mod attachment;
 mod credentials;
+pub mod guard;
 mod node;
 pub mod pki;
 pub mod protocol;
@@ -24,9 +25,19 @@ pub mod upgrade;
 pub use attachment::{AttachmentConfig, StagingName};
 pub use credentials::Credentials;
 pub use libp2p::{Multiaddr, PeerId};
-pub use node::{Inbound, Node, NodeConfig};
-pub use server::{DirectoryServer, DirectoryStats, StatsSnapshot};
-pub use swarm::with_peer;
+#[doc(hidden)]
+pub use node::parse_request;
+pub use node::{
+    CLOSE_GRACE, COMMAND_QUEUE, DIRECTORY_STREAMS_PER_CONNECTION, Inbound, MAX_INBOUND_QUEUE,
+    MAX_VIOLATIONS_PER_PEER, MESSAGE_STREAMS_PER_CONNECTION, Node, NodeConfig,
+};
+pub use server::{
+    AddressLimit, DirectoryServer, DirectoryStats, IP_LOOKUP_BURST, IP_LOOKUPS_PER_SECOND,
+    LOOKUP_BURST, LOOKUPS_PER_SECOND, StatsSnapshot,
+};
+pub use swarm::{
+    HANDSHAKE_TIMEOUT, MAX_NEGOTIATING_STREAMS, MAX_STREAMS_PER_CONNECTION, with_peer,
+};
 
 /// Errors of this adapter.
 #[derive(Debug, thiserror::Error)]

@@ -1,11 +1,17 @@
 //! A peer's node: one task owns the libp2p swarm; the rest talk to it through bounded channels.
 //!
 //! Queues and their caps: commands to the swarm task ([`COMMAND_QUEUE`]), inbound messages to
-//! the application ([`NodeConfig::inbound_queue`]; when full, a message is refused with "busy"
-//! and the sender's outbox retries later).
+//! the application ([`NodeConfig::inbound_queue`], at most [`MAX_INBOUND_QUEUE`]; when full, a
+//! message is refused with "busy" and the sender's outbox retries later), message streams per
+//! connection ([`MESSAGE_STREAMS_PER_CONNECTION`]), look-ups in flight per connection
+//! ([`DIRECTORY_STREAMS_PER_CONNECTION`]). Connection admission is in [`crate::guard`].
+//!
+//! A peer that breaks the message protocol — a request that does not parse or is too large, or
+//! an envelope the application rejects for good (forged, altered, not for us) —
+//! [`MAX_VIOLATIONS_PER_PEER`] times loses its connections once the last answer is sent.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
@@ -30,9 +36,12 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     Credentials, Error,
     attachment::{self, ATTACHMENT_PROTOCOL, AttachmentConfig},
+    guard::{self, Guard},
     protocol::{
-        DIRECTORY_PROTOCOL, DirectoryRequest, DirectoryResponse, MAX_ENVELOPE_BASE64,
-        MESSAGE_PROTOCOL, MessageRequest, MessageResponse, Meta, meta_within_bounds,
+        DIRECTORY_PROTOCOL, DirectoryRequest, DirectoryResponse, MAX_DIRECTORY_REQUEST_BYTES,
+        MAX_DIRECTORY_RESPONSE_BYTES, MAX_ENVELOPE_BASE64, MAX_MESSAGE_REQUEST_BYTES,
+        MAX_MESSAGE_RESPONSE_BYTES, MAX_REASON_BYTES, MESSAGE_PROTOCOL, MessageRequest,
+        MessageResponse, Meta, meta_within_bounds,
     },
     registry::{Expectation, Refusal, Registry},
     swarm, trace,
@@ -40,6 +49,21 @@ use crate::{
 
 /// Cap of the command queue into the swarm task.
 pub const COMMAND_QUEUE: usize = 64;
+/// The largest inbound-message queue a node accepts; [`NodeConfig::inbound_queue`] is clamped
+/// to `1..=MAX_INBOUND_QUEUE`. Each waiting message holds at most one 24 KiB envelope.
+pub const MAX_INBOUND_QUEUE: usize = 4096;
+/// `/parley/message/2` streams open at once on one connection, in either direction (libp2p's
+/// request-response counts both); an inbound stream beyond it is dropped unanswered.
+pub const MESSAGE_STREAMS_PER_CONNECTION: usize = 64;
+/// `/parley/directory/1` streams open at once on one connection.
+pub const DIRECTORY_STREAMS_PER_CONNECTION: usize = 32;
+/// Protocol violations (requests that do not parse or are too large, envelopes rejected for
+/// good) a connected peer may commit before its connections are closed. A plain retry of an
+/// envelope already stored is answered with a receipt and is no violation.
+pub const MAX_VIOLATIONS_PER_PEER: u32 = 4;
+/// How long a peer past [`MAX_VIOLATIONS_PER_PEER`] keeps its connections after its last
+/// answer was sent, so that it can read that answer; its requests meanwhile are refused unread.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How long to wait for a receipt or a directory answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// How often a lost rendezvous connection is re-dialled.
@@ -56,7 +80,7 @@ pub struct NodeConfig {
     pub listen: Multiaddr,
     /// The rendezvous's addresses, each ending in `/p2p/<id>`.
     pub rendezvous: Vec<Multiaddr>,
-    /// Cap of the inbound-message queue.
+    /// Cap of the inbound-message queue (clamped to `1..=`[`MAX_INBOUND_QUEUE`]).
     pub inbound_queue: usize,
     /// Where incoming attachments are staged, and their cap; `None` refuses attachments.
     pub attachments: Option<AttachmentConfig>,
@@ -109,6 +133,7 @@ impl Inbound {
 #[derive(NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
 struct Behaviour {
+    guard: Guard,
     messages: request_response::json::Behaviour<MessageRequest, MessageResponse>,
     directory: request_response::json::Behaviour<DirectoryRequest, DirectoryResponse>,
     streams: libp2p_stream::Behaviour,
@@ -167,15 +192,26 @@ impl Node {
     /// [`Error`] when the credentials are unusable or the address cannot be listened on.
     pub async fn start(config: NodeConfig) -> Result<(Self, mpsc::Receiver<Inbound>), Error> {
         let registry = Registry::default();
-        let rr = || request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT);
+        let rr = |streams| {
+            request_response::Config::default()
+                .with_request_timeout(REQUEST_TIMEOUT)
+                .with_max_concurrent_streams(streams)
+        };
         let behaviour = Behaviour {
-            messages: request_response::json::Behaviour::new(
+            guard: Guard::new(guard::PEER),
+            messages: request_response::json::Behaviour::with_codec(
+                request_response::json::codec::Codec::default()
+                    .set_request_size_maximum(MAX_MESSAGE_REQUEST_BYTES)
+                    .set_response_size_maximum(MAX_MESSAGE_RESPONSE_BYTES),
                 [(MESSAGE_PROTOCOL, ProtocolSupport::Full)],
-                rr(),
+                rr(MESSAGE_STREAMS_PER_CONNECTION),
             ),
-            directory: request_response::json::Behaviour::new(
+            directory: request_response::json::Behaviour::with_codec(
+                request_response::json::codec::Codec::default()
+                    .set_request_size_maximum(MAX_DIRECTORY_REQUEST_BYTES)
+                    .set_response_size_maximum(MAX_DIRECTORY_RESPONSE_BYTES),
                 [(DIRECTORY_PROTOCOL, ProtocolSupport::Outbound)],
-                rr(),
+                rr(DIRECTORY_STREAMS_PER_CONNECTION),
             ),
             streams: libp2p_stream::Behaviour::new(),
         };
@@ -229,7 +265,8 @@ impl Node {
             rendezvous_connected: false,
         }));
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
-        let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue.max(1));
+        let (inbound_tx, inbound_rx) =
+            mpsc::channel(config.inbound_queue.clamp(1, MAX_INBOUND_QUEUE));
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = Task {
             swarm,
@@ -242,6 +279,10 @@ impl Node {
             deliveries: HashMap::new(),
             probes: HashMap::new(),
             replies: FuturesUnordered::new(),
+            violations: HashMap::new(),
+            closing: HashSet::new(),
+            closes: FuturesUnordered::new(),
+            scheduled: HashSet::new(),
         };
         let handle = tokio::spawn(task.run(command_rx, stop_rx));
         Ok((
@@ -425,7 +466,7 @@ fn digest_of(bytes: &[u8]) -> Digest {
     Digest(Sha256::digest(bytes).into())
 }
 
-type Reply = (ResponseChannel<MessageResponse>, MessageResponse);
+type Reply = (PeerId, ResponseChannel<MessageResponse>, MessageResponse);
 
 struct Task {
     swarm: Swarm<Behaviour>,
@@ -439,6 +480,14 @@ struct Task {
     /// First contacts waiting for the connection that reveals the peer's certificate.
     probes: HashMap<PeerId, Vec<(Username, DeliveryReply)>>,
     replies: FuturesUnordered<BoxFuture<'static, Reply>>,
+    /// Protocol violations per connected peer (forgotten when its last connection closes).
+    violations: HashMap<PeerId, u32>,
+    /// Peers past [`MAX_VIOLATIONS_PER_PEER`], disconnected once their last answer is sent.
+    closing: HashSet<PeerId>,
+    /// Disconnections waiting out [`CLOSE_GRACE`]: at most one per peer in `closing`.
+    closes: FuturesUnordered<BoxFuture<'static, PeerId>>,
+    /// Peers whose disconnection is scheduled.
+    scheduled: HashSet<PeerId>,
 }
 
 impl Task {
@@ -448,8 +497,14 @@ impl Task {
             tokio::select! {
                 _ = &mut stop => break,
                 // Local work first: finish replies before taking new remote work.
-                Some((channel, response)) = self.replies.next(), if !self.replies.is_empty() => {
-                    let _ = self.swarm.behaviour_mut().messages.send_response(channel, response);
+                Some((peer, channel, response)) = self.replies.next(), if !self.replies.is_empty() => {
+                    self.respond(peer, channel, response);
+                }
+                Some(peer) = self.closes.next(), if !self.closes.is_empty() => {
+                    self.scheduled.remove(&peer);
+                    if self.closing.contains(&peer) {
+                        let _ = self.swarm.disconnect_peer_id(peer);
+                    }
                 }
                 Some(command) = commands.recv() => self.on_command(command),
                 event = self.swarm.select_next_some() => self.on_event(event),
@@ -663,6 +718,8 @@ impl Task {
                 ..
             } => {
                 self.registry.forget(&peer_id);
+                self.violations.remove(&peer_id);
+                self.closing.remove(&peer_id);
                 if self.rendezvous.as_ref().is_some_and(|(p, _)| *p == peer_id) {
                     tracing::warn!("lost the rendezvous connection; re-dialling");
                     self.set_connected(false);
@@ -834,8 +891,14 @@ impl Task {
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, error = %error, "inbound message failed");
+                // A request that does not parse, or is cut at the size cap, breaks the
+                // protocol; a timeout or a closed connection does not.
+                if matches!(error, request_response::InboundFailure::Io(_)) {
+                    self.violation(peer);
+                }
+                self.close_if_due(peer);
             }
-            _ => {}
+            request_response::Event::ResponseSent { peer, .. } => self.close_if_due(peer),
         }
     }
 
@@ -845,31 +908,34 @@ impl Task {
         request: MessageRequest,
         channel: ResponseChannel<MessageResponse>,
     ) {
-        let refuse = |reason: &str| MessageResponse::Refused {
+        let refuse = |reason: &str, permanent: bool| MessageResponse::Refused {
             reason: reason.to_owned(),
-            permanent: false,
+            permanent,
         };
         let certified = self.registry.certified(&peer);
         let (from, keys) = match certified.as_ref().map(|c| (&c.role, c.keys())) {
             Some((Role::User(user), keys)) => (user.clone(), keys),
             _ => {
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .messages
-                    .send_response(channel, refuse("only enrolled users may send messages"));
+                let _ = self.swarm.behaviour_mut().messages.send_response(
+                    channel,
+                    refuse("only enrolled users may send messages", false),
+                );
                 return;
             }
         };
+        if self.closing.contains(&peer) {
+            let _ = self.swarm.behaviour_mut().messages.send_response(
+                channel,
+                refuse("too many protocol violations on this connection", true),
+            );
+            return;
+        }
         let envelope = match parse_request(&request) {
             Ok(envelope) => envelope,
             Err(reason) => {
                 tracing::info!(%from, %reason, "refused a malformed message");
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .messages
-                    .send_response(channel, refuse(reason));
+                // No honest sender produces it: the same request can never succeed.
+                self.respond(peer, channel, refuse(reason, true));
                 return;
             }
         };
@@ -895,7 +961,7 @@ impl Task {
                             permanent: false,
                         },
                     };
-                    (channel, response)
+                    (peer, channel, response)
                 }
                 .boxed(),
             ),
@@ -904,13 +970,85 @@ impl Task {
                     .swarm
                     .behaviour_mut()
                     .messages
-                    .send_response(channel, refuse("the recipient is busy; retry later"));
+                    .send_response(channel, refuse("the recipient is busy; retry later", false));
             }
         }
     }
 }
 
-fn parse_request(request: &MessageRequest) -> Result<Vec<u8>, &'static str> {
+impl Task {
+    /// Sends `response` to `peer`; a refusal for good counts as a violation.
+    fn respond(
+        &mut self,
+        peer: PeerId,
+        channel: ResponseChannel<MessageResponse>,
+        response: MessageResponse,
+    ) {
+        let response = match response {
+            MessageResponse::Refused { reason, permanent } => {
+                if permanent {
+                    self.violation(peer);
+                }
+                MessageResponse::Refused {
+                    reason: cut(reason, MAX_REASON_BYTES),
+                    permanent,
+                }
+            }
+            receipt => receipt,
+        };
+        if self
+            .swarm
+            .behaviour_mut()
+            .messages
+            .send_response(channel, response)
+            .is_err()
+        {
+            // The stream is gone (closed or timed out): nothing left to wait for.
+            self.close_if_due(peer);
+        }
+    }
+
+    /// Counts a protocol violation by `peer`; past the limit its connections close once the
+    /// answer in flight is sent.
+    fn violation(&mut self, peer: PeerId) {
+        let count = self.violations.entry(peer).or_default();
+        *count = count.saturating_add(1);
+        if *count >= MAX_VIOLATIONS_PER_PEER && self.closing.insert(peer) {
+            tracing::warn!(%peer, violations = *count, "closing the connection of a peer that breaks the protocol");
+        }
+    }
+
+    /// Schedules the closing of `peer`'s connections if it is past the limit.
+    fn close_if_due(&mut self, peer: PeerId) {
+        if self.closing.contains(&peer) && self.scheduled.insert(peer) {
+            self.closes.push(
+                async move {
+                    tokio::time::sleep(CLOSE_GRACE).await;
+                    peer
+                }
+                .boxed(),
+            );
+        }
+    }
+}
+
+/// `text` cut to at most `max` bytes, on a character boundary.
+fn cut(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// The envelope bytes of a `/parley/message/2` request, or why it is refused before the
+/// envelope is read (metadata out of bounds, too long, not base64). Public for the fuzz
+/// targets.
+#[doc(hidden)]
+pub fn parse_request(request: &MessageRequest) -> Result<Vec<u8>, &'static str> {
     if !meta_within_bounds(&request.meta) {
         return Err("the message metadata is too large");
     }

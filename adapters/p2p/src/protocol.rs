@@ -21,6 +21,23 @@ pub const DIRECTORY_PROTOCOL: StreamProtocol = StreamProtocol::new("/parley/dire
 pub const MAX_META_ENTRIES: usize = 8;
 /// At most this many addresses are published per peer.
 pub const MAX_PUBLISHED_ADDRS: usize = 16;
+/// The largest `/parley/message/2` request read, in bytes: the base64 envelope
+/// ([`MAX_ENVELOPE_BASE64`]) and the metadata at its worst JSON escaping (8 entries × 2 × 256
+/// bytes × 6), with room for the framing. A longer request is cut there, fails to parse, and
+/// its stream is dropped unanswered.
+pub const MAX_MESSAGE_REQUEST_BYTES: u64 = 64 * 1024;
+/// The largest `/parley/message/2` response read, in bytes (a receipt or a one-sentence
+/// refusal, see [`MAX_REASON_BYTES`]).
+pub const MAX_MESSAGE_RESPONSE_BYTES: u64 = 8 * 1024;
+/// A refusal's reason is cut to this many bytes before it is sent.
+pub const MAX_REASON_BYTES: usize = 1024;
+/// The largest `/parley/directory/1` request read, in bytes: a publication of
+/// [`MAX_PUBLISHED_ADDRS`] addresses of 256 characters at worst JSON escaping, plus the
+/// metadata.
+pub const MAX_DIRECTORY_REQUEST_BYTES: u64 = 64 * 1024;
+/// The largest `/parley/directory/1` response read, in bytes: a record of
+/// [`MAX_PUBLISHED_ADDRS`] addresses of at most 256 characters plus `/p2p/<id>` each.
+pub const MAX_DIRECTORY_RESPONSE_BYTES: u64 = 16 * 1024;
 
 /// Protocol metadata (trace context), bounded by [`MAX_META_ENTRIES`].
 pub type Meta = BTreeMap<String, String>;

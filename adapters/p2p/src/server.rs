@@ -2,12 +2,15 @@
 //!
 //! A peer publishes its listen addresses; the directory files them under the username of the
 //! peer's verified certificate (the request names no user). A look-up needs an enrolled
-//! certificate (the TLS handshake refuses anyone else), is rate-limited per peer, and answers
-//! an unknown user and an offline user alike. There is no listing. An entry lives as long as the
-//! peer's connection.
+//! certificate (the TLS handshake refuses anyone else), is rate-limited per peer and per source
+//! IP address (one person may enroll several devices; each device's limit alone would multiply),
+//! and answers an unknown user and an offline user alike. There is no listing. An entry lives as
+//! long as the peer's connection. A rate-limit bucket outlives the connection until it has
+//! refilled, so reconnecting does not reset it.
 
 use std::{
     collections::HashMap,
+    net::IpAddr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -19,16 +22,17 @@ use futures::StreamExt;
 use libp2p::{
     Multiaddr, PeerId, Swarm,
     request_response::{self, ProtocolSupport, ResponseChannel},
-    swarm::SwarmEvent,
+    swarm::{ConnectionId, NetworkBehaviour, SwarmEvent},
 };
 use parley_domain::{Role, Username};
 use tokio::sync::oneshot;
 
 use crate::{
     Credentials, Error,
+    guard::{self, Guard},
     protocol::{
-        DIRECTORY_PROTOCOL, DirectoryRequest, DirectoryResponse, MAX_PUBLISHED_ADDRS, PeerRecord,
-        meta_within_bounds,
+        DIRECTORY_PROTOCOL, DirectoryRequest, DirectoryResponse, MAX_DIRECTORY_REQUEST_BYTES,
+        MAX_DIRECTORY_RESPONSE_BYTES, MAX_PUBLISHED_ADDRS, PeerRecord, meta_within_bounds,
     },
     registry::Registry,
     swarm,
@@ -38,8 +42,21 @@ use crate::{
 pub const LOOKUP_BURST: f64 = 20.0;
 /// Look-ups a peer may make per second, sustained.
 pub const LOOKUPS_PER_SECOND: f64 = 5.0;
+/// Look-ups all peers connected from one IP address may make in a burst (three devices' worth).
+pub const IP_LOOKUP_BURST: f64 = 3.0 * LOOKUP_BURST;
+/// Look-ups all peers connected from one IP address may make per second, sustained.
+pub const IP_LOOKUPS_PER_SECOND: f64 = 3.0 * LOOKUPS_PER_SECOND;
+/// `/parley/directory/1` streams open at once on one connection; more are dropped.
+pub const STREAMS_PER_CONNECTION: usize = 32;
+/// How often full (idle) rate-limit buckets are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
-type Behaviour = request_response::json::Behaviour<DirectoryRequest, DirectoryResponse>;
+#[derive(NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+struct Behaviour {
+    guard: Guard,
+    directory: request_response::json::Behaviour<DirectoryRequest, DirectoryResponse>,
+}
 
 /// Counters of the directory, for the operator's metrics. Read with [`DirectoryStats::snapshot`].
 #[derive(Debug, Default)]
@@ -103,11 +120,30 @@ impl DirectoryServer {
     /// # Errors
     /// [`Error`] when the credentials are unusable or the address cannot be listened on.
     pub async fn start(credentials: Credentials, listen: Multiaddr) -> Result<Self, Error> {
+        Self::start_with(credentials, listen, AddressLimit::NotLoopback).await
+    }
+
+    /// [`DirectoryServer::start`] with the per-address look-up limit applied as `limit` says.
+    ///
+    /// # Errors
+    /// [`Error`] when the credentials are unusable or the address cannot be listened on.
+    pub async fn start_with(
+        credentials: Credentials,
+        listen: Multiaddr,
+        limit: AddressLimit,
+    ) -> Result<Self, Error> {
         let registry = Registry::default();
-        let behaviour = Behaviour::new(
-            [(DIRECTORY_PROTOCOL, ProtocolSupport::Inbound)],
-            request_response::Config::default(),
-        );
+        let behaviour = Behaviour {
+            guard: Guard::new(guard::DIRECTORY),
+            directory: request_response::json::Behaviour::with_codec(
+                request_response::json::codec::Codec::default()
+                    .set_request_size_maximum(MAX_DIRECTORY_REQUEST_BYTES)
+                    .set_response_size_maximum(MAX_DIRECTORY_RESPONSE_BYTES),
+                [(DIRECTORY_PROTOCOL, ProtocolSupport::Inbound)],
+                request_response::Config::default()
+                    .with_max_concurrent_streams(STREAMS_PER_CONNECTION),
+            ),
+        };
         let mut swarm = swarm::build(&credentials, registry.clone(), behaviour)?;
         let listened = swarm::listen(&mut swarm, listen).await?;
         let me = credentials.peer_id();
@@ -119,6 +155,9 @@ impl DirectoryServer {
             registry,
             online: HashMap::new(),
             buckets: HashMap::new(),
+            ip_buckets: HashMap::new(),
+            connections: HashMap::new(),
+            address_limit: limit,
             stats: stats.clone(),
         };
         let task = tokio::spawn(directory.run(stop_rx));
@@ -149,24 +188,66 @@ impl DirectoryServer {
     }
 }
 
+/// Which source addresses the per-address look-up limit ([`IP_LOOKUP_BURST`],
+/// [`IP_LOOKUPS_PER_SECOND`]) applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AddressLimit {
+    /// Every address, loopback included.
+    All,
+    /// Every address but loopback (the default): connections from this host — a local proxy
+    /// in front of the rendezvous, a benchmark — are not one source, and share no budget.
+    NotLoopback,
+    /// No per-address limit; the per-peer limit only.
+    Off,
+}
+
+impl AddressLimit {
+    fn applies_to(self, ip: &IpAddr) -> bool {
+        match self {
+            Self::All => true,
+            Self::NotLoopback => !ip.is_loopback(),
+            Self::Off => false,
+        }
+    }
+}
+
+/// A token bucket: `burst` tokens, refilled at `rate` per second.
 struct Bucket {
     tokens: f64,
     at: Instant,
+    burst: f64,
+    rate: f64,
 }
 
 impl Bucket {
-    fn take(&mut self, now: Instant) -> Result<(), Duration> {
-        let refill = now.duration_since(self.at).as_secs_f64() * LOOKUPS_PER_SECOND;
-        self.tokens = (self.tokens + refill).min(LOOKUP_BURST);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64(
-                (1.0 - self.tokens) / LOOKUPS_PER_SECOND,
-            ))
+    fn full(burst: f64, rate: f64, now: Instant) -> Self {
+        Self {
+            tokens: burst,
+            at: now,
+            burst,
+            rate,
         }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let refill = now.duration_since(self.at).as_secs_f64() * self.rate;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.at = now;
+    }
+
+    /// How long until a token is there (zero when one is).
+    fn wait(&self) -> Duration {
+        if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
+        }
+    }
+
+    /// True once the bucket would be full again at `now`: it can be forgotten.
+    fn refilled(&self, now: Instant) -> bool {
+        self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate >= self.burst
     }
 }
 
@@ -175,45 +256,69 @@ struct Directory {
     registry: Registry,
     online: HashMap<Username, (PeerId, Vec<Multiaddr>)>,
     buckets: HashMap<PeerId, Bucket>,
+    ip_buckets: HashMap<IpAddr, Bucket>,
+    /// The source address of each open connection, for the per-address limit.
+    connections: HashMap<ConnectionId, IpAddr>,
+    address_limit: AddressLimit,
     stats: Arc<DirectoryStats>,
 }
 
 impl Directory {
     async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
         loop {
             tokio::select! {
                 _ = &mut stop => break,
                 event = self.swarm.select_next_some() => self.on_event(event),
+                _ = prune.tick() => self.prune(),
             }
         }
     }
 
-    fn on_event(
-        &mut self,
-        event: SwarmEvent<request_response::Event<DirectoryRequest, DirectoryResponse>>,
-    ) {
+    /// Forgets the buckets that have refilled: they hold nothing a new one would not.
+    fn prune(&mut self) {
+        let now = Instant::now();
+        self.buckets.retain(|_, b| !b.refilled(now));
+        self.ip_buckets.retain(|_, b| !b.refilled(now));
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::Behaviour(request_response::Event::Message {
-                peer,
-                message:
-                    request_response::Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            }) => self.on_request(peer, request, channel),
+            SwarmEvent::Behaviour(BehaviourEvent::Directory(
+                request_response::Event::Message {
+                    peer,
+                    connection_id,
+                    message:
+                        request_response::Message::Request {
+                            request, channel, ..
+                        },
+                },
+            )) => self.on_request(peer, connection_id, request, channel),
             SwarmEvent::ConnectionEstablished {
-                num_established, ..
-            } if num_established.get() == 1 => {
-                DirectoryStats::bump(&self.stats.connected_peers);
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                if let Some(ip) = guard::ip_of(endpoint.get_remote_address()) {
+                    self.connections.insert(connection_id, ip);
+                }
+                if num_established.get() == 1 {
+                    DirectoryStats::bump(&self.stats.connected_peers);
+                }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
+                self.connections.remove(&connection_id);
+                if num_established > 0 {
+                    return;
+                }
                 self.stats.connected_peers.fetch_sub(1, Ordering::Relaxed);
                 self.registry.forget(&peer_id);
-                self.buckets.remove(&peer_id);
                 self.online.retain(|_, (peer, _)| *peer != peer_id);
                 self.count_online();
             }
@@ -229,6 +334,41 @@ impl Directory {
         }
     }
 
+    /// Takes one look-up from `peer`'s bucket and from its source address's, or says how long
+    /// to wait. Nothing is taken unless both have a token.
+    fn take_lookup(&mut self, peer: PeerId, connection: ConnectionId) -> Result<(), Duration> {
+        let now = Instant::now();
+        let by_peer = self
+            .buckets
+            .entry(peer)
+            .or_insert_with(|| Bucket::full(LOOKUP_BURST, LOOKUPS_PER_SECOND, now));
+        by_peer.refill(now);
+        let mut wait = by_peer.wait();
+        let address = self
+            .connections
+            .get(&connection)
+            .filter(|ip| self.address_limit.applies_to(ip));
+        let by_ip = address.map(|ip| {
+            let bucket = self
+                .ip_buckets
+                .entry(*ip)
+                .or_insert_with(|| Bucket::full(IP_LOOKUP_BURST, IP_LOOKUPS_PER_SECOND, now));
+            bucket.refill(now);
+            wait = wait.max(bucket.wait());
+            bucket
+        });
+        if wait > Duration::ZERO {
+            return Err(wait);
+        }
+        if let Some(bucket) = by_ip {
+            bucket.tokens -= 1.0;
+        }
+        if let Some(bucket) = self.buckets.get_mut(&peer) {
+            bucket.tokens -= 1.0;
+        }
+        Ok(())
+    }
+
     fn count_online(&self) {
         let online = u64::try_from(self.online.len()).unwrap_or(u64::MAX);
         self.stats.online_users.store(online, Ordering::Relaxed);
@@ -237,6 +377,7 @@ impl Directory {
     fn on_request(
         &mut self,
         peer: PeerId,
+        connection: ConnectionId,
         request: DirectoryRequest,
         channel: ResponseChannel<DirectoryResponse>,
     ) {
@@ -250,7 +391,7 @@ impl Directory {
             DirectoryRequest::Publish { .. } => tracing::debug_span!("directory.publish", %peer),
         };
         let _entered = span.enter();
-        let response = self.answer(peer, request);
+        let response = self.answer(peer, connection, request);
         if let DirectoryResponse::Lookup { peer } = &response {
             span.record("found", peer.is_some());
         }
@@ -260,10 +401,19 @@ impl Directory {
             DirectoryResponse::Refused { .. } => DirectoryStats::bump(&self.stats.refused_requests),
             DirectoryResponse::Published => self.count_online(),
         }
-        let _ = self.swarm.behaviour_mut().send_response(channel, response);
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .directory
+            .send_response(channel, response);
     }
 
-    fn answer(&mut self, peer: PeerId, request: DirectoryRequest) -> DirectoryResponse {
+    fn answer(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        request: DirectoryRequest,
+    ) -> DirectoryResponse {
         // The upgrade only admits enrolled users; the role check keeps that true here too.
         let Some(Role::User(user)) = self.registry.certified(&peer).map(|c| c.role) else {
             return DirectoryResponse::Refused {
@@ -297,14 +447,13 @@ impl Directory {
                         reason: "metadata too large".into(),
                     };
                 }
-                let bucket = self.buckets.entry(peer).or_insert_with(|| Bucket {
-                    tokens: LOOKUP_BURST,
-                    at: Instant::now(),
-                });
-                if let Err(wait) = bucket.take(Instant::now()) {
+                if let Err(wait) = self.take_lookup(peer, connection) {
                     tracing::info!(%user, "look-up rate limit reached");
                     return DirectoryResponse::RateLimited {
-                        retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                        // Rounded up, so a client that waits exactly this long gets through.
+                        retry_after_ms: u64::try_from(wait.as_millis())
+                            .unwrap_or(u64::MAX)
+                            .saturating_add(1),
                     };
                 }
                 let found = Username::parse(&username)

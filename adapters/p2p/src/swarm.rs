@@ -13,23 +13,44 @@ use crate::{
 /// Connections stay open while either side may still talk: a peer's connection to the
 /// rendezvous is its presence in the directory.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+/// Everything between the TCP accept (or connect) and a usable connection — protocol
+/// negotiation, the TLS handshake, yamux — must finish within this time, or the connection is
+/// dropped. Without it a socket that never speaks would hold a handshake slot for ever.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Yamux streams open at once on one connection; the peer's further streams are refused.
+/// Together with yamux's 256 KiB initial window per stream this bounds what one connection can
+/// make us buffer (128 × 256 KiB = 32 MiB at the very worst, before any protocol reads).
+pub const MAX_STREAMS_PER_CONNECTION: usize = 128;
+/// Inbound streams in protocol negotiation at once on one connection; more are dropped.
+pub const MAX_NEGOTIATING_STREAMS: usize = 32;
 
+/// Builds a swarm on TCP + mutual TLS + yamux, with the handshake timeout and the stream caps
+/// above. Connection admission is the behaviour's part ([`crate::guard::Guard`]).
 pub(crate) fn build<B: NetworkBehaviour>(
     credentials: &Credentials,
     registry: Registry,
     behaviour: B,
 ) -> Result<Swarm<B>, Error> {
+    use libp2p::Transport as _;
+
     let upgrade = MutualTls::new(credentials, registry, Accept::Users)?;
+    let mut yamux = libp2p::yamux::Config::default();
+    yamux.set_max_num_streams(MAX_STREAMS_PER_CONNECTION);
+    let transport =
+        libp2p::tcp::tokio::Transport::new(libp2p::tcp::Config::default().nodelay(true))
+            .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+            .authenticate(upgrade)
+            .multiplex(yamux)
+            .timeout(HANDSHAKE_TIMEOUT);
     let Ok(builder) = libp2p::SwarmBuilder::with_existing_identity(credentials.keypair.clone())
         .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default().nodelay(true),
-            move |_: &libp2p::identity::Keypair| Ok::<_, std::convert::Infallible>(upgrade),
-            libp2p::yamux::Config::default,
-        );
+        .with_other_transport(|_| transport);
     let Ok(builder) = builder.with_behaviour(|_| behaviour);
     let swarm = builder
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .with_swarm_config(|c| {
+            c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT)
+                .with_max_negotiating_inbound_streams(MAX_NEGOTIATING_STREAMS)
+        })
         .build();
     Ok(swarm)
 }
