@@ -5,18 +5,27 @@
 //! error is `{"error": "<one sentence>", "code": "<snake_case>"}` with a 4xx status; a real
 //! internal failure is 500 `internal`, its detail in the log only. Passwords and keys are never
 //! logged.
+//!
+//! `POST /v1/enroll` is rate-limited per client ([`crate::limit`]) before its body is read: over
+//! the limit it is 429 `rate_limited` with `Retry-After` in whole seconds. The other routes are
+//! not: they answer from memory at the cost of a hash-map look-up, far below the TLS handshake
+//! that precedes them (which a 429 would not save), and a health check or a scraper that got a
+//! 429 would report a healthy rendezvous as down. Their abuse is bounded by the listener's
+//! per-source connection share.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Bytes};
-use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use parley_domain::{Password, Username};
 use serde::{Deserialize, Serialize};
 
 use crate::csr;
+use crate::limit::{Buckets, Clients, Decision, Source};
 use crate::metrics::Metrics;
 use crate::service::{self, MAX_PASSWORD_BYTES, Service};
 
@@ -24,11 +33,24 @@ use crate::service::{self, MAX_PASSWORD_BYTES, Service};
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Routes requests to the enrollment service.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Api {
     service: Service,
     metrics: Arc<Metrics>,
     body_timeout: Duration,
+    clients: Clients,
+    enrollments: Buckets,
+}
+
+/// How the API protects itself: body deadline, who the client is, the enrollment rate.
+#[derive(Debug)]
+pub struct Guard {
+    /// How long a request body may take to arrive, in all.
+    pub body_timeout: Duration,
+    /// Whose `X-Forwarded-For` is believed.
+    pub clients: Clients,
+    /// Enrollment token buckets per client.
+    pub enrollments: Buckets,
 }
 
 #[derive(Deserialize)]
@@ -59,6 +81,8 @@ struct Refusal {
     message: String,
     /// For 405: the method the resource accepts.
     allow: Option<&'static str>,
+    /// For 429: whole seconds until a retry can succeed.
+    retry_after: Option<u64>,
 }
 
 impl Refusal {
@@ -68,6 +92,7 @@ impl Refusal {
             code,
             message: message.into(),
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -91,23 +116,47 @@ impl Refusal {
                 .headers_mut()
                 .insert(ALLOW, HeaderValue::from_static(allow));
         }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }
 
 impl Api {
-    /// Serves `service`, waiting at most `body_timeout` for a request body.
+    /// Serves `service` within the bounds of `guard`.
     #[must_use]
-    pub fn new(service: Service, metrics: Arc<Metrics>, body_timeout: Duration) -> Self {
+    pub fn new(service: Service, metrics: Arc<Metrics>, guard: Guard) -> Self {
         Self {
             service,
             metrics,
-            body_timeout,
+            body_timeout: guard.body_timeout,
+            clients: guard.clients,
+            enrollments: guard.enrollments,
         }
     }
 
-    /// Answers one request. Never fails: every problem becomes a JSON error response.
-    pub async fn handle<B>(self: Arc<Self>, request: Request<B>) -> Response<Full<Bytes>>
+    /// Who the client of a connection is.
+    #[must_use]
+    pub fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    /// The counters.
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Answers one request that came over a connection from `peer`. Never fails: every
+    /// problem becomes a JSON error response.
+    pub async fn handle<B>(
+        self: Arc<Self>,
+        peer: SocketAddr,
+        request: Request<B>,
+    ) -> Response<Full<Bytes>>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -115,7 +164,16 @@ impl Api {
         let method = request.method().clone();
         let answer = match request.uri().path() {
             "/v1/enroll" if method == Method::POST => {
-                let answer = self.enroll(request).await;
+                let client = self.clients.client(peer.ip(), request.headers());
+                let decision = self.enrollments.check(Source::of(client), Instant::now());
+                self.metrics.tracked_sources(self.enrollments.tracked());
+                let answer = match decision {
+                    Decision::Allow => self.enroll(request).await,
+                    Decision::Refuse { retry_after } => {
+                        self.metrics.https_refusal("rate_limited");
+                        Err(rate_limited(retry_after))
+                    }
+                };
                 let outcome = answer
                     .as_ref()
                     .map_or_else(|refusal| refusal.code, |_| "issued");
@@ -241,12 +299,12 @@ fn from_wire(body: EnrollBody) -> Result<service::Request, Refusal> {
             ),
         ));
     }
-    let keys = csr::parse(&body.csr_pem).map_err(|e| {
+    let keys = csr::parse(&body.csr_pem, &user).map_err(|e| {
         Refusal::new(
             StatusCode::BAD_REQUEST,
             "invalid_csr",
             format!(
-                "The certificate request was refused because {e}; send a PEM CSR signed by an Ed25519 key that carries the X25519 key extension."
+                "The certificate request was refused because {e}; send one PEM CSR signed by an Ed25519 key that asks for nothing beyond the X25519 key extension and the user's own name."
             ),
         )
     })?;
@@ -255,6 +313,15 @@ fn from_wire(body: EnrollBody) -> Result<service::Request, Refusal> {
         password: Password::new(body.password),
         keys,
     })
+}
+
+/// Decodes a `POST /v1/enroll` body as [`Api`] does (JSON, then the checks at the edge) into
+/// the service request, or the code of the 400 refusal (`invalid_json`, `invalid_username`,
+/// `invalid_password`, `invalid_csr`). For the fuzz targets; the server path is `enroll`.
+#[doc(hidden)]
+pub fn decode_enroll_body(bytes: &[u8]) -> Result<service::Request, &'static str> {
+    let body: EnrollBody = serde_json::from_slice(bytes).map_err(|_| "invalid_json")?;
+    from_wire(body).map_err(|refusal| refusal.code)
 }
 
 fn refusal_of(user: &Username, error: service::Error) -> Refusal {
@@ -297,6 +364,21 @@ fn json_problem(e: &serde_json::Error) -> String {
             }
         }
     }
+}
+
+fn rate_limited(retry_after: Duration) -> Refusal {
+    // Whole seconds, rounded up, so that a client that waits that long finds a token.
+    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    let seconds = seconds.max(1);
+    let mut refusal = Refusal::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "Too many enrollment requests came from your address; try again in {seconds} seconds."
+        ),
+    );
+    refusal.retry_after = Some(seconds);
+    refusal
 }
 
 fn too_large() -> Refusal {

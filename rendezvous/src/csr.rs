@@ -2,13 +2,22 @@
 //!
 //! rcgen's `CertificateSigningRequestParams::from_pem` is deliberately not used: it refuses our
 //! custom extension and copies the requester's wishes (SANs, CA flag, key usages). Here the CSR
-//! is parsed with x509-parser, its Ed25519 signature is checked with `verify_strict`, and
-//! everything but the Ed25519 key and the X25519 extension is ignored.
+//! is parsed with x509-parser and its Ed25519 signature is checked with `verify_strict`.
+//!
+//! A request that asks for more than the CA grants is refused rather than quietly trimmed, so
+//! a hostile or broken client learns it at once and the refusal shows in the metrics: the
+//! requested extensions may be the X25519 key, a SAN naming exactly the enrolling user,
+//! `basicConstraints` without CA, a key usage without `keyCertSign`/`cRLSign`, an extended key
+//! usage and a subject key identifier, nothing else (a PKCS#10 request has no validity field;
+//! an extension that would carry one, such as `privateKeyUsagePeriod`, is refused like every
+//! other unknown one). Whatever passes, the certificate still follows the CA's policy only.
 
 use ed25519_dalek::{Signature, VerifyingKey};
-use parley_domain::pki::X25519_EXTENSION_OID;
+use parley_domain::Username;
+use parley_domain::pki::{X25519_EXTENSION_OID, user_uri};
 use x509_parser::certification_request::X509CertificationRequest;
 use x509_parser::cri_attributes::ParsedCriAttribute;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::oid_registry::{OID_SIG_ED25519, Oid};
 use x509_parser::prelude::FromDer;
 
@@ -30,6 +39,9 @@ pub enum Error {
     /// Not a PEM `CERTIFICATE REQUEST` block.
     #[error("the CSR is not a PEM certificate request")]
     NotPem,
+    /// Something other than white space around the one PEM block.
+    #[error("the CSR has bytes before or after its PEM block")]
+    StrayBytes,
     /// The DER inside does not parse as a PKCS#10 request.
     #[error("the CSR cannot be parsed")]
     Malformed,
@@ -42,16 +54,35 @@ pub enum Error {
     /// The X25519 extension is not an OCTET STRING of 32 bytes, or appears twice.
     #[error("the CSR's X25519 key extension is malformed")]
     MalformedX25519,
+    /// `basicConstraints` with CA set.
+    #[error("the CSR asks to be a certificate authority")]
+    AsksForCa,
+    /// A key usage for signing certificates or revocation lists.
+    #[error("the CSR asks for a key usage that signs certificates")]
+    AsksToSign,
+    /// A subject alternative name other than exactly the enrolling user's URI.
+    #[error("the CSR asks for a name other than the enrolling user's")]
+    ForeignName,
+    /// An extension the CA does not grant, or one that does not parse.
+    #[error("the CSR asks for an extension the CA does not grant")]
+    UnknownExtension,
 }
 
-/// Parses and checks a PEM CSR.
+/// Parses and checks a PEM CSR sent to enroll `user`.
 ///
 /// # Errors
 /// An [`Error`] naming the first rule the request breaks.
-pub fn parse(pem: &str) -> Result<DeviceKeys, Error> {
-    let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|_| Error::NotPem)?;
+pub fn parse(pem: &str, user: &Username) -> Result<DeviceKeys, Error> {
+    if !pem.trim_start().starts_with("-----BEGIN ") {
+        return Err(Error::NotPem);
+    }
+    let (rest, block) =
+        x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|_| Error::NotPem)?;
     if block.label != "CERTIFICATE REQUEST" {
         return Err(Error::NotPem);
+    }
+    if !rest.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::StrayBytes);
     }
     let (rest, csr) =
         X509CertificationRequest::from_der(&block.contents).map_err(|_| Error::Malformed)?;
@@ -81,7 +112,40 @@ pub fn parse(pem: &str) -> Result<DeviceKeys, Error> {
     key.verify_strict(info.raw, &Signature::from_bytes(&signature))
         .map_err(|_| Error::BadSignature)?;
     let x25519 = x25519_of(&csr)?;
+    check_wishes(&csr, user)?;
     Ok(DeviceKeys { ed25519, x25519 })
+}
+
+/// Refuses a request that asks for more than the CA grants (see the module documentation).
+fn check_wishes(csr: &X509CertificationRequest<'_>, user: &Username) -> Result<(), Error> {
+    // Invariant: the OID constant is a valid arc list (checked by the unit test below).
+    let x25519 = Oid::from(X25519_EXTENSION_OID).expect("X25519_EXTENSION_OID is a valid OID");
+    let own_uri = user_uri(user);
+    for attribute in csr.certification_request_info.iter_attributes() {
+        let ParsedCriAttribute::ExtensionRequest(request) = attribute.parsed_attribute() else {
+            continue;
+        };
+        for extension in request.extensions.iter().filter(|e| e.oid != x25519) {
+            match extension.parsed_extension() {
+                ParsedExtension::BasicConstraints(bc) if bc.ca => return Err(Error::AsksForCa),
+                ParsedExtension::KeyUsage(ku) if ku.key_cert_sign() || ku.crl_sign() => {
+                    return Err(Error::AsksToSign);
+                }
+                ParsedExtension::SubjectAlternativeName(san) => {
+                    if !matches!(san.general_names.as_slice(), [GeneralName::URI(uri)] if *uri == own_uri)
+                    {
+                        return Err(Error::ForeignName);
+                    }
+                }
+                ParsedExtension::BasicConstraints(_)
+                | ParsedExtension::KeyUsage(_)
+                | ParsedExtension::ExtendedKeyUsage(_)
+                | ParsedExtension::SubjectKeyIdentifier(_) => {}
+                _ => return Err(Error::UnknownExtension),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn x25519_of(csr: &X509CertificationRequest<'_>) -> Result<Option<[u8; 32]>, Error> {
@@ -135,8 +199,12 @@ mod tests {
             .expect("PEM")
     }
 
+    fn bob() -> Username {
+        Username::parse("bob").expect("a valid name")
+    }
+
     fn check(pem: &str, expected: Result<(), Error>) {
-        assert_eq!(parse(pem).map(|_| ()), expected, "{pem}");
+        assert_eq!(parse(pem, &bob()).map(|_| ()), expected, "{pem}");
     }
 
     #[test]
@@ -148,7 +216,7 @@ mod tests {
     fn a_well_formed_request_yields_both_keys() {
         let key = ed25519_key();
         let pem = request(&key, vec![ca::x25519_extension(&[7; 32])]);
-        let keys = parse(&pem).expect("valid CSR");
+        let keys = parse(&pem, &bob()).expect("valid CSR");
         assert_eq!(keys.x25519, Some([7; 32]));
         assert_eq!(&keys.ed25519[..], key.public_key_raw());
     }
@@ -161,6 +229,59 @@ mod tests {
         check(&cert, Err(Error::NotPem));
         let junk = cert.replace("CERTIFICATE", "CERTIFICATE REQUEST");
         check(&junk, Err(Error::Malformed));
+    }
+
+    #[test]
+    fn refuses_stray_bytes_and_wishes_beyond_the_policy() {
+        let key = ed25519_key();
+        let good = request(&key, vec![ca::x25519_extension(&[7; 32])]);
+        check(&format!("\n{good}\n\n"), Ok(()));
+        check(&format!("junk\n{good}"), Err(Error::NotPem));
+        check(&format!("{good}junk"), Err(Error::StrayBytes));
+        check(&format!("{good}{good}"), Err(Error::StrayBytes));
+        assert_eq!(
+            parse(&good, &Username::parse("eve").expect("name")).map(|_| ()),
+            Err(Error::ForeignName),
+            "the SAN names bob, not eve"
+        );
+        let shaped = |shape: &dyn Fn(&mut CertificateParams)| {
+            let mut params = CertificateParams::default();
+            shape(&mut params);
+            params
+                .serialize_request(&key)
+                .expect("CSR")
+                .pem()
+                .expect("PEM")
+        };
+        check(
+            &shaped(&|p| p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained)),
+            Err(Error::AsksForCa),
+        );
+        check(&shaped(&|p| p.is_ca = rcgen::IsCa::ExplicitNoCa), Ok(()));
+        check(
+            &shaped(&|p| p.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign]),
+            Err(Error::AsksToSign),
+        );
+        check(
+            &shaped(&|p| p.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature]),
+            Ok(()),
+        );
+        check(
+            &shaped(&|p| {
+                p.subject_alt_names =
+                    vec![SanType::DnsName("bob.example".try_into().expect("DNS"))];
+            }),
+            Err(Error::ForeignName),
+        );
+        check(
+            &shaped(&|p| {
+                p.custom_extensions = vec![CustomExtension::from_oid_content(
+                    &[2, 5, 29, 16],
+                    vec![0x30, 0x00],
+                )];
+            }),
+            Err(Error::UnknownExtension),
+        );
     }
 
     #[test]
@@ -186,7 +307,7 @@ mod tests {
     #[test]
     fn refuses_a_malformed_x25519_extension_and_tolerates_none() {
         let key = ed25519_key();
-        let without = parse(&request(&key, vec![])).expect("a CSR without X25519 is valid");
+        let without = parse(&request(&key, vec![]), &bob()).expect("a CSR without X25519 is valid");
         assert_eq!(without.x25519, None);
         let short = CustomExtension::from_oid_content(X25519_EXTENSION_OID, vec![0x04, 0x01, 9]);
         check(&request(&key, vec![short]), Err(Error::MalformedX25519));

@@ -2,8 +2,13 @@
 //! per-connection resources.
 //!
 //! Bounds: at most [`Limits::max_connections`] connections at once (a semaphore: the accept
-//! loop waits for a free slot), a TLS handshake deadline, hyper's header read timeout, the
-//! API's body timeout, and a cap on a connection's lifetime.
+//! loop waits for a free slot), at most [`Limits::connections_per_source`] of them from one
+//! source (a connection over that share is closed at once, before the TLS handshake, so one
+//! source cannot hold every slot with slow requests), a TLS handshake deadline, hyper's header
+//! read timeout (from when a request head is awaited, so it also ends an idle keep-alive
+//! connection and one that trickles its headers), a 64 KiB read buffer, the API's body
+//! timeout, and a cap on a connection's lifetime. Trusted proxies are not held to the
+//! per-source share: every client behind them shares their address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,12 +23,19 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::Api;
+use crate::limit::{Slots, Source};
+
+/// hyper's read buffer: a request head must fit (hyper answers 431 otherwise); bodies stream
+/// through it.
+const READ_BUFFER: usize = 64 * 1024;
 
 /// Resource bounds of the listener.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Connections served at once.
     pub max_connections: u32,
+    /// Connections served at once from one source (trusted proxies excepted).
+    pub connections_per_source: u32,
     /// Deadline for the TLS handshake.
     pub handshake_timeout: Duration,
     /// Deadline for a request's headers.
@@ -38,6 +50,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 256,
+            connections_per_source: 16,
             handshake_timeout: Duration::from_secs(10),
             header_timeout: Duration::from_secs(10),
             connection_lifetime: Duration::from_secs(120),
@@ -75,6 +88,7 @@ pub async fn serve(
 ) {
     let acceptor = TlsAcceptor::from(tls);
     let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
+    let shares = Slots::new(limits.connections_per_source);
     loop {
         let permit = tokio::select! {
             () = stopped(&mut shutdown) => break,
@@ -94,12 +108,22 @@ pub async fn serve(
                 }
             },
         };
+        let share = if api.clients().is_trusted_proxy(peer.ip()) {
+            None
+        } else if let Some(share) = shares.take(Source::of(peer.ip())) {
+            Some(share)
+        } else {
+            api.metrics().https_refusal("too_many_connections");
+            tracing::debug!(%peer, "connection refused: its source has its share of connections");
+            drop((tcp, permit));
+            continue;
+        };
         let acceptor = acceptor.clone();
         let api = Arc::clone(&api);
         let stop = shutdown.clone();
         tokio::spawn(async move {
             serve_connection(acceptor, tcp, peer, api, limits, stop).await;
-            drop(permit);
+            drop((share, permit));
         });
     }
     let all = limits.max_connections;
@@ -137,11 +161,12 @@ async fn serve_connection(
     };
     let service = service_fn(move |request| {
         let api = Arc::clone(&api);
-        async move { Ok::<_, std::convert::Infallible>(api.handle(request).await) }
+        async move { Ok::<_, std::convert::Infallible>(api.handle(peer, request).await) }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
+        .max_buf_size(READ_BUFFER)
         .serve_connection(TokioIo::new(tls), service);
     let mut connection = std::pin::pin!(connection);
     let lifetime = tokio::time::sleep(limits.connection_lifetime);

@@ -7,8 +7,9 @@
 //!
 //! Layout: [`ca`] (keys and certificates), [`csr`] (what is taken from a request),
 //! [`registry`] (sled records), [`service`] (the enrollment decision), [`api`] (HTTP routes and
-//! JSON at the edge), [`https`] (TLS listener and resource bounds), and [`start`], which wires
-//! them with the directory from `parley-p2p`.
+//! JSON at the edge), [`https`] (TLS listener and resource bounds), [`limit`] (per-source rate
+//! and connection limits), and [`start`], which wires them with the directory from
+//! `parley-p2p`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -18,11 +19,12 @@ pub mod csr;
 pub mod files;
 pub mod https;
 pub mod identity;
+pub mod limit;
 pub mod metrics;
 pub mod registry;
 pub mod service;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +49,37 @@ pub struct Config {
     pub announce: Vec<Multiaddr>,
     /// A CA key file shared by several instances, instead of `<data>/ca-key.pem`.
     pub ca_key: Option<PathBuf>,
+}
+
+/// How the HTTPS API protects itself from hostile or greedy clients. [`Default`] is what the
+/// binary runs with unless told otherwise (see `docs/operations.md`).
+#[derive(Debug, Clone)]
+pub struct Protection {
+    /// Enrollment requests per client: a burst, then so many per minute.
+    pub enroll: limit::Rate,
+    /// Client sources the enrollment limiter tracks at most.
+    pub tracked_sources: usize,
+    /// Proxies whose `X-Forwarded-For` names the client; from anyone else it is ignored.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Connections, timeouts and the connection share per source.
+    pub https: https::Limits,
+    /// How long a request body may take to arrive, in all.
+    pub body_timeout: Duration,
+}
+
+impl Default for Protection {
+    fn default() -> Self {
+        Self {
+            enroll: limit::Rate {
+                burst: 10,
+                per_minute: 6,
+            },
+            tracked_sources: 16_384,
+            trusted_proxies: Vec::new(),
+            https: https::Limits::default(),
+            body_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Why the rendezvous could not start. Each message is one sentence for a person.
@@ -144,11 +177,20 @@ impl Running {
     }
 }
 
-/// Starts the CA, the registry, the HTTPS API and the directory; resolves once all listen.
+/// Starts the CA, the registry, the HTTPS API and the directory with the default
+/// [`Protection`]; resolves once all listen.
 ///
 /// # Errors
 /// [`StartError`], one sentence naming what failed and what to do.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_with(config, Protection::default()).await
+}
+
+/// [`start`] with the given protection of the HTTPS API.
+///
+/// # Errors
+/// [`StartError`], one sentence naming what failed and what to do.
+pub async fn start_with(config: Config, protection: Protection) -> Result<Running, StartError> {
     files::private_dir(&config.data)?;
     let now = OffsetDateTime::now_utc();
     let ca = Arc::new(ca::Ca::open(&config.data, config.ca_key.as_deref(), now)?);
@@ -206,15 +248,14 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         p2p_addrs.iter().map(ToString::to_string).collect(),
     );
     let metrics = Arc::new(metrics::Metrics::new(directory.stats()));
-    let api = Arc::new(api::Api::new(service, metrics, BODY_TIMEOUT));
+    let guard = api::Guard {
+        body_timeout: protection.body_timeout,
+        clients: limit::Clients::new(protection.trusted_proxies),
+        enrollments: limit::Buckets::new(protection.enroll, protection.tracked_sources),
+    };
+    let api = Arc::new(api::Api::new(service, metrics, guard));
     let (stop, stopped) = watch::channel(false);
-    let https_task = tokio::spawn(https::serve(
-        listener,
-        tls,
-        api,
-        https::Limits::default(),
-        stopped,
-    ));
+    let https_task = tokio::spawn(https::serve(listener, tls, api, protection.https, stopped));
     tracing::info!(%https, fingerprint = %ca.fingerprint(), "rendezvous listening");
     Ok(Running {
         fingerprint: ca.fingerprint(),
@@ -226,9 +267,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         registry,
     })
 }
-
-/// How long the API waits for a request body.
-const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn listen_error(addr: SocketAddr, e: &std::io::Error) -> StartError {
     use std::io::ErrorKind;

@@ -2,14 +2,15 @@
 //! contract lines and runs until SIGINT or SIGTERM.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use libp2p::Multiaddr;
-use parley_rendezvous::{Config, start};
+use parley_rendezvous::{Config, Protection, limit, start_with};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// The Parley rendezvous: certificate authority, HTTPS enrollment API and libp2p directory.
@@ -31,6 +32,25 @@ struct Args {
     /// CA key (PKCS#8 PEM, Ed25519) shared by several instances; nothing is written for it.
     #[arg(long)]
     ca_key: Option<PathBuf>,
+    /// Proxy whose X-Forwarded-For header names the client (repeatable); the header is
+    /// ignored on connections from any other address.
+    #[arg(long, value_name = "IP")]
+    trusted_proxy: Vec<IpAddr>,
+    /// Enrollment requests a client may make at once before the rate limit applies.
+    #[arg(long, value_name = "N", default_value_t = Protection::default().enroll.burst, value_parser = clap::value_parser!(u32).range(1..))]
+    enroll_burst: u32,
+    /// Enrollment requests per minute a client regains after its burst.
+    #[arg(long, value_name = "N", default_value_t = Protection::default().enroll.per_minute, value_parser = clap::value_parser!(u32).range(1..))]
+    enroll_per_minute: u32,
+    /// Connections served at once from one client address (trusted proxies excepted).
+    #[arg(long, value_name = "N", default_value_t = Protection::default().https.connections_per_source, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_source: u32,
+    /// Seconds a client may take to send a request's headers.
+    #[arg(long, value_name = "SECONDS", default_value_t = Protection::default().https.header_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_secs: u64,
+    /// Seconds a client may take to send a request's body.
+    #[arg(long, value_name = "SECONDS", default_value_t = Protection::default().body_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_secs: u64,
     /// How log records on stderr are written.
     #[arg(long, value_enum, default_value_t)]
     log_format: parley_telemetry::LogFormat,
@@ -81,13 +101,31 @@ fn sentence(error: &anyhow::Error) -> String {
 async fn run(args: Args) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let running = start(Config {
-        data: args.data,
-        https: args.https,
-        p2p: args.p2p,
-        announce: args.announce,
-        ca_key: args.ca_key,
-    })
+    let defaults = Protection::default();
+    let protection = Protection {
+        enroll: limit::Rate {
+            burst: args.enroll_burst,
+            per_minute: args.enroll_per_minute,
+        },
+        trusted_proxies: args.trusted_proxy,
+        https: parley_rendezvous::https::Limits {
+            connections_per_source: args.max_connections_per_source,
+            header_timeout: Duration::from_secs(args.header_timeout_secs),
+            ..defaults.https
+        },
+        body_timeout: Duration::from_secs(args.body_timeout_secs),
+        ..defaults
+    };
+    let running = start_with(
+        Config {
+            data: args.data,
+            https: args.https,
+            p2p: args.p2p,
+            announce: args.announce,
+            ca_key: args.ca_key,
+        },
+        protection,
+    )
     .await?;
     let p2p = running
         .p2p_addrs()

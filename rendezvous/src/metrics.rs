@@ -1,11 +1,14 @@
 //! Operator metrics in the Prometheus text format, served at `GET /metrics`: enrollments by
-//! outcome, directory look-ups, refusals by reason, connected peers. Counts only: no name, no
-//! address, nothing a user sent.
+//! outcome, HTTPS refusals by reason, directory look-ups, refusals by reason, connected peers.
+//! Counts only: no name, no address, nothing a user sent.
 
 use std::{
     collections::BTreeMap,
     fmt::Write,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use parley_p2p::DirectoryStats;
@@ -14,8 +17,13 @@ use parley_p2p::DirectoryStats;
 #[derive(Debug)]
 pub struct Metrics {
     enrollments: Mutex<BTreeMap<&'static str, u64>>,
+    https_refusals: Mutex<BTreeMap<&'static str, u64>>,
+    tracked_sources: AtomicU64,
     directory: Arc<DirectoryStats>,
 }
+
+/// The reasons of `parley_https_refusals_total`, listed even at 0.
+const HTTPS_REFUSALS: [&str; 2] = ["rate_limited", "too_many_connections"];
 
 impl Metrics {
     /// Counters for the HTTPS API, next to the directory's.
@@ -23,6 +31,8 @@ impl Metrics {
     pub fn new(directory: Arc<DirectoryStats>) -> Self {
         Self {
             enrollments: Mutex::default(),
+            https_refusals: Mutex::new(HTTPS_REFUSALS.iter().map(|r| (*r, 0)).collect()),
+            tracked_sources: AtomicU64::new(0),
             directory,
         }
     }
@@ -34,6 +44,22 @@ impl Metrics {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         *counts.entry(outcome).or_default() += 1;
+    }
+
+    /// Counts one request or connection the HTTPS listener refused for `reason`
+    /// (`rate_limited`, `too_many_connections`).
+    pub fn https_refusal(&self, reason: &'static str) {
+        let mut counts = self
+            .https_refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *counts.entry(reason).or_default() += 1;
+    }
+
+    /// Records how many sources the enrollment rate limiter tracks now.
+    pub fn tracked_sources(&self, n: usize) {
+        self.tracked_sources
+            .store(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// The Prometheus text exposition (version 0.0.4).
@@ -60,6 +86,25 @@ impl Metrics {
             "counter",
             "Enrollment requests by outcome.",
             &enrollments,
+        );
+        let https_refusals: Vec<(String, u64)> = self
+            .https_refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|(reason, n)| (format!("{{reason=\"{reason}\"}}"), *n))
+            .collect();
+        family(
+            "parley_https_refusals_total",
+            "counter",
+            "HTTPS requests refused by the rate limit and connections refused over a source's share.",
+            &https_refusals,
+        );
+        family(
+            "parley_rate_limit_sources",
+            "gauge",
+            "Client sources the enrollment rate limiter tracks now.",
+            &[(String::new(), self.tracked_sources.load(Ordering::Relaxed))],
         );
         family(
             "parley_lookups_total",

@@ -90,6 +90,12 @@ impl Service {
     /// Enrolls a device: the first enrollment of a name sets its password; later ones must give
     /// it. Answers only once everything is flushed to disk.
     ///
+    /// Order of the checks, so that a refusal that does not depend on whether the name exists
+    /// cannot reveal it: the API has already refused a bad name, password length or CSR before
+    /// calling; here the device key's binding (a read of the key table, not of the user) comes
+    /// next; only then is the user read, and the password checked (Argon2id) or set (Argon2id
+    /// too, so both paths pay one hash).
+    ///
     /// Cancel safety: dropping the future may leave a user created without a certificate, which
     /// is harmless (the same password enrolls it later).
     ///

@@ -197,17 +197,39 @@ async fn an_unreachable_server_or_bad_url_is_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn csr_wishes_for_ca_and_extra_names_are_ignored() {
+async fn csr_wishes_beyond_the_policy_are_refused_and_the_own_name_is_granted() {
     let dir = tempfile::tempdir().expect("temp dir");
     let server = Server::start(dir.path(), &[]);
     let device = Device::new();
+    type Wish = fn(&mut rcgen::CertificateParams);
+    let wishes: [(&str, Wish); 3] = [
+        ("CA", |params| {
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        }),
+        ("the rendezvous's name", |params| {
+            params.subject_alt_names = vec![SanType::URI(RENDEZVOUS_URI.try_into().expect("URI"))];
+        }),
+        ("extra names", |params| {
+            params.subject_alt_names = vec![
+                SanType::URI("parley://user/mallory".try_into().expect("URI")),
+                SanType::DnsName("evil.example".try_into().expect("DNS")),
+            ];
+        }),
+    ];
+    for (what, wish) in wishes {
+        let answer = enroll_json(
+            &server,
+            &json!({"username": "mallory", "password": "pw", "csr_pem": device.csr_with(wish)}),
+        )
+        .await;
+        assert_eq!(answer.status, 400, "{what}: {answer:?}");
+        answer.assert_error(400, "invalid_csr");
+    }
     let csr = device.csr_with(|params| {
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.subject_alt_names = vec![
-            SanType::DnsName("evil.example".try_into().expect("DNS")),
-            SanType::URI(RENDEZVOUS_URI.try_into().expect("URI")),
-            SanType::URI("parley://user/root".try_into().expect("URI")),
-        ];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.subject_alt_names = vec![SanType::URI(
+            user_uri(&name("mallory")).try_into().expect("URI"),
+        )];
     });
     let answer = enroll_json(
         &server,

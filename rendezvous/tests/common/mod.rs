@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -37,7 +38,7 @@ impl Server {
             .arg(data)
             .args(["--https", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0"])
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "warn,rustls=error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -87,6 +88,22 @@ impl Server {
         server
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The server's resident memory (`VmRSS` in `/proc/<pid>/status`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the server's /proc status is readable (is it still running?)");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS line in {status}"))
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn stop(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
@@ -119,6 +136,16 @@ impl Answer {
         })
     }
 
+    /// The value of header `name` (case-insensitive), if present.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().skip(1).find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    }
+
     /// Asserts a JSON error with `status` and `code` and a sentence.
     pub fn assert_error(&self, status: u16, code: &str) {
         assert_eq!(self.status, status, "{self:?}");
@@ -138,6 +165,38 @@ impl Answer {
 
 /// TLS 1.3 to the server, pinned to its CA (the enrollment client's own verifier).
 pub async fn tls(server: &Server) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    tls_from(server, None).await
+}
+
+/// A TCP connection to the server from the loopback address `source` (Linux answers all of
+/// 127/8), or from the default address.
+pub async fn tcp_from(server: &Server, source: Option<IpAddr>) -> tokio::net::TcpStream {
+    let to: std::net::SocketAddr = server.addr.parse().expect("the https line is an address");
+    let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+    if let Some(ip) = source {
+        socket
+            .bind(std::net::SocketAddr::new(ip, 0))
+            .unwrap_or_else(|e| panic!("cannot bind {ip}: {e}"));
+    }
+    tokio::time::timeout(Duration::from_secs(10), socket.connect(to))
+        .await
+        .expect("TCP connect within 10 s")
+        .expect("connect")
+}
+
+/// [`tls`] from `source`.
+pub async fn tls_from(
+    server: &Server,
+    source: Option<IpAddr>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    try_tls_from(server, source).await.expect("TLS handshake")
+}
+
+/// [`tls_from`], or the handshake's error (the server may close at once).
+pub async fn try_tls_from(
+    server: &Server,
+    source: Option<IpAddr>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = Arc::new(PinnedCa::new(Some(server.fingerprint), provider.clone()));
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -146,20 +205,25 @@ pub async fn tls(server: &Server) -> tokio_rustls::client::TlsStream<tokio::net:
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(&server.addr)
-        .await
-        .expect("connect");
+    let tcp = tcp_from(server, source).await;
     let name = rustls_pki_types::ServerName::try_from("127.0.0.1").expect("IP name");
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .expect("TLS handshake")
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+    )
+    .await
+    .unwrap_or_else(|_| Err(std::io::Error::other("no TLS handshake within 10 s")))
 }
 
 /// Writes `head` (request line and headers, without the final blank line) and `body`, then
 /// reads the answer until the server closes.
 pub async fn raw(server: &Server, head: &str, body: &[u8]) -> Answer {
-    let mut stream = tls(server).await;
+    raw_from(server, None, head, body).await
+}
+
+/// [`raw`] from the loopback address `source`.
+pub async fn raw_from(server: &Server, source: Option<IpAddr>, head: &str, body: &[u8]) -> Answer {
+    let mut stream = tls_from(server, source).await;
     let request = format!(
         "{head}\r\nHost: {}\r\nConnection: close\r\n\r\n",
         server.addr
@@ -167,6 +231,13 @@ pub async fn raw(server: &Server, head: &str, body: &[u8]) -> Answer {
     let _ = stream.write_all(request.as_bytes()).await;
     let _ = stream.write_all(body).await;
     let _ = stream.flush().await;
+    read_answer(&mut stream).await
+}
+
+/// Reads until the server closes (at most 20 s) and parses the HTTP answer.
+pub async fn read_answer(
+    stream: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> Answer {
     let mut bytes = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(20), async {
         let mut chunk = [0u8; 4096];
@@ -182,7 +253,7 @@ pub async fn raw(server: &Server, head: &str, body: &[u8]) -> Answer {
     parse_answer(&bytes)
 }
 
-fn parse_answer(bytes: &[u8]) -> Answer {
+pub fn parse_answer(bytes: &[u8]) -> Answer {
     let text = String::from_utf8_lossy(bytes);
     let (head, body) = text
         .split_once("\r\n\r\n")
@@ -271,4 +342,24 @@ pub fn name(raw: &str) -> Username {
 
 pub fn secret_public(secret: &Secret32) -> [u8; 32] {
     parley_rendezvous::identity::public_key(secret)
+}
+
+/// Whether the external program `tool` (Debian package `package`) is installed. When it is not:
+/// with `CI` set the test fails; otherwise a visible line on stderr says the check was skipped.
+pub fn tool_available(tool: &str, package: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()));
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} is not installed (CI is set, so this fails); apt-get install {package}"
+        );
+        // Straight to the process's stderr, past the test harness's capture, so it shows.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: {tool} not installed; apt-get install {package}"
+        );
+    }
+    found
 }
