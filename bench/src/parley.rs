@@ -46,14 +46,23 @@ type Core = Messaging<Arc<Store>, Node, Node, SystemClock, NoEvents, Sealer>;
 pub fn serve_rendezvous(data: &Path) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let running = parley_rendezvous::start(parley_rendezvous::Config {
+        // The benchmark enrolls dozens of devices from one address: the per-client enrollment
+        // limit would refuse them, and it is not what is measured.
+        let protection = parley_rendezvous::Protection {
+            enroll: parley_rendezvous::limit::Rate {
+                burst: u32::MAX,
+                per_minute: u32::MAX,
+            },
+            ..parley_rendezvous::Protection::default()
+        };
+        let config = parley_rendezvous::Config {
             data: data.to_owned(),
             https: "127.0.0.1:0".parse()?,
             p2p: "/ip4/127.0.0.1/tcp/0".parse()?,
             announce: Vec::new(),
             ca_key: None,
-        })
-        .await?;
+        };
+        let running = parley_rendezvous::start_with(config, protection).await?;
         let p2p = running
             .p2p_addrs()
             .first()
