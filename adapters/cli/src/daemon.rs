@@ -41,6 +41,8 @@ const INBOUND_QUEUE: usize = 256;
 const RECEIVING_AT_ONCE: usize = 32;
 /// Events buffered per watcher; a slower watcher misses events rather than slowing the node.
 const EVENT_BUFFER: usize = 256;
+/// How often the daemon looks whether the store has failed.
+const STORE_CHECK_EVERY: Duration = Duration::from_millis(200);
 /// How often expired messages are deleted (queries hide them from the very millisecond they
 /// expire; this is when their keys and records go).
 const PURGE_EVERY: Duration = Duration::from_secs(1);
@@ -269,7 +271,15 @@ pub async fn run(
         clients.shutdown().await;
     });
 
-    wait_for_signal().await?;
+    // A store that could not make a write durable refuses every write after it (and so every
+    // incoming message, without a receipt); only opening it again recovers. Stop, and say why.
+    let failure = tokio::select! {
+        signal = wait_for_signal() => { signal?; None }
+        failure = store_failure(&store) => Some(failure),
+    };
+    if let Some(failure) = &failure {
+        tracing::error!(error = %failure, "the message store failed; stopping");
+    }
     tracing::info!("stopping");
     let _ = stop_tx.send(());
     while tasks.join_next().await.is_some() {}
@@ -277,7 +287,24 @@ pub async fn run(
     let _ = std::fs::remove_file(&socket_path);
     drop(daemon);
     telemetry.shutdown().await;
-    Ok(())
+    // The detail is in the log record above; the sentence says what to do.
+    match failure {
+        Some(_) => Err(anyhow!(
+            "the daemon stopped because the message store could not write to disk; no message was acknowledged that is not stored: free space or fix the disk, then start the daemon again"
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Resolves with the reason once the store has failed.
+async fn store_failure(store: &Store) -> String {
+    let mut tick = tokio::time::interval(STORE_CHECK_EVERY);
+    loop {
+        tick.tick().await;
+        if let Some(failure) = store.failure() {
+            return failure;
+        }
+    }
 }
 
 /// Binds the socket with mode 0600. A leftover socket from a crashed daemon is replaced: the

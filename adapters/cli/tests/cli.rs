@@ -719,28 +719,6 @@ fn one_message_is_one_trace(protocol: &str) {
 }
 
 /// A daemon whose logs (at debug level) go to `log`, with extra environment.
-fn daemon_with(home: &Path, log: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
-    let mut cmd = Command::new(parley_bin());
-    cmd.arg("--home")
-        .arg(home)
-        .args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"])
-        .args(args)
-        .env("RUST_LOG", "debug");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut proc = Proc::spawn_logging(cmd, std::fs::File::create(log).unwrap().into());
-    proc.field("control:");
-    wait_for(
-        &format!("{} to reach the rendezvous", home.display()),
-        || {
-            let out = parley(home, &["status", "--json"]);
-            out.status.success() && json(&out)["rendezvous"]["connected"] == true
-        },
-    );
-    proc
-}
-
 /// Every regular file under `root` whose bytes contain `needle` (UTF-8 or UTF-16).
 fn files_holding(root: &Path, needle: &str) -> Vec<PathBuf> {
     let forms: Vec<Vec<u8>> = vec![

@@ -16,8 +16,7 @@ mod common;
 
 use std::{
     collections::{HashMap, HashSet},
-    io::{BufRead, BufReader, Write},
-    os::unix::net::UnixStream,
+    io::Write,
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
@@ -26,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Proc, daemon, enrolled_pair};
+use common::{Proc, control, daemon, enrolled_pair, history};
 use serde_json::{Value, json};
 
 /// How long the outbox gets to deliver the rest once both daemons run.
@@ -67,47 +66,6 @@ impl Rng {
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
-    }
-}
-
-/// One request over the daemon's control socket; `Err` when the daemon is not there or died
-/// before it answered.
-fn control(home: &Path, request: &Value) -> Result<Value, String> {
-    let mut stream = UnixStream::connect(home.join("control.sock")).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .map_err(|e| e.to_string())?;
-    let mut line = request.to_string();
-    line.push('\n');
-    stream
-        .write_all(line.as_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut answer = String::new();
-    BufReader::new(stream)
-        .read_line(&mut answer)
-        .map_err(|e| e.to_string())?;
-    if answer.is_empty() {
-        return Err("the daemon closed the socket without an answer".into());
-    }
-    serde_json::from_str(&answer).map_err(|e| format!("not JSON ({e}): {answer}"))
-}
-
-/// The history of `home` with `with`, waiting (up to a minute) for a daemon to answer.
-fn history(home: &Path, with: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match control(home, &json!({ "cmd": "history", "with": with })) {
-            Ok(answer) if answer["status"] == "ok" => return answer["data"].clone(),
-            Ok(answer) => panic!("history of {} failed: {answer}", home.display()),
-            Err(e) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "no daemon answered in {} for a minute: {e}",
-                    home.display()
-                );
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
     }
 }
 

@@ -251,6 +251,9 @@ pub struct Store {
     purging: Mutex<()>,
     /// The largest attachment this device sends (plaintext bytes).
     attachment_limit: std::sync::atomic::AtomicU64,
+    /// The first failed flush: sled refuses every write after it, until the store is opened
+    /// again.
+    broken: std::sync::OnceLock<String>,
     db: sled::Db,
     identity: sled::Tree,
     messages: sled::Tree,
@@ -319,6 +322,7 @@ impl Store {
             attachment_limit: std::sync::atomic::AtomicU64::new(
                 attachments::DEFAULT_ATTACHMENT_LIMIT,
             ),
+            broken: std::sync::OnceLock::new(),
             db,
         };
         store
@@ -357,12 +361,27 @@ impl Store {
         &self.path
     }
 
+    /// Why the store refuses every write, once a write could not be made durable (a failed
+    /// sync, a full disk): only opening the store again (after the disk is fixed) recovers
+    /// from that, from what reached the disk. `None` while the store is healthy.
+    #[must_use]
+    pub fn failure(&self) -> Option<String> {
+        self.broken
+            .get()
+            .map(String::as_str)
+            .or_else(|| self.slots.broken())
+            .map(str::to_owned)
+    }
+
     /// Makes everything written so far durable; the last step of every write method.
     fn flush(&self) -> Result<(), StoreError> {
-        self.db
-            .flush()
-            .map(drop)
-            .map_err(|e| unavailable("flush the store to disk", e))
+        self.db.flush().map(drop).map_err(|e| {
+            let error = unavailable("flush the store to disk", e);
+            if let StoreError::Unavailable(why) = &error {
+                let _ = self.broken.set(why.clone());
+            }
+            error
+        })
     }
 }
 

@@ -33,6 +33,9 @@ pub(crate) struct Slots {
     cipher: Aes256Gcm,
     /// How many slots the file has, and which of them are free.
     book: Mutex<Book>,
+    /// The first failed sync: after it the file's state on disk is unknown (a later sync may
+    /// succeed without the lost writes), so every later write is refused.
+    broken: std::sync::OnceLock<String>,
 }
 
 struct Book {
@@ -94,6 +97,7 @@ impl Slots {
                 free,
                 ready: Vec::new(),
             }),
+            broken: std::sync::OnceLock::new(),
         };
         Ok((slots, Census { count, used }))
     }
@@ -108,6 +112,7 @@ impl Slots {
     /// the clean-up at the next open zeroes it if none ever does), so most messages get a key
     /// without waiting for the disk.
     pub(crate) fn allocate(&self) -> Result<(u64, Key32), StoreError> {
+        self.check_writable()?;
         let mut book = self.book();
         if let Some(ready) = book.ready.pop() {
             return Ok(ready);
@@ -131,7 +136,7 @@ impl Slots {
         let synced = written.and_then(|()| {
             self.file
                 .sync_data()
-                .map_err(|e| self.failed("write a message key", &e))
+                .map_err(|e| self.broke("write a message key", &e))
         });
         // On failure, whatever reached the disk names no record; the next open zeroes it.
         synced?;
@@ -175,12 +180,13 @@ impl Slots {
         if indices.is_empty() {
             return Ok(());
         }
+        self.check_writable()?;
         let zeros = [0u8; SLOT_LEN as usize];
         indices
             .iter()
             .try_for_each(|&index| write_at(&self.file, &zeros, index * SLOT_LEN))
             .and_then(|()| self.file.sync_data())
-            .map_err(|e| self.failed("erase a message key", &e))
+            .map_err(|e| self.broke("erase a message key", &e))
     }
 
     /// Makes erased slots free for new messages, once no record names them any more.
@@ -194,6 +200,28 @@ impl Slots {
         self.erase(&one)?;
         self.release(&one);
         Ok(())
+    }
+
+    /// Why the slot file refuses writes, once a sync of it failed.
+    pub(crate) fn broken(&self) -> Option<&str> {
+        self.broken.get().map(String::as_str)
+    }
+
+    /// Refuses a write once a sync failed.
+    fn check_writable(&self) -> Result<(), StoreError> {
+        match self.broken() {
+            Some(why) => Err(StoreError::Unavailable(why.to_owned())),
+            None => Ok(()),
+        }
+    }
+
+    /// A failed sync: remembered, and every later write is refused.
+    fn broke(&self, action: &str, e: &io::Error) -> StoreError {
+        let error = self.failed(action, e);
+        if let StoreError::Unavailable(why) = &error {
+            let _ = self.broken.set(why.clone());
+        }
+        error
     }
 
     fn failed(&self, action: &str, e: &io::Error) -> StoreError {

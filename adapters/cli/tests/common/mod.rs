@@ -4,14 +4,15 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Write},
+    os::unix::net::UnixStream,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
@@ -259,4 +260,68 @@ pub fn texts(home: &Path, with: &str) -> Vec<(String, String)> {
 
 pub fn pair(s: &str, t: &str) -> (String, String) {
     (s.to_owned(), t.to_owned())
+}
+
+/// A daemon with its logs (at `RUST_LOG=debug`) in `log`, extra arguments and environment.
+pub fn daemon_with(home: &Path, log: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
+    let mut cmd = Command::new(parley_bin());
+    cmd.arg("--home")
+        .arg(home)
+        .args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(args)
+        .env("RUST_LOG", "debug");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut proc = Proc::spawn_logging(cmd, std::fs::File::create(log).unwrap().into());
+    proc.field("control:");
+    wait_for(
+        &format!("{} to reach the rendezvous", home.display()),
+        || {
+            let out = parley(home, &["status", "--json"]);
+            out.status.success() && json(&out)["rendezvous"]["connected"] == true
+        },
+    );
+    proc
+}
+
+/// One request over the daemon's control socket; `Err` when the daemon is not there or died
+/// before it answered.
+pub fn control(home: &Path, request: &Value) -> Result<Value, String> {
+    let mut stream = UnixStream::connect(home.join("control.sock")).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    let mut line = request.to_string();
+    line.push('\n');
+    stream
+        .write_all(line.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    BufReader::new(stream)
+        .read_line(&mut answer)
+        .map_err(|e| e.to_string())?;
+    if answer.is_empty() {
+        return Err("the daemon closed the socket without an answer".into());
+    }
+    serde_json::from_str(&answer).map_err(|e| format!("not JSON ({e}): {answer}"))
+}
+
+/// The history of `home` with `with`, waiting (up to a minute) for a daemon to answer.
+pub fn history(home: &Path, with: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match control(home, &json!({ "cmd": "history", "with": with })) {
+            Ok(answer) if answer["status"] == "ok" => return answer["data"].clone(),
+            Ok(answer) => panic!("history of {} failed: {answer}", home.display()),
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "no daemon answered in {} for a minute: {e}",
+                    home.display()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
 }
