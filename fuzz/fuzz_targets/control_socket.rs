@@ -1,0 +1,96 @@
+//! The control socket between `parley daemon` and the other subcommands: one JSON request per
+//! line, decoded by the daemon, and one JSON response per line, decoded by the client. The
+//! `Request` and `Response` types are the CLI's own file (`parley-cli` is a binary crate, so
+//! the module is compiled in here by path), and the fields are parsed with the domain's
+//! parsers as the daemon does.
+//!
+//! Invariants: whatever decodes encodes to JSON that decodes to the same value (for a
+//! response, unless it holds a fractional number, see below); a username
+//! that parses is the text it came from; a time to live that parses lies within 1 s ..= 30
+//! days and prints as text that parses to the same value; a message id that parses prints as
+//! the same hex, in lower case.
+#![no_main]
+
+// The socket's name is not needed here.
+#[allow(dead_code)]
+#[path = "../../adapters/cli/src/control.rs"]
+mod control;
+
+use control::{Request, Response};
+use libfuzzer_sys::fuzz_target;
+use parley_domain::{MessageId, MessageText, Ttl, Username};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// Decodes `line` as a `T`; if it does, checks that its JSON decodes to the same JSON.
+fn round_trip<T: Serialize + DeserializeOwned>(line: &str) -> Option<T> {
+    let value: T = serde_json::from_str(line).ok()?;
+    let json = serde_json::to_string(&value).expect("a decoded value encodes");
+    let again: T = serde_json::from_str(&json).expect("an encoded value decodes");
+    assert_eq!(
+        serde_json::to_string(&again).expect("encodes"),
+        json,
+        "decode → encode → decode changed the value"
+    );
+    Some(value)
+}
+
+fn username(raw: &str) {
+    if let Ok(user) = Username::parse(raw) {
+        assert_eq!(user.as_str(), raw);
+    }
+}
+
+fuzz_target!(|data: &[u8]| {
+    // The daemon reads one line of at most MAX_REQUEST bytes (and one more, to notice a longer
+    // one); a line that is not UTF-8 ends the connection.
+    let data = &data[..data.len().min(control::MAX_REQUEST + 1)];
+    let line = data.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let Ok(line) = std::str::from_utf8(line) else {
+        return;
+    };
+    match round_trip::<Request>(line) {
+        Some(Request::Send { to, text, ttl, .. }) => {
+            username(&to);
+            if let Ok(parsed) = MessageText::parse(text.clone()) {
+                assert_eq!(parsed.as_str(), text);
+            }
+            if let Some(Ok(ttl)) = ttl.as_deref().map(Ttl::parse) {
+                assert!((Ttl::MIN..=Ttl::MAX).contains(&ttl), "a TTL out of bounds");
+                assert_eq!(
+                    Ttl::parse(&ttl.to_string()),
+                    Ok(ttl),
+                    "a TTL does not survive printing"
+                );
+            }
+        }
+        Some(Request::SaveAttachment { with, id, .. }) => {
+            username(&with);
+            if let Ok(parsed) = MessageId::parse(&id) {
+                assert_eq!(parsed.to_string(), id.to_ascii_lowercase());
+            }
+        }
+        Some(Request::History { with }) => username(&with),
+        Some(Request::Contact { user } | Request::Trust { user }) => username(&user),
+        Some(Request::Conversations | Request::Status | Request::Subscribe) | None => {}
+    }
+    // The client's side. serde_json reads a fractional number to the nearest double only
+    // approximately, so such a number need not survive a round trip; the daemon sends none.
+    if serde_json::from_str::<Response>(line)
+        .is_ok_and(|r| !matches!(r, Response::Ok { data } if has_fraction(&data)))
+    {
+        round_trip::<Response>(line);
+    }
+});
+
+/// Whether `value` holds a number that is not an integer.
+fn has_fraction(value: &Value) -> bool {
+    match value {
+        Value::Number(n) => n.is_f64(),
+        Value::Array(items) => items.iter().any(has_fraction),
+        Value::Object(fields) => fields.values().any(has_fraction),
+        _ => false,
+    }
+}

@@ -1,0 +1,84 @@
+//! `/parley/directory/1`: the JSON request the rendezvous receives and the JSON response a
+//! peer receives (`parley_p2p::protocol`, decoded with `serde_json::from_slice` as libp2p's
+//! JSON codec does), then what each side parses out of them: published addresses as
+//! multiaddrs (the rendezvous), the looked-up username, and the answer's peer id and
+//! addresses (the peer, before it dials).
+//!
+//! Invariants: whatever decodes encodes to JSON that decodes to the same value; a username
+//! that parses is the text it came from; an address or peer id that parses prints as text
+//! that parses to the same value (so an address the rendezvous files reaches the dialer
+//! unchanged), and the rendezvous's `/p2p/` suffix keeps the address and ends in that peer.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use parley_domain::Username;
+use parley_p2p::protocol::{DirectoryRequest, DirectoryResponse};
+use parley_p2p::{Multiaddr, PeerId, with_peer};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Decodes `data` as a `T`; if it does, checks that its JSON decodes to the same JSON.
+fn round_trip<T: Serialize + DeserializeOwned>(data: &[u8]) -> Option<T> {
+    let value: T = serde_json::from_slice(data).ok()?;
+    let json = serde_json::to_vec(&value).expect("a decoded value encodes");
+    let again: T = serde_json::from_slice(&json).expect("an encoded value decodes");
+    assert_eq!(
+        serde_json::to_vec(&again).expect("encodes"),
+        json,
+        "decode → encode → decode changed the value"
+    );
+    Some(value)
+}
+
+fn address(text: &str) -> Option<Multiaddr> {
+    let addr: Multiaddr = text.parse().ok()?;
+    let printed = addr.to_string();
+    assert!(
+        printed.parse::<Multiaddr>().ok().as_ref() == Some(&addr),
+        "a multiaddr does not survive printing: {printed}"
+    );
+    Some(addr)
+}
+
+fuzz_target!(|data: &[u8]| {
+    match round_trip::<DirectoryRequest>(data) {
+        Some(DirectoryRequest::Publish { addrs, .. }) => {
+            let publisher = PeerId::from_bytes(&[0, 4, 1, 2, 3, 4]).expect("an identity peer id");
+            for addr in addrs
+                .iter()
+                .filter(|a| a.len() <= 256)
+                .filter_map(|a| address(a))
+            {
+                let suffixed = with_peer(&addr, publisher);
+                let filed = suffixed.to_string();
+                assert!(filed.parse::<Multiaddr>().ok() == Some(suffixed.clone()));
+                assert!(
+                    suffixed.iter().count() == addr.iter().count()
+                        || suffixed.iter().count() == addr.iter().count() + 1,
+                    "the /p2p/ suffix changed more than the end"
+                );
+                assert!(suffixed.to_string().starts_with(&addr.to_string()));
+            }
+        }
+        Some(DirectoryRequest::Lookup { username, .. }) => {
+            if let Ok(user) = Username::parse(&username) {
+                assert_eq!(user.as_str(), username);
+            }
+        }
+        None => {}
+    }
+    match round_trip::<DirectoryResponse>(data) {
+        Some(DirectoryResponse::Lookup { peer: Some(record) }) => {
+            if let Ok(peer) = record.peer_id.parse::<PeerId>() {
+                assert_eq!(peer.to_string().parse::<PeerId>().ok(), Some(peer));
+            }
+            for addr in &record.addrs {
+                address(addr);
+            }
+        }
+        Some(DirectoryResponse::RateLimited { retry_after_ms }) => {
+            let _ = retry_after_ms.div_ceil(1000);
+        }
+        _ => {}
+    }
+});
