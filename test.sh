@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Installs what is missing on a Debian machine, then runs every check and test:
-# formatting, lints, the workspace's tests, the Alice-and-Bob scenario with real processes, a
-# short run of the benchmark (that it runs and prints valid JSON; its figures are not judged
-# here), and static checks of the compose file and Dockerfile.
+# formatting, lints, the workspace's tests (among them the crash campaign, the disk and network
+# fault tests, the hostile-input table and the TLS audit), the Alice-and-Bob scenario with real
+# processes, a short run of the benchmark (that it runs and prints valid JSON; its figures are
+# not judged here), a short run of every fuzz target, and static checks of the compose file and
+# Dockerfile.
+#
+# The fault tests need root (a tmpfs, network namespaces); run as another user they say so and
+# are skipped. Longer campaigns: see docs/reliability.md.
 #
 #   ./test.sh             everything above (no Docker needed)
 #   ./test.sh --compose   only the scenario against the docker compose stack (needs Docker)
@@ -20,9 +25,15 @@ if [ "${1:-}" = "--compose" ]; then
 fi
 
 install_system_packages() {
-    # C toolchain for aws-lc-sys; pkg-config; certificates for the registries.
+    # C toolchain for aws-lc-sys and libFuzzer; pkg-config; certificates for the registries;
+    # openssl and sslscan for the TLS audit; iproute2 and nftables for the network faults.
     local missing=()
     command -v cc >/dev/null || missing+=(build-essential)
+    command -v c++ >/dev/null || missing+=(g++)
+    command -v openssl >/dev/null || missing+=(openssl)
+    command -v sslscan >/dev/null || missing+=(sslscan)
+    command -v ip >/dev/null || missing+=(iproute2)
+    command -v nft >/dev/null || missing+=(nftables)
     command -v pkg-config >/dev/null || missing+=(pkg-config)
     command -v perl >/dev/null || missing+=(perl)
     command -v python3 >/dev/null || missing+=(python3)
@@ -75,6 +86,9 @@ step "benchmark, short run (runs, prints valid JSON; figures are not judged here
 cargo build --workspace --bins --locked --quiet
 "$CARGO_TARGET_DIR/debug/parley-bench" --quick --json > "$CARGO_TARGET_DIR/bench-quick.json"
 python3 scripts/check-bench.py "$CARGO_TARGET_DIR/bench-quick.json"
+
+step "fuzzing, short run (every target for 15 s; a crash fails)"
+scripts/fuzz.sh --brief
 
 step "compose file and Dockerfile (static; no Docker engine needed)"
 python3 scripts/check-compose.py

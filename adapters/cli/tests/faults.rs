@@ -149,7 +149,12 @@ fn needs(what: &str, available: bool) -> bool {
         std::env::var_os("CI").is_none(),
         "{what} is needed and missing on this CI machine"
     );
-    eprintln!("SKIPPED: {what} is needed; run the tests as root to include this test");
+    // Straight to the process's stderr: the test harness captures `eprintln!`.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {what} is needed; run the tests as root to include this test"
+    );
     false
 }
 

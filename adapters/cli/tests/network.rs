@@ -226,7 +226,12 @@ fn under_packet_loss_and_a_cut_cable_every_message_arrives_once_and_in_order() {
             std::env::var_os("CI").is_none(),
             "{missing} is needed and missing on this CI machine"
         );
-        eprintln!("SKIPPED: network faults need {missing}; run the tests as root with it");
+        // Straight to the process's stderr: the test harness captures `eprintln!`.
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED: network faults need {missing}; run the tests as root with it"
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
