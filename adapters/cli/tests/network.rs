@@ -1,10 +1,11 @@
 //! Network faults between real processes: the rendezvous, alice and bob each in their own
 //! network namespace, cabled by veth pairs to a bridge in a fourth. nftables drops 30 % of
-//! the packets that reach alice and bob; then bob's cable is pulled and plugged back in.
+//! the packets that reach alice and bob; then bob's cable is pulled, his connections are
+//! aborted on his side (as a laptop that slept), and the cable is plugged back in.
 //!
 //! Every message alice sends meanwhile is either receipted or kept in her outbox, and once the
-//! network is healthy again every one is in bob's history exactly once, in order, verified,
-//! with the chain intact.
+//! network is healthy again bob's daemon has reconnected to the rendezvous and every message
+//! is in bob's history exactly once, in order, verified, with the chain intact.
 //!
 //! Needs root, `ip` (iproute2) and `nft` (nftables). Where one is missing the test says so on
 //! stderr and is skipped; under `CI` (whose machine runs the suite as root, with both
@@ -117,6 +118,26 @@ impl Lab {
             .status()
             .is_ok_and(|s| s.success());
         assert!(ok, "the loss rules went");
+    }
+
+    /// Aborts every established TCP connection of `host` on its side (as a laptop that slept
+    /// or changed networks): its peers keep half-open connections until they next use them.
+    fn drop_connections(&self, host: &str) {
+        let ok = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns(host),
+                "ss",
+                "-K",
+                "-t",
+                "state",
+                "established",
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "ss -K aborted {host}'s connections");
     }
 
     /// Pulls `host`'s cable out of the bridge, or plugs it back in.
@@ -266,7 +287,8 @@ fn under_packet_loss_and_a_cut_cable_every_message_arrives_once_and_in_order() {
         );
     }
     let (alice, bob) = (home("alice"), home("bob"));
-    let _bob_daemon = daemon(&lab, "bob", &bob, &dir.path().join("bob.log"));
+    let bob_log = dir.path().join("bob.log");
+    let _bob_daemon = daemon(&lab, "bob", &bob, &bob_log);
     let _alice_daemon = daemon(&lab, "alice", &alice, &dir.path().join("alice.log"));
     let first = control(
         &alice,
@@ -282,6 +304,7 @@ fn under_packet_loss_and_a_cut_cable_every_message_arrives_once_and_in_order() {
     let lossy_time = started.elapsed();
 
     lab.cable("bob", false);
+    lab.drop_connections("bob");
     let (cut_receipts, cut_queued) = send_all(&alice, "cut-", WHILE_CUT);
     std::thread::sleep(Duration::from_secs(3));
     lab.cable("bob", true);
@@ -316,6 +339,16 @@ fn under_packet_loss_and_a_cut_cable_every_message_arrives_once_and_in_order() {
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+    let log = std::fs::read_to_string(&bob_log).unwrap_or_default();
+    assert!(
+        log.contains("lost the rendezvous connection; re-dialling"),
+        "bob's daemon never noticed it lost the rendezvous"
+    );
+    let status = control(&bob, &json!({ "cmd": "status" })).expect("bob's status");
+    assert_eq!(
+        status["data"]["rendezvous"]["connected"], true,
+        "bob reconnected to the rendezvous: {status}"
+    );
     eprintln!(
         "network faults: {LOSS_PERCENT} % loss: {lossy_receipts} of {UNDER_LOSS} receipted at once, {lossy_queued} queued, in {:.1} s; cable cut: {cut_receipts} receipted, {cut_queued} queued; all {expected} delivered once, in order, {:.1} s after the network healed",
         lossy_time.as_secs_f64(),
