@@ -288,6 +288,30 @@ impl Attacker {
     }
 }
 
+/// Hands the outcome of a request to whoever waits for it.
+fn settle<Request, Response>(
+    waiting: &mut HashMap<OutboundRequestId, oneshot::Sender<Result<Response, String>>>,
+    event: request_response::Event<Request, Response>,
+) {
+    let (id, outcome) = match event {
+        request_response::Event::Message {
+            message:
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                },
+            ..
+        } => (request_id, Ok(response)),
+        request_response::Event::OutboundFailure {
+            request_id, error, ..
+        } => (request_id, Err(error.to_string())),
+        _ => return,
+    };
+    if let Some(answer) = waiting.remove(&id) {
+        let _ = answer.send(outcome);
+    }
+}
+
 async fn run(
     mut swarm: Swarm<Attack>,
     victim: PeerId,
@@ -332,36 +356,8 @@ async fn run(
                 SwarmEvent::OutgoingConnectionError { .. } => {
                     closed.fetch_add(1, Ordering::SeqCst);
                 }
-                SwarmEvent::Behaviour(AttackEvent::Messages(request_response::Event::Message {
-                    message: request_response::Message::Response { request_id, response },
-                    ..
-                })) => {
-                    if let Some(answer) = waiting.remove(&request_id) {
-                        let _ = answer.send(Ok(response));
-                    }
-                }
-                SwarmEvent::Behaviour(AttackEvent::Messages(
-                    request_response::Event::OutboundFailure { request_id, error, .. },
-                )) => {
-                    if let Some(answer) = waiting.remove(&request_id) {
-                        let _ = answer.send(Err(error.to_string()));
-                    }
-                }
-                SwarmEvent::Behaviour(AttackEvent::Directory(request_response::Event::Message {
-                    message: request_response::Message::Response { request_id, response },
-                    ..
-                })) => {
-                    if let Some(answer) = asking.remove(&request_id) {
-                        let _ = answer.send(Ok(response));
-                    }
-                }
-                SwarmEvent::Behaviour(AttackEvent::Directory(
-                    request_response::Event::OutboundFailure { request_id, error, .. },
-                )) => {
-                    if let Some(answer) = asking.remove(&request_id) {
-                        let _ = answer.send(Err(error.to_string()));
-                    }
-                }
+                SwarmEvent::Behaviour(AttackEvent::Messages(event)) => settle(&mut waiting, event),
+                SwarmEvent::Behaviour(AttackEvent::Directory(event)) => settle(&mut asking, event),
                 _ => {}
             },
         }
