@@ -19,7 +19,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Proc, control, daemon_with, enroll, history, rendezvous};
+use common::{Proc, control, daemon_with, enroll, history, is_root, rendezvous, runnable};
 use serde_json::{Value, json};
 
 /// Messages sent while syncs fail.
@@ -140,24 +140,6 @@ fn assert_no_panic(log: &Path) -> String {
     text
 }
 
-/// Skips (visibly) or fails (under CI) when the test cannot run here.
-fn needs(what: &str, available: bool) -> bool {
-    if available {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{what} is needed and missing on this CI machine"
-    );
-    // Straight to the process's stderr: the test harness captures `eprintln!`.
-    use std::io::Write as _;
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: {what} is needed; run the tests as root to include this test"
-    );
-    false
-}
-
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
@@ -197,13 +179,6 @@ impl Drop for Tmpfs {
     }
 }
 
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
-}
-
 /// Waits for the daemon to stop on its own with exit code 1, its last log line the one
 /// sentence that says why and what to do.
 fn assert_stops_with_a_sentence(proc: &mut Proc, log: &Path) -> String {
@@ -241,7 +216,7 @@ fn tail(log: &Path) -> String {
 
 #[test]
 fn a_full_disk_refuses_messages_without_a_receipt_and_recovers_when_space_returns() {
-    if !needs("root (to mount a tmpfs)", is_root()) {
+    if !runnable((!is_root()).then_some("root (to mount a tmpfs)")) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -313,7 +288,7 @@ fn failing_syncs_refuse_messages_without_a_receipt_and_recover_when_they_work() 
         .arg("-ldl")
         .status()
         .is_ok_and(|s| s.success());
-    if !needs("a C compiler (cc) to build the fault library", built) {
+    if !runnable((!built).then_some("a C compiler (cc) to build the fault library")) {
         return;
     }
     let rv = rendezvous(dir.path());

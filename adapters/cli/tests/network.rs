@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Proc, control, history, parley_bin, rendezvous_bin};
+use common::{Proc, control, history, is_root, parley_bin, rendezvous_bin, runnable, started};
 use serde_json::{Value, json};
 
 /// Messages sent under packet loss, and while bob's cable is out.
@@ -168,11 +168,7 @@ fn ip(args: &[&str]) {
 }
 
 fn available() -> Result<(), String> {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-    if !root {
+    if !is_root() {
         return Err("root (to make network namespaces)".into());
     }
     for (tool, package) in [("ip", "iproute2"), ("nft", "nftables")] {
@@ -224,35 +220,15 @@ fn daemon(lab: &Lab, host: &str, home: &Path, log: &Path) -> Proc {
         .arg(home)
         .args(["daemon", "--listen", "/ip4/0.0.0.0/tcp/0"])
         .env("RUST_LOG", "info");
-    let mut proc = Proc::spawn_logging(cmd, std::fs::File::create(log).unwrap().into());
-    proc.field("control:");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = control(home, &json!({ "cmd": "status" }));
-        if status.is_ok_and(|s| s["data"]["rendezvous"]["connected"] == true) {
-            return proc;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{host}'s daemon did not reach the rendezvous"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    started(
+        Proc::spawn_logging(cmd, std::fs::File::create(log).unwrap().into()),
+        home,
+    )
 }
 
 #[test]
 fn under_packet_loss_and_a_cut_cable_every_message_arrives_once_and_in_order() {
-    if let Err(missing) = available() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{missing} is needed and missing on this CI machine"
-        );
-        // Straight to the process's stderr: the test harness captures `eprintln!`.
-        use std::io::Write as _;
-        let _ = writeln!(
-            std::io::stderr(),
-            "SKIPPED: network faults need {missing}; run the tests as root with it"
-        );
+    if !runnable(available().err().as_deref()) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

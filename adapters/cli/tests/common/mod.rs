@@ -204,7 +204,12 @@ pub fn daemon(home: &Path) -> Proc {
     cmd.arg("--home")
         .arg(home)
         .args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"]);
-    let mut proc = Proc::spawn(cmd);
+    started(Proc::spawn(cmd), home)
+}
+
+/// Waits for a daemon just spawned for `home` to serve its control socket and reach the
+/// rendezvous.
+pub fn started(mut proc: Proc, home: &Path) -> Proc {
     proc.field("control:");
     wait_for(
         &format!("{} to reach the rendezvous", home.display()),
@@ -273,16 +278,10 @@ pub fn daemon_with(home: &Path, log: &Path, args: &[&str], env: &[(&str, &str)])
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut proc = Proc::spawn_logging(cmd, std::fs::File::create(log).unwrap().into());
-    proc.field("control:");
-    wait_for(
-        &format!("{} to reach the rendezvous", home.display()),
-        || {
-            let out = parley(home, &["status", "--json"]);
-            out.status.success() && json(&out)["rendezvous"]["connected"] == true
-        },
-    );
-    proc
+    started(
+        Proc::spawn_logging(cmd, std::fs::File::create(log).unwrap().into()),
+        home,
+    )
 }
 
 /// One request over the daemon's control socket; `Err` when the daemon is not there or died
@@ -324,4 +323,30 @@ pub fn history(home: &Path, with: &str) -> Value {
             }
         }
     }
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
+}
+
+/// `true` when nothing is `missing`; otherwise says on stderr that the test is skipped and
+/// returns `false`, or fails under `CI`, whose machine runs the suite as root with every tool.
+pub fn runnable(missing: Option<&str>) -> bool {
+    let Some(missing) = missing else {
+        return true;
+    };
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{missing} is needed and missing on this CI machine"
+    );
+    // Straight to the process's stderr: the test harness captures `eprintln!`.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: this test needs {missing}; run the tests as root with it"
+    );
+    false
 }
