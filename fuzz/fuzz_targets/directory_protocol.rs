@@ -12,23 +12,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use parley_domain::Username;
+use parley_fuzz::json_round_trip as round_trip;
 use parley_p2p::protocol::{DirectoryRequest, DirectoryResponse};
 use parley_p2p::{Multiaddr, PeerId, with_peer};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-/// Decodes `data` as a `T`; if it does, checks that its JSON decodes to the same JSON.
-fn round_trip<T: Serialize + DeserializeOwned>(data: &[u8]) -> Option<T> {
-    let value: T = serde_json::from_slice(data).ok()?;
-    let json = serde_json::to_vec(&value).expect("a decoded value encodes");
-    let again: T = serde_json::from_slice(&json).expect("an encoded value decodes");
-    assert_eq!(
-        serde_json::to_vec(&again).expect("encodes"),
-        json,
-        "decode → encode → decode changed the value"
-    );
-    Some(value)
-}
 
 fn address(text: &str) -> Option<Multiaddr> {
     let addr: Multiaddr = text.parse().ok()?;

@@ -12,25 +12,11 @@
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
 use parley_domain::Digest;
+use parley_fuzz::json_round_trip as round_trip;
 use parley_p2p::parse_request;
 use parley_p2p::protocol::{
     MAX_ENVELOPE_BASE64, MessageRequest, MessageResponse, meta_within_bounds,
 };
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-/// Decodes `data` as a `T`; if it does, checks that its JSON decodes to the same JSON.
-fn round_trip<T: Serialize + DeserializeOwned>(data: &[u8]) -> Option<T> {
-    let value: T = serde_json::from_slice(data).ok()?;
-    let json = serde_json::to_vec(&value).expect("a decoded value encodes");
-    let again: T = serde_json::from_slice(&json).expect("an encoded value decodes");
-    assert_eq!(
-        serde_json::to_vec(&again).expect("encodes"),
-        json,
-        "decode → encode → decode changed the value"
-    );
-    Some(value)
-}
 
 fuzz_target!(|data: &[u8]| {
     if let Some(request) = round_trip::<MessageRequest>(data) {

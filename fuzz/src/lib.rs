@@ -333,3 +333,19 @@ impl futures::AsyncWrite for Duplex<'_> {
         Poll::Ready(Ok(()))
     }
 }
+
+/// Decodes `data` as JSON of a `T`; if it decodes, checks that encoding and decoding again
+/// gives the same JSON.
+pub fn json_round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(
+    data: &[u8],
+) -> Option<T> {
+    let value: T = serde_json::from_slice(data).ok()?;
+    let json = serde_json::to_vec(&value).expect("a decoded value encodes");
+    let again: T = serde_json::from_slice(&json).expect("an encoded value decodes");
+    assert_eq!(
+        serde_json::to_vec(&again).expect("encodes"),
+        json,
+        "decode → encode → decode changed the value"
+    );
+    Some(value)
+}
