@@ -204,6 +204,10 @@ pub struct ConversationSummary {
     pub with: Username,
     /// How many messages the conversation holds.
     pub messages: u64,
+    /// How many of them are unread: incoming, not expired, and arrived after the conversation
+    /// was last marked read (every incoming one when it never was). Our own messages never
+    /// count.
+    pub unread: u64,
     /// The newest message.
     pub last: StoredMessage,
 }

@@ -583,6 +583,7 @@ where
         drop(chain);
         // Outside the chain's lock, so that concurrent sends share one trip to the disk.
         self.store.sync()?;
+        self.events.emit(Event::MessageSent(message.clone()));
         Ok(OutboxEntry {
             message,
             envelope: sealed.bytes,
@@ -682,7 +683,16 @@ where
         err(Display, level = "info")
     )]
     pub fn receive(&self, cmd: ReceiveMessage) -> Result<Received, ReceiveError> {
+        let from = cmd.from.clone();
         let outcome = self.receive_once(cmd);
+        if let Err(e) = &outcome
+            && e.is_permanent()
+        {
+            self.events.emit(Event::MessageRefused {
+                from,
+                reason: e.to_string(),
+            });
+        }
         let code = match &outcome {
             Ok(Received::Verified) => "stored",
             Ok(Received::Unverified) => "stored_unverified",
@@ -888,8 +898,27 @@ where
         tracing::Span::current().record("purged", purged);
         if purged > 0 {
             tracing::info!(purged, "expired messages deleted");
+            self.events.emit(Event::MessagesExpired { count: purged });
         }
         Ok(purged)
+    }
+
+    /// Marks the conversation with `with` read: the user has seen it, so its unread count
+    /// ([`parley_domain::ConversationSummary::unread`]) drops to zero until the next incoming
+    /// message. A conversation that does not exist is fine. The mark may be lost in a crash
+    /// (the messages then show as unread again).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store fails.
+    #[tracing::instrument(
+        name = "usecase.mark_read",
+        level = "debug",
+        skip_all,
+        fields(%with),
+        err(Display)
+    )]
+    pub fn mark_read(&self, with: &Username) -> Result<(), StoreError> {
+        self.store.mark_read(with)
     }
 
     /// Tries once to deliver everything in the outbox, in order per recipient: a recipient's

@@ -114,6 +114,7 @@ pub fn message_store<S: MessageStore>(fresh: impl Fn() -> S) {
     verified_messages_join_the_senders_chain_and_others_count_as_faults(&fresh());
     conversations_list_the_most_recent_first_with_counts(&fresh());
     expired_messages_are_never_returned(&fresh());
+    unread_counts_incoming_messages_since_the_conversation_was_marked_read(&fresh());
     purged_messages_are_gone_but_their_replays_are_still_recognised(&fresh());
     contacts_keep_pinned_and_pending_keys(&fresh());
 }
@@ -553,4 +554,84 @@ fn contacts_keep_pinned_and_pending_keys(store: &impl MessageStore) {
     store.save_contact(&held).expect("write");
     assert_eq!(store.contact(&user("bob")), Ok(Some(held)));
     assert_eq!(store.contact(&user("bobby")), Ok(None));
+}
+
+fn unread_counts_incoming_messages_since_the_conversation_was_marked_read(
+    store: &impl MessageStore,
+) {
+    let unread = |at: Timestamp| {
+        store
+            .conversations(at)
+            .expect("read")
+            .iter()
+            .map(|c| (c.with.to_string(), c.unread))
+            .collect::<Vec<_>>()
+    };
+    let counts = |list: &[(&str, u64)]| {
+        list.iter()
+            .map(|(with, n)| ((*with).to_owned(), *n))
+            .collect::<Vec<_>>()
+    };
+    store
+        .mark_read(&user("dave"))
+        .expect("marking an unknown conversation is fine");
+    send(store, &message(Direction::Outgoing, "bob", 1));
+    receive(store, &message(Direction::Incoming, "bob", 2));
+    receive(store, &message(Direction::Incoming, "bob", 3));
+    send(store, &message(Direction::Outgoing, "carol", 4));
+    assert_eq!(
+        unread(NOW),
+        counts(&[("carol", 0), ("bob", 2)]),
+        "never marked: every incoming message, and none of ours"
+    );
+    store.mark_read(&user("bob")).expect("write");
+    assert_eq!(
+        unread(NOW),
+        counts(&[("carol", 0), ("bob", 0)]),
+        "marked read"
+    );
+    assert_eq!(
+        store.conversations(NOW).expect("read")[1].messages,
+        3,
+        "still all there"
+    );
+    receive(store, &message(Direction::Incoming, "bob", 5));
+    send(store, &message(Direction::Outgoing, "bob", 6));
+    receive(store, &message(Direction::Incoming, "carol", 7));
+    assert_eq!(
+        unread(NOW),
+        counts(&[("carol", 1), ("bob", 1)]),
+        "what arrives after the mark counts; our reply does not mark it read"
+    );
+    receive(store, &expiring(Direction::Incoming, "bob", 8, 500));
+    assert_eq!(unread(Timestamp(499)), counts(&[("bob", 2), ("carol", 1)]));
+    assert_eq!(
+        unread(Timestamp(500)),
+        counts(&[("carol", 1), ("bob", 1)]),
+        "an expired message is not unread"
+    );
+    assert_eq!(store.purge_expired(Timestamp(500)), Ok(1));
+    assert_eq!(
+        unread(Timestamp(0)),
+        counts(&[("carol", 1), ("bob", 1)]),
+        "a purge leaves the counts"
+    );
+    store.mark_read(&user("bob")).expect("write");
+    store.mark_read(&user("bob")).expect("again is fine");
+    assert_eq!(
+        unread(NOW),
+        counts(&[("carol", 1), ("bob", 0)]),
+        "one conversation's mark leaves the others"
+    );
+    receive(store, &message(Direction::Incoming, "bob", 9));
+    assert_eq!(
+        unread(NOW),
+        counts(&[("bob", 1), ("carol", 1)]),
+        "after a purge, new messages still count"
+    );
+    store.mark_read(&user("dave")).expect("still fine");
+    assert!(
+        !store.is_contact(&user("dave")).expect("read"),
+        "marking makes no conversation"
+    );
 }

@@ -30,6 +30,12 @@ pub struct InMemoryStore {
     links: Mutex<HashMap<Username, BTreeMap<u64, Link>>>,
     faults: Mutex<HashMap<Username, u64>>,
     contacts: Mutex<HashMap<Username, Contact>>,
+    /// The arrival number of every message ever stored, by (sender, id): its place in the
+    /// order of writes, never reused (purges leave it).
+    arrivals: Mutex<HashMap<(Username, MessageId), u64>>,
+    /// Per conversation, the number of arrivals when it was last marked read: messages that
+    /// arrived with a number below it are read.
+    read: Mutex<HashMap<Username, u64>>,
     identity: Mutex<Option<DeviceIdentity>>,
     writes: Mutex<usize>,
     fail_at: Mutex<Option<usize>>,
@@ -73,6 +79,27 @@ impl InMemoryStore {
         }
     }
 
+    /// Numbers the arrival of `message`.
+    fn arrived(&self, message: &StoredMessage) {
+        let mut arrivals = lock(&self.arrivals);
+        let next = arrivals.len() as u64;
+        arrivals.insert((message.from.clone(), message.id), next);
+    }
+
+    /// True when `message` is incoming and arrived after its conversation was last marked read.
+    fn unread(&self, message: &StoredMessage) -> bool {
+        if message.direction != Direction::Incoming {
+            return false;
+        }
+        let arrival = lock(&self.arrivals)
+            .get(&(message.from.clone(), message.id))
+            .copied()
+            .unwrap_or(0);
+        lock(&self.read)
+            .get(message.contact())
+            .is_none_or(|mark| arrival >= *mark)
+    }
+
     /// Every message kept, expired or not, in arrival order.
     pub fn all(&self) -> Vec<StoredMessage> {
         lock(&self.messages).clone()
@@ -112,6 +139,7 @@ impl MessageStore for InMemoryStore {
         }
         self.write()?;
         messages.push(message.clone());
+        self.arrived(message);
         lock(&self.envelopes).insert(message.id, envelope.to_vec());
         lock(&self.heads).insert(message.to.clone(), *head);
         Ok(())
@@ -164,6 +192,7 @@ impl MessageStore for InMemoryStore {
         self.write()?;
         seen.insert(key, link.digest);
         lock(&self.messages).push(message.clone());
+        self.arrived(message);
         if message.verification.is_verified() {
             lock(&self.links)
                 .entry(message.from.clone())
@@ -253,9 +282,11 @@ impl MessageStore for InMemoryStore {
             if m.expired(now) {
                 continue;
             }
+            let unread = u64::from(self.unread(m));
             match out.iter_mut().find(|(c, _)| c.with == *m.contact()) {
                 Some((c, last)) => {
                     c.messages += 1;
+                    c.unread += unread;
                     c.last = m.clone();
                     *last = at;
                 }
@@ -263,6 +294,7 @@ impl MessageStore for InMemoryStore {
                     ConversationSummary {
                         with: m.contact().clone(),
                         messages: 1,
+                        unread,
                         last: m.clone(),
                     },
                     at,
@@ -271,6 +303,13 @@ impl MessageStore for InMemoryStore {
         }
         out.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
         Ok(out.into_iter().map(|(c, _)| c).collect())
+    }
+
+    fn mark_read(&self, with: &Username) -> Result<(), StoreError> {
+        self.write()?;
+        let arrivals = lock(&self.arrivals).len() as u64;
+        lock(&self.read).insert(with.clone(), arrivals);
+        Ok(())
     }
 
     fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {

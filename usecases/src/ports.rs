@@ -102,8 +102,8 @@ pub trait MessageStore: Send + Sync {
     /// towards them), durably: their new device starts its chain afresh, and knows nothing of
     /// ours. The ids seen from them stay remembered.
     fn reset_chains(&self, user: &Username) -> Result<(), StoreError>;
-    /// Records the receipt of an outgoing message and takes it out of the outbox. The one write
-    /// that need not be durable at once: lost in a crash, it only sends the message again, and
+    /// Records the receipt of an outgoing message and takes it out of the outbox. One of the two
+    /// writes that need not be durable at once: lost in a crash, it only sends the message again, and
     /// the recipient stores it once.
     fn mark_delivered(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError>;
     /// Records that the recipient refused an outgoing message for good and takes it out of
@@ -115,6 +115,14 @@ pub trait MessageStore: Send + Sync {
     fn history(&self, with: &Username, now: Timestamp) -> Result<Vec<StoredMessage>, StoreError>;
     /// Every conversation that still has a message not expired at `now`, most recent first.
     fn conversations(&self, now: Timestamp) -> Result<Vec<ConversationSummary>, StoreError>;
+    /// Marks the conversation with `with` read up to now: every message it holds counts as
+    /// read, and only those stored after this call count in
+    /// [`ConversationSummary::unread`]. A later call moves the mark on; marking a
+    /// conversation that does not exist (or holds nothing any more) is `Ok` and changes
+    /// nothing that shows. Purging messages leaves the mark valid. Like
+    /// [`MessageStore::mark_delivered`], need not be durable at once: lost in a crash, it only
+    /// shows those messages as unread again.
+    fn mark_read(&self, with: &Username) -> Result<(), StoreError>;
     /// Deletes every message expired at `now` (its record, its key, its attachments and its
     /// outbox entry), durably. Returns how many went.
     fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError>;
@@ -533,6 +541,28 @@ pub enum Event {
         /// To whom.
         to: Username,
     },
+    /// One of our messages is sealed and stored, and on its way (its receipt is not back yet).
+    MessageSent(StoredMessage),
+    /// An incoming message was refused for good: altered, forged, spliced or replayed. Nothing
+    /// of it was kept.
+    MessageRefused {
+        /// Who sent it, as the connection's verified certificate names it.
+        from: Username,
+        /// Why, in words.
+        reason: String,
+    },
+    /// Disappearing messages reached their time and were deleted.
+    MessagesExpired {
+        /// How many.
+        count: u64,
+    },
+    /// A contact came online or went offline, as the directory tells.
+    Presence {
+        /// Whose state.
+        user: Username,
+        /// Whether the directory lists it now.
+        online: bool,
+    },
 }
 
 /// Where events go. Must not block; an implementation may drop events for slow watchers.
@@ -626,6 +656,9 @@ impl<T: MessageStore + ?Sized> MessageStore for std::sync::Arc<T> {
     }
     fn conversations(&self, now: Timestamp) -> Result<Vec<ConversationSummary>, StoreError> {
         (**self).conversations(now)
+    }
+    fn mark_read(&self, with: &Username) -> Result<(), StoreError> {
+        (**self).mark_read(with)
     }
     fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
         (**self).purge_expired(now)

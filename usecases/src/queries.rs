@@ -5,7 +5,7 @@ use parley_domain::{
     Timestamp, Username,
 };
 
-use crate::ports::{MessageStore, NodeInfo, NodeSnapshot, StoreError};
+use crate::ports::{Directory, DirectoryError, MessageStore, NodeInfo, NodeSnapshot, StoreError};
 
 /// One conversation and the state of both directions' hash chains.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,4 +102,13 @@ pub fn contact(
             .map(|pending| SafetyNumber::of((me, my_keys), (&contact.user, &pending))),
         contact,
     }))
+}
+
+/// Whether `user` is online now, as the directory tells. The directory does not tell an unknown
+/// name from an offline one: both are `false`.
+///
+/// # Errors
+/// [`DirectoryError`] when the rendezvous cannot answer.
+pub async fn online(directory: &impl Directory, user: &Username) -> Result<bool, DirectoryError> {
+    Ok(directory.lookup(user).await?.is_some())
 }

@@ -72,6 +72,7 @@
 //! | `faults`        | `N(sender)`                          | how many of their messages failed the chain (u64)         |
 //! | `expiry`        | `expires_at ‖ messages key`          | the message's `seen` key (for its record id)              |
 //! | `contacts`      | `N(contact)`                         | JSON mirror of `Contact` (pinned and pending keys, hex)   |
+//! | `read`          | `N(contact)`                         | the highest `seq` read in the conversation (u64)          |
 //! | `attachments/`  | files named `<record id>…`           | written elsewhere; deleted with their message             |
 //!
 //! * The local sequence comes from sled's `generate_id`, which is unique and increasing across
@@ -90,6 +91,12 @@
 //! * A message's *record id* ([`Store::record_id`]), the name prefix of its files under
 //!   `attachments/`, is the 64 hex digits of its `seen` key `N(sender) ‖ id`: known before the
 //!   message is stored, unique per (sender, id), and free of the username.
+//! * `read` holds, per conversation marked read, the highest local sequence its `messages`
+//!   keys had then: a message is unread when it is incoming, not expired, and its key's `seq`
+//!   is above the mark (every incoming one without a mark). Sequences are never reused, so a
+//!   mark stays right when messages are purged; it outlives its conversation, like `seen`.
+//!   Sealed like every value, so how far the user read is not readable either; a store made
+//!   before this tree existed simply has no marks.
 //!
 //! # Durability and atomicity
 //!
@@ -98,7 +105,10 @@
 //! an outgoing message without its chain head. Every write method calls sled's `flush()`
 //! before it returns `Ok`, so a receipt is only ever given for a flushed message;
 //! `store_incoming` flushes even when it answers `Duplicate`, because the first copy may have
-//! been written a moment earlier by another thread. On Linux sled's `flush()` uses
+//! been written a moment earlier by another thread. Two writes are not flushed, because losing
+//! them in a crash costs nothing but a repeat: a receipt (the message is sent again and the
+//! recipient recognises it) and a read mark (the messages show as unread again); sled's
+//! background flush writes them a moment later. On Linux sled's `flush()` uses
 //! `sync_file_range`: a flushed message survives a killed process, not necessarily a power
 //! cut. `message-keys` is synced with `fdatasync` at every change.
 #![forbid(unsafe_code)]
@@ -264,6 +274,7 @@ pub struct Store {
     faults: sled::Tree,
     expiry: sled::Tree,
     contacts: sled::Tree,
+    read: sled::Tree,
 }
 
 impl fmt::Debug for Store {
@@ -314,6 +325,7 @@ impl Store {
             faults: tree("faults")?,
             expiry: tree("expiry")?,
             contacts: tree("contacts")?,
+            read: tree("read")?,
             path: path.to_owned(),
             source,
             keys,

@@ -1,13 +1,13 @@
-//! [`MessageStore`] on the `messages`, `seen`, `outbox`, `heads`, `links`, `faults`, `expiry`
-//! and `contacts` trees, with one key per message in `message-keys`.
+//! [`MessageStore`] on the `messages`, `seen`, `outbox`, `heads`, `links`, `faults`, `expiry`,
+//! `contacts` and `read` trees, with one key per message in `message-keys`.
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs;
 use std::io;
 
 use parley_domain::{
-    ChainHead, ChainState, Contact, ConversationSummary, Delivery, Digest, Link, MessageId,
-    Neighbours, StoredMessage, Timestamp, Username,
+    ChainHead, ChainState, Contact, ConversationSummary, Delivery, Digest, Direction, Link,
+    MessageId, Neighbours, StoredMessage, Timestamp, Username,
 };
 use parley_usecases::ports::{MessageStore, OutboxEntry, StoreError, Stored};
 use sled::Transactional;
@@ -157,6 +157,21 @@ impl Store {
                 Err(e) => Err(unavailable("read the outbox", e)),
             },
             Err(e) => Err(unavailable("read a message", e)),
+        }
+    }
+
+    /// The read mark of the conversation whose contact hash is `contact`: the highest `seq`
+    /// of its `messages` keys when it was last marked read; `None` when it never was.
+    fn read_mark(&self, contact: &Name) -> Result<Option<u64>, StoreError> {
+        match self.read.get(contact) {
+            Ok(Some(value)) => {
+                let plain = self.keys.open_value("read", contact, &value)?;
+                let mark = <[u8; 8]>::try_from(plain.as_slice())
+                    .map_err(|_| corrupt("read", "a value is not an 8-byte sequence"))?;
+                Ok(Some(u64::from_be_bytes(mark)))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(unavailable("read a read mark", e)),
         }
     }
 
@@ -713,7 +728,9 @@ impl MessageStore for Store {
 
     /// One pass over the `messages` keys (sorted by contact hash, then sequence), leaving out
     /// the keys the `expiry` index names as expired: counts each conversation's live messages
-    /// and decrypts only its newest.
+    /// and decrypts its newest. For the unread count, only the records whose `seq` is above
+    /// the conversation's read mark are decrypted (to tell incoming from outgoing); all of
+    /// them when it was never marked read.
     #[tracing::instrument(name = "store.conversations", level = "debug", skip_all, err(Display))]
     fn conversations(&self, now: Timestamp) -> Result<Vec<ConversationSummary>, StoreError> {
         let expired: HashSet<Vec<u8>> = self
@@ -736,24 +753,62 @@ impl MessageStore for Store {
             }
         }
         let mut summaries = Vec::new();
-        for (_, mut records) in found {
+        for (contact, mut records) in found {
             // Newest first; a record whose key was just zeroed by a purge does not count.
+            let mut newest = None;
             while let Some((seq, mkey, value)) = records.pop() {
                 if let Some((last, _, _)) = self.open_message(&mkey, &value)?
                     && !last.expired(now)
                 {
-                    let summary = ConversationSummary {
-                        with: last.contact().clone(),
-                        messages: records.len() as u64 + 1,
-                        last,
-                    };
-                    summaries.push((seq, summary));
+                    newest = Some((seq, last));
                     break;
                 }
             }
+            let Some((seq, last)) = newest else {
+                continue;
+            };
+            let mark = self.read_mark(&contact)?;
+            let after_mark = |seq: u64| mark.is_none_or(|mark| seq > mark);
+            let mut unread = u64::from(after_mark(seq) && last.direction == Direction::Incoming);
+            for (_, mkey, value) in records.iter().rev().take_while(|(s, ..)| after_mark(*s)) {
+                if let Some((message, _, _)) = self.open_message(mkey, value)?
+                    && message.direction == Direction::Incoming
+                    && !message.expired(now)
+                {
+                    unread += 1;
+                }
+            }
+            let summary = ConversationSummary {
+                with: last.contact().clone(),
+                messages: records.len() as u64 + 1,
+                unread,
+                last,
+            };
+            summaries.push((seq, summary));
         }
         summaries.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
         Ok(summaries.into_iter().map(|(_, summary)| summary).collect())
+    }
+
+    /// The mark is the `seq` of the conversation's newest record, expired or not: the last key
+    /// of its prefix in `messages`, so nothing is decrypted. It is sealed under `N(with)` in
+    /// `read` and not flushed (see the crate's notes on durability). A conversation without
+    /// records gets no mark: there is nothing to mark, and whatever arrives later is unread
+    /// anyway. A message whose `seq` was drawn before the mark but whose write lands after it
+    /// counts as read; the window is that of one transaction.
+    #[tracing::instrument(name = "store.mark_read", level = "debug", skip_all, fields(%with), err(Display))]
+    fn mark_read(&self, with: &Username) -> Result<(), StoreError> {
+        let name = self.name(with);
+        let newest = match self.messages.scan_prefix(name).keys().next_back() {
+            None => return Ok(()),
+            Some(Ok(mkey)) => split_message_key(&mkey)?.1,
+            Some(Err(e)) => return Err(unavailable("read a conversation", e)),
+        };
+        let value = self.keys.seal_value("read", &name, &newest.to_be_bytes())?;
+        self.read
+            .insert(name, value)
+            .map_err(|e| unavailable("mark a conversation read", e))?;
+        Ok(())
     }
 
     /// Zeroes the expired messages' keys and syncs first, deletes their attachments, then
@@ -935,5 +990,52 @@ mod tests {
         store.slots.erase(&BTreeSet::from([slot])).expect("erase");
         assert_eq!(store.open_message(&mkey, &value), Ok(None), "deleted");
         assert_eq!(store.history(&message(None).from, Timestamp(0)), Ok(vec![]));
+    }
+
+    #[test]
+    fn given_a_read_mark_then_it_is_sealed_under_the_name_hash_and_outlives_a_reopen() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let bob = message(None).from;
+        let link = Link {
+            seq: 1,
+            digest: Digest([1; 32]),
+            prev: Digest::GENESIS,
+        };
+        let unread = |store: &Store| {
+            store
+                .conversations(Timestamp(0))
+                .expect("read")
+                .iter()
+                .map(|c| c.unread)
+                .collect::<Vec<_>>()
+        };
+        {
+            let store = Store::open(dir.path(), Unlock::KeyFile).expect("opens");
+            store.store_incoming(&message(None), &link).expect("write");
+            store.mark_read(&bob).expect("write");
+            assert_eq!(unread(&store), [0]);
+            let (rkey, value) = store.read.first().expect("read").expect("one mark");
+            assert_eq!(rkey.as_ref(), store.name(&bob), "keyed by the name hash");
+            let (_, seq) =
+                split_message_key(&store.messages.first().expect("read").expect("one").0)
+                    .expect("a message key");
+            assert_ne!(value.as_ref(), seq.to_be_bytes(), "sealed");
+            assert_eq!(
+                store.keys.open_value("read", &rkey, &value),
+                Ok(seq.to_be_bytes().to_vec())
+            );
+            store.sync().expect("flush");
+        }
+        {
+            let store = Store::open(dir.path(), Unlock::KeyFile).expect("opens again");
+            assert_eq!(unread(&store), [0], "the mark outlives a reopen");
+            // A store from before read marks: no `read` tree at all.
+            store.db.drop_tree("read").expect("drop");
+            store.sync().expect("flush");
+        }
+        let store = Store::open(dir.path(), Unlock::KeyFile).expect("opens without the tree");
+        assert_eq!(unread(&store), [1], "never marked: unread");
+        store.mark_read(&bob).expect("write");
+        assert_eq!(unread(&store), [0]);
     }
 }

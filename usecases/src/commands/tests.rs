@@ -181,7 +181,13 @@ fn given_an_online_recipient_when_sending_then_a_sealed_envelope_is_delivered_an
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].delivery, Delivery::Delivered(Timestamp(1_000)));
     assert!(w.outbox_ids().is_empty());
-    assert_eq!(w.events.0.lock().expect("lock").len(), 1);
+    let events = w.events.0.lock().expect("lock").clone();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(
+        matches!(&events[0], Event::MessageSent(m) if m.delivery == Delivery::Pending && m.text.as_str() == "salut bob"),
+        "the window shows the message as soon as it is stored: {events:?}"
+    );
+    assert!(matches!(&events[1], Event::MessageDelivered { to, .. } if *to == user("bob")));
 }
 
 #[test]
@@ -569,6 +575,15 @@ fn given_an_altered_or_forged_envelope_when_receiving_then_it_is_refused_and_not
     let err = w.messaging.receive(from_bob(forged)).expect_err("forged");
     assert_eq!(err.code(), "bad_signature");
     assert!(w.store.all().is_empty());
+    let refused = w
+        .events
+        .0
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|e| matches!(e, Event::MessageRefused { from, .. } if *from == user("bob")))
+        .count();
+    assert_eq!(refused, 2, "each refusal is told to whoever watches");
 }
 
 #[test]
@@ -651,6 +666,44 @@ fn given_a_fork_or_a_break_when_receiving_then_it_is_kept_but_never_shown_verifi
     );
     let h = queries::history(&*w.store, &user("bob"), w.clock.now()).expect("history");
     assert_eq!(h.incoming, ChainState::Faulty { last: 1, faults: 2 });
+}
+
+#[test]
+fn given_unread_messages_when_marking_the_conversation_read_then_only_later_ones_count() {
+    let w = alice_world();
+    let chain = bob_chain(&w, 3);
+    let unread = |w: &World| {
+        queries::conversations(&*w.store, w.clock.now())
+            .expect("list")
+            .iter()
+            .map(|c| (c.with.to_string(), c.unread))
+            .collect::<Vec<_>>()
+    };
+    for envelope in &chain[..2] {
+        w.messaging
+            .receive(from_bob(envelope.clone()))
+            .expect("stored");
+    }
+    assert_eq!(unread(&w), [("bob".to_owned(), 2)]);
+
+    assert_eq!(w.messaging.mark_read(&user("bob")), Ok(()));
+    assert_eq!(unread(&w), [("bob".to_owned(), 0)]);
+    w.messaging
+        .receive(from_bob(chain[2].clone()))
+        .expect("stored");
+    assert_eq!(unread(&w), [("bob".to_owned(), 1)], "a new message counts");
+    assert_eq!(
+        w.messaging.mark_read(&user("carol")),
+        Ok(()),
+        "no conversation is fine"
+    );
+
+    w.store.fail_write_at(1);
+    assert!(matches!(
+        w.messaging.mark_read(&user("bob")),
+        Err(StoreError::Unavailable(_))
+    ));
+    assert_eq!(unread(&w), [("bob".to_owned(), 1)], "nothing marked");
 }
 
 #[test]
@@ -745,6 +798,18 @@ fn given_a_ttl_when_time_passes_then_both_sides_stop_showing_and_purge_the_messa
     );
     assert_eq!(w.messaging.purge_expired(), Ok(1));
     assert!(w.store.all().is_empty(), "deleted, not just hidden");
+    let expired: Vec<u64> = w
+        .events
+        .0
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter_map(|e| match e {
+            Event::MessagesExpired { count } => Some(*count),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(expired, [1, 1], "each purge that deleted something says so");
 }
 
 #[test]
