@@ -1,107 +1,6 @@
-//! Domain values to JSON documents and readable lines: the CLI's edge.
+//! JSON documents as readable lines: the CLI's edge.
 
-use parley_domain::{
-    ChainState, ConversationSummary, Delivery, Direction, StoredMessage, Timestamp, Verification,
-};
-use parley_usecases::queries::{ContactView, History, Status};
-use serde_json::{Value, json};
-use time::{OffsetDateTime, format_description::well_known::Rfc3339};
-
-/// RFC 3339, UTC, millisecond precision.
-#[must_use]
-pub fn rfc3339(at: Timestamp) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(at.0) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| at.0.to_string())
-}
-
-/// A message as a JSON object (the contract's fields first).
-#[must_use]
-pub fn message(m: &StoredMessage) -> Value {
-    let (delivery, delivered_at) = match m.delivery {
-        Delivery::Pending => ("pending", None),
-        Delivery::Delivered(at) => ("delivered", Some(rfc3339(at))),
-        Delivery::Received(at) => ("received", Some(rfc3339(at))),
-        Delivery::Rejected(at) => ("rejected", Some(rfc3339(at))),
-    };
-    json!({
-        "id": m.id.to_string(),
-        "from": m.from.as_str(),
-        "to": m.to.as_str(),
-        "text": m.text.as_str(),
-        "sent_at": rfc3339(m.sent_at),
-        "verified": m.verification.is_verified(),
-        "verification": match m.verification {
-            Verification::Verified => "verified",
-            Verification::Failed(fault) => fault.code(),
-        },
-        "reason": match m.verification {
-            Verification::Verified => None,
-            Verification::Failed(fault) => Some(fault.to_string()),
-        },
-        "direction": match m.direction { Direction::Outgoing => "outgoing", Direction::Incoming => "incoming" },
-        "delivery": delivery,
-        "delivery_at": delivered_at,
-        "ttl": m.ttl.map(|t| t.to_string()),
-        "expires_at": m.expires_at.map(rfc3339),
-        "attachments": m.attachments.iter().enumerate().map(|(i, a)| json!({
-            "index": i,
-            "name": a.meta.name,
-            "size": a.meta.size,
-            "sha256": a.meta.sha256.to_string(),
-        })).collect::<Vec<_>>(),
-    })
-}
-
-/// A conversation and its chains as the JSON document of `history --json`.
-#[must_use]
-pub fn history(with: &str, h: &History) -> Value {
-    json!({
-        "with": with,
-        "messages": h.messages.iter().map(message).collect::<Vec<_>>(),
-        "chain": {
-            "incoming": chain(&h.incoming),
-            "outgoing": { "state": "sealed", "last_seq": h.outgoing.seq },
-        },
-    })
-}
-
-/// The state of a received chain as a JSON object.
-#[must_use]
-pub fn chain(state: &ChainState) -> Value {
-    let (last, missing, faults) = match state {
-        ChainState::Empty => (0, Vec::new(), 0),
-        ChainState::Intact { last } => (*last, Vec::new(), 0),
-        ChainState::Gap { last, missing } => (*last, missing.clone(), 0),
-        ChainState::Faulty { last, faults } => (*last, Vec::new(), *faults),
-    };
-    json!({
-        "state": state.code(),
-        "last_seq": last,
-        "missing": missing.iter().map(|(a, b)| json!([a, b])).collect::<Vec<_>>(),
-        "faults": faults,
-    })
-}
-
-/// A conversation as a JSON object.
-#[must_use]
-pub fn conversation(c: &ConversationSummary) -> Value {
-    json!({ "with": c.with.as_str(), "messages": c.messages, "last": message(&c.last) })
-}
-
-/// The status as a JSON object.
-#[must_use]
-pub fn status(s: &Status, rendezvous_addrs: &[String]) -> Value {
-    json!({
-        "user": s.user.as_str(),
-        "peer_id": s.node.peer_id,
-        "listen_addrs": s.node.listen_addrs,
-        "rendezvous": { "connected": s.node.rendezvous_connected, "addrs": rendezvous_addrs },
-        "rendezvous_connected": s.node.rendezvous_connected,
-        "outbox": s.outbox,
-    })
-}
+use serde_json::Value;
 
 fn field<'a>(v: &'a Value, key: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or("?")
@@ -242,18 +141,6 @@ pub fn status_lines(s: &Value) -> String {
     )
 }
 
-/// A contact as a JSON object: safety numbers, and whether new keys wait for a decision.
-#[must_use]
-pub fn contact(view: &ContactView) -> Value {
-    json!({
-        "user": view.contact.user.as_str(),
-        "safety_number": view.safety_number.to_string(),
-        "keys_changed": view.contact.pending.is_some(),
-        "pending_safety_number": view.pending_safety_number.as_ref().map(ToString::to_string),
-        "pinned_at": rfc3339(view.contact.pinned_at),
-    })
-}
-
 /// Readable lines for a contact JSON object.
 #[must_use]
 pub fn contact_lines(c: &Value) -> String {
@@ -274,6 +161,8 @@ pub fn contact_lines(c: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
