@@ -1,0 +1,401 @@
+//! The desktop's commands on Tauri's mock runtime, against a real rendezvous started here: the
+//! first-run screen's refusals, enrollment, one node per home, the passphrase, and a message
+//! from one desktop to another with the events each window receives.
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use parley_desktop::{Desktop, Options};
+use serde_json::{Value, json};
+use tauri::{
+    App, Listener, Manager, WebviewWindow,
+    ipc::{CallbackFn, InvokeBody},
+    test::{INVOKE_KEY, MockRuntime, mock_builder, mock_context, noop_assets},
+    webview::InvokeRequest,
+};
+
+struct Window {
+    app: App<MockRuntime>,
+    webview: WebviewWindow<MockRuntime>,
+    events: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Window {
+    fn open(home: &Path, server: Option<&Rendezvous>) -> Self {
+        let options = Options {
+            home: home.to_owned(),
+            listen: "/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"),
+            max_attachment: 1024 * 1024,
+            server: server.map(|r| r.url.clone()),
+            ca_fingerprint: server.map(|r| r.fingerprint.clone()),
+            downloads: Some(home.join("downloads")),
+        };
+        // The app's own builder, on the mock runtime.
+        let app = parley_desktop::app(mock_builder(), options)
+            .build(mock_context(noop_assets()))
+            .expect("app");
+        parley_desktop::connect(&app);
+        let webview = tauri::WebviewWindowBuilder::new(&app, "main", Default::default())
+            .build()
+            .expect("window");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = events.clone();
+        app.listen_any("parley", move |event| {
+            if let Ok(payload) = serde_json::from_str::<Value>(event.payload()) {
+                seen.lock().expect("events").push(payload);
+            }
+        });
+        Self {
+            app,
+            webview,
+            events,
+        }
+    }
+
+    fn invoke(&self, cmd: &str, args: Value) -> Result<Value, Value> {
+        tauri::test::get_ipc_response(
+            &self.webview,
+            InvokeRequest {
+                cmd: cmd.into(),
+                callback: CallbackFn(0),
+                error: CallbackFn(1),
+                url: "tauri://localhost".parse().expect("url"),
+                body: InvokeBody::Json(args),
+                headers: Default::default(),
+                invoke_key: INVOKE_KEY.to_owned(),
+            },
+        )
+        .map(|body| body.deserialize::<Value>().expect("json"))
+    }
+
+    fn ok(&self, cmd: &str, args: Value) -> Value {
+        self.invoke(cmd, args)
+            .unwrap_or_else(|e| panic!("{cmd} failed: {e}"))
+    }
+
+    fn refused(&self, cmd: &str, args: Value) -> (String, String) {
+        let error = self
+            .invoke(cmd, args)
+            .expect_err(&format!("{cmd} should be refused"));
+        (
+            error["code"].as_str().unwrap_or_default().to_owned(),
+            error["message"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    /// Waits for an event that `matches`.
+    fn event(&self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(found) = self
+                .events
+                .lock()
+                .expect("events")
+                .iter()
+                .find(|e| matches(e))
+            {
+                return found.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} event: {:?}",
+                self.events
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn close(self) {
+        let desktop = self.app.state::<Desktop>();
+        tauri::async_runtime::block_on(desktop.close());
+    }
+}
+
+struct Rendezvous {
+    url: String,
+    fingerprint: String,
+    _data: tempfile::TempDir,
+}
+
+fn rendezvous() -> Rendezvous {
+    let data = tempfile::tempdir().expect("dir");
+    let config = parley_rendezvous::Config {
+        data: data.path().to_owned(),
+        https: "127.0.0.1:0".parse().expect("addr"),
+        p2p: "/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"),
+        announce: Vec::new(),
+        ca_key: None,
+    };
+    // Runs on the runtime the commands run on, for as long as the test process.
+    let running =
+        tauri::async_runtime::block_on(parley_rendezvous::start(config)).expect("rendezvous");
+    let rendezvous = Rendezvous {
+        url: format!("https://{}", running.https()),
+        fingerprint: running.fingerprint().to_string(),
+        _data: data,
+    };
+    std::mem::forget(running);
+    rendezvous
+}
+
+fn enroll_form(r: &Rendezvous, username: &str, password: &str, passphrase: &str) -> Value {
+    json!({
+        "server": r.url,
+        "fingerprint": r.fingerprint,
+        "username": username,
+        "password": password,
+        "passphrase": passphrase,
+    })
+}
+
+#[test]
+fn the_first_run_screen_refuses_bad_input_with_one_sentence_and_keeps_nothing() {
+    let r = rendezvous();
+    let home = tempfile::tempdir().expect("home");
+    let window = Window::open(home.path(), Some(&r));
+    let boot = window.ok("boot", json!({}));
+    assert_eq!(boot["phase"], "enroll");
+    assert_eq!(boot["store_exists"], false);
+    assert_eq!(
+        boot["defaults"]["server"],
+        json!(r.url),
+        "offered on the form"
+    );
+
+    let cases = [
+        (enroll_form(&r, "Alice!", "pw", ""), "invalid_username"),
+        (
+            json!({ "server": "http://127.0.0.1:1", "fingerprint": "", "username": "alice", "password": "pw", "passphrase": "" }),
+            "invalid_server",
+        ),
+        (
+            json!({ "server": r.url, "fingerprint": "sha256:zz", "username": "alice", "password": "pw", "passphrase": "" }),
+            "invalid_fingerprint",
+        ),
+        (
+            json!({ "server": "https://127.0.0.1:1", "fingerprint": "", "username": "alice", "password": "pw", "passphrase": "" }),
+            "unreachable",
+        ),
+        (
+            json!({ "server": r.url, "fingerprint": format!("sha256:{}", "ab".repeat(32)), "username": "alice", "password": "pw", "passphrase": "" }),
+            "fingerprint_mismatch",
+        ),
+    ];
+    for (form, code) in cases {
+        let (got, message) = window.refused("enroll", form);
+        assert_eq!(got, code, "{message}");
+        assert!(
+            !message.is_empty() && !message.contains("Error:") && !message.contains('\n'),
+            "one sentence: {message}"
+        );
+        assert!(
+            !home.path().join("store").exists(),
+            "a failed enrollment keeps no store ({code})"
+        );
+    }
+    assert_eq!(
+        window.refused("conversations", json!({})).0,
+        "not_ready",
+        "nothing runs before enrollment"
+    );
+    window.close();
+}
+
+#[test]
+fn an_enrolled_home_opens_at_the_list_and_a_second_app_on_it_is_refused() {
+    let r = rendezvous();
+    let home = tempfile::tempdir().expect("home");
+    let window = Window::open(home.path(), Some(&r));
+    let boot = window.ok("enroll", enroll_form(&r, "carol", "carol-password", ""));
+    assert_eq!(boot["phase"], "ready");
+    assert_eq!(boot["user"], "carol");
+    assert!(
+        boot["warning"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("key kept in a file"),
+        "{boot}"
+    );
+    let status = window.ok("status", json!({}));
+    assert_eq!(status["user"], "carol");
+    assert!(status["peer_id"].as_str().is_some_and(|p| p.len() > 40));
+    assert_eq!(window.ok("conversations", json!({})), json!([]));
+    assert_eq!(
+        window.ok("history", json!({ "with": "dave" }))["messages"],
+        json!([])
+    );
+    assert_eq!(
+        window.refused("contact", json!({ "user": "dave" })).0,
+        "unknown_contact"
+    );
+    assert_eq!(
+        window.refused("history", json!({ "with": "../x" })).0,
+        "invalid_username"
+    );
+
+    // The same home in a second app: a clear sentence, not a second node on one store.
+    let second = Window::open(home.path(), Some(&r));
+    let boot = second.ok("boot", json!({}));
+    assert_eq!(boot["phase"], "fatal");
+    assert!(
+        boot["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("already open in another Parley"),
+        "{boot}"
+    );
+    second.close();
+
+    // Another home cannot take the name without its password.
+    let other = tempfile::tempdir().expect("home");
+    let third = Window::open(other.path(), Some(&r));
+    let (code, message) = third.refused("enroll", enroll_form(&r, "carol", "guess", ""));
+    assert_eq!(code, "invalid_credentials", "{message}");
+    third.close();
+
+    // Closed and opened again, the home goes straight to the list.
+    window.close();
+    let again = Window::open(home.path(), Some(&r));
+    let boot = again.ok("boot", json!({}));
+    assert_eq!(boot["phase"], "ready", "{boot}");
+    assert_eq!(boot["user"], "carol");
+    again.close();
+}
+
+#[test]
+fn a_store_with_a_passphrase_asks_for_it_and_refuses_a_wrong_one() {
+    let r = rendezvous();
+    let home = tempfile::tempdir().expect("home");
+    let window = Window::open(home.path(), Some(&r));
+    let boot = window.ok(
+        "enroll",
+        enroll_form(&r, "erin", "erin-password", "correct horse"),
+    );
+    assert_eq!(boot["phase"], "ready");
+    assert!(boot["warning"].is_null(), "no key file: {boot}");
+    window.close();
+
+    let window = Window::open(home.path(), Some(&r));
+    let boot = window.ok("boot", json!({}));
+    assert_eq!(boot["phase"], "unlock");
+    assert_eq!(boot["store_exists"], true);
+    assert_eq!(
+        window
+            .refused("unlock", json!({ "passphrase": "wrong horse" }))
+            .0,
+        "wrong_passphrase"
+    );
+    assert_eq!(
+        window.refused("unlock", json!({ "passphrase": "" })).0,
+        "passphrase_required"
+    );
+    let boot = window.ok("unlock", json!({ "passphrase": "correct horse" }));
+    assert_eq!(boot["phase"], "ready");
+    assert_eq!(boot["user"], "erin");
+    window.close();
+}
+
+#[test]
+fn a_message_between_two_desktops_reaches_the_other_window_as_text() {
+    let r = rendezvous();
+    let (home_a, home_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let alice = Window::open(home_a.path(), Some(&r));
+    let bob = Window::open(home_b.path(), Some(&r));
+    alice.ok("enroll", enroll_form(&r, "alice", "alice-password", ""));
+    bob.ok("enroll", enroll_form(&r, "bob", "bob-password", ""));
+
+    let hostile = "<img src=x onerror=alert(1)>";
+    let sent = alice.ok(
+        "send",
+        json!({ "to": "bob", "text": hostile, "ttl": null, "attachments": [] }),
+    );
+    assert_eq!(sent["delivered"], true, "{sent}");
+    let id = sent["id"].as_str().expect("id").to_owned();
+
+    alice.event("stored", |e| {
+        e["event"] == "stored" && e["message"]["id"] == json!(id)
+    });
+    alice.event("delivered", |e| {
+        e["event"] == "delivered" && e["id"] == json!(id)
+    });
+    let got = bob.event("message", |e| e["event"] == "message");
+    assert_eq!(
+        got["message"]["text"], hostile,
+        "the text arrives as it was written"
+    );
+    assert_eq!(got["message"]["from"], "alice");
+    assert_eq!(got["message"]["verified"], true);
+
+    let list = bob.ok("conversations", json!({}));
+    assert_eq!(list[0]["with"], "alice");
+    assert_eq!(list[0]["unread"], 1);
+    assert_eq!(
+        list[0]["online"], true,
+        "a contact who just wrote is online"
+    );
+    bob.ok("mark_read", json!({ "with": "alice" }));
+    assert_eq!(bob.ok("conversations", json!({}))[0]["unread"], 0);
+
+    // A disappearing reply, and a staged attachment that is saved on the other side.
+    let staged = {
+        let bytes = b"a picture".to_vec();
+        let mut headers = tauri::http::HeaderMap::new();
+        headers.insert(
+            "x-file-name",
+            "..%2Fholiday%20photo.jpg".parse().expect("header"),
+        );
+        tauri::test::get_ipc_response(
+            &bob.webview,
+            InvokeRequest {
+                cmd: "stage_attachment".into(),
+                callback: CallbackFn(0),
+                error: CallbackFn(1),
+                url: "tauri://localhost".parse().expect("url"),
+                body: InvokeBody::Raw(bytes),
+                headers,
+                invoke_key: INVOKE_KEY.to_owned(),
+            },
+        )
+        .map(|b| b.deserialize::<Value>().expect("json"))
+        .expect("staged")
+    };
+    assert_eq!(staged["name"], "holiday photo.jpg", "no folder in a name");
+    let reply = bob.ok(
+        "send",
+        json!({ "to": "alice", "text": "see it", "ttl": "5m", "attachments": [staged["token"]] }),
+    );
+    assert_eq!(reply["delivered"], true, "{reply}");
+    assert!(
+        std::fs::read_dir(home_b.path().join("outgoing")).map_or(true, |mut d| d.next().is_none()),
+        "the staged copy is gone once the message is sealed"
+    );
+    let got = alice.event("message", |e| {
+        e["event"] == "message" && e["message"]["text"] == "see it"
+    });
+    assert_eq!(got["message"]["ttl"], "5m");
+    assert!(got["message"]["expires_at"].is_string());
+    let saved = alice.ok(
+        "save_attachment",
+        json!({ "with": "bob", "id": got["message"]["id"], "index": 0 }),
+    );
+    let path = saved["saved"].as_str().expect("path");
+    assert!(
+        path.starts_with(&home_a.path().join("downloads").display().to_string()),
+        "{path}"
+    );
+    assert_eq!(std::fs::read(path).expect("saved"), b"a picture");
+
+    let safety_a = alice.ok("contact", json!({ "user": "bob" }))["safety_number"].clone();
+    let safety_b = bob.ok("contact", json!({ "user": "alice" }))["safety_number"].clone();
+    assert!(safety_a.is_string());
+    assert_eq!(safety_a, safety_b, "both sides show the same safety number");
+
+    alice.close();
+    bob.close();
+}
