@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Parley on this machine, in one command.
 #
-#   ./run.sh [--user NAME] [CONTACT]   build, start (or reuse) a local rendezvous, enroll NAME
-#                                      (default: your login name) and chat with CONTACT
+#   ./run.sh [--user NAME]             with a display: build, start (or reuse) a local
+#                                      rendezvous and open the desktop app as NAME (default: your
+#                                      login name); its first-run screen comes prefilled
+#   ./run.sh [--user NAME] [CONTACT]   without a display (or with --terminal): enroll NAME and
+#                                      chat with CONTACT in the terminal
 #   ./run.sh --demo                    play the Alice-and-Bob conversation and print it
 #   ./run.sh --stop                    stop the local rendezvous
 #
@@ -23,7 +26,7 @@ build() {
         exit 1
     fi
     echo "building parley (the first build takes a few minutes)..." >&2
-    cargo build --quiet --locked --bin parley --bin parley-rendezvous
+    cargo build --quiet --locked --bin parley --bin parley-rendezvous "$@"
 }
 
 rendezvous_alive() {
@@ -63,20 +66,32 @@ case "${1:-}" in
     exit 0
     ;;
 -h | --help)
-    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 esac
 
 user=$(id -un | tr 'A-Z' 'a-z' | tr -cd 'a-z0-9_-')
-if [ "${1:-}" = "--user" ]; then
-    user=${2:?--user needs a name}
-    shift 2
-fi
+terminal=false
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --user) user=${2:?--user needs a name}; shift 2 ;;
+    --terminal) terminal=true; shift ;;
+    *) break ;;
+    esac
+done
 contact=${1:-}
+
+if [ "$terminal" = false ] && [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then
+    build --bin parley-desktop
+    ensure_rendezvous
+    echo "opening the desktop app for $user (home .parley/$user); ./run.sh --terminal for the terminal chat" >&2
+    exec "$bin/parley-desktop" --home "$state/$user" --listen /ip4/127.0.0.1/tcp/0 \
+        --server "$RV_URL" --ca-fingerprint "$RV_FINGERPRINT"
+fi
 if [ -z "$contact" ]; then
     if [ ! -t 0 ]; then
-        echo "usage: ./run.sh [--user NAME] CONTACT (or ./run.sh --demo)" >&2
+        echo "usage: ./run.sh [--user NAME] [--terminal] CONTACT (or ./run.sh --demo)" >&2
         exit 2
     fi
     read -r -p "chat with (username): " contact

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing on a Debian machine, then runs every check and test:
 # formatting, lints, the workspace's tests (among them the crash campaign, the disk and network
-# fault tests, the hostile-input table and the TLS audit), the Alice-and-Bob scenario with real
+# fault tests, the hostile-input table, the TLS audit, and the desktop app in a real window
+# under Xvfb, whose screenshot lands in $CARGO_TARGET_DIR/artifacts/), the Alice-and-Bob scenario with real
 # processes, a short run of the benchmark (that it runs and prints valid JSON; its figures are
 # not judged here), a short run of every fuzz target, and static checks of the compose file and
 # Dockerfile.
@@ -69,6 +70,8 @@ install_python_yaml() {
 install_system_packages
 install_rust_tools
 install_python_yaml
+# WebKitGTK for the desktop app, Xvfb, WebKitWebDriver and tauri-driver for its window test.
+scripts/desktop-deps.sh
 
 step "formatting"
 cargo fmt --all --check
