@@ -113,6 +113,9 @@ fn a_conversation_in_the_window() {
         rv.fingerprint,
         "the fingerprint field is prefilled"
     );
+    // The first-run screen at the smallest size the window allows.
+    ui.resize(800, 600);
+    ui.save_screenshot("desktop-first-run.png");
     ui.ok(session.send_keys(&username, "alice"));
     ui.ok(session.send_keys(&ui.shown("#enroll-password", WAIT), "pw-alice"));
     ui.ok(session.click(&ui.shown("#enroll-submit", WAIT)));
