@@ -15,23 +15,13 @@ use parley_p2p::{AttachmentConfig, Credentials, Multiaddr, Node, NodeConfig};
 use parley_store::{Store, Unlock};
 use parley_usecases::commands::{Enroll, Messaging, ReceiveMessage, SendMessage};
 use parley_usecases::ports::{
-    AttachmentSource, Clock, Directory, EnrollRequest, Event, EventSink, IdentityStore, NodeInfo,
+    AttachmentSource, Directory, EnrollRequest, Event, EventSink, IdentityStore, NodeInfo,
 };
 
 /// The largest attachment the benchmark's devices send and take.
 const ATTACHMENT_LIMIT: u64 = 1 << 30;
 
-/// The system clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        Timestamp(ms)
-    }
-}
+pub use parley_peer::SystemClock;
 
 /// Nobody watches the benchmark's events.
 pub struct NoEvents;
