@@ -32,6 +32,7 @@ const TOTAL: Duration = Duration::from_secs(150);
 
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
 const REPLY: &str = "hi alice from the terminal";
+const VANISHING: &str = "this one disappears in five minutes";
 /// The screenshot taken when the test fails, beside the others.
 const FAILURE_SHOT: &str = "desktop-failure.png";
 
@@ -242,6 +243,58 @@ fn a_conversation_in_the_window() {
         json!(true),
         "bob's plain reply carries the verified badge"
     );
+
+    // A disappearing message: the timer is chosen in the composer, the window counts down,
+    // and bob's copy carries the same time to live.
+    ui.script(
+        "const t = document.getElementById('composer-ttl'); t.value = '5m'; \
+         t.dispatchEvent(new Event('change', { bubbles: true })); return t.value;",
+    );
+    ui.ok(session.send_keys(
+        &ui.shown("#composer-text", WAIT),
+        &format!("{VANISHING}{ENTER}"),
+    ));
+    ui.until_seen(
+        "the disappearing message to show as delivered, with its time left",
+        WAIT,
+        || {
+            ui.script(&format!(
+                "const li = [...document.querySelectorAll('li.message.outgoing')].find(l => l.querySelector('.text').textContent === '{VANISHING}'); \
+                 return li ? [li.querySelector('.delivery')?.textContent, li.querySelector('.ttl-left')?.textContent] : null;"
+            ))
+        },
+        |seen| {
+            seen[0].as_str().is_some_and(|d| d.contains("delivered"))
+                && seen[1].as_str().is_some_and(|t| t.contains("disappears in"))
+        },
+    );
+    let out = run(&parley, &bob, &["history", "alice", "--json"]);
+    let history: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let bobs_copy = history["messages"]
+        .as_array()
+        .and_then(|m| m.iter().find(|m| m["text"] == VANISHING).cloned())
+        .unwrap_or_else(|| panic!("bob lacks the disappearing message: {history}"));
+    assert_eq!(bobs_copy["ttl"], "5m", "{bobs_copy}");
+
+    // Contact details: the safety number is the one bob's terminal shows.
+    ui.ok(session.click(&ui.shown("#contact-details-button", WAIT)));
+    ui.shown("#safety-number", WAIT);
+    let in_window = ui.until_seen(
+        "the safety number in the contact details",
+        WAIT,
+        || ui.text("#safety-number"),
+        |t| t.chars().filter(char::is_ascii_digit).count() >= 30,
+    );
+    let out = run(&parley, &bob, &["safety-number", "alice", "--json"]);
+    let bobs: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
+    assert_eq!(
+        digits(&in_window),
+        digits(bobs["safety_number"].as_str().unwrap_or_default()),
+        "alice's window and bob's terminal show different safety numbers"
+    );
+    ui.save_screenshot("desktop-contact-details.png");
+    ui.ok(session.click(&ui.shown("#contact-close", WAIT)));
 
     // At 1280x800, then at the minimum size: nothing overflows, the composer stays in view.
     ui.resize(1280, 800);
