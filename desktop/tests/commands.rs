@@ -399,3 +399,81 @@ fn a_message_between_two_desktops_reaches_the_other_window_as_text() {
     alice.close();
     bob.close();
 }
+
+#[test]
+fn a_contact_with_new_keys_is_held_until_the_user_accepts_them() {
+    let r = rendezvous();
+    let (home_a, home_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let alice = Window::open(home_a.path(), Some(&r));
+    let bob = Window::open(home_b.path(), Some(&r));
+    alice.ok("enroll", enroll_form(&r, "alice", "alice-password", ""));
+    bob.ok("enroll", enroll_form(&r, "bob", "bob-password", ""));
+    let sent = bob.ok(
+        "send",
+        json!({ "to": "alice", "text": "first", "ttl": null }),
+    );
+    assert_eq!(sent["delivered"], true, "{sent}");
+    let pinned = alice.ok("contact", json!({ "user": "bob" }));
+    assert_eq!(pinned["keys_changed"], false);
+    bob.close();
+
+    // Bob on a new device: same name and password, new keys.
+    let home_b2 = tempfile::tempdir().expect("b2");
+    let new_bob = Window::open(home_b2.path(), Some(&r));
+    new_bob.ok("enroll", enroll_form(&r, "bob", "bob-password", ""));
+    let sent = new_bob.ok(
+        "send",
+        json!({ "to": "alice", "text": "new phone", "ttl": null }),
+    );
+    assert_eq!(sent["delivered"], false, "alice holds it back: {sent}");
+    assert_eq!(sent["queued"], true, "kept to go out later: {sent}");
+
+    alice.event("keys_changed", |e| {
+        e["event"] == "keys_changed" && e["user"] == "bob"
+    });
+    let changed = alice.ok("contact", json!({ "user": "bob" }));
+    assert_eq!(changed["keys_changed"], true, "{changed}");
+    assert_eq!(
+        changed["safety_number"], pinned["safety_number"],
+        "the pinned number stays"
+    );
+    assert!(
+        changed["pending_safety_number"].is_string()
+            && changed["pending_safety_number"] != changed["safety_number"],
+        "the new keys give another number: {changed}"
+    );
+    let texts = |w: &Window| -> Vec<String> {
+        w.ok("history", json!({ "with": "bob" }))["messages"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|m| m["text"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        texts(&alice),
+        ["first"],
+        "nothing from the new keys before they are accepted"
+    );
+
+    alice.ok("trust", json!({ "user": "bob" }));
+    let got = alice.event("message", |e| {
+        e["event"] == "message" && e["message"]["text"] == "new phone"
+    });
+    assert_eq!(got["message"]["from"], "bob");
+    let accepted = alice.ok("contact", json!({ "user": "bob" }));
+    assert_eq!(accepted["keys_changed"], false);
+    assert_eq!(accepted["safety_number"], changed["pending_safety_number"]);
+    assert_eq!(
+        alice.refused("trust", json!({ "user": "bob" })).0,
+        "nothing_pending",
+        "nothing left to accept"
+    );
+    alice.close();
+    new_bob.close();
+}
