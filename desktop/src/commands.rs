@@ -144,6 +144,13 @@ pub async fn stage_attachment(
     tokio::task::block_in_place(|| desktop.stage(&name, bytes))
 }
 
+/// Deletes the copy of a picked file the user removed from the composer.
+#[tauri::command]
+pub async fn discard_attachment(desktop: State<'_, Desktop>, token: String) -> Result<(), Failure> {
+    desktop.unstage(&[token]);
+    Ok(())
+}
+
 /// Decrypts an attachment into a new file in the downloads folder.
 #[tauri::command]
 pub async fn save_attachment(

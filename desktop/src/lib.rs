@@ -49,6 +49,7 @@ pub fn app<R: Runtime>(builder: tauri::Builder<R>, options: Options) -> tauri::B
             commands::trust,
             commands::status,
             commands::stage_attachment,
+            commands::discard_attachment,
             commands::save_attachment,
         ])
 }

@@ -56,6 +56,16 @@ impl Window {
     }
 
     fn invoke(&self, cmd: &str, args: Value) -> Result<Value, Value> {
+        self.call(cmd, InvokeBody::Json(args), tauri::http::HeaderMap::new())
+    }
+
+    /// One IPC call as the page makes it, from the app's own origin.
+    fn call(
+        &self,
+        cmd: &str,
+        body: InvokeBody,
+        headers: tauri::http::HeaderMap,
+    ) -> Result<Value, Value> {
         tauri::test::get_ipc_response(
             &self.webview,
             InvokeRequest {
@@ -63,8 +73,8 @@ impl Window {
                 callback: CallbackFn(0),
                 error: CallbackFn(1),
                 url: "tauri://localhost".parse().expect("url"),
-                body: InvokeBody::Json(args),
-                headers: Default::default(),
+                body,
+                headers,
                 invoke_key: INVOKE_KEY.to_owned(),
             },
         )
@@ -84,6 +94,14 @@ impl Window {
             error["code"].as_str().unwrap_or_default().to_owned(),
             error["message"].as_str().unwrap_or_default().to_owned(),
         )
+    }
+
+    /// Hands a picked file to the app, as the composer does: raw bytes, the name in a header.
+    fn stage(&self, encoded_name: &str, bytes: &[u8]) -> Value {
+        let mut headers = tauri::http::HeaderMap::new();
+        headers.insert("x-file-name", encoded_name.parse().expect("header"));
+        self.call("stage_attachment", InvokeBody::Raw(bytes.to_vec()), headers)
+            .unwrap_or_else(|e| panic!("staging {encoded_name} failed: {e}"))
     }
 
     /// Waits for an event that `matches`.
@@ -343,36 +361,30 @@ fn a_message_between_two_desktops_reaches_the_other_window_as_text() {
     assert_eq!(bob.ok("conversations", json!({}))[0]["unread"], 0);
 
     // A disappearing reply, and a staged attachment that is saved on the other side.
-    let staged = {
-        let bytes = b"a picture".to_vec();
-        let mut headers = tauri::http::HeaderMap::new();
-        headers.insert(
-            "x-file-name",
-            "..%2Fholiday%20photo.jpg".parse().expect("header"),
-        );
-        tauri::test::get_ipc_response(
-            &bob.webview,
-            InvokeRequest {
-                cmd: "stage_attachment".into(),
-                callback: CallbackFn(0),
-                error: CallbackFn(1),
-                url: "tauri://localhost".parse().expect("url"),
-                body: InvokeBody::Raw(bytes),
-                headers,
-                invoke_key: INVOKE_KEY.to_owned(),
-            },
-        )
-        .map(|b| b.deserialize::<Value>().expect("json"))
-        .expect("staged")
-    };
+    let staged = bob.stage("..%2Fholiday%20photo.jpg", b"a picture");
     assert_eq!(staged["name"], "holiday photo.jpg", "no folder in a name");
+    let outgoing = |home: &Path| std::fs::read_dir(home.join("outgoing")).map_or(0, |d| d.count());
+    assert_eq!(
+        outgoing(home_b.path()),
+        1,
+        "the picked file waits in the home"
+    );
+    let dropped = bob.stage("second.txt", b"changed my mind");
+    assert_eq!(outgoing(home_b.path()), 2);
+    bob.ok("discard_attachment", json!({ "token": dropped["token"] }));
+    assert_eq!(
+        outgoing(home_b.path()),
+        1,
+        "a file taken off the composer goes at once"
+    );
     let reply = bob.ok(
         "send",
         json!({ "to": "alice", "text": "see it", "ttl": "5m", "attachments": [staged["token"]] }),
     );
     assert_eq!(reply["delivered"], true, "{reply}");
-    assert!(
-        std::fs::read_dir(home_b.path().join("outgoing")).map_or(true, |mut d| d.next().is_none()),
+    assert_eq!(
+        outgoing(home_b.path()),
+        0,
         "the staged copy is gone once the message is sealed"
     );
     let got = alice.event("message", |e| {

@@ -1004,9 +1004,11 @@
     remove.setAttribute("aria-label", `Remove ${file.name}`);
     remove.title = "Remove";
     remove.addEventListener("click", () => {
-      state.staged.splice(i, 1);
+      const [removed] = state.staged.splice(i, 1);
       renderStagedAttachments();
       $("composer-text").focus();
+      // The app keeps a copy of a picked file until it is sent: let it go now.
+      if (removed) invoke("discard_attachment", { token: removed.token }).catch(() => {});
     });
     chip.append(name, el("span", "chip-size", formatSize(file.size)), remove);
     return chip;
