@@ -119,7 +119,9 @@ pub async fn trust(desktop: State<'_, Desktop>, user: String) -> Result<Value, F
 #[tauri::command]
 pub async fn status(desktop: State<'_, Desktop>) -> Result<Value, Failure> {
     let peer = desktop.peer().await?;
-    tokio::task::block_in_place(|| peer.status())
+    let mut status = tokio::task::block_in_place(|| peer.status())?;
+    status["home"] = json!(desktop.home().display().to_string());
+    Ok(status)
 }
 
 /// Keeps a picked file for the next message. The body is the file's bytes; the header

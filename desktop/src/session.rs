@@ -125,6 +125,12 @@ impl Desktop {
             .set(self.options.downloads.clone().unwrap_or(downloads));
     }
 
+    /// The home folder.
+    #[must_use]
+    pub fn home(&self) -> &Path {
+        &self.options.home
+    }
+
     fn store_path(&self) -> PathBuf {
         self.options.home.join(STORE)
     }

@@ -239,6 +239,8 @@ fn an_enrolled_home_opens_at_the_list_and_a_second_app_on_it_is_refused() {
     );
     let status = window.ok("status", json!({}));
     assert_eq!(status["user"], "carol");
+    assert_eq!(status["home"], json!(home.path().display().to_string()));
+    assert!(status["rendezvous_connected"].is_boolean(), "{status}");
     assert!(status["peer_id"].as_str().is_some_and(|p| p.len() > 40));
     assert_eq!(window.ok("conversations", json!({})), json!([]));
     assert_eq!(
