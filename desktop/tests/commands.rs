@@ -159,6 +159,19 @@ fn rendezvous() -> Rendezvous {
     rendezvous
 }
 
+/// Two desktops, enrolled as alice and bob, with their homes.
+fn alice_and_bob(r: &Rendezvous) -> (Window, tempfile::TempDir, Window, tempfile::TempDir) {
+    let (home_a, home_b) = (
+        tempfile::tempdir().expect("a"),
+        tempfile::tempdir().expect("b"),
+    );
+    let alice = Window::open(home_a.path(), Some(r));
+    let bob = Window::open(home_b.path(), Some(r));
+    alice.ok("enroll", enroll_form(r, "alice", "alice-password", ""));
+    bob.ok("enroll", enroll_form(r, "bob", "bob-password", ""));
+    (alice, home_a, bob, home_b)
+}
+
 fn enroll_form(r: &Rendezvous, username: &str, password: &str, passphrase: &str) -> Value {
     json!({
         "server": r.url,
@@ -321,14 +334,7 @@ fn a_store_with_a_passphrase_asks_for_it_and_refuses_a_wrong_one() {
 #[test]
 fn a_message_between_two_desktops_reaches_the_other_window_as_text() {
     let r = rendezvous();
-    let (home_a, home_b) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let alice = Window::open(home_a.path(), Some(&r));
-    let bob = Window::open(home_b.path(), Some(&r));
-    alice.ok("enroll", enroll_form(&r, "alice", "alice-password", ""));
-    bob.ok("enroll", enroll_form(&r, "bob", "bob-password", ""));
+    let (alice, home_a, bob, home_b) = alice_and_bob(&r);
 
     let hostile = "<img src=x onerror=alert(1)>";
     let sent = alice.ok(
@@ -417,14 +423,7 @@ fn a_message_between_two_desktops_reaches_the_other_window_as_text() {
 #[test]
 fn a_contact_with_new_keys_is_held_until_the_user_accepts_them() {
     let r = rendezvous();
-    let (home_a, home_b) = (
-        tempfile::tempdir().expect("a"),
-        tempfile::tempdir().expect("b"),
-    );
-    let alice = Window::open(home_a.path(), Some(&r));
-    let bob = Window::open(home_b.path(), Some(&r));
-    alice.ok("enroll", enroll_form(&r, "alice", "alice-password", ""));
-    bob.ok("enroll", enroll_form(&r, "bob", "bob-password", ""));
+    let (alice, _home_a, bob, _home_b) = alice_and_bob(&r);
     let sent = bob.ok(
         "send",
         json!({ "to": "alice", "text": "first", "ttl": null }),
