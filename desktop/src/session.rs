@@ -33,6 +33,9 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// Said once the app runs on a store whose key lies in a file.
 const KEY_FILE_WARNING: &str = "This device's messages are protected by a key kept in a file next to them, not by a passphrase: anyone who can read your home folder can read them.";
 
+/// Said when the store failed and the node stopped.
+const STORE_FAILED: &str = "Parley stopped because the message store could not write to disk; no message was acknowledged that is not stored. Free space or fix the disk, then start Parley again.";
+
 type Emit = Arc<dyn Fn(Value) + Send + Sync>;
 
 /// Where the app stands.
@@ -98,7 +101,8 @@ struct Staged {
 /// The app's state, shared by every command.
 pub struct Desktop {
     options: Options,
-    phase: tokio::sync::Mutex<Phase>,
+    /// Shared with the watcher that stops the peer when its store fails.
+    phase: Arc<tokio::sync::Mutex<Phase>>,
     emit: OnceLock<Emit>,
     downloads: OnceLock<PathBuf>,
     staged: Mutex<HashMap<String, Staged>>,
@@ -110,7 +114,7 @@ impl Desktop {
     pub fn new(options: Options) -> Self {
         Self {
             options,
-            phase: tokio::sync::Mutex::new(Phase::Closed),
+            phase: Arc::new(tokio::sync::Mutex::new(Phase::Closed)),
             emit: OnceLock::new(),
             downloads: OnceLock::new(),
             staged: Mutex::new(HashMap::new()),
@@ -145,7 +149,8 @@ impl Desktop {
             };
             match open_store(&self.store_path(), unlock) {
                 Ok(store) => *phase = self.opened(store).await,
-                Err(StoreOpenError::PassphraseRequired) => {}
+                // The unlock screen asks (again, when PARLEY_PASSPHRASE was wrong).
+                Err(StoreOpenError::PassphraseRequired | StoreOpenError::WrongPassphrase) => {}
                 Err(e) => *phase = Phase::Fatal(open_failure(&e).message),
             }
         }
@@ -446,6 +451,7 @@ impl Desktop {
             }
         });
         let weak = Arc::downgrade(peer);
+        let phase = self.phase.clone();
         let home = self.options.home.display().to_string();
         tauri::async_runtime::spawn(async move {
             let mut last = Value::Null;
@@ -454,10 +460,12 @@ impl Desktop {
                 tick.tick().await;
                 let Some(peer) = weak.upgrade() else { return };
                 if let Some(failure) = peer.store_failed() {
-                    tracing::error!(error = %failure, "the message store failed");
-                    emit(
-                        json!({ "event": "stopped", "message": "Parley stopped because the message store could not write to disk; no message was acknowledged that is not stored. Free space or fix the disk, then start Parley again." }),
-                    );
+                    // As the daemon does: a store that could not make a write durable refuses
+                    // every write after it, so the node stops and the window says why.
+                    tracing::error!(error = %failure, "the message store failed; stopping");
+                    emit(json!({ "event": "stopped", "message": STORE_FAILED }));
+                    peer.shutdown().await;
+                    *phase.lock().await = Phase::Fatal(STORE_FAILED.to_owned());
                     return;
                 }
                 if let Ok(mut status) = peer.status() {
