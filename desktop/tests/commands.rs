@@ -106,7 +106,12 @@ impl Window {
 
     /// Waits for an event that `matches`.
     fn event(&self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        self.event_within(what, Duration::from_secs(20), matches)
+    }
+
+    /// Waits up to `limit` for an event that `matches`.
+    fn event_within(&self, what: &str, limit: Duration, matches: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(found) = self
                 .events
@@ -416,8 +421,13 @@ fn a_message_between_two_desktops_reaches_the_other_window_as_text() {
     assert!(safety_a.is_string());
     assert_eq!(safety_a, safety_b, "both sides show the same safety number");
 
-    alice.close();
+    // Bob closes his app: within a round of presence look-ups, alice sees him offline.
     bob.close();
+    alice.event_within("bob offline", Duration::from_secs(45), |e| {
+        e["event"] == "presence" && e["user"] == "bob" && e["online"] == false
+    });
+    assert_eq!(alice.ok("conversations", json!({}))[0]["online"], false);
+    alice.close();
 }
 
 #[test]
