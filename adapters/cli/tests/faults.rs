@@ -19,7 +19,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Proc, control, daemon_with, enroll, history, is_root, rendezvous, runnable};
+use common::{
+    Proc, control, daemon_with, enroll, history, is_root, rendezvous, runnable, texts_from,
+};
 use serde_json::{Value, json};
 
 /// Messages sent while syncs fail.
@@ -54,16 +56,6 @@ fn send_burst_from(alice: &Path, prefix: &str, from: usize, n: usize) -> Vec<Out
         .collect()
 }
 
-fn texts_from_alice(history: &Value) -> Vec<String> {
-    history["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .filter(|m| m["from"] == "alice")
-        .map(|m| m["text"].as_str().expect("text").to_owned())
-        .collect()
-}
-
 /// Bob's history, if his daemon answers.
 fn bob_history(bob: &Path) -> Option<Value> {
     match control(bob, &json!({ "cmd": "history", "with": "alice" })) {
@@ -84,7 +76,7 @@ fn check_during(bob: &Path, outcomes: &[Outcome]) {
         );
     }
     if let Some(history) = bob_history(bob) {
-        let texts = texts_from_alice(&history);
+        let texts = texts_from(&history, "alice");
         for o in outcomes.iter().filter(|o| o.receipt) {
             assert_eq!(
                 texts.iter().filter(|t| **t == o.text).count(),
@@ -107,8 +99,8 @@ fn check_during(bob: &Path, outcomes: &[Outcome]) {
 fn check_recovered(alice: &Path, bob: &Path, expected: usize, bob_log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
-        let sent = texts_from_alice(&history(alice, "bob"));
-        let received = bob_history(bob).map(|h| (texts_from_alice(&h), h));
+        let sent = texts_from(&history(alice, "bob"), "alice");
+        let received = bob_history(bob).map(|h| (texts_from(&h, "alice"), h));
         if let Some((received, h)) = received
             && received.len() >= expected
         {

@@ -20,8 +20,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Proc, control, history, is_root, parley_bin, rendezvous_bin, runnable, started};
-use serde_json::{Value, json};
+use common::{
+    Proc, control, history, is_root, parley_bin, rendezvous_bin, runnable, started, texts_from,
+};
+use serde_json::json;
 
 /// Messages sent under packet loss, and while bob's cable is out.
 const UNDER_LOSS: usize = 12;
@@ -203,16 +205,6 @@ fn send_all(alice: &Path, prefix: &str, n: usize) -> (usize, usize) {
     (receipts, n - receipts)
 }
 
-fn texts(history: &Value) -> Vec<String> {
-    history["messages"]
-        .as_array()
-        .expect("messages")
-        .iter()
-        .filter(|m| m["from"] == "alice")
-        .map(|m| m["text"].as_str().expect("text").to_owned())
-        .collect()
-}
-
 /// A daemon in `host`'s namespace, up once it reached the rendezvous.
 fn daemon(lab: &Lab, host: &str, home: &Path, log: &Path) -> Proc {
     let mut cmd = lab.command(host, &parley_bin());
@@ -291,8 +283,8 @@ fn under_packet_loss_and_a_cut_cable_every_message_arrives_once_and_in_order() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let started = Instant::now();
     loop {
-        let sent = texts(&history(&alice, "bob"));
-        let received = texts(&history(&bob, "alice"));
+        let sent = texts_from(&history(&alice, "bob"), "alice");
+        let received = texts_from(&history(&bob, "alice"), "alice");
         if received.len() >= expected {
             assert_eq!(sent.len(), expected, "alice kept each message once");
             assert_eq!(received, sent, "bob has each once, in alice's order");

@@ -307,6 +307,17 @@ pub fn control(home: &Path, request: &Value) -> Result<Value, String> {
 }
 
 /// The history of `home` with `with`, waiting (up to a minute) for a daemon to answer.
+/// The texts `from` wrote in a history document, in its order.
+pub fn texts_from(history: &Value, from: &str) -> Vec<String> {
+    history["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["from"] == from)
+        .map(|m| m["text"].as_str().expect("text").to_owned())
+        .collect()
+}
+
 pub fn history(home: &Path, with: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
