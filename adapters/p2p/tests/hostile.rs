@@ -94,6 +94,16 @@ async fn socket_of(node: &Node) -> std::net::SocketAddr {
     std::net::SocketAddr::new(ip.unwrap(), port.unwrap())
 }
 
+/// The scene of most attacks: a CA, bob (the victim) with a [`verifying_app`], and alice, a
+/// well-behaved peer who must be served throughout.
+async fn victim_and_friend() -> (Ca, Node, Stored, Node) {
+    let ca = Ca::new("Parley CA");
+    let (bob, bob_rx) = node(ca.user("bob", 2), "bob", vec![]).await;
+    let stored = verifying_app(bob_rx);
+    let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
+    (ca, bob, stored, alice)
+}
+
 /// What a victim's application stored: (sender, envelope).
 type Stored = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
@@ -375,10 +385,7 @@ fn request(envelope: &[u8]) -> MessageRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_message_frame_is_dropped_and_the_node_keeps_serving() {
-    let ca = Ca::new("Parley CA");
-    let (bob, bob_rx) = node(ca.user("bob", 2), "bob", vec![]).await;
-    let stored = verifying_app(bob_rx);
-    let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
+    let (ca, bob, stored, alice) = victim_and_friend().await;
     let mallory = Attacker::new(&ca, "mallory", 9, &bob, "bob").await;
     mallory.dial(&bob).await;
     mallory.connected().await;
@@ -425,10 +432,7 @@ async fn an_oversized_message_frame_is_dropped_and_the_node_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_streams_on_one_connection_is_bounded_and_another_peer_is_served() {
-    let ca = Ca::new("Parley CA");
-    let (bob, bob_rx) = node(ca.user("bob", 2), "bob", vec![]).await;
-    let stored = verifying_app(bob_rx);
-    let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
+    let (ca, bob, stored, alice) = victim_and_friend().await;
     let mallory = Attacker::new(&ca, "mallory", 9, &bob, "bob").await;
     mallory.dial(&bob).await;
     mallory.connected().await;
@@ -491,10 +495,7 @@ async fn a_flood_of_streams_on_one_connection_is_bounded_and_another_peer_is_ser
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_connections_is_refused_past_the_limits_and_a_peer_still_gets_through() {
-    let ca = Ca::new("Parley CA");
-    let (bob, bob_rx) = node(ca.user("bob", 2), "bob", vec![]).await;
-    let stored = verifying_app(bob_rx);
-    let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
+    let (ca, bob, stored, alice) = victim_and_friend().await;
     let target = socket_of(&bob).await;
     let before = rss_kib();
 
@@ -610,10 +611,7 @@ fn tcp(target: std::net::SocketAddr) -> std::net::TcpStream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_in_protocol_negotiation_closes_the_connection() {
-    let ca = Ca::new("Parley CA");
-    let (bob, bob_rx) = node(ca.user("bob", 2), "bob", vec![]).await;
-    let stored = verifying_app(bob_rx);
-    let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
+    let (ca, bob, stored, alice) = victim_and_friend().await;
     let target = socket_of(&bob).await;
     let mallory = ca.user("mallory", 9);
 
@@ -671,10 +669,7 @@ async fn garbage_in_protocol_negotiation_closes_the_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_envelope_is_refused_for_good_a_replay_is_acknowledged_and_others_are_unaffected()
 {
-    let ca = Ca::new("Parley CA");
-    let (bob, bob_rx) = node(ca.user("bob", 2), "bob", vec![]).await;
-    let stored = verifying_app(bob_rx);
-    let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
+    let (ca, bob, stored, alice) = victim_and_friend().await;
 
     // Alice sends, then sends the very same envelope again (a retry, or a replay of it):
     // both get a receipt, it is stored once, and nothing is held against her.
