@@ -6,7 +6,6 @@
 
 (() => {
   const USERNAME_RE = /^[a-z0-9_-]{3,32}$/;
-  const STATUS_REFRESH_MS = 5000;
   const NOTE_CLEAR_MS = 10000;
   const NEAR_BOTTOM_PX = 80;
 
@@ -42,7 +41,6 @@
     historySeq: 0,
     listSeq: 0,
     subscribed: false,
-    statusTimer: null,
     tickTimer: null,
     noteTimer: null,
     restoredText: null, // composer text put back by rejected sends, while untouched
@@ -323,6 +321,7 @@
     updateConversationView();
     await subscribe();
     startTimers();
+    // Once; after that the app pushes a `status` event whenever the status line changes.
     refreshStatus();
     await refreshConversations();
   }
@@ -346,14 +345,11 @@
 
   function startTimers() {
     stopTimers();
-    state.statusTimer = setInterval(refreshStatus, STATUS_REFRESH_MS);
     state.tickTimer = setInterval(tickDisappearing, 1000);
   }
 
   function stopTimers() {
-    if (state.statusTimer) clearInterval(state.statusTimer);
     if (state.tickTimer) clearInterval(state.tickTimer);
-    state.statusTimer = null;
     state.tickTimer = null;
   }
 
