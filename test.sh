@@ -19,7 +19,36 @@ cd "$(dirname "$0")"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/parley-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each stage says how long it took when the next one starts, and a table of every stage's
+# time closes the run (also when it fails), so a slow stage shows in CI's log.
+stage_names=()
+stage_seconds=()
+stage_start=$SECONDS
+end_stage() {
+    [ ${#stage_names[@]} -gt ${#stage_seconds[@]} ] || return 0
+    local took=$((SECONDS - stage_start))
+    stage_seconds+=("$took")
+    printf '    (%s: %dm%02ds)\n' "${stage_names[-1]}" $((took / 60)) $((took % 60))
+}
+step() {
+    end_stage
+    stage_names+=("$*")
+    stage_start=$SECONDS
+    printf '\n==> %s\n' "$*"
+}
+stage_summary() {
+    local status=$?
+    end_stage
+    [ ${#stage_names[@]} -gt 0 ] || return 0
+    printf '\n==> time per stage\n'
+    local i
+    for i in "${!stage_seconds[@]}"; do
+        printf '  %4dm%02ds  %s\n' $((stage_seconds[i] / 60)) $((stage_seconds[i] % 60)) "${stage_names[i]}"
+    done
+    printf '  %4dm%02ds  in all\n' $((SECONDS / 60)) $((SECONDS % 60))
+    return $status
+}
+trap stage_summary EXIT
 
 if [ "${1:-}" = "--compose" ]; then
     exec scripts/compose-scenario.sh
@@ -67,6 +96,7 @@ install_python_yaml() {
     }
 }
 
+step "what is missing, installed"
 install_system_packages
 install_rust_tools
 install_python_yaml
