@@ -1,0 +1,307 @@
+//! The rendezvous's directory: who is online where, over `/parley/directory/1`.
+//!
+//! A peer publishes its listen addresses; the directory files them under the username of the
+//! peer's verified certificate (the request names no user). A look-up needs an enrolled
+//! certificate (the TLS handshake refuses anyone else), is rate-limited per peer and per source
+//! IP address (one person may enroll several devices; each device's limit alone would multiply),
+//! and answers an unknown user and an offline user alike. There is no listing. An entry lives as
+//! long as the peer's connection. A rate-limit bucket outlives the connection until it has
+//! refilled, so reconnecting does not reset it.
+
+mod limit;
+mod stats;
+
+pub use limit::{AddressLimit, IP_LOOKUP_BURST, IP_LOOKUPS_PER_SECOND, LOOKUP_BURST, LOOKUPS_PER_SECOND};
+pub use stats::{DirectoryStats, StatsSnapshot};
+
+use self::limit::Limits;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use libp2p::{
+    Multiaddr, PeerId, Swarm,
+    request_response::{self, ProtocolSupport, ResponseChannel},
+    swarm::{ConnectionId, NetworkBehaviour, SwarmEvent},
+};
+use parley_domain::{Role, Username};
+use tokio::sync::oneshot;
+
+use crate::{
+    Credentials, Error,
+    guard::{self, Guard},
+    protocol::{
+        DIRECTORY_PROTOCOL, DirectoryRequest, DirectoryResponse, MAX_DIRECTORY_REQUEST_BYTES,
+        MAX_DIRECTORY_RESPONSE_BYTES, MAX_PUBLISHED_ADDRS, PeerRecord, meta_within_bounds,
+    },
+    registry::Registry,
+    swarm,
+};
+
+/// `/parley/directory/1` streams open at once on one connection; more are dropped.
+pub const STREAMS_PER_CONNECTION: usize = 32;
+/// How often full (idle) rate-limit buckets are forgotten.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+#[derive(NetworkBehaviour)]
+#[behaviour(prelude = "libp2p::swarm::derive_prelude")]
+struct Behaviour {
+    guard: Guard,
+    directory: request_response::json::Behaviour<DirectoryRequest, DirectoryResponse>,
+}
+
+/// The running directory; stop it with [`DirectoryServer::shutdown`].
+pub struct DirectoryServer {
+    stats: Arc<DirectoryStats>,
+    addresses: Vec<Multiaddr>,
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DirectoryServer {
+    /// Listens on `listen` (port may be 0) and serves the directory. Resolves once listening.
+    ///
+    /// # Errors
+    /// [`Error`] when the credentials are unusable or the address cannot be listened on.
+    pub async fn start(credentials: Credentials, listen: Multiaddr) -> Result<Self, Error> {
+        Self::start_with(credentials, listen, AddressLimit::NotLoopback).await
+    }
+
+    /// [`DirectoryServer::start`] with the per-address look-up limit applied as `limit` says.
+    ///
+    /// # Errors
+    /// [`Error`] when the credentials are unusable or the address cannot be listened on.
+    pub async fn start_with(
+        credentials: Credentials,
+        listen: Multiaddr,
+        limit: AddressLimit,
+    ) -> Result<Self, Error> {
+        let registry = Registry::default();
+        let behaviour = Behaviour {
+            guard: Guard::new(guard::DIRECTORY),
+            directory: request_response::json::Behaviour::with_codec(
+                request_response::json::codec::Codec::default()
+                    .set_request_size_maximum(MAX_DIRECTORY_REQUEST_BYTES)
+                    .set_response_size_maximum(MAX_DIRECTORY_RESPONSE_BYTES),
+                [(DIRECTORY_PROTOCOL, ProtocolSupport::Inbound)],
+                request_response::Config::default()
+                    .with_max_concurrent_streams(STREAMS_PER_CONNECTION),
+            ),
+        };
+        let mut swarm = swarm::build(&credentials, registry.clone(), behaviour)?;
+        let listened = swarm::listen(&mut swarm, listen).await?;
+        let me = credentials.peer_id();
+        let addresses = listened.iter().map(|a| swarm::with_peer(a, me)).collect();
+        let (stop, stop_rx) = oneshot::channel();
+        let stats = Arc::new(DirectoryStats::default());
+        let directory = Directory {
+            swarm,
+            registry,
+            online: HashMap::new(),
+            limits: Limits::new(limit),
+            stats: stats.clone(),
+        };
+        let task = tokio::spawn(directory.run(stop_rx));
+        Ok(Self {
+            stats,
+            addresses,
+            stop,
+            task,
+        })
+    }
+
+    /// The directory's counters, live.
+    #[must_use]
+    pub fn stats(&self) -> Arc<DirectoryStats> {
+        self.stats.clone()
+    }
+
+    /// The addresses it listens on, each ending with `/p2p/<peer id>`.
+    #[must_use]
+    pub fn addresses(&self) -> Vec<Multiaddr> {
+        self.addresses.clone()
+    }
+
+    /// Stops the swarm and waits for its task.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+struct Directory {
+    swarm: Swarm<Behaviour>,
+    registry: Registry,
+    online: HashMap<Username, (PeerId, Vec<Multiaddr>)>,
+    limits: Limits,
+    stats: Arc<DirectoryStats>,
+}
+
+impl Directory {
+    async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+        let mut prune = tokio::time::interval(PRUNE_EVERY);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                event = self.swarm.select_next_some() => self.on_event(event),
+                _ = prune.tick() => self.limits.prune(),
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Directory(
+                request_response::Event::Message {
+                    peer,
+                    connection_id,
+                    message:
+                        request_response::Message::Request {
+                            request, channel, ..
+                        },
+                },
+            )) => self.on_request(peer, connection_id, request, channel),
+            SwarmEvent::ConnectionEstablished {
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                if let Some(ip) = guard::ip_of(endpoint.get_remote_address()) {
+                    self.limits.connected(connection_id, ip);
+                }
+                if num_established.get() == 1 {
+                    DirectoryStats::bump(&self.stats.connected_peers);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
+                self.limits.closed(connection_id);
+                if num_established > 0 {
+                    return;
+                }
+                self.stats.connected_peers.fetch_sub(1, Ordering::Relaxed);
+                self.registry.forget(&peer_id);
+                self.online.retain(|_, (peer, _)| *peer != peer_id);
+                self.count_online();
+            }
+            SwarmEvent::IncomingConnectionError {
+                send_back_addr,
+                error,
+                ..
+            } => {
+                DirectoryStats::bump(&self.stats.refused_connections);
+                tracing::info!(%send_back_addr, error = %error, "refused a connection");
+            }
+            _ => {}
+        }
+    }
+
+    fn count_online(&self) {
+        let online = u64::try_from(self.online.len()).unwrap_or(u64::MAX);
+        self.stats.online_users.store(online, Ordering::Relaxed);
+    }
+
+    fn on_request(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        request: DirectoryRequest,
+        channel: ResponseChannel<DirectoryResponse>,
+    ) {
+        let span = match &request {
+            DirectoryRequest::Lookup { meta, .. } => {
+                let span =
+                    tracing::info_span!("directory.lookup", %peer, found = tracing::field::Empty);
+                crate::trace::adopt(&span, meta);
+                span
+            }
+            DirectoryRequest::Publish { .. } => tracing::debug_span!("directory.publish", %peer),
+        };
+        let _entered = span.enter();
+        let response = self.answer(peer, connection, request);
+        if let DirectoryResponse::Lookup { peer } = &response {
+            span.record("found", peer.is_some());
+        }
+        match &response {
+            DirectoryResponse::Lookup { .. } => DirectoryStats::bump(&self.stats.lookups),
+            DirectoryResponse::RateLimited { .. } => DirectoryStats::bump(&self.stats.rate_limited),
+            DirectoryResponse::Refused { .. } => DirectoryStats::bump(&self.stats.refused_requests),
+            DirectoryResponse::Published => self.count_online(),
+        }
+        let _ = self
+            .swarm
+            .behaviour_mut()
+            .directory
+            .send_response(channel, response);
+    }
+
+    fn answer(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        request: DirectoryRequest,
+    ) -> DirectoryResponse {
+        // The upgrade only admits enrolled users; the role check keeps that true here too.
+        let Some(Role::User(user)) = self.registry.certified(&peer).map(|c| c.role) else {
+            return DirectoryResponse::Refused {
+                reason: "an enrolled certificate is required".into(),
+            };
+        };
+        match request {
+            DirectoryRequest::Publish { addrs, meta } => {
+                if !meta_within_bounds(&meta) || addrs.len() > MAX_PUBLISHED_ADDRS {
+                    return DirectoryResponse::Refused {
+                        reason: "too many addresses or metadata".into(),
+                    };
+                }
+                let addrs = addrs
+                    .iter()
+                    .filter(|a| a.len() <= 256)
+                    .filter_map(|a| a.parse::<Multiaddr>().ok())
+                    .filter(|a| {
+                        !a.iter()
+                            .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+                    })
+                    .map(|a| swarm::with_peer(&a, peer))
+                    .collect();
+                tracing::info!(%user, %peer, "peer online");
+                self.online.insert(user, (peer, addrs));
+                DirectoryResponse::Published
+            }
+            DirectoryRequest::Lookup { username, meta } => {
+                if !meta_within_bounds(&meta) {
+                    return DirectoryResponse::Refused {
+                        reason: "metadata too large".into(),
+                    };
+                }
+                if let Err(wait) = self.limits.take_lookup(peer, connection) {
+                    tracing::info!(%user, "look-up rate limit reached");
+                    return DirectoryResponse::RateLimited {
+                        // Rounded up, so a client that waits exactly this long gets through.
+                        retry_after_ms: u64::try_from(wait.as_millis())
+                            .unwrap_or(u64::MAX)
+                            .saturating_add(1),
+                    };
+                }
+                let found = Username::parse(&username)
+                    .ok()
+                    .and_then(|name| self.online.get(&name));
+                DirectoryResponse::Lookup {
+                    peer: found.map(|(peer, addrs)| PeerRecord {
+                        peer_id: peer.to_string(),
+                        addrs: addrs.iter().map(ToString::to_string).collect(),
+                    }),
+                }
+            }
+        }
+    }
+}
