@@ -11,7 +11,9 @@
 mod limit;
 mod stats;
 
-pub use limit::{AddressLimit, IP_LOOKUP_BURST, IP_LOOKUPS_PER_SECOND, LOOKUP_BURST, LOOKUPS_PER_SECOND};
+pub use limit::{
+    AddressLimit, IP_LOOKUP_BURST, IP_LOOKUPS_PER_SECOND, LOOKUP_BURST, LOOKUPS_PER_SECOND,
+};
 pub use stats::{DirectoryStats, StatsSnapshot};
 
 use self::limit::Limits;
