@@ -110,3 +110,59 @@ pub fn x25519_extension(x25519: &[u8; 32]) -> CustomExtension {
     extension.set_criticality(false);
     extension
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{CertificateParams, KeyPair, PKCS_ED25519, SanType, string::Ia5String};
+
+    use super::*;
+
+    fn certificate(uris: &[&str], x25519: Option<[u8; 32]>) -> Vec<u8> {
+        let key = KeyPair::generate_for(&PKCS_ED25519).expect("key");
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = uris
+            .iter()
+            .map(|u| SanType::URI(Ia5String::try_from(*u).expect("ASCII")))
+            .collect();
+        params.custom_extensions = x25519.iter().map(x25519_extension).collect();
+        params.self_signed(&key).expect("signed").der().to_vec()
+    }
+
+    #[test]
+    fn reads_the_user_and_both_keys_of_a_certificate_it_wrote_the_extension_for() {
+        let der = certificate(&["parley://user/bob"], Some([7; 32]));
+        let peer = inspect(&der).expect("follows the policy");
+        assert_eq!(
+            peer.role,
+            Role::from_uri("parley://user/bob").expect("a user")
+        );
+        assert_eq!(peer.x25519, Some([7; 32]));
+        assert!(has_uri_san(&der, "parley://user/bob"));
+        assert!(!has_uri_san(&der, parley_domain::pki::RENDEZVOUS_URI));
+    }
+
+    #[test]
+    fn refuses_certificates_naming_nobody_or_two_identities_and_bytes_that_are_none() {
+        assert_eq!(
+            inspect(&certificate(&[], None)),
+            Err(Error::Policy("the certificate names nobody".into()))
+        );
+        assert_eq!(
+            inspect(&certificate(
+                &["parley://user/bob", "parley://rendezvous"],
+                None
+            )),
+            Err(Error::Policy(
+                "the certificate names more than one identity".into()
+            ))
+        );
+        assert!(matches!(
+            inspect(b"not a certificate"),
+            Err(Error::Unparsable(_))
+        ));
+        assert!(matches!(
+            ca_fingerprint(b"not a certificate"),
+            Err(Error::UnparsableCa(_))
+        ));
+    }
+}
