@@ -265,9 +265,9 @@ impl Device {
                     };
                     match tokio::task::spawn_blocking(move || core.receive(cmd)).await {
                         Ok(Ok(_)) => inbound.accept(),
-                        Ok(Err(e)) if e.is_permanent() => inbound.reject(e.to_string()),
-                        Ok(Err(e)) => inbound.refuse(e.to_string()),
-                        Err(e) => inbound.refuse(e.to_string()),
+                        Ok(Err(e)) if e.is_permanent() => inbound.reject_for_good(e.to_string()),
+                        Ok(Err(e)) => inbound.refuse_for_now(e.to_string()),
+                        Err(e) => inbound.refuse_for_now(e.to_string()),
                     }
                 });
             }

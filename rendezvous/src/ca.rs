@@ -7,13 +7,13 @@
 
 use std::path::Path;
 
-use parley_domain::pki::{MAX_CERT_VALIDITY_DAYS, RENDEZVOUS_URI, X25519_EXTENSION_OID, user_uri};
+use parley_domain::pki::{MAX_CERT_VALIDITY_DAYS, RENDEZVOUS_URI, user_uri};
 use parley_domain::{CaFingerprint, Secret32, Username};
 use rcgen::string::Ia5String;
 use rcgen::{
-    BasicConstraints, CertificateParams, CustomExtension, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ED25519, PublicKeyData,
-    SanType, SerialNumber, SubjectPublicKeyInfo,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ED25519, PublicKeyData, SanType, SerialNumber,
+    SubjectPublicKeyInfo,
 };
 use rustls_pki_types::{CertificateDer, PrivatePkcs8KeyDer, pem::PemObject};
 use time::{Duration, OffsetDateTime};
@@ -211,25 +211,18 @@ impl Ca {
         Ok(Issued {
             der: certificate.der().to_vec(),
             pem: certificate.pem(),
-            serial: hex(&serial),
+            serial: hex::encode(serial),
         })
     }
 }
 
-/// The non-critical extension carrying an X25519 public key as a DER OCTET STRING.
-#[must_use]
-pub fn x25519_extension(x25519: &[u8; 32]) -> CustomExtension {
-    let content = parley_domain::pki::x25519_extension_value(x25519);
-    let mut extension = CustomExtension::from_oid_content(X25519_EXTENSION_OID, content);
-    extension.set_criticality(false);
-    extension
-}
+pub use parley_pki::x25519_extension;
 
 /// The fingerprint of a CA certificate (SHA-256 of its SubjectPublicKeyInfo), `None` when the
 /// DER does not parse.
 #[must_use]
 pub fn fingerprint(ca_der: &[u8]) -> Option<CaFingerprint> {
-    parley_p2p::pki::ca_fingerprint(ca_der).ok()
+    parley_pki::ca_fingerprint(ca_der).ok()
 }
 
 /// Turns 32 secret bytes into an rcgen key pair.
@@ -291,39 +284,14 @@ fn spki_of(der: &[u8]) -> Option<Vec<u8>> {
     Some(cert.tbs_certificate.subject_pki.raw.to_vec())
 }
 
-/// A PEM `CERTIFICATE` block.
+/// A PEM `CERTIFICATE` block, lines of 64 characters ending in `\n` (as rcgen prints the
+/// certificates it makes; a stored CA certificate is read back as DER).
 #[must_use]
 pub fn pem_certificate(der: &[u8]) -> String {
-    // A small encoder: rcgen prints only the certificates it makes, and a stored CA
-    // certificate is read back as DER.
-    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-    let encoded = base64(der);
-    for line in encoded.as_bytes().chunks(64) {
-        // Invariant: base64 output is ASCII, so every 64-byte chunk is valid UTF-8.
-        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
-        out.push('\n');
-    }
-    out.push_str("-----END CERTIFICATE-----\n");
-    out
-}
-
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 /// Fills `bytes` from the operating system's random source.
@@ -343,27 +311,21 @@ fn random_serial() -> [u8; 16] {
     serial
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn base64_matches_the_rfc_4648_vectors() {
-        for (input, expected) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(input.as_bytes()), expected, "{input}");
-        }
+    fn a_pem_certificate_reads_back_and_is_printed_as_rcgen_prints_its_own() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let now = OffsetDateTime::now_utc();
+        let ca = Ca::open(dir.path(), None, now).expect("CA");
+        let issued = ca
+            .issue(&Subject::Rendezvous, &[7; 32], now)
+            .expect("issued");
+        assert_eq!(pem_certificate(&issued.der), issued.pem);
+        let back = CertificateDer::from_pem_slice(ca.certificate_pem().as_bytes()).expect("PEM");
+        assert_eq!(back.as_ref(), ca.certificate_der());
     }
 
     #[test]

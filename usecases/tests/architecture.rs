@@ -150,3 +150,27 @@ fn the_forbidden_list_catches_what_it_names() {
         "an adapter does reach I/O crates"
     );
 }
+
+#[test]
+fn adapters_do_not_depend_on_each_other() {
+    // Shared code between adapters lives in a crate made for it (`parley-pki`: the certificate
+    // policy); the store keeps attachments in the envelope's cipher.
+    let meta = metadata();
+    for (adapter, allowed) in [
+        ("parley-p2p", &["parley-pki"][..]),
+        ("parley-enroll", &["parley-pki"]),
+        ("parley-store", &["parley-envelope"]),
+        ("parley-envelope", &[]),
+        ("parley-telemetry", &[]),
+        ("parley-pki", &[]),
+    ] {
+        let mut others: Vec<_> = normal_closure(&meta, adapter)
+            .into_iter()
+            .filter(|n| n.starts_with("parley-") && n != adapter)
+            .filter(|n| !["parley-domain", "parley-usecases"].contains(&n.as_str()))
+            .filter(|n| !allowed.contains(&n.as_str()))
+            .collect();
+        others.sort();
+        assert!(others.is_empty(), "{adapter} must not depend on {others:?}");
+    }
+}

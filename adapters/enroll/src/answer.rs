@@ -1,6 +1,6 @@
 //! Checking the rendezvous's answer before anything is kept.
 
-use parley_domain::pki::{X25519_EXTENSION_OID, user_uri};
+use parley_domain::pki::{X25519_EXTENSION_OID, user_uri, x25519_extension_value};
 use parley_domain::{CaFingerprint, Username};
 use parley_usecases::ports::EnrollError;
 use rustls::RootCertStore;
@@ -64,7 +64,7 @@ pub fn check(
         .map_err(|_| failed("its CA certificate is unusable"))?;
     let parsed = ParsedCertificate::try_from(&certificate)
         .map_err(|_| failed("the certificate cannot be parsed"))?;
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let provider = parley_pki::provider();
     rustls::client::verify_server_cert_signed_by_trust_anchor(
         &parsed,
         &roots,
@@ -102,8 +102,7 @@ fn check_contents(der: &[u8], user: &Username, device: &DeviceKeys) -> Result<()
     }
     // Invariant: the OID constant is a valid arc list (tested in parley-domain's users).
     let oid = Oid::from(X25519_EXTENSION_OID).expect("X25519_EXTENSION_OID is a valid OID");
-    let mut expected_value = vec![0x04, 0x20];
-    expected_value.extend_from_slice(&device.x25519_public());
+    let expected_value = x25519_extension_value(&device.x25519_public());
     let carries_key = cert
         .extensions()
         .iter()
@@ -124,7 +123,7 @@ mod tests {
     };
 
     use super::*;
-    use crate::keys::x25519_extension;
+    use parley_pki::x25519_extension;
 
     /// A CA that issues whatever the test asks for.
     fn ca() -> (KeyPair, Vec<u8>, String) {

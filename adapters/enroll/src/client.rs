@@ -79,7 +79,7 @@ pub(crate) async fn post_enroll(
             unreachable()
         })?;
 
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = parley_pki::provider();
     let verifier = Arc::new(PinnedCa::new(request.ca_pin, Arc::clone(&provider)));
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -97,7 +97,7 @@ pub(crate) async fn post_enroll(
     let tls = match tls {
         Ok(tls) => tls,
         Err(e) => {
-            return Err(match (request.ca_pin, verifier.seen()) {
+            return Err(match (request.ca_pin, verifier.policy().seen()) {
                 (Some(expected), Some(seen)) if seen.fingerprint != expected => {
                     EnrollError::FingerprintMismatch {
                         expected,
@@ -111,6 +111,7 @@ pub(crate) async fn post_enroll(
         }
     };
     let trusted = verifier
+        .policy()
         .seen()
         .ok_or_else(|| EnrollError::Failed("the rendezvous's CA was not verified".into()))?
         .fingerprint;

@@ -1,12 +1,11 @@
 //! The device's keys and its certificate signing request.
 
-use parley_domain::pki::{X25519_EXTENSION_OID, user_uri};
+use parley_domain::pki::user_uri;
 use parley_domain::{Secret32, Username};
+use parley_pki::x25519_extension;
 use parley_usecases::ports::EnrollError;
 use rcgen::string::Ia5String;
-use rcgen::{
-    CertificateParams, CustomExtension, DistinguishedName, DnType, KeyPair, PKCS_ED25519, SanType,
-};
+use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PKCS_ED25519, SanType};
 use rustls_pki_types::PrivatePkcs8KeyDer;
 use x25519_dalek::{PublicKey, StaticSecret};
 
@@ -98,15 +97,6 @@ impl DeviceKeys {
             .and_then(|csr| csr.pem())
             .map_err(failed)
     }
-}
-
-/// The non-critical extension carrying an X25519 public key as a DER OCTET STRING.
-#[must_use]
-pub fn x25519_extension(x25519: &[u8; 32]) -> CustomExtension {
-    let content = parley_domain::pki::x25519_extension_value(x25519);
-    let mut extension = CustomExtension::from_oid_content(X25519_EXTENSION_OID, content);
-    extension.set_criticality(false);
-    extension
 }
 
 /// 32 bytes from the operating system's random source.

@@ -5,17 +5,18 @@
 //! rendezvous's own certificate and never in a user's, so a peer holding a perfectly valid
 //! CA-issued user certificate still cannot pose as the rendezvous; and the rendezvous is often
 //! reached by IP address or through names the CA cannot know about.
+//!
+//! The TLS 1.3-only part of the verifier is `parley-pki`'s [`Tls13Verifier`]; this module is
+//! the chain policy ([`Pin`]).
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use parley_domain::CaFingerprint;
 use parley_domain::pki::RENDEZVOUS_URI;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::server::ParsedCertificate;
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use x509_parser::extensions::GeneralName;
+use parley_pki::{ChainPolicy, Tls13Verifier, has_uri_san, verify::signed_by};
+use rustls::RootCertStore;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls_pki_types::{CertificateDer, UnixTime};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// The CA a handshake presented, kept so the caller can report a mismatch and check the
@@ -27,25 +28,28 @@ pub struct SeenCa {
 }
 
 /// Verifies the rendezvous against a pinned CA fingerprint, or trusts the presented CA on
-/// first use when there is no pin.
+/// first use when there is no pin: `PinnedCa::new(pin, provider)`.
+pub type PinnedCa = Tls13Verifier<Pin>;
+
+/// The chain policy of [`PinnedCa`]: the chain ends in a self-issued CA whose fingerprint is
+/// the pin (any, on first use), and the leaf names the rendezvous.
 #[derive(Debug)]
-pub struct PinnedCa {
+pub struct Pin {
     pin: Option<CaFingerprint>,
-    seen: Arc<Mutex<Option<SeenCa>>>,
-    provider: Arc<CryptoProvider>,
+    seen: Mutex<Option<SeenCa>>,
 }
 
-impl PinnedCa {
-    /// A verifier insisting on `pin` (`None`: trust on first use) with the crypto `provider`.
-    #[must_use]
-    pub fn new(pin: Option<CaFingerprint>, provider: Arc<CryptoProvider>) -> Self {
+impl From<Option<CaFingerprint>> for Pin {
+    /// The policy insisting on `pin` (`None`: trust on first use).
+    fn from(pin: Option<CaFingerprint>) -> Self {
         Self {
             pin,
-            seen: Arc::new(Mutex::new(None)),
-            provider,
+            seen: Mutex::new(None),
         }
     }
+}
 
+impl Pin {
     /// The CA the last handshake presented, if it got that far.
     #[must_use]
     pub fn seen(&self) -> Option<SeenCa> {
@@ -60,8 +64,7 @@ impl PinnedCa {
 /// does not parse.
 #[must_use]
 pub fn fingerprint(ca_der: &[u8]) -> Option<CaFingerprint> {
-    let (_, cert) = X509Certificate::from_der(ca_der).ok()?;
-    Some(CaFingerprint::of_spki(cert.public_key().raw))
+    parley_pki::ca_fingerprint(ca_der).ok()
 }
 
 fn refuse(reason: &str) -> rustls::Error {
@@ -82,30 +85,14 @@ fn self_issued_ca(der: &[u8]) -> Result<CaFingerprint, rustls::Error> {
     Ok(CaFingerprint::of_spki(cert.public_key().raw))
 }
 
-/// True when the certificate's subject alternative names include the URI `uri`.
-#[must_use]
-pub fn has_uri_san(der: &[u8], uri: &str) -> bool {
-    let Ok((_, cert)) = X509Certificate::from_der(der) else {
-        return false;
-    };
-    let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return false;
-    };
-    san.value
-        .general_names
-        .iter()
-        .any(|name| matches!(name, GeneralName::URI(u) if *u == uri))
-}
-
-impl ServerCertVerifier for PinnedCa {
-    fn verify_server_cert(
+impl ChainPolicy for Pin {
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
         now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+        algorithms: &WebPkiSupportedAlgorithms,
+    ) -> Result<(), rustls::Error> {
         let (ca, between) = intermediates
             .split_last()
             .ok_or_else(|| refuse("the rendezvous sent no CA certificate"))?;
@@ -116,47 +103,12 @@ impl ServerCertVerifier for PinnedCa {
         }
         let mut roots = RootCertStore::empty();
         roots.add(ca.clone().into_owned())?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &ParsedCertificate::try_from(end_entity)?,
-            &roots,
-            between,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
+        signed_by(&roots, end_entity, between, now, algorithms)?;
         if !has_uri_san(end_entity, RENDEZVOUS_URI) {
             return Err(refuse(
                 "the server's certificate does not name the rendezvous",
             ));
         }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(refuse("TLS 1.2 is not accepted"))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        Ok(())
     }
 }

@@ -3,6 +3,12 @@
 //! that run over it: `/parley/message/2` (and `/parley/attachment/1`) between peers and `/parley/directory/1` between a peer
 //! and its rendezvous.
 //!
+//! Layout: [`upgrade`] and [`tls`] secure a connection (the certificate policy itself is
+//! `parley-pki`), [`registry`] records what each connection's certificate proved, [`guard`]
+//! admits connections; the peer's node (`node/`: one behaviour per concern, one task owning the
+//! swarm) and the rendezvous's directory (`server/`) run the [`protocol`]s;
+//! [`attachment`] is the file stream.
+//!
 //! **Architecture invariant:** this crate implements the `Transport`, `Directory` and `NodeInfo`
 //! ports of `parley-usecases`; it never stores anything and knows nothing of sled or of the CLI.
 //! Identity on a connection comes from the verified certificate only (see [`registry`]).
@@ -38,6 +44,12 @@ pub use server::{
 pub use swarm::{
     HANDSHAKE_TIMEOUT, MAX_NEGOTIATING_STREAMS, MAX_STREAMS_PER_CONNECTION, with_peer,
 };
+
+impl From<parley_pki::Error> for Error {
+    fn from(error: parley_pki::Error) -> Self {
+        Self::Certificate(error.to_string())
+    }
+}
 
 /// Errors of this adapter.
 #[derive(Debug, thiserror::Error)]

@@ -77,21 +77,22 @@ impl Registry {
         self.inner().certified.remove(peer);
     }
 
-    /// Declares who `peer` must be on any connection made to or from it from now on.
-    pub fn expect(&self, peer: PeerId, expectation: Expectation) {
+    /// Declares who `peer` must be on any connection made to or from it from now on: the
+    /// upgrade refuses a connection whose certificate does not meet `expectation`.
+    pub fn set_expectation(&self, peer: PeerId, expectation: Expectation) {
         self.inner().expected.insert(peer, expectation);
     }
 
     /// What `peer` must be, if declared.
     #[must_use]
-    pub fn expected(&self, peer: &PeerId) -> Option<Expectation> {
+    pub fn expectation(&self, peer: &PeerId) -> Option<Expectation> {
         self.inner().expected.get(peer).cloned()
     }
 
     /// Records why a connection with `peer` was refused, for the dialer's error message. A
     /// user expectation ends with the refusal: it came from one look-up, and must not bar the
     /// peer's genuine identity later. The rendezvous expectation is configuration and stays.
-    pub fn refuse(&self, peer: PeerId, refusal: Refusal) {
+    pub fn record_refusal(&self, peer: PeerId, refusal: Refusal) {
         let mut inner = self.inner();
         if inner
             .expected

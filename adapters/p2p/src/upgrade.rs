@@ -104,10 +104,11 @@ impl MutualTls {
         };
         let certified = pki::inspect(cert)?;
         let peer = pki::peer_id(&certified.ed25519)?;
-        match self.registry.expected(&peer) {
+        match self.registry.expectation(&peer) {
             Some(expected) if expected.role != certified.role => {
                 let reason = format!("the peer is {}, not {}", certified.role, expected.role);
-                self.registry.refuse(peer, Refusal::WrongIdentity(reason));
+                self.registry
+                    .record_refusal(peer, Refusal::WrongIdentity(reason));
                 return Err(UpgradeError::WrongIdentity {
                     expected: expected.role,
                     actual: certified.role,
@@ -115,7 +116,7 @@ impl MutualTls {
             }
             Some(expected) if expected.keys.is_some_and(|k| k != certified.keys()) => {
                 self.registry
-                    .refuse(peer, Refusal::KeysChanged(certified.keys()));
+                    .record_refusal(peer, Refusal::KeysChanged(certified.keys()));
                 return Err(UpgradeError::KeysChanged(certified.role));
             }
             Some(_) => {}

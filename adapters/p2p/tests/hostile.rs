@@ -117,7 +117,7 @@ fn verifying_app(mut rx: mpsc::Receiver<Inbound>) -> Stored {
         let mut seen = HashSet::new();
         while let Some(inbound) = rx.recv().await {
             if !inbound.envelope.starts_with(b"signed:") {
-                inbound.reject("the envelope's signature does not verify".into());
+                inbound.reject_for_good("the envelope's signature does not verify".into());
                 continue;
             }
             if seen.insert(inbound.envelope.clone()) {
@@ -201,7 +201,7 @@ impl Attacker {
     fn aiming_at(ca: &Ca, name: &str, seed: u8, victim_id: PeerId, role: Role) -> Self {
         let credentials = ca.user(name, seed);
         let registry = Registry::default();
-        registry.expect(victim_id, Expectation { role, keys: None });
+        registry.set_expectation(victim_id, Expectation { role, keys: None });
         let upgrade = MutualTls::new(&credentials, registry, Accept::Users).unwrap();
         let mut secret = *common::secret(seed).expose();
         let keypair = libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).unwrap();

@@ -441,9 +441,9 @@ async fn a_refusal_for_good_and_a_refusal_for_now_reach_the_sender_apart() {
         while let Some(inbound) = bob_rx.recv().await {
             n += 1;
             if n == 1 {
-                inbound.reject("forged".into());
+                inbound.reject_for_good("forged".into());
             } else {
-                inbound.refuse("busy".into());
+                inbound.refuse_for_now("busy".into());
             }
         }
     });

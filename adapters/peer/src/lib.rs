@@ -529,12 +529,12 @@ async fn receive_loop(
                         Ok(Err(e)) => {
                             tracing::warn!(error = %e, code = e.code(), "incoming message refused");
                             if e.is_permanent() {
-                                inbound.reject(e.to_string());
+                                inbound.reject_for_good(e.to_string());
                             } else {
-                                inbound.refuse(e.to_string());
+                                inbound.refuse_for_now(e.to_string());
                             }
                         }
-                        Err(_) => inbound.refuse("the recipient failed to store it".into()),
+                        Err(_) => inbound.refuse_for_now("the recipient failed to store it".into()),
                     }
                 });
             }

@@ -8,14 +8,20 @@
 //! long as the peer's connection. A rate-limit bucket outlives the connection until it has
 //! refilled, so reconnecting does not reset it.
 
+mod limit;
+mod stats;
+
+pub use limit::{
+    AddressLimit, IP_LOOKUP_BURST, IP_LOOKUPS_PER_SECOND, LOOKUP_BURST, LOOKUPS_PER_SECOND,
+};
+pub use stats::{DirectoryStats, StatsSnapshot};
+
+use self::limit::Limits;
+
 use std::{
     collections::HashMap,
-    net::IpAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
 };
 
 use futures::StreamExt;
@@ -38,14 +44,6 @@ use crate::{
     swarm,
 };
 
-/// Look-ups a peer may make in a burst.
-pub const LOOKUP_BURST: f64 = 20.0;
-/// Look-ups a peer may make per second, sustained.
-pub const LOOKUPS_PER_SECOND: f64 = 5.0;
-/// Look-ups all peers connected from one IP address may make in a burst (three devices' worth).
-pub const IP_LOOKUP_BURST: f64 = 3.0 * LOOKUP_BURST;
-/// Look-ups all peers connected from one IP address may make per second, sustained.
-pub const IP_LOOKUPS_PER_SECOND: f64 = 3.0 * LOOKUPS_PER_SECOND;
 /// `/parley/directory/1` streams open at once on one connection; more are dropped.
 pub const STREAMS_PER_CONNECTION: usize = 32;
 /// How often full (idle) rate-limit buckets are forgotten.
@@ -56,54 +54,6 @@ const PRUNE_EVERY: Duration = Duration::from_secs(10);
 struct Behaviour {
     guard: Guard,
     directory: request_response::json::Behaviour<DirectoryRequest, DirectoryResponse>,
-}
-
-/// Counters of the directory, for the operator's metrics. Read with [`DirectoryStats::snapshot`].
-#[derive(Debug, Default)]
-pub struct DirectoryStats {
-    lookups: AtomicU64,
-    rate_limited: AtomicU64,
-    refused_requests: AtomicU64,
-    refused_connections: AtomicU64,
-    connected_peers: AtomicU64,
-    online_users: AtomicU64,
-}
-
-/// The directory's counters at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatsSnapshot {
-    /// Look-ups answered (found or not).
-    pub lookups: u64,
-    /// Look-ups refused by the rate limit.
-    pub rate_limited: u64,
-    /// Requests refused for another reason (malformed, not an enrolled user).
-    pub refused_requests: u64,
-    /// Connections refused at the handshake (wrong CA, no certificate, not a user).
-    pub refused_connections: u64,
-    /// Peers connected now.
-    pub connected_peers: u64,
-    /// Users listed as online now.
-    pub online_users: u64,
-}
-
-impl DirectoryStats {
-    /// The counters now.
-    #[must_use]
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        StatsSnapshot {
-            lookups: read(&self.lookups),
-            rate_limited: read(&self.rate_limited),
-            refused_requests: read(&self.refused_requests),
-            refused_connections: read(&self.refused_connections),
-            connected_peers: read(&self.connected_peers),
-            online_users: read(&self.online_users),
-        }
-    }
-
-    fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 /// The running directory; stop it with [`DirectoryServer::shutdown`].
@@ -154,10 +104,7 @@ impl DirectoryServer {
             swarm,
             registry,
             online: HashMap::new(),
-            buckets: HashMap::new(),
-            ip_buckets: HashMap::new(),
-            connections: HashMap::new(),
-            address_limit: limit,
+            limits: Limits::new(limit),
             stats: stats.clone(),
         };
         let task = tokio::spawn(directory.run(stop_rx));
@@ -188,78 +135,11 @@ impl DirectoryServer {
     }
 }
 
-/// Which source addresses the per-address look-up limit ([`IP_LOOKUP_BURST`],
-/// [`IP_LOOKUPS_PER_SECOND`]) applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum AddressLimit {
-    /// Every address, loopback included.
-    All,
-    /// Every address but loopback (the default): connections from this host — a local proxy
-    /// in front of the rendezvous, a benchmark — are not one source, and share no budget.
-    NotLoopback,
-    /// No per-address limit; the per-peer limit only.
-    Off,
-}
-
-impl AddressLimit {
-    fn applies_to(self, ip: &IpAddr) -> bool {
-        match self {
-            Self::All => true,
-            Self::NotLoopback => !ip.is_loopback(),
-            Self::Off => false,
-        }
-    }
-}
-
-/// A token bucket: `burst` tokens, refilled at `rate` per second.
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-    burst: f64,
-    rate: f64,
-}
-
-impl Bucket {
-    fn full(burst: f64, rate: f64, now: Instant) -> Self {
-        Self {
-            tokens: burst,
-            at: now,
-            burst,
-            rate,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let refill = now.duration_since(self.at).as_secs_f64() * self.rate;
-        self.tokens = (self.tokens + refill).min(self.burst);
-        self.at = now;
-    }
-
-    /// How long until a token is there (zero when one is).
-    fn wait(&self) -> Duration {
-        if self.tokens >= 1.0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
-        }
-    }
-
-    /// True once the bucket would be full again at `now`: it can be forgotten.
-    fn refilled(&self, now: Instant) -> bool {
-        self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate >= self.burst
-    }
-}
-
 struct Directory {
     swarm: Swarm<Behaviour>,
     registry: Registry,
     online: HashMap<Username, (PeerId, Vec<Multiaddr>)>,
-    buckets: HashMap<PeerId, Bucket>,
-    ip_buckets: HashMap<IpAddr, Bucket>,
-    /// The source address of each open connection, for the per-address limit.
-    connections: HashMap<ConnectionId, IpAddr>,
-    address_limit: AddressLimit,
+    limits: Limits,
     stats: Arc<DirectoryStats>,
 }
 
@@ -270,16 +150,9 @@ impl Directory {
             tokio::select! {
                 _ = &mut stop => break,
                 event = self.swarm.select_next_some() => self.on_event(event),
-                _ = prune.tick() => self.prune(),
+                _ = prune.tick() => self.limits.prune(),
             }
         }
-    }
-
-    /// Forgets the buckets that have refilled: they hold nothing a new one would not.
-    fn prune(&mut self) {
-        let now = Instant::now();
-        self.buckets.retain(|_, b| !b.refilled(now));
-        self.ip_buckets.retain(|_, b| !b.refilled(now));
     }
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -301,7 +174,7 @@ impl Directory {
                 ..
             } => {
                 if let Some(ip) = guard::ip_of(endpoint.get_remote_address()) {
-                    self.connections.insert(connection_id, ip);
+                    self.limits.connected(connection_id, ip);
                 }
                 if num_established.get() == 1 {
                     DirectoryStats::bump(&self.stats.connected_peers);
@@ -313,7 +186,7 @@ impl Directory {
                 num_established,
                 ..
             } => {
-                self.connections.remove(&connection_id);
+                self.limits.closed(connection_id);
                 if num_established > 0 {
                     return;
                 }
@@ -332,41 +205,6 @@ impl Directory {
             }
             _ => {}
         }
-    }
-
-    /// Takes one look-up from `peer`'s bucket and from its source address's, or says how long
-    /// to wait. Nothing is taken unless both have a token.
-    fn take_lookup(&mut self, peer: PeerId, connection: ConnectionId) -> Result<(), Duration> {
-        let now = Instant::now();
-        let by_peer = self
-            .buckets
-            .entry(peer)
-            .or_insert_with(|| Bucket::full(LOOKUP_BURST, LOOKUPS_PER_SECOND, now));
-        by_peer.refill(now);
-        let mut wait = by_peer.wait();
-        let address = self
-            .connections
-            .get(&connection)
-            .filter(|ip| self.address_limit.applies_to(ip));
-        let by_ip = address.map(|ip| {
-            let bucket = self
-                .ip_buckets
-                .entry(*ip)
-                .or_insert_with(|| Bucket::full(IP_LOOKUP_BURST, IP_LOOKUPS_PER_SECOND, now));
-            bucket.refill(now);
-            wait = wait.max(bucket.wait());
-            bucket
-        });
-        if wait > Duration::ZERO {
-            return Err(wait);
-        }
-        if let Some(bucket) = by_ip {
-            bucket.tokens -= 1.0;
-        }
-        if let Some(bucket) = self.buckets.get_mut(&peer) {
-            bucket.tokens -= 1.0;
-        }
-        Ok(())
     }
 
     fn count_online(&self) {
@@ -447,7 +285,7 @@ impl Directory {
                         reason: "metadata too large".into(),
                     };
                 }
-                if let Err(wait) = self.take_lookup(peer, connection) {
+                if let Err(wait) = self.limits.take_lookup(peer, connection) {
                     tracing::info!(%user, "look-up rate limit reached");
                     return DirectoryResponse::RateLimited {
                         // Rounded up, so a client that waits exactly this long gets through.

@@ -1,0 +1,220 @@
+//! The directory client: publishing this peer's addresses at the rendezvous, keeping that
+//! connection up, and looking users up there.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
+
+use libp2p::{
+    Multiaddr, PeerId, Swarm,
+    request_response::{self, OutboundRequestId, ProtocolSupport},
+    swarm::dial_opts::DialOpts,
+};
+use parley_domain::{Role, Username};
+use parley_usecases::ports::{DirectoryError, NodeSnapshot, PeerAddress};
+use tokio::sync::oneshot;
+
+use super::behaviour::{self, describe, request_response_config};
+use crate::{
+    protocol::{
+        DIRECTORY_PROTOCOL, DirectoryRequest, DirectoryResponse, MAX_DIRECTORY_REQUEST_BYTES,
+        MAX_DIRECTORY_RESPONSE_BYTES, Meta,
+    },
+    registry::Registry,
+};
+
+/// `/parley/directory/1` streams open at once on one connection.
+pub const DIRECTORY_STREAMS_PER_CONNECTION: usize = 32;
+/// How often a lost rendezvous connection is re-dialled.
+pub(super) const REDIAL_EVERY: Duration = Duration::from_secs(2);
+
+/// The directory protocol, as a client only (a peer answers no look-ups).
+pub(super) type Behaviour = request_response::json::Behaviour<DirectoryRequest, DirectoryResponse>;
+
+pub(super) fn behaviour() -> Behaviour {
+    request_response::json::Behaviour::with_codec(
+        request_response::json::codec::Codec::default()
+            .set_request_size_maximum(MAX_DIRECTORY_REQUEST_BYTES)
+            .set_response_size_maximum(MAX_DIRECTORY_RESPONSE_BYTES),
+        [(DIRECTORY_PROTOCOL, ProtocolSupport::Outbound)],
+        request_response_config(DIRECTORY_STREAMS_PER_CONNECTION),
+    )
+}
+
+/// Where a look-up's answer goes.
+pub(super) type LookupReply = oneshot::Sender<Result<Option<PeerAddress>, DirectoryError>>;
+
+/// The rendezvous: its peer id and its addresses without `/p2p/<id>`.
+pub(super) struct Rendezvous {
+    pub(super) peer: PeerId,
+    pub(super) addrs: Vec<Multiaddr>,
+}
+
+/// The client's state: the rendezvous (if configured) and the look-ups in flight.
+pub(super) struct Client {
+    rendezvous: Option<Rendezvous>,
+    lookups: HashMap<OutboundRequestId, LookupReply>,
+    snapshot: Arc<Mutex<NodeSnapshot>>,
+}
+
+type PeerSwarm = Swarm<behaviour::Behaviour>;
+
+impl Client {
+    pub(super) fn new(rendezvous: Option<Rendezvous>, snapshot: Arc<Mutex<NodeSnapshot>>) -> Self {
+        Self {
+            rendezvous,
+            lookups: HashMap::new(),
+            snapshot,
+        }
+    }
+
+    /// True when `peer` is the rendezvous.
+    pub(super) fn is_rendezvous(&self, peer: &PeerId) -> bool {
+        self.rendezvous.as_ref().is_some_and(|r| r.peer == *peer)
+    }
+
+    /// True while a connection to the rendezvous is open.
+    pub(super) fn is_connected(&self, swarm: &PeerSwarm) -> bool {
+        self.rendezvous
+            .as_ref()
+            .is_some_and(|r| swarm.is_connected(&r.peer))
+    }
+
+    fn set_connected(&self, connected: bool) {
+        self.snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .rendezvous_connected = connected;
+    }
+
+    /// Dials the rendezvous unless connected.
+    pub(super) fn redial(&self, swarm: &mut PeerSwarm) {
+        let Some(Rendezvous { peer, addrs }) = &self.rendezvous else {
+            return;
+        };
+        if swarm.is_connected(peer) {
+            return;
+        }
+        let opts = DialOpts::peer_id(*peer).addresses(addrs.clone()).build();
+        if let Err(e) = swarm.dial(opts) {
+            tracing::debug!(error = %e, "rendezvous dial not started");
+        }
+    }
+
+    /// Publishes `listen_addrs` at the rendezvous.
+    pub(super) fn publish(&self, swarm: &mut PeerSwarm, listen_addrs: &[Multiaddr]) {
+        let Some(Rendezvous { peer, .. }) = &self.rendezvous else {
+            return;
+        };
+        let addrs = listen_addrs.iter().map(ToString::to_string).collect();
+        swarm.behaviour_mut().directory.send_request(
+            peer,
+            DirectoryRequest::Publish {
+                addrs,
+                meta: Meta::new(),
+            },
+        );
+    }
+
+    /// The rendezvous connection is gone: status says "not connected" until published again.
+    pub(super) fn on_lost(&self) {
+        tracing::warn!("lost the rendezvous connection; re-dialling");
+        self.set_connected(false);
+    }
+
+    /// Looks `user` up: from an open verified connection if there is one, else at the
+    /// rendezvous.
+    pub(super) fn lookup(
+        &mut self,
+        swarm: &mut PeerSwarm,
+        registry: &Registry,
+        user: Username,
+        meta: Meta,
+        reply: LookupReply,
+    ) {
+        // A verified connection to the user is open: no need to ask the rendezvous
+        // (one round trip and one look-up of the rate limit saved per message).
+        if let Some(peer) = registry.peer_of(&Role::User(user.clone()))
+            && swarm.is_connected(&peer)
+        {
+            let _ = reply.send(Ok(Some(PeerAddress {
+                peer_id: peer.to_string(),
+                addrs: Vec::new(),
+            })));
+            return;
+        }
+        let Some(Rendezvous { peer, addrs }) = &self.rendezvous else {
+            let _ = reply.send(Err(DirectoryError::Unavailable(
+                "no rendezvous is configured".into(),
+            )));
+            return;
+        };
+        let request = DirectoryRequest::Lookup {
+            username: user.to_string(),
+            meta,
+        };
+        let id = swarm.behaviour_mut().directory.send_request_with_addresses(
+            peer,
+            request,
+            addrs.clone(),
+        );
+        self.lookups.insert(id, reply);
+    }
+
+    /// Handles an event of the directory protocol.
+    pub(super) fn on_event(
+        &mut self,
+        event: request_response::Event<DirectoryRequest, DirectoryResponse>,
+    ) {
+        match event {
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => self.on_response(request_id, response),
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(reply) = self.lookups.remove(&request_id) {
+                    let _ = reply.send(Err(DirectoryError::Unavailable(describe(&error))));
+                } else {
+                    tracing::warn!(error = %error, "publishing to the rendezvous failed");
+                }
+            }
+            // Requests cannot arrive (the protocol is outbound only); failures to answer them
+            // and sent answers therefore cannot either.
+            request_response::Event::Message { .. }
+            | request_response::Event::InboundFailure { .. }
+            | request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn on_response(&mut self, request_id: OutboundRequestId, response: DirectoryResponse) {
+        let answer = match response {
+            DirectoryResponse::Published => {
+                // Only now is this peer findable: status says "connected" from here on.
+                self.set_connected(true);
+                return;
+            }
+            DirectoryResponse::Lookup { peer } => Ok(peer.map(|p| PeerAddress {
+                peer_id: p.peer_id,
+                addrs: p.addrs,
+            })),
+            DirectoryResponse::RateLimited { retry_after_ms } => {
+                Err(DirectoryError::Refused(format!(
+                    "too many look-ups; retry in {} s",
+                    retry_after_ms.div_ceil(1000)
+                )))
+            }
+            DirectoryResponse::Refused { reason } => Err(DirectoryError::Refused(reason)),
+        };
+        if let Some(reply) = self.lookups.remove(&request_id) {
+            let _ = reply.send(answer);
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! A peer's node: one task owns the libp2p swarm; the rest talk to it through bounded channels.
+//!
+//! The swarm runs one composed behaviour ([`behaviour`]), one field per concern, each concern
+//! in its own file with its state and its event handler: the directory client
+//! ([`directory`]), messaging and the inbound message server ([`messaging`], with the
+//! [`violations`] policy), first contacts ([`probe`]) and attachments
+//! ([`crate::attachment`], over `libp2p-stream`). The swarm task ([`task`]) dispatches
+//! commands and events to them. A new capability (relay client, hole punching, a mailbox,
+//! rooms) is one more file here, one more field of the behaviour and one more arm in the task.
+//!
+//! Queues and their caps: commands to the swarm task ([`COMMAND_QUEUE`]), inbound messages to
+//! the application ([`NodeConfig::inbound_queue`], at most [`MAX_INBOUND_QUEUE`]; when full, a
+//! message is refused with "busy" and the sender's outbox retries later), message streams per
+//! connection ([`MESSAGE_STREAMS_PER_CONNECTION`]), look-ups in flight per connection
+//! ([`DIRECTORY_STREAMS_PER_CONNECTION`]). Connection admission is in [`crate::guard`].
+//!
+//! A peer that breaks the message protocol — a request that does not parse or is too large, or
+//! an envelope the application rejects for good (forged, altered, not for us) —
+//! [`MAX_VIOLATIONS_PER_PEER`] times loses its connections once the last answer is sent.
+
+mod behaviour;
+mod directory;
+mod inbound;
+mod messaging;
+mod ports;
+mod probe;
+mod task;
+mod violations;
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use libp2p::Multiaddr;
+use parley_domain::{Role, Username};
+use parley_usecases::ports::NodeSnapshot;
+use tokio::sync::{mpsc, oneshot};
+
+pub use directory::DIRECTORY_STREAMS_PER_CONNECTION;
+pub use inbound::Inbound;
+pub use messaging::{MESSAGE_STREAMS_PER_CONNECTION, parse_request};
+pub use violations::{CLOSE_GRACE, MAX_VIOLATIONS_PER_PEER};
+
+use self::{
+    behaviour::Behaviour,
+    directory::Rendezvous,
+    messaging::Messaging,
+    probe::Probes,
+    task::{Command, Task},
+};
+use crate::{
+    Credentials, Error,
+    attachment::{self, ATTACHMENT_PROTOCOL, AttachmentConfig},
+    registry::{Expectation, Registry},
+    swarm,
+};
+
+/// Cap of the command queue into the swarm task.
+pub const COMMAND_QUEUE: usize = 64;
+/// The largest inbound-message queue a node accepts; [`NodeConfig::inbound_queue`] is clamped
+/// to `1..=MAX_INBOUND_QUEUE`. Each waiting message holds at most one 24 KiB envelope.
+pub const MAX_INBOUND_QUEUE: usize = 4096;
+
+/// How to start a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The device's credentials.
+    pub credentials: Credentials,
+    /// The enrolled user (must match the certificate).
+    pub user: Username,
+    /// Where to listen (port 0 picks one).
+    pub listen: Multiaddr,
+    /// The rendezvous's addresses, each ending in `/p2p/<id>`.
+    pub rendezvous: Vec<Multiaddr>,
+    /// Cap of the inbound-message queue (clamped to `1..=`[`MAX_INBOUND_QUEUE`]).
+    pub inbound_queue: usize,
+    /// Where incoming attachments are staged, and their cap; `None` refuses attachments.
+    pub attachments: Option<AttachmentConfig>,
+}
+
+type Stopper = (oneshot::Sender<()>, tokio::task::JoinHandle<()>);
+
+/// Handle on a running node; cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    commands: mpsc::Sender<Command>,
+    snapshot: Arc<Mutex<NodeSnapshot>>,
+    shutdown: Arc<Mutex<Option<Stopper>>>,
+    streams: libp2p_stream::Control,
+    receiving: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Node {
+    /// Starts the node: listens, dials the rendezvous and publishes there. Resolves once
+    /// listening. Inbound messages arrive on the returned receiver.
+    ///
+    /// # Errors
+    /// [`Error`] when the credentials are unusable or the address cannot be listened on.
+    pub async fn start(config: NodeConfig) -> Result<(Self, mpsc::Receiver<Inbound>), Error> {
+        let registry = Registry::default();
+        let behaviour = Behaviour::new();
+        let mut streams = behaviour.attachments.new_control();
+        let receiving = match config.attachments.clone() {
+            Some(attachments) => {
+                let incoming = streams
+                    .accept(ATTACHMENT_PROTOCOL)
+                    .map_err(|e| Error::Address(e.to_string()))?;
+                Some(tokio::spawn(attachment::serve(
+                    registry.clone(),
+                    attachments,
+                    incoming,
+                )))
+            }
+            None => None,
+        };
+        let mut swarm = swarm::build(&config.credentials, registry.clone(), behaviour)?;
+        let listen_addrs = swarm::listen(&mut swarm, config.listen.clone()).await?;
+        let peer_id = config.credentials.peer_id();
+
+        let rendezvous = rendezvous(&config.rendezvous)?;
+        if let Some(Rendezvous { peer, .. }) = &rendezvous {
+            registry.set_expectation(
+                *peer,
+                Expectation {
+                    role: Role::Rendezvous,
+                    keys: None,
+                },
+            );
+        }
+
+        let snapshot = Arc::new(Mutex::new(NodeSnapshot {
+            peer_id: peer_id.to_string(),
+            listen_addrs: listen_addrs
+                .iter()
+                .map(|a| swarm::with_peer(a, peer_id).to_string())
+                .collect(),
+            rendezvous_connected: false,
+        }));
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+        let (inbound_tx, inbound_rx) =
+            mpsc::channel(config.inbound_queue.clamp(1, MAX_INBOUND_QUEUE));
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = Task {
+            swarm,
+            registry,
+            listen_addrs,
+            snapshot: snapshot.clone(),
+            directory: directory::Client::new(rendezvous, snapshot.clone()),
+            messaging: Messaging::new(inbound_tx),
+            probes: Probes::default(),
+        };
+        let handle = tokio::spawn(task.run(command_rx, stop_rx));
+        Ok((
+            Self {
+                commands,
+                snapshot,
+                shutdown: Arc::new(Mutex::new(Some((stop_tx, handle)))),
+                streams,
+                receiving: Arc::new(Mutex::new(receiving)),
+            },
+            inbound_rx,
+        ))
+    }
+
+    /// Stops the swarm task and waits for it. Idempotent.
+    pub async fn shutdown(&self) {
+        let taken = self
+            .shutdown
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((stop, handle)) = taken {
+            let _ = stop.send(());
+            let _ = handle.await;
+        }
+        let receiving = self
+            .receiving
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(receiving) = receiving {
+            receiving.abort();
+        }
+    }
+
+    async fn command(&self, command: Command) -> Result<(), Error> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| Error::Stopped)
+    }
+}
+
+/// The rendezvous named by `addrs` (each ending in `/p2p/<id>`, all the same id), if any.
+fn rendezvous(addrs: &[Multiaddr]) -> Result<Option<Rendezvous>, Error> {
+    let mut rendezvous: Option<Rendezvous> = None;
+    for addr in addrs {
+        let (peer, base) =
+            swarm::split_peer(addr).ok_or_else(|| Error::Address(addr.to_string()))?;
+        match &mut rendezvous {
+            Some(r) if r.peer != peer => {
+                return Err(Error::Address(format!(
+                    "{addr} (a second rendezvous peer id)"
+                )));
+            }
+            Some(r) => r.addrs.push(base),
+            None => {
+                rendezvous = Some(Rendezvous {
+                    peer,
+                    addrs: vec![base],
+                });
+            }
+        }
+    }
+    Ok(rendezvous)
+}
