@@ -1,17 +1,28 @@
 //! Ports: what the core needs from the outside, as traits. Adapters implement them.
+//!
+//! Shared ownership: a port behind an `Arc` is still the port (`#[auto_impl(Arc)]` writes the
+//! forwarding), so one adapter can serve several interactors (the daemon's messaging and its
+//! queries share one store).
 
 use std::future::Future;
+use std::time::Duration;
 
+use auto_impl::auto_impl;
 use parley_domain::{
     Attachment, AttachmentRef, Body, CaFingerprint, ChainHead, ChainState, Contact,
     ConversationSummary, DeviceIdentity, Digest, Header, Link, MessageId, Neighbours, PeerKeys,
     Secret32, StoredMessage, Timestamp, Username, identity::Password,
 };
 
-/// The time now.
+/// The time now, and waiting for time to pass.
+#[auto_impl(Arc)]
 pub trait Clock: Send + Sync {
     /// The current time.
     fn now(&self) -> Timestamp;
+    /// Resolves once `duration` has passed (on this clock: a fake one moves itself on).
+    ///
+    /// Cancel safety: dropping the future just stops the wait.
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
 }
 
 /// Failure of the store.
@@ -23,7 +34,7 @@ pub enum StoreError {
     Unavailable(String),
 }
 
-/// Whether [`MessageStore::store_incoming`] kept a new message or recognised one it had.
+/// Whether [`Inbox::store_incoming`] kept a new message or recognised one it had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
     /// First time this (sender, id): now stored durably.
@@ -44,12 +55,39 @@ pub struct OutboxEntry {
     pub envelope: Vec<u8>,
 }
 
-/// Conversations, the outbox and contacts.
+/// Conversations, the outbox, the hash chains, contacts and expiry: everything the messaging
+/// interactor keeps. A blanket name for the ports below, which one store implements together;
+/// a use case that needs only part of it asks for only that part ([`Conversations`] for the
+/// history, [`OutboxStore`] for the status, [`Contacts`] for a contact's safety number).
 ///
 /// # Errors
-/// Every method returns [`StoreError::Unavailable`] when the medium fails. Implementations MUST
-/// NOT report success for a write that is not durable (flushed) yet.
-pub trait MessageStore: Send + Sync {
+/// Every method of these ports returns [`StoreError::Unavailable`] when the medium fails.
+/// Implementations MUST NOT report success for a write that is not durable (flushed) yet,
+/// except for the `_deferred` writes, durable at the next [`Durability::sync`].
+pub trait MessageStore:
+    Durability + OutboxStore + Inbox + Chains + Conversations + Contacts + Expiry
+{
+}
+
+impl<T> MessageStore for T where
+    T: Durability + OutboxStore + Inbox + Chains + Conversations + Contacts + Expiry + ?Sized
+{
+}
+
+/// Group commit: the `_deferred` writes of [`OutboxStore`] and [`Inbox`] become durable
+/// together, at one trip to the disk.
+#[auto_impl(Arc)]
+pub trait Durability: Send + Sync {
+    /// Makes every write so far durable (the deferred ones included).
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+/// Outgoing messages: kept with their sealed envelopes until the receipt (or a refusal for
+/// good) comes back.
+#[auto_impl(Arc)]
+pub trait OutboxStore: Durability {
     /// Adds an outgoing message to its conversation and, with its sealed `envelope`, to the
     /// outbox, and moves the chain towards `message.to` to `head` — durably, atomically.
     fn append_outgoing(
@@ -58,25 +96,7 @@ pub trait MessageStore: Send + Sync {
         envelope: &[u8],
         head: &ChainHead,
     ) -> Result<(), StoreError>;
-    /// The head of this device's chain towards `to` ([`ChainHead::EMPTY`] before the first
-    /// message).
-    fn chain_head(&self, to: &Username) -> Result<ChainHead, StoreError>;
-    /// Stores an incoming message durably, once per (sender, id), with its place in the
-    /// sender's chain: `link` joins the chain when the message is verified, and counts as a
-    /// fault of that chain otherwise. The (sender, id) stays remembered after the message
-    /// expires, so a replay is recognised for ever.
-    fn store_incoming(&self, message: &StoredMessage, link: &Link) -> Result<Stored, StoreError>;
-    /// As [`MessageStore::store_incoming`], but durable only once [`MessageStore::sync`]
-    /// returns: many writes then share one trip to the disk (group commit). No receipt may be
-    /// given before that `sync`.
-    fn store_incoming_deferred(
-        &self,
-        message: &StoredMessage,
-        link: &Link,
-    ) -> Result<Stored, StoreError> {
-        self.store_incoming(message, link)
-    }
-    /// As [`MessageStore::append_outgoing`], but durable only once [`MessageStore::sync`]
+    /// As [`OutboxStore::append_outgoing`], but durable only once [`Durability::sync`]
     /// returns; nothing may be sent before that `sync`.
     fn append_outgoing_deferred(
         &self,
@@ -86,22 +106,10 @@ pub trait MessageStore: Send + Sync {
     ) -> Result<(), StoreError> {
         self.append_outgoing(message, envelope, head)
     }
-    /// Makes every write so far durable (the deferred ones included).
-    fn sync(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
-    /// The accepted links of `from`'s chain around position `seq`.
-    fn neighbours(&self, from: &Username, seq: u64) -> Result<Neighbours, StoreError>;
-    /// The state of `from`'s chain towards this device.
-    fn chain_state(&self, from: &Username) -> Result<ChainState, StoreError>;
     /// Replaces the kept envelope of the outbox message `id` (sealed again, to a contact's
     /// newly accepted keys) and moves the chain towards its recipient to `head`, atomically.
     /// Does nothing when `id` is no longer in the outbox.
     fn reseal(&self, id: &MessageId, envelope: &[u8], head: &ChainHead) -> Result<(), StoreError>;
-    /// Forgets both chains with `user` (the one received from them and this device's head
-    /// towards them), durably: their new device starts its chain afresh, and knows nothing of
-    /// ours. The ids seen from them stay remembered.
-    fn reset_chains(&self, user: &Username) -> Result<(), StoreError>;
     /// Records the receipt of an outgoing message and takes it out of the outbox. One of the two
     /// writes that need not be durable at once: lost in a crash, it only sends the message again, and
     /// the recipient stores it once.
@@ -111,6 +119,48 @@ pub trait MessageStore: Send + Sync {
     fn mark_rejected(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError>;
     /// Outgoing messages still waiting for a receipt, oldest first, expired ones left out.
     fn outbox(&self, now: Timestamp) -> Result<Vec<OutboxEntry>, StoreError>;
+}
+
+/// Incoming messages: stored once per (sender, id), with their place in the sender's chain.
+#[auto_impl(Arc)]
+pub trait Inbox: Durability {
+    /// Stores an incoming message durably, once per (sender, id), with its place in the
+    /// sender's chain: `link` joins the chain when the message is verified, and counts as a
+    /// fault of that chain otherwise. The (sender, id) stays remembered after the message
+    /// expires, so a replay is recognised for ever.
+    fn store_incoming(&self, message: &StoredMessage, link: &Link) -> Result<Stored, StoreError>;
+    /// As [`Inbox::store_incoming`], but durable only once [`Durability::sync`] returns: many
+    /// writes then share one trip to the disk (group commit). No receipt may be given before
+    /// that `sync`.
+    fn store_incoming_deferred(
+        &self,
+        message: &StoredMessage,
+        link: &Link,
+    ) -> Result<Stored, StoreError> {
+        self.store_incoming(message, link)
+    }
+}
+
+/// The hash chains: this device's head towards each contact, and each contact's chain towards
+/// this device.
+#[auto_impl(Arc)]
+pub trait Chains: Send + Sync {
+    /// The head of this device's chain towards `to` ([`ChainHead::EMPTY`] before the first
+    /// message).
+    fn chain_head(&self, to: &Username) -> Result<ChainHead, StoreError>;
+    /// The accepted links of `from`'s chain around position `seq`.
+    fn neighbours(&self, from: &Username, seq: u64) -> Result<Neighbours, StoreError>;
+    /// The state of `from`'s chain towards this device.
+    fn chain_state(&self, from: &Username) -> Result<ChainState, StoreError>;
+    /// Forgets both chains with `user` (the one received from them and this device's head
+    /// towards them), durably: their new device starts its chain afresh, and knows nothing of
+    /// ours. The ids seen from them stay remembered.
+    fn reset_chains(&self, user: &Username) -> Result<(), StoreError>;
+}
+
+/// The conversations as the user reads them, and what was read.
+#[auto_impl(Arc)]
+pub trait Conversations: Send + Sync {
     /// One conversation, oldest first, without messages expired at `now`.
     fn history(&self, with: &Username, now: Timestamp) -> Result<Vec<StoredMessage>, StoreError>;
     /// Every conversation that still has a message not expired at `now`, most recent first.
@@ -120,18 +170,26 @@ pub trait MessageStore: Send + Sync {
     /// [`ConversationSummary::unread`]. A later call moves the mark on; marking a
     /// conversation that does not exist (or holds nothing any more) is `Ok` and changes
     /// nothing that shows. Purging messages leaves the mark valid. Like
-    /// [`MessageStore::mark_delivered`], need not be durable at once: lost in a crash, it only
+    /// [`OutboxStore::mark_delivered`], need not be durable at once: lost in a crash, it only
     /// shows those messages as unread again.
     fn mark_read(&self, with: &Username) -> Result<(), StoreError>;
-    /// Deletes every message expired at `now` (its record, its key, its attachments and its
-    /// outbox entry), durably. Returns how many went.
-    fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError>;
-    /// True when a conversation with `user` exists.
-    fn is_contact(&self, user: &Username) -> Result<bool, StoreError>;
+}
+
+/// Contacts and their pinned keys.
+#[auto_impl(Arc)]
+pub trait Contacts: Send + Sync {
     /// The contact record (pinned keys) of `user`, if any.
     fn contact(&self, user: &Username) -> Result<Option<Contact>, StoreError>;
     /// Creates or replaces the contact record of `contact.user`, durably.
     fn save_contact(&self, contact: &Contact) -> Result<(), StoreError>;
+}
+
+/// Disappearing messages.
+#[auto_impl(Arc)]
+pub trait Expiry: Send + Sync {
+    /// Deletes every message expired at `now` (its record, its key, its attachments and its
+    /// outbox entry), durably. Returns how many went.
+    fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError>;
 }
 
 /// A file the user attaches to a message.
@@ -175,6 +233,7 @@ pub enum AttachmentError {
 ///
 /// An attachment belongs to one message, named by its sender (`owner`) and id, and its index in
 /// the header. Deleting the message (expiry) deletes its files.
+#[auto_impl(Arc)]
 pub trait AttachmentFiles: Send + Sync {
     /// Encrypts the file at `source` under a fresh key into the store, as attachment `index` of
     /// the message (`owner`, `id`); returns what the header names and the key.
@@ -221,47 +280,11 @@ pub trait AttachmentFiles: Send + Sync {
     ) -> Result<u64, AttachmentError>;
 }
 
-impl<T: AttachmentFiles + ?Sized> AttachmentFiles for std::sync::Arc<T> {
-    fn seal_file(
-        &self,
-        owner: &Username,
-        id: &MessageId,
-        index: usize,
-        source: &AttachmentSource,
-    ) -> Result<Attachment, AttachmentError> {
-        (**self).seal_file(owner, id, index, source)
-    }
-    fn locator(&self, owner: &Username, id: &MessageId, index: usize) -> String {
-        (**self).locator(owner, id, index)
-    }
-    fn discard(&self, owner: &Username, id: &MessageId, count: usize) {
-        (**self).discard(owner, id, count);
-    }
-    fn claim(
-        &self,
-        from: &Username,
-        id: &MessageId,
-        index: usize,
-        meta: &AttachmentRef,
-    ) -> Result<bool, AttachmentError> {
-        (**self).claim(from, id, index, meta)
-    }
-    fn save(
-        &self,
-        owner: &Username,
-        id: &MessageId,
-        index: usize,
-        attachment: &Attachment,
-        dest: &str,
-    ) -> Result<u64, AttachmentError> {
-        (**self).save(owner, id, index, attachment, dest)
-    }
-}
-
 /// The device identity, kept in the store.
 ///
 /// # Errors
 /// [`StoreError::Unavailable`] when the medium fails.
+#[auto_impl(Arc)]
 pub trait IdentityStore: Send + Sync {
     /// The identity, if this device has enrolled.
     fn identity(&self) -> Result<Option<DeviceIdentity>, StoreError>;
@@ -291,6 +314,7 @@ pub enum DirectoryError {
 }
 
 /// The rendezvous directory.
+#[auto_impl(Arc)]
 pub trait Directory: Send + Sync {
     /// Where `user` is online now. `Ok(None)` for a user who is unknown *or* offline: the
     /// directory does not tell the two apart.
@@ -359,6 +383,7 @@ pub struct EnvelopeError {
 }
 
 /// Sealing to a recipient and opening from a sender, with this device's keys.
+#[auto_impl(Arc)]
 pub trait Envelopes: Send + Sync {
     /// Encrypts `body` to `recipient_x25519`, binds `header`, signs with the device key.
     ///
@@ -430,6 +455,7 @@ impl TransportError {
 }
 
 /// Peer-to-peer delivery.
+#[auto_impl(Arc)]
 pub trait Transport: Send + Sync {
     /// Delivers `message` to `to` at `at`; resolves once the recipient's receipt is back, that
     /// is, once the recipient stored the message durably. With `pinned`, a peer whose
@@ -510,6 +536,7 @@ pub enum EnrollError {
 }
 
 /// The rendezvous's enrollment API, with key generation on this device.
+#[auto_impl(Arc)]
 pub trait Enrollment: Send + Sync {
     /// Has the device keys certified (fresh ones, or `request.keys` to renew), and returns the
     /// identity to keep.
@@ -566,6 +593,7 @@ pub enum Event {
 }
 
 /// Where events go. Must not block; an implementation may drop events for slow watchers.
+#[auto_impl(Arc)]
 pub trait EventSink: Send + Sync {
     /// Publishes one event.
     fn emit(&self, event: Event);
@@ -584,143 +612,8 @@ pub struct NodeSnapshot {
 }
 
 /// The running node, seen from outside.
+#[auto_impl(Arc)]
 pub trait NodeInfo: Send + Sync {
     /// The node's state now.
     fn snapshot(&self) -> NodeSnapshot;
-}
-
-// Shared ownership: a port behind an `Arc` is still the port, so one adapter can serve several
-// interactors (the daemon's messaging and its queries share one store).
-impl<T: Clock + ?Sized> Clock for std::sync::Arc<T> {
-    fn now(&self) -> Timestamp {
-        (**self).now()
-    }
-}
-
-impl<T: MessageStore + ?Sized> MessageStore for std::sync::Arc<T> {
-    fn append_outgoing(
-        &self,
-        message: &StoredMessage,
-        envelope: &[u8],
-        head: &ChainHead,
-    ) -> Result<(), StoreError> {
-        (**self).append_outgoing(message, envelope, head)
-    }
-    fn chain_head(&self, to: &Username) -> Result<ChainHead, StoreError> {
-        (**self).chain_head(to)
-    }
-    fn store_incoming(&self, message: &StoredMessage, link: &Link) -> Result<Stored, StoreError> {
-        (**self).store_incoming(message, link)
-    }
-    fn store_incoming_deferred(
-        &self,
-        message: &StoredMessage,
-        link: &Link,
-    ) -> Result<Stored, StoreError> {
-        (**self).store_incoming_deferred(message, link)
-    }
-    fn append_outgoing_deferred(
-        &self,
-        message: &StoredMessage,
-        envelope: &[u8],
-        head: &ChainHead,
-    ) -> Result<(), StoreError> {
-        (**self).append_outgoing_deferred(message, envelope, head)
-    }
-    fn sync(&self) -> Result<(), StoreError> {
-        (**self).sync()
-    }
-    fn neighbours(&self, from: &Username, seq: u64) -> Result<Neighbours, StoreError> {
-        (**self).neighbours(from, seq)
-    }
-    fn chain_state(&self, from: &Username) -> Result<ChainState, StoreError> {
-        (**self).chain_state(from)
-    }
-    fn reseal(&self, id: &MessageId, envelope: &[u8], head: &ChainHead) -> Result<(), StoreError> {
-        (**self).reseal(id, envelope, head)
-    }
-    fn mark_delivered(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
-        (**self).mark_delivered(id, at)
-    }
-    fn mark_rejected(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
-        (**self).mark_rejected(id, at)
-    }
-    fn reset_chains(&self, user: &Username) -> Result<(), StoreError> {
-        (**self).reset_chains(user)
-    }
-    fn outbox(&self, now: Timestamp) -> Result<Vec<OutboxEntry>, StoreError> {
-        (**self).outbox(now)
-    }
-    fn history(&self, with: &Username, now: Timestamp) -> Result<Vec<StoredMessage>, StoreError> {
-        (**self).history(with, now)
-    }
-    fn conversations(&self, now: Timestamp) -> Result<Vec<ConversationSummary>, StoreError> {
-        (**self).conversations(now)
-    }
-    fn mark_read(&self, with: &Username) -> Result<(), StoreError> {
-        (**self).mark_read(with)
-    }
-    fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
-        (**self).purge_expired(now)
-    }
-    fn is_contact(&self, user: &Username) -> Result<bool, StoreError> {
-        (**self).is_contact(user)
-    }
-    fn contact(&self, user: &Username) -> Result<Option<Contact>, StoreError> {
-        (**self).contact(user)
-    }
-    fn save_contact(&self, contact: &Contact) -> Result<(), StoreError> {
-        (**self).save_contact(contact)
-    }
-}
-
-impl<T: Directory> Directory for std::sync::Arc<T> {
-    fn lookup(
-        &self,
-        user: &Username,
-    ) -> impl Future<Output = Result<Option<PeerAddress>, DirectoryError>> + Send {
-        (**self).lookup(user)
-    }
-}
-
-impl<T: Transport> Transport for std::sync::Arc<T> {
-    fn deliver(
-        &self,
-        to: &Username,
-        at: &PeerAddress,
-        message: &OutgoingEnvelope,
-        pinned: Option<&PeerKeys>,
-    ) -> impl Future<Output = Result<PeerKeys, TransportError>> + Send {
-        (**self).deliver(to, at, message, pinned)
-    }
-    fn keys_of(
-        &self,
-        to: &Username,
-        at: &PeerAddress,
-    ) -> impl Future<Output = Result<PeerKeys, TransportError>> + Send {
-        (**self).keys_of(to, at)
-    }
-}
-
-impl<T: Envelopes + ?Sized> Envelopes for std::sync::Arc<T> {
-    fn seal(
-        &self,
-        header: &Header,
-        body: &Body,
-        recipient_x25519: &[u8; 32],
-    ) -> Result<Sealed, EnvelopeError> {
-        (**self).seal(header, body, recipient_x25519)
-    }
-    fn open(&self, bytes: &[u8], sender_ed25519: &[u8; 32]) -> Result<Opened, EnvelopeError> {
-        (**self).open(bytes, sender_ed25519)
-    }
-    fn header(&self, bytes: &[u8]) -> Result<Header, EnvelopeError> {
-        (**self).header(bytes)
-    }
-}
-
-impl<T: EventSink + ?Sized> EventSink for std::sync::Arc<T> {
-    fn emit(&self, event: Event) {
-        (**self).emit(event);
-    }
 }
