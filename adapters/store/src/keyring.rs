@@ -160,7 +160,7 @@ fn create(folder: &Path, unlock: Unlock) -> Result<(Key32, KeySource), Error> {
             let kdf = KdfRecord {
                 algorithm: "argon2id".into(),
                 version: 0x13,
-                salt: hex::encode(&salt),
+                salt: hex::encode(salt),
                 m_kib: M_KIB,
                 t: T_COST,
                 p: P_COST,
@@ -198,7 +198,7 @@ fn create(folder: &Path, unlock: Unlock) -> Result<(Key32, KeySource), Error> {
     let json = serde_json::to_vec_pretty(&record)
         .map_err(|e| unavailable(folder, format!("the keyring could not be encoded ({e})")))?;
     let suffix: [u8; 8] = crypto::random().map_err(random_error)?;
-    let temporary = folder.join(format!("{KEYRING_FILE}.{}.new", hex::encode(&suffix)));
+    let temporary = folder.join(format!("{KEYRING_FILE}.{}.new", hex::encode(suffix)));
     let written = write_new_private(&temporary, &json)
         .and_then(|()| fs::hard_link(&temporary, folder.join(KEYRING_FILE)));
     let _ = fs::remove_file(&temporary);

@@ -282,9 +282,9 @@ pub(crate) fn encode_message(message: &StoredMessage) -> Result<Vec<u8>, StoreEr
             .map(|a| AttachmentRecord {
                 name: a.meta.name.clone(),
                 size: a.meta.size,
-                sha256: hex::encode(&a.meta.sha256.0),
+                sha256: hex::encode(a.meta.sha256.0),
                 key: hex::encode(a.key.key.expose()),
-                plain_sha256: hex::encode(&a.key.plain_sha256.0),
+                plain_sha256: hex::encode(a.key.plain_sha256.0),
             })
             .collect(),
     };
@@ -437,7 +437,7 @@ struct KeysRecord {
 impl From<&PeerKeys> for KeysRecord {
     fn from(keys: &PeerKeys) -> Self {
         Self {
-            ed25519: hex::encode(&keys.ed25519),
+            ed25519: hex::encode(keys.ed25519),
             x25519: keys.x25519.as_ref().map(hex::encode),
         }
     }
@@ -485,7 +485,7 @@ mod tests {
     #[test]
     fn given_bytes_when_hexed_and_read_back_then_they_round_trip_and_junk_is_refused() {
         let bytes = [0x00, 0x7f, 0xa5, 0xff];
-        assert_eq!(hex::decode(&hex::encode(&bytes)).ok(), Some(bytes.to_vec()));
+        assert_eq!(hex::decode(hex::encode(bytes)).ok(), Some(bytes.to_vec()));
         assert_eq!(hex::decode("").ok(), Some(vec![]));
         for bad in ["0", "zz", "+1", "é0"] {
             assert_eq!(hex::decode(bad).ok(), None, "{bad}");

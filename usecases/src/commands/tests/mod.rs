@@ -10,9 +10,9 @@ use parley_domain::{
 use super::*;
 use crate::fakes::*;
 use crate::ports::{
-    AttachmentError, AttachmentFiles, AttachmentSource, Chains, Clock, Contacts,
-    EnrollError, EnrollRequest, EnvelopeError, Envelopes, Event, IdentityStore,
-    OutboxStore, StoreError, TransportError,
+    AttachmentError, AttachmentFiles, AttachmentSource, Chains, Clock, Contacts, EnrollError,
+    EnrollRequest, EnvelopeError, Envelopes, Event, IdentityStore, OutboxStore, StoreError,
+    TransportError,
 };
 use crate::queries;
 
