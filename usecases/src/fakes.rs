@@ -10,10 +10,10 @@ use parley_domain::{
 };
 
 use crate::ports::{
-    AttachmentError, AttachmentFiles, AttachmentSource, Clock, Directory, DirectoryError,
-    EnrollError, EnrollRequest, Enrollment, EnvelopeError, Envelopes, Event, EventSink,
-    IdentityStore, MessageStore, Opened, OutboxEntry, OutgoingEnvelope, PeerAddress, Sealed,
-    StoreError, Stored, Transport, TransportError,
+    AttachmentError, AttachmentFiles, AttachmentSource, Chains, Clock, Contacts, Conversations,
+    Directory, DirectoryError, Durability, EnrollError, EnrollRequest, Enrollment, EnvelopeError,
+    Envelopes, Event, EventSink, Expiry, IdentityStore, Inbox, Opened, OutboxEntry, OutboxStore,
+    OutgoingEnvelope, PeerAddress, Sealed, StoreError, Stored, Transport, TransportError,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -123,7 +123,17 @@ impl InMemoryStore {
     }
 }
 
-impl MessageStore for InMemoryStore {
+impl Durability for InMemoryStore {
+    fn sync(&self) -> Result<(), StoreError> {
+        if *lock(&self.fail_sync) {
+            return Err(StoreError::Unavailable("injected sync failure".into()));
+        }
+        *lock(&self.unsynced) = 0;
+        Ok(())
+    }
+}
+
+impl OutboxStore for InMemoryStore {
     fn append_outgoing(
         &self,
         message: &StoredMessage,
@@ -145,15 +155,6 @@ impl MessageStore for InMemoryStore {
         Ok(())
     }
 
-    fn store_incoming_deferred(
-        &self,
-        message: &StoredMessage,
-        link: &Link,
-    ) -> Result<Stored, StoreError> {
-        *lock(&self.unsynced) += 1;
-        self.store_incoming(message, link)
-    }
-
     fn append_outgoing_deferred(
         &self,
         message: &StoredMessage,
@@ -164,19 +165,49 @@ impl MessageStore for InMemoryStore {
         self.append_outgoing(message, envelope, head)
     }
 
-    fn sync(&self) -> Result<(), StoreError> {
-        if *lock(&self.fail_sync) {
-            return Err(StoreError::Unavailable("injected sync failure".into()));
-        }
-        *lock(&self.unsynced) = 0;
+    fn reseal(&self, id: &MessageId, envelope: &[u8], head: &ChainHead) -> Result<(), StoreError> {
+        self.write()?;
+        let messages = lock(&self.messages);
+        let Some(message) = messages
+            .iter()
+            .find(|m| m.id == *id && m.delivery == Delivery::Pending)
+        else {
+            return Ok(());
+        };
+        lock(&self.envelopes).insert(*id, envelope.to_vec());
+        lock(&self.heads).insert(message.to.clone(), *head);
         Ok(())
     }
 
-    fn chain_head(&self, to: &Username) -> Result<ChainHead, StoreError> {
-        Ok(lock(&self.heads)
-            .get(to)
-            .copied()
-            .unwrap_or(ChainHead::EMPTY))
+    fn mark_delivered(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
+        self.settle(id, Delivery::Delivered(at))
+    }
+
+    fn mark_rejected(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
+        self.settle(id, Delivery::Rejected(at))
+    }
+
+    fn outbox(&self, now: Timestamp) -> Result<Vec<OutboxEntry>, StoreError> {
+        let envelopes = lock(&self.envelopes);
+        Ok(lock(&self.messages)
+            .iter()
+            .filter(|m| m.delivery == Delivery::Pending && !m.expired(now))
+            .map(|m| OutboxEntry {
+                message: m.clone(),
+                envelope: envelopes.get(&m.id).cloned().unwrap_or_default(),
+            })
+            .collect())
+    }
+}
+
+impl Inbox for InMemoryStore {
+    fn store_incoming_deferred(
+        &self,
+        message: &StoredMessage,
+        link: &Link,
+    ) -> Result<Stored, StoreError> {
+        *lock(&self.unsynced) += 1;
+        self.store_incoming(message, link)
     }
 
     fn store_incoming(&self, message: &StoredMessage, link: &Link) -> Result<Stored, StoreError> {
@@ -203,6 +234,15 @@ impl MessageStore for InMemoryStore {
         }
         Ok(Stored::New)
     }
+}
+
+impl Chains for InMemoryStore {
+    fn chain_head(&self, to: &Username) -> Result<ChainHead, StoreError> {
+        Ok(lock(&self.heads)
+            .get(to)
+            .copied()
+            .unwrap_or(ChainHead::EMPTY))
+    }
 
     fn neighbours(&self, from: &Username, seq: u64) -> Result<Neighbours, StoreError> {
         let links = lock(&self.links);
@@ -225,28 +265,6 @@ impl MessageStore for InMemoryStore {
         Ok(ChainState::of(seqs, faults))
     }
 
-    fn reseal(&self, id: &MessageId, envelope: &[u8], head: &ChainHead) -> Result<(), StoreError> {
-        self.write()?;
-        let messages = lock(&self.messages);
-        let Some(message) = messages
-            .iter()
-            .find(|m| m.id == *id && m.delivery == Delivery::Pending)
-        else {
-            return Ok(());
-        };
-        lock(&self.envelopes).insert(*id, envelope.to_vec());
-        lock(&self.heads).insert(message.to.clone(), *head);
-        Ok(())
-    }
-
-    fn mark_delivered(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
-        self.settle(id, Delivery::Delivered(at))
-    }
-
-    fn mark_rejected(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
-        self.settle(id, Delivery::Rejected(at))
-    }
-
     fn reset_chains(&self, user: &Username) -> Result<(), StoreError> {
         self.write()?;
         lock(&self.links).remove(user);
@@ -254,19 +272,9 @@ impl MessageStore for InMemoryStore {
         lock(&self.heads).remove(user);
         Ok(())
     }
+}
 
-    fn outbox(&self, now: Timestamp) -> Result<Vec<OutboxEntry>, StoreError> {
-        let envelopes = lock(&self.envelopes);
-        Ok(lock(&self.messages)
-            .iter()
-            .filter(|m| m.delivery == Delivery::Pending && !m.expired(now))
-            .map(|m| OutboxEntry {
-                message: m.clone(),
-                envelope: envelopes.get(&m.id).cloned().unwrap_or_default(),
-            })
-            .collect())
-    }
-
+impl Conversations for InMemoryStore {
     fn history(&self, with: &Username, now: Timestamp) -> Result<Vec<StoredMessage>, StoreError> {
         Ok(lock(&self.messages)
             .iter()
@@ -311,7 +319,21 @@ impl MessageStore for InMemoryStore {
         lock(&self.read).insert(with.clone(), arrivals);
         Ok(())
     }
+}
 
+impl Contacts for InMemoryStore {
+    fn contact(&self, user: &Username) -> Result<Option<Contact>, StoreError> {
+        Ok(lock(&self.contacts).get(user).cloned())
+    }
+
+    fn save_contact(&self, contact: &Contact) -> Result<(), StoreError> {
+        self.write()?;
+        lock(&self.contacts).insert(contact.user.clone(), contact.clone());
+        Ok(())
+    }
+}
+
+impl Expiry for InMemoryStore {
     fn purge_expired(&self, now: Timestamp) -> Result<u64, StoreError> {
         let mut messages = lock(&self.messages);
         let gone: BTreeSet<MessageId> = messages
@@ -328,20 +350,6 @@ impl MessageStore for InMemoryStore {
             .retain(|locator, _| !gone.iter().any(|id| locator.contains(&format!("/{id}/"))));
         lock(&self.envelopes).retain(|id, _| !gone.contains(id));
         Ok(gone.len() as u64)
-    }
-
-    fn is_contact(&self, user: &Username) -> Result<bool, StoreError> {
-        Ok(lock(&self.messages).iter().any(|m| m.contact() == user))
-    }
-
-    fn contact(&self, user: &Username) -> Result<Option<Contact>, StoreError> {
-        Ok(lock(&self.contacts).get(user).cloned())
-    }
-
-    fn save_contact(&self, contact: &Contact) -> Result<(), StoreError> {
-        self.write()?;
-        lock(&self.contacts).insert(contact.user.clone(), contact.clone());
-        Ok(())
     }
 }
 
@@ -465,6 +473,8 @@ impl IdentityStore for InMemoryStore {
 pub struct InMemoryDirectory {
     online: Mutex<HashMap<Username, PeerAddress>>,
     unavailable: Mutex<bool>,
+    /// Users listed from the n-th look-up on (a peer that comes online a moment later).
+    later: Mutex<Vec<(Username, usize)>>,
     pub lookups: Mutex<usize>,
 }
 
@@ -484,11 +494,33 @@ impl InMemoryDirectory {
     pub fn set_unavailable(&self, unavailable: bool) {
         *lock(&self.unavailable) = unavailable;
     }
+
+    /// Lists `user` from the `n`-th look-up on (counting every look-up, the first is 1).
+    pub fn set_online_from_lookup(&self, user: &Username, n: usize) {
+        lock(&self.later).push((user.clone(), n));
+    }
 }
 
 impl Directory for InMemoryDirectory {
     async fn lookup(&self, user: &Username) -> Result<Option<PeerAddress>, DirectoryError> {
-        *lock(&self.lookups) += 1;
+        let count = {
+            let mut lookups = lock(&self.lookups);
+            *lookups += 1;
+            *lookups
+        };
+        let due: Vec<Username> = {
+            let mut later = lock(&self.later);
+            let due = later
+                .iter()
+                .filter(|(_, n)| *n <= count)
+                .map(|(u, _)| u.clone())
+                .collect();
+            later.retain(|(_, n)| *n > count);
+            due
+        };
+        for user in &due {
+            self.set_online(user);
+        }
         if *lock(&self.unavailable) {
             return Err(DirectoryError::Unavailable("injected".into()));
         }
@@ -678,6 +710,13 @@ impl FixedClock {
 impl Clock for FixedClock {
     fn now(&self) -> Timestamp {
         Timestamp(*lock(&self.0))
+    }
+
+    /// Moves the clock on by `duration` at once: a test never waits.
+    async fn sleep(&self, duration: std::time::Duration) {
+        let ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        let mut now = lock(&self.0);
+        *now = now.saturating_add(ms);
     }
 }
 

@@ -5,7 +5,10 @@ use parley_domain::{
     Timestamp, Username,
 };
 
-use crate::ports::{Directory, DirectoryError, MessageStore, NodeInfo, NodeSnapshot, StoreError};
+use crate::ports::{
+    Chains, Contacts, Conversations, Directory, DirectoryError, NodeInfo, NodeSnapshot,
+    OutboxStore, StoreError,
+};
 
 /// One conversation and the state of both directions' hash chains.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +26,7 @@ pub struct History {
 /// # Errors
 /// [`StoreError`] when the store cannot be read.
 pub fn history(
-    store: &impl MessageStore,
+    store: &(impl Conversations + Chains),
     with: &Username,
     now: Timestamp,
 ) -> Result<History, StoreError> {
@@ -39,7 +42,7 @@ pub fn history(
 /// # Errors
 /// [`StoreError`] when the store cannot be read.
 pub fn conversations(
-    store: &impl MessageStore,
+    store: &impl Conversations,
     now: Timestamp,
 ) -> Result<Vec<ConversationSummary>, StoreError> {
     store.conversations(now)
@@ -63,7 +66,7 @@ pub struct Status {
 pub fn status(
     user: &Username,
     node: &impl NodeInfo,
-    store: &impl MessageStore,
+    store: &impl OutboxStore,
     now: Timestamp,
 ) -> Result<Status, StoreError> {
     Ok(Status {
@@ -90,7 +93,7 @@ pub struct ContactView {
 /// # Errors
 /// [`StoreError`] when the store cannot be read.
 pub fn contact(
-    store: &impl MessageStore,
+    store: &impl Contacts,
     me: &Username,
     my_keys: &PeerKeys,
     user: &Username,

@@ -64,6 +64,10 @@ impl Clock for SystemClock {
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         Timestamp(ms)
     }
+
+    async fn sleep(&self, duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
 }
 
 /// Events fan out to every watcher (control-socket subscribers, the desktop window).
@@ -154,7 +158,7 @@ impl Peer {
         store.set_attachment_limit(config.max_attachment);
         // Expired messages go before anything else reads the store.
         let purged = tokio::task::block_in_place(|| {
-            parley_usecases::ports::MessageStore::purge_expired(&*store, SystemClock.now())
+            parley_usecases::ports::Expiry::purge_expired(&*store, SystemClock.now())
         })?;
         if purged > 0 {
             tracing::info!(purged, "expired messages deleted at start-up");

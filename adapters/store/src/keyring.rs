@@ -114,7 +114,8 @@ fn existing(folder: &Path, bytes: &[u8], unlock: Unlock) -> Result<(Key32, KeySo
             ),
         ));
     }
-    let check = unhex(&record.check)
+    let check = hex::decode(&record.check)
+        .ok()
         .ok_or_else(|| unavailable(folder, "keyring.json has a malformed check value"))?;
     match (record.mode, unlock) {
         (ModeRecord::Passphrase, Unlock::Passphrase(passphrase)) => {
@@ -159,7 +160,7 @@ fn create(folder: &Path, unlock: Unlock) -> Result<(Key32, KeySource), Error> {
             let kdf = KdfRecord {
                 algorithm: "argon2id".into(),
                 version: 0x13,
-                salt: hex(&salt),
+                salt: hex::encode(salt),
                 m_kib: M_KIB,
                 t: T_COST,
                 p: P_COST,
@@ -192,12 +193,12 @@ fn create(folder: &Path, unlock: Unlock) -> Result<(Key32, KeySource), Error> {
             KeySource::KeyFile => ModeRecord::KeyFile,
         },
         kdf,
-        check: hex(&check),
+        check: hex::encode(&check),
     };
     let json = serde_json::to_vec_pretty(&record)
         .map_err(|e| unavailable(folder, format!("the keyring could not be encoded ({e})")))?;
     let suffix: [u8; 8] = crypto::random().map_err(random_error)?;
-    let temporary = folder.join(format!("{KEYRING_FILE}.{}.new", hex(&suffix)));
+    let temporary = folder.join(format!("{KEYRING_FILE}.{}.new", hex::encode(suffix)));
     let written = write_new_private(&temporary, &json)
         .and_then(|()| fs::hard_link(&temporary, folder.join(KEYRING_FILE)));
     let _ = fs::remove_file(&temporary);
@@ -230,7 +231,8 @@ fn kdf_params(kdf: &KdfRecord) -> Result<(Vec<u8>, Params), String> {
     if kdf.algorithm != "argon2id" || kdf.version != 0x13 {
         return Err("keyring.json names a key derivation this Parley does not know".into());
     }
-    let salt = unhex(&kdf.salt)
+    let salt = hex::decode(&kdf.salt)
+        .ok()
         .filter(|s| (argon2::MIN_SALT_LEN..=64).contains(&s.len()))
         .ok_or("keyring.json has a malformed salt")?;
     if kdf.m_kib > MAX_M_KIB || kdf.t > MAX_T_COST || kdf.p > MAX_P_COST {
@@ -299,26 +301,4 @@ fn unavailable(folder: &Path, reason: impl Into<String>) -> Error {
         path: folder.to_owned(),
         reason: reason.into(),
     }
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "{b:02x}");
-            out
-        })
-}
-
-pub(crate) fn unhex(raw: &str) -> Option<Vec<u8>> {
-    // `from_str_radix` alone would take a sign ("+f"), so check the digits first.
-    if !raw.len().is_multiple_of(2) || !raw.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..raw.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(raw.get(i..i + 2)?, 16).ok())
-        .collect()
 }

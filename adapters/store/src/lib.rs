@@ -1,6 +1,7 @@
-//! The peer's store: a [sled] database behind the use-case ports
-//! [`MessageStore`](parley_usecases::ports::MessageStore) and
-//! [`IdentityStore`](parley_usecases::ports::IdentityStore), encrypted at rest.
+//! The peer's store: a [sled] database behind the use-case ports (the parts of
+//! [`MessageStore`](parley_usecases::ports::MessageStore), each in its own file under
+//! `messages/`, [`AttachmentFiles`](parley_usecases::ports::AttachmentFiles) and
+//! [`IdentityStore`](parley_usecases::ports::IdentityStore)), encrypted at rest.
 //!
 //! One [`Store`] owns one folder (created with mode 0700). The `parley daemon` opens it and
 //! keeps it open; a second process that tries to open the same folder gets

@@ -15,7 +15,6 @@ use parley_usecases::ports::StoreError;
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::NAME_LEN;
-use crate::keyring::{hex, unhex};
 
 /// The single key of the `identity` tree.
 pub(crate) const IDENTITY_KEY: &[u8] = b"device";
@@ -94,7 +93,7 @@ pub(crate) fn split_expiry_key(key: &[u8]) -> Result<([u8; 8], &[u8]), StoreErro
 
 /// The name prefix of a message's files under `attachments/`: the hex of its `seen` key.
 pub(crate) fn record_id(seen_key: &[u8]) -> String {
-    hex(seen_key)
+    hex::encode(seen_key)
 }
 
 /// `seen` value: the envelope's digest, then the `messages` key of the copy kept.
@@ -283,9 +282,9 @@ pub(crate) fn encode_message(message: &StoredMessage) -> Result<Vec<u8>, StoreEr
             .map(|a| AttachmentRecord {
                 name: a.meta.name.clone(),
                 size: a.meta.size,
-                sha256: hex(&a.meta.sha256.0),
-                key: hex(a.key.key.expose()),
-                plain_sha256: hex(&a.key.plain_sha256.0),
+                sha256: hex::encode(a.meta.sha256.0),
+                key: hex::encode(a.key.key.expose()),
+                plain_sha256: hex::encode(a.key.plain_sha256.0),
             })
             .collect(),
     };
@@ -316,7 +315,8 @@ pub(crate) fn decode_message(bytes: &[u8]) -> Result<StoredMessage, StoreError> 
         .iter()
         .map(|a| {
             check_attachment_name(&a.name).map_err(|e| corrupt(TREE, e))?;
-            let key: [u8; 32] = unhex(&a.key)
+            let key: [u8; 32] = hex::decode(&a.key)
+                .ok()
                 .and_then(|k| k.try_into().ok())
                 .ok_or_else(|| corrupt(TREE, "an attachment key is not 32 hex bytes"))?;
             Ok(Attachment {
@@ -376,10 +376,10 @@ struct IdentityRecord {
 pub(crate) fn encode_identity(identity: &DeviceIdentity) -> Result<Vec<u8>, StoreError> {
     let record = IdentityRecord {
         user: identity.user.to_string(),
-        ed25519: hex(identity.ed25519.expose()),
-        x25519: hex(identity.x25519.expose()),
-        certificate_der: hex(&identity.certificate_der),
-        ca_der: hex(&identity.ca_der),
+        ed25519: hex::encode(identity.ed25519.expose()),
+        x25519: hex::encode(identity.x25519.expose()),
+        certificate_der: hex::encode(&identity.certificate_der),
+        ca_der: hex::encode(&identity.ca_der),
         ca_fingerprint: identity.ca_fingerprint.to_string(),
         server: identity.server.clone(),
         rendezvous_addrs: identity.rendezvous_addrs.clone(),
@@ -393,14 +393,18 @@ pub(crate) fn decode_identity(bytes: &[u8]) -> Result<DeviceIdentity, StoreError
     let record: IdentityRecord =
         serde_json::from_slice(bytes).map_err(|e| json_problem(TREE, &e))?;
     let secret = |field: &str, raw: &str| -> Result<Secret32, StoreError> {
-        let bytes = unhex(raw).ok_or_else(|| corrupt(TREE, format_args!("{field} is not hex")))?;
+        let bytes = hex::decode(raw)
+            .ok()
+            .ok_or_else(|| corrupt(TREE, format_args!("{field} is not hex")))?;
         let bytes: [u8; 32] = bytes
             .try_into()
             .map_err(|_| corrupt(TREE, format_args!("{field} is not 32 bytes")))?;
         Ok(Secret32::new(bytes))
     };
     let der = |field: &str, raw: &str| {
-        unhex(raw).ok_or_else(|| corrupt(TREE, format_args!("{field} is not hex")))
+        hex::decode(raw)
+            .ok()
+            .ok_or_else(|| corrupt(TREE, format_args!("{field} is not hex")))
     };
     Ok(DeviceIdentity {
         user: Username::parse(&record.user).map_err(|e| corrupt(TREE, e))?,
@@ -433,8 +437,8 @@ struct KeysRecord {
 impl From<&PeerKeys> for KeysRecord {
     fn from(keys: &PeerKeys) -> Self {
         Self {
-            ed25519: hex(&keys.ed25519),
-            x25519: keys.x25519.as_ref().map(|k| hex(k)),
+            ed25519: hex::encode(keys.ed25519),
+            x25519: keys.x25519.as_ref().map(hex::encode),
         }
     }
 }
@@ -455,7 +459,8 @@ pub(crate) fn decode_contact(bytes: &[u8]) -> Result<Contact, StoreError> {
     let record: ContactRecord =
         serde_json::from_slice(bytes).map_err(|e| json_problem(TREE, &e))?;
     let key = |raw: &str| -> Result<[u8; 32], StoreError> {
-        unhex(raw)
+        hex::decode(raw)
+            .ok()
             .and_then(|bytes| bytes.try_into().ok())
             .ok_or_else(|| corrupt(TREE, "a key is not 32 hex bytes"))
     };
@@ -480,10 +485,10 @@ mod tests {
     #[test]
     fn given_bytes_when_hexed_and_read_back_then_they_round_trip_and_junk_is_refused() {
         let bytes = [0x00, 0x7f, 0xa5, 0xff];
-        assert_eq!(unhex(&hex(&bytes)), Some(bytes.to_vec()));
-        assert_eq!(unhex(""), Some(vec![]));
+        assert_eq!(hex::decode(hex::encode(bytes)).ok(), Some(bytes.to_vec()));
+        assert_eq!(hex::decode("").ok(), Some(vec![]));
         for bad in ["0", "zz", "+1", "é0"] {
-            assert_eq!(unhex(bad), None, "{bad}");
+            assert_eq!(hex::decode(bad).ok(), None, "{bad}");
         }
     }
 

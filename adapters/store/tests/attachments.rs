@@ -8,7 +8,7 @@ use parley_domain::{
     Verification,
 };
 use parley_store::{Store, Unlock};
-use parley_usecases::ports::{AttachmentError, AttachmentFiles, AttachmentSource, MessageStore};
+use parley_usecases::ports::{AttachmentError, AttachmentFiles, AttachmentSource, Expiry, Inbox};
 use tempfile::TempDir;
 
 const CANARY: &str = "attachment-canary-7d1f";

@@ -12,7 +12,7 @@ use parley_envelope::Sealer;
 use parley_store::{Store, Unlock};
 use parley_usecases::commands::{Messaging, ReceiveError, ReceiveMessage, Received};
 use parley_usecases::fakes::{FixedClock, InMemoryDirectory, InMemoryTransport, RecordingEvents};
-use parley_usecases::ports::{Clock, MessageStore};
+use parley_usecases::ports::{Chains, Clock, Conversations, Expiry};
 use parley_usecases::queries;
 use tempfile::TempDir;
 

@@ -16,7 +16,10 @@ use parley_domain::{
     Verification,
 };
 use parley_store::{Error, KeySource, Passphrase, Store, Unlock};
-use parley_usecases::ports::{IdentityStore, MessageStore, OutboxEntry, StoreError, Stored};
+use parley_usecases::ports::{
+    Chains, Contacts, Conversations, Expiry, IdentityStore, Inbox, OutboxEntry, OutboxStore,
+    StoreError, Stored,
+};
 use tempfile::TempDir;
 
 const ME: &str = "alice";
@@ -372,26 +375,26 @@ fn given_an_empty_store_when_listing_then_there_are_no_conversations_and_no_cont
     let store = open(dir.path());
     assert_eq!(store.conversations(NOW), Ok(vec![]));
     assert_eq!(store.outbox(NOW), Ok(vec![]));
-    assert_eq!(store.is_contact(&user("bob")), Ok(false));
+    assert_eq!(store.history(&user("bob"), NOW), Ok(vec![]));
     assert_eq!(store.chain_head(&user("bob")), Ok(ChainHead::EMPTY));
     assert_eq!(store.chain_state(&user("bob")), Ok(ChainState::Empty));
     assert_eq!(store.purge_expired(NOW), Ok(0));
 }
 
 #[test]
-fn given_messages_with_some_users_when_asking_is_contact_then_only_they_are_contacts() {
+fn given_messages_with_some_users_when_reading_histories_then_only_theirs_hold_messages() {
     let dir = TempDir::new().expect("tempdir");
     let store = open(dir.path());
     receive(&store, &incoming("bobby", 1, 1)).expect("store");
     send(&store, &outgoing("carol", 2, 2));
-    assert_eq!(store.is_contact(&user("bobby")), Ok(true));
-    assert_eq!(store.is_contact(&user("carol")), Ok(true));
+    assert_eq!(store.history(&user("bobby"), NOW).map(|h| h.len()), Ok(1));
+    assert_eq!(store.history(&user("carol"), NOW).map(|h| h.len()), Ok(1));
     assert_eq!(
-        store.is_contact(&user("bob")),
-        Ok(false),
-        "a prefix is not a contact"
+        store.history(&user("bob"), NOW),
+        Ok(vec![]),
+        "a prefix is no conversation"
     );
-    assert_eq!(store.is_contact(&user(ME)), Ok(false));
+    assert_eq!(store.history(&user(ME), NOW), Ok(vec![]));
 }
 
 #[test]
@@ -625,8 +628,8 @@ fn given_garbage_or_a_moved_value_in_the_messages_tree_when_reading_then_the_sto
         assert!(why.contains("corrupt"), "{what}: {why}");
     }
     assert_eq!(
-        store.is_contact(&user("bob")),
-        Ok(true),
+        store.mark_read(&user("bob")),
+        Ok(()),
         "keys alone are still readable"
     );
 }

@@ -1,0 +1,94 @@
+//! Commands: each changes state and returns nothing but an error.
+//!
+//! One file per interactor, each with its error enum: [`send`] (with the per-recipient
+//! backlog), [`receive`], [`trust`] (contacts' keys), [`attachments`], [`upkeep`] (the
+//! daemon's outbox retries and expiry) and [`enroll`]. The messaging ones are methods of
+//! one [`Messaging`], which holds the ports and the locks they share.
+
+use std::sync::Mutex;
+
+use parley_domain::Username;
+
+use crate::ports::{
+    AttachmentFiles, Clock, Directory, Envelopes, EventSink, MessageStore, Transport,
+};
+
+pub mod attachments;
+mod backlog;
+pub mod enroll;
+pub mod receive;
+pub mod send;
+pub mod trust;
+pub mod upkeep;
+
+pub use attachments::SaveError;
+pub use enroll::{Enroll, EnrollCommandError};
+pub use receive::{ReceiveError, ReceiveMessage, Received};
+pub use send::{SendError, SendMessage};
+pub use trust::TrustError;
+
+/// The messaging interactor: sending, receiving, the outbox and contacts' keys, over the ports.
+pub struct Messaging<S, D, T, C, E, V> {
+    me: Username,
+    store: S,
+    directory: D,
+    transport: T,
+    clock: C,
+    events: E,
+    envelopes: V,
+    /// Serialises every read-modify-write of a chain (sealing the next message after the
+    /// head, judging a newcomer against its neighbours), so concurrent sends cannot fork our
+    /// own chain and concurrent receipts cannot misjudge one.
+    chains: Mutex<()>,
+    /// Recipients with messages waiting in the outbox, and when each was marked: a new message
+    /// to one of them goes out behind its older ones, so one sender's messages arrive in the
+    /// order they were written. `None` until read from the store at the first send.
+    backlog: Mutex<Option<backlog::Backlog>>,
+}
+
+impl<S, D, T, C, E, V> Messaging<S, D, T, C, E, V>
+where
+    S: MessageStore + AttachmentFiles,
+    D: Directory,
+    T: Transport,
+    C: Clock,
+    E: EventSink,
+    V: Envelopes,
+{
+    /// Wires the interactor for the enrolled user `me`.
+    pub fn new(
+        me: Username,
+        store: S,
+        directory: D,
+        transport: T,
+        clock: C,
+        events: E,
+        envelopes: V,
+    ) -> Self {
+        Self {
+            me,
+            store,
+            directory,
+            transport,
+            clock,
+            events,
+            envelopes,
+            chains: Mutex::new(()),
+            backlog: Mutex::new(None),
+        }
+    }
+
+    /// The store, for queries over the same data.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub(super) fn chain_guard(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.chains
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,462 @@
+//! Sending: seal after the head of our chain, keep in the outbox, deliver behind the backlog.
+
+use std::time::Duration;
+
+use parley_domain::{
+    Body, ChainHead, Contact, Delivery, Direction, Header, MessageId, MessageText, StoredMessage,
+    Ttl, Username, Verification,
+};
+
+use super::Messaging;
+use crate::ports::{
+    AttachmentError, AttachmentFiles, AttachmentSource, Clock, Directory, DirectoryError,
+    EnvelopeError, Envelopes, Event, EventSink, MessageStore, OutboxEntry, OutgoingEnvelope,
+    OutgoingFile, PeerAddress, StoreError, Transport, TransportError,
+};
+
+/// How long [`Messaging::send_patiently`] waits for a name that is not (yet) in the directory.
+pub const SEND_GRACE: Duration = Duration::from_secs(3);
+/// How often [`Messaging::send_patiently`] asks again meanwhile.
+pub const SEND_RETRY_EVERY: Duration = Duration::from_millis(250);
+
+/// [`SEND_GRACE`] in the clock's milliseconds.
+fn grace_ms() -> i64 {
+    i64::try_from(SEND_GRACE.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Send `text` to `to` under the id `id` (the caller draws the id, so the command returns
+/// nothing and a retried command cannot create a second message).
+#[derive(Debug, Clone)]
+pub struct SendMessage {
+    /// The new message's id.
+    pub id: MessageId,
+    /// The recipient.
+    pub to: Username,
+    /// The text.
+    pub text: MessageText,
+    /// Time to live, for a disappearing message.
+    pub ttl: Option<Ttl>,
+    /// Files to attach, in order.
+    pub attachments: Vec<AttachmentSource>,
+}
+
+/// Why a message was not delivered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// A message to oneself.
+    #[error("you cannot send a message to yourself")]
+    ToSelf,
+    /// Never talked to, and the directory does not know the name online. Nothing was kept.
+    #[error(
+        "{0} is unknown or offline: nobody by that name is online at the rendezvous (it does \
+         not say which, so that names cannot be probed) and {0} is not one of your contacts; \
+         nothing was sent"
+    )]
+    UnknownUser(Username),
+    /// A contact who is not online now. The message waits in the outbox.
+    #[error(
+        "{0} is offline; the message is kept in the outbox and the daemon delivers it when {0} is back online"
+    )]
+    Offline(Username),
+    /// Online according to the directory, but no connection or no receipt. `queued` says
+    /// whether the message waits in the outbox (a first contact cannot be queued: the message
+    /// is sealed to keys only the connection reveals).
+    #[error("{user} is unreachable ({reason}){}", if *.queued { "; the message is kept in the outbox and retried" } else { "; nothing was sent" })]
+    Unreachable {
+        /// The recipient.
+        user: Username,
+        /// What the transport said.
+        reason: TransportError,
+        /// Whether the message was kept.
+        queued: bool,
+    },
+    /// The peer at the directory's address is not who we asked for.
+    #[error(
+        "the peer found for {0} presented a certificate for someone else; the message was not sent"
+    )]
+    WrongIdentity(Username),
+    /// The contact's keys differ from the pinned ones. Kept in the outbox until the user
+    /// accepts the new keys.
+    #[error(
+        "{0}'s keys have changed since your first contact (a new device, or someone posing as \
+         {0}); the message was not sent and stays in the outbox: compare safety numbers with \
+         `parley safety-number {0}`, then accept with `parley trust {0}`"
+    )]
+    KeysChanged(Username),
+    /// The recipient's device refused the message for good; it left the outbox.
+    #[error(
+        "{user} refused the message for good ({reason}); it was not delivered and will not be retried"
+    )]
+    Rejected {
+        /// The recipient.
+        user: Username,
+        /// What the recipient said.
+        reason: String,
+    },
+    /// The contact's certificate carries no encryption key, so nothing can be sealed to it.
+    #[error(
+        "{0}'s certificate carries no encryption key, so no message can be sealed to it; {0} \
+         needs to enroll again with a current Parley; nothing was sent"
+    )]
+    NoEncryptionKey(Username),
+    /// The envelope could not be sealed.
+    #[error("the message could not be sealed: {0}; nothing was sent")]
+    Seal(EnvelopeError),
+    /// An attachment could not be read or kept.
+    #[error("{0}; nothing was sent")]
+    Attachment(AttachmentError),
+    /// The rendezvous could not be asked. `queued` says whether the message waits in the outbox.
+    #[error("{reason}{}", if *.queued { "; the message is kept in the outbox and retried" } else { "; nothing was sent" })]
+    DirectoryUnavailable {
+        /// What went wrong.
+        reason: DirectoryError,
+        /// Whether the message was kept.
+        queued: bool,
+    },
+    /// The local store failed; the message may not have been kept.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl SendError {
+    /// A stable snake_case name for the outcome (control-socket codes, span attributes).
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::ToSelf => "to_self",
+            Self::UnknownUser(_) => "unknown_user",
+            Self::Offline(_) => "offline",
+            Self::Unreachable { .. } => "unreachable",
+            Self::WrongIdentity(_) => "wrong_identity",
+            Self::KeysChanged(_) => "keys_changed",
+            Self::NoEncryptionKey(_) => "no_encryption_key",
+            Self::Rejected { .. } => "rejected",
+            Self::Seal(_) => "seal_failed",
+            Self::Attachment(AttachmentError::TooLarge { .. }) => "attachment_too_large",
+            Self::Attachment(_) => "attachment_unreadable",
+            Self::DirectoryUnavailable { .. } => "rendezvous_unavailable",
+            Self::Store(_) => "store_unavailable",
+        }
+    }
+
+    /// Whether the message waits in the outbox for a later attempt.
+    #[must_use]
+    pub fn queued(&self) -> bool {
+        match self {
+            Self::Offline(_) | Self::KeysChanged(_) => true,
+            Self::Unreachable { queued, .. } | Self::DirectoryUnavailable { queued, .. } => *queued,
+            _ => false,
+        }
+    }
+}
+
+impl<S, D, T, C, E, V> Messaging<S, D, T, C, E, V>
+where
+    S: MessageStore + AttachmentFiles,
+    D: Directory,
+    T: Transport,
+    C: Clock,
+    E: EventSink,
+    V: Envelopes,
+{
+    /// As [`Messaging::send`], but patient with a recipient the directory does not list yet
+    /// (a peer that just started, or the rendezvous busy for a moment): while the send is
+    /// refused as [`SendError::UnknownUser`] or [`SendError::DirectoryUnavailable`] with
+    /// nothing kept, it is tried again every [`SEND_RETRY_EVERY`] for up to [`SEND_GRACE`],
+    /// waiting on the clock. Only refusals that kept nothing are retried, so a retry can never
+    /// create a second message.
+    ///
+    /// # Errors
+    /// [`SendError`], as for [`Messaging::send`]: the last attempt's outcome.
+    ///
+    /// Cancel safety: as for [`Messaging::send`].
+    pub async fn send_patiently(&self, cmd: SendMessage) -> Result<(), SendError> {
+        let deadline = self.clock.now().0.saturating_add(grace_ms());
+        loop {
+            match self.send(cmd.clone()).await {
+                Err(
+                    SendError::UnknownUser(_)
+                    | SendError::DirectoryUnavailable { queued: false, .. },
+                ) if self.clock.now().0 < deadline => {
+                    self.clock.sleep(SEND_RETRY_EVERY).await;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// Sends a message: seals it to the recipient's pinned keys (learning them from the
+    /// connection at first contact), persists it in the outbox, then delivers it and waits for
+    /// the receipt.
+    ///
+    /// # Errors
+    /// [`SendError`]; each variant says whether the message was kept for a later retry.
+    ///
+    /// Cancel safety: once the message is persisted, dropping the future leaves it in the
+    /// outbox, from where a later [`Messaging::retry_outbox`] delivers it.
+    #[tracing::instrument(
+        name = "usecase.send_message",
+        skip_all,
+        fields(message.id = %cmd.id, to = %cmd.to, size = cmd.text.as_str().len(), outcome),
+        err(Display, level = "info")
+    )]
+    pub async fn send(&self, cmd: SendMessage) -> Result<(), SendError> {
+        let outcome = self.send_once(cmd).await;
+        let code = outcome
+            .as_ref()
+            .map_or_else(SendError::code, |()| "delivered");
+        tracing::Span::current().record("outcome", code);
+        outcome
+    }
+
+    async fn send_once(&self, cmd: SendMessage) -> Result<(), SendError> {
+        if cmd.to == self.me {
+            return Err(SendError::ToSelf);
+        }
+        let (backlogged, since) = self.backlogged(&cmd.to)?;
+        let found = self.directory.lookup(&cmd.to).await;
+        let contact = self.store.contact(&cmd.to)?;
+        let address = match (found, &contact) {
+            (Ok(Some(address)), _) => Some(address),
+            (Ok(None), None) => return Err(SendError::UnknownUser(cmd.to)),
+            (Err(reason), None) => {
+                return Err(SendError::DirectoryUnavailable {
+                    reason,
+                    queued: false,
+                });
+            }
+            (Ok(None), Some(_)) => None,
+            (Err(reason), Some(_)) => {
+                let to = cmd.to.clone();
+                self.seal_and_keep(cmd, contact.as_ref())?;
+                self.backlog_grew(&to);
+                return Err(SendError::DirectoryUnavailable {
+                    reason,
+                    queued: true,
+                });
+            }
+        };
+        let contact = match (contact, &address) {
+            (Some(contact), _) => contact,
+            (None, Some(address)) => self.first_contact(&cmd.to, address).await?,
+            (None, None) => return Err(SendError::UnknownUser(cmd.to)),
+        };
+        let to = cmd.to.clone();
+        let entry = self.seal_and_keep(cmd, Some(&contact))?;
+        let outcome = match address {
+            Some(address) if backlogged => {
+                return self
+                    .deliver_backlog(&to, &address, since, Some(entry.message.id))
+                    .await;
+            }
+            Some(address) => self.deliver_to(&entry, &address, Some(contact)).await,
+            None => Err(SendError::Offline(to.clone())),
+        };
+        if outcome.as_ref().is_err_and(SendError::queued) {
+            self.backlog_grew(&to);
+        }
+        outcome
+    }
+
+    /// Delivers every message to `to` that waits in the outbox, oldest first, each after the
+    /// receipt of the one before; stops at the first that cannot go (the rest keep waiting
+    /// behind it). A message the recipient refused for good does not hold up the others.
+    async fn deliver_backlog(
+        &self,
+        to: &Username,
+        address: &PeerAddress,
+        since: u64,
+        own: Option<MessageId>,
+    ) -> Result<(), SendError> {
+        let pending = self.store.outbox(self.clock.now())?;
+        for entry in pending.iter().filter(|e| e.message.to == *to) {
+            match self.deliver(entry, address).await {
+                Ok(()) => {}
+                Err(SendError::Rejected { .. }) if own != Some(entry.message.id) => {}
+                Err(e) => {
+                    if e.queued() {
+                        self.backlog_grew(to);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.backlog_cleared(to, since);
+        Ok(())
+    }
+
+    /// Learns a new contact's keys from its certificate and pins them.
+    async fn first_contact(
+        &self,
+        user: &Username,
+        address: &PeerAddress,
+    ) -> Result<Contact, SendError> {
+        match self.transport.keys_of(user, address).await {
+            Ok(keys) => {
+                let contact = Contact::first(user.clone(), keys, self.clock.now());
+                self.store.save_contact(&contact)?;
+                Ok(contact)
+            }
+            Err(TransportError::WrongIdentity { expected }) => {
+                Err(SendError::WrongIdentity(expected))
+            }
+            Err(reason) => Err(SendError::Unreachable {
+                user: user.clone(),
+                reason,
+                queued: false,
+            }),
+        }
+    }
+
+    /// Seals the message after the head of our chain to its recipient and keeps it in the
+    /// conversation and the outbox.
+    fn seal_and_keep(
+        &self,
+        cmd: SendMessage,
+        contact: Option<&Contact>,
+    ) -> Result<OutboxEntry, SendError> {
+        let recipient = contact
+            .and_then(|c| c.keys.x25519)
+            .ok_or_else(|| SendError::NoEncryptionKey(cmd.to.clone()))?;
+        let mut attachments = Vec::with_capacity(cmd.attachments.len());
+        for (index, source) in cmd.attachments.iter().enumerate() {
+            match self.store.seal_file(&self.me, &cmd.id, index, source) {
+                Ok(attachment) => attachments.push(attachment),
+                Err(e) => {
+                    self.store.discard(&self.me, &cmd.id, index);
+                    return Err(match e {
+                        AttachmentError::Store(e) => SendError::Store(e),
+                        other => SendError::Attachment(other),
+                    });
+                }
+            }
+        }
+        let chain = self.chain_guard();
+        let head = self.store.chain_head(&cmd.to)?;
+        let now = self.clock.now();
+        let header = Header {
+            id: cmd.id,
+            from: self.me.clone(),
+            to: cmd.to.clone(),
+            sent_at: now,
+            ttl: cmd.ttl,
+            seq: head.seq + 1,
+            prev: head.digest,
+            attachments: attachments.iter().map(|a| a.meta.clone()).collect(),
+        };
+        let body = Body {
+            text: cmd.text.clone(),
+            attachment_keys: attachments.iter().map(|a| a.key.clone()).collect(),
+        };
+        let sealed = self
+            .envelopes
+            .seal(&header, &body, &recipient)
+            .map_err(SendError::Seal)?;
+        let message = StoredMessage {
+            id: cmd.id,
+            from: self.me.clone(),
+            to: cmd.to,
+            text: cmd.text,
+            sent_at: now,
+            direction: Direction::Outgoing,
+            delivery: Delivery::Pending,
+            verification: Verification::Verified,
+            ttl: cmd.ttl,
+            expires_at: cmd.ttl.map(|ttl| ttl.expiry(now, now)),
+            attachments,
+        };
+        let head = ChainHead {
+            seq: header.seq,
+            digest: sealed.digest,
+        };
+        self.store
+            .append_outgoing_deferred(&message, &sealed.bytes, &head)?;
+        drop(chain);
+        // Outside the chain's lock, so that concurrent sends share one trip to the disk.
+        self.store.sync()?;
+        self.events.emit(Event::MessageSent(message.clone()));
+        Ok(OutboxEntry {
+            message,
+            envelope: sealed.bytes,
+        })
+    }
+
+    /// Delivers one persisted envelope, holding the recipient to its pinned keys as the store
+    /// has them now.
+    pub(super) async fn deliver(
+        &self,
+        entry: &OutboxEntry,
+        address: &PeerAddress,
+    ) -> Result<(), SendError> {
+        let contact = self.store.contact(&entry.message.to)?;
+        self.deliver_to(entry, address, contact).await
+    }
+
+    /// As [`Messaging::deliver`], with the recipient's contact record just read by the caller
+    /// (a new message's send has it at hand: no second read).
+    async fn deliver_to(
+        &self,
+        entry: &OutboxEntry,
+        address: &PeerAddress,
+        contact: Option<Contact>,
+    ) -> Result<(), SendError> {
+        let message = &entry.message;
+        if contact.as_ref().is_some_and(|c| c.pending.is_some()) {
+            return Err(SendError::KeysChanged(message.to.clone()));
+        }
+        let outgoing = OutgoingEnvelope {
+            id: message.id,
+            to: message.to.clone(),
+            bytes: entry.envelope.clone(),
+            attachments: message
+                .attachments
+                .iter()
+                .enumerate()
+                .map(|(index, a)| OutgoingFile {
+                    locator: self.store.locator(&message.from, &message.id, index),
+                    sha256: a.meta.sha256,
+                    size: a.meta.size,
+                })
+                .collect(),
+        };
+        let pinned = contact.as_ref().map(|c| c.keys);
+        match self
+            .transport
+            .deliver(&message.to, address, &outgoing, pinned.as_ref())
+            .await
+        {
+            Ok(_) => {
+                self.store.mark_delivered(&message.id, self.clock.now())?;
+                tracing::info!(message.id = %message.id, to = %message.to, "message delivered");
+                self.events.emit(Event::MessageDelivered {
+                    id: message.id,
+                    to: message.to.clone(),
+                });
+                Ok(())
+            }
+            Err(TransportError::KeysChanged { presented }) => {
+                if let Some(contact) = contact {
+                    self.hold_new_keys(contact, presented)?;
+                }
+                Err(SendError::KeysChanged(message.to.clone()))
+            }
+            Err(TransportError::WrongIdentity { expected }) => {
+                Err(SendError::WrongIdentity(expected))
+            }
+            Err(TransportError::Rejected(reason)) => {
+                self.store.mark_rejected(&message.id, self.clock.now())?;
+                tracing::warn!(message.id = %message.id, to = %message.to, "the recipient refused the message for good");
+                Err(SendError::Rejected {
+                    user: message.to.clone(),
+                    reason,
+                })
+            }
+            Err(reason) => Err(SendError::Unreachable {
+                user: message.to.clone(),
+                reason,
+                queued: true,
+            }),
+        }
+    }
+}
