@@ -45,11 +45,10 @@ pub fn watch(peer: &Arc<Peer>, emit: &Emit, home: String, phase: Shared) {
     let forward = emit.clone();
     tauri::async_runtime::spawn(async move {
         if let Some(stopped) = peer.stop_on_store_failure().await {
+            // The phase first: a window told of the stop finds the app stopped.
             let message = stopped.to_string();
-            forward(view::Event::Stopped {
-                message: message.clone(),
-            });
-            *phase.lock().await = Phase::Fatal(message);
+            *phase.lock().await = Phase::Fatal(message.clone());
+            forward(view::Event::Stopped { message });
         }
     });
 }
