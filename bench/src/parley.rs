@@ -11,26 +11,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use parley_domain::{MessageId, MessageText, Password, Timestamp, Username};
 use parley_envelope::Sealer;
-use parley_p2p::{AttachmentConfig, Credentials, Multiaddr, Node, NodeConfig};
+use parley_p2p::{Credentials, Multiaddr, Node, NodeConfig};
+use parley_peer::{Attachment, Config, Home, Outgoing, Peer};
 use parley_store::{Store, Unlock};
-use parley_usecases::commands::{Enroll, Messaging, ReceiveMessage, SendMessage};
-use parley_usecases::ports::{
-    AttachmentSource, Directory, EnrollRequest, Event, EventSink, IdentityStore, NodeInfo,
-};
+use parley_usecases::commands::Enroll;
+use parley_usecases::ports::{Directory, EnrollRequest, NodeInfo};
 
 /// The largest attachment the benchmark's devices send and take.
 const ATTACHMENT_LIMIT: u64 = 1 << 30;
-
-pub use parley_peer::SystemClock;
-
-/// Nobody watches the benchmark's events.
-pub struct NoEvents;
-
-impl EventSink for NoEvents {
-    fn emit(&self, _: Event) {}
-}
-
-type Core = Messaging<Arc<Store>, Node, Node, SystemClock, NoEvents, Sealer>;
 
 /// `parley-bench --serve-rendezvous DIR`: the rendezvous in this process, until stdin closes.
 pub fn serve_rendezvous(data: &Path) -> Result<()> {
@@ -179,13 +167,13 @@ pub fn rss_of(pid: u32) -> Result<u64> {
     Ok(kib * 1024)
 }
 
-/// Enrolls `name` over HTTPS into a new store in `home`; returns the store.
+/// Enrolls `name` over HTTPS into a new store in the home folder `home`; returns the store.
 pub async fn enroll(rv: &Rendezvous, home: &Path, name: &str) -> Result<Arc<Store>> {
     enroll_at(&rv.url, &rv.fingerprint, home, name).await
 }
 
 async fn enroll_at(url: &str, fingerprint: &str, home: &Path, name: &str) -> Result<Arc<Store>> {
-    let store = Arc::new(Store::open(home, Unlock::KeyFile)?);
+    let store = Arc::new(Home::new(home.to_owned()).open(Unlock::KeyFile)?);
     let request = EnrollRequest {
         server: url.to_owned(),
         user: Username::parse(name)?,
@@ -198,85 +186,31 @@ async fn enroll_at(url: &str, fingerprint: &str, home: &Path, name: &str) -> Res
     Ok(store)
 }
 
-/// A running device: its store, its node, its use cases, and the task that receives.
+/// A running device: the same peer as `parley daemon`, started through the same entry point.
 pub struct Device {
     /// The enrolled user.
     pub user: Username,
-    /// The node.
-    pub node: Node,
-    /// The use cases.
-    pub core: Arc<Core>,
-    receiver: tokio::task::JoinHandle<()>,
+    /// The peer.
+    pub peer: Arc<Peer>,
 }
 
 impl Device {
-    /// Starts the node of an enrolled store, wired like `parley daemon`, and waits until the
+    /// Starts the peer of an enrolled store as `parley daemon` does, and waits until the
     /// rendezvous knows it.
     pub async fn start(store: Arc<Store>) -> Result<Self> {
-        let identity = store.identity()?.context("the store is not enrolled")?;
-        let credentials = Credentials::new(
-            &identity.ed25519,
-            identity.certificate_der.clone(),
-            identity.ca_der.clone(),
-        )?;
-        let rendezvous = identity
-            .rendezvous_addrs
-            .iter()
-            .map(|a| a.parse())
-            .collect::<Result<Vec<Multiaddr>, _>>()?;
-        store.set_attachment_limit(ATTACHMENT_LIMIT);
-        let staging = store.clone();
-        let (node, mut inbound) = Node::start(NodeConfig {
-            credentials,
-            user: identity.user.clone(),
-            listen: "/ip4/127.0.0.1/tcp/0".parse()?,
-            rendezvous,
-            inbound_queue: 256,
-            attachments: Some(AttachmentConfig {
-                staging: Arc::new(move |from: &Username, sha| staging.staging_path(from, sha)),
-                max_bytes: ATTACHMENT_LIMIT + ATTACHMENT_LIMIT / 1024,
-            }),
-        })
-        .await?;
-        let core = Arc::new(Messaging::new(
-            identity.user.clone(),
+        let peer = Peer::start(
             store,
-            node.clone(),
-            node.clone(),
-            SystemClock,
-            NoEvents,
-            Sealer::new(&identity.ed25519, &identity.x25519),
-        ));
-        let receiving = core.clone();
-        // As `parley daemon` does: up to 32 messages stored at once, sharing one sync.
-        let receiver = tokio::spawn(async move {
-            let slots = Arc::new(tokio::sync::Semaphore::new(32));
-            while let Some(inbound) = inbound.recv().await {
-                let Ok(slot) = slots.clone().acquire_owned().await else {
-                    break;
-                };
-                let core = receiving.clone();
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    let cmd = ReceiveMessage {
-                        from: inbound.from.clone(),
-                        keys: inbound.keys,
-                        envelope: inbound.envelope.clone(),
-                    };
-                    match tokio::task::spawn_blocking(move || core.receive(cmd)).await {
-                        Ok(Ok(_)) => inbound.accept(),
-                        Ok(Err(e)) if e.is_permanent() => inbound.reject_for_good(e.to_string()),
-                        Ok(Err(e)) => inbound.refuse_for_now(e.to_string()),
-                        Err(e) => inbound.refuse_for_now(e.to_string()),
-                    }
-                });
-            }
-        });
+            Config {
+                listen: "/ip4/127.0.0.1/tcp/0".parse()?,
+                max_attachment: ATTACHMENT_LIMIT,
+                watch_presence: false,
+                program: "the benchmark",
+            },
+        )
+        .await?;
         let device = Self {
-            user: identity.user,
-            node,
-            core,
-            receiver,
+            user: peer.user().clone(),
+            peer,
         };
         device.wait_published().await?;
         Ok(device)
@@ -285,9 +219,10 @@ impl Device {
     async fn wait_published(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if self.node.snapshot().rendezvous_connected
+            if self.peer.snapshot().rendezvous_connected
                 && self
-                    .node
+                    .peer
+                    .node()
                     .lookup(&self.user)
                     .await
                     .is_ok_and(|f| f.is_some())
@@ -301,39 +236,25 @@ impl Device {
 
     /// Sends `text` (with `files`) to `to` and waits for the receipt.
     pub async fn send(&self, to: &Username, text: &str, files: &[&Path]) -> Result<()> {
-        let attachments = files
-            .iter()
-            .map(|p| AttachmentSource {
-                name: p
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                path: p.to_string_lossy().into_owned(),
-            })
-            .collect();
-        self.core
-            .send(SendMessage {
-                id: MessageId::from_bytes(random_id()?),
+        self.peer
+            .send(Outgoing {
                 to: to.clone(),
                 text: MessageText::parse(text)?,
                 ttl: None,
-                attachments,
+                attachments: files
+                    .iter()
+                    .map(|p| Attachment::file(p.to_path_buf()))
+                    .collect(),
             })
             .await
+            .map(drop)
             .map_err(|e| anyhow!("{e}"))
     }
 
-    /// Stops the node and the receiver.
+    /// Stops the peer.
     pub async fn stop(self) {
-        self.node.shutdown().await;
-        self.receiver.abort();
+        self.peer.shutdown().await;
     }
-}
-
-fn random_id() -> Result<[u8; 16]> {
-    let mut id = [0u8; 16];
-    getrandom::fill(&mut id).map_err(|e| anyhow!("no randomness: {e}"))?;
-    Ok(id)
 }
 
 /// Round-trip times of `n` sends of `size`-byte texts from `from` to `to`, after one warm-up
@@ -544,7 +465,7 @@ pub async fn idle_daemon_rss(rv: &Rendezvous, dir: &Path) -> Result<Option<u64>>
         return Ok(None);
     }
     let home = dir.join("idle-home");
-    drop(enroll(rv, &home.join("store"), "idle").await?);
+    drop(enroll(rv, &home, "idle").await?);
     // sled frees its lock a moment after the last handle goes.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut child = Command::new(&parley)

@@ -1,26 +1,40 @@
-//! The Tauri commands: each turns what the window sent into a call on the [`Desktop`] state or
-//! the running peer, and answers with JSON or a [`Failure`] (`{code, message}`).
+//! The Tauri commands: each parses what the window sent at this edge and calls the
+//! [`Desktop`] state or the running peer, answering with a [`view`] document or a
+//! [`Refusal`] (`{code, message}`).
 
 use parley_domain::Password;
-use parley_peer::{Failure, Outgoing};
-use serde_json::{Value, json};
+use parley_peer::{
+    Outgoing,
+    error::{message_id, text, ttl},
+    view::{self, Refusal},
+};
+use percent_encoding::percent_decode_str;
 use tauri::{State, ipc::Request};
 
 use crate::{
-    Desktop,
-    session::{Boot, Enrollment},
+    Desktop, Error,
+    enrollment::{Form, username},
 };
 
 /// Which screen the home calls for; opens what needs no secret.
 #[tauri::command]
-pub async fn boot(desktop: State<'_, Desktop>) -> Result<Boot, Failure> {
+pub async fn boot(desktop: State<'_, Desktop>) -> Result<view::Boot, Refusal> {
     Ok(desktop.boot().await)
 }
 
 /// Opens a store locked with a passphrase.
 #[tauri::command]
-pub async fn unlock(desktop: State<'_, Desktop>, passphrase: String) -> Result<Boot, Failure> {
-    desktop.unlock(passphrase).await
+pub async fn unlock(
+    desktop: State<'_, Desktop>,
+    passphrase: String,
+) -> Result<view::Boot, Refusal> {
+    Ok(desktop.unlock(passphrase).await?)
+}
+
+/// Whether `name` can be a username: the rule the first-run form checks as it is typed.
+#[tauri::command]
+pub fn check_username(name: String) -> Result<(), Refusal> {
+    username(name.trim()).map(drop).map_err(Refusal::from)
 }
 
 /// Enrolls this home and starts the node.
@@ -32,30 +46,30 @@ pub async fn enroll(
     username: String,
     password: String,
     passphrase: String,
-) -> Result<Boot, Failure> {
-    desktop
-        .enroll(Enrollment {
-            server,
-            fingerprint,
-            username,
-            password: Password::new(password),
-            passphrase,
-        })
-        .await
+) -> Result<view::Boot, Refusal> {
+    let form = Form {
+        server,
+        fingerprint,
+        username,
+        password: Password::new(password),
+        passphrase,
+    };
+    Ok(desktop.enroll(form).await?)
 }
 
 /// Every conversation, most recent first.
 #[tauri::command]
-pub async fn conversations(desktop: State<'_, Desktop>) -> Result<Value, Failure> {
-    let peer = desktop.peer().await?;
-    tokio::task::block_in_place(|| peer.conversations())
+pub async fn conversations(
+    desktop: State<'_, Desktop>,
+) -> Result<Vec<view::Conversation>, Refusal> {
+    Ok(desktop.peer().await?.conversations()?)
 }
 
 /// One conversation, oldest first.
 #[tauri::command]
-pub async fn history(desktop: State<'_, Desktop>, with: String) -> Result<Value, Failure> {
-    let peer = desktop.peer().await?;
-    tokio::task::block_in_place(|| peer.history(&with))
+pub async fn history(desktop: State<'_, Desktop>, with: String) -> Result<view::History, Refusal> {
+    let with = username(&with)?;
+    Ok(desktop.peer().await?.history(&with)?)
 }
 
 /// Sends a message. Resolves once the receipt is back, or once the message is kept in the
@@ -67,61 +81,38 @@ pub async fn send(
     text: String,
     ttl: Option<String>,
     attachments: Option<Vec<String>>,
-) -> Result<Value, Failure> {
-    let peer = desktop.peer().await?;
-    let tokens = attachments.unwrap_or_default();
-    let files = desktop.staged(&tokens)?;
-    let ttl = ttl.filter(|t| !t.is_empty());
-    match peer
-        .send(Outgoing {
-            to,
-            text,
-            ttl,
-            attachments: files,
-        })
-        .await
-    {
-        Ok(mut sent) => {
-            desktop.unstage(&tokens);
-            sent["queued"] = json!(false);
-            Ok(sent)
-        }
-        Err(failure) if failure.queued => {
-            desktop.unstage(&tokens);
-            Ok(json!({ "delivered": false, "queued": true, "note": failure.message }))
-        }
-        Err(failure) => Err(failure),
-    }
+) -> Result<view::Outcome, Refusal> {
+    let outgoing = outgoing(&to, text, ttl)?;
+    Ok(desktop
+        .send(outgoing, &attachments.unwrap_or_default())
+        .await?)
 }
 
 /// Counts the conversation as read.
 #[tauri::command]
-pub async fn mark_read(desktop: State<'_, Desktop>, with: String) -> Result<Value, Failure> {
-    let peer = desktop.peer().await?;
-    tokio::task::block_in_place(|| peer.mark_read(&with))
+pub async fn mark_read(desktop: State<'_, Desktop>, with: String) -> Result<view::Read, Refusal> {
+    let with = username(&with)?;
+    Ok(desktop.peer().await?.mark_read(&with)?)
 }
 
 /// A contact's safety number.
 #[tauri::command]
-pub async fn contact(desktop: State<'_, Desktop>, user: String) -> Result<Value, Failure> {
-    let peer = desktop.peer().await?;
-    tokio::task::block_in_place(|| peer.contact(&user))
+pub async fn contact(desktop: State<'_, Desktop>, user: String) -> Result<view::Contact, Refusal> {
+    let user = username(&user)?;
+    Ok(desktop.peer().await?.contact(&user)?)
 }
 
 /// Accepts a contact's new keys.
 #[tauri::command]
-pub async fn trust(desktop: State<'_, Desktop>, user: String) -> Result<Value, Failure> {
-    let peer = desktop.peer().await?;
-    tokio::task::block_in_place(|| peer.trust(&user))
+pub async fn trust(desktop: State<'_, Desktop>, user: String) -> Result<view::Trusted, Refusal> {
+    let user = username(&user)?;
+    Ok(desktop.peer().await?.trust(&user)?)
 }
 
 /// The node's state for the status line.
 #[tauri::command]
-pub async fn status(desktop: State<'_, Desktop>) -> Result<Value, Failure> {
-    let peer = desktop.peer().await?;
-    let mut status = tokio::task::block_in_place(|| peer.status())?;
-    status["home"] = json!(desktop.home().display().to_string());
-    Ok(status)
+pub async fn status(desktop: State<'_, Desktop>) -> Result<view::Status, Refusal> {
+    Ok(desktop.status().await?)
 }
 
 /// Keeps a picked file for the next message. The body is the file's bytes; the header
@@ -130,26 +121,23 @@ pub async fn status(desktop: State<'_, Desktop>) -> Result<Value, Failure> {
 pub async fn stage_attachment(
     desktop: State<'_, Desktop>,
     request: Request<'_>,
-) -> Result<Value, Failure> {
+) -> Result<view::Staged, Refusal> {
     let tauri::ipc::InvokeBody::Raw(bytes) = request.body() else {
-        return Err(Failure::new(
-            "bad_request",
-            "the file's bytes did not arrive; attach it again",
-        ));
+        return Err(Error::NoBytes.into());
     };
-    let name = request
-        .headers()
-        .get("x-file-name")
-        .and_then(|v| v.to_str().ok())
-        .map(percent_decode)
-        .unwrap_or_default();
-    tokio::task::block_in_place(|| desktop.stage(&name, bytes))
+    let name = file_name(
+        request
+            .headers()
+            .get("x-file-name")
+            .and_then(|v| v.to_str().ok()),
+    );
+    Ok(desktop.staging().stage(&name, bytes)?)
 }
 
 /// Deletes the copy of a picked file the user removed from the composer.
 #[tauri::command]
-pub async fn discard_attachment(desktop: State<'_, Desktop>, token: String) -> Result<(), Failure> {
-    desktop.unstage(&[token]);
+pub async fn discard_attachment(desktop: State<'_, Desktop>, token: String) -> Result<(), Refusal> {
+    desktop.staging().unstage(&[token]);
     Ok(())
 }
 
@@ -160,49 +148,43 @@ pub async fn save_attachment(
     with: String,
     id: String,
     index: usize,
-) -> Result<Value, Failure> {
-    let peer = desktop.peer().await?;
-    let history = tokio::task::block_in_place(|| peer.history(&with))?;
-    let name = history["messages"]
-        .as_array()
-        .and_then(|messages| messages.iter().find(|m| m["id"] == json!(id)))
-        .and_then(|m| m["attachments"].get(index))
-        .and_then(|a| a["name"].as_str())
-        .unwrap_or("attachment")
-        .to_owned();
-    let to = desktop.download_path(&name);
-    tokio::task::block_in_place(|| peer.save_attachment(&with, &id, index, &to))
+) -> Result<view::Saved, Refusal> {
+    let (with, id) = (username(&with)?, message_id(&id)?);
+    Ok(desktop.save_attachment(&with, &id, index).await?)
 }
 
-/// Decodes `%XX` escapes (what `encodeURIComponent` makes); invalid ones stay as they are.
-fn percent_decode(raw: &str) -> String {
-    let bytes = raw.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push(((hex(h).unwrap_or(0) << 4) | hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// What the composer sent, parsed: the recipient, the text and the time to live (empty: none).
+fn outgoing(to: &str, raw_text: String, raw_ttl: Option<String>) -> Result<Outgoing, Error> {
+    Ok(Outgoing {
+        to: username(to)?,
+        text: text(raw_text)?,
+        ttl: raw_ttl
+            .filter(|t| !t.is_empty())
+            .map(|t| ttl(&t))
+            .transpose()?,
+        attachments: Vec::new(),
+    })
+}
+
+/// The file name from its header, as `encodeURIComponent` wrote it (an invalid escape stays
+/// as it is).
+fn file_name(header: Option<&str>) -> String {
+    header
+        .map(|raw| percent_decode_str(raw).decode_utf8_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use super::file_name;
 
     #[test]
     fn file_names_arrive_as_typed() {
-        assert_eq!(percent_decode("r%C3%A9sum%C3%A9%20v2.pdf"), "résumé v2.pdf");
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%zz.txt"), "%zz.txt");
+        assert_eq!(
+            file_name(Some("r%C3%A9sum%C3%A9%20v2.pdf")),
+            "résumé v2.pdf"
+        );
+        assert_eq!(file_name(Some("100%")), "100%");
+        assert_eq!(file_name(Some("%zz.txt")), "%zz.txt");
     }
 }

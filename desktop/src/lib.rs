@@ -3,14 +3,25 @@
 //!
 //! The Tauri commands ([`commands`]) are thin: each parses what the window sent and calls the
 //! peer (or the enrollment use case). The peer's events are pushed to the window as `parley`
-//! events. Secrets (passwords, passphrases, keys) pass through a command once and stay in Rust.
+//! events ([`parley_peer::view::Event`]). Secrets (passwords, passphrases, keys) pass through a
+//! command once and stay in Rust.
+//!
+//! `session` decides the screen a home calls for and holds the running peer; `enrollment`
+//! checks the first-run form and enrolls; `staging` keeps picked files until they are sent;
+//! `window` pushes what the peer does to the window; `error` holds the desktop's own
+//! refusals.
 #![forbid(unsafe_code)]
 
 pub mod commands;
+mod enrollment;
+mod error;
 mod session;
+mod staging;
+mod window;
 
 use std::path::PathBuf;
 
+pub use error::Error;
 use parley_p2p::Multiaddr;
 pub use session::Desktop;
 use tauri::{Emitter, Manager, Runtime};
@@ -40,6 +51,7 @@ pub fn app<R: Runtime>(builder: tauri::Builder<R>, options: Options) -> tauri::B
         .invoke_handler(tauri::generate_handler![
             commands::boot,
             commands::unlock,
+            commands::check_username,
             commands::enroll,
             commands::conversations,
             commands::history,

@@ -34,10 +34,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let Some(home) = cli
-        .home
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".parley")))
-    else {
+    let Some(home) = cli.home.or_else(parley_peer::Home::default_path) else {
         eprintln!("error: no home folder: pass --home DIR or set PARLEY_HOME");
         return ExitCode::from(2);
     };

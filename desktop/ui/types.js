@@ -1,111 +1,187 @@
-// The documents the window reads: what the app's commands answer and what its `parley` events
-// carry. Written from desktop/src (Boot, the commands) and adapters/peer/src/view.rs; a file
-// generated from the Rust view types replaces it, with the same names.
-//
-// Types only: importing this module at run time gives nothing.
+// The documents the Parley app sends to its window, as JSDoc types.
+// Generated from the Rust view types (adapters/peer/src/view.rs); do not edit by hand:
+// PARLEY_BLESS=1 cargo test -p parley-peer --test types
 
 /**
- * A message as the peer stores it.
- * @typedef {object} Message
- * @property {string} id
- * @property {string} from
- * @property {string} to
- * @property {string} text
- * @property {string} sent_at RFC 3339.
- * @property {boolean} verified
- * @property {string} verification `verified`, or the code of the fault.
- * @property {string | null} reason Why it is not verified, in words.
- * @property {"outgoing" | "incoming"} direction
- * @property {"pending" | "delivered" | "received" | "rejected"} delivery
- * @property {string | null} delivery_at RFC 3339.
- * @property {string | null} ttl For a disappearing message, e.g. `5m`.
- * @property {string | null} expires_at RFC 3339.
- * @property {Array<{index: number, name: string, size: number, sha256: string}>} attachments
+ * An attachment of a message.
+ * @typedef {Object} Attachment
+ * @property {number} index Its position in the message, from 0.
+ * @property {string} name Its file name.
+ * @property {string} sha256 SHA-256 of its plaintext, hex.
+ * @property {number} size Its size in bytes.
  */
 
 /**
- * The state of one direction's hash chain.
- * @typedef {object} Chain
- * @property {string} state
- * @property {number} last_seq
- * @property {Array<[number, number]>} [missing]
- * @property {number} [faults]
+ * What the window should show, with what it needs for that screen.
+ * @typedef {Object} Boot
+ * @property {Defaults} defaults What to offer on the first-run screen.
+ * @property {string} home The home folder.
+ * @property {string|null} [message] For `fatal`: why.
+ * @property {Phase} phase `enroll`, `unlock`, `ready` or `fatal`.
+ * @property {boolean} store_exists Whether the home has a store already (then enrolling asks no passphrase).
+ * @property {string|null} [user] The enrolled user, once known.
+ * @property {string|null} [warning] Something the user should know (trust on first use, a key kept in a file).
  */
 
 /**
- * One conversation, oldest message first.
- * @typedef {object} History
- * @property {string} with
- * @property {Message[]} messages
- * @property {{incoming: Chain, outgoing: Chain}} chain
+ * A received chain's state.
+ * @typedef {Object} Chain
+ * @property {number} faults How many messages failed the chain check.
+ * @property {number} last_seq The highest position received.
+ * @property {[number, number][]} missing Missing positions, as inclusive ranges `[from, to]`.
+ * @property {Integrity} state Whether it holds together.
  */
 
 /**
- * An entry of the conversation list.
- * @typedef {object} Conversation
- * @property {string} with
- * @property {number} messages
- * @property {number} unread
- * @property {Message} last
- * @property {boolean | null} online `null` while not known.
+ * The two chains of a conversation.
+ * @typedef {Object} Chains
+ * @property {Chain} incoming The contact's chain towards this device, as received.
+ * @property {Sealed} outgoing This device's chain towards the contact.
  */
 
 /**
- * The node's state, for the status line.
- * @typedef {object} Status
- * @property {string} user
- * @property {string} peer_id
- * @property {string[]} listen_addrs
- * @property {{connected: boolean, addrs: string[]}} rendezvous
- * @property {boolean} rendezvous_connected
- * @property {number} outbox Messages waiting to be retried.
- * @property {string} home
+ * A contact: safety numbers, and whether new keys wait for a decision.
+ * @typedef {Object} Contact
+ * @property {boolean} keys_changed Whether the contact presented other keys since they were pinned.
+ * @property {string|null} [pending_safety_number] The safety number the new keys would give.
+ * @property {string} pinned_at When the keys were pinned (RFC 3339).
+ * @property {string} safety_number The safety number with the pinned keys (60 digits).
+ * @property {string} user The contact.
  */
 
 /**
- * A contact's safety numbers.
- * @typedef {object} Contact
- * @property {string} user
- * @property {string} safety_number
- * @property {boolean} keys_changed
- * @property {string | null} pending_safety_number The new keys' number, until accepted.
- * @property {string} pinned_at RFC 3339.
+ * A conversation in the list: the contact, how many messages, how many unread, the newest.
+ * @typedef {Object} Conversation
+ * @property {Message} last The newest message.
+ * @property {number} messages How many messages the conversation holds.
+ * @property {boolean|null} [online] Whether the contact is online; `null` when not known.
+ * @property {number} unread How many incoming messages are unread.
+ * @property {string} with The other party.
  */
 
 /**
- * What a `parley` event carries.
- * @typedef {{event: "message", message: Message}
- *   | {event: "stored", message: Message}
- *   | {event: "delivered", id: string, to: string}
- *   | {event: "keys_changed", user: string}
- *   | {event: "refused", from: string, reason: string}
- *   | {event: "expired", count: number}
- *   | {event: "presence", user: string, online: boolean}
- *   | {event: "status", status: Status}
- *   | {event: "stopped", message: string}} Event
+ * Values offered on the first-run screen.
+ * @typedef {Object} Defaults
+ * @property {string|null} [fingerprint] Its CA fingerprint.
+ * @property {string|null} [server] The rendezvous's address.
  */
 
 /**
- * The answer to `send`: delivered, or kept in the outbox to go out later (`queued`, with a
- * note saying so).
- * @typedef {object} Sent
- * @property {string} [id]
- * @property {string} [to]
- * @property {boolean} delivered
- * @property {boolean} queued
- * @property {string} [note]
+ * Where a message stands.
+ * @typedef {"pending"|"delivered"|"received"|"rejected"} Delivery
  */
 
 /**
- * Which screen the home calls for, with what that screen needs.
- * @typedef {object} Boot
- * @property {"enroll" | "unlock" | "ready" | "fatal"} phase
- * @property {string} home
- * @property {string | null} user
- * @property {boolean} store_exists
- * @property {string | null} message
- * @property {string | null} warning
- * @property {{server: string | null, fingerprint: string | null}} defaults
+ * Who wrote a message.
+ * @typedef {"outgoing"|"incoming"} Direction
+ */
+
+/**
+ * What watchers receive (`{"event": kind, ...}`): the control socket's subscribers and the window.
+ * @typedef {{event: "message", message: Message}|{event: "stored", message: Message}|{event: "delivered", id: string, to: string}|{event: "keys_changed", user: string}|{event: "refused", from: string, reason: string}|{count: number, event: "expired"}|{event: "presence", online: boolean, user: string}|{event: "status", status: Status}|{event: "stopped", message: string}} Event
+ */
+
+/**
+ * A conversation, oldest first, and both directions' chains (`history --json`).
+ * @typedef {Object} History
+ * @property {Chains} chain Both chains.
+ * @property {Message[]} messages The messages not expired, oldest first.
+ * @property {string} with The other party.
+ */
+
+/**
+ * How a received chain holds together.
+ * @typedef {"empty"|"intact"|"gap"|"faulty"} Integrity
+ */
+
+/**
+ * A message (the contract's `id`, `from`, `to`, `text`, `sent_at`, `verified`, and more).
+ * @typedef {Object} Message
+ * @property {Attachment[]} attachments Its attachments, in order.
+ * @property {Delivery} delivery Where it stands.
+ * @property {string|null} [delivery_at] When the receipt came back (outgoing) or it was stored (incoming); refused: when.
+ * @property {Direction} direction Sent or received by this device.
+ * @property {string|null} [expires_at] When it disappears (RFC 3339), for a disappearing message.
+ * @property {string} from The sender.
+ * @property {string} id 32 hex digits.
+ * @property {string|null} [reason] Why it is not verified; `null` when it is.
+ * @property {string} sent_at When it was written (RFC 3339).
+ * @property {string} text The text, to be shown as text only.
+ * @property {string} to The recipient.
+ * @property {string|null} [ttl] Its time to live (`30s`, `10m`, `1h`, `7d`), for a disappearing message.
+ * @property {string} verification `verified`, or the code of the chain fault (`fork`, `broken_chain`).
+ * @property {boolean} verified Whether it fits the sender's chain.
+ */
+
+/**
+ * What the window's send comes to: delivered, or kept in the outbox to go out later.
+ * @typedef {{delivered: boolean, id: string, queued: boolean, to: string}|{delivered: boolean, note: string, queued: boolean}} Outcome
+ */
+
+/**
+ * The screen a home calls for.
+ * @typedef {"enroll"|"unlock"|"ready"|"fatal"} Phase
+ */
+
+/**
+ * A conversation counted as read.
+ * @typedef {Object} Read
+ * @property {string} with The other party.
+ */
+
+/**
+ * A refusal: a stable snake_case code and one sentence that says what to do.
+ * @typedef {Object} Refusal
+ * @property {string} code The stable code.
+ * @property {string} message One sentence.
+ */
+
+/**
+ * The rendezvous as `status` shows it.
+ * @typedef {Object} Rendezvous
+ * @property {string[]} addrs Its p2p addresses, as enrolled.
+ * @property {boolean} connected Whether the node is connected to it and published.
+ */
+
+/**
+ * An attachment decrypted into a new file.
+ * @typedef {Object} Saved
+ * @property {number} bytes Its size in bytes.
+ * @property {string} saved The new file.
+ */
+
+/**
+ * This device's own chain towards a contact.
+ * @typedef {Object} Sealed
+ * @property {number} last_seq The last position used.
+ * @property {string} state Always `sealed`.
+ */
+
+/**
+ * A file picked for sending, kept until its message is sealed.
+ * @typedef {Object} Staged
+ * @property {string} name Its file name.
+ * @property {number} size Its size in bytes.
+ * @property {string} token What names it in `send`'s `attachments`.
+ */
+
+/**
+ * The peer's state (`status --json`).
+ * @typedef {Object} Status
+ * @property {string|null} [home] The home folder: in the window's status only.
+ * @property {string[]} listen_addrs Addresses the node listens on.
+ * @property {number} outbox Messages waiting for a receipt.
+ * @property {string} peer_id This device's libp2p peer id.
+ * @property {Rendezvous} rendezvous The rendezvous connection.
+ * @property {boolean} rendezvous_connected The same as `rendezvous.connected`.
+ * @property {string} user The enrolled user.
+ */
+
+/**
+ * New keys accepted.
+ * @typedef {Object} Trusted
+ * @property {boolean} trusted Always true.
+ * @property {string} user The contact.
  */
 
 export {};

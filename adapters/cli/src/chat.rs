@@ -1,28 +1,21 @@
 //! `parley chat USER`: typed lines are sent; incoming lines appear as they arrive.
 
-use std::path::Path;
-
 use anyhow::Result;
-use parley_domain::Username;
-use serde_json::Value;
+use parley_domain::{MessageText, Username};
+use parley_peer::{Home, view};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::{
     client::{self, Connection},
-    control::Request,
+    control::{Request, Subscribed},
     present,
 };
 
 /// Runs the chat until `/quit` or the end of input.
-pub async fn run(home: &Path, with: Username) -> Result<()> {
-    let (mut events, _) = Connection::open(home, &Request::Subscribe).await?;
-    let history = client::call(
-        home,
-        &Request::History {
-            with: with.to_string(),
-        },
-    )
-    .await?;
+pub async fn run(home: &Home, with: Username) -> Result<()> {
+    let (mut events, _): (_, Subscribed) = Connection::open(home, &Request::Subscribe).await?;
+    let history: view::History =
+        client::call(home, &Request::History { with: with.clone() }).await?;
     let earlier = present::history_lines(&history);
     if !earlier.is_empty() {
         println!("{earlier}");
@@ -37,34 +30,38 @@ pub async fn run(home: &Path, with: Username) -> Result<()> {
                 match line {
                     "" => {}
                     "/quit" => return Ok(()),
-                    "/status" => match client::call(home, &Request::Status).await {
+                    "/status" => match client::call::<view::Status>(home, &Request::Status).await {
                         Ok(status) => println!("{}", present::status_lines(&status)),
                         Err(e) => eprintln!("{e}"),
                     },
                     text => {
-                        let request = Request::Send { to: with.to_string(), text: text.to_owned(), ttl: None, attachments: Vec::new() };
-                        match client::call(home, &request).await {
+                        let sent = match MessageText::parse(text) {
+                            Ok(text) => {
+                                let request = Request::Send { to: with.clone(), text, ttl: None, attachments: Vec::new() };
+                                client::call::<view::Sent>(home, &request).await
+                            }
+                            Err(e) => Err(anyhow::anyhow!("cannot send: {e}")),
+                        };
+                        match sent {
                             Ok(_) => println!("  (delivered)"),
                             Err(e) => eprintln!("  not delivered: {e}"),
                         }
                     }
                 }
             }
-            event = events.next() => {
+            event = events.next::<view::Event>() => {
                 let Some(event) = event? else {
                     eprintln!("the daemon stopped");
                     return Ok(());
                 };
-                if event.get("event").and_then(Value::as_str) == Some("keys_changed")
-                    && event.get("user").and_then(Value::as_str) == Some(with.as_str())
-                {
-                    println!("!! {with}'s keys have changed; see `parley safety-number {with}`");
-                }
-                if event.get("event").and_then(Value::as_str) == Some("message")
-                    && let Some(m) = event.get("message")
-                    && m.get("from").and_then(Value::as_str) == Some(with.as_str())
-                {
-                    println!("{}", present::message_line(m));
+                match event {
+                    view::Event::KeysChanged { user } if user == with.as_str() => {
+                        println!("!! {with}'s keys have changed; see `parley safety-number {with}`");
+                    }
+                    view::Event::Message { message } if message.from == with.as_str() => {
+                        println!("{}", present::message_line(&message));
+                    }
+                    _ => {}
                 }
             }
         }

@@ -1,9 +1,10 @@
 //! The subcommands' side of the control socket.
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use anyhow::{Result, anyhow};
-use serde_json::Value;
+use parley_peer::Home;
+use serde::de::DeserializeOwned;
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines},
     net::{
@@ -12,7 +13,7 @@ use tokio::{
     },
 };
 
-use crate::control::{self, Request, Response};
+use crate::control::{Request, Response};
 
 /// A failure the daemon reported: its sentence and code.
 #[derive(Debug, thiserror::Error)]
@@ -31,8 +32,8 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Sends `request` and returns the first answer.
-    pub async fn open(home: &Path, request: &Request) -> Result<(Self, Value)> {
+    /// Sends `request` and returns the first answer, read as a `T`.
+    pub async fn open<T: DeserializeOwned>(home: &Home, request: &Request) -> Result<(Self, T)> {
         let stream = connect(home).await?;
         let (read, mut write) = stream.into_split();
         let mut line = serde_json::to_vec(request)?;
@@ -52,12 +53,12 @@ impl Connection {
         Ok((connection, first))
     }
 
-    /// The next answer, `None` when the daemon closed the connection.
-    pub async fn next(&mut self) -> Result<Option<Value>> {
+    /// The next answer, read as a `T`; `None` when the daemon closed the connection.
+    pub async fn next<T: DeserializeOwned>(&mut self) -> Result<Option<T>> {
         let Some(line) = self.lines.next_line().await? else {
             return Ok(None);
         };
-        match serde_json::from_str::<Response>(&line)
+        match serde_json::from_str::<Response<T>>(&line)
             .map_err(|_| anyhow!("the daemon sent an answer this parley does not understand"))?
         {
             Response::Ok { data } => Ok(Some(data)),
@@ -71,15 +72,14 @@ const STARTING_DAEMON_GRACE: Duration = Duration::from_secs(2);
 
 /// Connects to the daemon of `home`, giving one that is just starting a moment to open its
 /// socket; says plainly whether the home is not enrolled or no daemon runs.
-async fn connect(home: &Path) -> Result<UnixStream> {
-    if !home.join("store").exists() {
+async fn connect(home: &Home) -> Result<UnixStream> {
+    let shown = home.path().display();
+    if !home.store().exists() {
         return Err(anyhow!(
-            "{} is not an enrolled Parley home; run `parley --home {} enroll` first",
-            home.display(),
-            home.display()
+            "{shown} is not an enrolled Parley home; run `parley --home {shown} enroll` first"
         ));
     }
-    let path = home.join(control::SOCKET);
+    let path = home.control_socket();
     let deadline = tokio::time::Instant::now() + STARTING_DAEMON_GRACE;
     loop {
         match UnixStream::connect(&path).await {
@@ -89,16 +89,14 @@ async fn connect(home: &Path) -> Result<UnixStream> {
             }
             Err(_) => {
                 return Err(anyhow!(
-                    "no Parley daemon is running for {}; start it with `parley --home {} daemon`",
-                    home.display(),
-                    home.display()
+                    "no Parley daemon is running for {shown}; start it with `parley --home {shown} daemon`"
                 ));
             }
         }
     }
 }
 
-/// One request, one answer.
-pub async fn call(home: &Path, request: &Request) -> Result<Value> {
+/// One request, one answer, read as a `T`.
+pub async fn call<T: DeserializeOwned>(home: &Home, request: &Request) -> Result<T> {
     Ok(Connection::open(home, request).await?.1)
 }

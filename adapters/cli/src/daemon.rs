@@ -1,50 +1,46 @@
 //! `parley daemon`: opens the store, starts the peer ([`parley_peer::Peer`]), serves the
 //! control socket, and stops cleanly on SIGINT or SIGTERM, or when the store fails.
 
-use std::{
-    os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::{os::unix::fs::PermissionsExt, path::Path, sync::Arc};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result};
 use parley_p2p::Multiaddr;
-use parley_peer::{Config, Failure, Outgoing, Peer, view};
+use parley_peer::{Attachment, Config, Home, Outgoing, Peer, PeerError};
 use parley_telemetry::{LogFormat, Service};
-use parley_usecases::ports::{AttachmentSource, IdentityStore};
-use serde_json::{Value, json};
+use serde::Serialize;
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::{UnixListener, UnixStream},
+    net::{UnixListener, UnixStream, unix::OwnedWriteHalf},
     sync::broadcast,
 };
 
-use crate::control::{self, Request, Response};
+use crate::control::{self, Request, Response, Subscribed};
 
 /// Runs the daemon until a signal arrives.
 pub async fn run(
-    home: &Path,
+    home: &Home,
     listen: Multiaddr,
     log_format: LogFormat,
     max_attachment: u64,
 ) -> Result<()> {
     let store = Arc::new(crate::unlock::open_store(home)?);
-    let identity = store
-        .identity()?
-        .ok_or_else(|| anyhow!("this home is not enrolled yet; run `parley enroll` first"))?;
+    let user = {
+        use parley_usecases::ports::IdentityStore;
+        store.identity()?.ok_or(PeerError::NotEnrolled)?.user
+    };
     let telemetry = parley_telemetry::init(
         log_format,
         "info",
         Service {
             name: "parley-peer",
-            user: Some(identity.user.as_str()),
+            user: Some(user.as_str()),
         },
     );
-    if let Some(warning) = crate::unlock::key_file_warning(&store) {
+    if let Some(warning) = crate::unlock::key_file_warning(home, &store) {
         tracing::warn!("{warning}");
     }
 
-    let socket_path = home.join(control::SOCKET);
+    let socket_path = home.control_socket();
     let listener = bind_control_socket(&socket_path)?;
     let peer = Peer::start(
         store,
@@ -52,11 +48,12 @@ pub async fn run(
             listen,
             max_attachment,
             watch_presence: false,
+            program: "the daemon",
         },
     )
     .await?;
     let snapshot = peer.snapshot();
-    println!("user: {}", identity.user);
+    println!("user: {user}");
     println!("peer-id: {}", snapshot.peer_id);
     for addr in &snapshot.listen_addrs {
         println!("listen: {addr}");
@@ -80,15 +77,10 @@ pub async fn run(
         clients.shutdown().await;
     });
 
-    // A store that could not make a write durable refuses every write after it (and so every
-    // incoming message, without a receipt); only opening it again recovers. Stop, and say why.
-    let failure = tokio::select! {
+    let stopped = tokio::select! {
         signal = wait_for_signal() => { signal?; None }
-        failure = peer.store_failure() => Some(failure),
+        stopped = peer.stop_on_store_failure() => stopped,
     };
-    if let Some(failure) = &failure {
-        tracing::error!(error = %failure, "the message store failed; stopping");
-    }
     tracing::info!("stopping");
     let _ = stop_tx.send(());
     let _ = serving.await;
@@ -96,18 +88,15 @@ pub async fn run(
     let _ = std::fs::remove_file(&socket_path);
     drop(peer);
     telemetry.shutdown().await;
-    // The detail is in the log record above; the sentence says what to do.
-    match failure {
-        Some(_) => Err(anyhow!(
-            "the daemon stopped because the message store could not write to disk; no message was acknowledged that is not stored: free space or fix the disk, then start the daemon again"
-        )),
+    match stopped {
+        Some(stopped) => Err(stopped.into()),
         None => Ok(()),
     }
 }
 
 /// Binds the socket with mode 0600. A leftover socket from a crashed daemon is replaced: the
 /// store's lock, taken before this, already proved no other daemon owns this home.
-fn bind_control_socket(path: &PathBuf) -> Result<UnixListener> {
+fn bind_control_socket(path: &Path) -> Result<UnixListener> {
     if path.exists() {
         std::fs::remove_file(path).with_context(|| {
             format!("cannot remove the stale control socket {}", path.display())
@@ -138,89 +127,73 @@ async fn serve_client(peer: Arc<Peer>, stream: UnixStream) {
         Ok(Some(line)) => line,
         _ => return,
     };
-    let request = match serde_json::from_str::<Request>(&line) {
-        Ok(request) => request,
-        Err(_) => {
-            let _ = reply(&mut write, Err(Failure::new("bad_request", "the daemon did not understand the request; are parley and the daemon the same version?"))).await;
-            return;
-        }
+    let Ok(request) = serde_json::from_str::<Request>(&line) else {
+        let refusal = Response::<()>::Error {
+            error: "the daemon did not understand the request; are parley and the daemon the same version?".into(),
+            code: "bad_request".into(),
+        };
+        let _ = write_line(&mut write, &refusal).await;
+        return;
     };
-    if let Request::Subscribe = request {
-        let mut events = peer.subscribe();
-        let _ = reply(&mut write, Ok(json!({ "subscribed": true }))).await;
-        loop {
-            match events.recv().await {
-                Ok(event) => {
-                    let data = view::event(&event);
-                    if reply(&mut write, Ok(data)).await.is_err() {
-                        return;
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    }
-    let response = handle(&peer, request).await;
-    let _ = reply(&mut write, response).await;
-}
-
-async fn reply(
-    write: &mut tokio::net::unix::OwnedWriteHalf,
-    result: Result<Value, Failure>,
-) -> std::io::Result<()> {
-    let response = match result {
-        Ok(data) => Response::Ok { data },
-        Err(failure) => Response::Error {
-            error: failure.message,
-            code: failure.code,
-        },
-    };
-    let mut line = serde_json::to_vec(&response).unwrap_or_default();
-    line.push(b'\n');
-    write.write_all(&line).await
-}
-
-async fn handle(peer: &Peer, request: Request) -> Result<Value, Failure> {
-    match request {
+    let _ = match request {
+        Request::Subscribe => subscribe(&peer, &mut write).await,
         Request::Send {
             to,
             text,
             ttl,
             attachments,
         } => {
-            let attachments = attachments
-                .into_iter()
-                .map(|path| AttachmentSource {
-                    name: Path::new(&path)
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default(),
-                    path,
-                })
-                .collect();
-            peer.send(Outgoing {
+            let outgoing = Outgoing {
                 to,
                 text,
                 ttl,
-                attachments,
-            })
-            .await
+                attachments: attachments.into_iter().map(Attachment::file).collect(),
+            };
+            reply(&mut write, peer.send(outgoing).await).await
         }
-        Request::History { with } => peer.history(&with),
-        Request::Conversations => peer.conversations(),
-        Request::Status => peer.status(),
-        Request::Contact { user } => peer.contact(&user),
-        Request::Trust { user } => peer.trust(&user),
+        Request::History { with } => reply(&mut write, peer.history(&with)).await,
+        Request::Conversations => reply(&mut write, peer.conversations()).await,
+        Request::Status => reply(&mut write, peer.status()).await,
+        Request::Contact { user } => reply(&mut write, peer.contact(&user)).await,
+        Request::Trust { user } => reply(&mut write, peer.trust(&user)).await,
         Request::SaveAttachment {
             with,
             id,
             index,
             to,
-        } => peer.save_attachment(&with, &id, index, Path::new(&to)),
-        Request::Subscribe => Err(Failure::new(
-            "bad_request",
-            "subscribe is handled elsewhere",
-        )),
+        } => reply(&mut write, peer.save_attachment(&with, &id, index, to)).await,
+    };
+}
+
+/// Streams the peer's events until the client or the peer goes.
+async fn subscribe(peer: &Peer, write: &mut OwnedWriteHalf) -> std::io::Result<()> {
+    let mut events = peer.watch();
+    reply(write, Ok(Subscribed { subscribed: true })).await?;
+    while let Some(event) = events.next().await {
+        reply(write, Ok(event)).await?;
     }
+    Ok(())
+}
+
+async fn reply<T: Serialize>(
+    write: &mut OwnedWriteHalf,
+    result: Result<T, PeerError>,
+) -> std::io::Result<()> {
+    let response = match result {
+        Ok(data) => Response::Ok { data },
+        Err(e) => Response::Error {
+            error: e.to_string(),
+            code: e.code().to_owned(),
+        },
+    };
+    write_line(write, &response).await
+}
+
+async fn write_line<T: Serialize>(
+    write: &mut OwnedWriteHalf,
+    response: &Response<T>,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(response).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    write.write_all(&line).await
 }

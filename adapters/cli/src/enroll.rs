@@ -1,10 +1,11 @@
 //! `parley enroll`.
 
-use std::{io::IsTerminal, os::unix::fs::DirBuilderExt, path::Path};
+use std::{io::IsTerminal, os::unix::fs::DirBuilderExt};
 
 use anyhow::{Context, Result};
 use parley_domain::{CaFingerprint, Password, Username};
 use parley_enroll::HttpsEnrollment;
+use parley_peer::Home;
 use parley_usecases::{
     commands::Enroll,
     ports::{EnrollRequest, IdentityStore},
@@ -13,7 +14,7 @@ use parley_usecases::{
 use crate::Usage;
 
 /// Enrolls this home as `user` at `server`.
-pub async fn run(home: &Path, server: &str, user: Username, pin: Option<&str>) -> Result<()> {
+pub async fn run(home: &Home, server: &str, user: Username, pin: Option<&str>) -> Result<()> {
     let ca_pin = pin
         .map(|p| CaFingerprint::parse(p).map_err(|e| Usage(format!("--ca-fingerprint: {e}"))))
         .transpose()?;
@@ -21,8 +22,8 @@ pub async fn run(home: &Path, server: &str, user: Username, pin: Option<&str>) -
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(home)
-        .with_context(|| format!("cannot create the home folder {}", home.display()))?;
+        .create(home.path())
+        .with_context(|| format!("cannot create the home folder {}", home.path().display()))?;
     let store = crate::unlock::open_store(home)?;
     let request = EnrollRequest {
         server: server.to_owned(),
@@ -41,7 +42,7 @@ pub async fn run(home: &Path, server: &str, user: Username, pin: Option<&str>) -
             identity.ca_fingerprint
         );
     }
-    if let Some(warning) = crate::unlock::key_file_warning(&store) {
+    if let Some(warning) = crate::unlock::key_file_warning(home, &store) {
         eprintln!("warning: {warning}");
     }
     println!("enrolled: {}", identity.user);

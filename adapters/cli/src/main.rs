@@ -17,8 +17,9 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use parley_domain::Username;
-use serde_json::Value;
+use parley_domain::{MessageId, MessageText, Ttl, Username};
+use parley_peer::{Home, view};
+use serde::{Serialize, de::DeserializeOwned};
 
 use crate::control::Request;
 
@@ -172,14 +173,11 @@ fn sentence(error: &anyhow::Error) -> String {
     }
 }
 
-fn home(cli_home: Option<PathBuf>) -> Result<PathBuf> {
-    let home = match cli_home {
-        Some(home) => home,
-        None => std::env::var_os("HOME")
-            .map(|h| PathBuf::from(h).join(".parley"))
-            .ok_or_else(|| Usage("no home folder: pass --home DIR or set PARLEY_HOME".into()))?,
-    };
-    Ok(home)
+fn home(cli_home: Option<PathBuf>) -> Result<Home> {
+    let path = cli_home
+        .or_else(Home::default_path)
+        .ok_or_else(|| Usage("no home folder: pass --home DIR or set PARLEY_HOME".into()))?;
+    Ok(Home::new(path))
 }
 
 fn parse_user(raw: &str) -> Result<Username> {
@@ -187,13 +185,13 @@ fn parse_user(raw: &str) -> Result<Username> {
 }
 
 /// Asks the daemon a query and prints its answer: one JSON document, or `readable` lines.
-async fn show(
-    home: &std::path::Path,
+async fn show<T: DeserializeOwned + Serialize>(
+    home: &Home,
     request: &Request,
     json: bool,
-    readable: fn(&Value) -> String,
+    readable: fn(&T) -> String,
 ) -> Result<()> {
-    let answer = client::call(home, request).await?;
+    let answer: T = client::call(home, request).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
@@ -240,39 +238,34 @@ async fn run(cli: Cli) -> Result<()> {
             attach,
         } => {
             let to = parse_user(&user)?;
-            parley_domain::MessageText::parse(text.as_str())
-                .map_err(|e| Usage(format!("cannot send: {e}")))?;
+            let text = MessageText::parse(text).map_err(|e| Usage(format!("cannot send: {e}")))?;
             let ttl = ttl
                 .map(|raw| {
-                    let ttl = parley_domain::Ttl::parse(&raw)
-                        .map_err(|e| Usage(format!("--ttl {raw:?}: {e}")))?;
-                    if ttl == parley_domain::Ttl::MAX && raw != ttl.to_string() {
+                    let ttl = Ttl::parse(&raw).map_err(|e| Usage(format!("--ttl {raw:?}: {e}")))?;
+                    if ttl == Ttl::MAX && raw != ttl.to_string() {
                         eprintln!(
                             "note: --ttl is at most {ttl}; this message disappears after {ttl}"
                         );
                     }
-                    Ok::<_, anyhow::Error>(ttl.to_string())
+                    Ok::<_, anyhow::Error>(ttl)
                 })
                 .transpose()?;
             let attachments = attachments(&attach)?;
-            let answer = client::call(
+            let sent: view::Sent = client::call(
                 &home,
                 &Request::Send {
-                    to: to.to_string(),
+                    to,
                     text,
                     ttl,
                     attachments,
                 },
             )
             .await?;
-            println!(
-                "delivered: {}",
-                answer.get("id").and_then(Value::as_str).unwrap_or("?")
-            );
+            println!("delivered: {}", sent.id);
             Ok(())
         }
         Command::History { user, json } => {
-            let with = parse_user(&user)?.to_string();
+            let with = parse_user(&user)?;
             show(
                 &home,
                 &Request::History { with },
@@ -286,7 +279,7 @@ async fn run(cli: Cli) -> Result<()> {
                 &home,
                 &Request::Conversations,
                 json,
-                present::conversation_lines,
+                |list: &Vec<view::Conversation>| present::conversation_lines(list),
             )
             .await
         }
@@ -294,7 +287,7 @@ async fn run(cli: Cli) -> Result<()> {
             show(&home, &Request::Status, json, present::status_lines).await
         }
         Command::SafetyNumber { user, json } => {
-            let user = parse_user(&user)?.to_string();
+            let user = parse_user(&user)?;
             show(
                 &home,
                 &Request::Contact { user },
@@ -305,13 +298,8 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Trust { user } => {
             let user = parse_user(&user)?;
-            client::call(
-                &home,
-                &Request::Trust {
-                    user: user.to_string(),
-                },
-            )
-            .await?;
+            let _: view::Trusted =
+                client::call(&home, &Request::Trust { user: user.clone() }).await?;
             println!("trusted the new keys of {user}; waiting messages go out now");
             Ok(())
         }
@@ -323,7 +311,7 @@ async fn run(cli: Cli) -> Result<()> {
             index,
         } => {
             let with = parse_user(&user)?;
-            parley_domain::MessageId::parse(&id)
+            let id = MessageId::parse(&id)
                 .map_err(|e| Usage(format!("{id:?} is not a message id: {e}")))?;
             let dest = absolute(&to)?;
             if dest.exists() {
@@ -333,21 +321,17 @@ async fn run(cli: Cli) -> Result<()> {
                 ))
                 .into());
             }
-            let answer = client::call(
+            let saved: view::Saved = client::call(
                 &home,
                 &Request::SaveAttachment {
-                    with: with.to_string(),
+                    with,
                     id,
                     index,
-                    to: dest.to_string_lossy().into_owned(),
+                    to: dest.clone(),
                 },
             )
             .await?;
-            println!(
-                "saved: {} ({} bytes)",
-                dest.display(),
-                answer.get("bytes").and_then(Value::as_u64).unwrap_or(0)
-            );
+            println!("saved: {} ({} bytes)", dest.display(), saved.bytes);
             Ok(())
         }
     }
@@ -360,7 +344,7 @@ fn absolute(path: &std::path::Path) -> Result<PathBuf> {
 }
 
 /// Checks the files to attach and names them for the daemon (absolute paths).
-fn attachments(files: &[PathBuf]) -> Result<Vec<String>> {
+fn attachments(files: &[PathBuf]) -> Result<Vec<PathBuf>> {
     if files.len() > parley_domain::envelope::MAX_ATTACHMENTS {
         return Err(Usage(format!(
             "at most {} attachments per message",
@@ -381,7 +365,7 @@ fn attachments(files: &[PathBuf]) -> Result<Vec<String>> {
                 .unwrap_or_default();
             parley_domain::envelope::check_attachment_name(&name)
                 .map_err(|e| Usage(format!("{}: {e}", file.display())))?;
-            Ok(path.to_string_lossy().into_owned())
+            Ok(path)
         })
         .collect()
 }

@@ -1,159 +1,114 @@
-//! JSON documents as readable lines: the CLI's edge.
+//! The daemon's documents as readable lines: the CLI's edge.
 
-use serde_json::Value;
+use parley_peer::view::{Contact, Conversation, Delivery, History, Integrity, Message, Status};
 
-fn field<'a>(v: &'a Value, key: &str) -> &'a str {
-    v.get(key).and_then(Value::as_str).unwrap_or("?")
-}
-
-/// One readable line for a message JSON object.
+/// One readable line for a message.
 #[must_use]
-pub fn message_line(m: &Value) -> String {
-    let state = match (
-        field(m, "delivery"),
-        m.get("verified").and_then(Value::as_bool),
-    ) {
-        ("pending", _) => "pending".to_owned(),
-        (d, Some(true)) => format!("{d}, verified"),
-        (d, _) => format!(
-            "{d}, NOT verified: {}",
-            m.get("reason")
-                .and_then(Value::as_str)
-                .unwrap_or("unknown reason")
+pub fn message_line(m: &Message) -> String {
+    let delivery = match m.delivery {
+        Delivery::Pending => "pending",
+        Delivery::Delivered => "delivered",
+        Delivery::Received => "received",
+        Delivery::Rejected => "rejected",
+    };
+    let state = match (m.delivery, m.verified) {
+        (Delivery::Pending, _) => "pending".to_owned(),
+        (_, true) => format!("{delivery}, verified"),
+        (_, false) => format!(
+            "{delivery}, NOT verified: {}",
+            m.reason.as_deref().unwrap_or("unknown reason")
         ),
     };
-    let mut line = format!(
-        "{} {}: {}  [{}]",
-        field(m, "sent_at"),
-        field(m, "from"),
-        field(m, "text"),
-        state
-    );
-    if let Some(at) = m.get("expires_at").and_then(Value::as_str) {
+    let mut line = format!("{} {}: {}  [{}]", m.sent_at, m.from, m.text, state);
+    if let Some(at) = &m.expires_at {
         line.push_str(&format!("  (disappears at {at})"));
     }
-    for a in m
-        .get("attachments")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for a in &m.attachments {
         line.push_str(&format!(
             "\n    attachment {} of message {}: {} ({} bytes)",
-            a.get("index").and_then(Value::as_u64).unwrap_or(0),
-            field(m, "id"),
-            field(a, "name"),
-            a.get("size").and_then(Value::as_u64).unwrap_or(0)
+            a.index, m.id, a.name, a.size
         ));
     }
     line
 }
 
-/// Readable lines for a history JSON object, oldest first.
+/// Readable lines for a conversation, oldest first.
 #[must_use]
-pub fn history_lines(history: &Value) -> String {
-    let messages = history.get("messages").and_then(Value::as_array);
-    let mut lines: Vec<String> = messages.into_iter().flatten().map(message_line).collect();
-    let incoming = history.pointer("/chain/incoming");
-    match incoming.map(|c| field(c, "state")) {
-        Some("gap") => lines.push(format!(
+pub fn history_lines(history: &History) -> String {
+    let mut lines: Vec<String> = history.messages.iter().map(message_line).collect();
+    let incoming = &history.chain.incoming;
+    match incoming.state {
+        Integrity::Gap => lines.push(format!(
             "chain from {}: messages missing at positions {}",
-            field(history, "with"),
+            history.with,
             incoming
-                .and_then(|c| c.get("missing"))
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .map(|r| match (r.get(0), r.get(1)) {
-                    (Some(a), Some(b)) if a == b => a.to_string(),
-                    (Some(a), Some(b)) => format!("{a}-{b}"),
-                    _ => "?".into(),
+                .missing
+                .iter()
+                .map(|(a, b)| if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
                 })
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
-        Some("faulty") => lines.push(format!(
+        Integrity::Faulty => lines.push(format!(
             "chain from {}: {} message(s) do not fit (see NOT verified above)",
-            field(history, "with"),
-            incoming
-                .and_then(|c| c.get("faults"))
-                .and_then(Value::as_u64)
-                .unwrap_or(0)
+            history.with, incoming.faults
         )),
-        _ => {}
+        Integrity::Empty | Integrity::Intact => {}
     }
     lines.join("\n")
 }
 
-/// Readable lines for a conversation-list JSON array.
+/// Readable lines for the conversation list.
 #[must_use]
-pub fn conversation_lines(list: &Value) -> String {
-    list.as_array()
-        .into_iter()
-        .flatten()
+pub fn conversation_lines(list: &[Conversation]) -> String {
+    list.iter()
         .map(conversation_line)
         .collect::<Vec<_>>()
         .join("\n")
 }
 
-/// One readable line for a conversation JSON object.
+/// One readable line for a conversation.
 #[must_use]
-pub fn conversation_line(c: &Value) -> String {
-    let last = c.get("last").cloned().unwrap_or(Value::Null);
+pub fn conversation_line(c: &Conversation) -> String {
     format!(
         "{}  ({} messages)  last: {}",
-        field(c, "with"),
-        c.get("messages").and_then(Value::as_u64).unwrap_or(0),
-        message_line(&last)
+        c.with,
+        c.messages,
+        message_line(&c.last)
     )
 }
 
-/// Readable lines for a status JSON object.
+/// Readable lines for the status.
 #[must_use]
-pub fn status_lines(s: &Value) -> String {
-    let rendezvous = s.get("rendezvous").cloned().unwrap_or(Value::Null);
-    let connected = rendezvous
-        .get("connected")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let list = |v: Option<&Value>| {
-        v.and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default()
-    };
+pub fn status_lines(s: &Status) -> String {
     format!(
         "user: {}\npeer-id: {}\nlisten: {}\nrendezvous: {} ({})\noutbox: {}",
-        field(s, "user"),
-        field(s, "peer_id"),
-        list(s.get("listen_addrs")),
-        if connected {
+        s.user,
+        s.peer_id,
+        s.listen_addrs.join(" "),
+        if s.rendezvous.connected {
             "connected"
         } else {
             "not connected"
         },
-        list(rendezvous.get("addrs")),
-        s.get("outbox").and_then(Value::as_u64).unwrap_or(0),
+        s.rendezvous.addrs.join(" "),
+        s.outbox,
     )
 }
 
-/// Readable lines for a contact JSON object.
+/// Readable lines for a contact.
 #[must_use]
-pub fn contact_lines(c: &Value) -> String {
-    let user = field(c, "user");
-    let mut out = format!(
-        "safety number with {user}:\n  {}",
-        field(c, "safety_number")
-    );
-    if c.get("keys_changed").and_then(Value::as_bool) == Some(true) {
+pub fn contact_lines(c: &Contact) -> String {
+    let user = &c.user;
+    let mut out = format!("safety number with {user}:\n  {}", c.safety_number);
+    if c.keys_changed {
         out.push_str(&format!(
             "\n{user}'s keys have CHANGED; with the new keys the safety number would be:\n  {}\n\
              compare it with {user} in person or by a call, then accept with `parley trust {user}`",
-            field(c, "pending_safety_number")
+            c.pending_safety_number.as_deref().unwrap_or("?")
         ));
     }
     out
@@ -161,23 +116,33 @@ pub fn contact_lines(c: &Value) -> String {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use parley_peer::view::{Attachment, Direction};
 
     use super::*;
 
     #[test]
     fn a_line_names_the_message_id_of_its_attachments_and_why_it_is_not_verified() {
-        let m = json!({
-            "id": "0123456789abcdef0123456789abcdef",
-            "from": "bob",
-            "text": "see attached",
-            "sent_at": "2026-11-22T10:00:00Z",
-            "delivery": "received",
-            "verified": false,
-            "reason": "message 2 does not follow",
-            "expires_at": "2026-11-22T11:00:00Z",
-            "attachments": [{ "index": 0, "name": "photo.jpg", "size": 1234 }],
-        });
+        let m = Message {
+            id: "0123456789abcdef0123456789abcdef".into(),
+            from: "bob".into(),
+            to: "alice".into(),
+            text: "see attached".into(),
+            sent_at: "2026-11-22T10:00:00Z".into(),
+            delivery: Delivery::Received,
+            delivery_at: None,
+            direction: Direction::Incoming,
+            verified: false,
+            verification: "broken_chain".into(),
+            reason: Some("message 2 does not follow".into()),
+            ttl: Some("1h".into()),
+            expires_at: Some("2026-11-22T11:00:00Z".into()),
+            attachments: vec![Attachment {
+                index: 0,
+                name: "photo.jpg".into(),
+                sha256: "00".repeat(32),
+                size: 1234,
+            }],
+        };
         let line = message_line(&m);
         assert!(
             line.contains("NOT verified: message 2 does not follow"),

@@ -1,11 +1,18 @@
-//! Domain values as JSON documents: the shape the control socket, `--json` output and the
-//! desktop window all show.
+//! The documents the control socket, `--json` output and the desktop window all show: one type
+//! each, built here from domain values and read back through the same type (the CLI
+//! deserialises what the daemon sent), so renaming a field fails to compile everywhere.
+//!
+//! Fields are declared in alphabetical order: the documents have always been written with
+//! sorted keys, and a test keeps it so. [`Boot`] and its [`Defaults`] are the exception, in
+//! the order the window has always received.
 
 use parley_domain::{
-    ChainState, ConversationSummary, Delivery, Direction, StoredMessage, Timestamp, Verification,
+    ChainState, ConversationSummary, Delivery as StoredDelivery, Direction as StoredDirection,
+    StoredMessage, Timestamp, Verification,
 };
-use parley_usecases::queries::{ContactView, History, Status};
-use serde_json::{Value, json};
+use parley_usecases::{ports, queries};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 /// RFC 3339, UTC, millisecond precision.
@@ -17,129 +24,522 @@ pub fn rfc3339(at: Timestamp) -> String {
         .unwrap_or_else(|| at.0.to_string())
 }
 
-/// A message as a JSON object (the contract's fields first).
-#[must_use]
-pub fn message(m: &StoredMessage) -> Value {
-    let (delivery, delivered_at) = match m.delivery {
-        Delivery::Pending => ("pending", None),
-        Delivery::Delivered(at) => ("delivered", Some(rfc3339(at))),
-        Delivery::Received(at) => ("received", Some(rfc3339(at))),
-        Delivery::Rejected(at) => ("rejected", Some(rfc3339(at))),
-    };
-    json!({
-        "id": m.id.to_string(),
-        "from": m.from.as_str(),
-        "to": m.to.as_str(),
-        "text": m.text.as_str(),
-        "sent_at": rfc3339(m.sent_at),
-        "verified": m.verification.is_verified(),
-        "verification": match m.verification {
-            Verification::Verified => "verified",
-            Verification::Failed(fault) => fault.code(),
-        },
-        "reason": match m.verification {
-            Verification::Verified => None,
-            Verification::Failed(fault) => Some(fault.to_string()),
-        },
-        "direction": match m.direction { Direction::Outgoing => "outgoing", Direction::Incoming => "incoming" },
-        "delivery": delivery,
-        "delivery_at": delivered_at,
-        "ttl": m.ttl.map(|t| t.to_string()),
-        "expires_at": m.expires_at.map(rfc3339),
-        "attachments": m.attachments.iter().enumerate().map(|(i, a)| json!({
-            "index": i,
-            "name": a.meta.name,
-            "size": a.meta.size,
-            "sha256": a.meta.sha256.to_string(),
-        })).collect::<Vec<_>>(),
-    })
+/// A message (the contract's `id`, `from`, `to`, `text`, `sent_at`, `verified`, and more).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Message {
+    /// Its attachments, in order.
+    pub attachments: Vec<Attachment>,
+    /// Where it stands.
+    pub delivery: Delivery,
+    /// When the receipt came back (outgoing) or it was stored (incoming); refused: when.
+    pub delivery_at: Option<String>,
+    /// Sent or received by this device.
+    pub direction: Direction,
+    /// When it disappears (RFC 3339), for a disappearing message.
+    pub expires_at: Option<String>,
+    /// The sender.
+    pub from: String,
+    /// 32 hex digits.
+    pub id: String,
+    /// Why it is not verified; `null` when it is.
+    pub reason: Option<String>,
+    /// When it was written (RFC 3339).
+    pub sent_at: String,
+    /// The text, to be shown as text only.
+    pub text: String,
+    /// The recipient.
+    pub to: String,
+    /// Its time to live (`30s`, `10m`, `1h`, `7d`), for a disappearing message.
+    pub ttl: Option<String>,
+    /// `verified`, or the code of the chain fault (`fork`, `broken_chain`).
+    pub verification: String,
+    /// Whether it fits the sender's chain.
+    pub verified: bool,
 }
 
-/// A conversation and its chains as the JSON document of `history --json`.
-#[must_use]
-pub fn history(with: &str, h: &History) -> Value {
-    json!({
-        "with": with,
-        "messages": h.messages.iter().map(message).collect::<Vec<_>>(),
-        "chain": {
-            "incoming": chain(&h.incoming),
-            "outgoing": { "state": "sealed", "last_seq": h.outgoing.seq },
-        },
-    })
+/// Where a message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Delivery {
+    /// Outgoing, waiting for its receipt.
+    Pending,
+    /// Outgoing, the receipt is back.
+    Delivered,
+    /// Incoming, stored.
+    Received,
+    /// Outgoing, refused for good by the recipient.
+    Rejected,
 }
 
-/// The state of a received chain as a JSON object.
-#[must_use]
-pub fn chain(state: &ChainState) -> Value {
-    let (last, missing, faults) = match state {
-        ChainState::Empty => (0, Vec::new(), 0),
-        ChainState::Intact { last } => (*last, Vec::new(), 0),
-        ChainState::Gap { last, missing } => (*last, missing.clone(), 0),
-        ChainState::Faulty { last, faults } => (*last, Vec::new(), *faults),
-    };
-    json!({
-        "state": state.code(),
-        "last_seq": last,
-        "missing": missing.iter().map(|(a, b)| json!([a, b])).collect::<Vec<_>>(),
-        "faults": faults,
-    })
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// This device.
+    Outgoing,
+    /// The contact.
+    Incoming,
 }
 
-/// A conversation as a JSON object: the contact, how many messages, how many of them are
-/// unread, and the newest.
-#[must_use]
-pub fn conversation(c: &ConversationSummary) -> Value {
-    json!({
-        "with": c.with.as_str(),
-        "messages": c.messages,
-        "unread": c.unread,
-        "last": message(&c.last),
-    })
+/// An attachment of a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Attachment {
+    /// Its position in the message, from 0.
+    pub index: usize,
+    /// Its file name.
+    pub name: String,
+    /// SHA-256 of its plaintext, hex.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
-/// The status as a JSON object.
-#[must_use]
-pub fn status(s: &Status, rendezvous_addrs: &[String]) -> Value {
-    json!({
-        "user": s.user.as_str(),
-        "peer_id": s.node.peer_id,
-        "listen_addrs": s.node.listen_addrs,
-        "rendezvous": { "connected": s.node.rendezvous_connected, "addrs": rendezvous_addrs },
-        "rendezvous_connected": s.node.rendezvous_connected,
-        "outbox": s.outbox,
-    })
-}
-
-/// A contact as a JSON object: safety numbers, and whether new keys wait for a decision.
-#[must_use]
-pub fn contact(view: &ContactView) -> Value {
-    json!({
-        "user": view.contact.user.as_str(),
-        "safety_number": view.safety_number.to_string(),
-        "keys_changed": view.contact.pending.is_some(),
-        "pending_safety_number": view.pending_safety_number.as_ref().map(ToString::to_string),
-        "pinned_at": rfc3339(view.contact.pinned_at),
-    })
-}
-
-/// An event as the JSON object watchers receive (`{"event": kind, ...}`).
-#[must_use]
-pub fn event(event: &parley_usecases::ports::Event) -> Value {
-    use parley_usecases::ports::Event;
-    match event {
-        Event::MessageReceived(m) => json!({ "event": "message", "message": message(m) }),
-        Event::MessageSent(m) => json!({ "event": "stored", "message": message(m) }),
-        Event::MessageDelivered { id, to } => {
-            json!({ "event": "delivered", "id": id.to_string(), "to": to.as_str() })
+impl From<&StoredMessage> for Message {
+    fn from(m: &StoredMessage) -> Self {
+        let (delivery, delivery_at) = match m.delivery {
+            StoredDelivery::Pending => (Delivery::Pending, None),
+            StoredDelivery::Delivered(at) => (Delivery::Delivered, Some(rfc3339(at))),
+            StoredDelivery::Received(at) => (Delivery::Received, Some(rfc3339(at))),
+            StoredDelivery::Rejected(at) => (Delivery::Rejected, Some(rfc3339(at))),
+        };
+        let (verification, reason) = match m.verification {
+            Verification::Verified => ("verified".to_owned(), None),
+            Verification::Failed(fault) => (fault.code().to_owned(), Some(fault.to_string())),
+        };
+        Self {
+            attachments: m
+                .attachments
+                .iter()
+                .enumerate()
+                .map(|(index, a)| Attachment {
+                    index,
+                    name: a.meta.name.clone(),
+                    sha256: a.meta.sha256.to_string(),
+                    size: a.meta.size,
+                })
+                .collect(),
+            delivery,
+            delivery_at,
+            direction: match m.direction {
+                StoredDirection::Outgoing => Direction::Outgoing,
+                StoredDirection::Incoming => Direction::Incoming,
+            },
+            expires_at: m.expires_at.map(rfc3339),
+            from: m.from.to_string(),
+            id: m.id.to_string(),
+            reason,
+            sent_at: rfc3339(m.sent_at),
+            text: m.text.as_str().to_owned(),
+            to: m.to.to_string(),
+            ttl: m.ttl.map(|t| t.to_string()),
+            verification,
+            verified: m.verification.is_verified(),
         }
-        Event::KeysChanged { user } => json!({ "event": "keys_changed", "user": user.as_str() }),
-        Event::MessageRefused { from, reason } => {
-            json!({ "event": "refused", "from": from.as_str(), "reason": reason })
-        }
-        Event::MessagesExpired { count } => json!({ "event": "expired", "count": count }),
-        Event::Presence { user, online } => {
-            json!({ "event": "presence", "user": user.as_str(), "online": online })
-        }
-        _ => json!({ "event": "unknown" }),
     }
+}
+
+/// A conversation, oldest first, and both directions' chains (`history --json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct History {
+    /// Both chains.
+    pub chain: Chains,
+    /// The messages not expired, oldest first.
+    pub messages: Vec<Message>,
+    /// The other party.
+    pub with: String,
+}
+
+/// The two chains of a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Chains {
+    /// The contact's chain towards this device, as received.
+    pub incoming: Chain,
+    /// This device's chain towards the contact.
+    pub outgoing: Sealed,
+}
+
+/// A received chain's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Chain {
+    /// How many messages failed the chain check.
+    pub faults: u64,
+    /// The highest position received.
+    pub last_seq: u64,
+    /// Missing positions, as inclusive ranges `[from, to]`.
+    pub missing: Vec<(u64, u64)>,
+    /// Whether it holds together.
+    pub state: Integrity,
+}
+
+/// How a received chain holds together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Integrity {
+    /// No message yet.
+    Empty,
+    /// Every position up to the highest holds a message that fits.
+    Intact,
+    /// Some positions below the highest have not arrived.
+    Gap,
+    /// At least one message failed the chain check.
+    Faulty,
+}
+
+/// This device's own chain towards a contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Sealed {
+    /// The last position used.
+    pub last_seq: u64,
+    /// Always `sealed`.
+    pub state: String,
+}
+
+impl History {
+    /// The document of `with`'s conversation.
+    #[must_use]
+    pub fn new(with: &parley_domain::Username, h: &queries::History) -> Self {
+        Self {
+            chain: Chains {
+                incoming: Chain::from(&h.incoming),
+                outgoing: Sealed {
+                    last_seq: h.outgoing.seq,
+                    state: "sealed".to_owned(),
+                },
+            },
+            messages: h.messages.iter().map(Message::from).collect(),
+            with: with.to_string(),
+        }
+    }
+}
+
+impl From<&ChainState> for Chain {
+    fn from(state: &ChainState) -> Self {
+        let (state, last_seq, missing, faults) = match state {
+            ChainState::Empty => (Integrity::Empty, 0, Vec::new(), 0),
+            ChainState::Intact { last } => (Integrity::Intact, *last, Vec::new(), 0),
+            ChainState::Gap { last, missing } => (Integrity::Gap, *last, missing.clone(), 0),
+            ChainState::Faulty { last, faults } => (Integrity::Faulty, *last, Vec::new(), *faults),
+        };
+        Self {
+            faults,
+            last_seq,
+            missing,
+            state,
+        }
+    }
+}
+
+/// A conversation in the list: the contact, how many messages, how many unread, the newest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Conversation {
+    /// The newest message.
+    pub last: Message,
+    /// How many messages the conversation holds.
+    pub messages: u64,
+    /// Whether the contact is online; `null` when not known.
+    pub online: Option<bool>,
+    /// How many incoming messages are unread.
+    pub unread: u64,
+    /// The other party.
+    pub with: String,
+}
+
+impl Conversation {
+    /// The list entry of `c`, with what is known of the contact's presence.
+    #[must_use]
+    pub fn new(c: &ConversationSummary, online: Option<bool>) -> Self {
+        Self {
+            last: Message::from(&c.last),
+            messages: c.messages,
+            online,
+            unread: c.unread,
+            with: c.with.to_string(),
+        }
+    }
+}
+
+/// The peer's state (`status --json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Status {
+    /// The home folder: in the window's status only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home: Option<String>,
+    /// Addresses the node listens on.
+    pub listen_addrs: Vec<String>,
+    /// Messages waiting for a receipt.
+    pub outbox: usize,
+    /// This device's libp2p peer id.
+    pub peer_id: String,
+    /// The rendezvous connection.
+    pub rendezvous: Rendezvous,
+    /// The same as `rendezvous.connected`.
+    pub rendezvous_connected: bool,
+    /// The enrolled user.
+    pub user: String,
+}
+
+/// The rendezvous as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Rendezvous {
+    /// Its p2p addresses, as enrolled.
+    pub addrs: Vec<String>,
+    /// Whether the node is connected to it and published.
+    pub connected: bool,
+}
+
+impl Status {
+    /// The document of `s`, with the rendezvous addresses the home was enrolled with.
+    #[must_use]
+    pub fn new(s: &queries::Status, rendezvous_addrs: &[String]) -> Self {
+        Self {
+            home: None,
+            listen_addrs: s.node.listen_addrs.clone(),
+            outbox: s.outbox,
+            peer_id: s.node.peer_id.clone(),
+            rendezvous: Rendezvous {
+                addrs: rendezvous_addrs.to_vec(),
+                connected: s.node.rendezvous_connected,
+            },
+            rendezvous_connected: s.node.rendezvous_connected,
+            user: s.user.to_string(),
+        }
+    }
+}
+
+/// A contact: safety numbers, and whether new keys wait for a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Contact {
+    /// Whether the contact presented other keys since they were pinned.
+    pub keys_changed: bool,
+    /// The safety number the new keys would give.
+    pub pending_safety_number: Option<String>,
+    /// When the keys were pinned (RFC 3339).
+    pub pinned_at: String,
+    /// The safety number with the pinned keys (60 digits).
+    pub safety_number: String,
+    /// The contact.
+    pub user: String,
+}
+
+impl From<&queries::ContactView> for Contact {
+    fn from(view: &queries::ContactView) -> Self {
+        Self {
+            keys_changed: view.contact.pending.is_some(),
+            pending_safety_number: view.pending_safety_number.as_ref().map(ToString::to_string),
+            pinned_at: rfc3339(view.contact.pinned_at),
+            safety_number: view.safety_number.to_string(),
+            user: view.contact.user.to_string(),
+        }
+    }
+}
+
+/// A message sent: the recipient's receipt is back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Sent {
+    /// Always true.
+    pub delivered: bool,
+    /// The new message's id.
+    pub id: String,
+    /// The recipient.
+    pub to: String,
+}
+
+/// What the window's send comes to: delivered, or kept in the outbox to go out later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Outcome {
+    /// The receipt is back.
+    Delivered {
+        /// Always true.
+        delivered: bool,
+        /// The new message's id.
+        id: String,
+        /// Always false.
+        queued: bool,
+        /// The recipient.
+        to: String,
+    },
+    /// Kept in the outbox; it goes out by itself.
+    Queued {
+        /// Always false.
+        delivered: bool,
+        /// Why it waits, one sentence.
+        note: String,
+        /// Always true.
+        queued: bool,
+    },
+}
+
+/// New keys accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Trusted {
+    /// Always true.
+    pub trusted: bool,
+    /// The contact.
+    pub user: String,
+}
+
+/// A conversation counted as read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Read {
+    /// The other party.
+    pub with: String,
+}
+
+/// An attachment decrypted into a new file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Saved {
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// The new file.
+    pub saved: String,
+}
+
+/// What watchers receive (`{"event": kind, ...}`): the control socket's subscribers and the
+/// window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A new message arrived and is stored.
+    Message {
+        /// The message.
+        message: Message,
+    },
+    /// One of our messages is sealed and stored, its receipt not back yet.
+    Stored {
+        /// The message.
+        message: Message,
+    },
+    /// The receipt for one of our messages came back.
+    Delivered {
+        /// Which message.
+        id: String,
+        /// To whom.
+        to: String,
+    },
+    /// A contact presented other keys than the pinned ones.
+    KeysChanged {
+        /// Whose keys.
+        user: String,
+    },
+    /// An incoming message was refused for good.
+    Refused {
+        /// Who sent it.
+        from: String,
+        /// Why, in words.
+        reason: String,
+    },
+    /// Disappearing messages were deleted (`count` 0: reload, events were missed).
+    Expired {
+        /// How many.
+        count: u64,
+    },
+    /// A contact came online or went offline.
+    Presence {
+        /// Whether the directory lists it now.
+        online: bool,
+        /// Whose state.
+        user: String,
+    },
+    /// The window's status line changed.
+    Status {
+        /// The new status.
+        status: Status,
+    },
+    /// The peer stopped; the sentence says why and what to do.
+    Stopped {
+        /// One sentence.
+        message: String,
+    },
+}
+
+impl Event {
+    /// The document of a peer event; `None` for a kind this version does not show.
+    #[must_use]
+    pub fn of(event: &ports::Event) -> Option<Self> {
+        use ports::Event as E;
+        Some(match event {
+            E::MessageReceived(m) => Self::Message { message: m.into() },
+            E::MessageSent(m) => Self::Stored { message: m.into() },
+            E::MessageDelivered { id, to } => Self::Delivered {
+                id: id.to_string(),
+                to: to.to_string(),
+            },
+            E::KeysChanged { user } => Self::KeysChanged {
+                user: user.to_string(),
+            },
+            E::MessageRefused { from, reason } => Self::Refused {
+                from: from.to_string(),
+                reason: reason.clone(),
+            },
+            E::MessagesExpired { count } => Self::Expired { count: *count },
+            E::Presence { user, online } => Self::Presence {
+                online: *online,
+                user: user.to_string(),
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// What the window should show, with what it needs for that screen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Boot {
+    /// `enroll`, `unlock`, `ready` or `fatal`.
+    pub phase: Phase,
+    /// The home folder.
+    pub home: String,
+    /// The enrolled user, once known.
+    pub user: Option<String>,
+    /// Whether the home has a store already (then enrolling asks no passphrase).
+    pub store_exists: bool,
+    /// For `fatal`: why.
+    pub message: Option<String>,
+    /// Something the user should know (trust on first use, a key kept in a file).
+    pub warning: Option<String>,
+    /// What to offer on the first-run screen.
+    pub defaults: Defaults,
+}
+
+/// The screen a home calls for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// First run: enroll.
+    Enroll,
+    /// The store is locked with a passphrase.
+    Unlock,
+    /// The peer runs.
+    Ready,
+    /// The home cannot be used now; `message` says why.
+    Fatal,
+}
+
+/// Values offered on the first-run screen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Defaults {
+    /// The rendezvous's address.
+    pub server: Option<String>,
+    /// Its CA fingerprint.
+    pub fingerprint: Option<String>,
+}
+
+/// A file picked for sending, kept until its message is sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Staged {
+    /// Its file name.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: usize,
+    /// What names it in `send`'s `attachments`.
+    pub token: String,
+}
+
+/// A refusal: a stable snake_case code and one sentence that says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Refusal {
+    /// The stable code.
+    pub code: String,
+    /// One sentence.
+    pub message: String,
 }

@@ -1,0 +1,91 @@
+//! The peer's background tasks: storing incoming messages, and work on a timer. Each ends
+//! when the peer stops.
+
+use std::{sync::Arc, time::Duration};
+
+use parley_usecases::commands::ReceiveMessage;
+use tokio::{sync::watch, task::JoinSet};
+
+use crate::Peer;
+
+/// Inbound messages being stored at once (they share one sync of the store).
+const RECEIVING_AT_ONCE: usize = 32;
+
+/// Stores incoming messages. Several are stored at once so that one sync covers them all
+/// (group commit); each gets its receipt only after that sync.
+pub(crate) async fn receive(
+    peer: Arc<Peer>,
+    mut inbound: tokio::sync::mpsc::Receiver<parley_p2p::Inbound>,
+) {
+    let mut stop = peer.stop.subscribe();
+    let slots = Arc::new(tokio::sync::Semaphore::new(RECEIVING_AT_ONCE));
+    let mut receiving = JoinSet::new();
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            Some(_) = receiving.join_next(), if !receiving.is_empty() => {}
+            next = inbound.recv() => {
+                let Some(inbound) = next else { break };
+                let Ok(slot) = slots.clone().acquire_owned().await else { break };
+                let peer = peer.clone();
+                receiving.spawn(async move {
+                    let _slot = slot;
+                    let from = inbound.from.clone();
+                    let cmd = ReceiveMessage {
+                        from: inbound.from.clone(),
+                        keys: inbound.keys,
+                        envelope: inbound.envelope.clone(),
+                    };
+                    // Storing waits for the disk: keep that off the async workers. Many wait
+                    // at once here (group commit), so each gets a thread of the blocking pool
+                    // rather than holding a worker.
+                    let span = inbound.span();
+                    let p = peer.clone();
+                    let outcome = tokio::task::spawn_blocking(move || {
+                        span.in_scope(|| p.core.receive(cmd))
+                    })
+                    .await;
+                    match outcome {
+                        Ok(Ok(_)) => {
+                            inbound.accept();
+                            peer.set_presence(&from, true);
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, code = e.code(), "incoming message refused");
+                            if e.is_permanent() {
+                                inbound.reject_for_good(e.to_string());
+                            } else {
+                                inbound.refuse_for_now(e.to_string());
+                            }
+                        }
+                        Err(_) => inbound.refuse_for_now("the recipient failed to store it".into()),
+                    }
+                });
+            }
+        }
+    }
+    receiving.shutdown().await;
+}
+
+/// Resolves once the peer is stopping (at once if it already is).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is dropped here, before any other await.
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+/// Runs `work` every `period` until the peer stops.
+pub(crate) async fn every<F, Fut>(peer: Arc<Peer>, period: Duration, work: F)
+where
+    F: Fn(Arc<Peer>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut stop = peer.stop.subscribe();
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            _ = tick.tick() => work(peer.clone()).await,
+        }
+    }
+}
