@@ -104,7 +104,11 @@ fn a_conversation_in_the_window() {
         .build()
         .expect("a runtime for the WebDriver client");
     let session = rt
-        .block_on(WebDriver::builder(driver.url(), capabilities).request_timeout(SLOW_WAIT))
+        .block_on(
+            WebDriver::builder(driver.url(), capabilities)
+                .request_timeout(SLOW_WAIT)
+                .into_future(),
+        )
         .unwrap_or_else(|e| {
             panic!(
                 "no WebDriver session (the app did not start?): {e}\ntauri-driver's and WebKitWebDriver's log:\n{}",
