@@ -28,7 +28,7 @@ fn enroll_request(server: &Rendezvous, user: &str, password: &str) -> EnrollRequ
         server: server.url.clone(),
         user: name(user),
         password: Password::new(password.into()),
-        ca_pin: Some(ca_pin(&server)),
+        ca_pin: Some(ca_pin(server)),
         keys: None,
     }
 }
