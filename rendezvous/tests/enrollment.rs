@@ -555,7 +555,10 @@ async fn health_ca_and_unknown_routes() {
     );
     let der: rustls_pki_types::CertificateDer<'static> =
         rustls_pki_types::pem::PemObject::from_pem_slice(&ca.body).expect("PEM CA");
-    assert_eq!(parley_rendezvous::ca::fingerprint(&der), Some(ca_pin(&server)));
+    assert_eq!(
+        parley_rendezvous::ca::fingerprint(&der),
+        Some(ca_pin(&server))
+    );
     https(&server)
         .raw("GET /nowhere HTTP/1.1", b"")
         .await

@@ -760,7 +760,11 @@ fn table(keys_dir: &Path) -> Vec<Row> {
 async fn send(server: &Rendezvous, how: &Send) -> Answer {
     match how {
         Send::Json(json) => https(server).post_json("/v1/enroll", json).await,
-        Send::Body(body) => https(server).request("POST", "/v1/enroll", "application/json", body).await,
+        Send::Body(body) => {
+            https(server)
+                .request("POST", "/v1/enroll", "application/json", body)
+                .await
+        }
         Send::Raw(head, body) => https(server).raw(head, body).await,
         Send::Trickle(head, pieces, gap) => {
             let mut stream = https(server).tls().await;
