@@ -9,6 +9,7 @@ use std::{
 };
 
 use parley_desktop::{Desktop, Options};
+use parley_testkit::faults::{SYNC_FAULT_FLAG, sync_fault_library};
 use serde_json::{Value, json};
 use tauri::{
     App, Listener, Manager, WebviewWindow,
@@ -137,31 +138,26 @@ impl Window {
     }
 }
 
+/// A real rendezvous (the binary, built beside this crate's), stopped when dropped.
 struct Rendezvous {
-    url: String,
-    fingerprint: String,
+    rv: parley_testkit::Rendezvous,
     _data: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Rendezvous {
+    type Target = parley_testkit::Rendezvous;
+
+    fn deref(&self) -> &Self::Target {
+        &self.rv
+    }
 }
 
 fn rendezvous() -> Rendezvous {
     let data = tempfile::tempdir().expect("dir");
-    let config = parley_rendezvous::Config {
-        data: data.path().to_owned(),
-        https: "127.0.0.1:0".parse().expect("addr"),
-        p2p: "/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr"),
-        announce: Vec::new(),
-        ca_key: None,
-    };
-    // Runs on the runtime the commands run on, for as long as the test process.
-    let running =
-        tauri::async_runtime::block_on(parley_rendezvous::start(config)).expect("rendezvous");
-    let rendezvous = Rendezvous {
-        url: format!("https://{}", running.https()),
-        fingerprint: running.fingerprint().to_string(),
+    Rendezvous {
+        rv: parley_testkit::Rendezvous::start(data.path()),
         _data: data,
-    };
-    std::mem::forget(running);
-    rendezvous
+    }
 }
 
 /// Two desktops, enrolled as alice and bob, with their homes.
@@ -501,31 +497,17 @@ fn a_contact_with_new_keys_is_held_until_the_user_accepts_them() {
     new_bob.close();
 }
 
-/// The environment variable that names the flag file of the fault library (see
-/// `adapters/cli/tests/faults/sync_fault.c`): while the file exists, every sync fails with EIO.
-const FAULT_FLAG: &str = "PARLEY_FAULT_SYNC";
-
 #[test]
 fn a_store_that_cannot_sync_stops_the_node_and_the_window_says_why() {
     // The fault library must be loaded when the process starts: run the scenario below in a
     // child of this test binary, with LD_PRELOAD.
     let dir = tempfile::tempdir().expect("dir");
-    let shim = dir.path().join("sync_fault.so");
-    let source =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../adapters/cli/tests/faults/sync_fault.c");
-    let built = std::process::Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&shim)
-        .arg(&source)
-        .arg("-ldl")
-        .status()
-        .is_ok_and(|s| s.success());
-    if !built {
-        let sentence = "SKIPPED: desktop store-failure test: a C compiler (cc) is needed to build the fault library; ./test.sh installs it";
-        assert!(std::env::var_os("CI").is_none(), "{sentence}");
-        eprintln!("{sentence}");
+    let Some(shim) = sync_fault_library(dir.path()) else {
+        parley_testkit::skip(
+            "desktop store-failure test: a C compiler (cc) is needed to build the fault library; ./test.sh installs it",
+        );
         return;
-    }
+    };
     let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "--exact",
@@ -535,7 +517,7 @@ fn a_store_that_cannot_sync_stops_the_node_and_the_window_says_why() {
             "--test-threads=1",
         ])
         .env("LD_PRELOAD", &shim)
-        .env(FAULT_FLAG, dir.path().join("syncs-fail"))
+        .env(SYNC_FAULT_FLAG, dir.path().join("syncs-fail"))
         .output()
         .expect("run the scenario");
     let output = format!(
@@ -554,7 +536,8 @@ fn a_store_that_cannot_sync_stops_the_node_and_the_window_says_why() {
 #[test]
 #[ignore = "run under LD_PRELOAD by a_store_that_cannot_sync_stops_the_node_and_the_window_says_why"]
 fn store_failure_under_the_fault_library() {
-    let flag = std::path::PathBuf::from(std::env::var_os(FAULT_FLAG).expect("the flag's path"));
+    let flag =
+        std::path::PathBuf::from(std::env::var_os(SYNC_FAULT_FLAG).expect("the flag's path"));
     let r = rendezvous();
     let (alice, home_a, bob, _home_b) = alice_and_bob(&r);
     let sent = alice.ok(

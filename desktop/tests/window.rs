@@ -10,18 +10,20 @@
 //! `parley-rendezvous` must be built beside `parley-desktop`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod webdriver;
-
 use std::{
-    io::{BufRead, BufReader, Write},
+    future::Future,
+    io::Write,
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    sync::mpsc,
     time::{Duration, Instant},
 };
 
+use parley_testkit::{
+    Daemon, Log, Rendezvous, enroll, parley, skip, stderr, tail, texts,
+    tools::first_missing,
+    window::{Display, Driver},
+};
 use serde_json::{Value, json};
-use webdriver::{Display, Driver, ENTER, Element, Session};
+use thirtyfour::{By, Key, WebDriver, WebElement, error::WebDriverErrorInner};
 
 /// Every wait's bound, except the first paint and enrollment.
 const WAIT: Duration = Duration::from_secs(30);
@@ -29,6 +31,8 @@ const WAIT: Duration = Duration::from_secs(30);
 const SLOW_WAIT: Duration = Duration::from_secs(60);
 /// The whole test's bound: the waits in the window get what is left of it, at most.
 const TOTAL: Duration = Duration::from_secs(150);
+/// The bound of one WebDriver command.
+const COMMAND: Duration = Duration::from_secs(30);
 
 const HOSTILE: &str = "<img src=x onerror=alert(1)>";
 const REPLY: &str = "hi alice from the terminal";
@@ -39,15 +43,13 @@ const FAILURE_SHOT: &str = "desktop-failure.png";
 #[test]
 fn a_conversation_in_the_window() {
     let started = Instant::now();
-    if let Some(missing) = webdriver::first_missing(&["Xvfb", "WebKitWebDriver", "tauri-driver"]) {
-        let sentence =
-            format!("SKIPPED: desktop window test: {missing} is missing; ./test.sh installs it");
-        assert!(std::env::var_os("CI").is_none(), "{sentence}");
-        // Straight to the process's stderr: the test harness captures `eprintln!`.
-        let _ = writeln!(std::io::stderr(), "{sentence}");
+    if let Some(missing) = first_missing(&["Xvfb", "WebKitWebDriver", "tauri-driver"]) {
+        skip(&format!(
+            "desktop window test: {missing} is missing; ./test.sh installs it"
+        ));
         return;
     }
-    let (desktop, parley, rendezvous) = binaries();
+    let desktop = PathBuf::from(env!("CARGO_BIN_EXE_parley-desktop"));
 
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
@@ -56,15 +58,19 @@ fn a_conversation_in_the_window() {
     let _logs_on_failure = LogsOnFailure(logs.clone());
 
     // The rendezvous, and bob in the terminal.
-    let rv = Rendezvous::start(&rendezvous, &dir.path().join("rendezvous"), &logs);
+    let rv = Rendezvous::options(&dir.path().join("rendezvous"))
+        .log(Log::File(logs.join("rendezvous.log")))
+        .start();
     let bob = dir.path().join("bob");
-    let out = enroll(&parley, &rv, &bob, "bob", "pw-bob");
+    let out = enroll(&rv, &bob, "bob", "pw-bob");
     assert!(
         out.status.success(),
         "bob's enrollment failed: {}",
         stderr(&out)
     );
-    let _bob_daemon = daemon(&parley, &bob, &logs.join("bob-daemon.log"));
+    let _bob_daemon = Daemon::options(&bob)
+        .log(Log::File(logs.join("bob-daemon.log")))
+        .start();
 
     // The display, the drivers, and the app in its window.
     let display = Display::start(&logs.join("xvfb.log"));
@@ -81,21 +87,36 @@ fn a_conversation_in_the_window() {
     );
     let alice = dir.path().join("alice");
     let downloads = dir.path().join("downloads");
-    let capabilities = json!({"capabilities": {"alwaysMatch": {"tauri:options": {
+    let capabilities = json!({"tauri:options": {
         "application": desktop,
         "args": [
             "--home", alice, "--listen", "/ip4/127.0.0.1/tcp/0",
             "--server", rv.url, "--ca-fingerprint", rv.fingerprint,
             "--downloads", downloads,
         ],
-    }}}});
-    let session = Session::create(driver.addr, &capabilities, SLOW_WAIT).unwrap_or_else(|e| {
-        panic!(
-            "no WebDriver session (the app did not start?): {e}\ntauri-driver's and WebKitWebDriver's log:\n{}",
-            driver.log_tail(40)
+    }});
+    let capabilities = capabilities
+        .as_object()
+        .cloned()
+        .expect("capabilities are an object");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the WebDriver client");
+    let session = rt
+        .block_on(
+            WebDriver::builder(driver.url(), capabilities)
+                .request_timeout(SLOW_WAIT)
+                .into_future(),
         )
-    });
+        .unwrap_or_else(|e| {
+            panic!(
+                "no WebDriver session (the app did not start?): {e}\ntauri-driver's and WebKitWebDriver's log:\n{}",
+                driver.log_tail(40)
+            )
+        });
     let ui = Ui {
+        runtime: &rt,
         session: &session,
         artifacts: artifacts_dir(&desktop),
         deadline: started + TOTAL,
@@ -117,9 +138,11 @@ fn a_conversation_in_the_window() {
     // The first-run screen at the smallest size the window allows.
     ui.resize(800, 600);
     ui.save_screenshot("desktop-first-run.png");
-    ui.ok(session.send_keys(&username, "alice"));
-    ui.ok(session.send_keys(&ui.shown("#enroll-password", WAIT), "pw-alice"));
-    ui.ok(session.click(&ui.shown("#enroll-submit", WAIT)));
+    ui.run(|| username.send_keys("alice"));
+    let password = ui.shown("#enroll-password", WAIT);
+    ui.run(|| password.send_keys("pw-alice"));
+    let submit = ui.shown("#enroll-submit", WAIT);
+    ui.run(|| submit.click());
     ui.shown("#screen-main", SLOW_WAIT);
     ui.until_seen(
         "#status-user to say alice",
@@ -134,11 +157,14 @@ fn a_conversation_in_the_window() {
     );
 
     // Alice writes to bob; Enter sends.
-    ui.ok(session.click(&ui.shown("#new-conversation", WAIT)));
-    ui.ok(session.send_keys(&ui.shown("#new-username", WAIT), "bob"));
-    ui.ok(session.click(&ui.shown("#new-start", WAIT)));
+    let new = ui.shown("#new-conversation", WAIT);
+    ui.run(|| new.click());
+    let username = ui.shown("#new-username", WAIT);
+    ui.run(|| username.send_keys("bob"));
+    let start = ui.shown("#new-start", WAIT);
+    ui.run(|| start.click());
     let composer = ui.shown("#composer-text", WAIT);
-    ui.ok(session.send_keys(&composer, &format!("hello bob{ENTER}")));
+    ui.run(|| composer.send_keys(format!("hello bob{}", Key::Enter.value())));
     ui.until_seen(
         "the message to bob to show as delivered",
         WAIT,
@@ -167,7 +193,7 @@ fn a_conversation_in_the_window() {
         "",
         "the composer is emptied once sent"
     );
-    let bob_has = texts(&parley, &bob, "alice");
+    let bob_has = texts(&bob, "alice");
     assert!(
         bob_has.contains(&("alice".to_owned(), "hello bob".to_owned())),
         "bob's history with alice lacks \"hello bob\": {bob_has:?}"
@@ -183,13 +209,7 @@ fn a_conversation_in_the_window() {
     );
     let alerts_trapped = trap == Value::Bool(true);
     for text in [REPLY, HOSTILE] {
-        let out = Command::new(&parley)
-            .arg("--home")
-            .arg(&bob)
-            .args(["send", "alice", text])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = parley(&bob, &["send", "alice", text]);
         assert!(
             out.status.success(),
             "bob could not send {text:?}: {}",
@@ -250,10 +270,8 @@ fn a_conversation_in_the_window() {
         "const t = document.getElementById('composer-ttl'); t.value = '5m'; \
          t.dispatchEvent(new Event('change', { bubbles: true })); return t.value;",
     );
-    ui.ok(session.send_keys(
-        &ui.shown("#composer-text", WAIT),
-        &format!("{VANISHING}{ENTER}"),
-    ));
+    let composer = ui.shown("#composer-text", WAIT);
+    ui.run(|| composer.send_keys(format!("{VANISHING}{}", Key::Enter.value())));
     ui.until_seen(
         "the disappearing message to show as delivered, with its time left",
         WAIT,
@@ -268,7 +286,7 @@ fn a_conversation_in_the_window() {
                 && seen[1].as_str().is_some_and(|t| t.contains("disappears in"))
         },
     );
-    let out = run(&parley, &bob, &["history", "alice", "--json"]);
+    let out = parley(&bob, &["history", "alice", "--json"]);
     let history: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     let bobs_copy = history["messages"]
         .as_array()
@@ -277,7 +295,8 @@ fn a_conversation_in_the_window() {
     assert_eq!(bobs_copy["ttl"], "5m", "{bobs_copy}");
 
     // Contact details: the safety number is the one bob's terminal shows.
-    ui.ok(session.click(&ui.shown("#contact-details-button", WAIT)));
+    let details = ui.shown("#contact-details-button", WAIT);
+    ui.run(|| details.click());
     ui.shown("#safety-number", WAIT);
     let in_window = ui.until_seen(
         "the safety number in the contact details",
@@ -285,7 +304,7 @@ fn a_conversation_in_the_window() {
         || ui.text("#safety-number"),
         |t| t.chars().filter(char::is_ascii_digit).count() >= 30,
     );
-    let out = run(&parley, &bob, &["safety-number", "alice", "--json"]);
+    let out = parley(&bob, &["safety-number", "alice", "--json"]);
     let bobs: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     let digits = |s: &str| s.chars().filter(char::is_ascii_digit).collect::<String>();
     assert_eq!(
@@ -294,7 +313,8 @@ fn a_conversation_in_the_window() {
         "alice's window and bob's terminal show different safety numbers"
     );
     ui.save_screenshot("desktop-contact-details.png");
-    ui.ok(session.click(&ui.shown("#contact-close", WAIT)));
+    let close = ui.shown("#contact-close", WAIT);
+    ui.run(|| close.click());
 
     // At 1280x800, then at the minimum size: nothing overflows, the composer stays in view.
     ui.resize(1280, 800);
@@ -321,8 +341,7 @@ fn a_conversation_in_the_window() {
     );
     ui.save_screenshot("desktop-conversation.png");
 
-    let mut session = session;
-    let _ = session.delete();
+    let _ = rt.block_on(session.quit());
     drop(driver);
     drop(display);
     let _ = writeln!(
@@ -330,23 +349,6 @@ fn a_conversation_in_the_window() {
         "desktop window test passed in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-}
-
-/// `parley-desktop`, `parley` and `parley-rendezvous`, built side by side.
-fn binaries() -> (PathBuf, PathBuf, PathBuf) {
-    let desktop = PathBuf::from(env!("CARGO_BIN_EXE_parley-desktop"));
-    let sibling = |name: &str| {
-        let path = desktop.with_file_name(name);
-        assert!(
-            path.is_file(),
-            "{} is missing: run `cargo build --workspace --bins` first",
-            path.display()
-        );
-        path
-    };
-    let parley = sibling("parley");
-    let rendezvous = sibling("parley-rendezvous");
-    (desktop, parley, rendezvous)
 }
 
 /// `$PARLEY_ARTIFACTS`, else `<target dir>/artifacts` (the binary is `<target>/<profile>/…`).
@@ -373,32 +375,76 @@ fn set_private(dir: &Path) {
 
 /// The window, seen through the WebDriver session, with failures that say what the page shows.
 struct Ui<'a> {
-    session: &'a Session,
+    runtime: &'a tokio::runtime::Runtime,
+    session: &'a WebDriver,
     artifacts: PathBuf,
     /// When the whole test must be over.
     deadline: Instant,
 }
 
 impl Ui<'_> {
+    /// One WebDriver command, within [`COMMAND`]. tauri-driver sometimes forwards a command on
+    /// a pooled connection to WebKitWebDriver that the latter has already closed, and answers
+    /// by closing ours without an answer ("client error (SendRequest)" in its log): the command
+    /// never reached the browser, so a failure of the HTTP exchange itself is sent again, up to
+    /// three times.
+    fn call<T, F>(&self, command: impl Fn() -> F) -> Result<T, String>
+    where
+        F: Future<Output = thirtyfour::error::WebDriverResult<T>>,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self
+                .runtime
+                .block_on(tokio::time::timeout(COMMAND, command()))
+            {
+                Err(_) => return Err(format!("no answer within {COMMAND:?}")),
+                Ok(Err(e))
+                    if attempt < 4 && matches!(e.as_inner(), WebDriverErrorInner::HttpError(_)) =>
+                {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Ok(result) => return result.map_err(|e| e.to_string()),
+            }
+        }
+    }
+
+    /// [`Ui::call`], failing the test with the page's state when the command fails.
+    fn run<T, F>(&self, command: impl Fn() -> F) -> T
+    where
+        F: Future<Output = thirtyfour::error::WebDriverResult<T>>,
+    {
+        self.call(command)
+            .unwrap_or_else(|e| self.fail(&format!("WebDriver command failed: {e}")))
+    }
+
+    /// Runs `script` (a function body; `arguments[i]` are `args`) and returns its result.
+    fn execute(&self, script: &str, args: &[Value]) -> Result<Value, String> {
+        self.call(|| async {
+            let answer = self.session.execute(script, args.to_vec()).await?;
+            Ok(answer.json().clone())
+        })
+    }
+
     /// What the page shows that explains a failure: the visible screen and error texts.
     fn diagnosis(&self) -> String {
-        self.session
-            .execute(
-                "const shown = (e) => e && !e.closest('[hidden]') && e.getClientRects().length > 0; \
-                 const screens = [...document.querySelectorAll('section.screen')].filter(shown).map(s => s.id); \
-                 const errors = [...document.querySelectorAll('.form-error, #composer-error, #fatal-message, #banner-text, #new-error, #enroll-error, #unlock-error')] \
-                   .filter(e => shown(e) && e.textContent.trim()).map(e => `#${e.id}: ${e.textContent.trim()}`); \
-                 return { screens, errors: [...new Set(errors)], loading: shown(document.getElementById('loading')) };",
-                &[],
-            )
-            .map_or_else(|e| format!("(the page could not be read: {e})"), |v| v.to_string())
+        self.execute(
+            "const shown = (e) => e && !e.closest('[hidden]') && e.getClientRects().length > 0; \
+             const screens = [...document.querySelectorAll('section.screen')].filter(shown).map(s => s.id); \
+             const errors = [...document.querySelectorAll('.form-error, #composer-error, #fatal-message, #banner-text, #new-error, #enroll-error, #unlock-error')] \
+               .filter(e => shown(e) && e.textContent.trim()).map(e => `#${e.id}: ${e.textContent.trim()}`); \
+             return { screens, errors: [...new Set(errors)], loading: shown(document.getElementById('loading')) };",
+            &[],
+        )
+        .map_or_else(|e| format!("(the page could not be read: {e})"), |v| v.to_string())
     }
 
     /// Fails with the page's state and a screenshot of it.
     fn fail(&self, what: &str) -> ! {
         let diagnosis = self.diagnosis();
         let shot = self.artifacts.join(FAILURE_SHOT);
-        let saved = match self.session.screenshot() {
+        let saved = match self.call(|| self.session.screenshot_as_png()) {
             Ok(png) if std::fs::write(&shot, &png).is_ok() => {
                 format!("screenshot: {}", shot.display())
             }
@@ -408,20 +454,42 @@ impl Ui<'_> {
         panic!("{what}\npage: {diagnosis}\n{saved}");
     }
 
-    fn ok<T>(&self, result: Result<T, webdriver::Error>) -> T {
-        result.unwrap_or_else(|e| self.fail(&format!("WebDriver command failed: {e}")))
-    }
-
     /// `timeout`, or less when the test's whole time is nearly spent.
     fn bounded(&self, timeout: Duration) -> Duration {
         timeout.min(self.deadline.saturating_duration_since(Instant::now()))
     }
 
-    fn shown(&self, css: &str, timeout: Duration) -> Element {
+    /// The element, once it is in the page and shown (in the layout and not inside a `hidden`
+    /// ancestor: what the UI's `hidden` toggling means), within `timeout`.
+    fn shown(&self, css: &str, timeout: Duration) -> WebElement {
         let timeout = self.bounded(timeout);
-        self.session
-            .wait_for(css, timeout)
-            .unwrap_or_else(|e| self.fail(&format!("{css} not shown: {e}")))
+        let deadline = Instant::now() + timeout;
+        loop {
+            let last = match self.call(|| self.session.find(By::Css(css))) {
+                Ok(el) => match self.execute(
+                    "const e = arguments[0]; return !!e && !e.closest('[hidden]') && e.getClientRects().length > 0;",
+                    &[self.arg(&el)],
+                ) {
+                    Ok(Value::Bool(true)) => return el,
+                    Ok(_) => format!("{css} is in the page but not shown"),
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            if Instant::now() >= deadline {
+                self.fail(&format!(
+                    "{css} not shown: waited {timeout:?} for {css}: {}",
+                    last.trim()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+
+    /// The element's reference, to pass to a script.
+    fn arg(&self, el: &WebElement) -> Value {
+        el.to_json()
+            .unwrap_or_else(|e| self.fail(&format!("no element reference: {e}")))
     }
 
     /// Waits until what `read` sees satisfies `ok`; a failure shows the last thing seen.
@@ -449,7 +517,8 @@ impl Ui<'_> {
     }
 
     fn script(&self, script: &str) -> Value {
-        self.ok(self.session.execute(script, &[]))
+        self.execute(script, &[])
+            .unwrap_or_else(|e| self.fail(&format!("WebDriver command failed: {e}")))
     }
 
     fn script_str(&self, script: &str) -> String {
@@ -457,22 +526,18 @@ impl Ui<'_> {
     }
 
     fn value(&self, css: &str) -> String {
-        let el = self.ok(self.session.find(css));
-        self.ok(self.session.property(&el, "value"))
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
+        let el = self.run(|| self.session.find(By::Css(css)));
+        self.run(|| el.prop("value")).unwrap_or_default()
     }
 
     /// The element's rendered text (`innerText`). Not WebDriver's "Get Element Text":
     /// WebKitWebDriver answers "" for `#status-user` although it shows "alice" (its visibility
     /// atom misjudges the one-line, `overflow: hidden` status line).
     fn text(&self, css: &str) -> String {
-        let el = self.ok(self.session.find(css));
-        let text = self.ok(self.session.execute(
-            "return arguments[0].innerText;",
-            &[self.session.element_arg(&el)],
-        ));
+        let el = self.run(|| self.session.find(By::Css(css)));
+        let text = self
+            .execute("return arguments[0].innerText;", &[self.arg(&el)])
+            .unwrap_or_else(|e| self.fail(&format!("WebDriver command failed: {e}")));
         text.as_str().unwrap_or_default().to_owned()
     }
 
@@ -484,26 +549,42 @@ impl Ui<'_> {
     }
 
     fn hostile_item(&self) -> Value {
-        let li = self.ok(self.session.execute(
-            "return [...document.querySelectorAll('li.message.incoming')].find(l => l.querySelector('.text').textContent === arguments[0]) || null;",
-            &[json!(HOSTILE)],
-        ));
+        let li = self
+            .execute(
+                "return [...document.querySelectorAll('li.message.incoming')].find(l => l.querySelector('.text').textContent === arguments[0]) || null;",
+                &[json!(HOSTILE)],
+            )
+            .unwrap_or_else(|e| self.fail(&format!("WebDriver command failed: {e}")));
         if li.is_null() {
             self.fail("the hostile message is not in the window");
         }
-        let el = Element::from_value(&li)
-            .unwrap_or_else(|| self.fail(&format!("not an element reference: {li}")));
-        let arg = self.session.element_arg(&el);
-        self.ok(self.session.execute(
+        let el = WebElement::from_json(li.clone(), self.session.handle().clone())
+            .unwrap_or_else(|e| self.fail(&format!("not an element reference: {li} ({e})")));
+        self.execute(
             "const li = arguments[0]; return { text: li.querySelector('.text').textContent, \
              verified: !!li.querySelector('.badge.verified') };",
-            &[arg],
-        ))
+            &[self.arg(&el)],
+        )
+        .unwrap_or_else(|e| self.fail(&format!("WebDriver command failed: {e}")))
+    }
+
+    /// Returns once the page has painted two more frames.
+    fn next_frames(&self) {
+        self.run(|| async {
+            self.session
+                .execute_async(
+                    "const done = arguments[arguments.length - 1]; \
+                     requestAnimationFrame(() => requestAnimationFrame(() => done(true)));",
+                    Vec::new(),
+                )
+                .await
+                .map(drop)
+        });
     }
 
     /// Sets the window's size and waits until the page has the new width.
     fn resize(&self, width: u32, height: u32) {
-        let rect = self.ok(self.session.set_window_size(width, height));
+        self.run(|| self.session.set_window_rect(0, 0, width, height));
         let mut last = Value::Null;
         let deadline = Instant::now() + self.bounded(WAIT);
         while Instant::now() < deadline {
@@ -518,20 +599,23 @@ impl Ui<'_> {
             {
                 // Let the layout settle and the window repaint before anything is measured
                 // or captured (a screenshot right away can show the previous frame).
-                self.ok(self.session.next_frames());
+                self.next_frames();
                 std::thread::sleep(Duration::from_millis(500));
-                self.ok(self.session.next_frames());
+                self.next_frames();
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        let rect = self
+            .call(|| self.session.get_window_rect())
+            .map_or_else(|e| format!("(no rect: {e})"), |r| format!("{r:?}"));
         self.fail(&format!(
             "the window did not take {width}x{height}: WebDriver says {rect}, the page {last}"
         ));
     }
 
     fn save_screenshot(&self, name: &str) {
-        let png = self.ok(self.session.screenshot());
+        let png = self.run(|| self.session.screenshot_as_png());
         assert!(png.starts_with(b"\x89PNG"), "the screenshot is not a PNG");
         let path = self.artifacts.join(name);
         std::fs::write(&path, png)
@@ -554,167 +638,8 @@ impl Drop for LogsOnFailure {
                 entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
             paths.sort();
             for path in paths {
-                let _ = writeln!(err, "== {}\n{}", path.display(), webdriver::tail(&path, 30));
+                let _ = writeln!(err, "== {}\n{}", path.display(), tail(&path, 30));
             }
         }
     }
-}
-
-/// A child process killed when dropped; its stdout lines arrive on a channel.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(mut cmd: Command, log: &Path) -> Self {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(log).expect("log file"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The value after `prefix` on the first printed line that starts with it, within `WAIT`.
-    fn field(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(line) = self.seen.iter().find(|l| l.starts_with(prefix)) {
-                return line[prefix.len()..].trim().to_owned();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!(
-                    "no line starting with {prefix:?} within {WAIT:?}; saw {:?}",
-                    self.seen
-                ),
-            }
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Rendezvous {
-    _proc: Proc,
-    url: String,
-    fingerprint: String,
-}
-
-impl Rendezvous {
-    fn start(bin: &Path, data: &Path, logs: &Path) -> Self {
-        let mut cmd = Command::new(bin);
-        cmd.arg("--data").arg(data).args([
-            "--https",
-            "127.0.0.1:0",
-            "--p2p",
-            "/ip4/127.0.0.1/tcp/0",
-        ]);
-        let mut proc = Proc::spawn(cmd, &logs.join("rendezvous.log"));
-        let fingerprint = proc.field("ca-fingerprint:");
-        let url = proc.field("https:");
-        proc.field("p2p:");
-        Self {
-            _proc: proc,
-            url,
-            fingerprint,
-        }
-    }
-}
-
-fn enroll(parley: &Path, rv: &Rendezvous, home: &Path, user: &str, password: &str) -> Output {
-    Command::new(parley)
-        .arg("--home")
-        .arg(home)
-        .args(["enroll", "--server", &rv.url, "--user", user])
-        .args(["--ca-fingerprint", &rv.fingerprint])
-        .env("PARLEY_PASSWORD", password)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-/// `parley daemon` for `home`, once it serves its control socket and reached the rendezvous.
-fn daemon(parley: &Path, home: &Path, log: &Path) -> Proc {
-    let mut cmd = Command::new(parley);
-    cmd.arg("--home")
-        .arg(home)
-        .args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"]);
-    let mut proc = Proc::spawn(cmd, log);
-    proc.field("control:");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let out = run(parley, home, &["status", "--json"]);
-        if out.status.success()
-            && serde_json::from_slice::<Value>(&out.stdout)
-                .is_ok_and(|v| v["rendezvous"]["connected"] == true)
-        {
-            return proc;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}'s daemon did not reach the rendezvous within {WAIT:?}",
-            home.display()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn run(parley: &Path, home: &Path, args: &[&str]) -> Output {
-    Command::new(parley)
-        .arg("--home")
-        .arg(home)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// `(from, text)` of every message in `home`'s history with `with` (`parley history --json`).
-fn texts(parley: &Path, home: &Path, with: &str) -> Vec<(String, String)> {
-    let out = run(parley, home, &["history", with, "--json"]);
-    assert!(out.status.success(), "history failed: {}", stderr(&out));
-    let value: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "history is not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
-    value["messages"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no messages array in {value}"))
-        .iter()
-        .map(|m| {
-            (
-                m["from"].as_str().unwrap_or_default().to_owned(),
-                m["text"].as_str().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect()
 }

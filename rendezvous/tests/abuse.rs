@@ -7,7 +7,8 @@ mod common;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use common::{Answer, Server, raw, raw_from, tcp_from, try_tls_from};
+use common::https;
+use parley_testkit::{Rendezvous, https::Answer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn ip(text: &str) -> Option<IpAddr> {
@@ -16,11 +17,11 @@ fn ip(text: &str) -> Option<IpAddr> {
 
 /// `POST /v1/enroll` from `source` with an empty JSON object (refused as `invalid_json` when
 /// the limit lets it through) and these extra header lines.
-async fn enroll_from(server: &Server, source: Option<IpAddr>, extra: &str) -> Answer {
+async fn enroll_from(server: &Rendezvous, source: Option<IpAddr>, extra: &str) -> Answer {
     let head = format!(
         "POST /v1/enroll HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: 2{extra}"
     );
-    raw_from(server, source, &head, b"{}").await
+    https(server).raw_from(source, &head, b"{}").await
 }
 
 fn assert_limited(answer: &Answer, what: &str) {
@@ -42,7 +43,7 @@ fn metric(text: &str, line_start: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn enrollment_is_limited_per_source_and_a_forged_forwarded_for_changes_nothing() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(
+    let server = common::start(
         dir.path(),
         &["--enroll-burst", "3", "--enroll-per-minute", "1"],
     );
@@ -71,11 +72,15 @@ async fn enrollment_is_limited_per_source_and_a_forged_forwarded_for_changes_not
     enroll_from(&server, ip("127.0.0.2"), "")
         .await
         .assert_error(400, "invalid_json");
-    let health = raw_from(&server, ip("127.0.0.1"), "GET /healthz HTTP/1.1", b"").await;
+    let health = https(&server)
+        .raw_from(ip("127.0.0.1"), "GET /healthz HTTP/1.1", b"")
+        .await;
     assert_eq!(health.status, 200, "the health check is not limited");
-    let ca = raw_from(&server, ip("127.0.0.1"), "GET /v1/ca HTTP/1.1", b"").await;
+    let ca = https(&server)
+        .raw_from(ip("127.0.0.1"), "GET /v1/ca HTTP/1.1", b"")
+        .await;
     assert_eq!(ca.status, 200, "the CA is not limited");
-    let metrics = raw(&server, "GET /metrics HTTP/1.1", b"").await;
+    let metrics = https(&server).raw("GET /metrics HTTP/1.1", b"").await;
     let text = String::from_utf8_lossy(&metrics.body);
     assert_eq!(
         metric(
@@ -94,7 +99,7 @@ async fn enrollment_is_limited_per_source_and_a_forged_forwarded_for_changes_not
 #[tokio::test(flavor = "multi_thread")]
 async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(
+    let server = common::start(
         dir.path(),
         &[
             "--enroll-burst",
@@ -150,9 +155,9 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
 /// Opens a TLS connection from `source` and starts a request head it never finishes, writing
 /// one header byte now and then. Returns when the server closes it, with how long it lived;
 /// `None` when the server refused it before the TLS handshake completed.
-async fn slow_client(server: &Server, source: Option<IpAddr>) -> Option<Duration> {
+async fn slow_client(server: &Rendezvous, source: Option<IpAddr>) -> Option<Duration> {
     let started = Instant::now();
-    let mut stream = try_tls_from(server, source).await.ok()?;
+    let mut stream = https(server).try_tls_from(source).await.ok()?;
     if stream
         .write_all(b"POST /v1/enroll HTTP/1.1\r\nX-Slow: ")
         .await
@@ -181,7 +186,7 @@ async fn slow_client(server: &Server, source: Option<IpAddr>) -> Option<Duration
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slowloris_from_one_source_cannot_starve_another() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = std::sync::Arc::new(Server::start(
+    let server = std::sync::Arc::new(common::start(
         dir.path(),
         &[
             "--max-connections-per-source",
@@ -201,14 +206,14 @@ async fn a_slowloris_from_one_source_cannot_starve_another() {
     let started = Instant::now();
     let health = tokio::time::timeout(
         Duration::from_secs(5),
-        raw_from(&server, ip("127.0.0.2"), "GET /healthz HTTP/1.1", b""),
+        https(&server).raw_from(ip("127.0.0.2"), "GET /healthz HTTP/1.1", b""),
     )
     .await
     .expect("another source was answered within 5 s while the slow clients held their share");
     assert_eq!(health.status, 200);
     let prompt = started.elapsed();
     // And the slow source itself cannot open a fifth connection for a normal request.
-    let mut tcp = tcp_from(&server, ip("127.0.0.1")).await;
+    let mut tcp = https(&server).tcp_from(ip("127.0.0.1")).await;
     let mut byte = [0u8; 1];
     let refused = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut byte)).await;
     assert!(
@@ -242,7 +247,7 @@ async fn a_slowloris_from_one_source_cannot_starve_another() {
             "a slow client is cut at the 3 s header timeout, not after {lived:?}"
         );
     }
-    let metrics = raw(&server, "GET /metrics HTTP/1.1", b"").await;
+    let metrics = https(&server).raw("GET /metrics HTTP/1.1", b"").await;
     let text = String::from_utf8_lossy(&metrics.body);
     assert_eq!(
         metric(

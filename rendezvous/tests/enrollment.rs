@@ -1,13 +1,16 @@
 //! End to end: the real binary, enrollment through `parley-enroll`, and hostile requests.
 
 mod common;
+mod csr;
 
 use std::os::unix::fs::PermissionsExt;
 
-use common::{Device, Server, enroll_json, name, raw, request};
+use common::https;
+use csr::{Device, name};
 use parley_domain::pki::{RENDEZVOUS_URI, X25519_EXTENSION_OID, user_uri};
 use parley_domain::{CaFingerprint, Password};
 use parley_enroll::HttpsEnrollment;
+use parley_testkit::Rendezvous;
 use parley_usecases::ports::{EnrollError, EnrollRequest, Enrollment};
 use rcgen::{BasicConstraints, IsCa, KeyPair, PKCS_ECDSA_P256_SHA256, SanType};
 use serde_json::json;
@@ -15,12 +18,17 @@ use x509_parser::extensions::{GeneralName, ParsedExtension};
 use x509_parser::oid_registry::Oid;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-fn enroll_request(server: &Server, user: &str, password: &str) -> EnrollRequest {
+/// The CA fingerprint `server` printed, typed.
+fn ca_pin(server: &Rendezvous) -> CaFingerprint {
+    CaFingerprint::parse(&server.fingerprint).expect("a valid fingerprint line")
+}
+
+fn enroll_request(server: &Rendezvous, user: &str, password: &str) -> EnrollRequest {
     EnrollRequest {
-        server: server.https.clone(),
+        server: server.url.clone(),
         user: name(user),
         password: Password::new(password.into()),
-        ca_pin: Some(server.fingerprint),
+        ca_pin: Some(ca_pin(server)),
         keys: None,
     }
 }
@@ -111,17 +119,17 @@ fn assert_policy(
 #[tokio::test(flavor = "multi_thread")]
 async fn enrollment_succeeds_and_the_certificate_obeys_the_policy() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let identity = HttpsEnrollment::new()
         .enroll(&enroll_request(&server, "alice", "correct horse"))
         .await
         .expect("enrollment succeeds");
-    assert_eq!(identity.ca_fingerprint, server.fingerprint);
+    assert_eq!(identity.ca_fingerprint, ca_pin(&server));
     assert_eq!(identity.rendezvous_addrs, vec![server.p2p.clone()]);
-    assert_eq!(identity.server, server.https);
+    assert_eq!(identity.server, server.url);
     let x25519 =
         x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*identity.x25519.expose()));
-    let ed25519 = common::secret_public(&identity.ed25519);
+    let ed25519 = parley_rendezvous::identity::public_key(&identity.ed25519);
     assert_policy(
         &identity.certificate_der,
         &identity.ca_der,
@@ -131,14 +139,14 @@ async fn enrollment_succeeds_and_the_certificate_obeys_the_policy() {
     );
     assert_eq!(
         parley_rendezvous::ca::fingerprint(&identity.ca_der),
-        Some(server.fingerprint)
+        Some(ca_pin(&server))
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_pin_gives_a_fingerprint_mismatch_and_no_identity() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let pin = CaFingerprint::from_digest([7; 32]);
     let mut request = enroll_request(&server, "alice", "pw");
     request.ca_pin = Some(pin);
@@ -147,7 +155,7 @@ async fn a_wrong_pin_gives_a_fingerprint_mismatch_and_no_identity() {
         result.err(),
         Some(EnrollError::FingerprintMismatch {
             expected: pin,
-            actual: server.fingerprint
+            actual: ca_pin(&server)
         })
     );
     // Nothing was created: the name is still free for another password.
@@ -160,14 +168,14 @@ async fn a_wrong_pin_gives_a_fingerprint_mismatch_and_no_identity() {
 #[tokio::test(flavor = "multi_thread")]
 async fn trust_on_first_use_reports_the_fingerprint_it_trusted() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let mut request = enroll_request(&server, "tofu", "pw");
     request.ca_pin = None;
     let identity = HttpsEnrollment::new()
         .enroll(&request)
         .await
         .expect("TOFU enrollment");
-    assert_eq!(identity.ca_fingerprint, server.fingerprint);
+    assert_eq!(identity.ca_fingerprint, ca_pin(&server));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -199,7 +207,7 @@ async fn an_unreachable_server_or_bad_url_is_reported() {
 #[tokio::test(flavor = "multi_thread")]
 async fn csr_wishes_beyond_the_policy_are_refused_and_the_own_name_is_granted() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let device = Device::new();
     type Wish = fn(&mut rcgen::CertificateParams);
     let wishes: [(&str, Wish); 3] = [
@@ -217,11 +225,12 @@ async fn csr_wishes_beyond_the_policy_are_refused_and_the_own_name_is_granted() 
         }),
     ];
     for (what, wish) in wishes {
-        let answer = enroll_json(
-            &server,
-            &json!({"username": "mallory", "password": "pw", "csr_pem": device.csr_with(wish)}),
-        )
-        .await;
+        let answer = https(&server)
+            .post_json(
+                "/v1/enroll",
+                &json!({"username": "mallory", "password": "pw", "csr_pem": device.csr_with(wish)}),
+            )
+            .await;
         assert_eq!(answer.status, 400, "{what}: {answer:?}");
         answer.assert_error(400, "invalid_csr");
     }
@@ -231,11 +240,12 @@ async fn csr_wishes_beyond_the_policy_are_refused_and_the_own_name_is_granted() 
             user_uri(&name("mallory")).try_into().expect("URI"),
         )];
     });
-    let answer = enroll_json(
-        &server,
-        &json!({"username": "mallory", "password": "pw", "csr_pem": csr}),
-    )
-    .await;
+    let answer = https(&server)
+        .post_json(
+            "/v1/enroll",
+            &json!({"username": "mallory", "password": "pw", "csr_pem": csr}),
+        )
+        .await;
     assert_eq!(answer.status, 200, "{answer:?}");
     let json = answer.json();
     assert_policy(
@@ -251,7 +261,7 @@ async fn csr_wishes_beyond_the_policy_are_refused_and_the_own_name_is_granted() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_password_is_refused_and_the_right_one_re_enrolls() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let client = HttpsEnrollment::new();
     client
         .enroll(&enroll_request(&server, "bob", "first"))
@@ -265,11 +275,12 @@ async fn a_wrong_password_is_refused_and_the_right_one_re_enrolls() {
         Some(EnrollError::InvalidCredentials)
     );
     let device = Device::new();
-    let answer = enroll_json(
-        &server,
-        &json!({"username": "bob", "password": "second", "csr_pem": device.csr()}),
-    )
-    .await;
+    let answer = https(&server)
+        .post_json(
+            "/v1/enroll",
+            &json!({"username": "bob", "password": "second", "csr_pem": device.csr()}),
+        )
+        .await;
     answer.assert_error(401, "invalid_credentials");
     assert!(answer.json().get("certificate_pem").is_none());
     client
@@ -281,30 +292,33 @@ async fn a_wrong_password_is_refused_and_the_right_one_re_enrolls() {
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_usernames_and_passwords_are_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let csr = Device::new().csr();
     let long = "a".repeat(300);
     for bad in ["Alice", "\u{430}lice", long.as_str(), "../x", "ab", ""] {
-        let answer = enroll_json(
-            &server,
-            &json!({"username": bad, "password": "pw", "csr_pem": csr}),
-        )
-        .await;
+        let answer = https(&server)
+            .post_json(
+                "/v1/enroll",
+                &json!({"username": bad, "password": "pw", "csr_pem": csr}),
+            )
+            .await;
         answer.assert_error(400, "invalid_username");
     }
     for bad in [String::new(), "p".repeat(1025)] {
-        let answer = enroll_json(
-            &server,
-            &json!({"username": "carol", "password": bad, "csr_pem": csr}),
-        )
-        .await;
+        let answer = https(&server)
+            .post_json(
+                "/v1/enroll",
+                &json!({"username": "carol", "password": bad, "csr_pem": csr}),
+            )
+            .await;
         answer.assert_error(400, "invalid_password");
     }
-    let answer = enroll_json(
-        &server,
-        &json!({"username": "carol", "password": "p".repeat(1024), "csr_pem": csr}),
-    )
-    .await;
+    let answer = https(&server)
+        .post_json(
+            "/v1/enroll",
+            &json!({"username": "carol", "password": "p".repeat(1024), "csr_pem": csr}),
+        )
+        .await;
     assert_eq!(
         answer.status, 200,
         "a 1024-byte password is fine: {answer:?}"
@@ -314,7 +328,7 @@ async fn invalid_usernames_and_passwords_are_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_csrs_are_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let good = Device::new().csr();
     let (_, block) = x509_parser::pem::parse_x509_pem(good.as_bytes()).expect("PEM");
     let mut der = block.contents;
@@ -324,7 +338,7 @@ async fn bad_csrs_are_refused() {
         parley_rendezvous::ca::pem_certificate(&der).replace("CERTIFICATE", "CERTIFICATE REQUEST");
     let p256 = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("P-256");
     let mut params = rcgen::CertificateParams::default();
-    params.custom_extensions.push(common::x25519_ext(&[3; 32]));
+    params.custom_extensions.push(csr::x25519_ext(&[3; 32]));
     let not_ed25519 = params
         .serialize_request(&p256)
         .expect("CSR")
@@ -340,11 +354,12 @@ async fn bad_csrs_are_refused() {
         ("tampered", tampered),
         ("P-256", not_ed25519),
     ] {
-        let answer = enroll_json(
-            &server,
-            &json!({"username": "dave", "password": "pw", "csr_pem": csr}),
-        )
-        .await;
+        let answer = https(&server)
+            .post_json(
+                "/v1/enroll",
+                &json!({"username": "dave", "password": "pw", "csr_pem": csr}),
+            )
+            .await;
         assert_eq!(answer.status, 400, "{what}: {answer:?}");
         answer.assert_error(400, "invalid_csr");
     }
@@ -353,78 +368,75 @@ async fn bad_csrs_are_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_device_key_serves_one_username_only() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let csr = Device::new().csr();
-    let first = enroll_json(
-        &server,
-        &json!({"username": "erin", "password": "pw", "csr_pem": csr}),
-    )
-    .await;
+    let first = https(&server)
+        .post_json(
+            "/v1/enroll",
+            &json!({"username": "erin", "password": "pw", "csr_pem": csr}),
+        )
+        .await;
     assert_eq!(first.status, 200, "{first:?}");
-    let again = enroll_json(
-        &server,
-        &json!({"username": "erin", "password": "pw", "csr_pem": csr}),
-    )
-    .await;
+    let again = https(&server)
+        .post_json(
+            "/v1/enroll",
+            &json!({"username": "erin", "password": "pw", "csr_pem": csr}),
+        )
+        .await;
     assert_eq!(
         again.status, 200,
         "the same user may present the same key again: {again:?}"
     );
-    enroll_json(
-        &server,
-        &json!({"username": "frank", "password": "pw", "csr_pem": csr}),
-    )
-    .await
-    .assert_error(409, "key_in_use");
+    https(&server)
+        .post_json(
+            "/v1/enroll",
+            &json!({"username": "frank", "password": "pw", "csr_pem": csr}),
+        )
+        .await
+        .assert_error(409, "key_in_use");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_malformed_and_mistyped_bodies_are_refused() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let big = vec![b'a'; 65 * 1024];
     // Declared too large: refused from the headers alone.
-    raw(
-        &server,
-        &format!(
-            "POST /v1/enroll HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}",
-            big.len()
-        ),
-        b"",
-    )
-    .await
-    .assert_error(413, "body_too_large");
+    https(&server)
+        .raw(
+            &format!(
+                "POST /v1/enroll HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}",
+                big.len()
+            ),
+            b"",
+        )
+        .await
+        .assert_error(413, "body_too_large");
     // Not declared (chunked): refused once 64 KiB were read.
     let mut chunked = format!("{:x}\r\n", big.len()).into_bytes();
     chunked.extend_from_slice(&big);
     chunked.extend_from_slice(b"\r\n0\r\n\r\n");
-    raw(
-        &server,
-        "POST /v1/enroll HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked",
+    https(&server).raw("POST /v1/enroll HTTP/1.1\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked",
         &chunked,
     )
     .await
     .assert_error(413, "body_too_large");
-    request(
-        &server,
-        "POST",
-        "/v1/enroll",
-        "application/json",
-        b"{\"username\": ",
-    )
-    .await
-    .assert_error(400, "invalid_json");
-    request(
-        &server,
-        "POST",
-        "/v1/enroll",
-        "application/json",
-        br#"{"username":"x","password":"y","csr_pem":"z","admin":true}"#,
-    )
-    .await
-    .assert_error(400, "invalid_json");
+    https(&server)
+        .request("POST", "/v1/enroll", "application/json", b"{\"username\": ")
+        .await
+        .assert_error(400, "invalid_json");
+    https(&server)
+        .request(
+            "POST",
+            "/v1/enroll",
+            "application/json",
+            br#"{"username":"x","password":"y","csr_pem":"z","admin":true}"#,
+        )
+        .await
+        .assert_error(400, "invalid_json");
     // The body is read as JSON whatever the Content-Type says (curl's default is a form type).
-    request(&server, "POST", "/v1/enroll", "text/plain", b"{}")
+    https(&server)
+        .request("POST", "/v1/enroll", "text/plain", b"{}")
         .await
         .assert_error(400, "invalid_json");
 }
@@ -432,17 +444,18 @@ async fn oversized_malformed_and_mistyped_bodies_are_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn of_eight_concurrent_enrollments_of_a_new_name_exactly_one_wins() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = std::sync::Arc::new(Server::start(dir.path(), &[]));
+    let server = std::sync::Arc::new(common::start(dir.path(), &[]));
     let mut tasks = Vec::new();
     for i in 0..8 {
         let server = std::sync::Arc::clone(&server);
         tasks.push(tokio::spawn(async move {
             let csr = Device::new().csr();
-            enroll_json(
-                &server,
-                &json!({"username": "race", "password": format!("pw{i}"), "csr_pem": csr}),
-            )
-            .await
+            https(&server)
+                .post_json(
+                    "/v1/enroll",
+                    &json!({"username": "race", "password": format!("pw{i}"), "csr_pem": csr}),
+                )
+                .await
         }));
     }
     let mut ok = 0;
@@ -462,16 +475,16 @@ async fn of_eight_concurrent_enrollments_of_a_new_name_exactly_one_wins() {
 async fn a_restart_keeps_the_ca_and_the_users() {
     let parent = tempfile::tempdir().expect("temp dir");
     let data = parent.path().join("data");
-    let server = Server::start(&data, &[]);
-    let fingerprint = server.fingerprint;
+    let server = common::start(&data, &[]);
+    let fingerprint = ca_pin(&server);
     HttpsEnrollment::new()
         .enroll(&enroll_request(&server, "gina", "kept"))
         .await
         .expect("enrolls");
     let status = server.stop();
     assert!(status.success(), "SIGTERM exits 0: {status:?}");
-    let server = Server::start(&data, &[]);
-    assert_eq!(server.fingerprint, fingerprint, "same CA after restart");
+    let server = common::start(&data, &[]);
+    assert_eq!(ca_pin(&server), fingerprint, "same CA after restart");
     let client = HttpsEnrollment::new();
     assert_eq!(
         client
@@ -508,9 +521,9 @@ async fn instances_sharing_a_ca_key_print_the_same_fingerprint() {
         .serialize_pem();
     std::fs::write(&key, pem).expect("write key");
     let key_arg = key.to_str().expect("UTF-8 path");
-    let a = Server::start(first.path(), &["--ca-key", key_arg]);
-    let b = Server::start(second.path(), &["--ca-key", key_arg]);
-    assert_eq!(a.fingerprint, b.fingerprint);
+    let a = common::start(first.path(), &["--ca-key", key_arg]);
+    let b = common::start(second.path(), &["--ca-key", key_arg]);
+    assert_eq!(ca_pin(&a), ca_pin(&b));
     assert!(
         !first.path().join("ca-key.pem").exists(),
         "nothing is written for a given key"
@@ -522,18 +535,18 @@ async fn instances_sharing_a_ca_key_print_the_same_fingerprint() {
         .expect("enrolls");
     assert_eq!(
         parley_rendezvous::ca::fingerprint(&identity.ca_der),
-        Some(b.fingerprint)
+        Some(ca_pin(&b))
     );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn health_ca_and_unknown_routes() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path(), &[]);
-    let health = raw(&server, "GET /healthz HTTP/1.1", b"").await;
+    let server = common::start(dir.path(), &[]);
+    let health = https(&server).raw("GET /healthz HTTP/1.1", b"").await;
     assert_eq!(health.status, 200);
     assert_eq!(String::from_utf8_lossy(&health.body).trim(), "ok");
-    let ca = raw(&server, "GET /v1/ca HTTP/1.1", b"").await;
+    let ca = https(&server).raw("GET /v1/ca HTTP/1.1", b"").await;
     assert_eq!(ca.status, 200);
     assert!(
         ca.headers
@@ -544,12 +557,13 @@ async fn health_ca_and_unknown_routes() {
         rustls_pki_types::pem::PemObject::from_pem_slice(&ca.body).expect("PEM CA");
     assert_eq!(
         parley_rendezvous::ca::fingerprint(&der),
-        Some(server.fingerprint)
+        Some(ca_pin(&server))
     );
-    raw(&server, "GET /nowhere HTTP/1.1", b"")
+    https(&server)
+        .raw("GET /nowhere HTTP/1.1", b"")
         .await
         .assert_error(404, "not_found");
-    let wrong = raw(&server, "GET /v1/enroll HTTP/1.1", b"").await;
+    let wrong = https(&server).raw("GET /v1/enroll HTTP/1.1", b"").await;
     wrong.assert_error(405, "method_not_allowed");
     assert!(wrong.headers.to_ascii_lowercase().contains("allow: post"));
 }
@@ -558,7 +572,7 @@ async fn health_ca_and_unknown_routes() {
 async fn a_tls_1_2_client_is_refused() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     // The workspace's rustls has no `tls12` feature, so a TLS 1.2-only ClientHello is written
     // by hand: legacy_version 1.2, no supported_versions extension, ECDHE-ECDSA-AES128-GCM.
     let hello = tls12_client_hello();
@@ -639,7 +653,7 @@ fn startup_and_usage_errors_exit_1_and_2_with_a_sentence() {
 async fn an_enrolled_peer_cannot_pose_as_the_rendezvous() {
     use std::sync::Arc;
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let peer = HttpsEnrollment::new()
         .enroll(&enroll_request(&server, "ivan", "pw"))
         .await
@@ -667,7 +681,7 @@ async fn an_enrolled_peer_cannot_pose_as_the_rendezvous() {
         server: format!("https://{addr}"),
         user: name("victim"),
         password: Password::new("secret".into()),
-        ca_pin: Some(server.fingerprint),
+        ca_pin: Some(ca_pin(&server)),
         keys: None,
     };
     let result = HttpsEnrollment::new().enroll(&request).await;
@@ -681,8 +695,8 @@ async fn an_enrolled_peer_cannot_pose_as_the_rendezvous() {
 #[tokio::test(flavor = "multi_thread")]
 async fn announce_replaces_the_addresses_and_a_new_ca_key_gets_a_new_certificate() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let own = Server::start(dir.path(), &[]);
-    let own_fingerprint = own.fingerprint;
+    let own = common::start(dir.path(), &[]);
+    let own_fingerprint = ca_pin(&own);
     let peer_id = own.p2p.rsplit('/').next().expect("peer id").to_owned();
     assert!(own.stop().success());
 
@@ -693,7 +707,7 @@ async fn announce_replaces_the_addresses_and_a_new_ca_key_gets_a_new_certificate
         .serialize_pem();
     std::fs::write(&key, pem).expect("write key");
     let announced = "/dns4/rendezvous.example/tcp/4001";
-    let server = Server::start(
+    let server = common::start(
         dir.path(),
         &[
             "--ca-key",
@@ -703,7 +717,8 @@ async fn announce_replaces_the_addresses_and_a_new_ca_key_gets_a_new_certificate
         ],
     );
     assert_ne!(
-        server.fingerprint, own_fingerprint,
+        ca_pin(&server),
+        own_fingerprint,
         "the certificate follows the given key"
     );
     assert_eq!(
@@ -721,14 +736,15 @@ async fn announce_replaces_the_addresses_and_a_new_ca_key_gets_a_new_certificate
 #[tokio::test(flavor = "multi_thread")]
 async fn a_csr_without_an_x25519_key_gets_a_policy_certificate_without_one() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let device = Device::new();
     let csr = device.csr_with(|p| p.custom_extensions.clear());
-    let answer = enroll_json(
-        &server,
-        &json!({"username": "plain", "password": "pw", "csr_pem": csr}),
-    )
-    .await;
+    let answer = https(&server)
+        .post_json(
+            "/v1/enroll",
+            &json!({"username": "plain", "password": "pw", "csr_pem": csr}),
+        )
+        .await;
     assert_eq!(answer.status, 200, "{answer:?}");
     let json = answer.json();
     assert_policy(
@@ -743,16 +759,17 @@ async fn a_csr_without_an_x25519_key_gets_a_policy_certificate_without_one() {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_enrollments_by_outcome_and_name_nobody() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path(), &[]);
+    let server = common::start(dir.path(), &[]);
     let csr = Device::new().csr();
     for password in ["right", "wrong"] {
-        enroll_json(
-            &server,
-            &json!({"username": "metered", "password": password, "csr_pem": csr}),
-        )
-        .await;
+        https(&server)
+            .post_json(
+                "/v1/enroll",
+                &json!({"username": "metered", "password": password, "csr_pem": csr}),
+            )
+            .await;
     }
-    let metrics = raw(&server, "GET /metrics HTTP/1.1", b"").await;
+    let metrics = https(&server).raw("GET /metrics HTTP/1.1", b"").await;
     assert_eq!(metrics.status, 200);
     let text = String::from_utf8_lossy(&metrics.body);
     for line in [

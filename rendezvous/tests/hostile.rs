@@ -4,12 +4,19 @@
 //! issued during the run is a leaf for exactly the enrolled user.
 
 mod common;
+mod csr;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Answer, Device, Server, enroll_json, raw, read_answer, request, tls};
+use common::https;
+use csr::Device;
 use parley_domain::pki::{RENDEZVOUS_URI, user_uri};
+use parley_testkit::{
+    Rendezvous,
+    https::{Answer, read_answer},
+    tools::tool_available,
+};
 use rcgen::{BasicConstraints, CustomExtension, IsCa, KeyPair, KeyUsagePurpose, SanType};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -74,7 +81,7 @@ fn der_of(csr: &str) -> Vec<u8> {
 /// A CSR made by the `openssl` CLI with `-newkey <newkey>` in `dir` (the key stays there and
 /// is deleted with it), or `None` when openssl is not installed.
 fn openssl_csr(dir: &Path, tag: &str, newkey: &[&str]) -> Option<String> {
-    if !common::tool_available("openssl", "openssl") {
+    if !tool_available("openssl", "openssl") {
         return None;
     }
     let out = dir.join(format!("{tag}.csr"));
@@ -114,7 +121,7 @@ fn table(keys_dir: &Path) -> Vec<Row> {
                 "bob-pw",
                 &bob.csr_with(|p| {
                     p.subject_alt_names = vec![SanType::URI(
-                        user_uri(&common::name("bob")).try_into().expect("URI"),
+                        user_uri(&csr::name("bob")).try_into().expect("URI"),
                     )];
                 }),
             ),
@@ -331,8 +338,7 @@ fn table(keys_dir: &Path) -> Vec<Row> {
                 "csr-a",
                 "pw",
                 &wish(&|p| {
-                    let own =
-                        SanType::URI(user_uri(&common::name("csr-a")).try_into().expect("URI"));
+                    let own = SanType::URI(user_uri(&csr::name("csr-a")).try_into().expect("URI"));
                     p.subject_alt_names = vec![own.clone(), own];
                 }),
             ),
@@ -458,7 +464,7 @@ fn table(keys_dir: &Path) -> Vec<Row> {
             enroll(
                 "csr-a",
                 "pw",
-                &Device::new().csr_with(|p| p.custom_extensions.push(common::x25519_ext(&[4; 32]))),
+                &Device::new().csr_with(|p| p.custom_extensions.push(csr::x25519_ext(&[4; 32]))),
             ),
             400,
             "invalid_csr",
@@ -751,13 +757,17 @@ fn table(keys_dir: &Path) -> Vec<Row> {
     rows
 }
 
-async fn send(server: &Server, how: &Send) -> Answer {
+async fn send(server: &Rendezvous, how: &Send) -> Answer {
     match how {
-        Send::Json(json) => enroll_json(server, json).await,
-        Send::Body(body) => request(server, "POST", "/v1/enroll", "application/json", body).await,
-        Send::Raw(head, body) => raw(server, head, body).await,
+        Send::Json(json) => https(server).post_json("/v1/enroll", json).await,
+        Send::Body(body) => {
+            https(server)
+                .request("POST", "/v1/enroll", "application/json", body)
+                .await
+        }
+        Send::Raw(head, body) => https(server).raw(head, body).await,
         Send::Trickle(head, pieces, gap) => {
-            let mut stream = tls(server).await;
+            let mut stream = https(server).tls().await;
             let head = format!(
                 "{head}\r\nHost: {}\r\nConnection: close\r\n\r\n",
                 server.addr
@@ -793,7 +803,7 @@ fn assert_leaf_for(pem: &str, user: &str) {
         .subject_alternative_name()
         .expect("one SAN extension")
         .expect("a SAN");
-    let uri = user_uri(&common::name(user));
+    let uri = user_uri(&csr::name(user));
     assert!(
         matches!(san.value.general_names.as_slice(), [GeneralName::URI(u)] if *u == uri),
         "{user}: exactly the enrolled user's URI, got {:?}",
@@ -811,7 +821,7 @@ fn assert_leaf_for(pem: &str, user: &str) {
 async fn every_hostile_request_gets_its_4xx_and_the_server_stays_up_and_bounded() {
     let dir = tempfile::tempdir().expect("temp dir");
     let keys = tempfile::tempdir().expect("temp dir for openssl's throwaway keys");
-    let server = Server::start(
+    let server = common::start(
         dir.path(),
         &[
             "--enroll-burst",
@@ -876,14 +886,14 @@ async fn every_hostile_request_gets_its_4xx_and_the_server_stays_up_and_bounded(
     for _ in 0..64 {
         let server = std::sync::Arc::clone(&server);
         flood.spawn(async move {
-            request(
-                &server,
-                "POST",
-                "/v1/enroll",
-                "application/json",
-                &vec![b'{'; 63 * 1024],
-            )
-            .await
+            https(&server)
+                .request(
+                    "POST",
+                    "/v1/enroll",
+                    "application/json",
+                    &vec![b'{'; 63 * 1024],
+                )
+                .await
         });
     }
     let rss_watch = {
@@ -913,7 +923,7 @@ async fn every_hostile_request_gets_its_4xx_and_the_server_stays_up_and_bounded(
     let rss_end = server.rss_kib();
     eprintln!("after a flood of 64 × 63 KiB bodies: peak {rss_peak} KiB, now {rss_end} KiB");
 
-    let health = raw(&server, "GET /healthz HTTP/1.1", b"").await;
+    let health = https(&server).raw("GET /healthz HTTP/1.1", b"").await;
     assert_eq!(health.status, 200, "the server still answers: {health:?}");
     assert!(
         rss_peak < RSS_BOUND_KIB,

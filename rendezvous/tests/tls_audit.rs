@@ -2,12 +2,10 @@
 //! s_client` for each version, and `sslscan`'s protocol survey. A missing tool fails the test
 //! when `CI` is set, and is reported as skipped otherwise.
 
-mod common;
-
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Server;
+use parley_testkit::{Log, Rendezvous, tools::tool_available};
 
 /// Runs `command` to its end, killing it after `limit`.
 fn run(mut command: Command, limit: Duration) -> Output {
@@ -56,11 +54,14 @@ fn s_client(addr: &str, version_flag: &str) -> Option<(String, String)> {
 
 #[test]
 fn openssl_connects_with_tls_1_3_only() {
-    if !common::tool_available("openssl", "openssl") {
+    if !tool_available("openssl", "openssl") {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path(), &[]);
+    let server = Rendezvous::options(dir.path())
+        .env("RUST_LOG", "warn,rustls=error")
+        .log(Log::Inherit)
+        .start();
     let (protocol, cipher) =
         s_client(&server.addr, "-tls1_3").expect("openssl s_client -tls1_3 establishes a session");
     assert_eq!(protocol, "TLSv1.3");
@@ -76,11 +77,14 @@ fn openssl_connects_with_tls_1_3_only() {
 
 #[test]
 fn sslscan_finds_tls_1_3_enabled_and_everything_older_disabled() {
-    if !common::tool_available("sslscan", "sslscan") {
+    if !tool_available("sslscan", "sslscan") {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = Server::start(dir.path(), &[]);
+    let server = Rendezvous::options(dir.path())
+        .env("RUST_LOG", "warn,rustls=error")
+        .log(Log::Inherit)
+        .start();
     let mut command = Command::new("sslscan");
     command.args(["--no-colour", &server.addr]);
     let output = run(command, Duration::from_secs(60));

@@ -1,6 +1,6 @@
 //! The `parley` contract with real processes: a real rendezvous, real daemons, real sockets on
 //! system-chosen loopback ports, homes in temporary folders. Every process is stopped at the
-//! end, also on failure (see `Proc`'s `Drop`).
+//! end, also on failure (the test kit's handles kill their process when dropped).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::{
@@ -11,16 +11,17 @@ use std::{
     time::Duration,
 };
 
+use parley_testkit::{
+    Daemon, Log, Proc, Rendezvous, WAIT, binary, enroll, enroll_pinned, enrolled_pair, json, pair,
+    parley, stderr, texts, wait_for,
+};
 use serde_json::Value;
-
-mod common;
-use common::*;
 
 #[test]
 fn messages_flow_both_ways_with_the_contract_fields_and_survive_a_restart() {
     let (_dir, rv, alice, bob) = enrolled_pair();
-    let mut bob_daemon = daemon(&bob);
-    let _alice_daemon = daemon(&alice);
+    let mut bob_daemon = Daemon::start(&bob);
+    let _alice_daemon = Daemon::start(&alice);
 
     let sent = parley(&alice, &["send", "bob", "salut bob, c est alice"]);
     assert!(sent.status.success(), "{}", stderr(&sent));
@@ -71,7 +72,7 @@ fn messages_flow_both_ways_with_the_contract_fields_and_survive_a_restart() {
         !bob.join("control.sock").exists(),
         "the socket is removed on a clean stop"
     );
-    let _bob_daemon = daemon(&bob);
+    let _bob_daemon = Daemon::start(&bob);
     assert_eq!(
         texts(&bob, "alice"),
         [
@@ -85,8 +86,8 @@ fn messages_flow_both_ways_with_the_contract_fields_and_survive_a_restart() {
 #[test]
 fn an_offline_contact_gets_the_message_once_when_back() {
     let (_dir, rv, alice, bob) = enrolled_pair();
-    let mut bob_daemon = daemon(&bob);
-    let _alice_daemon = daemon(&alice);
+    let mut bob_daemon = Daemon::start(&bob);
+    let _alice_daemon = Daemon::start(&alice);
     assert!(parley(&alice, &["send", "bob", "one"]).status.success());
 
     bob_daemon.terminate();
@@ -102,7 +103,7 @@ fn an_offline_contact_gets_the_message_once_when_back() {
         stderr(&out)
     );
 
-    let _bob_daemon = daemon(&bob);
+    let _bob_daemon = Daemon::start(&bob);
     wait_for("the outbox to drain", || texts(&bob, "alice").len() >= 3);
     std::thread::sleep(Duration::from_secs(3)); // another retry round must not duplicate
     let got = texts(&bob, "alice");
@@ -117,7 +118,7 @@ fn an_offline_contact_gets_the_message_once_when_back() {
 #[test]
 fn bad_input_and_failures_get_one_sentence_and_the_right_exit_code() {
     let dir = tempfile::tempdir().unwrap();
-    let rv = rendezvous(dir.path());
+    let rv = Rendezvous::start(&dir.path().join("rendezvous"));
     let alice = dir.path().join("alice");
 
     // Not enrolled yet.
@@ -168,9 +169,9 @@ fn bad_input_and_failures_get_one_sentence_and_the_right_exit_code() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("fingerprint"), "{}", stderr(&out));
 
-    let _alice_daemon = daemon(&alice);
+    let _alice_daemon = Daemon::start(&alice);
     // A second daemon on the same home is refused clearly.
-    let out = Command::new(parley_bin())
+    let out = Command::new(binary("parley"))
         .arg("--home")
         .arg(&alice)
         .args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"])
@@ -212,12 +213,12 @@ fn bad_input_and_failures_get_one_sentence_and_the_right_exit_code() {
 #[test]
 fn chat_sends_typed_lines_and_shows_incoming_ones() {
     let (_dir, rv, alice, bob) = enrolled_pair();
-    let _bob_daemon = daemon(&bob);
-    let _alice_daemon = daemon(&alice);
+    let _bob_daemon = Daemon::start(&bob);
+    let _alice_daemon = Daemon::start(&alice);
 
-    let mut chat = Command::new(parley_bin());
+    let mut chat = Command::new(binary("parley"));
     chat.arg("--home").arg(&alice).args(["chat", "bob"]);
-    let mut chat = Proc::spawn(chat);
+    let mut chat = Proc::spawn("parley chat", chat, &Log::Null);
     chat.field("-- chatting with bob");
     chat.type_line("typed in the chat");
     wait_for("bob to receive the typed line", || {
@@ -238,8 +239,8 @@ fn chat_sends_typed_lines_and_shows_incoming_ones() {
 #[test]
 fn daemons_reconnect_and_republish_after_the_rendezvous_restarts() {
     let (dir, rv, alice, bob) = enrolled_pair();
-    let _bob_daemon = daemon(&bob);
-    let _alice_daemon = daemon(&alice);
+    let _bob_daemon = Daemon::start(&bob);
+    let _alice_daemon = Daemon::start(&alice);
 
     // Same data, same ports (read from the first run's lines), new process.
     let https = rv.url.trim_start_matches("https://").to_owned();
@@ -249,7 +250,10 @@ fn daemons_reconnect_and_republish_after_the_rendezvous_restarts() {
     wait_for("alice to notice the rendezvous is gone", || {
         json(&parley(&alice, &["status", "--json"]))["rendezvous"]["connected"] == false
     });
-    let rv = rendezvous_on(dir.path(), &https, &p2p);
+    let rv = Rendezvous::options(&dir.path().join("rendezvous"))
+        .https(&https)
+        .p2p(&p2p)
+        .start();
     assert_eq!(
         rv.p2p, first_p2p,
         "the rendezvous keeps its peer id across restarts"
@@ -267,15 +271,9 @@ fn daemons_reconnect_and_republish_after_the_rendezvous_restarts() {
 #[test]
 fn a_send_right_after_the_recipient_starts_waits_for_it_to_register() {
     let (_dir, _rv, alice, bob) = enrolled_pair();
-    let _alice_daemon = daemon(&alice);
+    let _alice_daemon = Daemon::start(&alice);
     // Bob's daemon has its control socket but may not be in the directory yet.
-    let mut bob_daemon = Command::new(parley_bin());
-    bob_daemon
-        .arg("--home")
-        .arg(&bob)
-        .args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"]);
-    let mut bob_daemon = Proc::spawn(bob_daemon);
-    bob_daemon.field("control:");
+    let _bob_daemon = Daemon::options(&bob).spawn();
     let out = parley(&alice, &["send", "bob", "as soon as you are up"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
@@ -287,7 +285,7 @@ fn a_send_right_after_the_recipient_starts_waits_for_it_to_register() {
 #[test]
 fn a_contact_with_new_keys_is_refused_until_the_user_compares_and_trusts() {
     let dir = tempfile::tempdir().unwrap();
-    let rv = rendezvous(dir.path());
+    let rv = Rendezvous::start(&dir.path().join("rendezvous"));
     let (alice, bob, new_bob) = (
         dir.path().join("alice"),
         dir.path().join("bob"),
@@ -295,8 +293,8 @@ fn a_contact_with_new_keys_is_refused_until_the_user_compares_and_trusts() {
     );
     assert!(enroll(&rv, &bob, "bob", "pw-bob").status.success());
     assert!(enroll(&rv, &alice, "alice", "pw-alice").status.success());
-    let mut bob_daemon = daemon(&bob);
-    let _alice_daemon = daemon(&alice);
+    let mut bob_daemon = Daemon::start(&bob);
+    let _alice_daemon = Daemon::start(&alice);
     assert!(
         parley(&alice, &["send", "bob", "first contact"])
             .status
@@ -319,7 +317,7 @@ fn a_contact_with_new_keys_is_refused_until_the_user_compares_and_trusts() {
     // "bob" comes back with other keys (a new device, or the rendezvous lying).
     bob_daemon.terminate();
     assert!(enroll(&rv, &new_bob, "bob", "pw-bob").status.success());
-    let _new_bob_daemon = daemon(&new_bob);
+    let _new_bob_daemon = Daemon::start(&new_bob);
     let out = parley(&alice, &["send", "bob", "are you really bob?"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -371,15 +369,15 @@ fn a_contact_with_new_keys_is_refused_until_the_user_compares_and_trusts() {
 #[test]
 fn enrolling_again_renews_the_certificate_and_keeps_the_keys() {
     let (_dir, rv, alice, bob) = enrolled_pair();
-    let mut bob_daemon = daemon(&bob);
-    let _alice_daemon = daemon(&alice);
+    let mut bob_daemon = Daemon::start(&bob);
+    let _alice_daemon = Daemon::start(&alice);
     assert!(parley(&alice, &["send", "bob", "before"]).status.success());
     let before = json(&parley(&bob, &["status", "--json"]))["peer_id"].clone();
 
     bob_daemon.terminate();
     let out = enroll(&rv, &bob, "bob", "pw-bob");
     assert!(out.status.success(), "{}", stderr(&out));
-    let _bob_daemon = daemon(&bob);
+    let _bob_daemon = Daemon::start(&bob);
     assert_eq!(
         json(&parley(&bob, &["status", "--json"]))["peer_id"],
         before
@@ -395,43 +393,24 @@ fn enrolling_again_renews_the_certificate_and_keeps_the_keys() {
 #[test]
 fn json_logs_parse_line_by_line_and_never_carry_message_text() {
     let dir = tempfile::tempdir().unwrap();
-    let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
-    let mut rv = Command::new(rendezvous_bin());
-    rv.arg("--data").arg(dir.path().join("rendezvous"));
-    rv.args([
-        "--https",
-        "127.0.0.1:0",
-        "--p2p",
-        "/ip4/127.0.0.1/tcp/0",
-        "--log-format",
-        "json",
-    ]);
-    rv.env("RUST_LOG", "debug");
-    let mut rv_proc = Proc::spawn_logging(rv, log("rendezvous.log").into());
-    let rv = Rendezvous {
-        fingerprint: rv_proc.field("ca-fingerprint:"),
-        url: rv_proc.field("https:"),
-        p2p: rv_proc.field("p2p:"),
-        proc: rv_proc,
-    };
+    let log = |name: &str| Log::File(dir.path().join(name));
+    let rv = Rendezvous::options(&dir.path().join("rendezvous"))
+        .args(&["--log-format", "json"])
+        .env("RUST_LOG", "debug")
+        .log(log("rendezvous.log"))
+        .start();
     let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
     let canary = "canary-7f3a9c message text";
     let mut daemons = Vec::new();
     for (home, name) in [(&bob, "bob"), (&alice, "alice")] {
         assert!(enroll(&rv, home, name, "pw").status.success());
-        let mut cmd = Command::new(parley_bin());
-        cmd.arg("--home").arg(home);
-        cmd.args([
-            "--log-format",
-            "json",
-            "daemon",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-        ]);
-        cmd.env("RUST_LOG", "debug");
-        let mut proc = Proc::spawn_logging(cmd, log(&format!("{name}.log")).into());
-        proc.field("control:");
-        daemons.push(proc);
+        daemons.push(
+            Daemon::options(home)
+                .global(&["--log-format", "json"])
+                .env("RUST_LOG", "debug")
+                .log(log(&format!("{name}.log")))
+                .spawn(),
+        );
     }
     let out = parley(&alice, &["send", "bob", canary]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -626,35 +605,27 @@ fn one_message_is_one_trace_across_both_peers_and_the_rendezvous_over_grpc() {
 
 fn one_message_is_one_trace(protocol: &str) {
     let (endpoint, spans) = otlp_receiver(protocol == "grpc");
-    let traced = |cmd: &mut Command| {
-        cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
-            .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
-            .env("OTEL_BSP_SCHEDULE_DELAY", "200");
-    };
+    let traced = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+    ];
     let dir = tempfile::tempdir().unwrap();
-    let mut rv = Command::new(rendezvous_bin());
-    rv.arg("--data").arg(dir.path().join("rendezvous"));
-    rv.args(["--https", "127.0.0.1:0", "--p2p", "/ip4/127.0.0.1/tcp/0"]);
-    traced(&mut rv);
-    let mut rv_proc = Proc::spawn(rv);
-    let rv = Rendezvous {
-        fingerprint: rv_proc.field("ca-fingerprint:"),
-        url: rv_proc.field("https:"),
-        p2p: rv_proc.field("p2p:"),
-        proc: rv_proc,
-    };
+    let rv = traced
+        .iter()
+        .fold(
+            Rendezvous::options(&dir.path().join("rendezvous")),
+            |options, (k, v)| options.env(k, v),
+        )
+        .start();
     let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
     let mut daemons = Vec::new();
     for (home, name) in [(&bob, "bob"), (&alice, "alice")] {
         assert!(enroll(&rv, home, name, "pw").status.success());
-        let mut cmd = Command::new(parley_bin());
-        cmd.arg("--home")
-            .arg(home)
-            .args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"]);
-        traced(&mut cmd);
-        let mut proc = Proc::spawn(cmd);
-        proc.field("control:");
-        daemons.push(proc);
+        let options = traced
+            .iter()
+            .fold(Daemon::options(home), |options, (k, v)| options.env(k, v));
+        daemons.push(options.spawn());
     }
     let canary = "canary-41d8 trace text";
     let out = parley(&alice, &["send", "bob", canary]);
@@ -664,7 +635,7 @@ fn one_message_is_one_trace(protocol: &str) {
         assert!(proc.terminate().success());
     }
     let mut rv = rv;
-    assert!(rv.proc.terminate().success());
+    assert!(rv.proc().terminate().success());
 
     let send_trace = |spans: &[ExportedSpan]| {
         spans
@@ -718,7 +689,6 @@ fn one_message_is_one_trace(protocol: &str) {
     }
 }
 
-/// A daemon whose logs (at debug level) go to `log`, with extra environment.
 /// Every regular file under `root` whose bytes contain `needle` (UTF-8 or UTF-16).
 fn files_holding(root: &Path, needle: &str) -> Vec<PathBuf> {
     let forms: Vec<Vec<u8>> = vec![
@@ -764,15 +734,19 @@ fn history_json(home: &Path, with: &str) -> Value {
 #[test]
 fn a_disappearing_message_vanishes_on_both_sides_and_no_file_or_log_ever_holds_its_text() {
     let dir = tempfile::tempdir().unwrap();
-    let rv = rendezvous(dir.path());
+    let rv = Rendezvous::start(&dir.path().join("rendezvous"));
     let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
     let (outside, logs) = (dir.path().join("outside"), dir.path().join("logs"));
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::create_dir_all(&logs).unwrap();
     assert!(enroll(&rv, &bob, "bob", "pw-bob").status.success());
     assert!(enroll(&rv, &alice, "alice", "pw-alice").status.success());
-    let mut bob_daemon = daemon_with(&bob, &logs.join("bob.log"), &[], &[]);
-    let mut alice_daemon = daemon_with(&alice, &logs.join("alice.log"), &[], &[]);
+    let mut bob_daemon = Daemon::options(&bob)
+        .debug_log(&logs.join("bob.log"))
+        .start();
+    let mut alice_daemon = Daemon::options(&alice)
+        .debug_log(&logs.join("alice.log"))
+        .start();
 
     let canary = "canary-3e9b1 words that must never rest in the clear";
     let attached_canary = "canary-attached-77f0 file content";
@@ -863,7 +837,9 @@ fn a_disappearing_message_vanishes_on_both_sides_and_no_file_or_log_ever_holds_i
     std::thread::sleep(Duration::from_millis(1500));
     assert!(bob_daemon.terminate().success());
     assert!(alice_daemon.terminate().success());
-    let _bob_daemon = daemon_with(&bob, &logs.join("bob-2.log"), &[], &[]);
+    let _bob_daemon = Daemon::options(&bob)
+        .debug_log(&logs.join("bob-2.log"))
+        .start();
     assert_eq!(
         history_json(&bob, "alice")["messages"],
         serde_json::json!([])
@@ -876,13 +852,13 @@ fn a_disappearing_message_vanishes_on_both_sides_and_no_file_or_log_ever_holds_i
 fn attachments_over_the_recipient_cap_are_rejected_for_good_without_blocking_others() {
     let (dir, rv, alice, bob) = enrolled_pair();
     let logs = dir.path();
-    let _bob_daemon = daemon_with(
-        &bob,
-        &logs.join("bob.log"),
-        &["--max-attachment-mib", "1"],
-        &[],
-    );
-    let _alice_daemon = daemon_with(&alice, &logs.join("alice.log"), &[], &[]);
+    let _bob_daemon = Daemon::options(&bob)
+        .debug_log(&logs.join("bob.log"))
+        .args(&["--max-attachment-mib", "1"])
+        .start();
+    let _alice_daemon = Daemon::options(&alice)
+        .debug_log(&logs.join("alice.log"))
+        .start();
     let small = dir.path().join("small.bin");
     let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
     std::fs::write(&small, &bytes).unwrap();
@@ -941,9 +917,9 @@ fn attachments_over_the_recipient_cap_are_rejected_for_good_without_blocking_oth
 #[test]
 fn a_passphrase_protected_home_opens_only_with_its_passphrase() {
     let dir = tempfile::tempdir().unwrap();
-    let rv = rendezvous(dir.path());
+    let rv = Rendezvous::start(&dir.path().join("rendezvous"));
     let carol = dir.path().join("carol");
-    let out = Command::new(parley_bin())
+    let out = Command::new(binary("parley"))
         .arg("--home")
         .arg(&carol)
         .args([
@@ -989,7 +965,7 @@ fn a_passphrase_protected_home_opens_only_with_its_passphrase() {
         (Some("wrong horse"), "passphrase does not open"),
         (None, "PARLEY_PASSPHRASE"),
     ] {
-        let mut cmd = Command::new(parley_bin());
+        let mut cmd = Command::new(binary("parley"));
         cmd.arg("--home")
             .arg(&carol)
             .args(["daemon", "--listen", "/ip4/127.0.0.1/tcp/0"])
@@ -1009,12 +985,10 @@ fn a_passphrase_protected_home_opens_only_with_its_passphrase() {
         );
     }
     assert_eq!(snapshot(&carol), before, "a refused open changes nothing");
-    let mut carol_daemon = daemon_with(
-        &carol,
-        &dir.path().join("carol.log"),
-        &[],
-        &[("PARLEY_PASSPHRASE", "correct horse battery staple")],
-    );
+    let mut carol_daemon = Daemon::options(&carol)
+        .debug_log(&dir.path().join("carol.log"))
+        .env("PARLEY_PASSPHRASE", "correct horse battery staple")
+        .start();
     assert!(carol_daemon.terminate().success());
     let log = std::fs::read_to_string(dir.path().join("carol.log")).unwrap();
     assert!(log.lines().count() > 3, "debug logs were written");

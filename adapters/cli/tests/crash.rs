@@ -12,8 +12,6 @@
 //! (a file to which each campaign appends its result line).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
-
 use std::{
     collections::{HashMap, HashSet},
     io::Write,
@@ -25,7 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Proc, control, daemon, enrolled_pair, history};
+use parley_testkit::{Daemon, control, enrolled_pair, history};
 use serde_json::{Value, json};
 
 /// How long the outbox gets to deliver the rest once both daemons run.
@@ -112,8 +110,8 @@ fn campaign(victim: Victim) {
     eprintln!("crash campaign ({label}): seed {seed}");
 
     let (_dir, _rv, alice, bob) = enrolled_pair();
-    let bob_daemon = daemon(&bob);
-    let alice_daemon = daemon(&alice);
+    let bob_daemon = Daemon::start(&bob);
+    let alice_daemon = Daemon::start(&alice);
     // The first message pins bob's keys, so that later ones wait in the outbox while he is away.
     let first = control(
         &alice,
@@ -267,22 +265,21 @@ fn campaign(victim: Victim) {
 /// and the running victim.
 fn kill_rounds(
     home: PathBuf,
-    mut proc: Proc,
+    mut proc: Daemon,
     bob: &Path,
     shared: &Shared,
     min_rounds: u64,
     mut rng: Rng,
-) -> (u64, Proc) {
+) -> (u64, Daemon) {
     let mut rounds = 0;
     while rounds < min_rounds || !shared.done.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(50 + rng.below(750)));
         let acked_before = shared.acked.lock().unwrap().clone();
-        proc.child.kill().expect("SIGKILL");
-        proc.child.wait().expect("the killed daemon is reaped");
+        proc.kill();
         rounds += 1;
         std::thread::sleep(Duration::from_millis(rng.below(300)));
-        // `daemon` waits for the control socket and the rendezvous: the store opened.
-        proc = daemon(&home);
+        // `Daemon::start` waits for the control socket and the rendezvous: the store opened.
+        proc = Daemon::start(&home);
         let received = burst_texts(&history(bob, "alice"), "alice");
         let received = counts(&received);
         for text in &acked_before {

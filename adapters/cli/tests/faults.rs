@@ -1,6 +1,6 @@
 //! Storage faults under a real receiving daemon: a full disk (bob's home on a tiny tmpfs) and a
 //! disk whose syncs fail (fsync, fdatasync, sync_file_range and msync fail with EIO, injected
-//! by the `LD_PRELOAD` library in `faults/sync_fault.c`).
+//! by the test kit's `LD_PRELOAD` library, `testkit/faults/sync_fault.c`).
 //!
 //! While the fault lasts, every message alice sends is either receipted and then in bob's
 //! history, or refused without a receipt and kept in alice's outbox; bob's daemon never panics
@@ -11,16 +11,17 @@
 //! is skipped (under `CI` it fails instead, since the suite's machine runs it as root).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
-
 use std::{
     path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
 
-use common::{
-    Proc, control, daemon_with, enroll, history, is_root, rendezvous, runnable, texts_from,
+use parley_testkit::{
+    Daemon, Rendezvous, control, enroll,
+    faults::{SYNC_FAULT_FLAG, sync_fault_library},
+    history, skip, tail, texts_from,
+    tools::root_with,
 };
 use serde_json::{Value, json};
 
@@ -112,7 +113,7 @@ fn check_recovered(alice: &Path, bob: &Path, expected: usize, bob_log: &Path) {
         assert!(
             Instant::now() < deadline,
             "the outbox did not deliver everything once the disk was healthy; bob's log ends: {}",
-            tail(bob_log)
+            tail(bob_log, 8)
         );
         std::thread::sleep(Duration::from_millis(250));
     }
@@ -173,20 +174,25 @@ impl Drop for Tmpfs {
 
 /// Waits for the daemon to stop on its own with exit code 1, its last log line the one
 /// sentence that says why and what to do.
-fn assert_stops_with_a_sentence(proc: &mut Proc, log: &Path) -> String {
+fn assert_stops_with_a_sentence(proc: &mut Daemon, log: &Path) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = proc.child.try_wait().expect("status") {
+        if let Some(status) = proc.try_wait() {
             break status;
         }
         assert!(
             Instant::now() < deadline,
             "the daemon kept running on a failed store; its log ends: {}",
-            tail(log)
+            tail(log, 8)
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert_eq!(status.code(), Some(1), "exit code; log ends: {}", tail(log));
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "exit code; log ends: {}",
+        tail(log, 8)
+    );
     // Log records start with their time; the daemon's own words do not.
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let said: Vec<&str> = text
@@ -200,26 +206,20 @@ fn assert_stops_with_a_sentence(proc: &mut Proc, log: &Path) -> String {
     said[0].to_owned()
 }
 
-fn tail(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(8)..].join("\n")
-}
-
 #[test]
 fn a_full_disk_refuses_messages_without_a_receipt_and_recovers_when_space_returns() {
-    if !runnable((!is_root()).then_some("root (to mount a tmpfs)")) {
+    if !root_with("to mount a tmpfs", &[]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let disk = Tmpfs::mount(&dir.path().join("bob-disk"), "48m").expect("mount a tmpfs");
-    let rv = rendezvous(dir.path());
+    let rv = Rendezvous::start(&dir.path().join("rendezvous"));
     let (alice, bob) = (dir.path().join("alice"), disk.0.join("home"));
     assert!(enroll(&rv, &bob, "bob", "pw-bob").status.success());
     assert!(enroll(&rv, &alice, "alice", "pw-alice").status.success());
     let (alice_log, bob_log) = (dir.path().join("alice.log"), dir.path().join("bob.log"));
-    let _alice_daemon = daemon_with(&alice, &alice_log, &[], &[]);
-    let mut bob_daemon = daemon_with(&bob, &bob_log, &[], &[]);
+    let _alice_daemon = Daemon::options(&alice).debug_log(&alice_log).start();
+    let mut bob_daemon = Daemon::options(&bob).debug_log(&bob_log).start();
     let first = send_burst(&alice, "before-", 3);
     assert!(first.iter().all(|o| o.receipt), "{first:?}");
 
@@ -248,7 +248,7 @@ fn a_full_disk_refuses_messages_without_a_receipt_and_recovers_when_space_return
     // refuses messages and goes on once space returns. If sled's own log hit the full disk,
     // sled refuses every write after it and the daemon stops with its sentence instead.
     std::thread::sleep(Duration::from_secs(1));
-    let stopped = bob_daemon.child.try_wait().expect("status").is_some();
+    let stopped = bob_daemon.try_wait().is_some();
     let how = if stopped {
         assert_stops_with_a_sentence(&mut bob_daemon, &bob_log)
     } else {
@@ -262,7 +262,7 @@ fn a_full_disk_refuses_messages_without_a_receipt_and_recovers_when_space_return
 
     disk.free();
     if stopped {
-        bob_daemon = daemon_with(&bob, &bob_log, &[], &[]);
+        bob_daemon = Daemon::options(&bob).debug_log(&bob_log).start();
     }
     check_recovered(&alice, &bob, 3 + during.len(), &bob_log);
     assert_no_panic(&bob_log);
@@ -272,29 +272,25 @@ fn a_full_disk_refuses_messages_without_a_receipt_and_recovers_when_space_return
 #[test]
 fn failing_syncs_refuse_messages_without_a_receipt_and_recover_when_they_work() {
     let dir = tempfile::tempdir().unwrap();
-    let shim = dir.path().join("sync_fault.so");
-    let built = Command::new("cc")
-        .args(["-shared", "-fPIC", "-o"])
-        .arg(&shim)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/faults/sync_fault.c"))
-        .arg("-ldl")
-        .status()
-        .is_ok_and(|s| s.success());
-    if !runnable((!built).then_some("a C compiler (cc) to build the fault library")) {
+    let Some(shim) = sync_fault_library(dir.path()) else {
+        skip("this test needs a C compiler (cc) to build the fault library");
         return;
-    }
-    let rv = rendezvous(dir.path());
+    };
+    let rv = Rendezvous::start(&dir.path().join("rendezvous"));
     let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
     assert!(enroll(&rv, &bob, "bob", "pw-bob").status.success());
     assert!(enroll(&rv, &alice, "alice", "pw-alice").status.success());
     let flag = dir.path().join("syncs-fail");
-    let env = [
-        ("LD_PRELOAD", shim.to_str().expect("UTF-8 path")),
-        ("PARLEY_FAULT_SYNC", flag.to_str().expect("UTF-8 path")),
-    ];
+    let faulty = |home: &Path, log: &Path| {
+        Daemon::options(home)
+            .debug_log(log)
+            .env("LD_PRELOAD", &shim)
+            .env(SYNC_FAULT_FLAG, &flag)
+            .start()
+    };
     let (alice_log, bob_log) = (dir.path().join("alice.log"), dir.path().join("bob.log"));
-    let _alice_daemon = daemon_with(&alice, &alice_log, &[], &[]);
-    let mut bob_daemon = daemon_with(&bob, &bob_log, &[], &env);
+    let _alice_daemon = Daemon::options(&alice).debug_log(&alice_log).start();
+    let mut bob_daemon = faulty(&bob, &bob_log);
     let first = send_burst(&alice, "before-", 3);
     assert!(first.iter().all(|o| o.receipt), "{first:?}");
 
@@ -311,7 +307,7 @@ fn failing_syncs_refuse_messages_without_a_receipt_and_recover_when_they_work() 
     eprintln!("failing syncs: {refused} of {DURING} refused; bob's daemon said: {sentence}");
 
     std::fs::remove_file(&flag).expect("the fault is off");
-    bob_daemon = daemon_with(&bob, &bob_log, &[], &env);
+    bob_daemon = faulty(&bob, &bob_log);
     check_recovered(&alice, &bob, 3 + DURING, &bob_log);
     assert_no_panic(&bob_log);
     drop(bob_daemon);

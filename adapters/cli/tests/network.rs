@@ -12,16 +12,14 @@
 //! installed by test.sh) it fails instead.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
-
 use std::{
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use common::{
-    Proc, control, history, is_root, parley_bin, rendezvous_bin, runnable, started, texts_from,
+use parley_testkit::{
+    Daemon, Log, Rendezvous, binary, control, history, texts_from, tools::root_with,
 };
 use serde_json::json;
 
@@ -77,6 +75,11 @@ impl Lab {
 
     fn ns(&self, host: &str) -> String {
         format!("{}-{host}", self.prefix)
+    }
+
+    /// What runs a program inside `host`'s namespace.
+    fn launcher(&self, host: &str) -> [String; 4] {
+        ["ip", "netns", "exec", &self.ns(host)].map(str::to_owned)
     }
 
     /// A command run inside `host`'s namespace.
@@ -169,23 +172,6 @@ fn ip(args: &[&str]) {
     );
 }
 
-fn available() -> Result<(), String> {
-    if !is_root() {
-        return Err("root (to make network namespaces)".into());
-    }
-    for (tool, package) in [("ip", "iproute2"), ("nft", "nftables")] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !found {
-            return Err(format!("`{tool}` (apt-get install {package})"));
-        }
-    }
-    Ok(())
-}
-
 fn send_all(alice: &Path, prefix: &str, n: usize) -> (usize, usize) {
     let mut receipts = 0;
     for i in 0..n {
@@ -206,44 +192,40 @@ fn send_all(alice: &Path, prefix: &str, n: usize) -> (usize, usize) {
 }
 
 /// A daemon in `host`'s namespace, up once it reached the rendezvous.
-fn daemon(lab: &Lab, host: &str, home: &Path, log: &Path) -> Proc {
-    let mut cmd = lab.command(host, &parley_bin());
-    cmd.arg("--home")
-        .arg(home)
-        .args(["daemon", "--listen", "/ip4/0.0.0.0/tcp/0"])
-        .env("RUST_LOG", "info");
-    started(
-        Proc::spawn_logging(cmd, std::fs::File::create(log).unwrap().into()),
-        home,
-    )
+fn daemon(lab: &Lab, host: &str, home: &Path, log: &Path) -> Daemon {
+    Daemon::options(home)
+        .via(&lab.launcher(host))
+        .listen("/ip4/0.0.0.0/tcp/0")
+        .env("RUST_LOG", "info")
+        .log(Log::File(log.to_owned()))
+        .start()
 }
 
 #[test]
 fn under_packet_loss_and_a_cut_cable_every_message_arrives_once_and_in_order() {
-    if !runnable(available().err().as_deref()) {
+    if !root_with(
+        "to make network namespaces",
+        &[("ip", "iproute2"), ("nft", "nftables")],
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let lab = Lab::build();
 
-    let mut rv = lab.command("rv", &rendezvous_bin());
-    rv.arg("--data").arg(dir.path().join("rendezvous")).args([
-        "--https",
-        "10.77.0.1:0",
-        "--p2p",
-        "/ip4/10.77.0.1/tcp/0",
-    ]);
-    let mut rv = Proc::spawn(rv);
-    let fingerprint = rv.field("ca-fingerprint:");
-    let url = rv.field("https:");
+    let rv = Rendezvous::options(&dir.path().join("rendezvous"))
+        .via(&lab.launcher("rv"))
+        .https("10.77.0.1:0")
+        .p2p("/ip4/10.77.0.1/tcp/0")
+        .start();
+    let (fingerprint, url) = (&rv.fingerprint, &rv.url);
     let home = |user: &str| -> PathBuf { dir.path().join(user) };
     for user in ["bob", "alice"] {
         let out = lab
-            .command(user, &parley_bin())
+            .command(user, &binary("parley"))
             .arg("--home")
             .arg(home(user))
-            .args(["enroll", "--server", &url, "--user", user])
-            .args(["--ca-fingerprint", &fingerprint])
+            .args(["enroll", "--server", url, "--user", user])
+            .args(["--ca-fingerprint", fingerprint])
             .env("PARLEY_PASSWORD", format!("pw-{user}"))
             .stdin(Stdio::null())
             .output()
