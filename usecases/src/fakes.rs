@@ -1,6 +1,7 @@
 //! In-memory fakes of the ports, for the use-case tests. Each can be told to fail.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use parley_domain::{
@@ -40,13 +41,13 @@ pub struct InMemoryStore {
     writes: Mutex<usize>,
     fail_at: Mutex<Option<usize>>,
     /// Files "on disk" that can be attached, by path.
-    pub disk: Mutex<HashMap<String, Vec<u8>>>,
+    pub disk: Mutex<HashMap<PathBuf, Vec<u8>>>,
     /// Sealed attachments, by locator.
     sealed_files: Mutex<HashMap<String, Vec<u8>>>,
     /// Attachments that arrived ahead of their envelope: (sender, digest) → bytes.
     staged: Mutex<HashMap<(Username, Digest), Vec<u8>>>,
     /// Files saved by `save`, by destination.
-    pub saved: Mutex<HashMap<String, Vec<u8>>>,
+    pub saved: Mutex<HashMap<PathBuf, Vec<u8>>>,
     /// The attachment cap.
     pub max_attachment: Mutex<u64>,
     /// When set, `sync` fails (the disk refuses to make deferred writes durable).
@@ -370,7 +371,7 @@ impl AttachmentFiles for InMemoryStore {
         let plain = lock(&self.disk)
             .get(&source.path)
             .cloned()
-            .ok_or_else(|| AttachmentError::Unreadable(source.path.clone()))?;
+            .ok_or_else(|| AttachmentError::Unreadable(source.path.display().to_string()))?;
         let max = *lock(&self.max_attachment);
         if max > 0 && plain.len() as u64 > max {
             return Err(AttachmentError::TooLarge {
@@ -436,7 +437,7 @@ impl AttachmentFiles for InMemoryStore {
         id: &MessageId,
         index: usize,
         attachment: &Attachment,
-        dest: &str,
+        dest: &Path,
     ) -> Result<u64, AttachmentError> {
         let sealed = self
             .sealed_file(&self.locator(owner, id, index))
@@ -448,7 +449,8 @@ impl AttachmentFiles for InMemoryStore {
         let mut saved = lock(&self.saved);
         if saved.contains_key(dest) {
             return Err(AttachmentError::Destination(format!(
-                "{dest} exists already"
+                "{} exists already",
+                dest.display()
             )));
         }
         saved.insert(dest.to_owned(), plain.clone());

@@ -308,7 +308,7 @@ impl Peer {
                 .into_iter()
                 .map(|a| AttachmentSource {
                     name: a.name,
-                    path: a.path.to_string_lossy().into_owned(),
+                    path: a.path,
                 })
                 .collect(),
         };
@@ -408,10 +408,12 @@ impl Peer {
         index: usize,
         to: PathBuf,
     ) -> Result<view::Saved, PeerError> {
-        let saved = to.to_string_lossy().into_owned();
-        let bytes = blocking(|| self.core.save_attachment(with, id, index, &saved))
+        let bytes = blocking(|| self.core.save_attachment(with, id, index, &to))
             .map_err(PeerError::Save)?;
-        Ok(view::Saved { bytes, saved })
+        Ok(view::Saved {
+            bytes,
+            saved: to.to_string_lossy().into_owned(),
+        })
     }
 
     /// Asks the directory about the most recent conversations' contacts; tells watchers of

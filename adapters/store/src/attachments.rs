@@ -118,7 +118,7 @@ impl Store {
         source: &AttachmentSource,
         target: &Path,
     ) -> Result<Attachment, AttachmentError> {
-        let unreadable = || AttachmentError::Unreadable(source.path.clone());
+        let unreadable = || AttachmentError::Unreadable(source.path.display().to_string());
         let file = File::open(&source.path).map_err(|_| unreadable())?;
         let size = file.metadata().map_err(|_| unreadable())?.len();
         let max = self.attachment_limit();
@@ -223,9 +223,8 @@ impl AttachmentFiles for Store {
         id: &MessageId,
         index: usize,
         attachment: &Attachment,
-        dest: &str,
+        dest: &Path,
     ) -> Result<u64, AttachmentError> {
-        let dest = Path::new(dest);
         if dest.exists() {
             return Err(AttachmentError::Destination(format!(
                 "{} exists already; choose another name (nothing was overwritten)",

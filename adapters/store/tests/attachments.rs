@@ -26,7 +26,7 @@ fn source(dir: &Path, name: &str, bytes: &[u8]) -> AttachmentSource {
     std::fs::write(&path, bytes).expect("write");
     AttachmentSource {
         name: name.to_owned(),
-        path: path.to_string_lossy().into_owned(),
+        path,
     }
 }
 
@@ -74,7 +74,6 @@ fn a_sealed_attachment_rests_encrypted_and_saves_back_to_the_same_bytes() {
     );
 
     let dest = files.path().join("back.txt");
-    let dest = dest.to_string_lossy();
     let n = store
         .save(&user("alice"), &id, 0, &attachment, &dest)
         .expect("saved");
@@ -112,7 +111,7 @@ fn an_attachment_over_the_limit_or_missing_is_refused_and_nothing_is_left() {
     );
     let gone = AttachmentSource {
         name: "gone".into(),
-        path: files.path().join("gone").to_string_lossy().into_owned(),
+        path: files.path().join("gone"),
     };
     let err = store.seal_file(&user("alice"), &id, 0, &gone);
     assert!(
@@ -171,7 +170,7 @@ fn a_staged_attachment_is_claimed_once_and_a_damaged_one_is_never_saved() {
     bytes[20] ^= 1;
     std::fs::write(&kept, &bytes).expect("damage");
     let dest = files.path().join("out.jpg");
-    let err = bob.save(&user("alice"), &id, 0, &attachment, &dest.to_string_lossy());
+    let err = bob.save(&user("alice"), &id, 0, &attachment, &dest);
     assert_eq!(err, Err(AttachmentError::Damaged));
     assert!(!dest.exists());
     assert_eq!(

@@ -1,5 +1,7 @@
 //! Saving a received (or sent) attachment to a file of the user's choice.
 
+use std::path::Path;
+
 use parley_domain::{MessageId, Username};
 
 use super::Messaging;
@@ -61,7 +63,7 @@ where
         with: &Username,
         id: &MessageId,
         index: usize,
-        dest: &str,
+        dest: &Path,
     ) -> Result<u64, SaveError> {
         let message = self
             .store

@@ -1,6 +1,8 @@
 //! The store ports: conversations, the outbox, chains, contacts, expiry, attachment files and
 //! the device identity, all kept by one store adapter.
 
+use std::path::{Path, PathBuf};
+
 use auto_impl::auto_impl;
 use parley_domain::{
     Attachment, AttachmentRef, ChainHead, ChainState, Contact, ConversationSummary, DeviceIdentity,
@@ -179,8 +181,8 @@ pub trait Expiry: Send + Sync {
 pub struct AttachmentSource {
     /// The name it travels under (a plain file name).
     pub name: String,
-    /// Where to read it (opaque to the core: a path for the file-system adapter).
-    pub path: String,
+    /// Where to read it.
+    pub path: PathBuf,
 }
 
 /// Why an attachment could not be sealed, claimed or saved. One sentence, no content.
@@ -258,7 +260,7 @@ pub trait AttachmentFiles: Send + Sync {
         id: &MessageId,
         index: usize,
         attachment: &Attachment,
-        dest: &str,
+        dest: &Path,
     ) -> Result<u64, AttachmentError>;
 }
 

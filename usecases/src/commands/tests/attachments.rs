@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use super::*;
 
 #[test]
@@ -119,7 +121,7 @@ fn given_an_attachment_ahead_of_its_envelope_when_receiving_then_it_is_kept_and_
 
     let written = w
         .messaging
-        .save_attachment(&user("bob"), &id(1), 0, "/tmp/photo.jpg")
+        .save_attachment(&user("bob"), &id(1), 0, Path::new("/tmp/photo.jpg"))
         .expect("saved");
     assert_eq!(written, sealed.len() as u64);
     let saved = w
@@ -127,18 +129,18 @@ fn given_an_attachment_ahead_of_its_envelope_when_receiving_then_it_is_kept_and_
         .saved
         .lock()
         .expect("lock")
-        .get("/tmp/photo.jpg")
+        .get(Path::new("/tmp/photo.jpg"))
         .cloned();
     let expected: Vec<u8> = sealed.iter().map(|b| b ^ 0x11).collect();
     assert_eq!(saved, Some(expected));
     assert!(matches!(
         w.messaging
-            .save_attachment(&user("bob"), &id(1), 1, "/tmp/x"),
+            .save_attachment(&user("bob"), &id(1), 1, Path::new("/tmp/x")),
         Err(SaveError::NoAttachment { count: 1, .. })
     ));
     assert!(matches!(
         w.messaging
-            .save_attachment(&user("bob"), &id(1), 0, "/tmp/photo.jpg"),
+            .save_attachment(&user("bob"), &id(1), 0, Path::new("/tmp/photo.jpg")),
         Err(SaveError::Attachment(AttachmentError::Destination(_)))
     ));
 }

@@ -1,3 +1,4 @@
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use futures::executor::block_on;
@@ -146,7 +147,7 @@ fn send_with_files(w: &World, n: u8, files: &[(&str, &[u8])]) -> Result<(), Send
     let attachments = files
         .iter()
         .map(|(name, bytes)| {
-            let path = format!("/home/alice/{name}");
+            let path = PathBuf::from(format!("/home/alice/{name}"));
             w.store
                 .disk
                 .lock()
