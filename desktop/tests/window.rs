@@ -395,9 +395,10 @@ impl Ui<'_> {
         let mut attempt = 0;
         loop {
             attempt += 1;
+            // The timer is made inside the runtime: `timeout` needs one when it is called.
             match self
                 .runtime
-                .block_on(tokio::time::timeout(COMMAND, command()))
+                .block_on(async { tokio::time::timeout(COMMAND, command()).await })
             {
                 Err(_) => return Err(format!("no answer within {COMMAND:?}")),
                 Ok(Err(e))
