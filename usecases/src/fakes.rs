@@ -14,7 +14,7 @@ use crate::ports::{
     AttachmentError, AttachmentFiles, AttachmentSource, Chains, Clock, Contacts, Conversations,
     Directory, DirectoryError, Durability, EnrollError, EnrollRequest, Enrollment, EnvelopeError,
     Envelopes, Event, EventSink, Expiry, IdentityStore, Inbox, Opened, OutboxEntry, OutboxStore,
-    OutgoingEnvelope, PeerAddress, Sealed, StoreError, Stored, Transport, TransportError,
+    OutgoingEnvelope, Sealed, StoreError, Stored, Transport, TransportError,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -470,10 +470,14 @@ impl IdentityStore for InMemoryStore {
     }
 }
 
+/// Where the fake directory says a user is: the name of their fake peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InMemoryAddress(pub String);
+
 /// A directory in memory; `set_unavailable` makes every look-up fail.
 #[derive(Default)]
 pub struct InMemoryDirectory {
-    online: Mutex<HashMap<Username, PeerAddress>>,
+    online: Mutex<HashMap<Username, InMemoryAddress>>,
     unavailable: Mutex<bool>,
     /// Users listed from the n-th look-up on (a peer that comes online a moment later).
     later: Mutex<Vec<(Username, usize)>>,
@@ -482,10 +486,7 @@ pub struct InMemoryDirectory {
 
 impl InMemoryDirectory {
     pub fn set_online(&self, user: &Username) {
-        let address = PeerAddress {
-            peer_id: format!("peer-{user}"),
-            addrs: vec![],
-        };
+        let address = InMemoryAddress(format!("peer-{user}"));
         lock(&self.online).insert(user.clone(), address);
     }
 
@@ -504,7 +505,9 @@ impl InMemoryDirectory {
 }
 
 impl Directory for InMemoryDirectory {
-    async fn lookup(&self, user: &Username) -> Result<Option<PeerAddress>, DirectoryError> {
+    type Address = InMemoryAddress;
+
+    async fn lookup(&self, user: &Username) -> Result<Option<InMemoryAddress>, DirectoryError> {
         let count = {
             let mut lookups = lock(&self.lookups);
             *lookups += 1;
@@ -553,10 +556,12 @@ impl InMemoryTransport {
 }
 
 impl Transport for InMemoryTransport {
+    type Address = InMemoryAddress;
+
     async fn deliver(
         &self,
         to: &Username,
-        _at: &PeerAddress,
+        _at: &InMemoryAddress,
         message: &OutgoingEnvelope,
         pinned: Option<&PeerKeys>,
     ) -> Result<PeerKeys, TransportError> {
@@ -579,7 +584,11 @@ impl Transport for InMemoryTransport {
         Ok(presented)
     }
 
-    async fn keys_of(&self, to: &Username, _at: &PeerAddress) -> Result<PeerKeys, TransportError> {
+    async fn keys_of(
+        &self,
+        to: &Username,
+        _at: &InMemoryAddress,
+    ) -> Result<PeerKeys, TransportError> {
         if let Some(e) = lock(&self.failure).clone() {
             return Err(e);
         }

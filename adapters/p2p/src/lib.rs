@@ -35,7 +35,7 @@ pub use libp2p::{Multiaddr, PeerId};
 pub use node::parse_request;
 pub use node::{
     CLOSE_GRACE, COMMAND_QUEUE, DIRECTORY_STREAMS_PER_CONNECTION, Inbound, MAX_INBOUND_QUEUE,
-    MAX_VIOLATIONS_PER_PEER, MESSAGE_STREAMS_PER_CONNECTION, Node, NodeConfig,
+    MAX_VIOLATIONS_PER_PEER, MESSAGE_STREAMS_PER_CONNECTION, Node, NodeConfig, PeerAddress,
 };
 pub use server::{
     AddressLimit, DirectoryServer, DirectoryStats, IP_LOOKUP_BURST, IP_LOOKUPS_PER_SECOND,

@@ -28,7 +28,7 @@ use libp2p::{
 };
 use parley_domain::{MessageId, Role, Username};
 use parley_p2p::{
-    Inbound, Node,
+    Inbound, Node, PeerAddress,
     guard::PEER,
     protocol::{
         DIRECTORY_PROTOCOL, DirectoryRequest, DirectoryResponse, MESSAGE_PROTOCOL, MessageRequest,
@@ -37,7 +37,7 @@ use parley_p2p::{
     registry::{Expectation, Registry},
     upgrade::{Accept, MutualTls},
 };
-use parley_usecases::ports::{NodeInfo, OutgoingEnvelope, PeerAddress, Transport};
+use parley_usecases::ports::{NodeInfo, OutgoingEnvelope, Transport};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// Growth of the test process's resident memory that no attack here may exceed. Every limit
@@ -73,15 +73,19 @@ fn check_rss(what: &str, before: u64) {
 async fn address_of(node: &Node) -> PeerAddress {
     let snapshot = node.snapshot();
     PeerAddress {
-        peer_id: snapshot.peer_id,
-        addrs: snapshot.listen_addrs,
+        peer: snapshot.peer_id.parse().expect("the node's own peer id"),
+        addrs: snapshot
+            .listen_addrs
+            .iter()
+            .map(|a| a.parse().expect("the node's own address"))
+            .collect(),
     }
 }
 
 /// The victim's TCP address (without `/p2p/`), as a socket address.
 async fn socket_of(node: &Node) -> std::net::SocketAddr {
     let at = address_of(node).await;
-    let addr: Multiaddr = at.addrs[0].parse().unwrap();
+    let addr: Multiaddr = at.addrs[0].clone();
     let mut ip = None;
     let mut port = None;
     for p in addr.iter() {
@@ -193,7 +197,7 @@ impl Attacker {
     /// Device `name` (certificate from `ca`, key from `seed`) aiming at `victim`'s node.
     async fn new(ca: &Ca, name: &str, seed: u8, victim: &Node, victim_name: &str) -> Self {
         let at = address_of(victim).await;
-        let victim_id: PeerId = at.peer_id.parse().unwrap();
+        let victim_id: PeerId = at.peer;
         Self::aiming_at(ca, name, seed, victim_id, Role::User(user(victim_name)))
     }
 
@@ -250,7 +254,7 @@ impl Attacker {
     }
 
     async fn dial(&self, at: &Node) {
-        let addr: Multiaddr = address_of(at).await.addrs[0].parse().unwrap();
+        let addr: Multiaddr = address_of(at).await.addrs[0].clone();
         self.dial_addr(addr).await;
     }
 

@@ -15,10 +15,11 @@ use libp2p::{
 };
 use parley_domain::{MessageId, Username};
 use parley_p2p::{
+    PeerAddress,
     protocol::{MESSAGE_PROTOCOL, MessageRequest, MessageResponse},
     tls,
 };
-use parley_usecases::ports::{NodeInfo, OutgoingEnvelope, PeerAddress, Transport, TransportError};
+use parley_usecases::ports::{NodeInfo, OutgoingEnvelope, Transport, TransportError};
 use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -160,8 +161,8 @@ async fn a_stock_libp2p_peer_offering_tls_and_noise_cannot_connect() {
         }
     });
     let at = PeerAddress {
-        peer_id: stock_id.to_string(),
-        addrs: vec![listen.to_string()],
+        peer: stock_id,
+        addrs: vec![listen.clone()],
     };
     let message = OutgoingEnvelope {
         id: MessageId::from_bytes([1; 16]),

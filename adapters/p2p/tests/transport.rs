@@ -13,9 +13,9 @@ use parley_p2p::AttachmentConfig;
 fn staged_path(folder: &std::path::Path, from: &Username, sha256: &Digest) -> std::path::PathBuf {
     folder.join(format!("{from}-{sha256}"))
 }
-use parley_p2p::{Inbound, Node};
+use parley_p2p::{Inbound, Node, PeerAddress};
 use parley_usecases::ports::{
-    Directory, DirectoryError, OutgoingEnvelope, PeerAddress, Transport, TransportError,
+    Directory, DirectoryError, OutgoingEnvelope, Transport, TransportError,
 };
 use tokio::sync::{Mutex, mpsc};
 
@@ -64,8 +64,12 @@ async fn deliver(
 async fn address_of(node: &Node) -> PeerAddress {
     let snapshot = parley_usecases::ports::NodeInfo::snapshot(node);
     PeerAddress {
-        peer_id: snapshot.peer_id,
-        addrs: snapshot.listen_addrs,
+        peer: snapshot.peer_id.parse().expect("the node's own peer id"),
+        addrs: snapshot
+            .listen_addrs
+            .iter()
+            .map(|a| a.parse().expect("the node's own address"))
+            .collect(),
     }
 }
 
@@ -88,7 +92,7 @@ async fn enrolled_peers_find_each_other_and_get_a_receipt() {
     let got = accept_all(bob_rx);
 
     let at = online(&alice, "bob").await;
-    assert_eq!(at.peer_id, address_of(&bob).await.peer_id);
+    assert_eq!(at.peer, address_of(&bob).await.peer);
     alice
         .deliver(&user("bob"), &at, &message("bob", 1), None)
         .await
@@ -204,8 +208,8 @@ async fn a_first_contact_learns_the_keys_from_the_certificate_and_no_one_else_s(
         })
     );
     let nowhere = PeerAddress {
-        peer_id: address_of(&mallory).await.peer_id,
-        addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
+        peer: address_of(&mallory).await.peer,
+        addrs: vec!["/ip4/127.0.0.1/tcp/1".parse().expect("an address")],
     };
     mallory.shutdown().await;
     let err = alice.keys_of(&user("mallory"), &nowhere).await;
@@ -222,11 +226,11 @@ async fn the_directory_files_addresses_under_the_certificate_name_and_forgets_on
     let (alice, _) = node(ca.user("alice", 1), "alice", dir.addresses()).await;
     let (carol, _) = node(ca.user("carol", 4), "carol", dir.addresses()).await;
     let at = online(&alice, "carol").await;
-    assert_eq!(at.peer_id, address_of(&carol).await.peer_id);
+    assert_eq!(at.peer, address_of(&carol).await.peer);
     assert!(
         at.addrs
             .iter()
-            .all(|a| a.ends_with(&format!("/p2p/{}", at.peer_id)))
+            .all(|a| a.to_string().ends_with(&format!("/p2p/{}", at.peer)))
     );
 
     carol.shutdown().await;

@@ -47,7 +47,7 @@ impl<S, D, T, C, E, V> Messaging<S, D, T, C, E, V>
 where
     S: MessageStore + AttachmentFiles,
     D: Directory,
-    T: Transport,
+    T: Transport<Address = D::Address>,
     C: Clock,
     E: EventSink,
     V: Envelopes,

@@ -11,7 +11,7 @@ use super::Messaging;
 use crate::ports::{
     AttachmentError, AttachmentFiles, AttachmentSource, Clock, Directory, DirectoryError,
     EnvelopeError, Envelopes, Event, EventSink, MessageStore, OutboxEntry, OutgoingEnvelope,
-    OutgoingFile, PeerAddress, StoreError, Transport, TransportError,
+    OutgoingFile, StoreError, Transport, TransportError,
 };
 
 /// How long [`Messaging::send_patiently`] waits for a name that is not (yet) in the directory.
@@ -155,7 +155,7 @@ impl<S, D, T, C, E, V> Messaging<S, D, T, C, E, V>
 where
     S: MessageStore + AttachmentFiles,
     D: Directory,
-    T: Transport,
+    T: Transport<Address = D::Address>,
     C: Clock,
     E: EventSink,
     V: Envelopes,
@@ -265,7 +265,7 @@ where
     async fn deliver_backlog(
         &self,
         to: &Username,
-        address: &PeerAddress,
+        address: &D::Address,
         since: u64,
         own: Option<MessageId>,
     ) -> Result<(), SendError> {
@@ -290,7 +290,7 @@ where
     async fn first_contact(
         &self,
         user: &Username,
-        address: &PeerAddress,
+        address: &D::Address,
     ) -> Result<Contact, SendError> {
         match self.transport.keys_of(user, address).await {
             Ok(keys) => {
@@ -387,7 +387,7 @@ where
     pub(super) async fn deliver(
         &self,
         entry: &OutboxEntry,
-        address: &PeerAddress,
+        address: &D::Address,
     ) -> Result<(), SendError> {
         let contact = self.store.contact(&entry.message.to)?;
         self.deliver_to(entry, address, contact).await
@@ -398,7 +398,7 @@ where
     async fn deliver_to(
         &self,
         entry: &OutboxEntry,
-        address: &PeerAddress,
+        address: &D::Address,
         contact: Option<Contact>,
     ) -> Result<(), SendError> {
         let message = &entry.message;

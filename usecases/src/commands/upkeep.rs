@@ -4,15 +4,15 @@ use parley_domain::Username;
 
 use super::{Messaging, SendError};
 use crate::ports::{
-    AttachmentFiles, Clock, Directory, Envelopes, Event, EventSink, MessageStore, PeerAddress,
-    StoreError, Transport,
+    AttachmentFiles, Clock, Directory, Envelopes, Event, EventSink, MessageStore, StoreError,
+    Transport,
 };
 
 impl<S, D, T, C, E, V> Messaging<S, D, T, C, E, V>
 where
     S: MessageStore + AttachmentFiles,
     D: Directory,
-    T: Transport,
+    T: Transport<Address = D::Address>,
     C: Clock,
     E: EventSink,
     V: Envelopes,
@@ -30,7 +30,7 @@ where
         let pending = self.store.outbox(self.clock.now())?;
         let mut blocked: Vec<Username> = Vec::new();
         let mut sent_to: Vec<Username> = Vec::new();
-        let mut addresses: Vec<(Username, PeerAddress)> = Vec::new();
+        let mut addresses: Vec<(Username, D::Address)> = Vec::new();
         for entry in pending {
             let to = entry.message.to.clone();
             if blocked.contains(&to) {

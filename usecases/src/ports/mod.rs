@@ -28,15 +28,6 @@ pub trait Clock: Send + Sync {
     fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send;
 }
 
-/// Where a user can be dialled, as the directory says. Opaque strings to the core.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerAddress {
-    /// The libp2p peer id the user's certificate key gives.
-    pub peer_id: String,
-    /// Multiaddrs the peer listens on.
-    pub addrs: Vec<String>,
-}
-
 /// Failure to consult the directory.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -52,6 +43,10 @@ pub enum DirectoryError {
 /// The rendezvous directory.
 #[auto_impl(Arc)]
 pub trait Directory: Send + Sync {
+    /// Where a user can be reached, as the directory says: opaque to the core, which hands it
+    /// to the [`Transport`] as it came (the adapter parses it once, at its edge).
+    type Address: Clone + std::fmt::Debug + Send + Sync;
+
     /// Where `user` is online now. `Ok(None)` for a user who is unknown *or* offline: the
     /// directory does not tell the two apart.
     ///
@@ -60,7 +55,7 @@ pub trait Directory: Send + Sync {
     fn lookup(
         &self,
         user: &Username,
-    ) -> impl Future<Output = Result<Option<PeerAddress>, DirectoryError>> + Send;
+    ) -> impl Future<Output = Result<Option<Self::Address>, DirectoryError>> + Send;
 }
 
 /// A sealed message on its way out, as the transport carries it.
@@ -193,6 +188,9 @@ impl TransportError {
 /// Peer-to-peer delivery.
 #[auto_impl(Arc)]
 pub trait Transport: Send + Sync {
+    /// Where a peer can be reached: what the [`Directory`] answers.
+    type Address: Clone + std::fmt::Debug + Send + Sync;
+
     /// Delivers `message` to `to` at `at`; resolves once the recipient's receipt is back, that
     /// is, once the recipient stored the message durably. With `pinned`, a peer whose
     /// certificate carries other keys is refused before anything is sent. Returns the keys the
@@ -207,7 +205,7 @@ pub trait Transport: Send + Sync {
     fn deliver(
         &self,
         to: &Username,
-        at: &PeerAddress,
+        at: &Self::Address,
         message: &OutgoingEnvelope,
         pinned: Option<&PeerKeys>,
     ) -> impl Future<Output = Result<PeerKeys, TransportError>> + Send;
@@ -220,7 +218,7 @@ pub trait Transport: Send + Sync {
     fn keys_of(
         &self,
         to: &Username,
-        at: &PeerAddress,
+        at: &Self::Address,
     ) -> impl Future<Output = Result<PeerKeys, TransportError>> + Send;
 }
 

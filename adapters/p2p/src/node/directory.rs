@@ -13,7 +13,7 @@ use libp2p::{
     swarm::dial_opts::DialOpts,
 };
 use parley_domain::{Role, Username};
-use parley_usecases::ports::{DirectoryError, NodeSnapshot, PeerAddress};
+use parley_usecases::ports::{DirectoryError, NodeSnapshot};
 use tokio::sync::oneshot;
 
 use super::behaviour::{self, describe, request_response_config};
@@ -41,6 +41,16 @@ pub(super) fn behaviour() -> Behaviour {
         [(DIRECTORY_PROTOCOL, ProtocolSupport::Outbound)],
         request_response_config(DIRECTORY_STREAMS_PER_CONNECTION),
     )
+}
+
+/// Where a user can be dialled, as the directory said: parsed once, when the answer arrives,
+/// and handed to the transport as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerAddress {
+    /// The peer id the user's certificate key gives.
+    pub peer: PeerId,
+    /// Addresses the peer listens on (empty when a verified connection is already open).
+    pub addrs: Vec<Multiaddr>,
 }
 
 /// Where a look-up's answer goes.
@@ -140,7 +150,7 @@ impl Client {
             && swarm.is_connected(&peer)
         {
             let _ = reply.send(Ok(Some(PeerAddress {
-                peer_id: peer.to_string(),
+                peer,
                 addrs: Vec::new(),
             })));
             return;
@@ -201,10 +211,17 @@ impl Client {
                 self.set_connected(true);
                 return;
             }
-            DirectoryResponse::Lookup { peer } => Ok(peer.map(|p| PeerAddress {
-                peer_id: p.peer_id,
-                addrs: p.addrs,
-            })),
+            DirectoryResponse::Lookup { peer: None } => Ok(None),
+            DirectoryResponse::Lookup { peer: Some(found) } => match found.peer_id.parse() {
+                // An address that does not parse cannot be dialled: it is left out.
+                Ok(peer) => Ok(Some(PeerAddress {
+                    peer,
+                    addrs: found.addrs.iter().filter_map(|a| a.parse().ok()).collect(),
+                })),
+                Err(_) => Err(DirectoryError::Unavailable(
+                    "the rendezvous answered with an invalid peer id".into(),
+                )),
+            },
             DirectoryResponse::RateLimited { retry_after_ms } => {
                 Err(DirectoryError::Refused(format!(
                     "too many look-ups; retry in {} s",

@@ -34,7 +34,7 @@ use parley_domain::{Role, Username};
 use parley_usecases::ports::NodeSnapshot;
 use tokio::sync::{mpsc, oneshot};
 
-pub use directory::DIRECTORY_STREAMS_PER_CONNECTION;
+pub use directory::{DIRECTORY_STREAMS_PER_CONNECTION, PeerAddress};
 pub use inbound::Inbound;
 pub use messaging::{MESSAGE_STREAMS_PER_CONNECTION, parse_request};
 pub use violations::{CLOSE_GRACE, MAX_VIOLATIONS_PER_PEER};

@@ -5,13 +5,12 @@ use std::sync::PoisonError;
 use libp2p::{Multiaddr, PeerId};
 use parley_domain::{PeerKeys, Username};
 use parley_usecases::ports::{
-    Directory, DirectoryError, NodeInfo, NodeSnapshot, OutgoingEnvelope, PeerAddress, Transport,
-    TransportError,
+    Directory, DirectoryError, NodeInfo, NodeSnapshot, OutgoingEnvelope, Transport, TransportError,
 };
 use tokio::sync::oneshot;
 
 use super::{
-    Node,
+    Node, PeerAddress,
     messaging::{Delivery, digest_of, encode_envelope},
     task::Command,
 };
@@ -27,6 +26,8 @@ impl NodeInfo for Node {
 }
 
 impl Directory for Node {
+    type Address = PeerAddress;
+
     #[tracing::instrument(name = "p2p.lookup", skip_all, fields(%user, found), err(Display, level = "info"))]
     async fn lookup(&self, user: &Username) -> Result<Option<PeerAddress>, DirectoryError> {
         let (reply, rx) = oneshot::channel();
@@ -46,10 +47,12 @@ impl Directory for Node {
 }
 
 impl Transport for Node {
+    type Address = PeerAddress;
+
     #[tracing::instrument(
         name = "p2p.deliver",
         skip_all,
-        fields(%to, peer.id = %at.peer_id, message.id = %message.id, pinned = pinned.is_some(), outcome),
+        fields(%to, peer.id = %at.peer, message.id = %message.id, pinned = pinned.is_some(), outcome),
         err(Display, level = "info")
     )]
     async fn deliver(
@@ -59,7 +62,7 @@ impl Transport for Node {
         message: &OutgoingEnvelope,
         pinned: Option<&PeerKeys>,
     ) -> Result<PeerKeys, TransportError> {
-        let (peer, addrs) = dial_target(at)?;
+        let (peer, addrs) = (at.peer, at.addrs.clone());
         if !message.attachments.is_empty() {
             // Connect (holding the peer to its pinned keys), then send the files ahead of the
             // envelope that names them.
@@ -105,11 +108,11 @@ impl Transport for Node {
     #[tracing::instrument(
         name = "p2p.keys_of",
         skip_all,
-        fields(%to, peer.id = %at.peer_id),
+        fields(%to, peer.id = %at.peer),
         err(Display, level = "info")
     )]
     async fn keys_of(&self, to: &Username, at: &PeerAddress) -> Result<PeerKeys, TransportError> {
-        let (peer, addrs) = dial_target(at)?;
+        let (peer, addrs) = (at.peer, at.addrs.clone());
         self.connect(to, peer, addrs, None).await
     }
 }
@@ -136,17 +139,4 @@ impl Node {
         rx.await
             .map_err(|_| TransportError::Unreachable("the network task stopped".into()))?
     }
-}
-
-fn dial_target(at: &PeerAddress) -> Result<(PeerId, Vec<Multiaddr>), TransportError> {
-    let peer: PeerId = at
-        .peer_id
-        .parse()
-        .map_err(|_| TransportError::Unreachable(format!("bad peer id {}", at.peer_id)))?;
-    let addrs = at
-        .addrs
-        .iter()
-        .filter_map(|a| a.parse::<Multiaddr>().ok())
-        .collect();
-    Ok((peer, addrs))
 }
