@@ -543,9 +543,47 @@ pub struct InMemoryTransport {
     failure: Mutex<Option<TransportError>>,
     calls: Mutex<usize>,
     fail_at: Mutex<Option<usize>>,
+    /// The next delivery waits at this gate until it opens (a delivery held in flight).
+    hold_next: Mutex<Option<Arc<Gate>>>,
+    /// Deliveries waiting at a gate now.
+    pub held: Mutex<usize>,
+}
+
+/// A gate that a held delivery waits at until the test opens it.
+#[derive(Default)]
+pub struct Gate {
+    open: Mutex<bool>,
+    waiting: Mutex<Vec<std::task::Waker>>,
+}
+
+impl Gate {
+    /// Lets the held delivery go on.
+    pub fn open(&self) {
+        *lock(&self.open) = true;
+        for waker in lock(&self.waiting).drain(..) {
+            waker.wake();
+        }
+    }
+
+    async fn passed(&self) {
+        std::future::poll_fn(|cx| {
+            if *lock(&self.open) {
+                std::task::Poll::Ready(())
+            } else {
+                lock(&self.waiting).push(cx.waker().clone());
+                std::task::Poll::Pending
+            }
+        })
+        .await;
+    }
 }
 
 impl InMemoryTransport {
+    /// Holds the next delivery at `gate` until it opens.
+    pub fn hold_next(&self, gate: Arc<Gate>) {
+        *lock(&self.hold_next) = Some(gate);
+    }
+
     pub fn fail_with(&self, error: Option<TransportError>) {
         *lock(&self.failure) = error;
     }
@@ -565,6 +603,12 @@ impl Transport for InMemoryTransport {
         message: &OutgoingEnvelope,
         pinned: Option<&PeerKeys>,
     ) -> Result<PeerKeys, TransportError> {
+        let held = lock(&self.hold_next).take();
+        if let Some(gate) = held {
+            *lock(&self.held) += 1;
+            gate.passed().await;
+            *lock(&self.held) -= 1;
+        }
         let presented = lock(&self.keys).get(to).copied().unwrap_or_else(|| keys(0));
         let call = {
             let mut calls = lock(&self.calls);

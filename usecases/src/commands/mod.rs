@@ -5,9 +5,10 @@
 //! daemon's outbox retries and expiry) and [`enroll`]. The messaging ones are methods of
 //! one [`Messaging`], which holds the ports and the locks they share.
 
-use std::sync::Mutex;
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
 
-use parley_domain::Username;
+use parley_domain::{MessageId, Username};
 
 use crate::ports::{
     AttachmentFiles, Clock, Directory, Envelopes, EventSink, MessageStore, Transport,
@@ -44,6 +45,10 @@ pub struct Messaging<S, D, T, C, E, V> {
     /// to one of them goes out behind its older ones, so one sender's messages arrive in the
     /// order they were written. `None` until read from the store at the first send.
     backlog: Mutex<Option<backlog::Backlog>>,
+    /// Messages whose envelope is on its way to the recipient right now: the outbox round
+    /// leaves them (and what follows them to the same recipient) to the delivery under way
+    /// instead of sending the same envelope a second time.
+    in_flight: Mutex<HashSet<MessageId>>,
 }
 
 impl<S, D, T, C, E, V> Messaging<S, D, T, C, E, V>
@@ -75,6 +80,7 @@ where
             envelopes,
             chains: Mutex::new(()),
             backlog: Mutex::new(None),
+            in_flight: Mutex::new(HashSet::new()),
         }
     }
 
@@ -92,3 +98,28 @@ where
 
 #[cfg(test)]
 mod tests;
+
+/// Marks one message as on its way while it lives (see `Messaging::in_flight`).
+pub(super) struct InFlight<'a> {
+    set: &'a Mutex<HashSet<MessageId>>,
+    id: MessageId,
+}
+
+impl<'a> InFlight<'a> {
+    /// Marks `id`.
+    pub(super) fn mark(set: &'a Mutex<HashSet<MessageId>>, id: MessageId) -> Self {
+        set.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id);
+        Self { set, id }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}

@@ -421,6 +421,7 @@ where
                 .collect(),
         };
         let pinned = contact.as_ref().map(|c| c.keys);
+        let _on_its_way = super::InFlight::mark(&self.in_flight, message.id);
         match self
             .transport
             .deliver(&message.to, address, &outgoing, pinned.as_ref())

@@ -36,6 +36,12 @@ where
             if blocked.contains(&to) {
                 continue;
             }
+            // Already on its way (a send under way): sending it again would only cost a second
+            // trip; what follows it to the same recipient waits for the next round, in order.
+            if self.is_in_flight(&entry.message.id) {
+                blocked.push(to);
+                continue;
+            }
             if self
                 .store
                 .contact(&to)?
@@ -70,6 +76,14 @@ where
             self.backlog_cleared(to, since);
         }
         Ok(())
+    }
+
+    /// Whether the envelope of message `id` is on its way now.
+    fn is_in_flight(&self, id: &parley_domain::MessageId) -> bool {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(id)
     }
 
     /// Deletes every message expired by now (both directions), for real: its key goes too.

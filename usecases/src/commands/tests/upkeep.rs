@@ -89,3 +89,53 @@ fn given_an_expired_unsent_message_then_it_leaves_the_outbox() {
         "never delivered after expiry"
     );
 }
+
+#[test]
+fn given_a_message_on_its_way_when_the_outbox_is_retried_then_it_is_not_sent_twice() {
+    let w = alice_world();
+    w.directory.set_online(&user("bob"));
+    send(&w, 1, "bob", "first, to pin bob's keys").expect("delivered");
+    let gate = Arc::new(Gate::default());
+    w.transport.hold_next(gate.clone());
+
+    let sending = w.messaging.send(SendMessage {
+        id: id(2),
+        to: user("bob"),
+        text: text("held on its way"),
+        ttl: None,
+        attachments: vec![],
+    });
+    let retrying = async {
+        // Once the send waits at the gate, its message is in the outbox and on its way.
+        while *w.transport.held.lock().expect("lock") == 0 {
+            yield_once().await;
+        }
+        assert_eq!(w.outbox_ids(), [id(2)]);
+        w.messaging.retry_outbox().await.expect("retried");
+        gate.open();
+    };
+    let (sent, ()) = block_on(futures::future::join(sending, retrying));
+
+    sent.expect("delivered");
+    assert_eq!(
+        w.delivered_texts(0),
+        ["first, to pin bob's keys", "held on its way"],
+        "the outbox round left the message to the delivery under way"
+    );
+    assert!(w.outbox_ids().is_empty());
+}
+
+/// Gives the other future of a `join` its turn.
+async fn yield_once() {
+    let mut yielded = false;
+    std::future::poll_fn(|cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
+    .await;
+}
