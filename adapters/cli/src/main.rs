@@ -7,6 +7,7 @@
 
 mod chat;
 mod client;
+mod compose;
 mod control;
 mod daemon;
 mod enroll;
@@ -17,7 +18,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use parley_domain::{MessageId, MessageText, Ttl, Username};
+use parley_domain::{MessageId, Ttl, Username};
 use parley_peer::{Home, view};
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -65,8 +66,13 @@ enum Command {
     Send {
         /// The recipient.
         user: String,
-        /// The text.
-        text: String,
+        /// The text. Omitted, it is read from standard input (what keeps it out of the process
+        /// list and the shell's history: given here, any local user can read it while the
+        /// command runs).
+        text: Option<String>,
+        /// Read the text from FILE instead (UTF-8; one final newline is dropped).
+        #[arg(long, value_name = "FILE", conflicts_with = "text")]
+        text_file: Option<PathBuf>,
         /// Make it disappear this long after it is written: 30s, 10m, 1h, 7d (at most 30d).
         #[arg(long)]
         ttl: Option<String>,
@@ -234,11 +240,12 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Send {
             user,
             text,
+            text_file,
             ttl,
             attach,
         } => {
             let to = parse_user(&user)?;
-            let text = MessageText::parse(text).map_err(|e| Usage(format!("cannot send: {e}")))?;
+            let text = compose::text(text, text_file.as_deref())?;
             let ttl = ttl
                 .map(|raw| {
                     let ttl = Ttl::parse(&raw).map_err(|e| Usage(format!("--ttl {raw:?}: {e}")))?;

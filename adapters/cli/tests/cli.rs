@@ -116,6 +116,77 @@ fn an_offline_contact_gets_the_message_once_when_back() {
 }
 
 #[test]
+fn a_text_from_standard_input_or_a_file_never_sits_on_the_command_line() {
+    let (dir, _rv, alice, bob) = enrolled_pair();
+    let _bob_daemon = Daemon::start(&bob);
+    let _alice_daemon = Daemon::start(&alice);
+
+    let send_stdin = |input: &[u8]| {
+        let mut child = parley_testkit::peer::command(&alice)
+            .args(["send", "bob"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), input).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = send_stdin(b"from a pipe, two lines:\nthe second\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("delivered: "));
+
+    let file = dir.path().join("draft.txt");
+    std::fs::write(&file, "from a file\r\n").unwrap();
+    let out = parley(
+        &alice,
+        &["send", "bob", "--text-file", file.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // One final newline goes; the rest of the text is kept as written.
+    assert_eq!(
+        texts(&bob, "alice"),
+        [
+            (
+                "alice".to_owned(),
+                "from a pipe, two lines:\nthe second".to_owned()
+            ),
+            ("alice".to_owned(), "from a file".to_owned()),
+        ]
+    );
+
+    // Bad input: one sentence, exit 2, nothing sent.
+    for (out, expected) in [
+        (send_stdin(b""), "the message is empty"),
+        (send_stdin(b"\xff\xfe not text"), "not UTF-8"),
+        (send_stdin(&vec![b'x'; 16 * 1024 + 1]), "longer than 16 KiB"),
+        (
+            parley(
+                &alice,
+                &["send", "bob", "--text-file", "/nonexistent/draft"],
+            ),
+            "cannot read --text-file",
+        ),
+        (
+            parley(
+                &alice,
+                &["send", "bob", "both", "--text-file", file.to_str().unwrap()],
+            ),
+            "cannot be used with",
+        ),
+    ] {
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(expected),
+            "{expected:?} in {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(texts(&bob, "alice").len(), 2);
+}
+
+#[test]
 fn bad_input_and_failures_get_one_sentence_and_the_right_exit_code() {
     let dir = tempfile::tempdir().unwrap();
     let rv = Rendezvous::start(&dir.path().join("rendezvous"));
