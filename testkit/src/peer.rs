@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use crate::{
     bin::binary,
-    process::{Log, Proc},
+    process::{Log, Proc, launched},
     rendezvous::Rendezvous,
     wait::wait_for,
 };
@@ -203,14 +203,7 @@ impl Options {
     /// When a line does not come within 30 s.
     pub fn spawn(self) -> Daemon {
         let bin = binary("parley");
-        let mut cmd = match self.via.split_first() {
-            Some((program, rest)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(rest).arg(&bin);
-                cmd
-            }
-            None => Command::new(&bin),
-        };
+        let mut cmd = launched(&self.via, &bin);
         cmd.arg("--home")
             .arg(&self.home)
             .args(&self.global)

@@ -3,6 +3,7 @@
 //! Both are reaped on drop, also when the test panics.
 
 use std::{
+    ffi::OsString,
     fmt::Write as _,
     io::{BufRead, BufReader, Write},
     os::unix::process::CommandExt,
@@ -47,6 +48,19 @@ pub struct Proc {
     /// methods that read it take `&mut self`.
     lines: Mutex<mpsc::Receiver<String>>,
     seen: Vec<String>,
+}
+
+/// A command that runs `bin`, through `via` when it is not empty (a launcher such as
+/// `ip netns exec NS`).
+pub fn launched(via: &[OsString], bin: &Path) -> Command {
+    match via.split_first() {
+        Some((program, rest)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(rest).arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
+    }
 }
 
 impl Proc {

@@ -4,13 +4,13 @@
 use std::{
     ffi::OsString,
     path::{Path, PathBuf},
-    process::{Command, ExitStatus},
+    process::ExitStatus,
     time::Duration,
 };
 
 use crate::{
     bin::binary,
-    process::{Log, Proc},
+    process::{Log, Proc, launched},
     wait::WAIT,
 };
 
@@ -136,14 +136,7 @@ impl Options {
     /// `https: https://…` and `p2p: …/p2p/12D3KooW…`, in that order, each within 30 s.
     pub fn start(self) -> Rendezvous {
         let bin = binary("parley-rendezvous");
-        let mut cmd = match self.via.split_first() {
-            Some((program, rest)) => {
-                let mut cmd = Command::new(program);
-                cmd.args(rest).arg(&bin);
-                cmd
-            }
-            None => Command::new(&bin),
-        };
+        let mut cmd = launched(&self.via, &bin);
         cmd.arg("--data")
             .arg(&self.data)
             .args(["--https", &self.https, "--p2p", &self.p2p])
