@@ -6,6 +6,7 @@
  * @property {string | null} me The enrolled user.
  * @property {string | null} current The user whose conversation is open.
  * @property {Map<string, boolean | null>} presence Who is online, as last heard; `null` unknown.
+ * @property {Map<string, "direct" | "relayed">} paths How each connected contact is reached now.
  * @property {boolean} stopped The app stopped (a fatal error): call nothing more.
  */
 
@@ -14,5 +15,6 @@ export const state = Object.seal({
   me: null,
   current: null,
   presence: new Map(),
+  paths: new Map(),
   stopped: false,
 });

@@ -5,6 +5,7 @@
 import { invoke } from "./api.js";
 import { $, setText } from "./dom.js";
 import { state } from "./state.js";
+import { renderConversationHeader } from "./header.js";
 
 /** Asks once; after that the app pushes a `status` event whenever the line changes. */
 export async function refreshStatus() {
@@ -36,4 +37,11 @@ export function renderStatus(status) {
   const outboxNode = $("status-outbox");
   setText(outboxNode, outbox > 0 ? `${outbox} waiting` : "");
   outboxNode.title = outbox > 0 ? `${outbox} message(s) waiting in the outbox to be retried` : "";
+  const connections = Array.isArray(status.connections) ? status.connections : [];
+  state.paths = new Map(
+    connections
+      .filter((c) => c && typeof c.user === "string" && (c.path === "direct" || c.path === "relayed"))
+      .map((c) => [c.user, c.path]),
+  );
+  renderConversationHeader();
 }

@@ -40,6 +40,14 @@
  */
 
 /**
+ * A contact connected now.
+ * @typedef {Object} Connection
+ * @property {Path} path Direct when any of its connections is, else relayed.
+ * @property {string} peer_id Its libp2p peer id.
+ * @property {string} user The contact.
+ */
+
+/**
  * A contact: safety numbers, and whether new keys wait for a decision.
  * @typedef {Object} Contact
  * @property {boolean} keys_changed Whether the contact presented other keys since they were pinned.
@@ -119,8 +127,18 @@
  */
 
 /**
+ * How a connection to a contact runs.
+ * @typedef {"direct"|"relayed"} Path
+ */
+
+/**
  * The screen a home calls for.
  * @typedef {"enroll"|"unlock"|"ready"|"fatal"} Phase
+ */
+
+/**
+ * Whether other peers can dial this device directly.
+ * @typedef {"public"|"private"|"unknown"} Reachability
  */
 
 /**
@@ -134,6 +152,13 @@
  * @typedef {Object} Refusal
  * @property {string} code The stable code.
  * @property {string} message One sentence.
+ */
+
+/**
+ * The relay slot as `status` shows it.
+ * @typedef {Object} Relay
+ * @property {string[]} addrs The circuit addresses it gives, each ending in `/p2p-circuit/p2p/<own id>`.
+ * @property {boolean} reserved Whether the rendezvous's relay holds a slot for this device now.
  */
 
 /**
@@ -168,10 +193,13 @@
 /**
  * The peer's state (`status --json`).
  * @typedef {Object} Status
+ * @property {Connection[]} connections The contacts connected now, one entry each.
  * @property {string|null} [home] The home folder: in the window's status only.
  * @property {string[]} listen_addrs Addresses the node listens on.
  * @property {number} outbox Messages waiting for a receipt.
  * @property {string} peer_id This device's libp2p peer id.
+ * @property {Reachability} reachability Whether other peers can dial this device directly, as AutoNAT found.
+ * @property {Relay} relay The slot held on the rendezvous's relay.
  * @property {Rendezvous} rendezvous The rendezvous connection.
  * @property {boolean} rendezvous_connected The same as `rendezvous.connected`.
  * @property {string} user The enrolled user.

@@ -31,7 +31,8 @@ use std::time::Duration;
 
 use libp2p::Multiaddr;
 use parley_domain::CaFingerprint;
-use parley_p2p::{Credentials, DirectoryServer};
+pub use parley_p2p::RelayLimits;
+use parley_p2p::{Credentials, DirectoryServer, ServerOptions};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -65,6 +66,8 @@ pub struct Protection {
     pub https: https::Limits,
     /// How long a request body may take to arrive, in all.
     pub body_timeout: Duration,
+    /// What the circuit relay allows.
+    pub relay: RelayLimits,
 }
 
 impl Default for Protection {
@@ -78,6 +81,7 @@ impl Default for Protection {
             trusted_proxies: Vec::new(),
             https: https::Limits::default(),
             body_timeout: Duration::from_secs(10),
+            relay: RelayLimits::default(),
         }
     }
 }
@@ -221,7 +225,12 @@ pub async fn start_with(config: Config, protection: Protection) -> Result<Runnin
     let credentials = Credentials::new(&secret, leaf.der.clone(), ca.certificate_der().to_vec())
         .map_err(|e| directory_error(e.to_string()))?;
     let peer_id = credentials.peer_id();
-    let directory = DirectoryServer::start(credentials, config.p2p.clone())
+    let options = ServerOptions {
+        relay: protection.relay,
+        announce: config.announce.clone(),
+        ..ServerOptions::default()
+    };
+    let directory = DirectoryServer::start_with(credentials, config.p2p.clone(), options)
         .await
         .map_err(|e| directory_error(e.to_string()))?;
     let p2p_addrs = if config.announce.is_empty() {

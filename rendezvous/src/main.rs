@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, builder::TypedValueParser as _};
 use libp2p::Multiaddr;
-use parley_rendezvous::{Config, Protection, limit, start_with};
+use parley_rendezvous::{Config, Protection, RelayLimits, limit, start_with};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// The Parley rendezvous: certificate authority, HTTPS enrollment API and libp2p directory.
@@ -51,6 +51,24 @@ struct Args {
     /// Seconds a client may take to send a request's body.
     #[arg(long, value_name = "SECONDS", default_value_t = Protection::default().body_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     body_timeout_secs: u64,
+    /// Relay slots held at once, all peers together (0 turns the relay off).
+    #[arg(long, value_name = "N", default_value_t = RelayLimits::default().max_reservations)]
+    relay_max_reservations: usize,
+    /// Relay slots one device may hold at once.
+    #[arg(long, value_name = "N", default_value_t = RelayLimits::default().max_reservations_per_peer, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    relay_max_reservations_per_peer: usize,
+    /// Circuits open through the relay at once, all peers together.
+    #[arg(long, value_name = "N", default_value_t = RelayLimits::default().max_circuits)]
+    relay_max_circuits: usize,
+    /// Circuits open at once from or to one device.
+    #[arg(long, value_name = "N", default_value_t = RelayLimits::default().max_circuits_per_peer, value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    relay_max_circuits_per_peer: usize,
+    /// Mebibytes one circuit may carry before the peers must open a new one.
+    #[arg(long, value_name = "MIB", default_value_t = RelayLimits::default().max_circuit_bytes / (1024 * 1024), value_parser = clap::value_parser!(u64).range(1..=1024 * 1024))]
+    relay_max_circuit_mib: u64,
+    /// Minutes one circuit may stay open before the peers must open a new one.
+    #[arg(long, value_name = "MINUTES", default_value_t = RelayLimits::default().max_circuit_duration.as_secs() / 60, value_parser = clap::value_parser!(u64).range(1..=71_582))]
+    relay_max_circuit_minutes: u64,
     /// How log records on stderr are written.
     #[arg(long, value_enum, default_value_t)]
     log_format: parley_telemetry::LogFormat,
@@ -114,6 +132,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ..defaults.https
         },
         body_timeout: Duration::from_secs(args.body_timeout_secs),
+        relay: RelayLimits {
+            max_reservations: args.relay_max_reservations,
+            max_reservations_per_peer: args.relay_max_reservations_per_peer,
+            max_circuits: args.relay_max_circuits,
+            max_circuits_per_peer: args.relay_max_circuits_per_peer,
+            max_circuit_bytes: args.relay_max_circuit_mib * 1024 * 1024,
+            max_circuit_duration: Duration::from_secs(args.relay_max_circuit_minutes * 60),
+            ..defaults.relay
+        },
         ..defaults
     };
     let running = start_with(

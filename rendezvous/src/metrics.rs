@@ -1,5 +1,6 @@
 //! Operator metrics in the Prometheus text format, served at `GET /metrics`: enrollments by
-//! outcome, HTTPS refusals by reason, directory look-ups, refusals by reason, connected peers.
+//! outcome, HTTPS refusals by reason, directory look-ups, refusals by reason, connected peers,
+//! relay slots and circuits, relay refusals by reason, bytes on p2p connections.
 //! Counts only: no name, no address, nothing a user sent.
 
 use std::{
@@ -133,6 +134,44 @@ impl Metrics {
             "gauge",
             "Users listed as online now.",
             &[(String::new(), d.online_users)],
+        );
+        family(
+            "parley_relay_reservations",
+            "gauge",
+            "Relay slots held now.",
+            &[(String::new(), d.relay_reservations)],
+        );
+        family(
+            "parley_relay_circuits",
+            "gauge",
+            "Circuits open through the relay now.",
+            &[(String::new(), d.relay_circuits)],
+        );
+        family(
+            "parley_relay_circuits_opened_total",
+            "counter",
+            "Circuits opened through the relay.",
+            &[(String::new(), d.relay_circuits_opened)],
+        );
+        let relay_refusals: Vec<(String, u64)> = d
+            .relay_refusals
+            .iter()
+            .map(|(kind, reason, n)| (format!("{{kind=\"{kind}\",reason=\"{reason}\"}}"), *n))
+            .collect();
+        family(
+            "parley_relay_refusals_total",
+            "counter",
+            "Relay slots and circuits refused, by kind and reason.",
+            &relay_refusals,
+        );
+        family(
+            "parley_p2p_bytes_total",
+            "counter",
+            "Bytes moved on p2p connections (directory and relay; a relayed byte counts in and out).",
+            &[
+                ("{direction=\"received\"}".into(), d.bytes_received),
+                ("{direction=\"sent\"}".into(), d.bytes_sent),
+            ],
         );
         out
     }

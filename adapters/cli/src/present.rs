@@ -1,6 +1,8 @@
 //! The daemon's documents as readable lines: the CLI's edge.
 
-use parley_peer::view::{Contact, Conversation, Delivery, History, Integrity, Message, Status};
+use parley_peer::view::{
+    Contact, Conversation, Delivery, History, Integrity, Message, Path, Reachability, Status,
+};
 
 /// One readable line for a message.
 #[must_use]
@@ -84,8 +86,8 @@ pub fn conversation_line(c: &Conversation) -> String {
 /// Readable lines for the status.
 #[must_use]
 pub fn status_lines(s: &Status) -> String {
-    format!(
-        "user: {}\npeer-id: {}\nlisten: {}\nrendezvous: {} ({})\noutbox: {}",
+    let mut lines = format!(
+        "user: {}\npeer-id: {}\nlisten: {}\nrendezvous: {} ({})\noutbox: {}\nreachability: {}\nrelay: {}",
         s.user,
         s.peer_id,
         s.listen_addrs.join(" "),
@@ -96,7 +98,25 @@ pub fn status_lines(s: &Status) -> String {
         },
         s.rendezvous.addrs.join(" "),
         s.outbox,
-    )
+        match s.reachability {
+            Reachability::Public => "public",
+            Reachability::Private => "private",
+            Reachability::Unknown => "unknown",
+        },
+        if s.relay.reserved {
+            format!("reserved ({})", s.relay.addrs.join(" "))
+        } else {
+            "no slot".to_owned()
+        },
+    );
+    for c in &s.connections {
+        let path = match c.path {
+            Path::Direct => "direct",
+            Path::Relayed => "via relay",
+        };
+        lines.push_str(&format!("\nconnected: {} {path}", c.user));
+    }
+    lines
 }
 
 /// Readable lines for a contact.

@@ -1,8 +1,17 @@
-//! Building a swarm on TCP + mutual TLS + yamux, shared by peers and the rendezvous.
+//! Building a swarm on TCP (and, for peers, relay circuits) + mutual TLS + yamux, shared by
+//! peers and the rendezvous.
 
-use std::time::Duration;
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use libp2p::{Swarm, swarm::NetworkBehaviour};
+use libp2p::{Swarm, core::muxing::StreamMuxerBox, swarm::NetworkBehaviour};
 
 use crate::{
     Credentials, Error,
@@ -24,35 +33,159 @@ pub const MAX_STREAMS_PER_CONNECTION: usize = 128;
 /// Inbound streams in protocol negotiation at once on one connection; more are dropped.
 pub const MAX_NEGOTIATING_STREAMS: usize = 32;
 
+/// `transport` (TCP, or relay circuits) with `/parley/mtls/1.0.0` and yamux on top, all of it
+/// within [`HANDSHAKE_TIMEOUT`].
+fn upgraded<T>(
+    transport: T,
+    upgrade: MutualTls,
+    yamux: libp2p::yamux::Config,
+) -> libp2p::core::transport::Boxed<(libp2p::PeerId, StreamMuxerBox)>
+where
+    T: libp2p::Transport + Send + Unpin + 'static,
+    T::Output: futures::AsyncRead + futures::AsyncWrite + Send + Unpin + 'static,
+    T::Error: Send + Sync + 'static,
+    T::Dial: Send + 'static,
+    T::ListenerUpgrade: Send + 'static,
+{
+    use libp2p::Transport as _;
+
+    transport
+        .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+        .authenticate(upgrade)
+        .multiplex(yamux)
+        .timeout(HANDSHAKE_TIMEOUT)
+        .map(|(peer, muxer), _| (peer, StreamMuxerBox::new(muxer)))
+        .boxed()
+}
+
+fn yamux() -> libp2p::yamux::Config {
+    let mut yamux = libp2p::yamux::Config::default();
+    yamux.set_max_num_streams(MAX_STREAMS_PER_CONNECTION);
+    yamux
+}
+
+fn tcp() -> libp2p::tcp::tokio::Transport {
+    libp2p::tcp::tokio::Transport::new(libp2p::tcp::Config::default().nodelay(true))
+}
+
 /// Builds a swarm on TCP + mutual TLS + yamux, with the handshake timeout and the stream caps
-/// above. Connection admission is the behaviour's part ([`crate::guard::Guard`]).
+/// above; every byte its connections move is counted in `traffic`. Connection admission is the
+/// behaviour's part ([`crate::guard::Guard`]).
 pub(crate) fn build<B: NetworkBehaviour>(
     credentials: &Credentials,
     registry: Registry,
     behaviour: B,
+    traffic: Arc<Traffic>,
 ) -> Result<Swarm<B>, Error> {
     use libp2p::Transport as _;
 
     let upgrade = MutualTls::new(credentials, registry, Accept::Users)?;
-    let mut yamux = libp2p::yamux::Config::default();
-    yamux.set_max_num_streams(MAX_STREAMS_PER_CONNECTION);
-    let transport =
-        libp2p::tcp::tokio::Transport::new(libp2p::tcp::Config::default().nodelay(true))
-            .upgrade(libp2p::core::upgrade::Version::V1Lazy)
-            .authenticate(upgrade)
-            .multiplex(yamux)
-            .timeout(HANDSHAKE_TIMEOUT);
+    let counted = tcp().map(move |stream, _| Counted::new(stream, traffic.clone()));
+    let transport = upgraded(counted, upgrade, yamux());
+    Ok(finish(credentials, transport, behaviour))
+}
+
+/// [`build`] for a peer: beside direct TCP, circuits through a relay, with the same mutual TLS
+/// end to end between the two peers over the circuit (the relay carries ciphertext only).
+/// `behaviour` receives the relay client's half.
+pub(crate) fn build_with_relay<B: NetworkBehaviour>(
+    credentials: &Credentials,
+    registry: Registry,
+    behaviour: impl FnOnce(libp2p::relay::client::Behaviour) -> B,
+) -> Result<Swarm<B>, Error> {
+    use libp2p::Transport as _;
+
+    let upgrade = MutualTls::new(credentials, registry, Accept::Users)?;
+    let (circuits, client) = libp2p::relay::client::new(credentials.peer_id());
+    let relayed = upgraded(circuits, upgrade.clone(), yamux());
+    let direct = upgraded(tcp(), upgrade, yamux());
+    let transport = relayed
+        .or_transport(direct)
+        .map(|either, _| either.into_inner());
+    Ok(finish(credentials, transport, behaviour(client)))
+}
+
+fn finish<B: NetworkBehaviour>(
+    credentials: &Credentials,
+    transport: impl libp2p::Transport<
+        Output = (libp2p::PeerId, StreamMuxerBox),
+        Error: Send + Sync + 'static,
+        Dial: Send + 'static,
+        ListenerUpgrade: Send + 'static,
+    > + Send
+    + Unpin
+    + 'static,
+    behaviour: B,
+) -> Swarm<B> {
     let Ok(builder) = libp2p::SwarmBuilder::with_existing_identity(credentials.keypair.clone())
         .with_tokio()
         .with_other_transport(|_| transport);
     let Ok(builder) = builder.with_behaviour(|_| behaviour);
-    let swarm = builder
+    builder
         .with_swarm_config(|c| {
             c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT)
                 .with_max_negotiating_inbound_streams(MAX_NEGOTIATING_STREAMS)
         })
-        .build();
-    Ok(swarm)
+        .build()
+}
+
+/// Bytes an endpoint's TCP connections moved, both ways, live.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    /// Bytes read from the network.
+    pub received: AtomicU64,
+    /// Bytes written to the network.
+    pub sent: AtomicU64,
+}
+
+/// A socket that counts what it moves into a [`Traffic`].
+struct Counted<S> {
+    inner: S,
+    traffic: Arc<Traffic>,
+}
+
+impl<S> Counted<S> {
+    fn new(inner: S, traffic: Arc<Traffic>) -> Self {
+        Self { inner, traffic }
+    }
+}
+
+fn count(counter: &AtomicU64, outcome: &Poll<std::io::Result<usize>>) {
+    if let Poll::Ready(Ok(n)) = outcome {
+        counter.fetch_add(u64::try_from(*n).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+}
+
+impl<S: futures::AsyncRead + Unpin> futures::AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let outcome = Pin::new(&mut self.inner).poll_read(cx, buf);
+        count(&self.traffic.received, &outcome);
+        outcome
+    }
+}
+
+impl<S: futures::AsyncWrite + Unpin> futures::AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let outcome = Pin::new(&mut self.inner).poll_write(cx, buf);
+        count(&self.traffic.sent, &outcome);
+        outcome
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
 }
 
 /// Listens on `addr` and waits until the listener reports its real address. On an unspecified

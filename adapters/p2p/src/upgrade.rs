@@ -120,12 +120,25 @@ impl MutualTls {
                 return Err(UpgradeError::KeysChanged(certified.role));
             }
             Some(_) => {}
+            // A second connection to an identity already verified on another one, with the
+            // same certificate's role and keys: the AutoNAT dial-back a rendezvous makes to a
+            // connected peer, or a hole-punched connection beside a relayed one.
+            None if outbound
+                && self.registry.certified(&peer).is_some_and(|known| {
+                    known.role == certified.role && known.keys() == certified.keys()
+                }) => {}
             None if outbound => return Err(UpgradeError::Unexpected),
             None => {}
         }
         if !outbound {
             match (self.accept, &certified.role) {
                 (Accept::Users, Role::User(_)) => {}
+                // The own rendezvous, as declared: its AutoNAT dial-back comes in.
+                (Accept::Users, role)
+                    if self
+                        .registry
+                        .expectation(&peer)
+                        .is_some_and(|e| e.role == *role) => {}
                 (Accept::Users, role) => return Err(UpgradeError::NotAccepted(role.clone())),
             }
         }

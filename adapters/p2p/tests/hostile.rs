@@ -723,7 +723,10 @@ async fn directory_lookups_are_limited_per_device_and_per_address_with_a_retry_a
     let dir = parley_p2p::DirectoryServer::start_with(
         ca.rendezvous(200),
         "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
-        parley_p2p::AddressLimit::All,
+        parley_p2p::ServerOptions {
+            address_limit: parley_p2p::AddressLimit::All,
+            ..parley_p2p::ServerOptions::default()
+        },
     )
     .await
     .unwrap();

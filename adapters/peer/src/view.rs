@@ -261,6 +261,8 @@ impl Conversation {
 /// The peer's state (`status --json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Status {
+    /// The contacts connected now, one entry each.
+    pub connections: Vec<Connection>,
     /// The home folder: in the window's status only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home: Option<String>,
@@ -270,11 +272,57 @@ pub struct Status {
     pub outbox: usize,
     /// This device's libp2p peer id.
     pub peer_id: String,
+    /// Whether other peers can dial this device directly, as AutoNAT found.
+    pub reachability: Reachability,
+    /// The slot held on the rendezvous's relay.
+    pub relay: Relay,
     /// The rendezvous connection.
     pub rendezvous: Rendezvous,
     /// The same as `rendezvous.connected`.
     pub rendezvous_connected: bool,
     /// The enrolled user.
+    pub user: String,
+}
+
+/// Whether other peers can dial this device directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Reachability {
+    /// A dial-back from the rendezvous reached it.
+    Public,
+    /// Every address tested was unreachable from outside: it holds a relay slot.
+    Private,
+    /// Not tested yet.
+    Unknown,
+}
+
+/// The relay slot as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Relay {
+    /// The circuit addresses it gives, each ending in `/p2p-circuit/p2p/<own id>`.
+    pub addrs: Vec<String>,
+    /// Whether the rendezvous's relay holds a slot for this device now.
+    pub reserved: bool,
+}
+
+/// How a connection to a contact runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Path {
+    /// Straight between the two devices.
+    Direct,
+    /// Through the rendezvous's relay (end-to-end mutual TLS all the same).
+    Relayed,
+}
+
+/// A contact connected now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Connection {
+    /// Direct when any of its connections is, else relayed.
+    pub path: Path,
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// The contact.
     pub user: String,
 }
 
@@ -292,6 +340,19 @@ impl Status {
     #[must_use]
     pub fn new(s: &queries::Status, rendezvous_addrs: &[String]) -> Self {
         Self {
+            connections: s
+                .node
+                .connections
+                .iter()
+                .map(|c| Connection {
+                    path: match c.path {
+                        ports::Path::Direct => Path::Direct,
+                        ports::Path::Relayed => Path::Relayed,
+                    },
+                    peer_id: c.peer_id.clone(),
+                    user: c.user.to_string(),
+                })
+                .collect(),
             home: None,
             listen_addrs: s.node.listen_addrs.clone(),
             outbox: s.outbox,
@@ -301,6 +362,15 @@ impl Status {
                 connected: s.node.rendezvous_connected,
             },
             rendezvous_connected: s.node.rendezvous_connected,
+            reachability: match s.node.reachability {
+                ports::Reachability::Public => Reachability::Public,
+                ports::Reachability::Private => Reachability::Private,
+                ports::Reachability::Unknown => Reachability::Unknown,
+            },
+            relay: Relay {
+                reserved: s.node.relay.reserved,
+                addrs: s.node.relay.addrs.clone(),
+            },
             user: s.user.to_string(),
         }
     }

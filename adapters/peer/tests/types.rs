@@ -217,10 +217,10 @@ fn the_documents_keep_sorted_keys_and_nulls() {
         r#"[{{"last":{MESSAGE},"messages":1,"online":null,"unread":1,"with":"bob"}}]"#
     ));
     round_trip::<view::Status>(
-        r#"{"listen_addrs":["/ip4/127.0.0.1/tcp/1"],"outbox":0,"peer_id":"12D3","rendezvous":{"addrs":["/ip4/127.0.0.1/tcp/2"],"connected":true},"rendezvous_connected":true,"user":"alice"}"#,
+        r#"{"connections":[{"path":"relayed","peer_id":"12D4","user":"bob"}],"listen_addrs":["/ip4/127.0.0.1/tcp/1"],"outbox":0,"peer_id":"12D3","reachability":"private","relay":{"addrs":["/ip4/127.0.0.1/tcp/2/p2p/12D5/p2p-circuit/p2p/12D3"],"reserved":true},"rendezvous":{"addrs":["/ip4/127.0.0.1/tcp/2"],"connected":true},"rendezvous_connected":true,"user":"alice"}"#,
     );
     round_trip::<view::Status>(
-        r#"{"home":"/home/a/.parley","listen_addrs":[],"outbox":2,"peer_id":"12D3","rendezvous":{"addrs":[],"connected":false},"rendezvous_connected":false,"user":"alice"}"#,
+        r#"{"connections":[],"home":"/home/a/.parley","listen_addrs":[],"outbox":2,"peer_id":"12D3","reachability":"unknown","relay":{"addrs":[],"reserved":false},"rendezvous":{"addrs":[],"connected":false},"rendezvous_connected":false,"user":"alice"}"#,
     );
     round_trip::<view::Contact>(
         r#"{"keys_changed":false,"pending_safety_number":null,"pinned_at":"2026-11-22T10:00:00Z","safety_number":"123","user":"bob"}"#,

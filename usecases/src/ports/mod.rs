@@ -343,6 +343,53 @@ pub struct NodeSnapshot {
     /// Whether the node holds a verified connection to the rendezvous now and the rendezvous
     /// acknowledged its addresses (so other peers can find it).
     pub rendezvous_connected: bool,
+    /// Whether other peers can dial this device directly, as AutoNAT found.
+    pub reachability: Reachability,
+    /// The slot held on the rendezvous's relay.
+    pub relay: RelaySnapshot,
+    /// One entry per contact the node is connected to now.
+    pub connections: Vec<PeerConnection>,
+}
+
+/// Whether other peers can dial a device directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reachability {
+    /// A dial-back from the rendezvous reached one of its addresses.
+    Public,
+    /// Every address tested so far was unreachable from outside.
+    Private,
+    /// Nothing tested yet.
+    #[default]
+    Unknown,
+}
+
+/// The device's reservation on the rendezvous's relay.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RelaySnapshot {
+    /// Whether the relay accepted a reservation that is live now.
+    pub reserved: bool,
+    /// The circuit addresses it gives, each ending in `/p2p-circuit/p2p/<own id>`.
+    pub addrs: Vec<String>,
+}
+
+/// How a connection to a peer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// Straight between the two devices (dialled, or hole-punched).
+    Direct,
+    /// Through a circuit on the rendezvous's relay (mutual TLS end to end all the same).
+    Relayed,
+}
+
+/// A contact the node is connected to, and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConnection {
+    /// The user its verified certificate names.
+    pub user: Username,
+    /// Its libp2p peer id.
+    pub peer_id: String,
+    /// Direct when any of its connections is, else relayed.
+    pub path: Path,
 }
 
 /// The running node, seen from outside.

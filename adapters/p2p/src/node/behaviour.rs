@@ -25,17 +25,61 @@ pub(super) struct Behaviour {
     pub(super) directory: directory::Behaviour,
     /// `/parley/attachment/1` raw streams (see [`crate::attachment`]).
     pub(super) attachments: libp2p_stream::Behaviour,
+    /// Circuit relay v2, client side: the reservation on the rendezvous ([`super::relay`]).
+    pub(super) relay: libp2p::relay::client::Behaviour,
+    /// Hole punching over a relayed connection ([`super::nat`]).
+    pub(super) dcutr: libp2p::dcutr::Behaviour,
+    /// What the other side sees of us: our address as observed behind a NAT.
+    pub(super) identify: libp2p::identify::Behaviour,
+    /// AutoNAT v2, client side: whether an observed address can be dialled from outside.
+    pub(super) autonat: libp2p::autonat::v2::client::Behaviour,
+    /// Liveness of every connection: a punched connection whose NAT mapping vanished is noticed
+    /// and closed ([`super::nat`]).
+    pub(super) ping: libp2p::ping::Behaviour,
 }
 
 impl Behaviour {
-    pub(super) fn new() -> Self {
+    pub(super) fn new(
+        me: &libp2p::identity::PublicKey,
+        relay: libp2p::relay::client::Behaviour,
+    ) -> Self {
         Self {
             guard: Guard::new(guard::PEER),
             messaging: messaging::behaviour(),
             directory: directory::behaviour(),
             attachments: libp2p_stream::Behaviour::new(),
+            relay,
+            dcutr: libp2p::dcutr::Behaviour::new(me.to_peer_id()),
+            identify: identify(me),
+            autonat: libp2p::autonat::v2::client::Behaviour::default(),
+            ping: ping(),
         }
     }
+}
+
+/// The identify protocol as every Parley endpoint runs it.
+pub(crate) fn identify(me: &libp2p::identity::PublicKey) -> libp2p::identify::Behaviour {
+    libp2p::identify::Behaviour::new(
+        libp2p::identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), me.clone())
+            .with_agent_version(format!("parley/{}", env!("CARGO_PKG_VERSION"))),
+    )
+}
+
+/// Pings every connection this often; one that does not answer within [`PING_TIMEOUT`] is
+/// closed.
+pub(crate) const PING_EVERY: Duration = Duration::from_secs(10);
+/// How long a ping may take.
+pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// The protocol version identify announces.
+const IDENTIFY_PROTOCOL: &str = "/parley/1";
+
+/// The ping protocol as every Parley endpoint runs it.
+pub(crate) fn ping() -> libp2p::ping::Behaviour {
+    libp2p::ping::Behaviour::new(
+        libp2p::ping::Config::new()
+            .with_interval(PING_EVERY)
+            .with_timeout(PING_TIMEOUT),
+    )
 }
 
 /// The request-response settings shared by the peer's protocols, with `streams` open at once

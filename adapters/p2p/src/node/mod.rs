@@ -22,8 +22,10 @@ mod behaviour;
 mod directory;
 mod inbound;
 mod messaging;
+mod nat;
 mod ports;
 mod probe;
+mod relay;
 mod task;
 mod violations;
 
@@ -31,7 +33,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use libp2p::Multiaddr;
 use parley_domain::{Role, Username};
-use parley_usecases::ports::NodeSnapshot;
+use parley_usecases::ports::{NodeSnapshot, Reachability, RelaySnapshot};
 use tokio::sync::{mpsc, oneshot};
 
 pub use directory::{DIRECTORY_STREAMS_PER_CONNECTION, PeerAddress};
@@ -39,11 +41,14 @@ pub use inbound::Inbound;
 pub use messaging::{MESSAGE_STREAMS_PER_CONNECTION, parse_request};
 pub use violations::{CLOSE_GRACE, MAX_VIOLATIONS_PER_PEER};
 
+pub(crate) use self::behaviour::{identify, ping};
 use self::{
     behaviour::Behaviour,
     directory::Rendezvous,
     messaging::Messaging,
+    nat::Nat,
     probe::Probes,
+    relay::Reservation,
     task::{Command, Task},
 };
 use crate::{
@@ -96,8 +101,11 @@ impl Node {
     /// [`Error`] when the credentials are unusable or the address cannot be listened on.
     pub async fn start(config: NodeConfig) -> Result<(Self, mpsc::Receiver<Inbound>), Error> {
         let registry = Registry::default();
-        let behaviour = Behaviour::new();
-        let mut streams = behaviour.attachments.new_control();
+        let me = config.credentials.keypair.public();
+        let mut swarm = swarm::build_with_relay(&config.credentials, registry.clone(), |relay| {
+            Behaviour::new(&me, relay)
+        })?;
+        let mut streams = swarm.behaviour().attachments.new_control();
         let receiving = match config.attachments.clone() {
             Some(attachments) => {
                 let incoming = streams
@@ -111,7 +119,6 @@ impl Node {
             }
             None => None,
         };
-        let mut swarm = swarm::build(&config.credentials, registry.clone(), behaviour)?;
         let listen_addrs = swarm::listen(&mut swarm, config.listen.clone()).await?;
         let peer_id = config.credentials.peer_id();
 
@@ -133,6 +140,9 @@ impl Node {
                 .map(|a| swarm::with_peer(a, peer_id).to_string())
                 .collect(),
             rendezvous_connected: false,
+            reachability: Reachability::Unknown,
+            relay: RelaySnapshot::default(),
+            connections: Vec::new(),
         }));
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (inbound_tx, inbound_rx) =
@@ -143,9 +153,11 @@ impl Node {
             registry,
             listen_addrs,
             snapshot: snapshot.clone(),
+            reservation: Reservation::new(rendezvous.as_ref()),
             directory: directory::Client::new(rendezvous, snapshot.clone()),
             messaging: Messaging::new(inbound_tx),
             probes: Probes::default(),
+            nat: Nat::default(),
         };
         let handle = tokio::spawn(task.run(command_rx, stop_rx));
         Ok((

@@ -6,14 +6,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use futures::StreamExt;
 use libp2p::{Multiaddr, PeerId, Swarm, swarm::SwarmEvent};
 use parley_domain::{PeerKeys, Username};
-use parley_usecases::ports::{NodeSnapshot, TransportError};
+use parley_usecases::ports::{NodeSnapshot, Reachability, TransportError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
     behaviour::{Behaviour, BehaviourEvent},
     directory::{self, LookupReply},
     messaging::{Delivery, Due, Messaging},
+    nat::{self, Nat},
     probe::Probes,
+    relay::Reservation,
 };
 use crate::{protocol::Meta, registry::Registry, swarm};
 
@@ -52,6 +54,8 @@ pub(super) struct Task {
     pub(super) directory: directory::Client,
     pub(super) messaging: Messaging,
     pub(super) probes: Probes,
+    pub(super) reservation: Reservation,
+    pub(super) nat: Nat,
 }
 
 impl Task {
@@ -61,6 +65,7 @@ impl Task {
         mut stop: oneshot::Receiver<()>,
     ) {
         let mut redial = tokio::time::interval(directory::REDIAL_EVERY);
+        let mut punch = tokio::time::interval(nat::CHECK_EVERY);
         loop {
             tokio::select! {
                 _ = &mut stop => break,
@@ -76,6 +81,7 @@ impl Task {
                 Some(command) = commands.recv() => self.on_command(command),
                 event = self.swarm.select_next_some() => self.on_event(event),
                 _ = redial.tick() => self.directory.redial(&mut self.swarm),
+                _ = punch.tick() => self.nat.retry_due(&mut self.swarm),
             }
         }
         tracing::debug!("node task stopped");
@@ -117,25 +123,74 @@ impl Task {
             SwarmEvent::Behaviour(BehaviourEvent::Directory(event)) => {
                 self.directory.on_event(event);
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => {
+                self.reservation.on_event(&event);
+                self.publish();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(event)) => {
+                if self.nat.on_autonat(event) {
+                    self.want_relay();
+                }
+                self.refresh();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(event)) => self.nat.on_dcutr(&event),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => {
+                self.nat.on_ping(&mut self.swarm, &event);
+            }
             SwarmEvent::ConnectionEstablished { peer_id, .. }
                 if self.directory.is_rendezvous(&peer_id) =>
             {
                 tracing::info!(%peer_id, "connected to the rendezvous");
-                self.directory.publish(&mut self.swarm, &self.listen_addrs);
+                self.publish();
+                self.want_relay();
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                self.nat
+                    .on_established(&mut self.swarm, peer_id, connection_id, &endpoint);
                 self.probes.finish(&self.registry, &peer_id, true);
+                self.refresh();
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
-                self.registry.forget(&peer_id);
-                self.messaging.forget(&peer_id);
-                if self.directory.is_rendezvous(&peer_id) {
-                    self.directory.on_lost();
+                self.nat.on_closed(connection_id, peer_id, num_established);
+                if num_established == 0 {
+                    self.registry.forget(&peer_id);
+                    self.messaging.forget(&peer_id);
+                    if self.directory.is_rendezvous(&peer_id) {
+                        self.directory.on_lost();
+                        self.reservation.lost(&mut self.swarm);
+                    }
                 }
+                self.refresh();
+            }
+            SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } if self.reservation.is_ours(listener_id) => {
+                tracing::info!(%address, "reachable through the relay");
+                self.reservation.add_addr(address);
+                self.publish();
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } if self.reservation.is_ours(listener_id) => {
+                let reason = match reason {
+                    Ok(()) => "closed".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                self.reservation.on_closed(&reason);
+                self.publish();
             }
             SwarmEvent::NewListenAddr { address, .. } if !self.listen_addrs.contains(&address) => {
                 self.listen_addrs.push(address);
@@ -148,9 +203,7 @@ impl Task {
                     .iter()
                     .map(|a| swarm::with_peer(a, me).to_string())
                     .collect();
-                if self.directory.is_connected(&self.swarm) {
-                    self.directory.publish(&mut self.swarm, &self.listen_addrs);
-                }
+                self.publish();
             }
             SwarmEvent::IncomingConnectionError {
                 error,
@@ -167,5 +220,33 @@ impl Task {
             }
             _ => {}
         }
+    }
+
+    /// Holds a relay slot unless AutoNAT found the device reachable from outside.
+    fn want_relay(&mut self) {
+        let wanted = self.directory.is_connected(&self.swarm)
+            && self.nat.reachability() != Reachability::Public;
+        self.reservation.want(&mut self.swarm, wanted);
+        self.publish();
+    }
+
+    /// Publishes the direct and circuit addresses at the rendezvous, when connected, and
+    /// refreshes what `status` shows.
+    fn publish(&mut self) {
+        if self.directory.is_connected(&self.swarm) {
+            let mut addrs = self.listen_addrs.clone();
+            addrs.extend_from_slice(self.reservation.published());
+            self.directory.publish(&mut self.swarm, &addrs);
+        }
+        self.refresh();
+    }
+
+    /// Brings `status`'s reachability, relay and connections up to date.
+    fn refresh(&self) {
+        let me = *self.swarm.local_peer_id();
+        let mut snapshot = self.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+        snapshot.reachability = self.nat.reachability();
+        snapshot.relay = self.reservation.snapshot(me);
+        snapshot.connections = self.nat.connections(&self.registry);
     }
 }

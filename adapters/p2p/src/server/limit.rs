@@ -20,13 +20,14 @@ pub const IP_LOOKUPS_PER_SECOND: f64 = 3.0 * LOOKUPS_PER_SECOND;
 
 /// Which source addresses the per-address look-up limit ([`IP_LOOKUP_BURST`],
 /// [`IP_LOOKUPS_PER_SECOND`]) applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum AddressLimit {
     /// Every address, loopback included.
     All,
     /// Every address but loopback (the default): connections from this host — a local proxy
     /// in front of the rendezvous, a benchmark — are not one source, and share no budget.
+    #[default]
     NotLoopback,
     /// No per-address limit; the per-peer limit only.
     Off,

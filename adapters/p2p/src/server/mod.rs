@@ -9,7 +9,10 @@
 //! refilled, so reconnecting does not reset it.
 
 mod limit;
+mod relay;
 mod stats;
+
+pub use relay::RelayLimits;
 
 pub use limit::{
     AddressLimit, IP_LOOKUP_BURST, IP_LOOKUPS_PER_SECOND, LOOKUP_BURST, LOOKUPS_PER_SECOND,
@@ -54,6 +57,26 @@ const PRUNE_EVERY: Duration = Duration::from_secs(10);
 struct Behaviour {
     guard: Guard,
     directory: request_response::json::Behaviour<DirectoryRequest, DirectoryResponse>,
+    /// Circuit relay v2, server side ([`relay`]).
+    relay: libp2p::relay::Behaviour,
+    /// Tells each peer the address it is seen at (its NAT's, for a peer at home).
+    identify: libp2p::identify::Behaviour,
+    /// AutoNAT v2, server side: dials a peer's observed address back, on a new port.
+    autonat: libp2p::autonat::v2::server::Behaviour,
+    /// Liveness of every connection.
+    ping: libp2p::ping::Behaviour,
+}
+
+/// How the directory runs.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Whom the per-address look-up limit applies to.
+    pub address_limit: AddressLimit,
+    /// The relay's limits.
+    pub relay: RelayLimits,
+    /// The addresses peers reach this server at, when not the listen addresses (a server
+    /// behind a port forward); the relay hands them out in its circuit addresses.
+    pub announce: Vec<Multiaddr>,
 }
 
 /// The running directory; stop it with [`DirectoryServer::shutdown`].
@@ -70,19 +93,20 @@ impl DirectoryServer {
     /// # Errors
     /// [`Error`] when the credentials are unusable or the address cannot be listened on.
     pub async fn start(credentials: Credentials, listen: Multiaddr) -> Result<Self, Error> {
-        Self::start_with(credentials, listen, AddressLimit::NotLoopback).await
+        Self::start_with(credentials, listen, ServerOptions::default()).await
     }
 
-    /// [`DirectoryServer::start`] with the per-address look-up limit applied as `limit` says.
+    /// [`DirectoryServer::start`] with `options`.
     ///
     /// # Errors
     /// [`Error`] when the credentials are unusable or the address cannot be listened on.
     pub async fn start_with(
         credentials: Credentials,
         listen: Multiaddr,
-        limit: AddressLimit,
+        options: ServerOptions,
     ) -> Result<Self, Error> {
         let registry = Registry::default();
+        let me = credentials.keypair.public();
         let behaviour = Behaviour {
             guard: Guard::new(guard::DIRECTORY),
             directory: request_response::json::Behaviour::with_codec(
@@ -93,18 +117,37 @@ impl DirectoryServer {
                 request_response::Config::default()
                     .with_max_concurrent_streams(STREAMS_PER_CONNECTION),
             ),
+            relay: libp2p::relay::Behaviour::new(me.to_peer_id(), options.relay.config()),
+            identify: crate::node::identify(&me),
+            autonat: libp2p::autonat::v2::server::Behaviour::default(),
+            ping: crate::node::ping(),
         };
-        let mut swarm = swarm::build(&credentials, registry.clone(), behaviour)?;
+        let stats = Arc::new(DirectoryStats::default());
+        let mut swarm = swarm::build(
+            &credentials,
+            registry.clone(),
+            behaviour,
+            stats.traffic.clone(),
+        )?;
         let listened = swarm::listen(&mut swarm, listen).await?;
         let me = credentials.peer_id();
+        // The relay serves circuits only once it knows an address of its own to hand out.
+        let external = if options.announce.is_empty() {
+            listened.clone()
+        } else {
+            options.announce.clone()
+        };
+        for addr in external {
+            swarm.add_external_address(addr);
+        }
         let addresses = listened.iter().map(|a| swarm::with_peer(a, me)).collect();
         let (stop, stop_rx) = oneshot::channel();
-        let stats = Arc::new(DirectoryStats::default());
         let directory = Directory {
             swarm,
             registry,
+            me,
             online: HashMap::new(),
-            limits: Limits::new(limit),
+            limits: Limits::new(options.address_limit),
             stats: stats.clone(),
         };
         let task = tokio::spawn(directory.run(stop_rx));
@@ -138,6 +181,7 @@ impl DirectoryServer {
 struct Directory {
     swarm: Swarm<Behaviour>,
     registry: Registry,
+    me: PeerId,
     online: HashMap<Username, (PeerId, Vec<Multiaddr>)>,
     limits: Limits,
     stats: Arc<DirectoryStats>,
@@ -167,6 +211,9 @@ impl Directory {
                         },
                 },
             )) => self.on_request(peer, connection_id, request, channel),
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => {
+                relay::count(&self.stats, &event);
+            }
             SwarmEvent::ConnectionEstablished {
                 connection_id,
                 endpoint,
@@ -269,10 +316,7 @@ impl Directory {
                     .iter()
                     .filter(|a| a.len() <= 256)
                     .filter_map(|a| a.parse::<Multiaddr>().ok())
-                    .filter(|a| {
-                        !a.iter()
-                            .any(|p| matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
-                    })
+                    .filter(|a| publishable(a, self.me))
                     .map(|a| swarm::with_peer(&a, peer))
                     .collect();
                 tracing::info!(%user, %peer, "peer online");
@@ -304,6 +348,26 @@ impl Directory {
                     }),
                 }
             }
+        }
+    }
+}
+
+/// Whether a peer may publish `addr`: a direct address names no peer id; a circuit address
+/// goes through this relay only (`<our address>/p2p/<our id>/p2p-circuit`), so a dialler is
+/// never sent to a relay nobody here vouches for.
+fn publishable(addr: &Multiaddr, me: PeerId) -> bool {
+    use libp2p::multiaddr::Protocol;
+
+    let parts: Vec<Protocol<'_>> = addr.iter().collect();
+    match parts.iter().position(|p| *p == Protocol::P2pCircuit) {
+        None => !parts.iter().any(|p| matches!(p, Protocol::P2p(_))),
+        Some(at) => {
+            at + 1 == parts.len()
+                && at >= 1
+                && parts[at - 1] == Protocol::P2p(me)
+                && !parts[..at - 1]
+                    .iter()
+                    .any(|p| matches!(p, Protocol::P2p(_)))
         }
     }
 }

@@ -1,6 +1,14 @@
 //! The directory's counters, for the operator's metrics.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use crate::swarm::Traffic;
 
 /// Counters of the directory, for the operator's metrics. Read with [`DirectoryStats::snapshot`].
 #[derive(Debug, Default)]
@@ -11,10 +19,33 @@ pub struct DirectoryStats {
     pub(super) refused_connections: AtomicU64,
     pub(super) connected_peers: AtomicU64,
     pub(super) online_users: AtomicU64,
+    pub(super) relay: RelayStats,
+    pub(super) traffic: Arc<Traffic>,
+}
+
+/// The relay's counters.
+#[derive(Debug, Default)]
+pub(super) struct RelayStats {
+    pub(super) reservations: AtomicU64,
+    pub(super) circuits: AtomicU64,
+    pub(super) circuits_opened: AtomicU64,
+    refusals: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+}
+
+impl RelayStats {
+    /// Counts a refused `kind` (`reservation`, `circuit`) for `reason`.
+    pub(super) fn refused(&self, kind: &'static str, reason: &'static str) {
+        *self
+            .refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry((kind, reason))
+            .or_default() += 1;
+    }
 }
 
 /// The directory's counters at one moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatsSnapshot {
     /// Look-ups answered (found or not).
     pub lookups: u64,
@@ -28,6 +59,19 @@ pub struct StatsSnapshot {
     pub connected_peers: u64,
     /// Users listed as online now.
     pub online_users: u64,
+    /// Relay slots held now.
+    pub relay_reservations: u64,
+    /// Circuits open through the relay now.
+    pub relay_circuits: u64,
+    /// Circuits opened through the relay since the start.
+    pub relay_circuits_opened: u64,
+    /// Relay slots and circuits refused, by kind (`reservation`, `circuit`) and reason
+    /// (`resource_limit_exceeded`, `no_reservation`, `permission_denied`, `failed`, …).
+    pub relay_refusals: Vec<(&'static str, &'static str, u64)>,
+    /// Bytes read from all p2p connections (relayed circuits cross twice: in, then out).
+    pub bytes_received: u64,
+    /// Bytes written to all p2p connections.
+    pub bytes_sent: u64,
 }
 
 impl DirectoryStats {
@@ -42,6 +86,19 @@ impl DirectoryStats {
             refused_connections: read(&self.refused_connections),
             connected_peers: read(&self.connected_peers),
             online_users: read(&self.online_users),
+            relay_reservations: read(&self.relay.reservations),
+            relay_circuits: read(&self.relay.circuits),
+            relay_circuits_opened: read(&self.relay.circuits_opened),
+            relay_refusals: self
+                .relay
+                .refusals
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|((kind, reason), n)| (*kind, *reason, *n))
+                .collect(),
+            bytes_received: read(&self.traffic.received),
+            bytes_sent: read(&self.traffic.sent),
         }
     }
 
