@@ -360,13 +360,17 @@ impl Host {
             (1..=100).contains(&percent),
             "a host loses 1 to 100 % of its packets, not {percent}"
         );
-        // `numgen random mod 100` is 0 to 99, so `< 100` is out of its range for nft.
-        let below = percent - 1;
+        // `numgen random mod 100` is 0 to 99: nft refuses `< 100` as out of its range.
+        let which = if percent == 100 {
+            String::new()
+        } else {
+            format!("numgen random mod 100 < {percent} ")
+        };
         let rules = format!(
             "table inet {LOSS_TABLE} {{
   chain input {{
     type filter hook input priority 0; policy accept;
-    iifname \"{ETH}\" numgen random mod 100 <= {below} drop
+    iifname \"{ETH}\" {which}drop
   }}
 }}
 "
