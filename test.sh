@@ -56,14 +56,16 @@ fi
 
 install_system_packages() {
     # C toolchain for aws-lc-sys and libFuzzer; pkg-config; certificates for the registries;
-    # openssl and sslscan for the TLS audit; iproute2 and nftables for the network faults.
+    # openssl and sslscan for the TLS audit; iproute2 (ip, tc), nftables and conntrack for the
+    # network lab of namespaces behind NAT routers.
     local missing=()
     command -v cc >/dev/null || missing+=(build-essential)
     command -v c++ >/dev/null || missing+=(g++)
     command -v openssl >/dev/null || missing+=(openssl)
     command -v sslscan >/dev/null || missing+=(sslscan)
-    command -v ip >/dev/null || missing+=(iproute2)
+    { command -v ip && command -v tc; } >/dev/null || missing+=(iproute2)
     command -v nft >/dev/null || missing+=(nftables)
+    command -v conntrack >/dev/null || missing+=(conntrack)
     command -v pkg-config >/dev/null || missing+=(pkg-config)
     command -v perl >/dev/null || missing+=(perl)
     command -v python3 >/dev/null || missing+=(python3)

@@ -16,10 +16,12 @@
 //! - [`tools`]: root and programs on `PATH`, and [`skip`], the loud skip (a failure under `CI`).
 //! - [`faults`]: the `LD_PRELOAD` library that makes syncs fail.
 //! - [`window`]: Xvfb and tauri-driver for a test that drives the desktop app's window.
+//! - [`netns`]: [`Lab`], network namespaces cabled into a public network with public hosts
+//!   and homes behind NAT routers (nftables, conntrack, tc netem), whose programs start
+//!   through the `via` launcher the process options take.
 //!
-//! Helpers of the same kind go beside these: a network-namespace lab (veth, bridge, nftables)
-//! next to [`faults`], started through the `via` launcher the process options take; a
-//! PostgreSQL server for the rendezvous's database as a module like [`rendezvous`].
+//! Helpers of the same kind go beside these: a PostgreSQL server for the rendezvous's
+//! database as a module like [`rendezvous`].
 //!
 //! A new suite adds `parley-testkit.workspace = true` to its `[dev-dependencies]` and starts
 //! what it needs:
@@ -42,6 +44,7 @@
 pub mod bin;
 pub mod faults;
 pub mod https;
+pub mod netns;
 pub mod peer;
 pub mod process;
 pub mod rendezvous;
@@ -50,6 +53,7 @@ pub mod wait;
 pub mod window;
 
 pub use bin::binary;
+pub use netns::{Home, Host, Lab, Nat};
 pub use peer::{
     Daemon, control, enroll, enroll_pinned, enrolled_pair, history, json, pair, parley, stderr,
     texts, texts_from,
