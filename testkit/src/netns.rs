@@ -185,6 +185,14 @@ impl Lab {
         router_ns.run(&["ip", "link", "set", "lo", "up"]);
         router_ns.run(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
         router_ns.run_with_input(&["nft", "-f", "-"], &router::ruleset(nat));
+        // Like a home router that lost its table: a TCP segment of a connection it no longer
+        // tracks is not picked up as a new one (Linux does that by default), so a flushed
+        // mapping breaks the connections that went through it.
+        router_ns.run(&[
+            "sh",
+            "-c",
+            "echo 0 > /proc/sys/net/netfilter/nf_conntrack_tcp_loose",
+        ]);
         if let Some(delay) = self.wan_delay {
             let delayed = netem(&router_ns, WAN, delay) && netem(self.internet(), &port, delay);
             if !delayed {

@@ -182,6 +182,11 @@ impl Messaging {
         }
     }
 
+    /// Whether a delivery to `peer` waits for its receipt.
+    pub(super) fn in_flight_to(&self, peer: &PeerId) -> bool {
+        self.deliveries.values().any(|p| p.peer == *peer)
+    }
+
     /// Forgets `peer`'s violations once its last connection closed.
     pub(super) fn forget(&mut self, peer: &PeerId) {
         self.violations.forget(peer);

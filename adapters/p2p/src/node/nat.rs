@@ -5,7 +5,8 @@
 //!   answered makes the device `public`; only failures make it `private`; nothing tested yet
 //!   is `unknown`.
 //! - Paths: every connection to a contact is direct or relayed. When a direct one comes up
-//!   beside relayed ones, the relayed ones are closed, so messages and attachments move to it.
+//!   beside relayed ones, the relayed ones are closed once no delivery to that contact is in
+//!   flight (after [`CIRCUIT_GRACE`]), so messages and attachments move to it.
 //! - Punching again: DCUtR tries on each new relayed connection. The side that dialled the
 //!   circuit, still relayed only after [`FIRST_RETRY`], dials a fresh circuit (which starts a
 //!   fresh punch) and closes the older one once the new one is up; the wait doubles each time,
@@ -34,8 +35,12 @@ use crate::registry::Registry;
 pub const FIRST_RETRY: Duration = Duration::from_secs(30);
 /// The longest wait between two punches.
 pub const LAST_RETRY: Duration = Duration::from_secs(30 * 60);
-/// How often due punches are looked for.
-pub(super) const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How often due punches and unneeded circuits are looked for.
+pub(super) const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How long a circuit stays beside the connection that replaced it, so that what is under
+/// way on it (a message waiting for its receipt) can finish; it is closed at the first check
+/// after this with no delivery to that peer in flight.
+pub const CIRCUIT_GRACE: Duration = Duration::from_secs(2);
 
 struct Link {
     peer: PeerId,
@@ -43,6 +48,8 @@ struct Link {
     /// The circuit address, when this side dialled a relayed connection.
     circuit: Option<Multiaddr>,
     opened: Instant,
+    /// Since when a newer connection to the same peer makes this one unneeded.
+    superseded: Option<Instant>,
 }
 
 struct Retry {
@@ -86,7 +93,6 @@ impl Nat {
     /// A connection to a contact opened.
     pub(super) fn on_established(
         &mut self,
-        swarm: &mut Swarm<Behaviour>,
         peer: PeerId,
         connection: ConnectionId,
         endpoint: &ConnectedPoint,
@@ -116,35 +122,42 @@ impl Nat {
                 path,
                 circuit,
                 opened: Instant::now(),
+                superseded: None,
             },
         );
-        match path {
-            // Traffic moves to the direct connection: the circuits go.
-            Path::Direct => {
-                self.retries.remove(&peer);
-                self.close(swarm, peer, |_, link| link.path == Path::Relayed);
-            }
-            // A newer circuit replaces an older one (a punch retried).
-            Path::Relayed => {
-                self.close(swarm, peer, |id, link| {
-                    id != connection && link.path == Path::Relayed
-                });
-            }
+        if path == Path::Direct {
+            self.retries.remove(&peer);
+        }
+        // Traffic moves to the direct connection, or to the newer circuit of a punch retried:
+        // the older circuits go once what is under way on them is done.
+        let now = Instant::now();
+        for (_, link) in self.links.iter_mut().filter(|(id, link)| {
+            **id != connection
+                && link.peer == peer
+                && link.path == Path::Relayed
+                && link.superseded.is_none()
+        }) {
+            link.superseded = Some(now);
         }
     }
 
-    fn close(
-        &mut self,
+    /// Closes the circuits superseded for [`CIRCUIT_GRACE`] whose peer has no delivery in
+    /// flight (`busy`).
+    pub(super) fn close_superseded(
+        &self,
         swarm: &mut Swarm<Behaviour>,
-        peer: PeerId,
-        which: impl Fn(ConnectionId, &Link) -> bool,
+        busy: impl Fn(&PeerId) -> bool,
     ) {
-        for (id, _) in self
-            .links
-            .iter()
-            .filter(|(id, link)| link.peer == peer && which(**id, link))
-        {
-            swarm.close_connection(*id);
+        let now = Instant::now();
+        for (id, link) in &self.links {
+            if link
+                .superseded
+                .is_some_and(|since| now.duration_since(since) >= CIRCUIT_GRACE)
+                && !busy(&link.peer)
+            {
+                tracing::debug!(peer = %link.peer, "closing the circuit a newer connection replaced");
+                swarm.close_connection(*id);
+            }
         }
     }
 

@@ -74,8 +74,11 @@ impl Reservation {
         self.listener == Some(listener)
     }
 
-    /// A circuit address of the slot came up.
-    pub(super) fn add_addr(&mut self, addr: Multiaddr) {
+    /// A circuit address of the slot came up (kept without the trailing own id).
+    pub(super) fn add_addr(&mut self, mut addr: Multiaddr) {
+        if matches!(addr.iter().last(), Some(Protocol::P2p(_))) {
+            addr.pop();
+        }
         if !self.addrs.contains(&addr) {
             self.addrs.push(addr);
         }

@@ -81,7 +81,12 @@ impl Task {
                 Some(command) = commands.recv() => self.on_command(command),
                 event = self.swarm.select_next_some() => self.on_event(event),
                 _ = redial.tick() => self.directory.redial(&mut self.swarm),
-                _ = punch.tick() => self.nat.retry_due(&mut self.swarm),
+                _ = punch.tick() => {
+                    self.nat.retry_due(&mut self.swarm);
+                    let messaging = &self.messaging;
+                    self.nat
+                        .close_superseded(&mut self.swarm, |peer| messaging.in_flight_to(peer));
+                }
             }
         }
         tracing::debug!("node task stopped");
@@ -150,8 +155,7 @@ impl Task {
                 endpoint,
                 ..
             } => {
-                self.nat
-                    .on_established(&mut self.swarm, peer_id, connection_id, &endpoint);
+                self.nat.on_established(peer_id, connection_id, &endpoint);
                 self.probes.finish(&self.registry, &peer_id, true);
                 self.refresh();
             }
