@@ -225,10 +225,7 @@ impl Peer {
 
     /// Dials `peer` at `addr`, even when already connected.
     async fn dial(&self, peer: PeerId, addr: Multiaddr) {
-        self.commands
-            .send(Command::Dial(peer, addr))
-            .await
-            .unwrap();
+        self.commands.send(Command::Dial(peer, addr)).await.unwrap();
     }
 
     /// Dials `peer` at `addr` and waits for the connection or the failure: `Ok(relayed)` or
@@ -303,7 +300,10 @@ impl Peer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("{what} did not come within {PROMPTLY:?}; seen: {:?}", self.log());
+        panic!(
+            "{what} did not come within {PROMPTLY:?}; seen: {:?}",
+            self.log()
+        );
     }
 
     /// Whether a connection with `peer` was ever established.
@@ -581,8 +581,289 @@ async fn a_peer_from_another_ca_can_neither_reserve_nor_open_a_circuit_while_a_c
         .await
         .unwrap();
     assert!(relayed, "alice's connection to bob is a circuit");
-    alice.send(bob.id, b"hello through the relay").await.unwrap();
-    assert_eq!(bob.received_from(alice.id).await, b"hello through the relay");
+    alice
+        .send(bob.id, b"hello through the relay")
+        .await
+        .unwrap();
+    assert_eq!(
+        bob.received_from(alice.id).await,
+        b"hello through the relay"
+    );
     assert_eq!(server.stats().snapshot().relay_circuits_opened, 1);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_greedy_certified_peer_gets_no_circuit_past_its_cap_and_another_peer_still_gets_one() {
+    let ca = Ca::new("Parley CA");
+    let limits = RelayLimits {
+        max_circuits_per_peer: 2,
+        ..small_limits()
+    };
+    let server = relay_with(&ca, limits).await;
+    let (relay, relay_id) = relay_address(&server);
+    let bob = Peer::start(&ca.user("bob", 2), 2, relay_id);
+    bob.reserved(&relay).await;
+
+    // Mallory, enrolled, opens circuit after circuit to bob and keeps them all open.
+    let mallory = Peer::start(&ca.user("mallory", 9), 9, relay_id);
+    mallory.expect(bob.id, "bob");
+    let mut opened = 0;
+    let mut refused = Vec::new();
+    for _ in 0..5 {
+        match mallory.connect(bob.id, circuit_to(&relay, bob.id)).await {
+            Ok(relayed) => {
+                assert!(relayed, "mallory's connection to bob is a circuit");
+                opened += 1;
+            }
+            Err(error) => refused.push(error),
+        }
+    }
+    assert_eq!(
+        opened, 2,
+        "circuits opened past the cap of 2; refusals: {refused:?}"
+    );
+    assert!(
+        refused.iter().all(|e| e.contains("ResourceLimitExceeded")),
+        "a circuit refused for another reason: {refused:?}"
+    );
+    let stats = server.stats().snapshot();
+    assert_eq!(
+        refusals(&stats, "circuit", "resource_limit_exceeded"),
+        3,
+        "{stats:?}"
+    );
+    assert_eq!(stats.relay_circuits, 2, "{stats:?}");
+
+    // Bob is not locked out: alice still reaches him through the relay.
+    let alice = Peer::start(&ca.user("alice", 1), 1, relay_id);
+    alice.expect(bob.id, "bob");
+    let relayed = alice
+        .connect(bob.id, circuit_to(&relay, bob.id))
+        .await
+        .unwrap();
+    assert!(relayed, "alice's connection to bob is a circuit");
+    alice.send(bob.id, b"still here").await.unwrap();
+    assert_eq!(bob.received_from(alice.id).await, b"still here");
+    assert_eq!(server.stats().snapshot().relay_circuits, 3);
+    server.shutdown().await;
+}
+
+/// Asks for a slot and waits for the answer: the refusal's reason, if refused.
+async fn slot(peer: &Peer, relay: &Multiaddr) -> Result<(), String> {
+    peer.reserve(relay).await;
+    let outcome = peer
+        .wait_for("the relay's answer to a slot request", |s| {
+            matches!(s, Seen::Reserved | Seen::SlotClosed(_))
+        })
+        .await;
+    match outcome {
+        Seen::Reserved => Ok(()),
+        Seen::SlotClosed(reason) => Err(reason),
+        _ => unreachable!("only slot answers are waited for"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_greedy_certified_peer_holds_no_more_slots_than_its_cap_and_another_peer_still_gets_one()
+{
+    let ca = Ca::new("Parley CA");
+    let limits = RelayLimits {
+        max_reservations: 2,
+        max_reservations_per_peer: 1,
+        ..small_limits()
+    };
+    let server = relay_with(&ca, limits).await;
+    let (relay, relay_id) = relay_address(&server);
+
+    // Mallory runs three devices' worth of swarms with one enrolled identity (one peer id),
+    // each with its own connection to the relay, each asking for a slot.
+    let mallory = ca.user("mallory", 9);
+    let mut granted = 0;
+    let mut refused = Vec::new();
+    let mut swarms = Vec::new();
+    for _ in 0..3 {
+        let greedy = Peer::start(&mallory, 9, relay_id);
+        match slot(&greedy, &relay).await {
+            Ok(()) => granted += 1,
+            Err(reason) => refused.push(reason),
+        }
+        swarms.push(greedy);
+    }
+    assert_eq!(granted, 1, "mallory holds more slots than her cap of 1");
+    assert!(
+        refused.iter().all(|r| r.contains("ResourceLimitExceeded")),
+        "a slot refused for another reason: {refused:?}"
+    );
+    let stats = server.stats().snapshot();
+    assert_eq!(
+        refusals(&stats, "reservation", "resource_limit_exceeded"),
+        2,
+        "{stats:?}"
+    );
+
+    // Bob still gets a slot, and is reached through it.
+    let bob = Peer::start(&ca.user("bob", 2), 2, relay_id);
+    slot(&bob, &relay).await.expect("a slot for bob");
+    assert_eq!(server.stats().snapshot().relay_reservations, 2);
+    let alice = Peer::start(&ca.user("alice", 1), 1, relay_id);
+    alice.expect(bob.id, "bob");
+    assert!(
+        alice
+            .connect(bob.id, circuit_to(&relay, bob.id))
+            .await
+            .unwrap()
+    );
+
+    // The relay's total holds as well: with both slots taken, carol gets none.
+    let carol = Peer::start(&ca.user("carol", 3), 3, relay_id);
+    let refusal = slot(&carol, &relay)
+        .await
+        .expect_err("a slot for carol past the total");
+    assert!(refusal.contains("ResourceLimitExceeded"), "{refusal}");
+    let stats = server.stats().snapshot();
+    assert_eq!(
+        refusals(&stats, "reservation", "resource_limit_exceeded"),
+        3,
+        "{stats:?}"
+    );
+    assert_eq!(stats.relay_reservations, 2, "{stats:?}");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_copying_the_bytes_never_sees_the_plaintext_nor_the_certificates() {
+    let ca = Ca::new("Parley CA");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pipe = Pipe::to(listener.local_addr().unwrap()).await;
+    let ((bob_id, mut at_alice), (alice_id, mut at_bob)) =
+        handshake_through(&ca, listener, &pipe).await;
+    assert_eq!(bob_id, ca.user("bob", 2).peer_id());
+    assert_eq!(alice_id, ca.user("alice", 1).peer_id());
+
+    let secret = b"meet me at the old mill at nine; the password is swordfish";
+    at_alice.write_all(secret).await.unwrap();
+    at_alice.flush().await.unwrap();
+    let mut got = vec![0u8; secret.len()];
+    tokio::time::timeout(PROMPTLY, at_bob.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, secret, "the message arrives intact through the pipe");
+    at_bob.write_all(b"see you there").await.unwrap();
+    at_bob.flush().await.unwrap();
+    let mut reply = vec![0u8; 13];
+    at_alice.read_exact(&mut reply).await.unwrap();
+
+    let seen = pipe.recorded();
+    let contains = |needle: &[u8]| seen.windows(needle.len()).any(|w| w == needle);
+    // The pipe saw the traffic: TLS application-data records went through it.
+    assert!(
+        contains(&[0x17, 0x03, 0x03]),
+        "no TLS record passed the pipe"
+    );
+    assert!(seen.len() > secret.len() + 13);
+    for plaintext in [&secret[..], b"swordfish", b"see you there"] {
+        assert!(
+            !contains(plaintext),
+            "the relay saw {:?} in clear",
+            String::from_utf8_lossy(plaintext)
+        );
+    }
+    // TLS 1.3 encrypts both certificates too: who talks is not in the bytes either.
+    for name in ["alice", "bob"] {
+        let uri = parley_domain::pki::user_uri(&user(name));
+        assert!(!contains(uri.as_bytes()), "the relay saw {uri} in clear");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_flipped_by_the_relay_fails_the_read_instead_of_altering_the_message() {
+    let ca = Ca::new("Parley CA");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pipe = Pipe::to(listener.local_addr().unwrap()).await;
+    let ((_, mut at_alice), (_, mut at_bob)) = handshake_through(&ca, listener, &pipe).await;
+
+    // Untouched, a message arrives as sent.
+    at_alice.write_all(b"first: pay bob 10").await.unwrap();
+    at_alice.flush().await.unwrap();
+    let mut first = vec![0u8; 17];
+    tokio::time::timeout(PROMPTLY, at_bob.read_exact(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, b"first: pay bob 10");
+
+    // One flipped bit in the next record: bob's read fails; no altered text comes out.
+    pipe.tamper.store(true, Ordering::SeqCst);
+    at_alice.write_all(b"second: pay bob 20").await.unwrap();
+    at_alice.flush().await.unwrap();
+    let mut second = vec![0u8; 18];
+    let outcome = tokio::time::timeout(PROMPTLY, at_bob.read_exact(&mut second))
+        .await
+        .expect("bob's read neither failed nor returned");
+    assert!(
+        !pipe.tamper.load(Ordering::SeqCst),
+        "the pipe did not flip a byte"
+    );
+    let error = outcome.expect_err("a tampered record was read as a message");
+    println!("bob's read: {error} ({error:?})");
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error:?}");
+    assert_eq!(
+        second,
+        vec![0u8; 18],
+        "bytes of the tampered record came out"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_circuit_to_someone_else_than_the_expected_user_is_refused_and_carries_no_message() {
+    let ca = Ca::new("Parley CA");
+    let server = relay_with(&ca, small_limits()).await;
+    let (relay, relay_id) = relay_address(&server);
+    let carol = Peer::start(&ca.user("carol", 3), 3, relay_id);
+    carol.reserved(&relay).await;
+
+    // Alice was told (by a lying directory, say) that carol's peer id is bob's.
+    let alice = Peer::start(&ca.user("alice", 1), 1, relay_id);
+    alice.expect(carol.id, "bob");
+    let error = alice
+        .connect(carol.id, circuit_to(&relay, carol.id))
+        .await
+        .expect_err("a circuit to carol when bob was expected");
+    println!("alice's dial: {error}");
+    assert!(
+        error.contains("the peer is user carol, not user bob"),
+        "the dial error does not name the wrong identity: {error}"
+    );
+    match alice.registry.take_refusal(&carol.id) {
+        Some(Refusal::WrongIdentity(reason)) => {
+            assert!(
+                reason.contains("carol") && reason.contains("bob"),
+                "{reason}"
+            );
+        }
+        other => panic!("the refusal is not a wrong identity: {other:?}"),
+    }
+    assert!(
+        alice.send(carol.id, b"for bob's eyes only").await.is_err(),
+        "a note went out without a verified connection"
+    );
+    tokio::time::sleep(QUIET).await;
+    assert!(
+        carol.inbox.lock().unwrap().is_empty(),
+        "carol received a note meant for bob"
+    );
+    assert!(!alice.ever_connected_to(carol.id));
+
+    // Expecting carol, the same circuit works and the note arrives.
+    alice.expect(carol.id, "carol");
+    let relayed = alice
+        .connect(carol.id, circuit_to(&relay, carol.id))
+        .await
+        .unwrap();
+    assert!(relayed);
+    alice.send(carol.id, b"hello carol").await.unwrap();
+    assert_eq!(carol.received_from(alice.id).await, b"hello carol");
     server.shutdown().await;
 }
