@@ -74,8 +74,11 @@ impl Reservation {
         self.listener == Some(listener)
     }
 
-    /// A circuit address of the slot came up.
+    /// A circuit address of the slot came up. The relay client reports it ending in
+    /// `/p2p/<own id>`; it is kept without, as direct addresses are, since the directory
+    /// accepts a circuit address only when it ends in `/p2p-circuit` (and appends the id).
     pub(super) fn add_addr(&mut self, addr: Multiaddr) {
+        let addr = swarm::split_peer(&addr).map_or(addr, |(_, base)| base);
         if !self.addrs.contains(&addr) {
             self.addrs.push(addr);
         }
