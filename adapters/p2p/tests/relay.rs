@@ -867,3 +867,75 @@ async fn a_circuit_to_someone_else_than_the_expected_user_is_refused_and_carries
     assert_eq!(carol.received_from(alice.id).await, b"hello carol");
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_delivers_to_a_node_it_can_reach_only_through_its_circuit_address() {
+    use parley_p2p::{NodeConfig, PeerAddress};
+    use parley_usecases::ports::{Directory as _, NodeInfo as _, OutgoingEnvelope, Transport as _};
+
+    let ca = Ca::new("Parley CA");
+    let server = relay_with(&ca, small_limits()).await;
+    let (bob, mut bob_rx) = common::node(ca.user("bob", 2), "bob", server.addresses()).await;
+    common::eventually("bob's relay slot", async || {
+        let relay = bob.snapshot().relay;
+        relay.reserved && !relay.addrs.is_empty()
+    })
+    .await;
+    let circuit: Multiaddr = bob.snapshot().relay.addrs[0].parse().unwrap();
+    let bob_id: PeerId = bob.snapshot().peer_id.parse().unwrap();
+    assert_eq!(circuit, circuit_to(&relay_address(&server).0, bob_id));
+
+    let config = NodeConfig {
+        credentials: ca.user("alice", 1),
+        user: user("alice"),
+        listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+        rendezvous: server.addresses(),
+        inbound_queue: 16,
+        attachments: None,
+    };
+    let (alice, _alice_rx) = parley_p2p::Node::start(config).await.unwrap();
+    // The directory hands out bob's circuit address beside his direct ones.
+    common::eventually("bob's circuit address in the directory", async || {
+        alice
+            .lookup(&user("bob"))
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|found| found.addrs.contains(&circuit))
+    })
+    .await;
+
+    let received = tokio::spawn(async move {
+        let inbound = bob_rx.recv().await.expect("bob's node stopped");
+        let got = (inbound.from.clone(), inbound.envelope.clone());
+        inbound.accept();
+        got
+    });
+    let only_the_circuit = PeerAddress {
+        peer: bob_id,
+        addrs: vec![circuit],
+    };
+    let message = OutgoingEnvelope {
+        id: parley_domain::MessageId::from_bytes([5; 16]),
+        to: user("bob"),
+        bytes: b"sealed: hello bob, through the relay".to_vec(),
+        attachments: vec![],
+    };
+    tokio::time::timeout(
+        PROMPTLY,
+        alice.deliver(&user("bob"), &only_the_circuit, &message, None),
+    )
+    .await
+    .expect("the relayed delivery took too long")
+    .expect("the relayed delivery failed");
+    let (from, envelope) = tokio::time::timeout(PROMPTLY, received)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(from, user("alice"));
+    assert_eq!(envelope, message.bytes);
+    assert!(server.stats().snapshot().relay_circuits_opened >= 1);
+    alice.shutdown().await;
+    bob.shutdown().await;
+    server.shutdown().await;
+}
