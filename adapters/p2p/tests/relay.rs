@@ -119,6 +119,9 @@ enum Seen {
     DialFailed { peer: Option<PeerId>, error: String },
 }
 
+/// Notes a peer received: (sender, bytes).
+type Inbox = Arc<Mutex<Vec<(PeerId, Vec<u8>)>>>;
+
 enum Command {
     Listen(Multiaddr),
     Dial(PeerId, Multiaddr),
@@ -131,8 +134,7 @@ struct Peer {
     commands: mpsc::Sender<Command>,
     notes: libp2p_stream::Control,
     seen: Arc<Mutex<Vec<Seen>>>,
-    /// Notes received: (sender, bytes).
-    inbox: Arc<Mutex<Vec<(PeerId, Vec<u8>)>>>,
+    inbox: Inbox,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -369,10 +371,7 @@ async fn run(
 }
 
 /// Reads every incoming note into `inbox`.
-async fn receive(
-    mut incoming: libp2p_stream::IncomingStreams,
-    inbox: Arc<Mutex<Vec<(PeerId, Vec<u8>)>>>,
-) {
+async fn receive(mut incoming: libp2p_stream::IncomingStreams, inbox: Inbox) {
     while let Some((peer, stream)) = incoming.next().await {
         let mut note = Vec::new();
         if stream.take(MAX_NOTE).read_to_end(&mut note).await.is_ok() {
