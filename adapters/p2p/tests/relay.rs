@@ -92,6 +92,17 @@ fn refusals(stats: &StatsSnapshot, kind: &str, reason: &str) -> u64 {
         .sum()
 }
 
+/// Caps small enough for a test to reach, large enough not to get in the way.
+fn small_limits() -> RelayLimits {
+    RelayLimits {
+        max_reservations: 8,
+        max_reservations_per_peer: 2,
+        max_circuits: 16,
+        max_circuits_per_peer: 4,
+        ..RelayLimits::default()
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // A peer: the product's pieces (the relay client transport and direct TCP, both under
 // `/parley/mtls/1.0.0` and yamux, like `build_with_relay`), with a plain note protocol instead
@@ -220,9 +231,24 @@ impl Peer {
 
     /// Asks for a slot and waits until the relay granted it.
     async fn reserved(&self, relay: &Multiaddr) {
+        if let Err(reason) = self.slot(relay).await {
+            panic!("the relay refused a slot: {reason}");
+        }
+    }
+
+    /// Asks for a slot and waits for the answer: the refusal's reason, if refused.
+    async fn slot(&self, relay: &Multiaddr) -> Result<(), String> {
         self.reserve(relay).await;
-        self.wait_for("a relay slot", |s| matches!(s, Seen::Reserved))
+        let outcome = self
+            .wait_for("the relay's answer to a slot request", |s| {
+                matches!(s, Seen::Reserved | Seen::SlotClosed(_))
+            })
             .await;
+        match outcome {
+            Seen::Reserved => Ok(()),
+            Seen::SlotClosed(reason) => Err(reason),
+            _ => unreachable!("only slot answers are waited for"),
+        }
     }
 
     /// Dials `peer` at `addr`, even when already connected.
@@ -401,7 +427,7 @@ impl Drop for Pipe {
 }
 
 impl Pipe {
-    /// A pipe in front of `listener`'s address, for one connection.
+    /// A pipe in front of `target`, for one connection.
     async fn to(target: std::net::SocketAddr) -> Self {
         let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = front.local_addr().unwrap();
@@ -451,7 +477,7 @@ async fn copy(
             && flag.swap(false, Ordering::SeqCst)
         {
             // Past the 5-byte record header: a byte of the encrypted record itself.
-            let at = 5.min(n - 1) + (n - 1).saturating_sub(5) / 2;
+            let at = (5 + n / 2).min(n - 1);
             chunk[at] ^= 0x01;
         }
         if to.write_all(chunk).await.is_err() {
@@ -502,16 +528,6 @@ async fn handshake_through(
 }
 
 // ---------------------------------------------------------------------------------------------
-
-fn small_limits() -> RelayLimits {
-    RelayLimits {
-        max_reservations: 8,
-        max_reservations_per_peer: 2,
-        max_circuits: 16,
-        max_circuits_per_peer: 4,
-        ..RelayLimits::default()
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_from_another_ca_can_neither_reserve_nor_open_a_circuit_while_a_certified_peer_is_reached_through_one()
@@ -648,21 +664,6 @@ async fn a_greedy_certified_peer_gets_no_circuit_past_its_cap_and_another_peer_s
     server.shutdown().await;
 }
 
-/// Asks for a slot and waits for the answer: the refusal's reason, if refused.
-async fn slot(peer: &Peer, relay: &Multiaddr) -> Result<(), String> {
-    peer.reserve(relay).await;
-    let outcome = peer
-        .wait_for("the relay's answer to a slot request", |s| {
-            matches!(s, Seen::Reserved | Seen::SlotClosed(_))
-        })
-        .await;
-    match outcome {
-        Seen::Reserved => Ok(()),
-        Seen::SlotClosed(reason) => Err(reason),
-        _ => unreachable!("only slot answers are waited for"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_greedy_certified_peer_holds_no_more_slots_than_its_cap_and_another_peer_still_gets_one()
 {
@@ -683,7 +684,7 @@ async fn a_greedy_certified_peer_holds_no_more_slots_than_its_cap_and_another_pe
     let mut swarms = Vec::new();
     for _ in 0..3 {
         let greedy = Peer::start(&mallory, 9, relay_id);
-        match slot(&greedy, &relay).await {
+        match greedy.slot(&relay).await {
             Ok(()) => granted += 1,
             Err(reason) => refused.push(reason),
         }
@@ -703,7 +704,7 @@ async fn a_greedy_certified_peer_holds_no_more_slots_than_its_cap_and_another_pe
 
     // Bob still gets a slot, and is reached through it.
     let bob = Peer::start(&ca.user("bob", 2), 2, relay_id);
-    slot(&bob, &relay).await.expect("a slot for bob");
+    bob.slot(&relay).await.expect("a slot for bob");
     assert_eq!(server.stats().snapshot().relay_reservations, 2);
     let alice = Peer::start(&ca.user("alice", 1), 1, relay_id);
     alice.expect(bob.id, "bob");
@@ -716,7 +717,8 @@ async fn a_greedy_certified_peer_holds_no_more_slots_than_its_cap_and_another_pe
 
     // The relay's total holds as well: with both slots taken, carol gets none.
     let carol = Peer::start(&ca.user("carol", 3), 3, relay_id);
-    let refusal = slot(&carol, &relay)
+    let refusal = carol
+        .slot(&relay)
         .await
         .expect_err("a slot for carol past the total");
     assert!(refusal.contains("ResourceLimitExceeded"), "{refusal}");
