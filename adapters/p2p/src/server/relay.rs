@@ -51,13 +51,18 @@ impl Default for RelayLimits {
 impl RelayLimits {
     /// The relay behaviour's configuration; libp2p's rate limits per peer and per address on
     /// new slots and circuits stay as they are.
+    ///
+    /// libp2p refuses a peer's new slot or circuit only once the peer holds *more* than its
+    /// per-peer cap (`held > cap`), which grants one past it; handing it one less makes the cap
+    /// the number a peer may hold. A per-peer cap of 0 cannot be expressed (the rendezvous's
+    /// flags refuse it); it is taken as 1.
     pub(super) fn config(&self) -> relay::Config {
         relay::Config {
             max_reservations: self.max_reservations,
-            max_reservations_per_peer: self.max_reservations_per_peer,
+            max_reservations_per_peer: self.max_reservations_per_peer.saturating_sub(1),
             reservation_duration: self.reservation_duration,
             max_circuits: self.max_circuits,
-            max_circuits_per_peer: self.max_circuits_per_peer,
+            max_circuits_per_peer: self.max_circuits_per_peer.saturating_sub(1),
             max_circuit_duration: self.max_circuit_duration,
             max_circuit_bytes: self.max_circuit_bytes,
             ..relay::Config::default()
