@@ -79,17 +79,14 @@ impl Net {
         self.rv.as_ref().expect("the rendezvous runs")
     }
 
-    /// Restarts the rendezvous on the same p2p port (its key and CA stay in its folder).
-    fn restart_rendezvous(&mut self) {
-        let port: u16 = self
-            .rv()
+    /// The rendezvous's p2p port.
+    fn rv_port(&self) -> u16 {
+        self.rv()
             .p2p
             .split('/')
             .nth(4)
             .and_then(|p| p.parse().ok())
-            .expect("the p2p line names a TCP port");
-        drop(self.rv.take());
-        self.rv = Some(self.start_rendezvous(port));
+            .expect("the p2p line names a TCP port")
     }
 
     fn home_dir(&self, user: &str) -> PathBuf {
@@ -403,6 +400,7 @@ fn a_rendezvous_restarted_under_a_relayed_conversation_delivers_the_pending_exac
     delivered(&net, &alice, "carol", "before the restart", None);
 
     // The rendezvous goes down: the circuit goes with it, and what alice sends now waits.
+    let port = net.rv_port();
     drop(net.rv.take());
     let pending = "sent while the rendezvous was down";
     let out = send(&alice, "carol", pending, None);
@@ -411,7 +409,8 @@ fn a_rendezvous_restarted_under_a_relayed_conversation_delivers_the_pending_exac
         "nothing can carry the message: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    net.restart_rendezvous();
+    // Back on the same port (its key and CA stay in its folder).
+    net.rv = Some(net.start_rendezvous(port));
     wait_reserved(&net, &[&alice, &carol]);
     wait_within(
         "the outbox to deliver the pending message",

@@ -193,6 +193,21 @@ impl Node {
         }
     }
 
+    /// How the node is connected to `peer` now: `direct` or `relayed`, for spans.
+    fn path_to(&self, peer: &libp2p::PeerId) -> Option<&'static str> {
+        let id = peer.to_string();
+        self.snapshot
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .connections
+            .iter()
+            .find(|c| c.peer_id == id)
+            .map(|c| match c.path {
+                parley_usecases::ports::Path::Direct => "direct",
+                parley_usecases::ports::Path::Relayed => "relayed",
+            })
+    }
+
     async fn command(&self, command: Command) -> Result<(), Error> {
         self.commands
             .send(command)

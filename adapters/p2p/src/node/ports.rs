@@ -52,7 +52,7 @@ impl Transport for Node {
     #[tracing::instrument(
         name = "p2p.deliver",
         skip_all,
-        fields(%to, peer.id = %at.peer, message.id = %message.id, pinned = pinned.is_some(), outcome),
+        fields(%to, peer.id = %at.peer, message.id = %message.id, pinned = pinned.is_some(), outcome, path),
         err(Display, level = "info")
     )]
     async fn deliver(
@@ -101,7 +101,11 @@ impl Transport for Node {
         let code = outcome
             .as_ref()
             .map_or_else(TransportError::code, |_| "receipt");
-        tracing::Span::current().record("outcome", code);
+        let span = tracing::Span::current();
+        span.record("outcome", code);
+        if let Some(path) = self.path_to(&peer) {
+            span.record("path", path);
+        }
         outcome
     }
 
