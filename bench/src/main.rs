@@ -8,6 +8,7 @@
 
 mod floor;
 mod parley;
+mod relay;
 
 use floor as baseline;
 
@@ -51,6 +52,8 @@ struct Plan {
     peers: usize,
     lookups_per_peer: usize,
     fsync_for: Duration,
+    /// Peers holding a relay slot (and as many circuits) for the relay's memory.
+    relay_holders: usize,
 }
 
 impl Plan {
@@ -67,6 +70,7 @@ impl Plan {
                 peers: 40,
                 lookups_per_peer: 10,
                 fsync_for: Duration::from_millis(700),
+                relay_holders: 20,
             }
         } else {
             Self {
@@ -80,6 +84,9 @@ impl Plan {
                 peers: 1000,
                 lookups_per_peer: 10,
                 fsync_for: Duration::from_secs(3),
+                // The relay takes at most 60 new slots a minute from one address (libp2p's
+                // default), and every peer here dials from 127.0.0.1.
+                relay_holders: 50,
             }
         }
     }
@@ -117,6 +124,9 @@ async fn run(args: &Args) -> Result<Value> {
     let echo = baseline::durable_echo(&dir.path().join("echo"), plan.messages, 256).await?;
     let stock = baseline::stock_libp2p_echo(&dir.path().join("stock"), plan.messages, 256).await?;
 
+    progress("relayed latency");
+    let relayed = relay::latency(&rv, plan.messages, 256).await?;
+
     progress("throughput");
     let parley_throughput = parley::throughput(
         &alice,
@@ -151,6 +161,9 @@ async fn run(args: &Args) -> Result<Value> {
     progress(&format!("the directory with {} peers", plan.peers));
     let load = parley::directory_load(&rv, plan.peers, plan.lookups_per_peer).await?;
 
+    progress(&format!("the relay with {} slots", plan.relay_holders));
+    let relay_memory = relay::memory(&dir.path().join("relay-memory"), plan.relay_holders).await?;
+
     let p = baseline::percentile;
     let latency = (p(&parley_latency, 0.5), p(&parley_latency, 0.99));
     let echo_p = (p(&echo, 0.5), p(&echo, 0.99));
@@ -159,6 +172,10 @@ async fn run(args: &Args) -> Result<Value> {
     let connect_floor = p(&tls_connect, 0.5);
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     let per_peer = load.rss_loaded.saturating_sub(load.rss_idle) as f64 / load.peers as f64;
+    let relayed_p = (p(&relayed.relayed, 0.5), p(&relayed.relayed, 0.99));
+    let direct_p = (p(&relayed.direct, 0.5), p(&relayed.direct, 0.99));
+    let kib_each =
+        |more: u64, less: u64, n: usize| more.saturating_sub(less) as f64 / n as f64 / 1024.0;
 
     let mut doc = json!({
         "latency_ratio": ratio(ms(latency.0), ms(echo_p.0)),
@@ -166,6 +183,7 @@ async fn run(args: &Args) -> Result<Value> {
         "connect_ratio": ratio(ms(connect), ms(connect_floor)),
         "bulk_ratio": ratio(parley_bulk, tls_bulk),
         "crypto_ratio": ratio(ms(seal + open), ms(seal_floor + open_floor)),
+        "relay_ratio": ratio(ms(relayed_p.0), ms(direct_p.0)),
         "quick": args.quick,
         "latency": {
             "message_bytes": 256, "samples": plan.messages,
@@ -174,6 +192,14 @@ async fn run(args: &Args) -> Result<Value> {
             "stock_libp2p_p50_ms": ms(stock_p.0), "stock_libp2p_p99_ms": ms(stock_p.1),
             "p99_ratio": ratio(ms(latency.1), ms(echo_p.1)),
         },
+        "relayed_latency": {
+            "message_bytes": 256, "envelope_bytes": relayed.envelope_bytes,
+            "samples": plan.messages,
+            "relayed_p50_ms": ms(relayed_p.0), "relayed_p99_ms": ms(relayed_p.1),
+            "direct_p50_ms": ms(direct_p.0), "direct_p99_ms": ms(direct_p.1),
+        },
+        "punch_time": null,
+        "punch_time_note": PUNCH_TIME_NOTE,
         "throughput": {
             "message_bytes": 1024, "messages": plan.throughput_messages,
             "concurrency": plan.concurrency,
@@ -208,6 +234,17 @@ async fn run(args: &Args) -> Result<Value> {
             "rss_idle_mib": mib(load.rss_idle as f64),
             "rss_loaded_mib": mib(load.rss_loaded as f64),
             "rss_per_peer_kib": per_peer / 1024.0,
+        },
+        "relay": {
+            "reservations": relay_memory.reservations,
+            "circuits": relay_memory.circuits,
+            "rss_idle_mib": mib(relay_memory.rss_idle as f64),
+            "rss_reserved_mib": mib(relay_memory.rss_reserved as f64),
+            "rss_circuits_mib": mib(relay_memory.rss_circuits as f64),
+            "rss_per_reservation_kib":
+                kib_each(relay_memory.rss_reserved, relay_memory.rss_idle, relay_memory.reservations),
+            "rss_per_circuit_kib":
+                kib_each(relay_memory.rss_circuits, relay_memory.rss_reserved, relay_memory.circuits),
         },
         "memory": {
             "idle_daemon_rss_mib": idle_daemon.map(|b| mib(b as f64)),
@@ -275,6 +312,10 @@ async fn scaling(rv: &parley::Rendezvous, dir: &std::path::Path) -> Result<Value
     Ok(json!({ "message_size": sizes, "contacts": contacts, "peers": peers }))
 }
 
+/// Why `punch_time` (first relayed message → direct connection) has no figure.
+const PUNCH_TIME_NOTE: &str = "not measured in this build: a hole punch needs two NATs (network \
+     namespaces, root); on loopback there is nothing to punch through";
+
 fn goal(name: &str, value: f64, goal: f64, higher_is_better: bool) -> String {
     let met = if higher_is_better {
         value >= goal
@@ -302,6 +343,26 @@ fn table(doc: &Value) -> String {
             f("/latency/durable_echo_p50_ms"),
             f("/latency/durable_echo_p99_ms"),
             f("/latency/stock_libp2p_p50_ms")
+        ),
+        format!(
+            "relayed     256 B     through the relay p50 {:.2} ms  p99 {:.2} ms | direct p50 {:.2} ms  p99 {:.2} ms (alternating rounds, bare nodes)",
+            f("/relayed_latency/relayed_p50_ms"),
+            f("/relayed_latency/relayed_p99_ms"),
+            f("/relayed_latency/direct_p50_ms"),
+            f("/relayed_latency/direct_p99_ms")
+        ),
+        format!(
+            "punch_time            {}",
+            doc.pointer("/punch_time")
+                .and_then(Value::as_f64)
+                .map_or_else(
+                    || doc
+                        .pointer("/punch_time_note")
+                        .and_then(Value::as_str)
+                        .unwrap_or("—")
+                        .to_owned(),
+                    |v| format!("{v:.2} ms")
+                )
         ),
         format!(
             "throughput  1 KiB     parley {:.0} msg/s | fdatasync {:.0} /s",
@@ -336,6 +397,13 @@ fn table(doc: &Value) -> String {
             f("/rendezvous/rss_per_peer_kib")
         ),
         format!(
+            "relay                 {} slots: {:.1} KiB per slot (with its peer's connection) | {} circuits: {:.1} KiB per circuit (rendezvous RSS, estimate)",
+            f("/relay/reservations"),
+            f("/relay/rss_per_reservation_kib"),
+            f("/relay/circuits"),
+            f("/relay/rss_per_circuit_kib")
+        ),
+        format!(
             "memory                idle daemon {} | rendezvous with peers {:.1} MiB",
             doc.pointer("/memory/idle_daemon_rss_mib")
                 .and_then(Value::as_f64)
@@ -350,6 +418,7 @@ fn table(doc: &Value) -> String {
         goal("connect_ratio", f("/connect_ratio"), 2.0, false),
         goal("throughput_ratio", f("/throughput_ratio"), 10.0, true),
         goal("bulk_ratio", f("/bulk_ratio"), 0.15, true),
+        goal("relay_ratio", f("/relay_ratio"), 1.5, false),
         format!(
             "{:<18} {:>9.2}   (reported; lower is better)",
             "crypto_ratio",
