@@ -8,6 +8,7 @@
 
 mod floor;
 mod parley;
+mod punch;
 mod relay;
 
 use floor as baseline;
@@ -54,6 +55,8 @@ struct Plan {
     fsync_for: Duration,
     /// Peers holding a relay slot (and as many circuits) for the relay's memory.
     relay_holders: usize,
+    /// Pairs of daemons behind two NATs whose first message is timed to a direct connection.
+    punches: usize,
 }
 
 impl Plan {
@@ -71,6 +74,7 @@ impl Plan {
                 lookups_per_peer: 10,
                 fsync_for: Duration::from_millis(700),
                 relay_holders: 20,
+                punches: 1,
             }
         } else {
             Self {
@@ -87,6 +91,7 @@ impl Plan {
                 // The relay takes at most 60 new slots a minute from one address (libp2p's
                 // default), and every peer here dials from 127.0.0.1.
                 relay_holders: 50,
+                punches: 3,
             }
         }
     }
@@ -164,6 +169,30 @@ async fn run(args: &Args) -> Result<Value> {
     progress(&format!("the relay with {} slots", plan.relay_holders));
     let relay_memory = relay::memory(&dir.path().join("relay-memory"), plan.relay_holders).await?;
 
+    progress("hole punching");
+    let (punch_time, punch_note) = match punch::unavailable() {
+        Some(why) => (None, why),
+        None => {
+            let lab = dir.path().join("punch");
+            let pairs = plan.punches;
+            match tokio::task::spawn_blocking(move || punch::punch_times(&lab, pairs)).await? {
+                Ok(punches) => (
+                    Some(ms(baseline::percentile(&punches.times, 0.5))),
+                    format!(
+                        "p50 of {pairs}: first relayed message to a direct connection, two \
+                         port-preserving NATs, {}",
+                        punches
+                            .wan_delay
+                            .map_or("no wan delay (no netem in this kernel)".to_owned(), |d| {
+                                format!("wan links delayed {d} each way")
+                            })
+                    ),
+                ),
+                Err(e) => (None, format!("not measured: {e:#}")),
+            }
+        }
+    };
+
     let p = baseline::percentile;
     let latency = (p(&parley_latency, 0.5), p(&parley_latency, 0.99));
     let echo_p = (p(&echo, 0.5), p(&echo, 0.99));
@@ -198,8 +227,8 @@ async fn run(args: &Args) -> Result<Value> {
             "relayed_p50_ms": ms(relayed_p.0), "relayed_p99_ms": ms(relayed_p.1),
             "direct_p50_ms": ms(direct_p.0), "direct_p99_ms": ms(direct_p.1),
         },
-        "punch_time": null,
-        "punch_time_note": PUNCH_TIME_NOTE,
+        "punch_time": punch_time,
+        "punch_time_note": punch_note,
         "throughput": {
             "message_bytes": 1024, "messages": plan.throughput_messages,
             "concurrency": plan.concurrency,
@@ -312,10 +341,6 @@ async fn scaling(rv: &parley::Rendezvous, dir: &std::path::Path) -> Result<Value
     Ok(json!({ "message_size": sizes, "contacts": contacts, "peers": peers }))
 }
 
-/// Why `punch_time` (first relayed message → direct connection) has no figure.
-const PUNCH_TIME_NOTE: &str = "not measured in this build: a hole punch needs two NATs (network \
-     namespaces, root); on loopback there is nothing to punch through";
-
 fn goal(name: &str, value: f64, goal: f64, higher_is_better: bool) -> String {
     let met = if higher_is_better {
         value >= goal
@@ -352,17 +377,13 @@ fn table(doc: &Value) -> String {
             f("/relayed_latency/direct_p99_ms")
         ),
         format!(
-            "punch_time            {}",
+            "punch                 {}{}",
             doc.pointer("/punch_time")
                 .and_then(Value::as_f64)
-                .map_or_else(
-                    || doc
-                        .pointer("/punch_time_note")
-                        .and_then(Value::as_str)
-                        .unwrap_or("—")
-                        .to_owned(),
-                    |v| format!("{v:.2} ms")
-                )
+                .map_or_else(String::new, |v| format!("punch_time {v:.0} ms | ")),
+            doc.pointer("/punch_time_note")
+                .and_then(Value::as_str)
+                .unwrap_or("—")
         ),
         format!(
             "throughput  1 KiB     parley {:.0} msg/s | fdatasync {:.0} /s",
