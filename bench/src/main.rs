@@ -53,8 +53,8 @@ struct Plan {
     peers: usize,
     lookups_per_peer: usize,
     fsync_for: Duration,
-    /// Peers holding a relay slot (and as many circuits) for the relay's memory.
-    relay_holders: usize,
+    /// Relay slots (and circuits) in each of the two batches of the relay's memory measure.
+    relay_batch: usize,
     /// Pairs of daemons behind two NATs whose first message is timed to a direct connection.
     punches: usize,
 }
@@ -73,7 +73,7 @@ impl Plan {
                 peers: 40,
                 lookups_per_peer: 10,
                 fsync_for: Duration::from_millis(700),
-                relay_holders: 20,
+                relay_batch: 10,
                 punches: 1,
             }
         } else {
@@ -88,9 +88,9 @@ impl Plan {
                 peers: 1000,
                 lookups_per_peer: 10,
                 fsync_for: Duration::from_secs(3),
-                // The relay takes at most 60 new slots a minute from one address (libp2p's
-                // default), and every peer here dials from 127.0.0.1.
-                relay_holders: 50,
+                // The relay takes at most 60 new slots and 60 new circuits a minute from one
+                // address (libp2p's default), and every peer here dials from 127.0.0.1.
+                relay_batch: 25,
                 punches: 3,
             }
         }
@@ -166,8 +166,8 @@ async fn run(args: &Args) -> Result<Value> {
     progress(&format!("the directory with {} peers", plan.peers));
     let load = parley::directory_load(&rv, plan.peers, plan.lookups_per_peer).await?;
 
-    progress(&format!("the relay with {} slots", plan.relay_holders));
-    let relay_memory = relay::memory(&dir.path().join("relay-memory"), plan.relay_holders).await?;
+    progress(&format!("the relay with {} slots", 2 * plan.relay_batch));
+    let relay_memory = relay::memory(&dir.path().join("relay-memory"), plan.relay_batch).await?;
 
     progress("hole punching");
     let (punch_time, punch_note) = match punch::unavailable() {
@@ -203,8 +203,6 @@ async fn run(args: &Args) -> Result<Value> {
     let per_peer = load.rss_loaded.saturating_sub(load.rss_idle) as f64 / load.peers as f64;
     let relayed_p = (p(&relayed.relayed, 0.5), p(&relayed.relayed, 0.99));
     let direct_p = (p(&relayed.direct, 0.5), p(&relayed.direct, 0.99));
-    let kib_each =
-        |more: u64, less: u64, n: usize| more.saturating_sub(less) as f64 / n as f64 / 1024.0;
 
     let mut doc = json!({
         "latency_ratio": ratio(ms(latency.0), ms(echo_p.0)),
@@ -265,15 +263,15 @@ async fn run(args: &Args) -> Result<Value> {
             "rss_per_peer_kib": per_peer / 1024.0,
         },
         "relay": {
-            "reservations": relay_memory.reservations,
-            "circuits": relay_memory.circuits,
+            "reservations": 2 * relay_memory.batch,
+            "circuits": 2 * relay_memory.batch,
             "rss_idle_mib": mib(relay_memory.rss_idle as f64),
+            "rss_half_reserved_mib": mib(relay_memory.rss_half_reserved as f64),
             "rss_reserved_mib": mib(relay_memory.rss_reserved as f64),
+            "rss_half_circuits_mib": mib(relay_memory.rss_half_circuits as f64),
             "rss_circuits_mib": mib(relay_memory.rss_circuits as f64),
-            "rss_per_reservation_kib":
-                kib_each(relay_memory.rss_reserved, relay_memory.rss_idle, relay_memory.reservations),
-            "rss_per_circuit_kib":
-                kib_each(relay_memory.rss_circuits, relay_memory.rss_reserved, relay_memory.circuits),
+            "rss_per_reservation_kib": relay_memory.per_reservation() / 1024.0,
+            "rss_per_circuit_kib": relay_memory.per_circuit() / 1024.0,
         },
         "memory": {
             "idle_daemon_rss_mib": idle_daemon.map(|b| mib(b as f64)),
@@ -418,7 +416,7 @@ fn table(doc: &Value) -> String {
             f("/rendezvous/rss_per_peer_kib")
         ),
         format!(
-            "relay                 {} slots: {:.1} KiB per slot (with its peer's connection) | {} circuits: {:.1} KiB per circuit (rendezvous RSS, estimate)",
+            "relay                 {} slots: {:.1} KiB per slot (with its peer's connection) | {} circuits: {:.1} KiB per circuit (rendezvous RSS over the second half, estimate)",
             f("/relay/reservations"),
             f("/relay/rss_per_reservation_kib"),
             f("/relay/circuits"),

@@ -93,65 +93,95 @@ pub async fn latency(rv: &Rendezvous, n: usize, size: usize) -> Result<Latencies
     result
 }
 
-/// The rendezvous's resident memory with slots and circuits.
+/// The rendezvous's resident memory as slots and circuits are added, each in two equal
+/// batches: what the first batch costs includes one-time growth (the relay's tables, the
+/// allocator's arenas), so the figures per slot and per circuit are the second batch's.
 pub struct Memory {
-    /// Slots held (one per peer).
-    pub reservations: usize,
-    /// Circuits open.
-    pub circuits: usize,
+    /// Slots (one per peer) and circuits in each batch.
+    pub batch: usize,
     /// With no peer, bytes.
     pub rss_idle: u64,
-    /// With the peers connected, each holding a slot, bytes.
+    /// With the first batch of peers connected, each holding a slot, bytes.
+    pub rss_half_reserved: u64,
+    /// With both batches, bytes.
     pub rss_reserved: u64,
-    /// With, besides, one circuit from each peer to the next, bytes.
+    /// With, besides, the first batch of circuits, bytes.
+    pub rss_half_circuits: u64,
+    /// With both batches of circuits, bytes.
     pub rss_circuits: u64,
 }
 
-/// On a fresh rendezvous (memory an allocator took stays taken): its memory idle, with `n`
-/// peers each holding a slot, then with a circuit from each peer to the next (one message
-/// delivered through each, so every circuit carried traffic). Each reading is the median of a
-/// few samples.
-pub async fn memory(dir: &std::path::Path, n: usize) -> Result<Memory> {
-    if n < 2 {
-        bail!("circuits between peers need at least two of them");
+impl Memory {
+    /// Bytes per slot (with its peer's connection), over the second batch.
+    pub fn per_reservation(&self) -> f64 {
+        self.rss_reserved.saturating_sub(self.rss_half_reserved) as f64 / self.batch as f64
     }
+
+    /// Bytes per circuit, over the second batch.
+    pub fn per_circuit(&self) -> f64 {
+        self.rss_circuits.saturating_sub(self.rss_half_circuits) as f64 / self.batch as f64
+    }
+}
+
+/// On a fresh rendezvous (memory an allocator took stays taken): its memory idle, with `batch`
+/// then `2 × batch` peers each holding a slot, then with a circuit from each of the first
+/// `batch` peers to the next and then from every peer to the next (a ring, opened one circuit
+/// at a time; one message delivered through each, so every circuit carried traffic and is
+/// checked to be relayed).
+/// Each reading is the median of a few samples.
+pub async fn memory(dir: &std::path::Path, batch: usize) -> Result<Memory> {
+    if batch == 0 {
+        bail!("a batch of no peers measures nothing");
+    }
+    let n = 2 * batch;
     let rv = Rendezvous::spawn(dir)?;
     let issuer = Issuer::open(&rv)?;
     let rss_idle = settled_rss(&rv).await?;
     let mut peers = Vec::with_capacity(n);
-    for i in 0..n {
-        peers.push(start(&issuer, &format!("holder{i:04}"), BEHIND_THE_RELAY).await?);
-    }
+    let mut circuits = Vec::with_capacity(n);
     let result: Result<Memory> = async {
-        let mut circuits = Vec::with_capacity(n);
-        for peer in &peers {
-            circuits.push(PeerAddress {
-                peer: peer.id()?,
-                addrs: vec![peer.circuit().await?],
-            });
+        let mut reserved = Vec::with_capacity(2);
+        for _ in 0..2 {
+            for _ in 0..batch {
+                let peer = start(
+                    &issuer,
+                    &format!("holder{:04}", peers.len()),
+                    BEHIND_THE_RELAY,
+                )
+                .await?;
+                peers.push(peer);
+            }
+            for peer in &peers[circuits.len()..] {
+                circuits.push(PeerAddress {
+                    peer: peer.id()?,
+                    addrs: vec![peer.circuit().await?],
+                });
+            }
+            reserved.push(settled_rss(&rv).await?);
         }
-        let rss_reserved = settled_rss(&rv).await?;
-        let mut deliveries = Vec::with_capacity(n);
-        for (i, from) in peers.iter().enumerate() {
-            let next = (i + 1) % n;
-            deliveries.push(from.deliver(&peers[next], &circuits[next], b"circuit", 1));
+        let mut opened = Vec::with_capacity(2);
+        for half in [0..batch, batch..n] {
+            // One at a time, as the slots were taken: a burst would measure the allocator's
+            // peak instead of what a circuit keeps.
+            for i in half {
+                let next = (i + 1) % n;
+                peers[i]
+                    .deliver(&peers[next], &circuits[next], b"circuit", 1)
+                    .await?;
+            }
+            opened.push(settled_rss(&rv).await?);
         }
-        for done in futures::future::join_all(deliveries).await {
-            done?;
-        }
-        for (i, from) in peers.iter().enumerate() {
-            from.only_relayed_to(&peers[(i + 1) % n])?;
-        }
-        let rss_circuits = settled_rss(&rv).await?;
+        // Every circuit is still a circuit: nothing was punched to a direct connection.
         for (i, from) in peers.iter().enumerate() {
             from.only_relayed_to(&peers[(i + 1) % n])?;
         }
         Ok(Memory {
-            reservations: n,
-            circuits: n,
+            batch,
             rss_idle,
-            rss_reserved,
-            rss_circuits,
+            rss_half_reserved: reserved[0],
+            rss_reserved: reserved[1],
+            rss_half_circuits: opened[0],
+            rss_circuits: opened[1],
         })
     }
     .await;
