@@ -53,7 +53,7 @@ struct Plan {
     peers: usize,
     lookups_per_peer: usize,
     fsync_for: Duration,
-    /// Relay slots (and circuits) in each of the two batches of the relay's memory measure.
+    /// Relay slots (and circuits) in each batch of the relay's memory measure.
     relay_batch: usize,
     /// Pairs of daemons behind two NATs whose first message is timed to a direct connection.
     punches: usize,
@@ -73,7 +73,7 @@ impl Plan {
                 peers: 40,
                 lookups_per_peer: 10,
                 fsync_for: Duration::from_millis(700),
-                relay_batch: 10,
+                relay_batch: 4,
                 punches: 1,
             }
         } else {
@@ -90,7 +90,7 @@ impl Plan {
                 fsync_for: Duration::from_secs(3),
                 // The relay takes at most 60 new slots and 60 new circuits a minute from one
                 // address (libp2p's default), and every peer here dials from 127.0.0.1.
-                relay_batch: 25,
+                relay_batch: 10,
                 punches: 3,
             }
         }
@@ -166,7 +166,10 @@ async fn run(args: &Args) -> Result<Value> {
     progress(&format!("the directory with {} peers", plan.peers));
     let load = parley::directory_load(&rv, plan.peers, plan.lookups_per_peer).await?;
 
-    progress(&format!("the relay with {} slots", 2 * plan.relay_batch));
+    progress(&format!(
+        "the relay with {} slots",
+        relay::BATCHES * plan.relay_batch
+    ));
     let relay_memory = relay::memory(&dir.path().join("relay-memory"), plan.relay_batch).await?;
 
     progress("hole punching");
@@ -263,13 +266,12 @@ async fn run(args: &Args) -> Result<Value> {
             "rss_per_peer_kib": per_peer / 1024.0,
         },
         "relay": {
-            "reservations": 2 * relay_memory.batch,
-            "circuits": 2 * relay_memory.batch,
+            "reservations": relay::BATCHES * relay_memory.batch,
+            "circuits": relay::BATCHES * relay_memory.batch,
+            "batches": relay::BATCHES,
             "rss_idle_mib": mib(relay_memory.rss_idle as f64),
-            "rss_half_reserved_mib": mib(relay_memory.rss_half_reserved as f64),
-            "rss_reserved_mib": mib(relay_memory.rss_reserved as f64),
-            "rss_half_circuits_mib": mib(relay_memory.rss_half_circuits as f64),
-            "rss_circuits_mib": mib(relay_memory.rss_circuits as f64),
+            "rss_reserved_mib": relay_memory.reserved.iter().map(|b| mib(*b as f64)).collect::<Vec<_>>(),
+            "rss_circuits_mib": relay_memory.opened.iter().map(|b| mib(*b as f64)).collect::<Vec<_>>(),
             "rss_per_reservation_kib": relay_memory.per_reservation() / 1024.0,
             "rss_per_circuit_kib": relay_memory.per_circuit() / 1024.0,
         },
@@ -416,7 +418,7 @@ fn table(doc: &Value) -> String {
             f("/rendezvous/rss_per_peer_kib")
         ),
         format!(
-            "relay                 {} slots: {:.1} KiB per slot (with its peer's connection) | {} circuits: {:.1} KiB per circuit (rendezvous RSS over the second half, estimate)",
+            "relay                 {} slots: {:.1} KiB per slot (with its peer's connection) | {} circuits: {:.1} KiB per circuit (rendezvous RSS, median batch, estimate)",
             f("/relay/reservations"),
             f("/relay/rss_per_reservation_kib"),
             f("/relay/circuits"),

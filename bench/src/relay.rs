@@ -93,63 +93,71 @@ pub async fn latency(rv: &Rendezvous, n: usize, size: usize) -> Result<Latencies
     result
 }
 
-/// The rendezvous's resident memory as slots and circuits are added, each in two equal
-/// batches: what the first batch costs includes one-time growth (the relay's tables, the
-/// allocator's arenas), so the figures per slot and per circuit are the second batch's.
+/// Batches in which slots, then circuits, are added; the first of each is not counted.
+pub const BATCHES: usize = 5;
+
+/// The rendezvous's resident memory as slots and circuits are added in [`BATCHES`] equal
+/// batches. The first batch of each pays one-time growth (the relay's tables, the allocator's
+/// arenas) and is left out; of the others, the median batch is taken, so that one batch that
+/// happened to grow the heap by a step does not make the figure.
 pub struct Memory {
     /// Slots (one per peer) and circuits in each batch.
     pub batch: usize,
     /// With no peer, bytes.
     pub rss_idle: u64,
-    /// With the first batch of peers connected, each holding a slot, bytes.
-    pub rss_half_reserved: u64,
-    /// With both batches, bytes.
-    pub rss_reserved: u64,
-    /// With, besides, the first batch of circuits, bytes.
-    pub rss_half_circuits: u64,
-    /// With both batches of circuits, bytes.
-    pub rss_circuits: u64,
+    /// After each batch of peers connected, each holding a slot, bytes.
+    pub reserved: Vec<u64>,
+    /// After each batch of circuits, bytes.
+    pub opened: Vec<u64>,
 }
 
 impl Memory {
-    /// Bytes per slot (with its peer's connection), over the second batch.
+    /// Bytes per slot (with its peer's connection): the median batch after the first.
     pub fn per_reservation(&self) -> f64 {
-        self.rss_reserved.saturating_sub(self.rss_half_reserved) as f64 / self.batch as f64
+        median_step(&self.reserved) / self.batch as f64
     }
 
-    /// Bytes per circuit, over the second batch.
+    /// Bytes per circuit: the median batch after the first.
     pub fn per_circuit(&self) -> f64 {
-        self.rss_circuits.saturating_sub(self.rss_half_circuits) as f64 / self.batch as f64
+        median_step(&self.opened) / self.batch as f64
     }
 }
 
-/// On a fresh rendezvous (memory an allocator took stays taken): its memory idle, with `batch`
-/// then `2 × batch` peers each holding a slot, then with a circuit from each of the first
-/// `batch` peers to the next and then from every peer to the next (a ring, opened one circuit
-/// at a time; one message delivered through each, so every circuit carried traffic and is
-/// checked to be relayed).
-/// Each reading is the median of a few samples.
+/// The median growth from one reading to the next.
+fn median_step(readings: &[u64]) -> f64 {
+    let mut steps: Vec<u64> = readings
+        .windows(2)
+        .map(|w| w[1].saturating_sub(w[0]))
+        .collect();
+    steps.sort_unstable();
+    match steps.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => steps[n / 2] as f64,
+        n => (steps[n / 2 - 1] + steps[n / 2]) as f64 / 2.0,
+    }
+}
+
+/// On a fresh rendezvous (memory an allocator took stays taken): its memory idle, then after
+/// each of [`BATCHES`] batches of `batch` peers each taking a slot, then after each of as many
+/// batches of circuits, from each peer to the next (a ring, opened one circuit at a time; one
+/// message delivered through each, so every circuit carried traffic and is checked to be
+/// relayed). Each reading is the median of a few samples.
 pub async fn memory(dir: &std::path::Path, batch: usize) -> Result<Memory> {
     if batch == 0 {
         bail!("a batch of no peers measures nothing");
     }
-    let n = 2 * batch;
+    let n = BATCHES * batch;
     let rv = Rendezvous::spawn(dir)?;
     let issuer = Issuer::open(&rv)?;
     let rss_idle = settled_rss(&rv).await?;
     let mut peers = Vec::with_capacity(n);
     let mut circuits = Vec::with_capacity(n);
     let result: Result<Memory> = async {
-        let mut reserved = Vec::with_capacity(2);
-        for _ in 0..2 {
+        let mut reserved = Vec::with_capacity(BATCHES);
+        for _ in 0..BATCHES {
             for _ in 0..batch {
-                let peer = start(
-                    &issuer,
-                    &format!("holder{:04}", peers.len()),
-                    BEHIND_THE_RELAY,
-                )
-                .await?;
-                peers.push(peer);
+                let name = format!("holder{:04}", peers.len());
+                peers.push(start(&issuer, &name, BEHIND_THE_RELAY).await?);
             }
             for peer in &peers[circuits.len()..] {
                 circuits.push(PeerAddress {
@@ -159,11 +167,11 @@ pub async fn memory(dir: &std::path::Path, batch: usize) -> Result<Memory> {
             }
             reserved.push(settled_rss(&rv).await?);
         }
-        let mut opened = Vec::with_capacity(2);
-        for half in [0..batch, batch..n] {
+        let mut opened = Vec::with_capacity(BATCHES);
+        for first in (0..n).step_by(batch) {
             // One at a time, as the slots were taken: a burst would measure the allocator's
             // peak instead of what a circuit keeps.
-            for i in half {
+            for i in first..first + batch {
                 let next = (i + 1) % n;
                 peers[i]
                     .deliver(&peers[next], &circuits[next], b"circuit", 1)
@@ -178,10 +186,8 @@ pub async fn memory(dir: &std::path::Path, batch: usize) -> Result<Memory> {
         Ok(Memory {
             batch,
             rss_idle,
-            rss_half_reserved: reserved[0],
-            rss_reserved: reserved[1],
-            rss_half_circuits: opened[0],
-            rss_circuits: opened[1],
+            reserved,
+            opened,
         })
     }
     .await;
