@@ -182,8 +182,8 @@ async fn run(args: &Args) -> Result<Value> {
                 Ok(punches) => (
                     Some(ms(baseline::percentile(&punches.times, 0.5))),
                     format!(
-                        "p50 of {pairs}: first relayed message to a direct connection, two \
-                         port-preserving NATs, {}",
+                        "p50 over {pairs} pair(s) of daemons: first relayed message to a direct \
+                         connection, two port-preserving NATs, {}",
                         punches
                             .wan_delay
                             .map_or("no wan delay (no netem in this kernel)".to_owned(), |d| {
