@@ -23,8 +23,9 @@ const BEHIND_THE_RELAY: &str = "/ip6/::1/tcp/0";
 const DIRECT: &str = "/ip4/127.0.0.1/tcp/0";
 /// How long setting up (slots, first connections) may take.
 const SETTLE: Duration = Duration::from_secs(120);
-/// Resident-memory samples per reading, and the time between two.
+/// Resident-memory samples per reading (their median is the reading).
 const RSS_SAMPLES: usize = 5;
+/// The time between two samples.
 const RSS_EVERY: Duration = Duration::from_millis(200);
 
 /// Send → receipt times of the same message, through the relay and directly.
