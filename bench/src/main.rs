@@ -8,6 +8,8 @@
 
 mod floor;
 mod parley;
+mod punch;
+mod relay;
 
 use floor as baseline;
 
@@ -51,6 +53,10 @@ struct Plan {
     peers: usize,
     lookups_per_peer: usize,
     fsync_for: Duration,
+    /// Relay slots (and circuits) in each batch of the relay's memory measure.
+    relay_batch: usize,
+    /// Pairs of daemons behind two NATs whose first message is timed to a direct connection.
+    punches: usize,
 }
 
 impl Plan {
@@ -67,6 +73,8 @@ impl Plan {
                 peers: 40,
                 lookups_per_peer: 10,
                 fsync_for: Duration::from_millis(700),
+                relay_batch: 4,
+                punches: 1,
             }
         } else {
             Self {
@@ -80,6 +88,10 @@ impl Plan {
                 peers: 1000,
                 lookups_per_peer: 10,
                 fsync_for: Duration::from_secs(3),
+                // The relay takes at most 60 new slots and 60 new circuits a minute from one
+                // address (libp2p's default), and every peer here dials from 127.0.0.1.
+                relay_batch: 10,
+                punches: 3,
             }
         }
     }
@@ -117,6 +129,9 @@ async fn run(args: &Args) -> Result<Value> {
     let echo = baseline::durable_echo(&dir.path().join("echo"), plan.messages, 256).await?;
     let stock = baseline::stock_libp2p_echo(&dir.path().join("stock"), plan.messages, 256).await?;
 
+    progress("relayed latency");
+    let relayed = relay::latency(&rv, plan.messages, 256).await?;
+
     progress("throughput");
     let parley_throughput = parley::throughput(
         &alice,
@@ -151,6 +166,36 @@ async fn run(args: &Args) -> Result<Value> {
     progress(&format!("the directory with {} peers", plan.peers));
     let load = parley::directory_load(&rv, plan.peers, plan.lookups_per_peer).await?;
 
+    progress(&format!(
+        "the relay with {} slots",
+        relay::BATCHES * plan.relay_batch
+    ));
+    let relay_memory = relay::memory(&dir.path().join("relay-memory"), plan.relay_batch).await?;
+
+    progress("hole punching");
+    let (punch_time, punch_note) = match punch::unavailable() {
+        Some(why) => (None, why),
+        None => {
+            let lab = dir.path().join("punch");
+            let pairs = plan.punches;
+            match tokio::task::spawn_blocking(move || punch::punch_times(&lab, pairs)).await? {
+                Ok(punches) => (
+                    Some(ms(baseline::percentile(&punches.times, 0.5))),
+                    format!(
+                        "p50 over {pairs} pair(s) of daemons: first relayed message to a direct \
+                         connection, two port-preserving NATs, {}",
+                        punches
+                            .wan_delay
+                            .map_or("no wan delay (no netem in this kernel)".to_owned(), |d| {
+                                format!("wan links delayed {d} each way")
+                            })
+                    ),
+                ),
+                Err(e) => (None, format!("not measured: {e:#}")),
+            }
+        }
+    };
+
     let p = baseline::percentile;
     let latency = (p(&parley_latency, 0.5), p(&parley_latency, 0.99));
     let echo_p = (p(&echo, 0.5), p(&echo, 0.99));
@@ -159,6 +204,8 @@ async fn run(args: &Args) -> Result<Value> {
     let connect_floor = p(&tls_connect, 0.5);
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     let per_peer = load.rss_loaded.saturating_sub(load.rss_idle) as f64 / load.peers as f64;
+    let relayed_p = (p(&relayed.relayed, 0.5), p(&relayed.relayed, 0.99));
+    let direct_p = (p(&relayed.direct, 0.5), p(&relayed.direct, 0.99));
 
     let mut doc = json!({
         "latency_ratio": ratio(ms(latency.0), ms(echo_p.0)),
@@ -166,6 +213,7 @@ async fn run(args: &Args) -> Result<Value> {
         "connect_ratio": ratio(ms(connect), ms(connect_floor)),
         "bulk_ratio": ratio(parley_bulk, tls_bulk),
         "crypto_ratio": ratio(ms(seal + open), ms(seal_floor + open_floor)),
+        "relay_ratio": ratio(ms(relayed_p.0), ms(direct_p.0)),
         "quick": args.quick,
         "latency": {
             "message_bytes": 256, "samples": plan.messages,
@@ -174,6 +222,14 @@ async fn run(args: &Args) -> Result<Value> {
             "stock_libp2p_p50_ms": ms(stock_p.0), "stock_libp2p_p99_ms": ms(stock_p.1),
             "p99_ratio": ratio(ms(latency.1), ms(echo_p.1)),
         },
+        "relayed_latency": {
+            "message_bytes": 256, "envelope_bytes": relayed.envelope_bytes,
+            "samples": plan.messages,
+            "relayed_p50_ms": ms(relayed_p.0), "relayed_p99_ms": ms(relayed_p.1),
+            "direct_p50_ms": ms(direct_p.0), "direct_p99_ms": ms(direct_p.1),
+        },
+        "punch_time": punch_time,
+        "punch_time_note": punch_note,
         "throughput": {
             "message_bytes": 1024, "messages": plan.throughput_messages,
             "concurrency": plan.concurrency,
@@ -208,6 +264,16 @@ async fn run(args: &Args) -> Result<Value> {
             "rss_idle_mib": mib(load.rss_idle as f64),
             "rss_loaded_mib": mib(load.rss_loaded as f64),
             "rss_per_peer_kib": per_peer / 1024.0,
+        },
+        "relay": {
+            "reservations": relay::BATCHES * relay_memory.batch,
+            "circuits": relay::BATCHES * relay_memory.batch,
+            "batches": relay::BATCHES,
+            "rss_idle_mib": mib(relay_memory.rss_idle as f64),
+            "rss_reserved_mib": relay_memory.reserved.iter().map(|b| mib(*b as f64)).collect::<Vec<_>>(),
+            "rss_circuits_mib": relay_memory.opened.iter().map(|b| mib(*b as f64)).collect::<Vec<_>>(),
+            "rss_per_reservation_kib": relay_memory.per_reservation() / 1024.0,
+            "rss_per_circuit_kib": relay_memory.per_circuit() / 1024.0,
         },
         "memory": {
             "idle_daemon_rss_mib": idle_daemon.map(|b| mib(b as f64)),
@@ -304,6 +370,22 @@ fn table(doc: &Value) -> String {
             f("/latency/stock_libp2p_p50_ms")
         ),
         format!(
+            "relayed     256 B     through the relay p50 {:.2} ms  p99 {:.2} ms | direct p50 {:.2} ms  p99 {:.2} ms (alternating rounds, bare nodes)",
+            f("/relayed_latency/relayed_p50_ms"),
+            f("/relayed_latency/relayed_p99_ms"),
+            f("/relayed_latency/direct_p50_ms"),
+            f("/relayed_latency/direct_p99_ms")
+        ),
+        format!(
+            "punch                 {}{}",
+            doc.pointer("/punch_time")
+                .and_then(Value::as_f64)
+                .map_or_else(String::new, |v| format!("punch_time {v:.0} ms | ")),
+            doc.pointer("/punch_time_note")
+                .and_then(Value::as_str)
+                .unwrap_or("—")
+        ),
+        format!(
             "throughput  1 KiB     parley {:.0} msg/s | fdatasync {:.0} /s",
             f("/throughput/parley_messages_per_s"),
             f("/throughput/fdatasync_per_s")
@@ -336,6 +418,13 @@ fn table(doc: &Value) -> String {
             f("/rendezvous/rss_per_peer_kib")
         ),
         format!(
+            "relay                 {} slots: {:.1} KiB per slot (with its peer's connection) | {} circuits: {:.1} KiB per circuit (rendezvous RSS, median batch, estimate)",
+            f("/relay/reservations"),
+            f("/relay/rss_per_reservation_kib"),
+            f("/relay/circuits"),
+            f("/relay/rss_per_circuit_kib")
+        ),
+        format!(
             "memory                idle daemon {} | rendezvous with peers {:.1} MiB",
             doc.pointer("/memory/idle_daemon_rss_mib")
                 .and_then(Value::as_f64)
@@ -350,6 +439,7 @@ fn table(doc: &Value) -> String {
         goal("connect_ratio", f("/connect_ratio"), 2.0, false),
         goal("throughput_ratio", f("/throughput_ratio"), 10.0, true),
         goal("bulk_ratio", f("/bulk_ratio"), 0.15, true),
+        goal("relay_ratio", f("/relay_ratio"), 1.5, false),
         format!(
             "{:<18} {:>9.2}   (reported; lower is better)",
             "crypto_ratio",

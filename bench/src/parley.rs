@@ -324,6 +324,29 @@ pub async fn bulk(from: &Device, to: &Device, dir: &Path, bytes: u64) -> Result<
 
 /// Average seal and open time of a `size`-byte message, over `n` of each.
 pub fn crypto(n: usize, size: usize) -> Result<(Duration, Duration)> {
+    let (alice, bob, header, body) = sample(size)?;
+    let start = Instant::now();
+    let mut sealed = Vec::with_capacity(n);
+    for _ in 0..n {
+        sealed.push(alice.seal(&header, &body, &bob.x25519_public())?);
+    }
+    let seal = start.elapsed() / u32::try_from(n)?;
+    let start = Instant::now();
+    for s in &sealed {
+        bob.open(&s.bytes, &alice.ed25519_public())?;
+    }
+    let open = start.elapsed() / u32::try_from(n)?;
+    Ok((seal, open))
+}
+
+/// The bytes of a sealed envelope carrying a `size`-byte text, as they travel.
+pub fn sealed_message(size: usize) -> Result<Vec<u8>> {
+    let (alice, bob, header, body) = sample(size)?;
+    Ok(alice.seal(&header, &body, &bob.x25519_public())?.bytes)
+}
+
+/// Two sealers and a `size`-byte message from the first to the second.
+fn sample(size: usize) -> Result<(Sealer, Sealer, parley_domain::Header, parley_domain::Body)> {
     use parley_domain::{Body, Digest, Header, Secret32};
     let alice = Sealer::new(&Secret32::new([1; 32]), &Secret32::new([2; 32]));
     let bob = Sealer::new(&Secret32::new([3; 32]), &Secret32::new([4; 32]));
@@ -341,18 +364,55 @@ pub fn crypto(n: usize, size: usize) -> Result<(Duration, Duration)> {
         text: MessageText::parse("z".repeat(size))?,
         attachment_keys: vec![],
     };
-    let start = Instant::now();
-    let mut sealed = Vec::with_capacity(n);
-    for _ in 0..n {
-        sealed.push(alice.seal(&header, &body, &bob.x25519_public())?);
+    Ok((alice, bob, header, body))
+}
+
+/// Certificates straight from the rendezvous's CA (enrollment is measured on its own), for
+/// bare nodes.
+pub struct Issuer {
+    ca: parley_rendezvous::ca::Ca,
+    rendezvous: Multiaddr,
+}
+
+impl Issuer {
+    /// The CA in the rendezvous's data folder.
+    pub fn open(rv: &Rendezvous) -> Result<Self> {
+        let ca = parley_rendezvous::ca::Ca::open(&rv.data, None, time::OffsetDateTime::now_utc())?;
+        Ok(Self {
+            ca,
+            rendezvous: rv.p2p.clone(),
+        })
     }
-    let seal = start.elapsed() / u32::try_from(n)?;
-    let start = Instant::now();
-    for s in &sealed {
-        bob.open(&s.bytes, &alice.ed25519_public())?;
+
+    /// Starts a node for `user`, listening on `listen`, published at the rendezvous.
+    pub async fn node(
+        &self,
+        user: &Username,
+        listen: Multiaddr,
+    ) -> Result<(Node, tokio::sync::mpsc::Receiver<parley_p2p::Inbound>)> {
+        let now = time::OffsetDateTime::now_utc();
+        let secret = parley_rendezvous::ca::random_secret();
+        let public = parley_rendezvous::identity::public_key(&secret);
+        let issued = self.ca.issue(
+            &parley_rendezvous::ca::Subject::User {
+                name: user.clone(),
+                x25519: None,
+            },
+            &public,
+            now,
+        )?;
+        let credentials =
+            Credentials::new(&secret, issued.der, self.ca.certificate_der().to_vec())?;
+        Ok(Node::start(NodeConfig {
+            credentials,
+            user: user.clone(),
+            listen,
+            rendezvous: vec![self.rendezvous.clone()],
+            inbound_queue: 1,
+            attachments: None,
+        })
+        .await?)
     }
-    let open = start.elapsed() / u32::try_from(n)?;
-    Ok((seal, open))
 }
 
 /// What the directory costs with `peers` connected: resident memory per peer of the
@@ -379,31 +439,11 @@ pub async fn directory_load(
     per_peer: usize,
 ) -> Result<DirectoryLoad> {
     let rss_idle = rv.rss()?;
-    let now = time::OffsetDateTime::now_utc();
-    let ca = parley_rendezvous::ca::Ca::open(&rv.data, None, now)?;
+    let issuer = Issuer::open(rv)?;
     let mut nodes = Vec::with_capacity(peers);
     for i in 0..peers {
-        let secret = parley_rendezvous::ca::random_secret();
-        let public = parley_rendezvous::identity::public_key(&secret);
         let user = Username::parse(&format!("peer{i:05}"))?;
-        let issued = ca.issue(
-            &parley_rendezvous::ca::Subject::User {
-                name: user.clone(),
-                x25519: None,
-            },
-            &public,
-            now,
-        )?;
-        let credentials = Credentials::new(&secret, issued.der, ca.certificate_der().to_vec())?;
-        let (node, _inbound) = Node::start(NodeConfig {
-            credentials,
-            user: user.clone(),
-            listen: "/ip4/127.0.0.1/tcp/0".parse()?,
-            rendezvous: vec![rv.p2p.clone()],
-            inbound_queue: 1,
-            attachments: None,
-        })
-        .await?;
+        let (node, _inbound) = issuer.node(&user, "/ip4/127.0.0.1/tcp/0".parse()?).await?;
         nodes.push((user, node));
     }
     // Every peer published: the last one can find the first and the first the last.
