@@ -78,6 +78,30 @@ pub fn enroll_pinned(
         .expect("run parley enroll")
 }
 
+/// [`enroll`] run through `via` (a launcher such as `ip netns exec NS`, for a home inside a
+/// network namespace of a lab).
+///
+/// # Panics
+/// When the binary cannot be run.
+pub fn enroll_via<S: Into<OsString> + Clone>(
+    via: &[S],
+    rv: &Rendezvous,
+    home: &Path,
+    user: &str,
+    password: &str,
+) -> Output {
+    let via: Vec<OsString> = via.iter().cloned().map(Into::into).collect();
+    launched(&via, &binary("parley"))
+        .arg("--home")
+        .arg(home)
+        .args(["enroll", "--server", &rv.url, "--user", user])
+        .args(["--ca-fingerprint", &rv.fingerprint])
+        .env("PARLEY_PASSWORD", password)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run parley enroll")
+}
+
 /// A rendezvous with bob, then alice, enrolled (no daemon yet), in a temporary folder:
 /// `(folder, rendezvous, alice's home, bob's home)`.
 ///

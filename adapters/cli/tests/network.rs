@@ -15,11 +15,12 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Stdio,
     time::{Duration, Instant},
 };
 
-use parley_testkit::{Daemon, Host, Lab, Log, Rendezvous, binary, control, history, texts_from};
+use parley_testkit::{
+    Daemon, Host, Lab, Log, Rendezvous, control, enroll_via, history, texts_from,
+};
 use serde_json::json;
 
 /// Messages sent under packet loss, and while bob's cable is out.
@@ -81,20 +82,15 @@ fn under_packet_loss_and_a_cut_cable_every_message_arrives_once_and_in_order() {
         .https(&format!("{}:0", rv_host.addr()))
         .p2p(&format!("/ip4/{}/tcp/0", rv_host.addr()))
         .start();
-    let (fingerprint, url) = (&rv.fingerprint, &rv.url);
     let home = |user: &str| -> PathBuf { dir.path().join(user) };
     for user in ["bob", "alice"] {
-        let out = host(user)
-            .ns()
-            .command(binary("parley"))
-            .arg("--home")
-            .arg(home(user))
-            .args(["enroll", "--server", url, "--user", user])
-            .args(["--ca-fingerprint", fingerprint])
-            .env("PARLEY_PASSWORD", format!("pw-{user}"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("enroll runs");
+        let out = enroll_via(
+            &host(user).ns().launcher(),
+            &rv,
+            &home(user),
+            user,
+            &format!("pw-{user}"),
+        );
         assert!(
             out.status.success(),
             "{user} enrolls across the lab: {}",

@@ -23,7 +23,7 @@ use std::{
 };
 
 use parley_testkit::{
-    Daemon, Home, Host, Lab, Log, Nat, Rendezvous, binary, history, json, parley, texts_from,
+    Daemon, Home, Host, Lab, Log, Nat, Rendezvous, enroll_via, history, json, parley, texts_from,
     wait_within,
 };
 use serde_json::Value;
@@ -98,18 +98,13 @@ impl Net {
         let home = self.lab.home(user, nat);
         let dir = self.home_dir(user);
         let rv = self.rv();
-        let out = home
-            .host()
-            .ns()
-            .command(binary("parley"))
-            .arg("--home")
-            .arg(&dir)
-            .args(["enroll", "--server", &rv.url, "--user", user])
-            .args(["--ca-fingerprint", &rv.fingerprint])
-            .env("PARLEY_PASSWORD", format!("pw-{user}-at-home"))
-            .stdin(Stdio::null())
-            .output()
-            .expect("enroll runs");
+        let out = enroll_via(
+            &home.host().ns().launcher(),
+            rv,
+            &dir,
+            user,
+            &format!("pw-{user}-at-home"),
+        );
         assert!(
             out.status.success(),
             "{user} enrolls from home: {}",
