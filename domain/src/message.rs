@@ -124,6 +124,10 @@ pub enum Direction {
 pub enum Delivery {
     /// Outgoing, in the outbox, no receipt yet.
     Pending,
+    /// Outgoing, held by the rendezvous's mailbox for the offline recipient since this time;
+    /// still in the outbox (a later direct connection may deliver it first) until the receipt
+    /// comes back.
+    Queued(Timestamp),
     /// Outgoing, the recipient's receipt came back at this time.
     Delivered(Timestamp),
     /// Incoming, stored here at this time.
@@ -131,6 +135,15 @@ pub enum Delivery {
     /// Outgoing, refused for good by the recipient's device at this time (for example an
     /// attachment over its cap): it left the outbox and will not be retried.
     Rejected(Timestamp),
+}
+
+impl Delivery {
+    /// Whether an outgoing message still waits for its receipt (in the outbox): pending, or
+    /// held by the rendezvous's mailbox.
+    #[must_use]
+    pub fn awaits_receipt(&self) -> bool {
+        matches!(self, Self::Pending | Self::Queued(_))
+    }
 }
 
 /// A message as kept in a conversation.

@@ -6,15 +6,16 @@ use std::sync::{Arc, Mutex};
 
 use parley_domain::{
     Attachment, AttachmentKey, AttachmentRef, Body, ChainHead, ChainState, Contact,
-    ConversationSummary, Delivery, DeviceIdentity, Digest, Direction, Header, Link, MessageId,
-    Neighbours, PeerKeys, Secret32, StoredMessage, Timestamp, Username,
+    ConversationSummary, Delivery, DeviceIdentity, Digest, Direction, Header, Link, MailId,
+    MessageId, Neighbours, PeerKeys, Secret32, StoredMessage, Timestamp, Username,
 };
 
 use crate::ports::{
     AttachmentError, AttachmentFiles, AttachmentSource, Chains, Clock, Contacts, Conversations,
-    Directory, DirectoryError, Durability, EnrollError, EnrollRequest, Enrollment, EnvelopeError,
-    Envelopes, Event, EventSink, Expiry, IdentityStore, Inbox, Opened, OutboxEntry, OutboxStore,
-    OutgoingEnvelope, Sealed, StoreError, Stored, Transport, TransportError,
+    Deposit, Directory, DirectoryError, Durability, EnrollError, EnrollRequest, Enrollment,
+    EnvelopeError, Envelopes, Event, EventSink, Expiry, IdentityStore, Inbox, MailBatch, MailItem,
+    Mailbox, MailboxError, Opened, OutboxEntry, OutboxStore, OutgoingEnvelope, Sealed, StoreError,
+    Stored, Transport, TransportError,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -109,8 +110,7 @@ impl InMemoryStore {
     fn settle(&self, id: &MessageId, delivery: Delivery) -> Result<(), StoreError> {
         self.write()?;
         for m in lock(&self.messages).iter_mut() {
-            if m.id == *id && m.direction == Direction::Outgoing && m.delivery == Delivery::Pending
-            {
+            if m.id == *id && m.direction == Direction::Outgoing && m.delivery.awaits_receipt() {
                 m.delivery = delivery;
             }
         }
@@ -171,7 +171,7 @@ impl OutboxStore for InMemoryStore {
         let messages = lock(&self.messages);
         let Some(message) = messages
             .iter()
-            .find(|m| m.id == *id && m.delivery == Delivery::Pending)
+            .find(|m| m.id == *id && m.delivery.awaits_receipt())
         else {
             return Ok(());
         };
@@ -188,11 +188,22 @@ impl OutboxStore for InMemoryStore {
         self.settle(id, Delivery::Rejected(at))
     }
 
+    fn mark_queued(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
+        self.write()?;
+        for m in lock(&self.messages).iter_mut() {
+            if m.id == *id && m.direction == Direction::Outgoing && m.delivery == Delivery::Pending
+            {
+                m.delivery = Delivery::Queued(at);
+            }
+        }
+        Ok(())
+    }
+
     fn outbox(&self, now: Timestamp) -> Result<Vec<OutboxEntry>, StoreError> {
         let envelopes = lock(&self.envelopes);
         Ok(lock(&self.messages)
             .iter()
-            .filter(|m| m.delivery == Delivery::Pending && !m.expired(now))
+            .filter(|m| m.delivery.awaits_receipt() && !m.expired(now))
             .map(|m| OutboxEntry {
                 message: m.clone(),
                 envelope: envelopes.get(&m.id).cloned().unwrap_or_default(),
@@ -456,6 +467,30 @@ impl AttachmentFiles for InMemoryStore {
         saved.insert(dest.to_owned(), plain.clone());
         Ok(plain.len() as u64)
     }
+
+    fn stage_file(
+        &self,
+        from: &Username,
+        meta: &AttachmentRef,
+        bytes: &[u8],
+    ) -> Result<bool, AttachmentError> {
+        if bytes.len() as u64 != meta.size || digest_of(bytes) != meta.sha256 {
+            return Ok(false);
+        }
+        self.write()?;
+        self.stage(from, bytes);
+        Ok(true)
+    }
+
+    fn encrypted(
+        &self,
+        owner: &Username,
+        id: &MessageId,
+        index: usize,
+    ) -> Result<Vec<u8>, AttachmentError> {
+        self.sealed_file(&self.locator(owner, id, index))
+            .ok_or(AttachmentError::Damaged)
+    }
 }
 
 impl IdentityStore for InMemoryStore {
@@ -640,6 +675,97 @@ impl Transport for InMemoryTransport {
     }
 }
 
+/// The rendezvous's mailbox and its book of certified keys, shared by the devices of one test.
+#[derive(Default)]
+pub struct MailHub {
+    /// What is held, per recipient, oldest first.
+    pub held: Mutex<HashMap<Username, Vec<(MailId, Deposit)>>>,
+    /// The keys the CA certified, per enrolled name.
+    pub certified: Mutex<HashMap<Username, PeerKeys>>,
+    /// When set, every deposit is refused with it.
+    pub refuse: Mutex<Option<MailboxError>>,
+    /// When set, the mailbox is unreachable.
+    pub down: Mutex<bool>,
+    /// Acknowledged ids.
+    pub acknowledged: Mutex<Vec<MailId>>,
+    next: Mutex<u64>,
+}
+
+impl MailHub {
+    /// How many entries are held for `user`.
+    pub fn held_for(&self, user: &Username) -> usize {
+        lock(&self.held).get(user).map_or(0, Vec::len)
+    }
+}
+
+/// One device's client of a [`MailHub`].
+pub struct InMemoryMailbox {
+    /// The device's user (the "certificate" of its requests).
+    pub me: Username,
+    /// The shared hub.
+    pub hub: Arc<MailHub>,
+}
+
+impl InMemoryMailbox {
+    fn reachable(&self) -> Result<(), MailboxError> {
+        if *lock(&self.hub.down) {
+            Err(MailboxError::Unavailable("injected".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Mailbox for InMemoryMailbox {
+    async fn deposit(&self, to: &Username, deposit: &Deposit) -> Result<(), MailboxError> {
+        self.reachable()?;
+        if let Some(refusal) = lock(&self.hub.refuse).clone() {
+            return Err(refusal);
+        }
+        let id = {
+            let mut next = lock(&self.hub.next);
+            *next += 1;
+            MailId::new(Timestamp(0), next.to_be_bytes())
+        };
+        lock(&self.hub.held)
+            .entry(to.clone())
+            .or_default()
+            .push((id, deposit.clone()));
+        Ok(())
+    }
+
+    async fn fetch(&self) -> Result<MailBatch, MailboxError> {
+        self.reachable()?;
+        let items = lock(&self.hub.held)
+            .get(&self.me)
+            .map(|held| {
+                held.iter()
+                    .map(|(id, d)| MailItem {
+                        id: *id,
+                        sealed: d.sealed.clone(),
+                        files: d.files.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(MailBatch { items, more: false })
+    }
+
+    async fn acknowledge(&self, ids: &[MailId]) -> Result<(), MailboxError> {
+        self.reachable()?;
+        if let Some(held) = lock(&self.hub.held).get_mut(&self.me) {
+            held.retain(|(id, _)| !ids.contains(id));
+        }
+        lock(&self.hub.acknowledged).extend_from_slice(ids);
+        Ok(())
+    }
+
+    async fn certified_keys(&self, user: &Username) -> Result<Option<PeerKeys>, MailboxError> {
+        self.reachable()?;
+        Ok(lock(&self.hub.certified).get(user).copied())
+    }
+}
+
 /// The key the fake treats as a low-order point.
 pub const WEAK_KEY: [u8; 32] = [0xee; 32];
 
@@ -750,6 +876,27 @@ impl Envelopes for FakeEnvelopes {
 
     fn header(&self, bytes: &[u8]) -> Result<Header, EnvelopeError> {
         Ok(self.sealing(bytes)?.header)
+    }
+
+    fn wrap(&self, inner: &[u8], recipient_x25519: &[u8; 32]) -> Result<Vec<u8>, EnvelopeError> {
+        if *recipient_x25519 == WEAK_KEY {
+            return Err(Self::refused("weak_key"));
+        }
+        let mut out = b"fake-wrap:".to_vec();
+        out.extend_from_slice(recipient_x25519);
+        out.extend_from_slice(inner);
+        Ok(out)
+    }
+
+    fn unwrap(&self, bytes: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+        let rest = bytes
+            .strip_prefix(b"fake-wrap:")
+            .filter(|rest| rest.len() >= 32)
+            .ok_or_else(|| Self::refused("malformed"))?;
+        if Some(<[u8; 32]>::try_from(&rest[..32]).unwrap_or([0; 32])) != self.me.x25519 {
+            return Err(Self::refused("undecryptable"));
+        }
+        Ok(rest[32..].to_vec())
     }
 }
 

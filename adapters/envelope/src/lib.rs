@@ -67,6 +67,7 @@
 
 pub mod attachment;
 mod wire;
+pub mod wrap;
 
 use std::fmt;
 
@@ -570,6 +571,17 @@ impl parley_usecases::ports::Envelopes for Sealer {
 
     fn header(&self, bytes: &[u8]) -> Result<Header, EnvelopeError> {
         read_header(bytes).map_err(open_error)
+    }
+
+    fn wrap(&self, inner: &[u8], recipient_x25519: &[u8; 32]) -> Result<Vec<u8>, EnvelopeError> {
+        Sealer::wrap(self, inner, recipient_x25519).map_err(|e| EnvelopeError {
+            code: e.code(),
+            message: e.to_string(),
+        })
+    }
+
+    fn unwrap(&self, bytes: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
+        Sealer::unwrap(self, bytes).map_err(open_error)
     }
 }
 

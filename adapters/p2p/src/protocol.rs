@@ -130,6 +130,120 @@ pub enum DirectoryResponse {
     },
 }
 
+/// The mailbox protocol between a peer and the rendezvous: deposit, fetch, acknowledge, the
+/// key look-up of someone never met, and (from the rendezvous to a connected peer) "mail is
+/// waiting".
+pub const MAILBOX_PROTOCOL: StreamProtocol = StreamProtocol::new("/parley/mailbox/1");
+/// The largest wrapped envelope a deposit carries, in bytes: the envelope's own cap and the
+/// wrapping.
+pub const MAX_WRAPPED_BYTES: usize = 25 * 1024;
+/// At most this many attachment files in one deposit (the envelope's own limit).
+pub const MAX_DEPOSIT_FILES: usize = 8;
+/// At most this many entries in one fetched batch.
+pub const MAX_BATCH_ENTRIES: usize = 64;
+/// Beyond its first entry, a batch stops at this many bytes.
+pub const MAX_BATCH_BYTES: u64 = 4 * 1024 * 1024;
+/// At most this many ids in one acknowledgement.
+pub const MAX_ACK_IDS: usize = MAX_BATCH_ENTRIES;
+/// The largest `/parley/mailbox/1` response or request read, for `largest` attachment bytes
+/// held: one entry of the largest size (base64 grows by a third), with room for the framing.
+#[must_use]
+pub fn max_mailbox_message_bytes(largest: u64) -> u64 {
+    let payload = largest
+        .saturating_mul(2)
+        .saturating_add(u64::try_from(MAX_WRAPPED_BYTES).unwrap_or(u64::MAX))
+        .max(MAX_BATCH_BYTES);
+    payload.saturating_mul(4) / 3 + 64 * 1024
+}
+
+/// A request on `/parley/mailbox/1`. The depositor and the fetcher are the connection's
+/// certificate, never a field.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MailboxRequest {
+    /// "Hold this for `to`."
+    Deposit {
+        /// The recipient's username.
+        to: String,
+        /// The wrapped envelope, standard base64.
+        sealed: String,
+        /// The encrypted attachment files, standard base64, in the header's order.
+        #[serde(default)]
+        files: Vec<String>,
+        /// When the message disappears, in milliseconds since the Unix epoch.
+        #[serde(default)]
+        expires_at_ms: Option<i64>,
+        /// Protocol metadata.
+        #[serde(default)]
+        meta: Meta,
+    },
+    /// "What is held for me?" (the oldest batch).
+    Fetch {
+        /// Protocol metadata.
+        #[serde(default)]
+        meta: Meta,
+    },
+    /// "These are stored on my device; delete them."
+    Ack {
+        /// Entry ids, 32 hex digits each.
+        ids: Vec<String>,
+    },
+    /// "Which keys did the CA certify for this name?"
+    Keys {
+        /// The username asked for.
+        username: String,
+    },
+    /// From the rendezvous to a connected peer: mail is waiting.
+    Waiting,
+}
+
+/// One held entry on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeldItem {
+    /// Its id, 32 hex digits.
+    pub id: String,
+    /// The wrapped envelope, standard base64.
+    pub sealed: String,
+    /// The attachment files, standard base64.
+    pub files: Vec<String>,
+}
+
+/// The answer on `/parley/mailbox/1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum MailboxResponse {
+    /// Held durably.
+    Held,
+    /// The oldest entries, and whether more wait.
+    Mail {
+        /// The entries.
+        items: Vec<HeldItem>,
+        /// More wait behind them.
+        more: bool,
+    },
+    /// Deleted (ids that were not held are ignored).
+    Acknowledged,
+    /// The certificate issued for the name asked for, or `null` when nobody by that name is
+    /// enrolled.
+    Certificate {
+        /// DER, standard base64.
+        der: Option<String>,
+    },
+    /// Noted (the answer to [`MailboxRequest::Waiting`]).
+    Noted,
+    /// Refused, with a stable code and one sentence.
+    Refused {
+        /// [`parley_domain::mailbox::Refusal::code`], or `rate_limited`, `malformed`.
+        code: String,
+        /// One sentence.
+        reason: String,
+        /// Whether the same request can never succeed.
+        #[serde(default)]
+        permanent: bool,
+    },
+}
+
 /// True when `meta` stays within the documented bounds.
 #[must_use]
 pub fn meta_within_bounds(meta: &Meta) -> bool {

@@ -271,4 +271,53 @@ impl AttachmentFiles for Store {
         linked.map_err(|e| cannot_write(&e))?;
         Ok(written)
     }
+
+    /// Written to a temporary name, synced, then renamed into the staging path, as a file
+    /// received ahead of its envelope would be.
+    fn stage_file(
+        &self,
+        from: &Username,
+        meta: &AttachmentRef,
+        bytes: &[u8],
+    ) -> Result<bool, AttachmentError> {
+        if u64::try_from(bytes.len()).ok() != Some(meta.size)
+            || parley_envelope::digest(bytes) != meta.sha256
+        {
+            return Ok(false);
+        }
+        let target = self.staging_path(from, &meta.sha256);
+        let folder = target.parent().unwrap_or(&self.path);
+        fs::create_dir_all(folder).map_err(|e| io_error("create the attachments folder", &e))?;
+        let temp = temp_name(&target);
+        let written = (|| {
+            let mut out = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)?;
+            out.write_all(bytes)?;
+            out.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&temp);
+            return Err(io_error("keep an attachment from the mailbox", &e));
+        }
+        fs::rename(&temp, &target)
+            .map_err(|e| io_error("keep an attachment from the mailbox", &e))?;
+        Ok(true)
+    }
+
+    fn encrypted(
+        &self,
+        owner: &Username,
+        id: &MessageId,
+        index: usize,
+    ) -> Result<Vec<u8>, AttachmentError> {
+        fs::read(self.attachment_path(owner, id, index)).map_err(|e| {
+            if e.kind() == io::ErrorKind::NotFound {
+                AttachmentError::Damaged
+            } else {
+                io_error("read an encrypted attachment", &e)
+            }
+        })
+    }
 }

@@ -229,6 +229,7 @@ enum DirectionRecord {
 #[serde(rename_all = "snake_case", tag = "state", content = "at")]
 enum DeliveryRecord {
     Pending,
+    Queued(i64),
     Delivered(i64),
     Received(i64),
     Rejected(i64),
@@ -265,6 +266,7 @@ pub(crate) fn encode_message(message: &StoredMessage) -> Result<Vec<u8>, StoreEr
         },
         delivery: match message.delivery {
             Delivery::Pending => DeliveryRecord::Pending,
+            Delivery::Queued(at) => DeliveryRecord::Queued(at.0),
             Delivery::Delivered(at) => DeliveryRecord::Delivered(at.0),
             Delivery::Received(at) => DeliveryRecord::Received(at.0),
             Delivery::Rejected(at) => DeliveryRecord::Rejected(at.0),
@@ -344,6 +346,7 @@ pub(crate) fn decode_message(bytes: &[u8]) -> Result<StoredMessage, StoreError> 
         },
         delivery: match record.delivery {
             DeliveryRecord::Pending => Delivery::Pending,
+            DeliveryRecord::Queued(at) => Delivery::Queued(Timestamp(at)),
             DeliveryRecord::Delivered(at) => Delivery::Delivered(Timestamp(at)),
             DeliveryRecord::Received(at) => Delivery::Received(Timestamp(at)),
             DeliveryRecord::Rejected(at) => Delivery::Rejected(Timestamp(at)),

@@ -11,7 +11,9 @@ use parley_domain::{
 use parley_envelope::Sealer;
 use parley_store::{Store, Unlock};
 use parley_usecases::commands::{Messaging, ReceiveError, ReceiveMessage, Received};
-use parley_usecases::fakes::{FixedClock, InMemoryDirectory, InMemoryTransport, RecordingEvents};
+use parley_usecases::fakes::{
+    FixedClock, InMemoryDirectory, InMemoryMailbox, InMemoryTransport, RecordingEvents,
+};
 use parley_usecases::ports::{Chains, Clock, Conversations, Expiry};
 use parley_usecases::queries;
 use tempfile::TempDir;
@@ -23,6 +25,7 @@ type Bob = Messaging<
     Arc<FixedClock>,
     RecordingEvents,
     Sealer,
+    InMemoryMailbox,
 >;
 
 fn user(name: &str) -> Username {
@@ -56,6 +59,10 @@ fn bob(dir: &Path, clock: &Arc<FixedClock>) -> (Bob, Arc<Store>) {
         clock.clone(),
         RecordingEvents::default(),
         bob_sealer(),
+        InMemoryMailbox {
+            me: user("bob"),
+            hub: Arc::default(),
+        },
     );
     (messaging, store)
 }

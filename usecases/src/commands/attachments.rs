@@ -6,8 +6,8 @@ use parley_domain::{MessageId, Username};
 
 use super::Messaging;
 use crate::ports::{
-    AttachmentError, AttachmentFiles, Clock, Directory, Envelopes, EventSink, MessageStore,
-    StoreError, Transport,
+    AttachmentError, AttachmentFiles, Clock, Directory, Envelopes, EventSink, Mailbox,
+    MessageStore, StoreError, Transport,
 };
 
 /// Why an attachment could not be saved.
@@ -43,7 +43,7 @@ impl From<StoreError> for SaveError {
     }
 }
 
-impl<S, D, T, C, E, V> Messaging<S, D, T, C, E, V>
+impl<S, D, T, C, E, V, M> Messaging<S, D, T, C, E, V, M>
 where
     S: MessageStore + AttachmentFiles,
     D: Directory,
@@ -51,6 +51,7 @@ where
     C: Clock,
     E: EventSink,
     V: Envelopes,
+    M: Mailbox,
 {
     /// Decrypts attachment `index` of message `id` in the conversation with `with` into a new
     /// file at `dest`; returns the bytes written.

@@ -6,7 +6,8 @@ use parley_domain::Username;
 
 use super::Messaging;
 use crate::ports::{
-    AttachmentFiles, Clock, Directory, Envelopes, EventSink, MessageStore, StoreError, Transport,
+    AttachmentFiles, Clock, Directory, Envelopes, EventSink, Mailbox, MessageStore, StoreError,
+    Transport,
 };
 
 /// See [`Messaging`]'s `backlog`.
@@ -16,7 +17,7 @@ pub(super) struct Backlog {
     clock: u64,
 }
 
-impl<S, D, T, C, E, V> Messaging<S, D, T, C, E, V>
+impl<S, D, T, C, E, V, M> Messaging<S, D, T, C, E, V, M>
 where
     S: MessageStore + AttachmentFiles,
     D: Directory,
@@ -24,6 +25,7 @@ where
     C: Clock,
     E: EventSink,
     V: Envelopes,
+    M: Mailbox,
 {
     /// The backlog, read from the outbox the first time.
     fn with_backlog<R>(&self, f: impl FnOnce(&mut Backlog) -> R) -> Result<R, StoreError> {

@@ -11,7 +11,7 @@ use std::sync::{Mutex, PoisonError};
 use parley_domain::{MessageId, Username};
 
 use crate::ports::{
-    AttachmentFiles, Clock, Directory, Envelopes, EventSink, MessageStore, Transport,
+    AttachmentFiles, Clock, Directory, Envelopes, EventSink, Mailbox, MessageStore, Transport,
 };
 
 pub mod attachments;
@@ -29,7 +29,7 @@ pub use send::{SendError, SendMessage};
 pub use trust::TrustError;
 
 /// The messaging interactor: sending, receiving, the outbox and contacts' keys, over the ports.
-pub struct Messaging<S, D, T, C, E, V> {
+pub struct Messaging<S, D, T, C, E, V, M> {
     me: Username,
     store: S,
     directory: D,
@@ -37,6 +37,7 @@ pub struct Messaging<S, D, T, C, E, V> {
     clock: C,
     events: E,
     envelopes: V,
+    mailbox: M,
     /// Serialises every read-modify-write of a chain (sealing the next message after the
     /// head, judging a newcomer against its neighbours), so concurrent sends cannot fork our
     /// own chain and concurrent receipts cannot misjudge one.
@@ -51,7 +52,7 @@ pub struct Messaging<S, D, T, C, E, V> {
     in_flight: Mutex<HashSet<MessageId>>,
 }
 
-impl<S, D, T, C, E, V> Messaging<S, D, T, C, E, V>
+impl<S, D, T, C, E, V, M> Messaging<S, D, T, C, E, V, M>
 where
     S: MessageStore + AttachmentFiles,
     D: Directory,
@@ -59,8 +60,10 @@ where
     C: Clock,
     E: EventSink,
     V: Envelopes,
+    M: Mailbox,
 {
     /// Wires the interactor for the enrolled user `me`.
+    #[allow(clippy::too_many_arguments)] // one per port, named at the one place it is wired
     pub fn new(
         me: Username,
         store: S,
@@ -69,6 +72,7 @@ where
         clock: C,
         events: E,
         envelopes: V,
+        mailbox: M,
     ) -> Self {
         Self {
             me,
@@ -78,6 +82,7 @@ where
             clock,
             events,
             envelopes,
+            mailbox,
             chains: Mutex::new(()),
             backlog: Mutex::new(None),
             in_flight: Mutex::new(HashSet::new()),

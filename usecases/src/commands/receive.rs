@@ -8,7 +8,7 @@ use parley_domain::{
 use super::Messaging;
 use crate::ports::{
     AttachmentError, AttachmentFiles, Clock, Directory, EnvelopeError, Envelopes, Event, EventSink,
-    MessageStore, StoreError, Stored, Transport,
+    Mailbox, MessageStore, StoreError, Stored, Transport,
 };
 
 /// An envelope that arrived over an authenticated connection.
@@ -102,7 +102,7 @@ pub enum Received {
     Duplicate,
 }
 
-impl<S, D, T, C, E, V> Messaging<S, D, T, C, E, V>
+impl<S, D, T, C, E, V, M> Messaging<S, D, T, C, E, V, M>
 where
     S: MessageStore + AttachmentFiles,
     D: Directory,
@@ -110,6 +110,7 @@ where
     C: Clock,
     E: EventSink,
     V: Envelopes,
+    M: Mailbox,
 {
     /// Opens and stores an envelope that arrived over an authenticated connection. `Ok` means
     /// it is durably stored (now or before) and the transport may return the receipt.

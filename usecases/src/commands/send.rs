@@ -10,8 +10,8 @@ use parley_domain::{
 use super::Messaging;
 use crate::ports::{
     AttachmentError, AttachmentFiles, AttachmentSource, Clock, Directory, DirectoryError,
-    EnvelopeError, Envelopes, Event, EventSink, MessageStore, OutboxEntry, OutgoingEnvelope,
-    OutgoingFile, StoreError, Transport, TransportError,
+    EnvelopeError, Envelopes, Event, EventSink, Mailbox, MessageStore, OutboxEntry,
+    OutgoingEnvelope, OutgoingFile, StoreError, Transport, TransportError,
 };
 
 /// How long [`Messaging::send_patiently`] waits for a name that is not (yet) in the directory.
@@ -151,7 +151,7 @@ impl SendError {
     }
 }
 
-impl<S, D, T, C, E, V> Messaging<S, D, T, C, E, V>
+impl<S, D, T, C, E, V, M> Messaging<S, D, T, C, E, V, M>
 where
     S: MessageStore + AttachmentFiles,
     D: Directory,
@@ -159,6 +159,7 @@ where
     C: Clock,
     E: EventSink,
     V: Envelopes,
+    M: Mailbox,
 {
     /// As [`Messaging::send`], but patient with a recipient the directory does not list yet
     /// (a peer that just started, or the rendezvous busy for a moment): while the send is

@@ -4,8 +4,8 @@ use parley_domain::{Body, ChainHead, Contact, PeerKeys, Username};
 
 use super::Messaging;
 use crate::ports::{
-    AttachmentFiles, Clock, Directory, EnvelopeError, Envelopes, Event, EventSink, MessageStore,
-    StoreError, Transport,
+    AttachmentFiles, Clock, Directory, EnvelopeError, Envelopes, Event, EventSink, Mailbox,
+    MessageStore, StoreError, Transport,
 };
 
 /// Why new keys could not be accepted.
@@ -26,7 +26,7 @@ pub enum TrustError {
     Store(#[from] StoreError),
 }
 
-impl<S, D, T, C, E, V> Messaging<S, D, T, C, E, V>
+impl<S, D, T, C, E, V, M> Messaging<S, D, T, C, E, V, M>
 where
     S: MessageStore + AttachmentFiles,
     D: Directory,
@@ -34,6 +34,7 @@ where
     C: Clock,
     E: EventSink,
     V: Envelopes,
+    M: Mailbox,
 {
     /// Keeps keys that differ from the pinned ones for the user's decision, and says so.
     pub(super) fn hold_new_keys(

@@ -4,11 +4,11 @@ use parley_domain::Username;
 
 use super::{Messaging, SendError};
 use crate::ports::{
-    AttachmentFiles, Clock, Directory, Envelopes, Event, EventSink, MessageStore, StoreError,
-    Transport,
+    AttachmentFiles, Clock, Directory, Envelopes, Event, EventSink, Mailbox, MessageStore,
+    StoreError, Transport,
 };
 
-impl<S, D, T, C, E, V> Messaging<S, D, T, C, E, V>
+impl<S, D, T, C, E, V, M> Messaging<S, D, T, C, E, V, M>
 where
     S: MessageStore + AttachmentFiles,
     D: Directory,
@@ -16,6 +16,7 @@ where
     C: Clock,
     E: EventSink,
     V: Envelopes,
+    M: Mailbox,
 {
     /// Tries once to deliver everything in the outbox, in order per recipient: a recipient's
     /// later messages wait while an earlier one fails, so they arrive in the order written.

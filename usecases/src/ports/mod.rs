@@ -8,8 +8,10 @@ use std::future::Future;
 use std::time::Duration;
 
 use auto_impl::auto_impl;
+mod mailbox;
 mod store;
 
+pub use mailbox::*;
 pub use store::*;
 
 use parley_domain::{
@@ -137,6 +139,18 @@ pub trait Envelopes: Send + Sync {
     /// # Errors
     /// [`EnvelopeError`] when the bytes are no envelope.
     fn header(&self, bytes: &[u8]) -> Result<Header, EnvelopeError>;
+    /// Wraps `inner` (an envelope, or a receipt) once more to `recipient_x25519`, for the
+    /// mailbox: the rendezvous holding it cannot read who sent it. Not signed (the envelope
+    /// inside is).
+    ///
+    /// # Errors
+    /// [`EnvelopeError`] (a weak recipient key).
+    fn wrap(&self, inner: &[u8], recipient_x25519: &[u8; 32]) -> Result<Vec<u8>, EnvelopeError>;
+    /// Opens what [`Envelopes::wrap`] sealed to this device.
+    ///
+    /// # Errors
+    /// [`EnvelopeError`] for anything altered, malformed or not for this device.
+    fn unwrap(&self, bytes: &[u8]) -> Result<Vec<u8>, EnvelopeError>;
 }
 
 /// Failure to deliver a message.

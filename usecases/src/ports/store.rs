@@ -98,6 +98,11 @@ pub trait OutboxStore: Durability {
     /// writes that need not be durable at once: lost in a crash, it only sends the message again, and
     /// the recipient stores it once.
     fn mark_delivered(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError>;
+    /// Records that the rendezvous holds an outgoing message for its offline recipient since
+    /// `at` (its delivery shows `queued`); it stays in the outbox until its receipt. Durable
+    /// when it returns: a queued message is never deposited twice after a crash. Does nothing
+    /// when `id` is no longer in the outbox (its receipt came first).
+    fn mark_queued(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError>;
     /// Records that the recipient refused an outgoing message for good and takes it out of
     /// the outbox.
     fn mark_rejected(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError>;
@@ -262,6 +267,28 @@ pub trait AttachmentFiles: Send + Sync {
         attachment: &Attachment,
         dest: &Path,
     ) -> Result<u64, AttachmentError>;
+    /// Keeps `bytes`, an encrypted file `from` sent through the mailbox, where a file sent ahead
+    /// of its envelope would lie, so that [`AttachmentFiles::claim`] takes it. `Ok(false)` when
+    /// the bytes are not the ones `meta` names (size and SHA-256): nothing is kept.
+    ///
+    /// # Errors
+    /// [`AttachmentError::Store`] when the medium fails.
+    fn stage_file(
+        &self,
+        from: &Username,
+        meta: &AttachmentRef,
+        bytes: &[u8],
+    ) -> Result<bool, AttachmentError>;
+    /// Reads the encrypted attachment `index` of (`owner`, `id`) as it travels, for a deposit.
+    ///
+    /// # Errors
+    /// [`AttachmentError::Damaged`] when it is gone; [`AttachmentError::Store`].
+    fn encrypted(
+        &self,
+        owner: &Username,
+        id: &MessageId,
+        index: usize,
+    ) -> Result<Vec<u8>, AttachmentError>;
 }
 
 /// The device identity, kept in the store.

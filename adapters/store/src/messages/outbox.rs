@@ -49,6 +49,8 @@ impl Store {
     /// gets a receipt and is not stored twice). A refusal for good is synced: losing it would
     /// send the refused message again.
     fn settle(&self, id: &MessageId, delivery: Delivery) -> Result<(), StoreError> {
+        // A queued message waits for its receipt like a pending one: it keeps its entry.
+        let queued = matches!(delivery, Delivery::Queued(_));
         let sync = || {
             if matches!(delivery, Delivery::Delivered(_)) {
                 Ok(())
@@ -77,10 +79,15 @@ impl Store {
                     return Err(abort(corrupt("messages", "a record changed its key slot")));
                 }
                 let mut message = Self::open_with(&mkey, slot, &km, &value).map_err(abort)?;
+                if queued && message.delivery != Delivery::Pending {
+                    return Ok(()); // queued before
+                }
                 message.delivery = delivery;
                 let value = Self::seal_message(&mkey, slot, &km, &message).map_err(abort)?;
                 messages.insert(mkey.as_slice(), value)?;
-                outbox.remove(&okey)?;
+                if !queued {
+                    outbox.remove(&okey)?;
+                }
                 Ok(())
             },
         );
@@ -163,6 +170,13 @@ impl OutboxStore for Store {
     #[tracing::instrument(name = "store.mark_rejected", level = "debug", skip_all, err(Display))]
     fn mark_rejected(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
         self.settle(id, Delivery::Rejected(at))
+    }
+
+    /// Synced: a queued mark lost in a crash would deposit the message a second time (the
+    /// recipient would store it once, but the mailbox would hold it twice).
+    #[tracing::instrument(name = "store.mark_queued", level = "debug", skip_all, fields(message.id = %id), err(Display))]
+    fn mark_queued(&self, id: &MessageId, at: Timestamp) -> Result<(), StoreError> {
+        self.settle(id, Delivery::Queued(at))
     }
 
     #[tracing::instrument(name = "store.outbox", level = "debug", skip_all, err(Display))]

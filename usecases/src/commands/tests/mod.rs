@@ -39,6 +39,7 @@ type AliceMessaging = Messaging<
     Arc<FixedClock>,
     Arc<RecordingEvents>,
     FakeEnvelopes,
+    InMemoryMailbox,
 >;
 
 struct World {
@@ -48,6 +49,7 @@ struct World {
     events: Arc<RecordingEvents>,
     clock: Arc<FixedClock>,
     registry: EnvelopeRegistry,
+    mail: Arc<MailHub>,
     messaging: AliceMessaging,
 }
 
@@ -109,6 +111,7 @@ fn alice_world() -> World {
     let events = Arc::new(RecordingEvents::default());
     let clock = Arc::new(FixedClock::at(1_000));
     let registry = EnvelopeRegistry::default();
+    let mail = Arc::new(MailHub::default());
     let messaging = Messaging::new(
         user("alice"),
         store.clone(),
@@ -117,6 +120,10 @@ fn alice_world() -> World {
         clock.clone(),
         events.clone(),
         FakeEnvelopes::new(keys(ALICE), &registry),
+        InMemoryMailbox {
+            me: user("alice"),
+            hub: mail.clone(),
+        },
     );
     World {
         store,
@@ -125,6 +132,7 @@ fn alice_world() -> World {
         events,
         clock,
         registry,
+        mail,
         messaging,
     }
 }
