@@ -189,6 +189,14 @@ impl Desktop {
         let peer = self.peer().await?;
         outgoing.attachments = self.staging.files(tokens)?;
         let outcome = match peer.send(outgoing).await {
+            Ok(sent) if sent.queued => view::Outcome::Queued {
+                delivered: false,
+                note: format!(
+                    "{} is offline; the rendezvous holds the message, sealed, until they are back",
+                    sent.to
+                ),
+                queued: true,
+            },
             Ok(sent) => view::Outcome::Delivered {
                 delivered: true,
                 id: sent.id,

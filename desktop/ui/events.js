@@ -11,7 +11,7 @@ import { appendMessage, loadHistory, markRead } from "./conversation.js";
 import { peerOf } from "./format.js";
 import { renderConversationHeader } from "./header.js";
 import { renderPresence, scheduleConversationsRefresh } from "./list.js";
-import { showDelivered } from "./messages.js";
+import { showDelivered, showQueued } from "./messages.js";
 import { showFatal } from "./screens.js";
 import { state } from "./state.js";
 import { renderStatus } from "./status.js";
@@ -48,6 +48,10 @@ function onEvent(payload) {
       break;
     case "delivered":
       onDelivered(payload.id);
+      break;
+    case "queued":
+      if (typeof payload.id === "string" && typeof payload.to === "string") showQueued(payload.id, payload.to);
+      scheduleConversationsRefresh();
       break;
     case "keys_changed":
       showBanner(`${payload.user}'s keys changed — open contact details to compare the safety number`);

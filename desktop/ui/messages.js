@@ -11,6 +11,7 @@ import { scheduleConversationsRefresh } from "./list.js";
 /** @type {Record<string, string>} */
 const DELIVERY_TEXT = {
   pending: "pending…",
+  queued: "held",
   delivered: "delivered ✓",
   received: "received",
   rejected: "rejected ✕",
@@ -58,7 +59,7 @@ export function updateMessage(item, message) {
   const badge = item.querySelector(".badge");
   if (badge) badge.replaceWith(renderBadge(message));
   const delivery = item.querySelector(".delivery");
-  if (delivery instanceof HTMLElement && message.delivery) renderDelivery(delivery, message.delivery, message.delivery_at);
+  if (delivery instanceof HTMLElement && message.delivery) renderDelivery(delivery, message.delivery, message.delivery_at, message.to);
   return item;
 }
 
@@ -84,6 +85,20 @@ export function showDelivered(id, at) {
   const item = findMessage(id);
   const delivery = item && item.querySelector(".delivery");
   if (delivery instanceof HTMLElement) renderDelivery(delivery, "delivered", at);
+}
+
+/**
+ * Shows a message as held by the rendezvous for its offline recipient, if it is shown (and not
+ * delivered already: a receipt may overtake the event).
+ * @param {string} id
+ * @param {string} to
+ */
+export function showQueued(id, to) {
+  const item = findMessage(id);
+  const delivery = item && item.querySelector(".delivery");
+  if (delivery instanceof HTMLElement && !delivery.classList.contains("delivered")) {
+    renderDelivery(delivery, "queued", new Date().toISOString(), to);
+  }
 }
 
 /**
@@ -130,14 +145,18 @@ function renderBadge(message) {
  * @param {HTMLElement} node
  * @param {string} delivery
  * @param {string | null | undefined} deliveredAt
+ * @param {string} [to] the recipient, for "held for bob"
  */
-function renderDelivery(node, delivery, deliveredAt) {
+function renderDelivery(node, delivery, deliveredAt, to) {
   node.className = `delivery ${delivery}`;
-  node.closest("li.message")?.classList.remove("delivery-pending", "delivery-delivered", "delivery-received", "delivery-rejected");
+  node.closest("li.message")?.classList.remove("delivery-pending", "delivery-queued", "delivery-delivered", "delivery-received", "delivery-rejected");
   node.closest("li.message")?.classList.add(`delivery-${delivery}`);
-  setText(node, DELIVERY_TEXT[delivery] || delivery);
+  setText(node, delivery === "queued" && to ? `held for ${to}` : DELIVERY_TEXT[delivery] || delivery);
   const at = parseDate(deliveredAt);
-  node.title = delivery === "delivered" && at ? `Delivered ${formatFullDate(at)}` : delivery === "pending" ? "Waiting for the recipient's receipt" : "";
+  node.title = delivery === "delivered" && at ? `Delivered ${formatFullDate(at)}`
+    : delivery === "pending" ? "Waiting for the recipient's receipt"
+    : delivery === "queued" ? `${to || "The recipient"} is offline: the rendezvous holds the message, sealed, until they are back`
+    : "";
 }
 
 /** @param {Message} message */

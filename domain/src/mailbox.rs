@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use crate::Timestamp;
+use crate::{Digest, MessageId, Timestamp};
 
 /// A held entry's id: 8 bytes of deposit time (milliseconds, big-endian, so entries sort in
 /// arrival order) and 8 random bytes (the caller draws them).
@@ -275,6 +275,73 @@ impl Refusal {
     }
 }
 
+/// What a wrapped mailbox entry holds once the recipient unwrapped it: an envelope, or the
+/// receipt for one (a recipient who fetched a message tells its offline sender this way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parcel {
+    /// A sealed envelope, as it travels between peers.
+    Envelope(Vec<u8>),
+    /// "Message `id`, whose envelope has this SHA-256, is stored on my device." Only the two
+    /// devices know the digest (the envelope travelled wrapped), so a receipt cannot be made up.
+    Receipt {
+        /// The message.
+        id: MessageId,
+        /// Its envelope's SHA-256.
+        digest: Digest,
+    },
+}
+
+const PARCEL_ENVELOPE: u8 = 1;
+const PARCEL_RECEIPT: u8 = 2;
+
+impl Parcel {
+    /// `1 ‖ envelope`, or `2 ‖ id:[16] ‖ sha256:[32]`.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Self::Envelope(bytes) => {
+                let mut out = Vec::with_capacity(1 + bytes.len());
+                out.push(PARCEL_ENVELOPE);
+                out.extend_from_slice(bytes);
+                out
+            }
+            Self::Receipt { id, digest } => {
+                let mut out = Vec::with_capacity(49);
+                out.push(PARCEL_RECEIPT);
+                out.extend_from_slice(id.as_bytes());
+                out.extend_from_slice(&digest.0);
+                out
+            }
+        }
+    }
+
+    /// Reads what [`Parcel::encode`] wrote.
+    ///
+    /// # Errors
+    /// [`BadParcel`] for an unknown kind, an empty envelope or a receipt of the wrong length.
+    pub fn decode(bytes: &[u8]) -> Result<Self, BadParcel> {
+        match bytes.split_first() {
+            Some((&PARCEL_ENVELOPE, rest)) if !rest.is_empty() => Ok(Self::Envelope(rest.to_vec())),
+            Some((&PARCEL_RECEIPT, rest)) if rest.len() == 48 => {
+                let mut id = [0u8; 16];
+                id.copy_from_slice(&rest[..16]);
+                let mut digest = [0u8; 32];
+                digest.copy_from_slice(&rest[16..]);
+                Ok(Self::Receipt {
+                    id: MessageId::from_bytes(id),
+                    digest: Digest(digest),
+                })
+            }
+            _ => Err(BadParcel),
+        }
+    }
+}
+
+/// Bytes that are no [`Parcel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the mailbox entry holds neither an envelope nor a receipt")]
+pub struct BadParcel;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,6 +445,23 @@ mod tests {
             limits.admit(&size(1, &[]), Usage::default(), Usage::default()),
             Err(Refusal::Disabled)
         );
+    }
+
+    #[test]
+    fn parcels_round_trip_and_anything_else_is_refused() {
+        let envelope = Parcel::Envelope(vec![7, 8, 9]);
+        assert_eq!(Parcel::decode(&envelope.encode()), Ok(envelope));
+        let receipt = Parcel::Receipt {
+            id: MessageId::from_bytes([3; 16]),
+            digest: Digest([4; 32]),
+        };
+        assert_eq!(Parcel::decode(&receipt.encode()), Ok(receipt.clone()));
+        let mut long = receipt.encode();
+        long.push(0);
+        assert_eq!(Parcel::decode(&long), Err(BadParcel));
+        assert_eq!(Parcel::decode(&[1]), Err(BadParcel));
+        assert_eq!(Parcel::decode(&[3, 1, 2]), Err(BadParcel));
+        assert_eq!(Parcel::decode(&[]), Err(BadParcel));
     }
 
     #[test]

@@ -882,8 +882,10 @@ impl Envelopes for FakeEnvelopes {
         if *recipient_x25519 == WEAK_KEY {
             return Err(Self::refused("weak_key"));
         }
+        // The recipient's key, a checksum (the real wrapping's AEAD tag), the inner bytes.
         let mut out = b"fake-wrap:".to_vec();
         out.extend_from_slice(recipient_x25519);
+        out.extend_from_slice(&digest_of(inner).0);
         out.extend_from_slice(inner);
         Ok(out)
     }
@@ -891,12 +893,20 @@ impl Envelopes for FakeEnvelopes {
     fn unwrap(&self, bytes: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
         let rest = bytes
             .strip_prefix(b"fake-wrap:")
-            .filter(|rest| rest.len() >= 32)
+            .filter(|rest| rest.len() >= 64)
             .ok_or_else(|| Self::refused("malformed"))?;
-        if Some(<[u8; 32]>::try_from(&rest[..32]).unwrap_or([0; 32])) != self.me.x25519 {
+        let (recipient, rest) = rest.split_at(32);
+        let (checksum, inner) = rest.split_at(32);
+        if Some(recipient) != self.me.x25519.as_ref().map(|k| &k[..])
+            || checksum != digest_of(inner).0
+        {
             return Err(Self::refused("undecryptable"));
         }
-        Ok(rest[32..].to_vec())
+        Ok(inner.to_vec())
+    }
+
+    fn digest(&self, bytes: &[u8]) -> Digest {
+        digest_of(bytes)
     }
 }
 

@@ -57,6 +57,8 @@ pub struct Status {
     pub node: NodeSnapshot,
     /// Messages waiting for a receipt.
     pub outbox: usize,
+    /// Of those, the ones the rendezvous's mailbox holds for an offline recipient.
+    pub queued: usize,
 }
 
 /// The peer's state now.
@@ -69,10 +71,15 @@ pub fn status(
     store: &impl OutboxStore,
     now: Timestamp,
 ) -> Result<Status, StoreError> {
+    let outbox = store.outbox(now)?;
     Ok(Status {
         user: user.clone(),
         node: node.snapshot(),
-        outbox: store.outbox(now)?.len(),
+        queued: outbox
+            .iter()
+            .filter(|e| matches!(e.message.delivery, parley_domain::Delivery::Queued(_)))
+            .count(),
+        outbox: outbox.len(),
     })
 }
 

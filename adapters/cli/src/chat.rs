@@ -43,6 +43,7 @@ pub async fn run(home: &Home, with: Username) -> Result<()> {
                             Err(e) => Err(anyhow::anyhow!("cannot send: {e}")),
                         };
                         match sent {
+                            Ok(sent) if sent.queued => println!("  (held for {with} by the rendezvous)"),
                             Ok(_) => println!("  (delivered)"),
                             Err(e) => eprintln!("  not delivered: {e}"),
                         }

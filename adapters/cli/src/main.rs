@@ -268,7 +268,11 @@ async fn run(cli: Cli) -> Result<()> {
                 },
             )
             .await?;
-            println!("delivered: {}", sent.id);
+            if sent.queued {
+                println!("queued: {}", sent.id);
+            } else {
+                println!("delivered: {}", sent.id);
+            }
             Ok(())
         }
         Command::History { user, json } => {

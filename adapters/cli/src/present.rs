@@ -9,12 +9,14 @@ use parley_peer::view::{
 pub fn message_line(m: &Message) -> String {
     let delivery = match m.delivery {
         Delivery::Pending => "pending",
+        Delivery::Queued => "queued",
         Delivery::Delivered => "delivered",
         Delivery::Received => "received",
         Delivery::Rejected => "rejected",
     };
     let state = match (m.delivery, m.verified) {
         (Delivery::Pending, _) => "pending".to_owned(),
+        (Delivery::Queued, _) => format!("held for {} by the rendezvous", m.to),
         (_, true) => format!("{delivery}, verified"),
         (_, false) => format!(
             "{delivery}, NOT verified: {}",
@@ -87,7 +89,7 @@ pub fn conversation_line(c: &Conversation) -> String {
 #[must_use]
 pub fn status_lines(s: &Status) -> String {
     let mut lines = format!(
-        "user: {}\npeer-id: {}\nlisten: {}\nrendezvous: {} ({})\noutbox: {}\nreachability: {}\nrelay: {}",
+        "user: {}\npeer-id: {}\nlisten: {}\nrendezvous: {} ({})\noutbox: {}\nqueued: {}\nreachability: {}\nrelay: {}",
         s.user,
         s.peer_id,
         s.listen_addrs.join(" "),
@@ -98,6 +100,7 @@ pub fn status_lines(s: &Status) -> String {
         },
         s.rendezvous.addrs.join(" "),
         s.outbox,
+        s.queued,
         match s.reachability {
             Reachability::Public => "public",
             Reachability::Private => "private",

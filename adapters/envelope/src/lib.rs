@@ -583,6 +583,10 @@ impl parley_usecases::ports::Envelopes for Sealer {
     fn unwrap(&self, bytes: &[u8]) -> Result<Vec<u8>, EnvelopeError> {
         Sealer::unwrap(self, bytes).map_err(open_error)
     }
+
+    fn digest(&self, bytes: &[u8]) -> Digest {
+        digest(bytes)
+    }
 }
 
 fn open_error(e: OpenError) -> EnvelopeError {

@@ -67,6 +67,44 @@ pub(crate) async fn receive(
     receiving.shutdown().await;
 }
 
+/// How often the mailbox is asked even when nothing said mail is waiting (the rendezvous
+/// tells a connected peer at once; this is the net under that).
+pub(crate) const MAIL_EVERY: Duration = Duration::from_secs(60);
+
+/// Collects what the rendezvous holds for this device: whenever the node says mail is waiting
+/// (the rendezvous told it, or the connection to the rendezvous came back) and every
+/// [`MAIL_EVERY`].
+pub(crate) async fn collect_mail(peer: Arc<Peer>) {
+    let mut stop = peer.stop.subscribe();
+    let waiting = peer.node.mail_waiting();
+    let mut tick = tokio::time::interval(MAIL_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            () = waiting.notified() => {}
+            _ = tick.tick() => {}
+        }
+        // The collection stores to disk as it goes: off the async workers, as `blocking`.
+        let p = peer.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let outcome =
+            tokio::task::spawn_blocking(move || runtime.block_on(p.core.collect_mail())).await;
+        match outcome {
+            Ok(Ok(done)) if done.stored > 0 || done.receipts > 0 => {
+                tracing::info!(
+                    stored = done.stored,
+                    receipts = done.receipts,
+                    "mail collected"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::info!(error = %e, "the mail could not be collected now"),
+            Err(e) => tracing::error!(error = %e, "collecting the mail failed"),
+        }
+    }
+}
+
 /// Resolves once the peer is stopping (at once if it already is).
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is dropped here, before any other await.

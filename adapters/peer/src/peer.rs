@@ -12,7 +12,7 @@ use parley_envelope::Sealer;
 use parley_p2p::{AttachmentConfig, Credentials, Multiaddr, Node, NodeConfig};
 use parley_store::Store;
 use parley_usecases::{
-    commands::{Messaging, SendMessage},
+    commands::{Messaging, SendMessage, Sent},
     ports::{AttachmentSource, Clock, Event, EventSink, Expiry, IdentityStore, NodeInfo},
     queries,
 };
@@ -50,7 +50,7 @@ impl EventSink for Broadcast {
     }
 }
 
-pub(crate) type Core = Messaging<Arc<Store>, Node, Node, SystemClock, Arc<Broadcast>, Sealer>;
+pub(crate) type Core = Messaging<Arc<Store>, Node, Node, SystemClock, Arc<Broadcast>, Sealer, Node>;
 
 /// How the peer runs.
 #[derive(Debug, Clone)]
@@ -181,6 +181,7 @@ impl Peer {
                 SystemClock,
                 events.clone(),
                 Sealer::new(&identity.ed25519, &identity.x25519),
+                node.clone(),
             ),
             node,
             store,
@@ -194,6 +195,7 @@ impl Peer {
         {
             let mut tasks = peer.tasks.lock().await;
             tasks.spawn(background::receive(peer.clone(), inbound));
+            tasks.spawn(background::collect_mail(peer.clone()));
             tasks.spawn(background::every(
                 peer.clone(),
                 PURGE_EVERY,
@@ -313,17 +315,18 @@ impl Peer {
                 .collect(),
         };
         // A stranger gets a short grace to appear in the directory (the use case's rule).
-        self.core.send_patiently(cmd).await.map_err(|e| {
+        let sent = self.core.send_patiently(cmd).await.map_err(|e| {
             if e.queued() {
                 PeerError::Queued(e)
             } else {
                 PeerError::Send(e)
             }
         })?;
-        self.set_presence(&to, true);
+        self.set_presence(&to, sent == Sent::Delivered);
         Ok(view::Sent {
-            delivered: true,
+            delivered: sent == Sent::Delivered,
             id: id.to_string(),
+            queued: sent == Sent::Queued,
             to: to.to_string(),
         })
     }

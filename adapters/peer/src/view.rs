@@ -63,6 +63,8 @@ pub struct Message {
 pub enum Delivery {
     /// Outgoing, waiting for its receipt.
     Pending,
+    /// Outgoing, held by the rendezvous for the offline recipient; waiting for its receipt.
+    Queued,
     /// Outgoing, the receipt is back.
     Delivered,
     /// Incoming, stored.
@@ -98,6 +100,7 @@ impl From<&StoredMessage> for Message {
     fn from(m: &StoredMessage) -> Self {
         let (delivery, delivery_at) = match m.delivery {
             StoredDelivery::Pending => (Delivery::Pending, None),
+            StoredDelivery::Queued(at) => (Delivery::Queued, Some(rfc3339(at))),
             StoredDelivery::Delivered(at) => (Delivery::Delivered, Some(rfc3339(at))),
             StoredDelivery::Received(at) => (Delivery::Received, Some(rfc3339(at))),
             StoredDelivery::Rejected(at) => (Delivery::Rejected, Some(rfc3339(at))),
@@ -274,6 +277,8 @@ pub struct Status {
     pub peer_id: String,
     /// Whether other peers can dial this device directly, as AutoNAT found.
     pub reachability: Reachability,
+    /// Of the outbox, the messages the rendezvous holds for offline recipients.
+    pub queued: usize,
     /// The slot held on the rendezvous's relay.
     pub relay: Relay,
     /// The rendezvous connection.
@@ -356,6 +361,7 @@ impl Status {
             home: None,
             listen_addrs: s.node.listen_addrs.clone(),
             outbox: s.outbox,
+            queued: s.queued,
             peer_id: s.node.peer_id.clone(),
             rendezvous: Rendezvous {
                 addrs: rendezvous_addrs.to_vec(),
@@ -403,13 +409,17 @@ impl From<&queries::ContactView> for Contact {
     }
 }
 
-/// A message sent: the recipient's receipt is back.
+/// A message sent: the recipient's receipt is back, or the rendezvous holds it for the
+/// offline recipient.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Sent {
-    /// Always true.
+    /// The receipt is back.
     pub delivered: bool,
     /// The new message's id.
     pub id: String,
+    /// The rendezvous holds it for the offline recipient (the receipt comes later).
+    #[serde(default)]
+    pub queued: bool,
     /// The recipient.
     pub to: String,
 }
@@ -487,6 +497,13 @@ pub enum Event {
         /// To whom.
         to: String,
     },
+    /// The rendezvous holds one of our messages for its offline recipient.
+    Queued {
+        /// Which message.
+        id: String,
+        /// To whom.
+        to: String,
+    },
     /// A contact presented other keys than the pinned ones.
     KeysChanged {
         /// Whose keys.
@@ -532,6 +549,10 @@ impl Event {
             E::MessageReceived(m) => Self::Message { message: m.into() },
             E::MessageSent(m) => Self::Stored { message: m.into() },
             E::MessageDelivered { id, to } => Self::Delivered {
+                id: id.to_string(),
+                to: to.to_string(),
+            },
+            E::MessageQueued { id, to } => Self::Queued {
                 id: id.to_string(),
                 to: to.to_string(),
             },

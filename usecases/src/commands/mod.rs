@@ -1,11 +1,12 @@
 //! Commands: each changes state and returns nothing but an error.
 //!
 //! One file per interactor, each with its error enum: [`send`] (with the per-recipient
-//! backlog), [`receive`], [`trust`] (contacts' keys), [`attachments`], [`upkeep`] (the
-//! daemon's outbox retries and expiry) and [`enroll`]. The messaging ones are methods of
+//! backlog), [`receive`], [`mailbox`] (deposits for offline recipients, collecting what the
+//! rendezvous held), [`trust`] (contacts' keys), [`attachments`], [`upkeep`] (the daemon's
+//! outbox retries and expiry) and [`enroll`]. The messaging ones are methods of
 //! one [`Messaging`], which holds the ports and the locks they share.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, PoisonError};
 
 use parley_domain::{MessageId, Username};
@@ -17,6 +18,7 @@ use crate::ports::{
 pub mod attachments;
 mod backlog;
 pub mod enroll;
+pub mod mailbox;
 pub mod receive;
 pub mod send;
 pub mod trust;
@@ -24,8 +26,9 @@ pub mod upkeep;
 
 pub use attachments::SaveError;
 pub use enroll::{Enroll, EnrollCommandError};
+pub use mailbox::{CollectError, Collected};
 pub use receive::{ReceiveError, ReceiveMessage, Received};
-pub use send::{SendError, SendMessage};
+pub use send::{SendError, SendMessage, Sent};
 pub use trust::TrustError;
 
 /// The messaging interactor: sending, receiving, the outbox and contacts' keys, over the ports.
@@ -50,6 +53,9 @@ pub struct Messaging<S, D, T, C, E, V, M> {
     /// leaves them (and what follows them to the same recipient) to the delivery under way
     /// instead of sending the same envelope a second time.
     in_flight: Mutex<HashSet<MessageId>>,
+    /// Messages whose deposit the rendezvous refused for now, and until when (the clock's
+    /// milliseconds) the outbox round leaves them be.
+    mail_backoff: Mutex<HashMap<MessageId, i64>>,
 }
 
 impl<S, D, T, C, E, V, M> Messaging<S, D, T, C, E, V, M>
@@ -86,6 +92,7 @@ where
             chains: Mutex::new(()),
             backlog: Mutex::new(None),
             in_flight: Mutex::new(HashSet::new()),
+            mail_backoff: Mutex::new(HashMap::new()),
         }
     }
 

@@ -10,7 +10,7 @@ use parley_domain::{
 use super::Messaging;
 use crate::ports::{
     AttachmentError, AttachmentFiles, AttachmentSource, Clock, Directory, DirectoryError,
-    EnvelopeError, Envelopes, Event, EventSink, Mailbox, MessageStore, OutboxEntry,
+    EnvelopeError, Envelopes, Event, EventSink, Mailbox, MailboxError, MessageStore, OutboxEntry,
     OutgoingEnvelope, OutgoingFile, StoreError, Transport, TransportError,
 };
 
@@ -38,6 +38,16 @@ pub struct SendMessage {
     pub ttl: Option<Ttl>,
     /// Files to attach, in order.
     pub attachments: Vec<AttachmentSource>,
+}
+
+/// What became of a message that was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// The recipient's receipt is back: it is stored on their device.
+    Delivered,
+    /// The recipient is offline; the rendezvous holds it for them (durably), and it stays in
+    /// the outbox, `queued`, until the receipt comes back.
+    Queued,
 }
 
 /// Why a message was not delivered.
@@ -114,6 +124,17 @@ pub enum SendError {
         /// Whether the message was kept.
         queued: bool,
     },
+    /// The recipient is offline and the rendezvous's mailbox did not take the message.
+    /// `queued` says whether it waits in the outbox (the daemon tries again).
+    #[error("{user} is offline and the rendezvous did not hold the message: {error}{}", if *.queued { "; it is kept in the outbox and the daemon tries again" } else { "; nothing was sent" })]
+    Mailbox {
+        /// The recipient.
+        user: Username,
+        /// What the mailbox said.
+        error: MailboxError,
+        /// Whether the message was kept.
+        queued: bool,
+    },
     /// The local store failed; the message may not have been kept.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -136,6 +157,7 @@ impl SendError {
             Self::Attachment(AttachmentError::TooLarge { .. }) => "attachment_too_large",
             Self::Attachment(_) => "attachment_unreadable",
             Self::DirectoryUnavailable { .. } => "rendezvous_unavailable",
+            Self::Mailbox { error, .. } => mailbox_code(error),
             Self::Store(_) => "store_unavailable",
         }
     }
@@ -145,9 +167,36 @@ impl SendError {
     pub fn queued(&self) -> bool {
         match self {
             Self::Offline(_) | Self::KeysChanged(_) => true,
-            Self::Unreachable { queued, .. } | Self::DirectoryUnavailable { queued, .. } => *queued,
+            Self::Unreachable { queued, .. }
+            | Self::DirectoryUnavailable { queued, .. }
+            | Self::Mailbox { queued, .. } => *queued,
             _ => false,
         }
+    }
+}
+
+/// The mailbox's code as a `'static` name: one of the rendezvous's refusal codes, or
+/// `mailbox_refused` for a code this version does not know.
+fn mailbox_code(error: &MailboxError) -> &'static str {
+    use parley_domain::mailbox::Refusal;
+    const KNOWN: [Refusal; 9] = [
+        Refusal::Disabled,
+        Refusal::UnknownRecipient,
+        Refusal::MailboxFull,
+        Refusal::SenderQuota,
+        Refusal::AttachmentTooLarge { size: 0, max: 0 },
+        Refusal::RateLimited,
+        Refusal::Malformed,
+        Refusal::Expired,
+        Refusal::Unavailable,
+    ];
+    match error {
+        MailboxError::Unavailable(_) => "rendezvous_unavailable",
+        MailboxError::Refused { code, .. } => KNOWN
+            .iter()
+            .map(Refusal::code)
+            .find(|known| known == code)
+            .unwrap_or("mailbox_refused"),
     }
 }
 
@@ -166,13 +215,16 @@ where
     /// refused as [`SendError::UnknownUser`] or [`SendError::DirectoryUnavailable`] with
     /// nothing kept, it is tried again every [`SEND_RETRY_EVERY`] for up to [`SEND_GRACE`],
     /// waiting on the clock. Only refusals that kept nothing are retried, so a retry can never
-    /// create a second message.
+    /// create a second message. A name still not listed after that is asked of the
+    /// rendezvous's book of certified keys: someone enrolled but offline is sent the message
+    /// through the mailbox (a first contact, pinned to the certified keys); a name nobody
+    /// enrolled stays [`SendError::UnknownUser`].
     ///
     /// # Errors
     /// [`SendError`], as for [`Messaging::send`]: the last attempt's outcome.
     ///
     /// Cancel safety: as for [`Messaging::send`].
-    pub async fn send_patiently(&self, cmd: SendMessage) -> Result<(), SendError> {
+    pub async fn send_patiently(&self, cmd: SendMessage) -> Result<Sent, SendError> {
         let deadline = self.clock.now().0.saturating_add(grace_ms());
         loop {
             match self.send(cmd.clone()).await {
@@ -182,6 +234,7 @@ where
                 ) if self.clock.now().0 < deadline => {
                     self.clock.sleep(SEND_RETRY_EVERY).await;
                 }
+                Err(e @ SendError::UnknownUser(_)) => return self.send_to_stranger(cmd, e).await,
                 outcome => return outcome,
             }
         }
@@ -189,7 +242,8 @@ where
 
     /// Sends a message: seals it to the recipient's pinned keys (learning them from the
     /// connection at first contact), persists it in the outbox, then delivers it and waits for
-    /// the receipt.
+    /// the receipt; a recipient who is offline or cannot be reached gets it through the
+    /// rendezvous's mailbox.
     ///
     /// # Errors
     /// [`SendError`]; each variant says whether the message was kept for a later retry.
@@ -202,16 +256,18 @@ where
         fields(message.id = %cmd.id, to = %cmd.to, size = cmd.text.as_str().len(), outcome),
         err(Display, level = "info")
     )]
-    pub async fn send(&self, cmd: SendMessage) -> Result<(), SendError> {
+    pub async fn send(&self, cmd: SendMessage) -> Result<Sent, SendError> {
         let outcome = self.send_once(cmd).await;
-        let code = outcome
-            .as_ref()
-            .map_or_else(SendError::code, |()| "delivered");
+        let code = match &outcome {
+            Ok(Sent::Delivered) => "delivered",
+            Ok(Sent::Queued) => "queued",
+            Err(e) => e.code(),
+        };
         tracing::Span::current().record("outcome", code);
         outcome
     }
 
-    async fn send_once(&self, cmd: SendMessage) -> Result<(), SendError> {
+    async fn send_once(&self, cmd: SendMessage) -> Result<Sent, SendError> {
         if cmd.to == self.me {
             return Err(SendError::ToSelf);
         }
@@ -238,26 +294,88 @@ where
                 });
             }
         };
-        let contact = match (contact, &address) {
-            (Some(contact), _) => contact,
-            (None, Some(address)) => self.first_contact(&cmd.to, address).await?,
+        let (contact, address) = match (contact, address) {
+            (Some(contact), address) => (contact, address),
+            (None, Some(address)) => match self.first_contact(&cmd.to, &address).await {
+                Ok(contact) => (contact, Some(address)),
+                // Listed but not reachable within the dial's bound: by mail, if enrolled.
+                Err(e @ SendError::Unreachable { .. }) => {
+                    return self.send_to_stranger(cmd, e).await;
+                }
+                Err(e) => return Err(e),
+            },
             (None, None) => return Err(SendError::UnknownUser(cmd.to)),
         };
         let to = cmd.to.clone();
+        let id = cmd.id;
         let entry = self.seal_and_keep(cmd, Some(&contact))?;
         let outcome = match address {
             Some(address) if backlogged => {
-                return self
-                    .deliver_backlog(&to, &address, since, Some(entry.message.id))
-                    .await;
+                self.deliver_backlog(&to, &address, since, Some(entry.message.id))
+                    .await
             }
             Some(address) => self.deliver_to(&entry, &address, Some(contact)).await,
             None => Err(SendError::Offline(to.clone())),
         };
-        if outcome.as_ref().is_err_and(SendError::queued) {
-            self.backlog_grew(&to);
+        match outcome {
+            Ok(()) => Ok(Sent::Delivered),
+            Err(e @ (SendError::Offline(_) | SendError::Unreachable { queued: true, .. })) => {
+                self.backlog_grew(&to);
+                match self.queue_backlog(&to, Some(id)).await {
+                    Ok(()) => Ok(Sent::Queued),
+                    // No mailbox to ask either: the first reason stands.
+                    Err(SendError::Mailbox {
+                        error: MailboxError::Unavailable(_),
+                        ..
+                    }) => Err(e),
+                    Err(other) => Err(other),
+                }
+            }
+            Err(e) => {
+                if e.queued() {
+                    self.backlog_grew(&to);
+                }
+                Err(e)
+            }
         }
-        outcome
+    }
+
+    /// A first message to someone this device never met and cannot reach now: their keys come
+    /// from the rendezvous's book of certified keys (verified against the CA by the adapter)
+    /// and are pinned as at any first contact; the message goes through the mailbox. When the
+    /// rendezvous cannot be asked, `first` (why the direct way failed) stands.
+    async fn send_to_stranger(
+        &self,
+        cmd: SendMessage,
+        first: SendError,
+    ) -> Result<Sent, SendError> {
+        let keys = match self.mailbox.certified_keys(&cmd.to).await {
+            Ok(Some(keys)) => keys,
+            Ok(None) => return Err(SendError::UnknownUser(cmd.to)),
+            Err(MailboxError::Unavailable(_)) => return Err(first),
+            Err(error) => {
+                return Err(SendError::Mailbox {
+                    user: cmd.to,
+                    error,
+                    queued: false,
+                });
+            }
+        };
+        let contact = match self.store.contact(&cmd.to)? {
+            Some(contact) => contact, // met meanwhile
+            None => {
+                let contact = Contact::first(cmd.to.clone(), keys, self.clock.now());
+                self.store.save_contact(&contact)?;
+                contact
+            }
+        };
+        let to = cmd.to.clone();
+        let id = cmd.id;
+        self.seal_and_keep(cmd, Some(&contact))?;
+        self.backlog_grew(&to);
+        self.queue_backlog(&to, Some(id))
+            .await
+            .map(|()| Sent::Queued)
     }
 
     /// Delivers every message to `to` that waits in the outbox, oldest first, each after the

@@ -20,7 +20,10 @@ where
 {
     /// Tries once to deliver everything in the outbox, in order per recipient: a recipient's
     /// later messages wait while an earlier one fails, so they arrive in the order written.
-    /// Recipients whose new keys wait for the user's decision are skipped.
+    /// Recipients whose new keys wait for the user's decision are skipped. For a recipient
+    /// who is offline, what the rendezvous's mailbox does not hold yet is deposited there;
+    /// what it holds is delivered directly as soon as the recipient is online again (the
+    /// recipient stores each message once).
     ///
     /// # Errors
     /// [`StoreError`] when the outbox cannot be read or a receipt cannot be recorded. Delivery
@@ -32,6 +35,7 @@ where
         let mut blocked: Vec<Username> = Vec::new();
         let mut sent_to: Vec<Username> = Vec::new();
         let mut addresses: Vec<(Username, D::Address)> = Vec::new();
+        let mut offline: Vec<Username> = Vec::new();
         for entry in pending {
             let to = entry.message.to.clone();
             if blocked.contains(&to) {
@@ -58,7 +62,12 @@ where
                         addresses.push((to.clone(), a.clone()));
                         a
                     }
-                    Ok(None) | Err(_) => {
+                    Ok(None) => {
+                        offline.push(to.clone());
+                        blocked.push(to);
+                        continue;
+                    }
+                    Err(_) => {
                         blocked.push(to);
                         continue;
                     }
@@ -75,6 +84,13 @@ where
         }
         for to in sent_to.iter().filter(|to| !blocked.contains(to)) {
             self.backlog_cleared(to, since);
+        }
+        // Offline recipients: what the mailbox does not hold yet goes there, in order.
+        for to in offline {
+            match self.queue_backlog(&to, None).await {
+                Err(SendError::Store(e)) => return Err(e),
+                Ok(()) | Err(_) => {}
+            }
         }
         Ok(())
     }

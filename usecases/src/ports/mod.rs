@@ -151,6 +151,8 @@ pub trait Envelopes: Send + Sync {
     /// # Errors
     /// [`EnvelopeError`] for anything altered, malformed or not for this device.
     fn unwrap(&self, bytes: &[u8]) -> Result<Vec<u8>, EnvelopeError>;
+    /// The SHA-256 of an envelope's bytes (what a receipt names).
+    fn digest(&self, bytes: &[u8]) -> Digest;
 }
 
 /// Failure to deliver a message.
@@ -318,6 +320,13 @@ pub enum Event {
     },
     /// One of our messages is sealed and stored, and on its way (its receipt is not back yet).
     MessageSent(StoredMessage),
+    /// The rendezvous holds one of our messages for its offline recipient.
+    MessageQueued {
+        /// Which message.
+        id: MessageId,
+        /// To whom.
+        to: Username,
+    },
     /// An incoming message was refused for good: altered, forged, spliced or replayed. Nothing
     /// of it was kept.
     MessageRefused {

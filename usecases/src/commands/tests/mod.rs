@@ -111,7 +111,10 @@ fn alice_world() -> World {
     let events = Arc::new(RecordingEvents::default());
     let clock = Arc::new(FixedClock::at(1_000));
     let registry = EnvelopeRegistry::default();
+    // The mailbox is down unless a test brings it up: the outbox's own rules are tested
+    // without it, the mailbox's in `tests/mailbox.rs`.
     let mail = Arc::new(MailHub::default());
+    *mail.down.lock().expect("lock") = true;
     let messaging = Messaging::new(
         user("alice"),
         store.clone(),
@@ -137,11 +140,11 @@ fn alice_world() -> World {
     }
 }
 
-fn send(w: &World, n: u8, to: &str, t: &str) -> Result<(), SendError> {
+fn send(w: &World, n: u8, to: &str, t: &str) -> Result<Sent, SendError> {
     send_ttl(w, n, to, t, None)
 }
 
-fn send_ttl(w: &World, n: u8, to: &str, t: &str, ttl: Option<Ttl>) -> Result<(), SendError> {
+fn send_ttl(w: &World, n: u8, to: &str, t: &str, ttl: Option<Ttl>) -> Result<Sent, SendError> {
     block_on(w.messaging.send(SendMessage {
         id: id(n),
         to: user(to),
@@ -151,7 +154,7 @@ fn send_ttl(w: &World, n: u8, to: &str, t: &str, ttl: Option<Ttl>) -> Result<(),
     }))
 }
 
-fn send_with_files(w: &World, n: u8, files: &[(&str, &[u8])]) -> Result<(), SendError> {
+fn send_with_files(w: &World, n: u8, files: &[(&str, &[u8])]) -> Result<Sent, SendError> {
     let attachments = files
         .iter()
         .map(|(name, bytes)| {
@@ -241,6 +244,7 @@ fn the_in_memory_store_keeps_the_store_contract() {
 
 mod attachments;
 mod enroll;
+mod mailbox;
 mod receive;
 mod send;
 mod trust;

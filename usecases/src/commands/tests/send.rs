@@ -314,7 +314,7 @@ fn given_a_message_to_oneself_when_sending_then_it_is_refused() {
     assert_eq!(send(&w, 1, "alice", "me"), Err(SendError::ToSelf));
 }
 
-fn send_patiently(w: &World, n: u8, to: &str) -> Result<(), SendError> {
+fn send_patiently(w: &World, n: u8, to: &str) -> Result<Sent, SendError> {
     block_on(w.messaging.send_patiently(SendMessage {
         id: id(n),
         to: user(to),
