@@ -153,6 +153,11 @@ fn campaign(victim: Victim) {
         loop {
             let request = json!({ "cmd": "send", "to": "bob", "text": text });
             match control(&alice, &request) {
+                Ok(answer) if answer["data"]["queued"] == true => {
+                    // Held by the rendezvous while bob is away; delivered later.
+                    queued += 1;
+                    break;
+                }
                 Ok(answer) if answer["status"] == "ok" => {
                     shared.acked.lock().unwrap().insert(text.clone());
                     break;

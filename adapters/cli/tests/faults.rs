@@ -49,7 +49,7 @@ fn send_burst_from(alice: &Path, prefix: &str, from: usize, n: usize) -> Vec<Out
             let answer = control(alice, &json!({ "cmd": "send", "to": "bob", "text": text }))
                 .expect("alice's daemon answers");
             Outcome {
-                receipt: answer["status"] == "ok",
+                receipt: answer["status"] == "ok" && answer["data"]["delivered"] == true,
                 text,
                 answer,
             }
@@ -67,7 +67,11 @@ fn bob_history(bob: &Path) -> Option<Value> {
 
 /// Checks the state during the fault: no receipt without the message, nothing half-visible.
 fn check_during(bob: &Path, outcomes: &[Outcome]) {
-    for o in outcomes.iter().filter(|o| !o.receipt) {
+    // Neither receipted nor held by the rendezvous: refused, and kept in the outbox.
+    for o in outcomes
+        .iter()
+        .filter(|o| !o.receipt && o.answer["data"]["queued"] != true)
+    {
         let code = o.answer["code"].as_str().unwrap_or_default();
         assert!(
             ["unreachable", "offline", "rendezvous_unavailable"].contains(&code),

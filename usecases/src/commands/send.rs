@@ -319,7 +319,16 @@ where
         };
         match outcome {
             Ok(()) => Ok(Sent::Delivered),
-            Err(e @ (SendError::Offline(_) | SendError::Unreachable { queued: true, .. })) => {
+            // Offline, or no connection within the dial's bound (not a device that answered
+            // with a refusal: that one is reachable, and its refusal stands).
+            Err(
+                e @ (SendError::Offline(_)
+                | SendError::Unreachable {
+                    reason: TransportError::Unreachable(_),
+                    queued: true,
+                    ..
+                }),
+            ) => {
                 self.backlog_grew(&to);
                 match self.queue_backlog(&to, Some(id)).await {
                     Ok(()) => Ok(Sent::Queued),
