@@ -281,3 +281,63 @@ pub(super) fn keys_for(ca: &CaRoot, user: &Username, der: &[u8]) -> Result<PeerK
 pub(super) fn encode(bytes: &[u8]) -> String {
     STANDARD.encode(bytes)
 }
+
+#[cfg(test)]
+mod tests {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose, PKCS_ED25519, SanType, date_time_ymd,
+    };
+
+    use super::*;
+
+    /// A CA, and a certificate for `name` it issued valid from `from` to `until` (years).
+    fn issued(name: &str, from: i32, until: i32) -> (CaRoot, Vec<u8>) {
+        let ca_key = KeyPair::generate_for(&PKCS_ED25519).expect("CA key");
+        let mut ca = CertificateParams::default();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+        let ca_der = ca.self_signed(&ca_key).expect("CA").der().clone();
+        let mut leaf = CertificateParams::default();
+        leaf.is_ca = IsCa::ExplicitNoCa;
+        leaf.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        leaf.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let uri = parley_domain::pki::user_uri(&Username::parse(name).expect("name"));
+        leaf.subject_alt_names = vec![SanType::URI(uri.try_into().expect("URI"))];
+        leaf.not_before = date_time_ymd(from, 1, 1);
+        leaf.not_after = date_time_ymd(until, 1, 1);
+        let key = KeyPair::generate_for(&PKCS_ED25519).expect("key");
+        let der = leaf
+            .signed_by(&key, &Issuer::new(ca, ca_key))
+            .expect("leaf")
+            .der()
+            .to_vec();
+        (CaRoot::new(&ca_der).expect("root"), der)
+    }
+
+    #[test]
+    fn a_certificate_valid_now_for_the_name_gives_its_keys() {
+        let (ca, der) = issued("carol", 2000, 4000);
+        let carol = Username::parse("carol").expect("name");
+        let keys = keys_for(&ca, &carol, &der).expect("carol's keys");
+        assert_eq!(keys.x25519, None);
+    }
+
+    #[test]
+    fn an_expired_certificate_gives_no_keys() {
+        let (ca, der) = issued("carol", 2000, 2001);
+        let carol = Username::parse("carol").expect("name");
+        let refused = keys_for(&ca, &carol, &der).expect_err("an expired certificate");
+        assert!(refused.to_string().contains("does not verify"), "{refused}");
+    }
+
+    #[test]
+    fn a_certificate_not_valid_yet_gives_no_keys() {
+        let (ca, der) = issued("carol", 3999, 4000);
+        let carol = Username::parse("carol").expect("name");
+        assert!(keys_for(&ca, &carol, &der).is_err());
+    }
+}
