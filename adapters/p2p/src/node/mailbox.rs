@@ -31,8 +31,8 @@ use crate::{
 
 /// `/parley/mailbox/1` streams open at once on one connection.
 pub const MAILBOX_STREAMS_PER_CONNECTION: usize = 8;
-/// The largest attachment size the answers are sized for: a fetched batch's first entry may
-/// carry files this large.
+/// The largest attachment file a fetched answer may carry (a batch's first entry may be this
+/// large): twice the rendezvous's default hold limit, so one configured above it still fits.
 const LARGEST_ATTACHMENT: u64 = 64 * 1024 * 1024;
 /// The largest request this peer reads: the only one it answers is `Waiting`, a few bytes.
 /// Anything longer is cut, fails to parse and is dropped unanswered, so no peer can make this
