@@ -9,8 +9,9 @@
 //! swarm) and the rendezvous's directory (`server/`) run the [`protocol`]s;
 //! [`attachment`] is the file stream.
 //!
-//! **Architecture invariant:** this crate implements the `Transport`, `Directory` and `NodeInfo`
-//! ports of `parley-usecases`; it never stores anything and knows nothing of sled or of the CLI.
+//! **Architecture invariant:** this crate implements the `Transport`, `Directory`, `NodeInfo`
+//! and `Mailbox` ports of `parley-usecases`; it never stores anything and knows nothing of sled
+//! or of the CLI.
 //! Identity on a connection comes from the verified certificate only (see [`registry`]).
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -34,8 +35,9 @@ pub use libp2p::{Multiaddr, PeerId};
 #[doc(hidden)]
 pub use node::parse_request;
 pub use node::{
-    CLOSE_GRACE, COMMAND_QUEUE, DIRECTORY_STREAMS_PER_CONNECTION, Inbound, MAX_INBOUND_QUEUE,
-    MAX_VIOLATIONS_PER_PEER, MESSAGE_STREAMS_PER_CONNECTION, Node, NodeConfig, PeerAddress,
+    CLOSE_GRACE, COMMAND_QUEUE, DIRECTORY_STREAMS_PER_CONNECTION, Inbound,
+    MAILBOX_STREAMS_PER_CONNECTION, MAX_INBOUND_QUEUE, MAX_VIOLATIONS_PER_PEER,
+    MESSAGE_STREAMS_PER_CONNECTION, Node, NodeConfig, PeerAddress,
 };
 pub use server::{
     AddressLimit, DirectoryServer, DirectoryStats, IP_LOOKUP_BURST, IP_LOOKUPS_PER_SECOND,

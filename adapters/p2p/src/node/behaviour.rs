@@ -7,7 +7,7 @@ use libp2p::{
     swarm::NetworkBehaviour,
 };
 
-use super::{directory, messaging};
+use super::{directory, mailbox, messaging};
 use crate::guard::{self, Guard};
 
 /// How long to wait for a receipt or a directory answer.
@@ -23,6 +23,9 @@ pub(super) struct Behaviour {
     pub(super) messaging: messaging::Behaviour,
     /// `/parley/directory/1`, client side: publishing and look-ups at the rendezvous.
     pub(super) directory: directory::Behaviour,
+    /// `/parley/mailbox/1`: deposits, fetches and key look-ups at the rendezvous, and its
+    /// "mail is waiting" ([`super::mailbox`]).
+    pub(super) mailbox: mailbox::Behaviour,
     /// `/parley/attachment/1` raw streams (see [`crate::attachment`]).
     pub(super) attachments: libp2p_stream::Behaviour,
     /// Circuit relay v2, client side: the reservation on the rendezvous ([`super::relay`]).
@@ -47,6 +50,7 @@ impl Behaviour {
             guard: Guard::new(guard::PEER),
             messaging: messaging::behaviour(),
             directory: directory::behaviour(),
+            mailbox: mailbox::behaviour(),
             attachments: libp2p_stream::Behaviour::new(),
             relay,
             dcutr: libp2p::dcutr::Behaviour::new(me.to_peer_id()),

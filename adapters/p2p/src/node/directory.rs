@@ -173,11 +173,12 @@ impl Client {
         self.lookups.insert(id, reply);
     }
 
-    /// Handles an event of the directory protocol.
+    /// Handles an event of the directory protocol; true when it is the rendezvous
+    /// acknowledging this peer's publication (a (re)connection).
     pub(super) fn on_event(
         &mut self,
         event: request_response::Event<DirectoryRequest, DirectoryResponse>,
-    ) {
+    ) -> bool {
         match event {
             request_response::Event::Message {
                 message:
@@ -195,21 +196,23 @@ impl Client {
                 } else {
                     tracing::warn!(error = %error, "publishing to the rendezvous failed");
                 }
+                false
             }
             // Requests cannot arrive (the protocol is outbound only); failures to answer them
             // and sent answers therefore cannot either.
             request_response::Event::Message { .. }
             | request_response::Event::InboundFailure { .. }
-            | request_response::Event::ResponseSent { .. } => {}
+            | request_response::Event::ResponseSent { .. } => false,
         }
     }
 
-    fn on_response(&mut self, request_id: OutboundRequestId, response: DirectoryResponse) {
+    /// True for an acknowledged publication.
+    fn on_response(&mut self, request_id: OutboundRequestId, response: DirectoryResponse) -> bool {
         let answer = match response {
             DirectoryResponse::Published => {
                 // Only now is this peer findable: status says "connected" from here on.
                 self.set_connected(true);
-                return;
+                return true;
             }
             DirectoryResponse::Lookup { peer: None } => Ok(None),
             DirectoryResponse::Lookup { peer: Some(found) } => match found.peer_id.parse() {
@@ -233,5 +236,6 @@ impl Client {
         if let Some(reply) = self.lookups.remove(&request_id) {
             let _ = reply.send(answer);
         }
+        false
     }
 }

@@ -3,8 +3,8 @@
 //! The swarm runs one composed behaviour ([`behaviour`]), one field per concern, each concern
 //! in its own file with its state and its event handler: the directory client
 //! ([`directory`]), messaging and the inbound message server ([`messaging`], with the
-//! [`violations`] policy), first contacts ([`probe`]) and attachments
-//! ([`crate::attachment`], over `libp2p-stream`). The swarm task ([`task`]) dispatches
+//! [`violations`] policy), first contacts ([`probe`]), the mailbox client ([`mailbox`]) and
+//! attachments ([`crate::attachment`], over `libp2p-stream`). The swarm task ([`task`]) dispatches
 //! commands and events to them. A new capability (relay client, hole punching, a mailbox,
 //! rooms) is one more file here, one more field of the behaviour and one more arm in the task.
 //!
@@ -12,7 +12,8 @@
 //! the application ([`NodeConfig::inbound_queue`], at most [`MAX_INBOUND_QUEUE`]; when full, a
 //! message is refused with "busy" and the sender's outbox retries later), message streams per
 //! connection ([`MESSAGE_STREAMS_PER_CONNECTION`]), look-ups in flight per connection
-//! ([`DIRECTORY_STREAMS_PER_CONNECTION`]). Connection admission is in [`crate::guard`].
+//! ([`DIRECTORY_STREAMS_PER_CONNECTION`]), mailbox requests per connection
+//! ([`MAILBOX_STREAMS_PER_CONNECTION`]). Connection admission is in [`crate::guard`].
 //!
 //! A peer that breaks the message protocol — a request that does not parse or is too large, or
 //! an envelope the application rejects for good (forged, altered, not for us) —
@@ -21,6 +22,7 @@
 mod behaviour;
 mod directory;
 mod inbound;
+mod mailbox;
 mod messaging;
 mod nat;
 mod ports;
@@ -33,11 +35,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use libp2p::Multiaddr;
 use parley_domain::{Role, Username};
+use parley_pki::CaRoot;
 use parley_usecases::ports::{NodeSnapshot, Reachability, RelaySnapshot};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use directory::{DIRECTORY_STREAMS_PER_CONNECTION, PeerAddress};
 pub use inbound::Inbound;
+pub use mailbox::MAILBOX_STREAMS_PER_CONNECTION;
 pub use messaging::{MESSAGE_STREAMS_PER_CONNECTION, parse_request};
 pub use violations::{CLOSE_GRACE, MAX_VIOLATIONS_PER_PEER};
 
@@ -91,6 +95,9 @@ pub struct Node {
     shutdown: Arc<Mutex<Option<Stopper>>>,
     streams: libp2p_stream::Control,
     receiving: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// The CA root the mutual-TLS upgrade trusts, for certificates the rendezvous hands out.
+    ca: CaRoot,
+    waiting: Arc<Notify>,
 }
 
 impl Node {
@@ -101,6 +108,7 @@ impl Node {
     /// [`Error`] when the credentials are unusable or the address cannot be listened on.
     pub async fn start(config: NodeConfig) -> Result<(Self, mpsc::Receiver<Inbound>), Error> {
         let registry = Registry::default();
+        let ca = CaRoot::new(&config.credentials.ca)?;
         let me = config.credentials.keypair.public();
         let mut swarm = swarm::build_with_relay(&config.credentials, registry.clone(), |relay| {
             Behaviour::new(&me, relay)
@@ -148,12 +156,14 @@ impl Node {
         let (inbound_tx, inbound_rx) =
             mpsc::channel(config.inbound_queue.clamp(1, MAX_INBOUND_QUEUE));
         let (stop_tx, stop_rx) = oneshot::channel();
+        let waiting = Arc::new(Notify::new());
         let task = Task {
             swarm,
             registry,
             listen_addrs,
             snapshot: snapshot.clone(),
             reservation: Reservation::new(rendezvous.as_ref()),
+            mailbox: mailbox::Client::new(rendezvous.as_ref().map(|r| r.peer), waiting.clone()),
             directory: directory::Client::new(rendezvous, snapshot.clone()),
             messaging: Messaging::new(inbound_tx),
             probes: Probes::default(),
@@ -167,9 +177,20 @@ impl Node {
                 shutdown: Arc::new(Mutex::new(Some((stop_tx, handle)))),
                 streams,
                 receiving: Arc::new(Mutex::new(receiving)),
+                ca,
+                waiting,
             },
             inbound_rx,
         ))
+    }
+
+    /// Fires when mail may wait at the rendezvous: it said so (`Waiting`), or it acknowledged
+    /// this node's publication (a (re)connection, after which mail held meanwhile may wait).
+    /// Fetch when it fires. It holds one wake-up (`notify_one`) while nobody waits, so none is
+    /// lost between two fetches.
+    #[must_use]
+    pub fn mail_waiting(&self) -> Arc<Notify> {
+        Arc::clone(&self.waiting)
     }
 
     /// Stops the swarm task and waits for it. Idempotent.

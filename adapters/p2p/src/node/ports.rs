@@ -1,20 +1,26 @@
-//! The ports the node implements for the use cases: `Directory`, `Transport`, `NodeInfo`.
+//! The ports the node implements for the use cases: `Directory`, `Transport`, `NodeInfo`,
+//! `Mailbox`.
 
-use std::sync::PoisonError;
+use std::{sync::PoisonError, time::Duration};
 
 use libp2p::{Multiaddr, PeerId};
-use parley_domain::{PeerKeys, Username};
+use parley_domain::{MailId, PeerKeys, Username};
 use parley_usecases::ports::{
-    Directory, DirectoryError, NodeInfo, NodeSnapshot, OutgoingEnvelope, Transport, TransportError,
+    Deposit, Directory, DirectoryError, MailBatch, Mailbox, MailboxError, NodeInfo, NodeSnapshot,
+    OutgoingEnvelope, Transport, TransportError,
 };
 use tokio::sync::oneshot;
 
 use super::{
-    Node, PeerAddress,
+    Node, PeerAddress, mailbox,
     messaging::{Delivery, digest_of, encode_envelope},
     task::Command,
 };
-use crate::{attachment, protocol::MessageRequest, trace};
+use crate::{
+    attachment,
+    protocol::{MAX_ACK_IDS, MailboxRequest, MailboxResponse, MessageRequest},
+    trace,
+};
 
 impl NodeInfo for Node {
     fn snapshot(&self) -> NodeSnapshot {
@@ -121,7 +127,98 @@ impl Transport for Node {
     }
 }
 
+impl Mailbox for Node {
+    #[tracing::instrument(
+        name = "p2p.mailbox.deposit",
+        skip_all,
+        fields(bytes = deposit.sealed.len(), files = deposit.files.len()),
+        err(Display, level = "info")
+    )]
+    async fn deposit(&self, to: &Username, deposit: &Deposit) -> Result<(), MailboxError> {
+        let request = MailboxRequest::Deposit {
+            to: to.to_string(),
+            sealed: mailbox::encode(&deposit.sealed),
+            files: deposit.files.iter().map(|f| mailbox::encode(f)).collect(),
+            expires_at_ms: deposit.expires_at.map(|t| t.0),
+            meta: trace::current(),
+        };
+        mailbox::held(self.ask_mailbox(request, mailbox::TRANSFER_TIMEOUT).await?)
+    }
+
+    #[tracing::instrument(
+        name = "p2p.mailbox.fetch",
+        skip_all,
+        fields(entries, more),
+        err(Display, level = "info")
+    )]
+    async fn fetch(&self) -> Result<MailBatch, MailboxError> {
+        let request = MailboxRequest::Fetch {
+            meta: trace::current(),
+        };
+        let batch = mailbox::batch(self.ask_mailbox(request, mailbox::TRANSFER_TIMEOUT).await?)?;
+        let span = tracing::Span::current();
+        span.record("entries", batch.items.len());
+        span.record("more", batch.more);
+        Ok(batch)
+    }
+
+    #[tracing::instrument(
+        name = "p2p.mailbox.acknowledge",
+        skip_all,
+        fields(entries = ids.len()),
+        err(Display, level = "info")
+    )]
+    async fn acknowledge(&self, ids: &[MailId]) -> Result<(), MailboxError> {
+        for chunk in ids.chunks(MAX_ACK_IDS) {
+            let request = MailboxRequest::Ack {
+                ids: chunk.iter().map(ToString::to_string).collect(),
+            };
+            mailbox::acknowledged(self.ask_mailbox(request, mailbox::REQUEST_TIMEOUT).await?)?;
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(
+        name = "p2p.mailbox.keys",
+        skip_all,
+        fields(%user, found),
+        err(Display, level = "info")
+    )]
+    async fn certified_keys(&self, user: &Username) -> Result<Option<PeerKeys>, MailboxError> {
+        let request = MailboxRequest::Keys {
+            username: user.to_string(),
+        };
+        let der = mailbox::certificate(self.ask_mailbox(request, mailbox::REQUEST_TIMEOUT).await?)?;
+        tracing::Span::current().record("found", der.is_some());
+        der.map(|der| mailbox::keys_for(&self.ca, user, &der))
+            .transpose()
+    }
+}
+
 impl Node {
+    /// Sends `request` to the rendezvous and waits at most `limit` for its answer, the wait in
+    /// the command queue included.
+    async fn ask_mailbox(
+        &self,
+        request: MailboxRequest,
+        limit: Duration,
+    ) -> Result<MailboxResponse, MailboxError> {
+        let asked = async {
+            let (reply, rx) = oneshot::channel();
+            self.command(Command::Mailbox { request, reply })
+                .await
+                .map_err(|e| MailboxError::Unavailable(e.to_string()))?;
+            rx.await
+                .map_err(|_| MailboxError::Unavailable("the network task stopped".into()))?
+        };
+        tokio::time::timeout(limit, asked).await.map_err(|_| {
+            MailboxError::Unavailable(format!(
+                "the rendezvous did not answer within {} s",
+                limit.as_secs()
+            ))
+        })?
+    }
+
     /// Connects to `peer` as `to` (with `pinned` keys, if any) and returns its keys.
     async fn connect(
         &self,

@@ -12,12 +12,17 @@ use tokio::sync::{mpsc, oneshot};
 use super::{
     behaviour::{Behaviour, BehaviourEvent},
     directory::{self, LookupReply},
+    mailbox::{self, MailboxReply},
     messaging::{Delivery, Due, Messaging},
     nat::{self, Nat},
     probe::Probes,
     relay::Reservation,
 };
-use crate::{protocol::Meta, registry::Registry, swarm};
+use crate::{
+    protocol::{MailboxRequest, Meta},
+    registry::Registry,
+    swarm,
+};
 
 /// Where a delivery's or a first contact's answer goes: the recipient's certified keys.
 pub(super) type DeliveryReply = oneshot::Sender<Result<PeerKeys, TransportError>>;
@@ -43,6 +48,11 @@ pub(super) enum Command {
         pinned: Option<PeerKeys>,
         reply: DeliveryReply,
     },
+    /// Send a mailbox request to the rendezvous and wait for its answer.
+    Mailbox {
+        request: MailboxRequest,
+        reply: MailboxReply,
+    },
 }
 
 /// The swarm and every concern's state.
@@ -52,6 +62,7 @@ pub(super) struct Task {
     pub(super) listen_addrs: Vec<Multiaddr>,
     pub(super) snapshot: Arc<Mutex<NodeSnapshot>>,
     pub(super) directory: directory::Client,
+    pub(super) mailbox: mailbox::Client,
     pub(super) messaging: Messaging,
     pub(super) probes: Probes,
     pub(super) reservation: Reservation,
@@ -116,6 +127,9 @@ impl Task {
                 pinned,
                 reply,
             ),
+            Command::Mailbox { request, reply } => {
+                self.mailbox.request(&mut self.swarm, request, reply);
+            }
         }
     }
 
@@ -126,7 +140,14 @@ impl Task {
                     .on_event(&mut self.swarm, &self.registry, event);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Directory(event)) => {
-                self.directory.on_event(event);
+                let published = self.directory.on_event(event);
+                if published {
+                    self.mailbox.on_published();
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Mailbox(event)) => {
+                self.mailbox
+                    .on_event(&mut self.swarm, &self.registry, event);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => {
                 self.reservation.on_event(&event);
