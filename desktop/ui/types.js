@@ -76,7 +76,7 @@
 
 /**
  * Where a message stands.
- * @typedef {"pending"|"delivered"|"received"|"rejected"} Delivery
+ * @typedef {"pending"|"queued"|"delivered"|"received"|"rejected"} Delivery
  */
 
 /**
@@ -86,7 +86,7 @@
 
 /**
  * What watchers receive (`{"event": kind, ...}`): the control socket's subscribers and the window.
- * @typedef {{event: "message", message: Message}|{event: "stored", message: Message}|{event: "delivered", id: string, to: string}|{event: "keys_changed", user: string}|{event: "refused", from: string, reason: string}|{count: number, event: "expired"}|{event: "presence", online: boolean, user: string}|{event: "status", status: Status}|{event: "stopped", message: string}} Event
+ * @typedef {{event: "message", message: Message}|{event: "stored", message: Message}|{event: "delivered", id: string, to: string}|{event: "queued", id: string, to: string}|{event: "keys_changed", user: string}|{event: "refused", from: string, reason: string}|{count: number, event: "expired"}|{event: "presence", online: boolean, user: string}|{event: "status", status: Status}|{event: "stopped", message: string}} Event
  */
 
 /**
@@ -198,6 +198,7 @@
  * @property {string[]} listen_addrs Addresses the node listens on.
  * @property {number} outbox Messages waiting for a receipt.
  * @property {string} peer_id This device's libp2p peer id.
+ * @property {number} queued Of the outbox, the messages the rendezvous holds for offline recipients.
  * @property {Reachability} reachability Whether other peers can dial this device directly, as AutoNAT found.
  * @property {Relay} relay The slot held on the rendezvous's relay.
  * @property {Rendezvous} rendezvous The rendezvous connection.

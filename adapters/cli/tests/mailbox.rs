@@ -67,7 +67,12 @@ fn received(home: &Path, from: &str) -> Vec<(String, bool)> {
         .unwrap()
         .iter()
         .filter(|m| m["from"] == from)
-        .map(|m| (m["text"].as_str().unwrap().to_owned(), m["verified"] == true))
+        .map(|m| {
+            (
+                m["text"].as_str().unwrap().to_owned(),
+                m["verified"] == true,
+            )
+        })
         .collect()
 }
 
@@ -222,7 +227,10 @@ fn a_disappearing_message_that_expires_while_held_is_purged_and_never_shown() {
         [("hello while you are here".to_owned(), true)],
         "the expired message never arrives"
     );
-    assert!(delivery(alice, "bob", &id).is_empty(), "gone from alice's history too");
+    assert!(
+        delivery(alice, "bob", &id).is_empty(),
+        "gone from alice's history too"
+    );
     assert!(metric(&rv, "parley_mailbox_fetches_total") > 0);
 }
 
@@ -237,7 +245,13 @@ fn attachments_travel_through_the_mailbox_and_one_over_its_cap_stays_in_the_outb
     std::fs::write(&small, &bytes).unwrap();
     let id = queued(&parley(
         alice,
-        &["send", "bob", "a photo", "--attach", small.to_str().unwrap()],
+        &[
+            "send",
+            "bob",
+            "a photo",
+            "--attach",
+            small.to_str().unwrap(),
+        ],
     ));
 
     let big = dir.path().join("film.bin");
@@ -348,7 +362,13 @@ fn the_rendezvous_keeps_no_plaintext_and_logs_no_text() {
     std::fs::write(&attachment, format!("{CANARY} in a file")).unwrap();
     queued(&parley(
         &alice,
-        &["send", "bob", "see file", "--attach", attachment.to_str().unwrap()],
+        &[
+            "send",
+            "bob",
+            "see file",
+            "--attach",
+            attachment.to_str().unwrap(),
+        ],
     ));
     assert!(rv.stop().success());
 
@@ -377,7 +397,10 @@ fn the_rendezvous_keeps_no_plaintext_and_logs_no_text() {
     }
     assert!(seen > 3, "the data folder was read");
     let log = std::fs::read_to_string(&rv_log).unwrap();
-    assert!(log.contains("mailbox"), "the log was written at trace level");
+    assert!(
+        log.contains("mailbox"),
+        "the log was written at trace level"
+    );
     assert!(!log.contains(CANARY), "a log line holds the text");
 }
 
@@ -395,7 +418,9 @@ fn a_later_direct_connection_does_not_deliver_a_queued_message_twice() {
     std::thread::sleep(Duration::from_secs(4));
     let got = texts(bob, "alice");
     assert_eq!(
-        got.iter().filter(|t| **t == pair("alice", "only once")).count(),
+        got.iter()
+            .filter(|t| **t == pair("alice", "only once"))
+            .count(),
         1,
         "{got:?}"
     );

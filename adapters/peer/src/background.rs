@@ -76,7 +76,7 @@ pub(crate) const MAIL_EVERY: Duration = Duration::from_secs(60);
 /// [`MAIL_EVERY`].
 pub(crate) async fn collect_mail(peer: Arc<Peer>) {
     let mut stop = peer.stop.subscribe();
-    let waiting = peer.node.mail_waiting();
+    let waiting = peer.node().mail_waiting();
     let mut tick = tokio::time::interval(MAIL_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -275,10 +275,10 @@ pub struct Status {
     pub outbox: usize,
     /// This device's libp2p peer id.
     pub peer_id: String,
-    /// Whether other peers can dial this device directly, as AutoNAT found.
-    pub reachability: Reachability,
     /// Of the outbox, the messages the rendezvous holds for offline recipients.
     pub queued: usize,
+    /// Whether other peers can dial this device directly, as AutoNAT found.
+    pub reachability: Reachability,
     /// The slot held on the rendezvous's relay.
     pub relay: Relay,
     /// The rendezvous connection.

@@ -217,20 +217,22 @@ fn the_documents_keep_sorted_keys_and_nulls() {
         r#"[{{"last":{MESSAGE},"messages":1,"online":null,"unread":1,"with":"bob"}}]"#
     ));
     round_trip::<view::Status>(
-        r#"{"connections":[{"path":"relayed","peer_id":"12D4","user":"bob"}],"listen_addrs":["/ip4/127.0.0.1/tcp/1"],"outbox":0,"peer_id":"12D3","reachability":"private","relay":{"addrs":["/ip4/127.0.0.1/tcp/2/p2p/12D5/p2p-circuit/p2p/12D3"],"reserved":true},"rendezvous":{"addrs":["/ip4/127.0.0.1/tcp/2"],"connected":true},"rendezvous_connected":true,"user":"alice"}"#,
+        r#"{"connections":[{"path":"relayed","peer_id":"12D4","user":"bob"}],"listen_addrs":["/ip4/127.0.0.1/tcp/1"],"outbox":1,"peer_id":"12D3","queued":1,"reachability":"private","relay":{"addrs":["/ip4/127.0.0.1/tcp/2/p2p/12D5/p2p-circuit/p2p/12D3"],"reserved":true},"rendezvous":{"addrs":["/ip4/127.0.0.1/tcp/2"],"connected":true},"rendezvous_connected":true,"user":"alice"}"#,
     );
     round_trip::<view::Status>(
-        r#"{"connections":[],"home":"/home/a/.parley","listen_addrs":[],"outbox":2,"peer_id":"12D3","reachability":"unknown","relay":{"addrs":[],"reserved":false},"rendezvous":{"addrs":[],"connected":false},"rendezvous_connected":false,"user":"alice"}"#,
+        r#"{"connections":[],"home":"/home/a/.parley","listen_addrs":[],"outbox":2,"peer_id":"12D3","queued":0,"reachability":"unknown","relay":{"addrs":[],"reserved":false},"rendezvous":{"addrs":[],"connected":false},"rendezvous_connected":false,"user":"alice"}"#,
     );
     round_trip::<view::Contact>(
         r#"{"keys_changed":false,"pending_safety_number":null,"pinned_at":"2026-11-22T10:00:00Z","safety_number":"123","user":"bob"}"#,
     );
-    round_trip::<view::Sent>(r#"{"delivered":true,"id":"00","to":"bob"}"#);
+    round_trip::<view::Sent>(r#"{"delivered":true,"id":"00","queued":false,"to":"bob"}"#);
+    round_trip::<view::Sent>(r#"{"delivered":false,"id":"00","queued":true,"to":"bob"}"#);
     round_trip::<view::Trusted>(r#"{"trusted":true,"user":"bob"}"#);
     round_trip::<view::Saved>(r#"{"bytes":3,"saved":"/tmp/a.txt"}"#);
     round_trip::<view::Read>(r#"{"with":"bob"}"#);
     round_trip::<view::Event>(&format!(r#"{{"event":"message","message":{MESSAGE}}}"#));
     round_trip::<view::Event>(r#"{"event":"delivered","id":"00","to":"bob"}"#);
+    round_trip::<view::Event>(r#"{"event":"queued","id":"00","to":"bob"}"#);
     round_trip::<view::Event>(r#"{"event":"presence","online":false,"user":"bob"}"#);
     round_trip::<view::Event>(r#"{"event":"refused","from":"bob","reason":"altered"}"#);
 }

@@ -87,9 +87,8 @@ where
         }
         // Offline recipients: what the mailbox does not hold yet goes there, in order.
         for to in offline {
-            match self.queue_backlog(&to, None).await {
-                Err(SendError::Store(e)) => return Err(e),
-                Ok(()) | Err(_) => {}
+            if let Err(SendError::Store(e)) = self.queue_backlog(&to, None).await {
+                return Err(e);
             }
         }
         Ok(())

@@ -4,19 +4,21 @@
 use super::*;
 use crate::ports::{Deposit, Mailbox, MailboxError};
 
+type BobMessaging = Messaging<
+    Arc<InMemoryStore>,
+    Arc<InMemoryDirectory>,
+    Arc<InMemoryTransport>,
+    Arc<FixedClock>,
+    Arc<RecordingEvents>,
+    FakeEnvelopes,
+    InMemoryMailbox,
+>;
+
 /// Bob's device: his own store and events, the world's directory, envelopes and mail hub.
 struct Bob {
     store: Arc<InMemoryStore>,
     events: Arc<RecordingEvents>,
-    messaging: Messaging<
-        Arc<InMemoryStore>,
-        Arc<InMemoryDirectory>,
-        Arc<InMemoryTransport>,
-        Arc<FixedClock>,
-        Arc<RecordingEvents>,
-        FakeEnvelopes,
-        InMemoryMailbox,
-    >,
+    messaging: BobMessaging,
 }
 
 /// Bob's keys (the fakes' `keys(0)`, what his certificate carries).
