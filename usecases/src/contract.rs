@@ -109,6 +109,7 @@ pub fn message_store<S: MessageStore>(fresh: impl Fn() -> S) {
     an_incoming_message_is_stored_once_per_sender_and_id(&fresh());
     a_replay_is_a_duplicate_and_another_envelope_under_the_id_conflicts(&fresh());
     the_outbox_holds_pending_messages_oldest_first_until_delivered(&fresh());
+    a_queued_message_stays_in_the_outbox_until_its_receipt(&fresh());
     the_chain_head_moves_with_each_append_and_only_then(&fresh());
     a_resealed_message_keeps_its_place_with_the_new_envelope_and_head(&fresh());
     verified_messages_join_the_senders_chain_and_others_count_as_faults(&fresh());
@@ -250,6 +251,42 @@ fn the_outbox_holds_pending_messages_oldest_first_until_delivered(store: &impl M
         .find(|m| m.id == MessageId::from_bytes([3; 16]))
         .expect("kept");
     assert_eq!(third.delivery, Delivery::Rejected(Timestamp(60)));
+}
+
+fn a_queued_message_stays_in_the_outbox_until_its_receipt(store: &impl MessageStore) {
+    let id = |n: u8| MessageId::from_bytes([n; 16]);
+    let delivery = |n: u8| {
+        store
+            .history(&user("bob"), NOW)
+            .expect("read")
+            .into_iter()
+            .find(|m| m.id == id(n))
+            .expect("kept")
+            .delivery
+    };
+    send(store, &message(Direction::Outgoing, "bob", 1));
+    send(store, &message(Direction::Outgoing, "bob", 2));
+    store.mark_queued(&id(1), Timestamp(40)).expect("write");
+    assert_eq!(delivery(1), Delivery::Queued(Timestamp(40)));
+    let outbox = store.outbox(NOW).expect("read");
+    assert_eq!(outbox_texts(&outbox), ["message 1", "message 2"]);
+    assert_eq!(
+        outbox[0].envelope,
+        envelope(1),
+        "the envelope stays for a direct delivery"
+    );
+    // Queued twice keeps the first time; the receipt settles it.
+    store.mark_queued(&id(1), Timestamp(45)).expect("write");
+    assert_eq!(delivery(1), Delivery::Queued(Timestamp(40)));
+    store.mark_delivered(&id(1), Timestamp(50)).expect("write");
+    assert_eq!(delivery(1), Delivery::Delivered(Timestamp(50)));
+    assert_eq!(
+        outbox_texts(&store.outbox(NOW).expect("read")),
+        ["message 2"]
+    );
+    // A message delivered already is not queued again (the receipt came first).
+    store.mark_queued(&id(1), Timestamp(60)).expect("write");
+    assert_eq!(delivery(1), Delivery::Delivered(Timestamp(50)));
 }
 
 fn the_chain_head_moves_with_each_append_and_only_then(store: &impl MessageStore) {
