@@ -6,8 +6,12 @@
 //! delivered the rest: every message alice kept is in bob's history exactly once, in alice's
 //! order, verified, with bob's chain of alice's messages intact; nothing is lost or duplicated.
 //!
+//! A third campaign kills the rendezvous while it holds mail for bob, then bob while he collects
+//! it: every message still arrives once, in order.
+//!
 //! Sizes come from the environment (the defaults are the test suite's short campaign):
-//! `PARLEY_CRASH_MESSAGES` (1000), `PARLEY_CRASH_ROUNDS` (at least this many kills, 8),
+//! `PARLEY_CRASH_MESSAGES` (1000), `PARLEY_CRASH_MAIL_MESSAGES` (150, the mailbox campaign),
+//! `PARLEY_CRASH_ROUNDS` (at least this many kills, 8),
 //! `PARLEY_CRASH_SEED` (replays a campaign; the seed is printed), and `PARLEY_CRASH_REPORT`
 //! (a file to which each campaign appends its result line).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
@@ -23,7 +27,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use parley_testkit::{Daemon, control, enrolled_pair, history};
+use parley_testkit::{Daemon, Rendezvous, control, enrolled_pair, history};
 use serde_json::{Value, json};
 
 /// How long the outbox gets to deliver the rest once both daemons run.
@@ -43,6 +47,134 @@ fn killing_the_receiver_loses_and_duplicates_nothing() {
 #[test]
 fn killing_the_sender_loses_and_duplicates_nothing() {
     campaign(Victim::Sender);
+}
+
+/// Bob is away; alice writes to him through the mailbox while the rendezvous is killed with
+/// SIGKILL at random moments (between a deposit and its acknowledgement, among others) and
+/// restarted on the same ports. Then bob comes back and is himself killed at random moments
+/// while he collects (between storing and acknowledging). Nothing the rendezvous said it held is
+/// lost, and nothing arrives twice.
+#[test]
+fn killing_the_rendezvous_and_the_collecting_recipient_loses_and_duplicates_nothing() {
+    let messages = env_number("PARLEY_CRASH_MAIL_MESSAGES", 150) as usize;
+    let min_rounds = env_number("PARLEY_CRASH_ROUNDS", 8);
+    let seed = env_number(
+        "PARLEY_CRASH_SEED",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock after 1970")
+            .as_nanos() as u64
+            | 1,
+    );
+    let label = "rendezvous and collecting recipient killed";
+    eprintln!("crash campaign ({label}): seed {seed}");
+    let mut rng = Rng(seed);
+
+    let (dir, rv, alice, bob) = enrolled_pair();
+    let mut bob_daemon = Daemon::start(&bob);
+    let alice_daemon = Daemon::start(&alice);
+    let first = control(
+        &alice,
+        &json!({ "cmd": "send", "to": "bob", "text": "hello" }),
+    )
+    .expect("the first message");
+    assert_eq!(
+        first["data"]["delivered"], true,
+        "the first message: {first}"
+    );
+    assert!(bob_daemon.terminate().success());
+
+    let data = dir.path().join("rendezvous");
+    let https = rv.url.trim_start_matches("https://").to_owned();
+    let p2p = rv.p2p.split("/p2p/").next().expect("p2p").to_owned();
+    let shared = Arc::new(Shared {
+        acked: Mutex::new(HashSet::new()),
+        done: AtomicBool::new(false),
+    });
+    let killer = {
+        let shared = shared.clone();
+        let mut rng = Rng(rng.below(u64::MAX) | 1);
+        std::thread::spawn(move || {
+            let mut rv = rv;
+            let mut rounds = 0;
+            while rounds < min_rounds || !shared.done.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100 + rng.below(900)));
+                let held_before = shared.acked.lock().unwrap().len();
+                rv.proc().kill();
+                drop(rv);
+                rounds += 1;
+                std::thread::sleep(Duration::from_millis(rng.below(300)));
+                rv = Rendezvous::options(&data).https(&https).p2p(&p2p).start();
+                let held = held_entries(&rv);
+                assert!(
+                    held >= held_before as u64,
+                    "after kill {rounds}, the rendezvous holds {held} entries but said it held {held_before}"
+                );
+            }
+            (rounds, rv)
+        })
+    };
+
+    // The burst, to bob who is away: each message is held by the rendezvous (queued), or kept
+    // in alice's outbox while the rendezvous is down (deposited later by the outbox round).
+    let mut queued = 0usize;
+    let mut kept = 0usize;
+    for i in 0..messages {
+        let text = format!("m{i:04}");
+        let request = json!({ "cmd": "send", "to": "bob", "text": text });
+        let answer = control(&alice, &request).expect("alice's daemon answers");
+        if answer["data"]["queued"] == true {
+            queued += 1;
+            shared.acked.lock().unwrap().insert(text);
+        } else {
+            assert!(
+                ["offline", "unreachable", "rendezvous_unavailable"]
+                    .contains(&answer["code"].as_str().unwrap_or_default()),
+                "sending {text} failed unexpectedly: {answer}"
+            );
+            kept += 1;
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(20)));
+    }
+    shared.done.store(true, Ordering::SeqCst);
+    let (mut rounds, rv) = killer.join().expect("the killer thread");
+
+    // Bob comes back, and is killed while he collects.
+    let mut bob_daemon = Daemon::start(&bob);
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(50 + rng.below(600)));
+        bob_daemon.kill();
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(rng.below(200)));
+        bob_daemon = Daemon::start(&bob);
+    }
+    let _processes = (alice_daemon, bob_daemon, rv);
+    converge(
+        &alice,
+        &bob,
+        &Tally {
+            label,
+            seed,
+            rounds,
+            min_rounds,
+            messages,
+            receipts: 0,
+            queued: queued + kept,
+            resent: 0,
+        },
+    );
+}
+
+/// The rendezvous's `parley_mailbox_held_entries`.
+fn held_entries(rv: &Rendezvous) -> u64 {
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "--max-time", "10", &format!("{}/metrics", rv.url)])
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("parley_mailbox_held_entries ")?.parse().ok())
+        .unwrap_or_else(|| panic!("no parley_mailbox_held_entries in the metrics"))
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -185,11 +317,53 @@ fn campaign(victim: Victim) {
     let (rounds, victim_proc) = killer.join().expect("the killer thread");
     let _processes = (victim_proc, other_proc);
 
-    // Both daemons run: the outbox delivers the rest.
+    let acked = shared.acked.lock().unwrap().len();
+    converge(
+        &alice,
+        &bob,
+        &Tally {
+            label,
+            seed,
+            rounds,
+            min_rounds,
+            messages,
+            receipts: acked,
+            queued,
+            resent,
+        },
+    );
+}
+
+/// What a campaign counted, for its result line.
+struct Tally {
+    label: &'static str,
+    seed: u64,
+    rounds: u64,
+    min_rounds: u64,
+    messages: usize,
+    receipts: usize,
+    queued: usize,
+    resent: usize,
+}
+
+/// Waits until both daemons settled everything (every message of alice's delivered, bob holding
+/// as many), then checks that nothing was lost, duplicated, reordered or left unverified.
+fn converge(alice: &Path, bob: &Path, tally: &Tally) {
+    let Tally {
+        label,
+        seed,
+        rounds,
+        min_rounds,
+        messages,
+        receipts,
+        queued,
+        resent,
+    } = *tally;
+    // Both daemons run: the outbox and the mailbox deliver the rest.
     let deadline = Instant::now() + CONVERGE;
     let (sent, received, bob_history, alice_history) = loop {
-        let alice_history = history(&alice, "bob");
-        let bob_history = history(&bob, "alice");
+        let alice_history = history(alice, "bob");
+        let bob_history = history(bob, "alice");
         let sent = burst_texts(&alice_history, "alice");
         let received = burst_texts(&bob_history, "alice");
         let delivered = alice_history["messages"]
@@ -209,7 +383,6 @@ fn campaign(victim: Victim) {
         std::thread::sleep(Duration::from_millis(250));
     };
 
-    let acked = shared.acked.lock().unwrap().clone();
     let sent_counts = counts(&sent);
     let received_counts = counts(&received);
     // Every message was either receipted, kept in alice's outbox, or sent again until kept.
@@ -225,7 +398,7 @@ fn campaign(victim: Victim) {
     let out_of_order = sent.iter().zip(&received).filter(|(a, b)| a != b).count();
     let line = format!(
         "crash campaign ({label}): rounds {rounds}, messages {messages}, receipts {}, queued {queued}, sent again after a sender crash {resent}, lost {}, duplicated {duplicated}, out of order {out_of_order}, seed {seed}",
-        acked.len(),
+        receipts,
         lost.len(),
     );
     eprintln!("{line}");
