@@ -242,6 +242,8 @@ pub async fn start_with(config: Config, protection: Protection) -> Result<Runnin
     let peer_id = credentials.peer_id();
     let mailbox = if protection.mailbox.enabled() {
         let dir = config.data.join(mailbox::DB_DIR);
+        // Held mail is sealed, but who gets mail, how much and when is the operator's only.
+        files::private_dir(&dir)?;
         let store = mailbox::SledMailbox::open(&dir).map_err(|e| StartError::Mailbox {
             dir: dir.display().to_string(),
             reason: e.to_string(),

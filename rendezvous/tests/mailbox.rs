@@ -409,6 +409,14 @@ async fn mail_reaches_its_recipient_only_and_names_no_sender() {
         recipient_seen |= contains(&bytes, b"bob/");
     }
     assert!(recipient_seen, "the mailbox files name their recipient");
+    let mode = std::fs::metadata(data.join("mailbox"))
+        .expect("the mailbox folder")
+        .permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o700,
+        "the mailbox folder is private"
+    );
 
     // Bob is told, eve gets nothing and her acknowledgement of bob's entry deletes nothing.
     let deadline = tokio::time::Instant::now() + ANSWER;
@@ -681,5 +689,53 @@ async fn mail_survives_a_restart_and_goes_at_its_expiry() {
     assert_eq!(
         alice.deposit("bob", b"again", &[]).await,
         MailboxResponse::Held
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hold_of_zero_turns_the_mailbox_off_and_bad_flags_exit_2() {
+    for (flag, value) in [
+        ("--mailbox-hold", "5x"),
+        ("--mailbox-hold", "d"),
+        ("--mailbox-hold", "99999d"),
+        ("--mailbox-max-entries", "0"),
+        ("--mailbox-max-attachment-mib", "2048"),
+        ("--mailbox-deposit-burst", "many"),
+    ] {
+        let usage = std::process::Command::new(env!("CARGO_BIN_EXE_parley-rendezvous"))
+            .args([flag, value])
+            .output()
+            .expect("runs");
+        assert_eq!(usage.status.code(), Some(2), "{flag} {value}: {usage:?}");
+        let stderr = String::from_utf8_lossy(&usage.stderr);
+        assert!(
+            stderr.lines().next().is_some_and(|l| l.contains(flag)),
+            "{flag} {value}: {stderr}"
+        );
+    }
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start(dir.path(), &["--mailbox-hold", "0"]);
+    let (alice, _) = Device::enroll(&server, "alice").await;
+    let _bob = enroll(&server, "bob").await;
+    assert_refused(
+        &alice.deposit("bob", b"x", &[]).await,
+        "mailbox_disabled",
+        true,
+        "a deposit to a disabled mailbox",
+    );
+    assert_refused(
+        &alice
+            .ask(MailboxRequest::Fetch {
+                meta: Default::default(),
+            })
+            .await,
+        "mailbox_disabled",
+        true,
+        "a fetch from a disabled mailbox",
+    );
+    assert!(
+        !dir.path().join("mailbox").exists(),
+        "a disabled mailbox opens no store"
     );
 }

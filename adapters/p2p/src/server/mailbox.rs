@@ -17,7 +17,7 @@ use std::{
     sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel},
     sync::{
         Arc,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -49,6 +49,9 @@ const PURGE_EVERY: Duration = Duration::from_secs(1);
 /// Jobs (deposits, acknowledgements) queued for the writer; a deposit beyond them is
 /// refused `mailbox_unavailable`, for the sender to try again.
 const WRITER_QUEUE: usize = 256;
+/// Bytes of deposits queued for the writer at once; a deposit beyond them is refused
+/// `mailbox_unavailable`, so a burst of large deposits cannot pile up in memory.
+const MAX_QUEUED_BYTES: u64 = 256 * 1024 * 1024;
 /// Answers queued for the swarm task.
 const ANSWER_QUEUE: usize = 256;
 /// Reads (fetches, key look-ups) on the blocking pool at once; more are refused
@@ -164,6 +167,8 @@ struct Running {
     answers_tx: mpsc::Sender<Answer>,
     answers: mpsc::Receiver<Answer>,
     reads: Arc<AtomicUsize>,
+    /// Bytes of the deposits queued for the writer now.
+    queued: Arc<AtomicU64>,
 }
 
 /// What the swarm task hands a request along with it.
@@ -184,7 +189,9 @@ impl Mailbox {
         let running = options.filter(|o| o.limits.enabled()).map(|options| {
             let (jobs, jobs_rx) = sync_channel(WRITER_QUEUE);
             let (answers_tx, answers) = mpsc::channel(ANSWER_QUEUE);
+            let queued = Arc::new(AtomicU64::new(0));
             let writer = Writer {
+                queued: queued.clone(),
                 limits: options.limits,
                 store: options.store.clone(),
                 book: options.book.clone(),
@@ -206,6 +213,7 @@ impl Mailbox {
                 answers_tx,
                 answers,
                 reads: Arc::new(AtomicUsize::new(0)),
+                queued,
             }
         });
         Self {
@@ -481,8 +489,17 @@ impl Mailbox {
         let Some(jobs) = running.jobs.as_ref() else {
             return Err((job.into_reply(), Refusal::Unavailable));
         };
+        let size = job.size();
+        // One deposit always fits an empty queue, however large the limits let it be.
+        let before = running.queued.fetch_add(size, Ordering::AcqRel);
+        if size > 0 && before > 0 && before.saturating_add(size) > MAX_QUEUED_BYTES {
+            running.queued.fetch_sub(size, Ordering::AcqRel);
+            tracing::warn!("the mailbox writer is behind; a deposit is refused");
+            return Err((job.into_reply(), Refusal::Unavailable));
+        }
         jobs.try_send(job).map_err(|e| {
             let (TrySendError::Full(job) | TrySendError::Disconnected(job)) = e;
+            running.queued.fetch_sub(size, Ordering::AcqRel);
             tracing::warn!("the mailbox writer is behind; a request is refused");
             (job.into_reply(), Refusal::Unavailable)
         })
@@ -517,6 +534,14 @@ impl Mailbox {
 }
 
 impl Job {
+    /// The bytes it holds in memory until the writer is done with it.
+    fn size(&self) -> u64 {
+        match self {
+            Self::Deposit { entry, .. } => entry.meta.size,
+            Self::Ack { .. } => 0,
+        }
+    }
+
     fn into_reply(self) -> Reply {
         match self {
             Self::Deposit { reply, .. } | Self::Ack { reply, .. } => reply,
@@ -590,6 +615,8 @@ struct Writer {
     /// What each sender holds in each recipient's mailbox (recipient, sender).
     by_sender: HashMap<(Username, Username), Usage>,
     answers: mpsc::Sender<Answer>,
+    /// Bytes of the deposits queued (the swarm task adds, the writer takes off when done).
+    queued: Arc<AtomicU64>,
 }
 
 /// At most this many jobs are taken into one batch.
@@ -634,6 +661,12 @@ impl Writer {
     }
 
     fn handle(&mut self, batch: Vec<Job>) {
+        let queued: u64 = batch.iter().map(Job::size).sum();
+        self.handle_batch(batch);
+        self.queued.fetch_sub(queued, Ordering::AcqRel);
+    }
+
+    fn handle_batch(&mut self, batch: Vec<Job>) {
         let mut held: HashMap<Username, Usage> = HashMap::new();
         let mut admitted = Vec::new();
         for job in batch {
