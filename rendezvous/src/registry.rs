@@ -88,13 +88,41 @@ impl Registry {
     /// [`Error::Unavailable`] when sled cannot open it (for example, another process holds it).
     pub fn open(dir: &Path) -> Result<Self, Error> {
         let db = sled::open(dir)?;
-        Ok(Self {
+        let registry = Self {
             users: db.open_tree("users")?,
             device_keys: db.open_tree("device_keys")?,
             certificates: db.open_tree("certificates")?,
             newest_certificates: db.open_tree("newest_certificates")?,
             db,
-        })
+        };
+        // Every certificate recorded since the index exists is indexed with it, so an empty
+        // index beside recorded certificates is a registry written before the index.
+        if registry.newest_certificates.is_empty() && !registry.certificates.is_empty() {
+            registry.index_newest_certificates()?;
+        }
+        Ok(registry)
+    }
+
+    /// Indexes each name's newest certificate from the certificates recorded, once.
+    fn index_newest_certificates(&self) -> Result<(), Error> {
+        let mut newest: std::collections::HashMap<String, IssuedRecord> =
+            std::collections::HashMap::new();
+        for record in &self.certificates {
+            let (_, value) = record?;
+            let issued: IssuedRecord = serde_json::from_slice(&value)?;
+            match newest.get(&issued.username) {
+                Some(held) if held.issued_at > issued.issued_at => {}
+                _ => {
+                    newest.insert(issued.username.clone(), issued);
+                }
+            }
+        }
+        for (name, issued) in newest {
+            self.newest_certificates
+                .insert(name.as_bytes(), der_of(&issued.certificate_pem)?)?;
+        }
+        self.db.flush()?;
+        Ok(())
     }
 
     /// The user called `name`, if enrolled.
@@ -170,28 +198,17 @@ impl Registry {
         Ok(())
     }
 
-    /// The newest certificate issued to `name` (DER): from the index, else (for a registry
-    /// written before the index) the latest of the certificates recorded for the name.
+    /// The newest certificate issued to `name` (DER), from the index (one read: a look-up of
+    /// a name nobody enrolled costs no more than one of a name enrolled). A registry written
+    /// before the index is indexed from its certificates when opened.
     ///
     /// # Errors
-    /// [`Error::Unavailable`], also for a corrupt record.
+    /// [`Error::Unavailable`].
     pub fn newest_certificate(&self, name: &Username) -> Result<Option<Vec<u8>>, Error> {
-        if let Some(der) = self.newest_certificates.get(name.as_str())? {
-            return Ok(Some(der.to_vec()));
-        }
-        let mut newest: Option<IssuedRecord> = None;
-        for record in &self.certificates {
-            let (_, value) = record?;
-            let issued: IssuedRecord = serde_json::from_slice(&value)?;
-            if issued.username == name.as_str()
-                && newest
-                    .as_ref()
-                    .is_none_or(|n| n.issued_at <= issued.issued_at)
-            {
-                newest = Some(issued);
-            }
-        }
-        newest.map(|n| der_of(&n.certificate_pem)).transpose()
+        Ok(self
+            .newest_certificates
+            .get(name.as_str())?
+            .map(|der| der.to_vec()))
     }
 
     /// Makes every write so far durable.
@@ -303,14 +320,26 @@ mod tests {
             registry.certificate_of(&name("bob")).expect("read"),
             Some(b"new".to_vec())
         );
-        // A registry written before the index: the certificates tree alone.
+        // A registry written before the index: the certificates tree alone, indexed when
+        // opened.
         registry.newest_certificates.clear().expect("clear");
+        registry.db.flush().expect("flush");
         assert_eq!(
-            registry.newest_certificate(&name("bob")).expect("scan"),
+            registry.newest_certificate(&name("bob")).expect("read"),
+            None
+        );
+        drop(registry);
+        let registry = Registry::open(dir.path()).expect("reopen");
+        assert_eq!(
+            registry.newest_certificate(&name("bob")).expect("read"),
             Some(b"new".to_vec())
         );
         assert_eq!(
-            registry.newest_certificate(&name("ann")).expect("scan"),
+            registry.newest_certificate(&name("eve")).expect("read"),
+            Some(b"eve".to_vec())
+        );
+        assert_eq!(
+            registry.newest_certificate(&name("ann")).expect("read"),
             None
         );
     }
