@@ -104,31 +104,31 @@ fn len(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
-/// Where an answer goes, and the span that records its outcome.
-struct Reply {
-    channel: ResponseChannel<MailboxResponse>,
+/// Where an answer goes (the stream's channel), and the span that records its outcome.
+struct Reply<C = ResponseChannel<MailboxResponse>> {
+    channel: C,
     span: tracing::Span,
 }
 
 /// An answer for the swarm task to send.
-pub(super) struct Answer {
-    reply: Reply,
+pub(super) struct Answer<C = ResponseChannel<MailboxResponse>> {
+    reply: Reply<C>,
     response: MailboxResponse,
     /// The recipient of a deposit just held, to be told mail is waiting.
     waiting: Option<Username>,
 }
 
-enum Job {
+enum Job<C = ResponseChannel<MailboxResponse>> {
     Deposit {
         recipient: Username,
         sender: Username,
         entry: HeldEntry,
-        reply: Reply,
+        reply: Reply<C>,
     },
     Ack {
         recipient: Username,
         ids: Vec<MailId>,
-        reply: Reply,
+        reply: Reply<C>,
     },
 }
 
@@ -533,7 +533,7 @@ impl Mailbox {
     }
 }
 
-impl Job {
+impl<C> Job<C> {
     /// The bytes it holds in memory until the writer is done with it.
     fn size(&self) -> u64 {
         match self {
@@ -542,7 +542,7 @@ impl Job {
         }
     }
 
-    fn into_reply(self) -> Reply {
+    fn into_reply(self) -> Reply<C> {
         match self {
             Self::Deposit { reply, .. } | Self::Ack { reply, .. } => reply,
         }
@@ -605,7 +605,7 @@ fn held_item(entry: HeldEntry) -> HeldItem {
 }
 
 /// The writer thread: every write to the store, in arrival order, a batch at a time.
-struct Writer {
+struct Writer<C = ResponseChannel<MailboxResponse>> {
     limits: MailboxLimits,
     store: Arc<dyn MailboxStore>,
     book: Arc<dyn CertificateBook>,
@@ -614,7 +614,7 @@ struct Writer {
     shares: HashMap<MailId, (Username, Username, u64)>,
     /// What each sender holds in each recipient's mailbox (recipient, sender).
     by_sender: HashMap<(Username, Username), Usage>,
-    answers: mpsc::Sender<Answer>,
+    answers: mpsc::Sender<Answer<C>>,
     /// Bytes of the deposits queued (the swarm task adds, the writer takes off when done).
     queued: Arc<AtomicU64>,
 }
@@ -622,8 +622,8 @@ struct Writer {
 /// At most this many jobs are taken into one batch.
 const MAX_GROUP: usize = 256;
 
-impl Writer {
-    fn run(mut self, jobs: Receiver<Job>) {
+impl<C> Writer<C> {
+    fn run(mut self, jobs: Receiver<Job<C>>) {
         match self.store.totals() {
             Ok(held) => self.stats.mailbox.set_held(held.entries, held.bytes),
             Err(e) => tracing::error!(error = %e, "cannot read what the mailbox holds"),
@@ -652,7 +652,7 @@ impl Writer {
         }
     }
 
-    fn answer(&self, reply: Reply, response: MailboxResponse, waiting: Option<Username>) {
+    fn answer(&self, reply: Reply<C>, response: MailboxResponse, waiting: Option<Username>) {
         let _ = self.answers.blocking_send(Answer {
             reply,
             response,
@@ -660,13 +660,13 @@ impl Writer {
         });
     }
 
-    fn handle(&mut self, batch: Vec<Job>) {
+    fn handle(&mut self, batch: Vec<Job<C>>) {
         let queued: u64 = batch.iter().map(Job::size).sum();
         self.handle_batch(batch);
         self.queued.fetch_sub(queued, Ordering::AcqRel);
     }
 
-    fn handle_batch(&mut self, batch: Vec<Job>) {
+    fn handle_batch(&mut self, batch: Vec<Job<C>>) {
         let mut held: HashMap<Username, Usage> = HashMap::new();
         let mut admitted = Vec::new();
         for job in batch {
@@ -744,7 +744,7 @@ impl Writer {
     }
 
     /// Puts the admitted deposits, syncs once, then answers each.
-    fn commit(&mut self, admitted: Vec<(Username, Username, HeldEntry, Reply)>) {
+    fn commit(&mut self, admitted: Vec<(Username, Username, HeldEntry, Reply<C>)>) {
         if admitted.is_empty() {
             return;
         }
@@ -783,7 +783,7 @@ impl Writer {
         }
     }
 
-    fn acknowledge(&mut self, recipient: &Username, ids: &[MailId], reply: Reply) {
+    fn acknowledge(&mut self, recipient: &Username, ids: &[MailId], reply: Reply<C>) {
         let response = match self.store.remove_batch(recipient, ids) {
             Ok(removed) => {
                 for meta in &removed {
@@ -822,5 +822,161 @@ impl Writer {
             }
             Err(e) => tracing::error!(error = %e, "the mailbox store failed to purge"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Mutex, PoisonError};
+
+    use parley_usecases::ports::MailboxStoreError;
+
+    use super::*;
+
+    /// Held mail in memory; records the size of each batch put.
+    #[derive(Default)]
+    struct InMemory {
+        held: Mutex<Vec<(Username, HeldEntry)>>,
+        batches: Mutex<Vec<usize>>,
+    }
+
+    impl MailboxStore for InMemory {
+        fn put(&self, recipient: &Username, entry: &HeldEntry) -> Result<(), MailboxStoreError> {
+            self.held
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push((recipient.clone(), entry.clone()));
+            Ok(())
+        }
+
+        fn put_batch(&self, batch: &[(Username, HeldEntry)]) -> Vec<Result<(), MailboxStoreError>> {
+            self.batches
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(batch.len());
+            batch.iter().map(|(r, e)| self.put(r, e)).collect()
+        }
+
+        fn oldest(
+            &self,
+            _: &Username,
+            _: Timestamp,
+            _: usize,
+            _: u64,
+        ) -> Result<(Vec<HeldEntry>, bool), MailboxStoreError> {
+            Ok((Vec::new(), false))
+        }
+
+        fn remove(&self, _: &Username, _: &MailId) -> Result<Option<HeldMeta>, MailboxStoreError> {
+            Ok(None)
+        }
+
+        fn usage(&self, recipient: &Username) -> Result<Usage, MailboxStoreError> {
+            let held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            Ok(held
+                .iter()
+                .filter(|(r, _)| r == recipient)
+                .fold(Usage::default(), |u, (_, e)| u.plus(e.meta.size)))
+        }
+
+        fn purge_expired(
+            &self,
+            _: Timestamp,
+        ) -> Result<Vec<(Username, HeldMeta)>, MailboxStoreError> {
+            Ok(Vec::new())
+        }
+
+        fn totals(&self) -> Result<Usage, MailboxStoreError> {
+            Ok(Usage::default())
+        }
+    }
+
+    /// Everyone is enrolled but `nobody`.
+    struct Everyone;
+
+    impl CertificateBook for Everyone {
+        fn certificate_of(&self, user: &Username) -> Result<Option<Vec<u8>>, MailboxStoreError> {
+            Ok((user.as_str() != "nobody").then(|| vec![1]))
+        }
+    }
+
+    fn name(raw: &str) -> Username {
+        Username::parse(raw).expect("valid literal")
+    }
+
+    fn deposit(to: &str, n: u8) -> Job<u8> {
+        Job::Deposit {
+            recipient: name(to),
+            sender: name("alice"),
+            entry: HeldEntry {
+                meta: HeldMeta {
+                    id: MailId::new(Timestamp(1), [n; 8]),
+                    deposited_at: Timestamp(1),
+                    expires_at: Timestamp(i64::MAX),
+                    size: 1,
+                },
+                sealed: vec![n],
+                files: Vec::new(),
+            },
+            reply: Reply {
+                channel: n,
+                span: tracing::Span::none(),
+            },
+        }
+    }
+
+    #[test]
+    fn queued_deposits_are_put_and_synced_as_one_batch_then_each_answered() {
+        let store = Arc::new(InMemory::default());
+        let stats = Arc::new(DirectoryStats::default());
+        let (jobs, jobs_rx) = sync_channel(WRITER_QUEUE);
+        let (answers_tx, mut answers) = mpsc::channel(ANSWER_QUEUE);
+        for job in (0..5)
+            .map(|n| deposit("bob", n))
+            .chain([deposit("nobody", 9)])
+        {
+            jobs.send(job).expect("the queue has room");
+        }
+        drop(jobs);
+        let queued = Arc::new(AtomicU64::new(6));
+        let writer = Writer {
+            limits: MailboxLimits {
+                entries_per_sender: 3,
+                ..MailboxLimits::default()
+            },
+            store: store.clone(),
+            book: Arc::new(Everyone),
+            stats: stats.clone(),
+            shares: HashMap::new(),
+            by_sender: HashMap::new(),
+            answers: answers_tx,
+            queued: queued.clone(),
+        };
+        writer.run(jobs_rx);
+        assert_eq!(
+            *store.batches.lock().unwrap_or_else(PoisonError::into_inner),
+            vec![3],
+            "the three admitted deposits are one batch"
+        );
+        let mut got = Vec::new();
+        while let Ok(answer) = answers.try_recv() {
+            got.push((answer.reply.channel, outcome(&answer.response).to_owned()));
+        }
+        let expected: Vec<(u8, String)> = [
+            (3, "mailbox_sender_quota"),
+            (4, "mailbox_sender_quota"),
+            (9, "unknown_user"),
+            (0, "ok"),
+            (1, "ok"),
+            (2, "ok"),
+        ]
+        .into_iter()
+        .map(|(n, c)| (n, c.to_owned()))
+        .collect();
+        assert_eq!(got, expected);
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.mailbox_deposits, 3);
+        assert_eq!(snapshot.mailbox_held_entries, 3);
+        assert_eq!(queued.load(Ordering::Acquire), 0);
     }
 }
