@@ -229,7 +229,8 @@ impl Mailbox {
         &self.limits
     }
 
-    /// The next answer to send; never resolves for a disabled mailbox.
+    /// The next answer to send; never resolves for a disabled mailbox. Cancel-safe (a
+    /// channel receive), for `select!`.
     pub(super) async fn next_answer(&mut self) -> Answer {
         match self.running.as_mut() {
             // Never `None`: `running` holds a sender.
@@ -266,17 +267,20 @@ impl Mailbox {
         self.rates.retain(|_, b| !b.refilled(now));
     }
 
-    /// Stops the writer once it has answered what it holds.
+    /// Stops the writer once the batch in hand is written (its answers are not sent: the
+    /// swarm is stopping, and a sender without an answer deposits again).
     pub(super) async fn stop(&mut self) {
         if let Some(running) = self.running.as_mut() {
             running.jobs = None;
+            // Nobody sends answers any more: a writer waiting for room gives up at once.
+            running.answers.close();
             if let Some(writer) = running.writer.take() {
                 let _ = tokio::task::spawn_blocking(move || writer.join()).await;
             }
         }
     }
 
-    /// Answers a request now (refusals, `Noted`) or hands it to the writer or a reader.
+    /// Answers a request now (a refusal) or hands it to the writer or a reader.
     /// `take_lookup` takes one directory look-up from the peer's budget (the key look-up costs
     /// the same), or says it is spent.
     pub(super) fn on_request(
