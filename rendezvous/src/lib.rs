@@ -6,7 +6,7 @@
 //! policy ([`ca::Ca::issue`]) only.
 //!
 //! Layout: [`ca`] (keys and certificates), [`csr`] (what is taken from a request),
-//! [`registry`] (sled records), [`service`] (the enrollment decision), [`api`] (HTTP routes and
+//! [`registry`] (sled records), [`mailbox`] (held mail, its own sled), [`service`] (the enrollment decision), [`api`] (HTTP routes and
 //! JSON at the edge), [`https`] (TLS listener and resource bounds), [`limit`] (per-source rate
 //! and connection limits), and [`start`], which wires them with the directory from
 //! `parley-p2p`.
@@ -20,6 +20,7 @@ pub mod files;
 pub mod https;
 pub mod identity;
 pub mod limit;
+pub mod mailbox;
 pub mod metrics;
 pub mod registry;
 pub mod service;
@@ -31,8 +32,9 @@ use std::time::Duration;
 
 use libp2p::Multiaddr;
 use parley_domain::CaFingerprint;
+pub use parley_domain::MailboxLimits;
 pub use parley_p2p::RelayLimits;
-use parley_p2p::{Credentials, DirectoryServer, ServerOptions};
+use parley_p2p::{Credentials, DirectoryServer, MailboxOptions, ServerOptions};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -68,6 +70,8 @@ pub struct Protection {
     pub body_timeout: Duration,
     /// What the circuit relay allows.
     pub relay: RelayLimits,
+    /// What the mailbox holds, and for how long (a hold of 0 turns it off).
+    pub mailbox: MailboxLimits,
 }
 
 impl Default for Protection {
@@ -82,6 +86,7 @@ impl Default for Protection {
             https: https::Limits::default(),
             body_timeout: Duration::from_secs(10),
             relay: RelayLimits::default(),
+            mailbox: MailboxLimits::default(),
         }
     }
 }
@@ -104,6 +109,16 @@ pub enum StartError {
         /// The registry folder.
         dir: String,
         /// sled's reason.
+        reason: String,
+    },
+    /// The mailbox's store could not be opened.
+    #[error(
+        "cannot open the mailbox in {dir}: {reason}; is another parley-rendezvous using this --data folder?"
+    )]
+    Mailbox {
+        /// The mailbox folder.
+        dir: String,
+        /// Why.
         reason: String,
     },
     /// The HTTPS address could not be bound.
@@ -225,9 +240,26 @@ pub async fn start_with(config: Config, protection: Protection) -> Result<Runnin
     let credentials = Credentials::new(&secret, leaf.der.clone(), ca.certificate_der().to_vec())
         .map_err(|e| directory_error(e.to_string()))?;
     let peer_id = credentials.peer_id();
+    let mailbox = if protection.mailbox.enabled() {
+        let dir = config.data.join(mailbox::DB_DIR);
+        // Held mail is sealed, but who gets mail, how much and when is the operator's only.
+        files::private_dir(&dir)?;
+        let store = mailbox::SledMailbox::open(&dir).map_err(|e| StartError::Mailbox {
+            dir: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Some(MailboxOptions {
+            limits: protection.mailbox,
+            store: Arc::new(store),
+            book: Arc::new(registry.clone()),
+        })
+    } else {
+        None
+    };
     let options = ServerOptions {
         relay: protection.relay,
         announce: config.announce.clone(),
+        mailbox,
         ..ServerOptions::default()
     };
     let directory = DirectoryServer::start_with(credentials, config.p2p.clone(), options)

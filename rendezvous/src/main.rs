@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, builder::TypedValueParser as _};
 use libp2p::Multiaddr;
-use parley_rendezvous::{Config, Protection, RelayLimits, limit, start_with};
+use parley_rendezvous::{Config, MailboxLimits, Protection, RelayLimits, limit, start_with};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// The Parley rendezvous: certificate authority, HTTPS enrollment API and libp2p directory.
@@ -69,9 +69,64 @@ struct Args {
     /// Minutes one circuit may stay open before the peers must open a new one.
     #[arg(long, value_name = "MINUTES", default_value_t = RelayLimits::default().max_circuit_duration.as_secs() / 60, value_parser = clap::value_parser!(u64).range(1..=71_582))]
     relay_max_circuit_minutes: u64,
+    /// How long the mailbox holds a message nobody fetched, unless it expires sooner: a number
+    /// with s, m, h or d (30s, 10m, 12h, 30d); 0 turns the mailbox off.
+    #[arg(long, value_name = "D", default_value = "30d", value_parser = parse_hold)]
+    mailbox_hold: i64,
+    /// Messages the mailbox holds for one recipient.
+    #[arg(long, value_name = "N", default_value_t = MailboxLimits::default().entries_per_recipient, value_parser = clap::value_parser!(u64).range(1..))]
+    mailbox_max_entries: u64,
+    /// Mebibytes the mailbox holds for one recipient.
+    #[arg(long, value_name = "N", default_value_t = MailboxLimits::default().bytes_per_recipient / MIB, value_parser = clap::value_parser!(u64).range(1..=1024 * 1024))]
+    mailbox_max_mib: u64,
+    /// Messages one sender may have waiting in one recipient's mailbox.
+    #[arg(long, value_name = "N", default_value_t = MailboxLimits::default().entries_per_sender, value_parser = clap::value_parser!(u64).range(1..))]
+    mailbox_max_entries_per_sender: u64,
+    /// Mebibytes one sender may have waiting in one recipient's mailbox.
+    #[arg(long, value_name = "N", default_value_t = MailboxLimits::default().bytes_per_sender / MIB, value_parser = clap::value_parser!(u64).range(1..=1024 * 1024))]
+    mailbox_max_mib_per_sender: u64,
+    /// Mebibytes of the largest attachment file the mailbox holds (larger ones are delivered
+    /// directly only).
+    #[arg(long, value_name = "N", default_value_t = MailboxLimits::default().largest_attachment / MIB, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    mailbox_max_attachment_mib: u64,
+    /// Deposits per second one device may make after its burst.
+    #[arg(long, value_name = "N", default_value_t = MailboxLimits::default().deposits_per_second, value_parser = clap::value_parser!(u32).range(1..))]
+    mailbox_deposits_per_second: u32,
+    /// Deposits one device may make at once before the rate applies.
+    #[arg(long, value_name = "N", default_value_t = MailboxLimits::default().deposit_burst, value_parser = clap::value_parser!(u32).range(1..))]
+    mailbox_deposit_burst: u32,
     /// How log records on stderr are written.
     #[arg(long, value_enum, default_value_t)]
     log_format: parley_telemetry::LogFormat,
+}
+
+/// One mebibyte.
+const MIB: u64 = 1024 * 1024;
+
+/// A hold period (`30s`, `10m`, `12h`, `30d`, or `0`) in milliseconds.
+fn parse_hold(text: &str) -> Result<i64, String> {
+    const BAD: &str = "a hold period is a whole number with s, m, h or d (30s, 10m, 12h, 30d), or 0 to turn the mailbox off";
+    if text == "0" {
+        return Ok(0);
+    }
+    let unit_ms: i64 = match text.chars().last() {
+        Some('s') => 1_000,
+        Some('m') => 60_000,
+        Some('h') => 3_600_000,
+        Some('d') => 86_400_000,
+        _ => return Err(BAD.into()),
+    };
+    let digits = &text[..text.len() - 1];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(BAD.into());
+    }
+    digits
+        .parse::<i64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit_ms))
+        // Ten years at most: an expiry must stay a valid time.
+        .filter(|ms| *ms <= 3_650 * 86_400_000)
+        .ok_or_else(|| "a hold period is at most 3650d".to_owned())
 }
 
 fn main() -> ExitCode {
@@ -140,6 +195,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
             max_circuit_bytes: args.relay_max_circuit_mib * 1024 * 1024,
             max_circuit_duration: Duration::from_secs(args.relay_max_circuit_minutes * 60),
             ..defaults.relay
+        },
+        mailbox: MailboxLimits {
+            hold_ms: args.mailbox_hold,
+            entries_per_recipient: args.mailbox_max_entries,
+            bytes_per_recipient: args.mailbox_max_mib * MIB,
+            entries_per_sender: args.mailbox_max_entries_per_sender,
+            bytes_per_sender: args.mailbox_max_mib_per_sender * MIB,
+            largest_attachment: args.mailbox_max_attachment_mib * MIB,
+            deposits_per_second: args.mailbox_deposits_per_second,
+            deposit_burst: args.mailbox_deposit_burst,
         },
         ..defaults
     };

@@ -1,6 +1,8 @@
 //! Operator metrics in the Prometheus text format, served at `GET /metrics`: enrollments by
 //! outcome, HTTPS refusals by reason, directory look-ups, refusals by reason, connected peers,
-//! relay slots and circuits, relay refusals by reason, bytes on p2p connections.
+//! relay slots and circuits, relay refusals by reason, bytes on p2p connections, and the
+//! mailbox (held entries and bytes, deposits, fetches, acknowledgements, expiries, key
+//! look-ups, refusals by code).
 //! Counts only: no name, no address, nothing a user sent.
 
 use std::{
@@ -25,6 +27,19 @@ pub struct Metrics {
 
 /// The reasons of `parley_https_refusals_total`, listed even at 0.
 const HTTPS_REFUSALS: [&str; 2] = ["rate_limited", "too_many_connections"];
+
+/// The codes of `parley_mailbox_refusals_total`, listed even at 0.
+const MAILBOX_REFUSALS: [&str; 9] = [
+    "mailbox_disabled",
+    "unknown_user",
+    "mailbox_full",
+    "mailbox_sender_quota",
+    "mailbox_attachment_too_large",
+    "mailbox_rate_limited",
+    "mailbox_malformed",
+    "mailbox_expired",
+    "mailbox_unavailable",
+];
 
 impl Metrics {
     /// Counters for the HTTPS API, next to the directory's.
@@ -163,6 +178,64 @@ impl Metrics {
             "counter",
             "Relay slots and circuits refused, by kind and reason.",
             &relay_refusals,
+        );
+        let gauge = |n: u64| [(String::new(), n)];
+        family(
+            "parley_mailbox_held_entries",
+            "gauge",
+            "Messages the mailbox holds now.",
+            &gauge(d.mailbox_held_entries),
+        );
+        family(
+            "parley_mailbox_held_bytes",
+            "gauge",
+            "Bytes the mailbox holds now (sealed envelopes and attachment files).",
+            &gauge(d.mailbox_held_bytes),
+        );
+        family(
+            "parley_mailbox_deposits_total",
+            "counter",
+            "Deposits held.",
+            &gauge(d.mailbox_deposits),
+        );
+        family(
+            "parley_mailbox_fetches_total",
+            "counter",
+            "Fetches answered.",
+            &gauge(d.mailbox_fetches),
+        );
+        family(
+            "parley_mailbox_acknowledged_total",
+            "counter",
+            "Held messages deleted on their recipient's acknowledgement.",
+            &gauge(d.mailbox_acknowledged),
+        );
+        family(
+            "parley_mailbox_expired_total",
+            "counter",
+            "Held messages purged at their expiry.",
+            &gauge(d.mailbox_expired),
+        );
+        family(
+            "parley_mailbox_key_lookups_total",
+            "counter",
+            "Key look-ups answered (found or not).",
+            &gauge(d.mailbox_key_lookups),
+        );
+        let mut mailbox_refusals: BTreeMap<&str, u64> =
+            MAILBOX_REFUSALS.iter().map(|c| (*c, 0)).collect();
+        for (code, n) in &d.mailbox_refusals {
+            *mailbox_refusals.entry(code).or_default() += n;
+        }
+        let mailbox_refusals: Vec<(String, u64)> = mailbox_refusals
+            .iter()
+            .map(|(code, n)| (format!("{{code=\"{code}\"}}"), *n))
+            .collect();
+        family(
+            "parley_mailbox_refusals_total",
+            "counter",
+            "Mailbox requests refused, by code.",
+            &mailbox_refusals,
         );
         family(
             "parley_p2p_bytes_total",

@@ -1,5 +1,6 @@
 //! The rendezvous's records in sled: users (name → password hash), device keys (Ed25519 key →
-//! name) and issued certificates (serial → certificate).
+//! name), issued certificates (serial → certificate) and, for the key look-up of someone never
+//! met, each name's newest certificate (name → DER).
 //!
 //! Creating a user and binding a key use `compare_and_swap` from empty, so of two concurrent
 //! writers exactly one wins. Writes are durable only after [`Registry::flush`].
@@ -7,7 +8,9 @@
 use std::path::Path;
 
 use parley_domain::Username;
+use parley_usecases::ports::{CertificateBook, MailboxStoreError};
 use serde::{Deserialize, Serialize};
+use sled::Transactional;
 
 /// Name of the sled folder inside the data folder.
 pub const DB_DIR: &str = "registry";
@@ -69,6 +72,7 @@ pub struct Registry {
     users: sled::Tree,
     device_keys: sled::Tree,
     certificates: sled::Tree,
+    newest_certificates: sled::Tree,
 }
 
 impl std::fmt::Debug for Registry {
@@ -84,12 +88,41 @@ impl Registry {
     /// [`Error::Unavailable`] when sled cannot open it (for example, another process holds it).
     pub fn open(dir: &Path) -> Result<Self, Error> {
         let db = sled::open(dir)?;
-        Ok(Self {
+        let registry = Self {
             users: db.open_tree("users")?,
             device_keys: db.open_tree("device_keys")?,
             certificates: db.open_tree("certificates")?,
+            newest_certificates: db.open_tree("newest_certificates")?,
             db,
-        })
+        };
+        // Every certificate recorded since the index exists is indexed with it, so an empty
+        // index beside recorded certificates is a registry written before the index.
+        if registry.newest_certificates.is_empty() && !registry.certificates.is_empty() {
+            registry.index_newest_certificates()?;
+        }
+        Ok(registry)
+    }
+
+    /// Indexes each name's newest certificate from the certificates recorded, once.
+    fn index_newest_certificates(&self) -> Result<(), Error> {
+        let mut newest: std::collections::HashMap<String, IssuedRecord> =
+            std::collections::HashMap::new();
+        for record in &self.certificates {
+            let (_, value) = record?;
+            let issued: IssuedRecord = serde_json::from_slice(&value)?;
+            match newest.get(&issued.username) {
+                Some(held) if held.issued_at > issued.issued_at => {}
+                _ => {
+                    newest.insert(issued.username.clone(), issued);
+                }
+            }
+        }
+        for (name, issued) in newest {
+            self.newest_certificates
+                .insert(name.as_bytes(), der_of(&issued.certificate_pem)?)?;
+        }
+        self.db.flush()?;
+        Ok(())
     }
 
     /// The user called `name`, if enrolled.
@@ -143,14 +176,39 @@ impl Registry {
         }
     }
 
-    /// Records an issued certificate under its serial.
+    /// Records an issued certificate under its serial, and as the newest of its user.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`], also when the record's certificate is not PEM.
+    pub fn record_certificate(&self, serial: &str, record: &IssuedRecord) -> Result<(), Error> {
+        let value = serde_json::to_vec(record)?;
+        let der = der_of(&record.certificate_pem)?;
+        (&self.certificates, &self.newest_certificates)
+            .transaction(|(certificates, newest)| {
+                certificates.insert(serial.as_bytes(), value.as_slice())?;
+                newest.insert(record.username.as_bytes(), der.as_slice())?;
+                Ok(())
+            })
+            .map_err(
+                |e: sled::transaction::TransactionError<sled::Error>| match e {
+                    sled::transaction::TransactionError::Abort(e)
+                    | sled::transaction::TransactionError::Storage(e) => Error::from(e),
+                },
+            )?;
+        Ok(())
+    }
+
+    /// The newest certificate issued to `name` (DER), from the index (one read: a look-up of
+    /// a name nobody enrolled costs no more than one of a name enrolled). A registry written
+    /// before the index is indexed from its certificates when opened.
     ///
     /// # Errors
     /// [`Error::Unavailable`].
-    pub fn record_certificate(&self, serial: &str, record: &IssuedRecord) -> Result<(), Error> {
-        self.certificates
-            .insert(serial, serde_json::to_vec(record)?)?;
-        Ok(())
+    pub fn newest_certificate(&self, name: &Username) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self
+            .newest_certificates
+            .get(name.as_str())?
+            .map(|der| der.to_vec()))
     }
 
     /// Makes every write so far durable.
@@ -160,6 +218,20 @@ impl Registry {
     pub async fn flush(&self) -> Result<(), Error> {
         self.db.flush_async().await?;
         Ok(())
+    }
+}
+
+/// The DER inside a PEM certificate.
+fn der_of(certificate_pem: &str) -> Result<Vec<u8>, Error> {
+    pem::parse(certificate_pem)
+        .map(|p| p.contents().to_vec())
+        .map_err(|e| Error::Unavailable(format!("corrupt record: {e}")))
+}
+
+impl CertificateBook for Registry {
+    fn certificate_of(&self, user: &Username) -> Result<Option<Vec<u8>>, MailboxStoreError> {
+        self.newest_certificate(user)
+            .map_err(|e| MailboxStoreError::Unavailable(e.to_string()))
     }
 }
 
@@ -216,6 +288,59 @@ mod tests {
         assert_eq!(
             registry.key_owner(&[1; 32]).expect("owner"),
             Some("bob".into())
+        );
+    }
+
+    fn issued(user: &str, der: &[u8], at: &str) -> IssuedRecord {
+        IssuedRecord {
+            username: user.into(),
+            certificate_pem: crate::ca::pem_certificate(der),
+            issued_at: at.into(),
+        }
+    }
+
+    #[test]
+    fn the_newest_certificate_of_a_name_is_found_with_or_without_the_index() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let registry = Registry::open(dir.path()).expect("open");
+        assert_eq!(
+            registry.newest_certificate(&name("bob")).expect("read"),
+            None
+        );
+        registry
+            .record_certificate("01", &issued("bob", b"old", "2026-11-22T00:00:00Z"))
+            .expect("record");
+        registry
+            .record_certificate("02", &issued("bob", b"new", "2026-11-23T00:00:00Z"))
+            .expect("record");
+        registry
+            .record_certificate("03", &issued("eve", b"eve", "2026-11-24T00:00:00Z"))
+            .expect("record");
+        assert_eq!(
+            registry.certificate_of(&name("bob")).expect("read"),
+            Some(b"new".to_vec())
+        );
+        // A registry written before the index: the certificates tree alone, indexed when
+        // opened.
+        registry.newest_certificates.clear().expect("clear");
+        registry.db.flush().expect("flush");
+        assert_eq!(
+            registry.newest_certificate(&name("bob")).expect("read"),
+            None
+        );
+        drop(registry);
+        let registry = Registry::open(dir.path()).expect("reopen");
+        assert_eq!(
+            registry.newest_certificate(&name("bob")).expect("read"),
+            Some(b"new".to_vec())
+        );
+        assert_eq!(
+            registry.newest_certificate(&name("eve")).expect("read"),
+            Some(b"eve".to_vec())
+        );
+        assert_eq!(
+            registry.newest_certificate(&name("ann")).expect("read"),
+            None
         );
     }
 }

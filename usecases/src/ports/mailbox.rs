@@ -183,6 +183,15 @@ pub enum MailboxStoreError {
 pub trait MailboxStore: Send + Sync {
     /// Holds `entry` for `recipient`; durable (synced) before it returns.
     fn put(&self, recipient: &Username, entry: &HeldEntry) -> Result<(), MailboxStoreError>;
+    /// Holds each entry of `batch` for its recipient and syncs once for all of them (group
+    /// commit): one result per entry, in order, each `Ok` durable when this returns. The
+    /// default puts them one by one.
+    fn put_batch(&self, batch: &[(Username, HeldEntry)]) -> Vec<Result<(), MailboxStoreError>> {
+        batch
+            .iter()
+            .map(|(recipient, entry)| self.put(recipient, entry))
+            .collect()
+    }
     /// The oldest entries held for `recipient`, at most `max_entries` and — beyond the first —
     /// at most `max_bytes` together, with the bytes; and whether more wait. Expired entries
     /// (at `now`) are left out.
@@ -200,6 +209,19 @@ pub trait MailboxStore: Send + Sync {
         recipient: &Username,
         id: &MailId,
     ) -> Result<Option<HeldMeta>, MailboxStoreError>;
+    /// Deletes each of `ids` from `recipient`'s mailbox and syncs once; returns the
+    /// bookkeeping of those that were held. The default removes them one by one.
+    fn remove_batch(
+        &self,
+        recipient: &Username,
+        ids: &[MailId],
+    ) -> Result<Vec<HeldMeta>, MailboxStoreError> {
+        let mut removed = Vec::new();
+        for id in ids {
+            removed.extend(self.remove(recipient, id)?);
+        }
+        Ok(removed)
+    }
     /// What `recipient`'s mailbox holds now.
     fn usage(&self, recipient: &Username) -> Result<Usage, MailboxStoreError>;
     /// Deletes every entry whose expiry is at or before `now`, durably; returns the

@@ -44,7 +44,7 @@ impl AddressLimit {
 }
 
 /// A token bucket: `burst` tokens, refilled at `rate` per second.
-struct Bucket {
+pub(super) struct Bucket {
     tokens: f64,
     at: Instant,
     burst: f64,
@@ -52,7 +52,7 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn full(burst: f64, rate: f64, now: Instant) -> Self {
+    pub(super) fn full(burst: f64, rate: f64, now: Instant) -> Self {
         Self {
             tokens: burst,
             at: now,
@@ -76,8 +76,19 @@ impl Bucket {
         }
     }
 
+    /// Takes one token at `now` if there is one.
+    pub(super) fn take(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// True once the bucket would be full again at `now`: it can be forgotten.
-    fn refilled(&self, now: Instant) -> bool {
+    pub(super) fn refilled(&self, now: Instant) -> bool {
         self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate >= self.burst
     }
 }

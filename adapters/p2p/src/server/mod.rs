@@ -9,9 +9,11 @@
 //! refilled, so reconnecting does not reset it.
 
 mod limit;
+mod mailbox;
 mod relay;
 mod stats;
 
+pub use mailbox::{MAILBOX_STREAMS_PER_CONNECTION, MailboxOptions};
 pub use relay::RelayLimits;
 
 pub use limit::{
@@ -57,6 +59,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(10);
 struct Behaviour {
     guard: Guard,
     directory: request_response::json::Behaviour<DirectoryRequest, DirectoryResponse>,
+    /// `/parley/mailbox/1` ([`mailbox`]).
+    mailbox: mailbox::Behaviour,
     /// Circuit relay v2, server side ([`relay`]).
     relay: libp2p::relay::Behaviour,
     /// Tells each peer the address it is seen at (its NAT's, for a peer at home).
@@ -77,6 +81,8 @@ pub struct ServerOptions {
     /// The addresses peers reach this server at, when not the listen addresses (a server
     /// behind a port forward); the relay hands them out in its circuit addresses.
     pub announce: Vec<Multiaddr>,
+    /// The mailbox; without it every mailbox request is refused `mailbox_disabled`.
+    pub mailbox: Option<MailboxOptions>,
 }
 
 /// The running directory; stop it with [`DirectoryServer::shutdown`].
@@ -107,6 +113,8 @@ impl DirectoryServer {
     ) -> Result<Self, Error> {
         let registry = Registry::default();
         let me = credentials.keypair.public();
+        let stats = Arc::new(DirectoryStats::default());
+        let mailbox = mailbox::Mailbox::new(options.mailbox.clone(), stats.clone());
         let behaviour = Behaviour {
             guard: Guard::new(guard::DIRECTORY),
             directory: request_response::json::Behaviour::with_codec(
@@ -117,12 +125,12 @@ impl DirectoryServer {
                 request_response::Config::default()
                     .with_max_concurrent_streams(STREAMS_PER_CONNECTION),
             ),
+            mailbox: mailbox::behaviour(mailbox.limits()),
             relay: libp2p::relay::Behaviour::new(me.to_peer_id(), options.relay.config()),
             identify: crate::node::identify(&me),
             autonat: libp2p::autonat::v2::server::Behaviour::default(),
             ping: crate::node::ping(),
         };
-        let stats = Arc::new(DirectoryStats::default());
         let mut swarm = swarm::build(
             &credentials,
             registry.clone(),
@@ -148,6 +156,7 @@ impl DirectoryServer {
             me,
             online: HashMap::new(),
             limits: Limits::new(options.address_limit),
+            mailbox,
             stats: stats.clone(),
         };
         let task = tokio::spawn(directory.run(stop_rx));
@@ -184,6 +193,7 @@ struct Directory {
     me: PeerId,
     online: HashMap<Username, (PeerId, Vec<Multiaddr>)>,
     limits: Limits,
+    mailbox: mailbox::Mailbox,
     stats: Arc<DirectoryStats>,
 }
 
@@ -194,9 +204,21 @@ impl Directory {
             tokio::select! {
                 _ = &mut stop => break,
                 event = self.swarm.select_next_some() => self.on_event(event),
-                _ = prune.tick() => self.limits.prune(),
+                answer = self.mailbox.next_answer() => {
+                    let registry = &self.registry;
+                    mailbox::Mailbox::send(
+                        &mut self.swarm.behaviour_mut().mailbox,
+                        answer,
+                        |user| registry.peer_of(&Role::User(user.clone())),
+                    );
+                }
+                _ = prune.tick() => {
+                    self.limits.prune();
+                    self.mailbox.prune();
+                }
             }
         }
+        self.mailbox.stop().await;
     }
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -211,6 +233,30 @@ impl Directory {
                         },
                 },
             )) => self.on_request(peer, connection_id, request, channel),
+            SwarmEvent::Behaviour(BehaviourEvent::Mailbox(request_response::Event::Message {
+                peer,
+                connection_id,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+            })) => {
+                let user = match self.registry.certified(&peer).map(|c| c.role) {
+                    Some(Role::User(user)) => Some(user),
+                    _ => None,
+                };
+                let limits = &mut self.limits;
+                self.mailbox.on_request(
+                    &mut self.swarm.behaviour_mut().mailbox,
+                    mailbox::Request {
+                        peer,
+                        user,
+                        request,
+                        channel,
+                    },
+                    || limits.take_lookup(peer, connection_id).is_ok(),
+                );
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => {
                 relay::count(&self.stats, &event);
             }

@@ -20,7 +20,55 @@ pub struct DirectoryStats {
     pub(super) connected_peers: AtomicU64,
     pub(super) online_users: AtomicU64,
     pub(super) relay: RelayStats,
+    pub(super) mailbox: MailboxStats,
     pub(super) traffic: Arc<Traffic>,
+}
+
+/// The mailbox's counters.
+#[derive(Debug, Default)]
+pub(super) struct MailboxStats {
+    pub(super) held_entries: AtomicU64,
+    pub(super) held_bytes: AtomicU64,
+    pub(super) deposits: AtomicU64,
+    pub(super) fetches: AtomicU64,
+    pub(super) acknowledged: AtomicU64,
+    pub(super) expired: AtomicU64,
+    pub(super) key_lookups: AtomicU64,
+    refusals: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl MailboxStats {
+    /// Counts a request refused with `code` ([`parley_domain::mailbox::Refusal::code`]).
+    pub(super) fn refused(&self, code: &'static str) {
+        *self
+            .refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(code)
+            .or_default() += 1;
+    }
+
+    /// Sets the held gauges to what the store holds.
+    pub(super) fn set_held(&self, entries: u64, bytes: u64) {
+        self.held_entries.store(entries, Ordering::Relaxed);
+        self.held_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Moves the held gauges by entries and bytes that came (`added`) or went.
+    pub(super) fn held(&self, entries: u64, bytes: u64, added: bool) {
+        if added {
+            self.held_entries.fetch_add(entries, Ordering::Relaxed);
+            self.held_bytes.fetch_add(bytes, Ordering::Relaxed);
+        } else {
+            let down = |gauge: &AtomicU64, by: u64| {
+                let _ = gauge.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_sub(by))
+                });
+            };
+            down(&self.held_entries, entries);
+            down(&self.held_bytes, bytes);
+        }
+    }
 }
 
 /// The relay's counters.
@@ -68,6 +116,22 @@ pub struct StatsSnapshot {
     /// Relay slots and circuits refused, by kind (`reservation`, `circuit`) and reason
     /// (`resource_limit_exceeded`, `no_reservation`, `permission_denied`, `failed`, …).
     pub relay_refusals: Vec<(&'static str, &'static str, u64)>,
+    /// Mailbox entries held now.
+    pub mailbox_held_entries: u64,
+    /// Their bytes.
+    pub mailbox_held_bytes: u64,
+    /// Deposits held since the start.
+    pub mailbox_deposits: u64,
+    /// Fetches answered since the start.
+    pub mailbox_fetches: u64,
+    /// Entries deleted on their recipient's acknowledgement since the start.
+    pub mailbox_acknowledged: u64,
+    /// Entries purged at their expiry since the start.
+    pub mailbox_expired: u64,
+    /// Key look-ups answered (found or not) since the start.
+    pub mailbox_key_lookups: u64,
+    /// Mailbox requests refused, by code (`mailbox_full`, `unknown_user`, …).
+    pub mailbox_refusals: Vec<(&'static str, u64)>,
     /// Bytes read from all p2p connections (relayed circuits cross twice: in, then out).
     pub bytes_received: u64,
     /// Bytes written to all p2p connections.
@@ -96,6 +160,21 @@ impl DirectoryStats {
                 .unwrap_or_else(PoisonError::into_inner)
                 .iter()
                 .map(|((kind, reason), n)| (*kind, *reason, *n))
+                .collect(),
+            mailbox_held_entries: read(&self.mailbox.held_entries),
+            mailbox_held_bytes: read(&self.mailbox.held_bytes),
+            mailbox_deposits: read(&self.mailbox.deposits),
+            mailbox_fetches: read(&self.mailbox.fetches),
+            mailbox_acknowledged: read(&self.mailbox.acknowledged),
+            mailbox_expired: read(&self.mailbox.expired),
+            mailbox_key_lookups: read(&self.mailbox.key_lookups),
+            mailbox_refusals: self
+                .mailbox
+                .refusals
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .map(|(code, n)| (*code, *n))
                 .collect(),
             bytes_received: read(&self.traffic.received),
             bytes_sent: read(&self.traffic.sent),
