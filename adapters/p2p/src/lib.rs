@@ -41,8 +41,8 @@ pub use node::{
 };
 pub use server::{
     AddressLimit, DirectoryServer, DirectoryStats, IP_LOOKUP_BURST, IP_LOOKUPS_PER_SECOND,
-    LOOKUP_BURST, LOOKUPS_PER_SECOND, MAILBOX_STREAMS_PER_CONNECTION, MailboxOptions, RelayLimits,
-    ServerOptions, StatsSnapshot,
+    LOOKUP_BURST, LOOKUPS_PER_SECOND, MailboxOptions, RelayLimits,
+    SERVER_MAILBOX_STREAMS_PER_CONNECTION, ServerOptions, StatsSnapshot,
 };
 pub use swarm::{
     HANDSHAKE_TIMEOUT, MAX_NEGOTIATING_STREAMS, MAX_STREAMS_PER_CONNECTION, Traffic, with_peer,

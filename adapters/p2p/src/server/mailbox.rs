@@ -43,7 +43,7 @@ use crate::protocol::{
 
 /// `/parley/mailbox/1` streams open at once on one connection; more are dropped. Small: each
 /// may carry a deposit of the largest size.
-pub const MAILBOX_STREAMS_PER_CONNECTION: usize = 4;
+pub const SERVER_MAILBOX_STREAMS_PER_CONNECTION: usize = 4;
 /// How often the writer purges expired entries.
 const PURGE_EVERY: Duration = Duration::from_secs(1);
 /// Jobs (deposits, acknowledgements) queued for the writer; a deposit beyond them is
@@ -89,7 +89,7 @@ pub(super) fn behaviour(limits: &MailboxLimits) -> Behaviour {
             .set_response_size_maximum(largest),
         [(MAILBOX_PROTOCOL, ProtocolSupport::Full)],
         request_response::Config::default()
-            .with_max_concurrent_streams(MAILBOX_STREAMS_PER_CONNECTION),
+            .with_max_concurrent_streams(SERVER_MAILBOX_STREAMS_PER_CONNECTION),
     )
 }
 

@@ -13,7 +13,7 @@ mod mailbox;
 mod relay;
 mod stats;
 
-pub use mailbox::{MAILBOX_STREAMS_PER_CONNECTION, MailboxOptions};
+pub use mailbox::{MailboxOptions, SERVER_MAILBOX_STREAMS_PER_CONNECTION};
 pub use relay::RelayLimits;
 
 pub use limit::{
