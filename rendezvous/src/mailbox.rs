@@ -1,17 +1,28 @@
-//! The mailbox's store in sled, in `<data>/mailbox` (its own database, with a small cache so
-//! that a full mailbox stays on disk rather than in memory).
+//! The mailbox's store in `<data>/mailbox`: each held entry's bytes in a file of its own,
+//! `entries/<id>` (the wrapped envelope and the attachment files, each as a u32 big-endian
+//! length and its bytes), and the bookkeeping in a sled database, `index/` (its own, with a
+//! small cache, so that a full mailbox stays on disk rather than in memory).
 //!
-//! Four trees, every change to them in one transaction:
+//! Three trees, every change to them in one transaction:
 //! - `meta`: recipient `/` [`MailId`] → deposited at, expires at (ms, i64 big-endian), size
 //!   (u64 big-endian): a recipient's entries sort by deposit time;
-//! - `bytes`: [`MailId`] → the sealed envelope and the attachment files;
 //! - `expiry`: expires at (u64 big-endian) ++ [`MailId`] → recipient, for the purge;
 //! - `usage`: recipient → entries and bytes held (u64 big-endian each).
 //!
 //! The recipient is stored by username (usernames never contain `/`); the sender is not stored
-//! at all. Writes are synced before they return.
+//! at all. A deposit's file is written and synced (then renamed into place, the folder synced)
+//! before its bookkeeping, and the bookkeeping is synced before the deposit is answered; a
+//! removal deletes the bookkeeping (synced) before the file. So a crash can leave a file
+//! without bookkeeping, never the reverse; such files are deleted when the store opens.
+//!
+//! The bytes are kept as they came, without a checksum of the store's own: they are sealed,
+//! and the recipient is the one who can tell whether they were altered. A file that cannot
+//! even be framed any more is handed on as one opaque part, for the recipient to refuse.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
 
 use parley_domain::{MailId, Timestamp, Usage, Username};
 use parley_usecases::ports::{HeldEntry, HeldMeta, MailboxStore, MailboxStoreError};
@@ -20,8 +31,12 @@ use sled::{
     transaction::{ConflictableTransactionError, TransactionError, TransactionalTree},
 };
 
-/// Name of the sled folder inside the data folder.
+/// Name of the mailbox folder inside the data folder.
 pub const DB_DIR: &str = "mailbox";
+/// The folder of the entries' files, inside the mailbox folder.
+pub const ENTRIES_DIR: &str = "entries";
+/// The sled database of the bookkeeping, inside the mailbox folder.
+const INDEX_DIR: &str = "index";
 /// sled's page cache, in bytes: enough for the bookkeeping, not for the mail itself.
 const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 /// At most this many expired entries go in one purge; the rest go in the next.
@@ -42,11 +57,11 @@ fn tx_fail(e: TransactionError<MailboxStoreError>) -> MailboxStoreError {
     }
 }
 
-/// The sled-backed mailbox store.
+/// The mailbox store: files for the bytes, sled for the bookkeeping.
 pub struct SledMailbox {
     db: sled::Db,
+    entries: PathBuf,
     meta: sled::Tree,
-    bytes: sled::Tree,
     expiry: sled::Tree,
     usage: sled::Tree,
 }
@@ -130,8 +145,8 @@ fn decode_usage(value: Option<&[u8]>) -> Result<Usage, MailboxStoreError> {
     }
 }
 
-/// The sealed envelope and files as one value: each part as a u32 big-endian length and its
-/// bytes, the sealed envelope first.
+/// The sealed envelope and files as one file's bytes: each part as a u32 big-endian length and
+/// its bytes, the sealed envelope first.
 fn encode_parts(entry: &HeldEntry) -> Result<Vec<u8>, MailboxStoreError> {
     let mut value = Vec::with_capacity(usize::try_from(entry.meta.size).unwrap_or(0) + 40);
     for part in std::iter::once(&entry.sealed).chain(&entry.files) {
@@ -162,11 +177,10 @@ fn decode_parts(mut value: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>), MailboxStor
     Ok((sealed, parts))
 }
 
-/// Deletes `recipient`'s entry `id` inside a transaction over the four trees; its bookkeeping
-/// if it was there.
+/// Deletes `recipient`'s entry `id` inside a transaction over the three trees; its
+/// bookkeeping if it was there.
 fn remove_in(
     meta: &TransactionalTree,
-    bytes: &TransactionalTree,
     expiry: &TransactionalTree,
     usage: &TransactionalTree,
     recipient: &Username,
@@ -176,7 +190,6 @@ fn remove_in(
         return Ok(None);
     };
     let held = decode_meta(id, &value).map_err(ConflictableTransactionError::Abort)?;
-    bytes.remove(&id.0)?;
     expiry.remove(expiry_key(held.expires_at, &id))?;
     let name = recipient.as_str().as_bytes();
     let now = decode_usage(usage.get(name)?.as_deref())
@@ -191,47 +204,111 @@ fn remove_in(
 }
 
 impl SledMailbox {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir`, and deletes entry files that have no bookkeeping
+    /// (a crash between writing one and recording it, or between the two steps of a removal).
     ///
     /// # Errors
-    /// [`MailboxStoreError`] when sled cannot open it (for example, another process holds it).
+    /// [`MailboxStoreError`] when sled cannot open it (for example, another process holds it)
+    /// or the entries folder cannot be read.
     pub fn open(dir: &Path) -> Result<Self, MailboxStoreError> {
+        let entries = dir.join(ENTRIES_DIR);
+        fs::create_dir_all(&entries).map_err(fail)?;
         let db = sled::Config::new()
-            .path(dir)
+            .path(dir.join(INDEX_DIR))
             .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(fail)?;
-        Ok(Self {
+        let store = Self {
             meta: db.open_tree("meta").map_err(fail)?,
-            bytes: db.open_tree("bytes").map_err(fail)?,
             expiry: db.open_tree("expiry").map_err(fail)?,
             usage: db.open_tree("usage").map_err(fail)?,
+            entries,
             db,
-        })
+        };
+        store.sweep()?;
+        Ok(store)
     }
 
-    fn trees(&self) -> (&sled::Tree, &sled::Tree, &sled::Tree, &sled::Tree) {
-        (&self.meta, &self.bytes, &self.expiry, &self.usage)
+    /// Deletes the files no entry names (and half-written ones).
+    fn sweep(&self) -> Result<(), MailboxStoreError> {
+        let mut held = HashSet::new();
+        for record in &self.expiry {
+            let (key, _) = record.map_err(fail)?;
+            held.insert(id_of(key.get(8..).ok_or_else(|| corrupt("expiry key"))?)?.to_string());
+        }
+        for file in fs::read_dir(&self.entries).map_err(fail)? {
+            let file = file.map_err(fail)?;
+            let name = file.file_name().to_string_lossy().into_owned();
+            if !held.contains(&name) {
+                fs::remove_file(file.path()).map_err(fail)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn trees(&self) -> (&sled::Tree, &sled::Tree, &sled::Tree) {
+        (&self.meta, &self.expiry, &self.usage)
     }
 
     fn sync(&self) -> Result<(), MailboxStoreError> {
         self.db.flush().map(|_| ()).map_err(fail)
     }
 
-    fn put_one(&self, recipient: &Username, entry: &HeldEntry) -> Result<(), MailboxStoreError> {
+    fn file(&self, id: &MailId) -> PathBuf {
+        self.entries.join(id.to_string())
+    }
+
+    /// Writes an entry's file under a temporary name, synced, and renames it into place (the
+    /// folder is synced by the caller, once for a batch).
+    fn write_file(&self, entry: &HeldEntry) -> Result<(), MailboxStoreError> {
+        let target = self.file(&entry.meta.id);
+        let temp = self.entries.join(format!("{}.new", entry.meta.id));
+        let written = (|| -> Result<(), MailboxStoreError> {
+            let mut out = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+                .map_err(fail)?;
+            out.write_all(&encode_parts(entry)?).map_err(fail)?;
+            out.sync_data().map_err(fail)?;
+            fs::rename(&temp, &target).map_err(fail)
+        })();
+        if written.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        written
+    }
+
+    fn sync_folder(&self) -> Result<(), MailboxStoreError> {
+        File::open(&self.entries)
+            .and_then(|folder| folder.sync_all())
+            .map_err(fail)
+    }
+
+    /// Deletes an entry's file once its bookkeeping is gone (durably); a file already gone is
+    /// fine.
+    fn delete_file(&self, id: &MailId) {
+        match fs::remove_file(self.file(id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            // Left behind: the next open deletes it.
+            Err(_) => {}
+        }
+    }
+
+    /// Records an entry whose file is in place.
+    fn record(&self, recipient: &Username, entry: &HeldEntry) -> Result<(), MailboxStoreError> {
         let key = meta_key(recipient, &entry.meta.id);
-        let parts = encode_parts(entry)?;
         let meta_value = encode_meta(&entry.meta);
         let name = recipient.as_str().as_bytes();
         self.trees()
-            .transaction(|(meta, bytes, expiry, usage)| {
+            .transaction(|(meta, expiry, usage)| {
                 if meta.get(&key)?.is_some() {
                     return Err(ConflictableTransactionError::Abort(fail(
                         "an entry with this id is already held",
                     )));
                 }
                 meta.insert(key.as_slice(), meta_value.as_slice())?;
-                bytes.insert(&entry.meta.id.0, parts.as_slice())?;
                 expiry.insert(expiry_key(entry.meta.expires_at, &entry.meta.id), name)?;
                 let now = decode_usage(usage.get(name)?.as_deref())
                     .map_err(ConflictableTransactionError::Abort)?
@@ -248,28 +325,59 @@ impl SledMailbox {
         id: MailId,
     ) -> Result<Option<HeldMeta>, MailboxStoreError> {
         self.trees()
-            .transaction(|(meta, bytes, expiry, usage)| {
-                remove_in(meta, bytes, expiry, usage, recipient, id)
-            })
+            .transaction(|(meta, expiry, usage)| remove_in(meta, expiry, usage, recipient, id))
             .map_err(tx_fail)
+    }
+
+    /// An entry's bytes. A file that cannot be framed is handed on whole, as its sealed part,
+    /// and a file that is gone as an empty one: the recipient refuses either as altered and
+    /// acknowledges it, so a damaged entry never blocks the mail behind it.
+    fn read_file(&self, id: &MailId) -> Result<(Vec<u8>, Vec<Vec<u8>>), MailboxStoreError> {
+        match fs::read(self.file(id)) {
+            Ok(bytes) => Ok(decode_parts(&bytes).unwrap_or((bytes, Vec::new()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok((Vec::new(), Vec::new())),
+            Err(e) => Err(fail(e)),
+        }
     }
 }
 
 impl MailboxStore for SledMailbox {
     fn put(&self, recipient: &Username, entry: &HeldEntry) -> Result<(), MailboxStoreError> {
-        self.put_one(recipient, entry)?;
-        self.sync()
+        self.put_batch(&[(recipient.clone(), entry.clone())])
+            .pop()
+            .unwrap_or_else(|| Err(fail("nothing was written")))
     }
 
+    /// Every file is written and synced, the folder synced once, then every entry recorded and
+    /// the bookkeeping synced once: one trip to the disk per file, and one for the batch.
     fn put_batch(&self, batch: &[(Username, HeldEntry)]) -> Vec<Result<(), MailboxStoreError>> {
         let mut results: Vec<_> = batch
             .iter()
-            .map(|(recipient, entry)| self.put_one(recipient, entry))
+            .map(|(_, entry)| self.write_file(entry))
             .collect();
+        if let Err(e) = self.sync_folder() {
+            for result in &mut results {
+                *result = Err(e.clone());
+            }
+        }
+        for ((recipient, entry), result) in batch.iter().zip(&mut results) {
+            if result.is_ok() {
+                *result = self.record(recipient, entry);
+            }
+        }
         if let Err(e) = self.sync() {
             for result in &mut results {
                 if result.is_ok() {
                     *result = Err(e.clone());
+                }
+            }
+        }
+        for ((recipient, entry), result) in batch.iter().zip(&results) {
+            if result.is_err() {
+                // Never answered held: its file goes (the next open sweeps it if this fails).
+                let recorded = self.meta.contains_key(meta_key(recipient, &entry.meta.id));
+                if !matches!(recorded, Ok(true)) {
+                    self.delete_file(&entry.meta.id);
                 }
             }
         }
@@ -298,12 +406,7 @@ impl MailboxStore for SledMailbox {
             {
                 return Ok((entries, true));
             }
-            let parts = self
-                .bytes
-                .get(id.0)
-                .map_err(fail)?
-                .ok_or_else(|| corrupt("an entry without its bytes"))?;
-            let (sealed, files) = decode_parts(&parts)?;
+            let (sealed, files) = self.read_file(&id)?;
             total = total.saturating_add(meta.size);
             entries.push(HeldEntry {
                 meta,
@@ -322,6 +425,7 @@ impl MailboxStore for SledMailbox {
         let removed = self.remove_one(recipient, *id)?;
         if removed.is_some() {
             self.sync()?;
+            self.delete_file(id);
         }
         Ok(removed)
     }
@@ -337,6 +441,9 @@ impl MailboxStore for SledMailbox {
         }
         if !removed.is_empty() {
             self.sync()?;
+            for meta in &removed {
+                self.delete_file(&meta.id);
+            }
         }
         Ok(removed)
     }
@@ -371,6 +478,9 @@ impl MailboxStore for SledMailbox {
         }
         if !gone.is_empty() {
             self.sync()?;
+            for (_, meta) in &gone {
+                self.delete_file(&meta.id);
+            }
         }
         Ok(gone)
     }
@@ -484,17 +594,49 @@ mod tests {
     }
 
     #[test]
+    fn each_entry_is_a_file_and_files_without_bookkeeping_go_at_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let bob = name("bob");
+        let held = entry(1_000, 1, 50_000, &[b"attached"]);
+        {
+            let store = SledMailbox::open(dir.path()).expect("open");
+            store.put(&bob, &held).expect("put");
+            let bytes = std::fs::read(store.file(&held.meta.id)).expect("a file per entry");
+            assert_eq!(bytes, encode_parts(&held).expect("encode"));
+        }
+        let entries = dir.path().join(ENTRIES_DIR);
+        std::fs::write(entries.join("00000000000000000000000000000000"), b"orphan").expect("w");
+        std::fs::write(entries.join(format!("{}.new", held.meta.id)), b"half").expect("w");
+        let store = SledMailbox::open(dir.path()).expect("reopen");
+        let names: Vec<String> = std::fs::read_dir(&entries)
+            .expect("read")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [held.meta.id.to_string()]);
+        store.remove(&bob, &held.meta.id).expect("remove");
+        assert_eq!(std::fs::read_dir(&entries).expect("read").count(), 0);
+    }
+
+    #[test]
     fn a_corrupt_record_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SledMailbox::open(dir.path()).expect("open");
         let bob = name("bob");
         let held = entry(1_000, 1, 5_000, &[]);
         store.put(&bob, &held).expect("put");
-        store
-            .bytes
-            .insert(held.meta.id.0, &[0, 0, 0, 9, 1][..])
-            .expect("corrupt");
-        assert!(store.oldest(&bob, Timestamp(1), 10, 1 << 20).is_err());
+        // A file that cannot be framed is handed on whole, for the recipient to refuse.
+        std::fs::write(store.file(&held.meta.id), [0, 0, 0, 9, 1]).expect("corrupt");
+        let (got, _) = store
+            .oldest(&bob, Timestamp(1), 10, 1 << 20)
+            .expect("served");
+        assert_eq!(got[0].sealed, [0, 0, 0, 9, 1]);
+        assert!(got[0].files.is_empty());
+        // A file gone is handed on empty, not a panic and not a stuck mailbox.
+        std::fs::remove_file(store.file(&held.meta.id)).expect("remove");
+        let (got, _) = store
+            .oldest(&bob, Timestamp(1), 10, 1 << 20)
+            .expect("served");
+        assert!(got[0].sealed.is_empty());
         store.usage.insert("bob", &[1][..]).expect("corrupt");
         assert!(store.usage(&bob).is_err());
         assert!(store.totals().is_err());

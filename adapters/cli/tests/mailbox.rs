@@ -293,13 +293,13 @@ fn attachments_travel_through_the_mailbox_and_one_over_its_cap_stays_in_the_outb
             "save-attachment",
             "alice",
             &id,
-            "0",
+            "--to",
             saved.to_str().unwrap(),
         ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::read(&saved).unwrap(), bytes);
-    assert_eq!(photo["attachments"][0]["size"], bytes.len());
+    assert_eq!(photo["attachments"][0]["name"], "photo.bin");
 }
 
 #[test]
@@ -313,7 +313,11 @@ fn an_entry_altered_on_the_rendezvous_disk_is_refused_by_the_recipient_and_never
     let https = rv.url.trim_start_matches("https://").to_owned();
     let p2p = rv.p2p.split("/p2p/").next().unwrap().to_owned();
     assert!(rv.stop().success());
-    let blobs = dir.path().join("rendezvous").join("mailbox").join("blobs");
+    let blobs = dir
+        .path()
+        .join("rendezvous")
+        .join("mailbox")
+        .join("entries");
     let mut flipped = 0;
     for entry in std::fs::read_dir(&blobs).expect("held entries are files") {
         let path = entry.unwrap().path();
