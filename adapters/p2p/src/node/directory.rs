@@ -62,11 +62,18 @@ pub(super) struct Rendezvous {
     pub(super) addrs: Vec<Multiaddr>,
 }
 
-/// The client's state: the rendezvous (if configured) and the look-ups in flight.
+/// The client's state: the rendezvous (if configured), the look-ups in flight, and the
+/// publication in flight with the one to send after it.
 pub(super) struct Client {
     rendezvous: Option<Rendezvous>,
     lookups: HashMap<OutboundRequestId, LookupReply>,
     snapshot: Arc<Mutex<NodeSnapshot>>,
+    /// At most one publication is in flight: two sent at once may be handled in either order,
+    /// and the older one would then replace the newer (a circuit address published a moment
+    /// after the direct ones would be lost).
+    publishing: Option<OutboundRequestId>,
+    /// The addresses to publish once the one in flight is answered (the latest asked for).
+    next: Option<Vec<Multiaddr>>,
 }
 
 type PeerSwarm = Swarm<behaviour::Behaviour>;
@@ -77,6 +84,8 @@ impl Client {
             rendezvous,
             lookups: HashMap::new(),
             snapshot,
+            publishing: None,
+            next: None,
         }
     }
 
@@ -113,25 +122,43 @@ impl Client {
         }
     }
 
-    /// Publishes `listen_addrs` at the rendezvous.
-    pub(super) fn publish(&self, swarm: &mut PeerSwarm, listen_addrs: &[Multiaddr]) {
+    /// Publishes `listen_addrs` at the rendezvous: now, or — while a publication is in
+    /// flight — as soon as it is answered.
+    pub(super) fn publish(&mut self, swarm: &mut PeerSwarm, listen_addrs: &[Multiaddr]) {
+        if self.publishing.is_some() {
+            self.next = Some(listen_addrs.to_vec());
+            return;
+        }
         let Some(Rendezvous { peer, .. }) = &self.rendezvous else {
             return;
         };
-        let addrs = listen_addrs.iter().map(ToString::to_string).collect();
-        swarm.behaviour_mut().directory.send_request(
+        let addrs: Vec<String> = listen_addrs.iter().map(ToString::to_string).collect();
+        tracing::debug!(?addrs, "publishing our addresses");
+        let id = swarm.behaviour_mut().directory.send_request(
             peer,
             DirectoryRequest::Publish {
                 addrs,
                 meta: Meta::new(),
             },
         );
+        self.publishing = Some(id);
     }
 
-    /// The rendezvous connection is gone: status says "not connected" until published again.
-    pub(super) fn on_lost(&self) {
+    /// The publication in flight is answered (or failed): the waiting one goes out.
+    fn published(&mut self, swarm: &mut PeerSwarm) {
+        self.publishing = None;
+        if let Some(next) = self.next.take() {
+            self.publish(swarm, &next);
+        }
+    }
+
+    /// The rendezvous connection is gone: status says "not connected" until published again
+    /// (the reconnection publishes afresh).
+    pub(super) fn on_lost(&mut self) {
         tracing::warn!("lost the rendezvous connection; re-dialling");
         self.set_connected(false);
+        self.publishing = None;
+        self.next = None;
     }
 
     /// Looks `user` up: from an open verified connection if there is one, else at the
@@ -177,6 +204,7 @@ impl Client {
     /// acknowledging this peer's publication (a (re)connection).
     pub(super) fn on_event(
         &mut self,
+        swarm: &mut PeerSwarm,
         event: request_response::Event<DirectoryRequest, DirectoryResponse>,
     ) -> bool {
         match event {
@@ -187,7 +215,13 @@ impl Client {
                         response,
                     },
                 ..
-            } => self.on_response(request_id, response),
+            } => {
+                let published = self.on_response(request_id, response);
+                if self.publishing == Some(request_id) {
+                    self.published(swarm);
+                }
+                published
+            }
             request_response::Event::OutboundFailure {
                 request_id, error, ..
             } => {
@@ -195,6 +229,9 @@ impl Client {
                     let _ = reply.send(Err(DirectoryError::Unavailable(describe(&error))));
                 } else {
                     tracing::warn!(error = %error, "publishing to the rendezvous failed");
+                    if self.publishing == Some(request_id) {
+                        self.published(swarm);
+                    }
                 }
                 false
             }

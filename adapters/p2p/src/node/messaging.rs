@@ -14,6 +14,7 @@ use libp2p::{
     request_response::{
         self, OutboundFailure, OutboundRequestId, ProtocolSupport, ResponseChannel,
     },
+    swarm::dial_opts::{DialOpts, PeerCondition},
 };
 use parley_domain::{Digest, PeerKeys, Role, Username};
 use parley_usecases::ports::TransportError;
@@ -147,10 +148,21 @@ impl Messaging {
                 keys: pinned,
             },
         );
-        let id = swarm
-            .behaviour_mut()
-            .messaging
-            .send_request_with_addresses(&peer, request, addrs);
+        // Dialled here, whatever other dial to the peer is under way: a hole punch's dial to
+        // an address that will not answer would otherwise hold the request until it times out
+        // (and its failure would fail the request with it), never trying the addresses the
+        // directory gave, such as the relay's circuit.
+        if !addrs.is_empty() && !swarm.is_connected(&peer) {
+            let opts = DialOpts::peer_id(peer)
+                .addresses(addrs)
+                .condition(PeerCondition::Always)
+                .build();
+            if let Err(e) = swarm.dial(opts) {
+                let _ = reply.send(Err(TransportError::Unreachable(e.to_string())));
+                return;
+            }
+        }
+        let id = swarm.behaviour_mut().messaging.send_request(&peer, request);
         self.deliveries.insert(
             id,
             Pending {

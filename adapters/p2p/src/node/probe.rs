@@ -65,7 +65,11 @@ impl Probes {
         if waiting.len() > 1 {
             return; // a dial is already under way
         }
-        let opts = DialOpts::peer_id(peer).addresses(addrs).build();
+        // Whatever other dial to the peer is under way (see `messaging::deliver`).
+        let opts = DialOpts::peer_id(peer)
+            .addresses(addrs)
+            .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
+            .build();
         if let Err(e) = swarm.dial(opts) {
             for (_, reply) in self.waiting.remove(&peer).unwrap_or_default() {
                 let _ = reply.send(Err(TransportError::Unreachable(e.to_string())));

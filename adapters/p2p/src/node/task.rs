@@ -140,7 +140,7 @@ impl Task {
                     .on_event(&mut self.swarm, &self.registry, event);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Directory(event)) => {
-                let published = self.directory.on_event(event);
+                let published = self.directory.on_event(&mut self.swarm, event);
                 if published {
                     self.mailbox.on_published();
                 }
