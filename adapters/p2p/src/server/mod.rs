@@ -260,6 +260,17 @@ impl Directory {
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => {
                 relay::count(&self.stats, &event);
             }
+            // A connection that misses its pings is closed, as peers close theirs: a device
+            // whose router forgot the mapping comes back on a new connection, and the relay
+            // must not keep its slot (or a circuit's other end) on the silent old one.
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event {
+                peer,
+                connection,
+                result: Err(failure),
+            })) if !matches!(failure, libp2p::ping::Failure::Unsupported) => {
+                tracing::info!(%peer, error = %failure, "connection silent: closing it");
+                self.swarm.close_connection(connection);
+            }
             SwarmEvent::ConnectionEstablished {
                 connection_id,
                 endpoint,
