@@ -14,7 +14,10 @@ use libp2p::{
     request_response::{
         self, OutboundFailure, OutboundRequestId, ProtocolSupport, ResponseChannel,
     },
-    swarm::dial_opts::{DialOpts, PeerCondition},
+    swarm::{
+        ConnectionId,
+        dial_opts::{DialOpts, PeerCondition},
+    },
 };
 use parley_domain::{Digest, PeerKeys, Role, Username};
 use parley_usecases::ports::TransportError;
@@ -95,6 +98,8 @@ struct Pending {
 pub(super) struct Messaging {
     inbound: mpsc::Sender<Inbound>,
     deliveries: HashMap<OutboundRequestId, Pending>,
+    /// The dials deliveries started and that have not ended yet, and to whom.
+    dialing: HashMap<ConnectionId, PeerId>,
     replies: FuturesUnordered<BoxFuture<'static, Reply>>,
     violations: Violations,
 }
@@ -112,9 +117,15 @@ impl Messaging {
         Self {
             inbound,
             deliveries: HashMap::new(),
+            dialing: HashMap::new(),
             replies: FuturesUnordered::new(),
             violations: Violations::default(),
         }
+    }
+
+    /// A connection attempt ended (established or failed): a dial of ours is over.
+    pub(super) fn dial_ended(&mut self, connection: ConnectionId) {
+        self.dialing.remove(&connection);
     }
 
     /// Sends `delivery`, holding an existing connection to the identity it is meant for.
@@ -148,19 +159,25 @@ impl Messaging {
                 keys: pinned,
             },
         );
-        // Dialled here, whatever other dial to the peer is under way: a hole punch's dial to
-        // an address that will not answer would otherwise hold the request until it times out
-        // (and its failure would fail the request with it), never trying the addresses the
-        // directory gave, such as the relay's circuit.
-        if !addrs.is_empty() && !swarm.is_connected(&peer) {
+        // Dialled here, whatever other dial to the peer is under way (unless it is a
+        // delivery's own): a hole punch's dial to an address that will not answer would
+        // otherwise hold the request until it times out (and its failure would fail the
+        // request with it), never trying the addresses the directory gave, such as the relay's
+        // circuit. Deliveries share one dial per peer, so retries do not pile up circuits.
+        if !addrs.is_empty()
+            && !swarm.is_connected(&peer)
+            && !self.dialing.values().any(|p| *p == peer)
+        {
             let opts = DialOpts::peer_id(peer)
                 .addresses(addrs)
                 .condition(PeerCondition::Always)
                 .build();
+            let connection = opts.connection_id();
             if let Err(e) = swarm.dial(opts) {
                 let _ = reply.send(Err(TransportError::Unreachable(e.to_string())));
                 return;
             }
+            self.dialing.insert(connection, peer);
         }
         let id = swarm.behaviour_mut().messaging.send_request(&peer, request);
         self.deliveries.insert(

@@ -65,11 +65,7 @@ impl Probes {
         if waiting.len() > 1 {
             return; // a dial is already under way
         }
-        // Whatever other dial to the peer is under way (see `messaging::deliver`).
-        let opts = DialOpts::peer_id(peer)
-            .addresses(addrs)
-            .condition(libp2p::swarm::dial_opts::PeerCondition::Always)
-            .build();
+        let opts = DialOpts::peer_id(peer).addresses(addrs).build();
         if let Err(e) = swarm.dial(opts) {
             for (_, reply) in self.waiting.remove(&peer).unwrap_or_default() {
                 let _ = reply.send(Err(TransportError::Unreachable(e.to_string())));

@@ -163,9 +163,12 @@ impl Task {
             SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => {
                 self.nat.on_ping(&mut self.swarm, &event);
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. }
-                if self.directory.is_rendezvous(&peer_id) =>
-            {
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                ..
+            } if self.directory.is_rendezvous(&peer_id) => {
+                self.messaging.dial_ended(connection_id);
                 tracing::info!(%peer_id, "connected to the rendezvous");
                 self.publish();
                 self.want_relay();
@@ -176,6 +179,7 @@ impl Task {
                 endpoint,
                 ..
             } => {
+                self.messaging.dial_ended(connection_id);
                 self.nat.on_established(peer_id, connection_id, &endpoint);
                 self.probes.finish(&self.registry, &peer_id, true);
                 self.refresh();
@@ -237,7 +241,12 @@ impl Task {
             } => {
                 tracing::info!(%send_back_addr, error = %error, "refused an incoming connection");
             }
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+            SwarmEvent::OutgoingConnectionError {
+                peer_id,
+                connection_id,
+                error,
+            } => {
+                self.messaging.dial_ended(connection_id);
                 tracing::debug!(?peer_id, error = %error, "outgoing connection failed");
                 if let Some(peer) = peer_id {
                     self.probes.finish(&self.registry, &peer, false);
