@@ -203,7 +203,8 @@ fn a_name_nobody_enrolled_is_still_unknown() {
 
 #[test]
 fn a_disappearing_message_that_expires_while_held_is_purged_and_never_shown() {
-    let (_dir, rv, homes) = group(&["alice", "bob"], &[]);
+    let (dir, rv, homes) = group(&["alice", "bob"], &[]);
+    let rv_data = dir.path().join("rendezvous");
     let (alice, bob) = (&homes[0], &homes[1]);
     let _alice_daemon = met_then_bob_leaves(alice, bob);
 
@@ -212,12 +213,23 @@ fn a_disappearing_message_that_expires_while_held_is_purged_and_never_shown() {
         &["send", "bob", "gone in thirty seconds", "--ttl", "30s"],
     ));
     assert_eq!(metric(&rv, "parley_mailbox_held_entries"), 1);
+    let entries = rv_data.join("mailbox").join("entries");
+    assert_eq!(
+        std::fs::read_dir(&entries).unwrap().count(),
+        1,
+        "held on disk"
+    );
     wait_within(
         "the rendezvous to purge the expired entry",
         Duration::from_secs(45),
         || metric(&rv, "parley_mailbox_expired_total") >= 1,
     );
     assert_eq!(metric(&rv, "parley_mailbox_held_entries"), 0);
+    assert_eq!(
+        std::fs::read_dir(&entries).unwrap().count(),
+        0,
+        "the purged entry's file is gone from the rendezvous's disk"
+    );
     std::thread::sleep(Duration::from_secs(8)); // bob comes back after 40 s
 
     let _bob_daemon = Daemon::start(bob);
