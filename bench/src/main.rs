@@ -7,6 +7,7 @@
 #![allow(missing_docs)]
 
 mod floor;
+mod mailbox;
 mod parley;
 mod punch;
 mod relay;
@@ -57,6 +58,12 @@ struct Plan {
     relay_batch: usize,
     /// Pairs of daemons behind two NATs whose first message is timed to a direct connection.
     punches: usize,
+    /// Mailbox deposits timed.
+    mailbox_deposits: usize,
+    /// Mailbox entries held when the rendezvous's memory is read (then all fetched).
+    mailbox_held: usize,
+    /// Rounds of a message sent to a stopped device, timed from its start to the message stored.
+    offline_rounds: usize,
 }
 
 impl Plan {
@@ -75,6 +82,10 @@ impl Plan {
                 fsync_for: Duration::from_millis(700),
                 relay_batch: 4,
                 punches: 1,
+                mailbox_deposits: 500,
+                // A debug build deposits a few hundred a second: the timed deposits are all held.
+                mailbox_held: 500,
+                offline_rounds: 1,
             }
         } else {
             Self {
@@ -92,6 +103,9 @@ impl Plan {
                 // address (libp2p's default), and every peer here dials from 127.0.0.1.
                 relay_batch: 10,
                 punches: 3,
+                mailbox_deposits: 5000,
+                mailbox_held: 100_000,
+                offline_rounds: 3,
             }
         }
     }
@@ -120,9 +134,9 @@ async fn run(args: &Args) -> Result<Value> {
     let (enrollments_per_second, enrollment_cores) =
         parley::enrollments(&rv, &dir.path().join("enroll"), plan.enrollments, 2).await?;
     let alice = parley::enroll(&rv, &dir.path().join("alice"), "alice").await?;
-    let bob = parley::enroll(&rv, &dir.path().join("bob"), "bob").await?;
+    let bob_store = parley::enroll(&rv, &dir.path().join("bob"), "bob").await?;
     let alice = Arc::new(parley::Device::start(alice).await?);
-    let bob = parley::Device::start(bob).await?;
+    let bob = parley::Device::start(bob_store.clone()).await?;
 
     progress("latency");
     let parley_latency = parley::latency(&alice, &bob, plan.messages, 256).await?;
@@ -143,6 +157,17 @@ async fn run(args: &Args) -> Result<Value> {
     .await?;
     let fsyncs = baseline::fdatasync_rate(&dir.path().join("fsync"), plan.fsync_for).await?;
 
+    progress(&format!(
+        "the mailbox: {} deposits, {} held",
+        plan.mailbox_deposits, plan.mailbox_held
+    ));
+    let mail = mailbox::measure(
+        &dir.path().join("mailbox"),
+        plan.mailbox_deposits,
+        plan.mailbox_held,
+    )
+    .await?;
+
     progress("connect");
     let parley_connect =
         parley::connect(&rv, &bob, &dir.path().join("connect"), plan.connects).await?;
@@ -158,6 +183,11 @@ async fn run(args: &Args) -> Result<Value> {
 
     progress("memory");
     let idle_daemon = parley::idle_daemon_rss(&rv, dir.path()).await?;
+
+    progress("offline delivery");
+    let (offline, bob) =
+        mailbox::offline_to_delivered(&alice, bob, &bob_store, plan.offline_rounds).await?;
+    drop(bob_store);
     if let Ok(alice) = Arc::try_unwrap(alice) {
         alice.stop().await;
     }
@@ -214,6 +244,9 @@ async fn run(args: &Args) -> Result<Value> {
         "bulk_ratio": ratio(parley_bulk, tls_bulk),
         "crypto_ratio": ratio(ms(seal + open), ms(seal_floor + open_floor)),
         "relay_ratio": ratio(ms(relayed_p.0), ms(direct_p.0)),
+        "mailbox_deposit_ratio": ratio(mail.deposits_per_second, fsyncs),
+        "mailbox_fetch_ratio": ratio(mail.fetch_per_second, fsyncs),
+        "offline_to_delivered": ms(p(&offline, 0.5)),
         "quick": args.quick,
         "latency": {
             "message_bytes": 256, "samples": plan.messages,
@@ -274,6 +307,22 @@ async fn run(args: &Args) -> Result<Value> {
             "rss_circuits_mib": relay_memory.opened.iter().map(|b| mib(*b as f64)).collect::<Vec<_>>(),
             "rss_per_reservation_kib": relay_memory.per_reservation() / 1024.0,
             "rss_per_circuit_kib": relay_memory.per_circuit() / 1024.0,
+        },
+        "mailbox": {
+            "entry_bytes": mailbox::ENTRY_BYTES,
+            "deposits": mail.deposits,
+            "senders": mailbox::SENDERS,
+            "in_flight": mailbox::SENDERS * mailbox::IN_FLIGHT_PER_SENDER,
+            "deposits_per_s": mail.deposits_per_second,
+            "deposit_busy_cores": mail.deposit_busy_cores,
+            "held": mail.held,
+            "fetch_per_s": mail.fetch_per_second,
+            "fdatasync_per_s": fsyncs,
+            "rss_empty_mib": mib(mail.rss_empty as f64),
+            "rss_held_mib": mib(mail.rss_held as f64),
+            "rss_per_held_entry_bytes": mail.rss_per_entry(),
+            "offline_rounds": plan.offline_rounds,
+            "offline_to_delivered_ms": offline.iter().map(|t| ms(*t)).collect::<Vec<_>>(),
         },
         "memory": {
             "idle_daemon_rss_mib": idle_daemon.map(|b| mib(b as f64)),
@@ -425,6 +474,25 @@ fn table(doc: &Value) -> String {
             f("/relay/rss_per_circuit_kib")
         ),
         format!(
+            "mailbox     1 KiB     {:.0} deposits/s held ({} deposits, {} in flight from {} senders), {:.2} cores busy | {:.0} fetched+acknowledged/s | fdatasync {:.0} /s",
+            f("/mailbox/deposits_per_s"),
+            f("/mailbox/deposits"),
+            f("/mailbox/in_flight"),
+            f("/mailbox/senders"),
+            f("/mailbox/deposit_busy_cores"),
+            f("/mailbox/fetch_per_s"),
+            f("/mailbox/fdatasync_per_s")
+        ),
+        format!(
+            "mailbox memory        {} held: rendezvous {:.1} MiB → {:.1} MiB, {:.0} B per held entry | offline_to_delivered p50 {:.0} ms (known contact, {} round(s))",
+            f("/mailbox/held"),
+            f("/mailbox/rss_empty_mib"),
+            f("/mailbox/rss_held_mib"),
+            f("/mailbox/rss_per_held_entry_bytes"),
+            f("/offline_to_delivered"),
+            f("/mailbox/offline_rounds")
+        ),
+        format!(
             "memory                idle daemon {} | rendezvous with peers {:.1} MiB",
             doc.pointer("/memory/idle_daemon_rss_mib")
                 .and_then(Value::as_f64)
@@ -440,6 +508,19 @@ fn table(doc: &Value) -> String {
         goal("throughput_ratio", f("/throughput_ratio"), 10.0, true),
         goal("bulk_ratio", f("/bulk_ratio"), 0.15, true),
         goal("relay_ratio", f("/relay_ratio"), 1.5, false),
+        goal(
+            "mailbox_deposit",
+            f("/mailbox/deposits_per_s"),
+            1000.0,
+            true,
+        ),
+        goal("mailbox_fetch", f("/mailbox/fetch_per_s"), 1000.0, true),
+        format!(
+            "{:<18} {:>9.2}   {:>9.2}   (reported: per second over fdatasync per second, the disk's bound)",
+            "mailbox ratios",
+            f("/mailbox_deposit_ratio"),
+            f("/mailbox_fetch_ratio")
+        ),
         format!(
             "{:<18} {:>9.2}   (reported; lower is better)",
             "crypto_ratio",

@@ -25,12 +25,15 @@ pub fn serve_rendezvous(data: &Path) -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
         // The benchmark enrolls dozens of devices from one address: the per-client enrollment
-        // limit would refuse them, and it is not what is measured.
+        // limit would refuse them, and it is not what is measured. Likewise the mailbox's
+        // quotas and per-sender rate: the mailbox measure holds 100,000 entries for one
+        // recipient from a handful of senders, to measure the store, not the limits.
         let protection = parley_rendezvous::Protection {
             enroll: parley_rendezvous::limit::Rate {
                 burst: u32::MAX,
                 per_minute: u32::MAX,
             },
+            mailbox: crate::mailbox::LIMITS,
             ..parley_rendezvous::Protection::default()
         };
         let config = parley_rendezvous::Config {
@@ -198,6 +201,14 @@ impl Device {
     /// Starts the peer of an enrolled store as `parley daemon` does, and waits until the
     /// rendezvous knows it.
     pub async fn start(store: Arc<Store>) -> Result<Self> {
+        let device = Self::launch(store).await?;
+        device.wait_published().await?;
+        Ok(device)
+    }
+
+    /// Starts the peer of an enrolled store as `parley daemon` does, without waiting for the
+    /// rendezvous.
+    pub async fn launch(store: Arc<Store>) -> Result<Self> {
         let peer = Peer::start(
             store,
             Config {
@@ -208,15 +219,14 @@ impl Device {
             },
         )
         .await?;
-        let device = Self {
+        Ok(Self {
             user: peer.user().clone(),
             peer,
-        };
-        device.wait_published().await?;
-        Ok(device)
+        })
     }
 
-    async fn wait_published(&self) -> Result<()> {
+    /// Waits until the rendezvous knows this device (30 s at most).
+    pub async fn wait_published(&self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if self.peer.snapshot().rendezvous_connected
