@@ -9,7 +9,6 @@ mod common;
 
 use std::{
     collections::{HashMap, HashSet},
-    convert::Infallible,
     io::{Read, Write},
     sync::{
         Arc,
@@ -22,7 +21,7 @@ use base64::Engine as _;
 use common::{Ca, node};
 use futures::{AsyncWriteExt as _, StreamExt as _};
 use libp2p::{
-    Multiaddr, PeerId, StreamProtocol, Swarm, SwarmBuilder,
+    Multiaddr, PeerId, StreamProtocol, Swarm,
     request_response::{self, OutboundRequestId, ProtocolSupport},
     swarm::{NetworkBehaviour, SwarmEvent, dial_opts::DialOpts, dial_opts::PeerCondition},
 };
@@ -35,7 +34,6 @@ use parley_p2p::{
         MessageResponse,
     },
     registry::{Expectation, Registry},
-    upgrade::{Accept, MutualTls},
 };
 use parley_usecases::ports::{NodeInfo, OutgoingEnvelope, Transport};
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -206,16 +204,6 @@ impl Attacker {
         let credentials = ca.user(name, seed);
         let registry = Registry::default();
         registry.set_expectation(victim_id, Expectation { role, keys: None });
-        let upgrade = MutualTls::new(&credentials, registry, Accept::Users).unwrap();
-        let mut secret = *common::secret(seed).expose();
-        let keypair = libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).unwrap();
-        let Ok(builder) = SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_tcp(
-                libp2p::tcp::Config::default().nodelay(true),
-                move |_: &libp2p::identity::Keypair| Ok::<_, Infallible>(upgrade),
-                libp2p::yamux::Config::default,
-            );
         // No limits of its own: it sends what the victim must refuse.
         let codec = request_response::json::codec::Codec::default()
             .set_request_size_maximum(16 << 20)
@@ -235,10 +223,7 @@ impl Attacker {
             streams: libp2p_stream::Behaviour::new(),
         };
         let streams = behaviour.streams.new_control();
-        let Ok(builder) = builder.with_behaviour(|_| behaviour);
-        let swarm = builder
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
-            .build();
+        let swarm = common::scripted_swarm(&credentials, seed, registry, behaviour);
         let (commands, rx) = mpsc::channel(16);
         let open = Arc::new(AtomicUsize::new(0));
         let closed = Arc::new(AtomicUsize::new(0));

@@ -10,7 +10,6 @@ mod common;
 
 use std::{
     collections::{HashMap, HashSet, VecDeque},
-    convert::Infallible,
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -19,7 +18,7 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 use common::{Ca, node};
 use futures::StreamExt as _;
 use libp2p::{
-    Multiaddr, PeerId, Swarm, SwarmBuilder,
+    Multiaddr, PeerId, Swarm,
     multiaddr::Protocol,
     request_response::{self, OutboundRequestId, ProtocolSupport},
     swarm::{NetworkBehaviour, SwarmEvent, dial_opts::DialOpts},
@@ -32,7 +31,6 @@ use parley_p2p::{
         MailboxRequest, MailboxResponse,
     },
     registry::{Expectation, Registry},
-    upgrade::{Accept, MutualTls},
 };
 use parley_usecases::ports::{Deposit, MailBatch, MailItem, Mailbox, MailboxError, NodeInfo};
 use tokio::sync::{mpsc, oneshot};
@@ -117,17 +115,11 @@ impl Endpoint {
         registry: Registry,
         publications: bool,
     ) -> Self {
-        let upgrade = MutualTls::new(credentials, registry, Accept::Users).unwrap();
-        let mut secret = *common::secret(seed).expose();
-        let keypair = libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).unwrap();
-        let peer = keypair.public().to_peer_id();
-        let Ok(builder) = SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_tcp(
-                libp2p::tcp::Config::default().nodelay(true),
-                move |_: &libp2p::identity::Keypair| Ok::<_, Infallible>(upgrade),
-                libp2p::yamux::Config::default,
-            );
+        let peer = PeerId::from_public_key(
+            &libp2p::identity::Keypair::ed25519_from_bytes(*common::secret(seed).expose())
+                .unwrap()
+                .public(),
+        );
         let codec = request_response::json::codec::Codec::default()
             .set_request_size_maximum(16 << 20)
             .set_response_size_maximum(16 << 20);
@@ -142,10 +134,7 @@ impl Endpoint {
                 request_response::Config::default(),
             ),
         };
-        let Ok(builder) = builder.with_behaviour(|_| behaviour);
-        let mut swarm = builder
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
-            .build();
+        let mut swarm = common::scripted_swarm(credentials, seed, registry, behaviour);
         swarm
             .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
             .unwrap();

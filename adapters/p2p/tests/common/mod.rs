@@ -2,10 +2,15 @@
 //! helpers to start real nodes and a real directory on loopback.
 #![allow(dead_code, clippy::unwrap_used, missing_docs)]
 
-use std::time::Duration;
+use std::{convert::Infallible, time::Duration};
 
+use libp2p::{Swarm, SwarmBuilder, swarm::NetworkBehaviour};
 use parley_domain::{Secret32, Username, pki};
-use parley_p2p::{Credentials, DirectoryServer, Inbound, Multiaddr, Node, NodeConfig};
+use parley_p2p::{
+    Credentials, DirectoryServer, Inbound, Multiaddr, Node, NodeConfig,
+    registry::Registry,
+    upgrade::{Accept, MutualTls},
+};
 use rcgen::{
     BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ED25519, SanType,
@@ -21,6 +26,30 @@ pub fn secret(seed: u8) -> Secret32 {
 pub fn keypair(secret: &Secret32) -> KeyPair {
     let der = pki::ed25519_pkcs8(secret);
     KeyPair::from_pkcs8_der_and_sign_algo(&der.as_slice().into(), &PKCS_ED25519).unwrap()
+}
+
+/// A swarm over the product's own transport (TCP, mutual TLS, yamux) with the identity of
+/// `seed`, driving a behaviour the test scripts: for endpoints that speak the protocols by hand.
+pub fn scripted_swarm<B: NetworkBehaviour>(
+    credentials: &Credentials,
+    seed: u8,
+    registry: Registry,
+    behaviour: B,
+) -> Swarm<B> {
+    let upgrade = MutualTls::new(credentials, registry, Accept::Users).unwrap();
+    let mut secret = *secret(seed).expose();
+    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).unwrap();
+    let Ok(builder) = SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            libp2p::tcp::Config::default().nodelay(true),
+            move |_: &libp2p::identity::Keypair| Ok::<_, Infallible>(upgrade),
+            libp2p::yamux::Config::default,
+        );
+    let Ok(builder) = builder.with_behaviour(|_| behaviour);
+    builder
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build()
 }
 
 pub struct Ca {

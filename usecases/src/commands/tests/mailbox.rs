@@ -47,6 +47,25 @@ fn bob(w: &World) -> Bob {
     }
 }
 
+/// Mallory, enrolled, deposits `sealed` for `to` as it is, with no files and no expiry.
+fn mallory_deposits(w: &World, to: &str, sealed: Vec<u8>) {
+    block_on(
+        InMemoryMailbox {
+            me: user("mallory"),
+            hub: w.mail.clone(),
+        }
+        .deposit(
+            &user(to),
+            &Deposit {
+                sealed,
+                files: vec![],
+                expires_at: None,
+            },
+        ),
+    )
+    .expect("held");
+}
+
 /// A world whose mailbox is up, where the CA certified alice, bob and carol.
 fn mail_world() -> World {
     let w = alice_world();
@@ -271,21 +290,7 @@ fn given_an_entry_wrapped_for_someone_else_when_collecting_then_it_is_refused() 
         .device(ALICE)
         .wrap(b"\x01not for bob", &[7; 32])
         .expect("wrap");
-    block_on(
-        InMemoryMailbox {
-            me: user("mallory"),
-            hub: w.mail.clone(),
-        }
-        .deposit(
-            &user("bob"),
-            &Deposit {
-                sealed: wrapped,
-                files: vec![],
-                expires_at: None,
-            },
-        ),
-    )
-    .expect("held");
+    mallory_deposits(&w, "bob", wrapped);
     let b = bob(&w);
     assert_eq!(
         block_on(b.messaging.collect_mail())
@@ -340,21 +345,7 @@ fn given_a_message_from_a_stranger_in_the_mail_then_the_sender_is_held_to_the_ce
             &[BOB; 32],
         )
         .expect("wrap");
-    block_on(
-        InMemoryMailbox {
-            me: user("mallory"),
-            hub: w.mail.clone(),
-        }
-        .deposit(
-            &user("bob"),
-            &Deposit {
-                sealed: wrapped,
-                files: vec![],
-                expires_at: None,
-            },
-        ),
-    )
-    .expect("held");
+    mallory_deposits(&w, "bob", wrapped);
     let collected = block_on(b.messaging.collect_mail()).expect("collect");
     assert_eq!((collected.stored, collected.refused), (0, 1));
     assert!(
@@ -404,21 +395,7 @@ fn given_a_receipt_naming_another_envelope_then_the_message_stays_queued() {
         .device(5)
         .wrap(&receipt.encode(), &[ALICE; 32])
         .expect("wrap");
-    block_on(
-        InMemoryMailbox {
-            me: user("mallory"),
-            hub: w.mail.clone(),
-        }
-        .deposit(
-            &user("alice"),
-            &Deposit {
-                sealed: wrapped,
-                files: vec![],
-                expires_at: None,
-            },
-        ),
-    )
-    .expect("held");
+    mallory_deposits(&w, "alice", wrapped);
     assert_eq!(
         block_on(w.messaging.collect_mail())
             .expect("collect")
