@@ -176,3 +176,123 @@ fn under_packet_loss_and_a_cut_cable_every_message_arrives_once_and_in_order() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// A sample of the rendezvous's metrics, read over its HTTPS port from inside `host`'s
+/// namespace; `None` when the rendezvous did not answer.
+fn metric_from(host: &Host, rv: &Rendezvous, name: &str) -> Option<u64> {
+    let out = host
+        .ns()
+        .command("curl")
+        .args(["-sk", "--max-time", "5", &format!("{}/metrics", rv.url)])
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Waits until `name` reads `want`, and says how long that took.
+fn wait_metric(host: &Host, rv: &Rendezvous, name: &str, want: u64, limit: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        let now = metric_from(host, rv, name);
+        if now == Some(want) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < limit,
+            "{name} is {now:?}, not {want}, after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Bob's cable is pulled without a word (no FIN, no RST reaches the rendezvous): within a
+/// minute the rendezvous has closed the silent connection and the directory no longer lists
+/// him, so alice's message is held for him at once instead of chasing a dead address; once
+/// the cable is back, bob is listed again and collects it.
+#[test]
+fn a_peer_that_vanishes_without_a_word_leaves_the_directory_within_a_minute() {
+    let Some(mut lab) =
+        Lab::try_new("a_peer_that_vanishes_without_a_word_leaves_the_directory_within_a_minute")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rv_host = lab.public_host("rv");
+    let alice_host = lab.public_host("alice");
+    let bob_host = lab.public_host("bob");
+    let rv = Rendezvous::options(&dir.path().join("rendezvous"))
+        .via(&rv_host.ns().launcher())
+        .https(&format!("{}:0", rv_host.addr()))
+        .p2p(&format!("/ip4/{}/tcp/0", rv_host.addr()))
+        .start();
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    for (user, host, home) in [("bob", &bob_host, &bob), ("alice", &alice_host, &alice)] {
+        let out = enroll_via(
+            &host.ns().launcher(),
+            &rv,
+            home,
+            user,
+            &format!("pw-{user}"),
+        );
+        assert!(out.status.success(), "{user} enrolls across the lab");
+    }
+    let bob_log = dir.path().join("bob.log");
+    let _bob_daemon = daemon(&bob_host, &bob, &bob_log);
+    let _alice_daemon = daemon(&alice_host, &alice, &dir.path().join("alice.log"));
+    let first = control(
+        &alice,
+        &json!({ "cmd": "send", "to": "bob", "text": "hello" }),
+    )
+    .expect("the first message");
+    assert_eq!(first["data"]["delivered"], true, "{first}");
+    wait_metric(
+        &alice_host,
+        &rv,
+        "parley_online_users",
+        2,
+        Duration::from_secs(20),
+    );
+
+    bob_host.cable(false);
+    let gone = wait_metric(
+        &alice_host,
+        &rv,
+        "parley_online_users",
+        1,
+        Duration::from_secs(60),
+    );
+    let send = Instant::now();
+    let held = control(
+        &alice,
+        &json!({ "cmd": "send", "to": "bob", "text": "while away" }),
+    )
+    .expect("alice's daemon answers");
+    assert_eq!(held["data"]["queued"], true, "held for bob: {held}");
+    let send_took = send.elapsed();
+
+    bob_host.cable(true);
+    let back = wait_metric(
+        &alice_host,
+        &rv,
+        "parley_online_users",
+        2,
+        Duration::from_secs(60),
+    );
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !texts_from(&history(&bob, "alice"), "alice").contains(&"while away".to_owned()) {
+        assert!(
+            Instant::now() < deadline,
+            "bob collected what was held for him:\n{}",
+            parley_testkit::tail(&bob_log, 60)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!(
+        "vanished peer: out of the directory {:.1} s after the cable was pulled; the next send held in {:.1} s; listed again {:.1} s after it was plugged back",
+        gone.as_secs_f64(),
+        send_took.as_secs_f64(),
+        back.as_secs_f64()
+    );
+}

@@ -319,12 +319,15 @@ where
         };
         match outcome {
             Ok(()) => Ok(Sent::Delivered),
-            // Offline, or no connection within the dial's bound (not a device that answered
-            // with a refusal: that one is reachable, and its refusal stands).
+            // Offline, no connection within the dial's bound, or a connection that broke
+            // before the receipt (a device that vanished without closing it): by mail. The
+            // recipient stores each message id once, so a copy that did arrive directly is not
+            // shown twice. Not a device that answered with a refusal: that one is reachable,
+            // and its refusal stands.
             Err(
                 e @ (SendError::Offline(_)
                 | SendError::Unreachable {
-                    reason: TransportError::Unreachable(_),
+                    reason: TransportError::Unreachable(_) | TransportError::NoReceipt(_),
                     queued: true,
                     ..
                 }),

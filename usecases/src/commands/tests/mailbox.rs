@@ -117,6 +117,37 @@ fn given_a_contact_offline_when_sending_then_the_rendezvous_holds_it_and_it_stay
 }
 
 #[test]
+fn given_a_connection_that_breaks_before_the_receipt_then_the_rendezvous_holds_it() {
+    let w = mail_world();
+    met_then_offline(&w);
+    w.directory.set_online(&user("bob"));
+    w.transport.fail_with(Some(TransportError::NoReceipt(
+        "the connection closed before the answer".into(),
+    )));
+
+    assert_eq!(send(&w, 1, "bob", "are you there"), Ok(Sent::Queued));
+
+    assert_eq!(w.mail.held_for(&user("bob")), 1);
+    assert!(matches!(delivery_of(&w, 1), Delivery::Queued(_)));
+    assert_eq!(w.outbox_ids(), vec![id(1)], "queued stays in the outbox");
+}
+
+#[test]
+fn given_a_device_that_refuses_the_message_then_nothing_is_deposited() {
+    let w = mail_world();
+    met_then_offline(&w);
+    w.directory.set_online(&user("bob"));
+    w.transport
+        .fail_with(Some(TransportError::Refused("busy".into())));
+
+    assert!(matches!(
+        send(&w, 1, "bob", "are you there"),
+        Err(SendError::Unreachable { .. })
+    ));
+    assert_eq!(w.mail.held_for(&user("bob")), 0, "a refusal stands");
+}
+
+#[test]
 fn given_mail_held_when_the_recipient_collects_then_it_is_stored_once_acknowledged_and_the_receipt_comes_back()
  {
     let w = mail_world();
