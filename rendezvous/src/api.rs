@@ -341,6 +341,27 @@ fn refusal_of(user: &Username, error: service::Error) -> Refusal {
             "key_in_use",
             "This device key is already enrolled under another username; make new device keys to enroll this name.",
         ),
+        service::Error::Busy => {
+            let mut refusal = Refusal::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "The server is busy checking passwords; try again in a few seconds.",
+            );
+            refusal.retry_after = Some(2);
+            refusal
+        }
+        service::Error::LockedOut(wait) => {
+            let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+            let mut refusal = Refusal::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "locked_out",
+                format!(
+                    "Too many wrong passwords were given for this username; try again in {seconds} seconds (each further wrong password doubles the wait, up to 15 minutes)."
+                ),
+            );
+            refusal.retry_after = Some(seconds);
+            refusal
+        }
         service::Error::Internal(detail) => {
             tracing::error!(user = %user, error = %detail, "enrollment failed");
             Refusal::internal()

@@ -2,15 +2,16 @@
 //! new name), bind the device key to the name, issue the certificate, persist, answer.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordVerifier, phc::PasswordHash};
 use parley_domain::{Password, Username};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::ca::{Ca, Subject};
 use crate::csr::DeviceKeys;
+use crate::hashing::{hash, verify};
+use crate::lockout::Lockouts;
 use crate::registry::{Binding, IssuedRecord, Registry, User};
 
 /// The longest password accepted, in bytes, checked before any hashing.
@@ -51,6 +52,12 @@ pub enum Error {
     /// The device key is bound to another name.
     #[error("the device key belongs to another name")]
     KeyInUse,
+    /// Too many password checks wait already: retry in a moment.
+    #[error("the password checks are busy")]
+    Busy,
+    /// Too many wrong passwords for this name: its password is not checked for this long.
+    #[error("the name is locked after wrong passwords")]
+    LockedOut(Duration),
     /// Storage, hashing or signing failed; the detail is for the log only.
     #[error("internal failure: {0}")]
     Internal(String),
@@ -68,7 +75,11 @@ pub struct Service {
     ca: Arc<Ca>,
     registry: Registry,
     p2p_addrs: Vec<String>,
+    lockouts: Arc<Lockouts>,
 }
+
+/// Names with a wrong-password record at most (each a few dozen bytes).
+const LOCKOUT_NAMES: usize = 100_000;
 
 impl Service {
     /// Wires the CA, the registry and the addresses handed to enrolled peers.
@@ -78,6 +89,7 @@ impl Service {
             ca,
             registry,
             p2p_addrs,
+            lockouts: Arc::new(Lockouts::new(LOCKOUT_NAMES)),
         }
     }
 
@@ -118,7 +130,15 @@ impl Service {
         let now = OffsetDateTime::now_utc();
         match self.registry.user(&user)? {
             Some(existing) => {
-                if !verify(password, existing.password_hash).await? {
+                let attempt = self
+                    .lockouts
+                    .begin(user.as_str(), Instant::now())
+                    .map_err(Error::LockedOut)?;
+                if verify(password, existing.password_hash).await? {
+                    attempt.succeeded();
+                } else {
+                    attempt.failed(Instant::now());
+                    tracing::info!(user = %user, "wrong password");
                     return Err(Error::InvalidCredentials);
                 }
             }
@@ -162,173 +182,7 @@ impl Service {
     }
 }
 
-/// Argon2id runs on this many long-lived threads, no more: each hash needs 19 MiB, and the
-/// allocator keeps a thread's memory for that thread, so a bounded set of threads bounds the
-/// rendezvous's memory (and a CPU-bound job gains nothing from more threads than cores).
-const HASHING_THREADS: usize = 2;
-/// Hashing jobs waiting; more wait in their requests (backpressure, not memory).
-const HASHING_QUEUE: usize = 64;
-
-type Job = Box<dyn FnOnce() + Send>;
-
-/// The hashing threads' queue, started at first use.
-fn hashing_queue() -> &'static tokio::sync::mpsc::Sender<Job> {
-    static QUEUE: std::sync::OnceLock<tokio::sync::mpsc::Sender<Job>> = std::sync::OnceLock::new();
-    QUEUE.get_or_init(|| {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Job>(HASHING_QUEUE);
-        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
-        for n in 0..HASHING_THREADS {
-            let rx = rx.clone();
-            let spawned = std::thread::Builder::new()
-                .name(format!("argon2-{n}"))
-                .spawn(move || {
-                    loop {
-                        let job = rx
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .blocking_recv();
-                        match job {
-                            Some(job) => job(),
-                            None => return,
-                        }
-                    }
-                });
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start a hashing thread");
-            }
-        }
-        tx
-    })
-}
-
-/// Runs `work` on a hashing thread.
-async fn on_hashing_thread<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Error> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    hashing_queue()
-        .send(Box::new(move || {
-            let _ = tx.send(work());
-        }))
-        .await
-        .map_err(|_| Error::Internal("the hashing threads stopped".into()))?;
-    rx.await
-        .map_err(|_| Error::Internal("a hashing job was lost".into()))?
-}
-
-thread_local! {
-    /// Each hashing thread's Argon2 memory, allocated once and reused: freed and allocated
-    /// again for every hash, 19 MiB blocks stay with the allocator (its threshold for giving
-    /// large blocks back to the system rises after the first), and the rendezvous grows by
-    /// that much per thread that ever hashed.
-    static MEMORY: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Argon2id with the crate's default parameters over the calling thread's reused memory.
-fn argon2_raw(password: &[u8], salt: &[u8]) -> Result<[u8; 32], Error> {
-    let params = argon2::Params::DEFAULT;
-    let mut out = [0u8; 32];
-    MEMORY
-        .with_borrow_mut(|memory| {
-            memory.resize(params.block_count(), argon2::Block::default());
-            Argon2::default().hash_password_into_with_memory(
-                password,
-                salt,
-                &mut out,
-                &mut memory[..],
-            )
-        })
-        .map_err(|e| Error::Internal(format!("hashing failed: {e}")))?;
-    Ok(out)
-}
-
-/// The start of the PHC string of an Argon2id hash with the default parameters.
-fn phc_prefix() -> String {
-    let p = argon2::Params::DEFAULT;
-    format!(
-        "$argon2id$v=19$m={},t={},p={}$",
-        p.m_cost(),
-        p.t_cost(),
-        p.p_cost()
-    )
-}
-
-/// The PHC string of an Argon2id hash with the default parameters.
-fn phc(salt: &[u8], hash: &[u8]) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
-    format!("{}{}${}", phc_prefix(), b64.encode(salt), b64.encode(hash))
-}
-
-/// Argon2id with the crate's default parameters and a fresh 16-byte salt, on a hashing thread.
-async fn hash(password: Password) -> Result<String, Error> {
-    on_hashing_thread(move || {
-        let mut salt = [0u8; 16];
-        crate::ca::fill_random(&mut salt);
-        let hash = argon2_raw(password.expose().as_bytes(), &salt)?;
-        Ok(phc(&salt, &hash))
-    })
-    .await
-}
-
-/// Checks `password` against a stored PHC string: with the reused memory when the string has
-/// the default parameters (every hash this rendezvous makes), else with the crate's own check.
-async fn verify(password: Password, stored: String) -> Result<bool, Error> {
-    on_hashing_thread(move || {
-        use base64::Engine as _;
-        let b64 = base64::engine::general_purpose::STANDARD_NO_PAD;
-        let ours = stored
-            .strip_prefix(&phc_prefix())
-            .and_then(|rest| rest.split_once('$'))
-            .and_then(|(salt, hash)| Some((b64.decode(salt).ok()?, b64.decode(hash).ok()?)))
-            .filter(|(_, hash)| hash.len() == 32);
-        if let Some((salt, expected)) = ours {
-            let got = argon2_raw(password.expose().as_bytes(), &salt)?;
-            // Constant time: every byte is compared whatever the first difference.
-            let diff = got
-                .iter()
-                .zip(&expected)
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            return Ok(diff == 0);
-        }
-        let parsed = PasswordHash::new(&stored)
-            .map_err(|e| Error::Internal(format!("stored hash unreadable: {e}")))?;
-        Ok(Argon2::default()
-            .verify_password(password.expose().as_bytes(), &parsed)
-            .is_ok())
-    })
-    .await
-}
-
 fn rfc3339(t: OffsetDateTime) -> String {
     t.format(&Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
-}
-
-#[cfg(test)]
-mod hashing_tests {
-    use super::*;
-    use argon2::password_hash::PasswordHasher;
-
-    #[tokio::test]
-    async fn hashes_are_standard_phc_strings_both_ways() {
-        let ours = hash(Password::new("pw".into())).await.expect("hash");
-        let parsed = PasswordHash::new(&ours).expect("a PHC string");
-        assert!(Argon2::default().verify_password(b"pw", &parsed).is_ok());
-        let theirs = PasswordHasher::<PasswordHash>::hash_password(&Argon2::default(), b"pw")
-            .expect("hash")
-            .to_string();
-        for stored in [ours, theirs] {
-            assert!(
-                verify(Password::new("pw".into()), stored.clone())
-                    .await
-                    .expect("verify")
-            );
-            assert!(
-                !verify(Password::new("pv".into()), stored)
-                    .await
-                    .expect("verify")
-            );
-        }
-    }
 }

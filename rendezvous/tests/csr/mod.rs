@@ -1,4 +1,6 @@
 //! Devices that ask for certificates: key pairs and the CSRs a test shapes.
+//! (Shared by several test files, each of which uses part of it.)
+#![allow(dead_code)]
 
 use parley_domain::Username;
 use rcgen::{CertificateParams, CustomExtension, KeyPair};
