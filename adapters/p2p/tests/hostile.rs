@@ -813,3 +813,60 @@ async fn directory_lookups_are_limited_per_device_and_per_address_with_a_retry_a
     drop(devices);
     dir.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_hands_out_only_addresses_it_can_vouch_for() {
+    let ca = Ca::new("Parley CA");
+    let dir = common::directory(&ca).await;
+    let at = dir.addresses()[0].clone();
+    let Some(libp2p::multiaddr::Protocol::P2p(rendezvous)) = at.iter().last() else {
+        panic!("the directory's address names no peer: {at}");
+    };
+    let relay_part = {
+        let mut a = at.clone();
+        a.pop();
+        a
+    };
+    let mallory = Attacker::aiming_at(&ca, "mallory", 60, rendezvous, Role::Rendezvous);
+    mallory.dial_addr(at.clone()).await;
+    mallory.connected().await;
+    // Mallory connects from 127.0.0.1: only that IP, or a circuit through this relay at its
+    // own address, may be handed out; the rest aims lookers-up at other hosts.
+    let honest = [
+        "/ip4/127.0.0.1/tcp/4001".to_owned(),
+        format!("{relay_part}/p2p/{rendezvous}/p2p-circuit"),
+    ];
+    let hostile = [
+        "/ip4/10.1.2.3/tcp/22".to_owned(),
+        "/ip4/192.168.1.1/tcp/80".to_owned(),
+        "/dns4/intranet.example/tcp/80".to_owned(),
+        "/ip4/127.0.0.1/tcp/0".to_owned(),
+        "/ip4/127.0.0.1/udp/4001/quic-v1".to_owned(),
+        format!("/ip4/10.1.2.3/tcp/22/p2p/{rendezvous}/p2p-circuit"),
+    ];
+    let published = mallory
+        .ask(DirectoryRequest::Publish {
+            addrs: honest.iter().chain(&hostile).cloned().collect(),
+            meta: Default::default(),
+        })
+        .await;
+    assert!(
+        matches!(published, Ok(DirectoryResponse::Published)),
+        "{published:?}"
+    );
+    let eve = Attacker::aiming_at(&ca, "eve", 61, rendezvous, Role::Rendezvous);
+    eve.dial_addr(at).await;
+    eve.connected().await;
+    let Ok(DirectoryResponse::Lookup { peer: Some(found) }) = eve.lookup("mallory").await else {
+        panic!("mallory is listed");
+    };
+    let handed: Vec<String> = found
+        .addrs
+        .iter()
+        .map(|a| {
+            a.trim_end_matches(&format!("/p2p/{}", found.peer_id))
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(handed, honest, "only what the directory vouches for");
+}

@@ -65,7 +65,10 @@ impl Behaviour {
 pub(crate) fn identify(me: &libp2p::identity::PublicKey) -> libp2p::identify::Behaviour {
     libp2p::identify::Behaviour::new(
         libp2p::identify::Config::new(IDENTIFY_PROTOCOL.to_owned(), me.clone())
-            .with_agent_version(format!("parley/{}", env!("CARGO_PKG_VERSION"))),
+            .with_agent_version(format!("parley/{}", env!("CARGO_PKG_VERSION")))
+            // No cache of the addresses peers claim for themselves: a device dials only what
+            // the directory vouched for, or a hole punch's candidates.
+            .with_cache_size(0),
     )
 }
 

@@ -117,6 +117,11 @@ impl Limits {
         self.connections.insert(connection, ip);
     }
 
+    /// The source address of an open connection.
+    pub(super) fn source(&self, connection: ConnectionId) -> Option<IpAddr> {
+        self.connections.get(&connection).copied()
+    }
+
     /// Forgets a closed connection (its buckets stay until refilled).
     pub(super) fn closed(&mut self, connection: ConnectionId) {
         self.connections.remove(&connection);

@@ -12,6 +12,7 @@ mod limit;
 mod mailbox;
 mod relay;
 mod stats;
+mod vouch;
 
 pub use mailbox::{MailboxOptions, SERVER_MAILBOX_STREAMS_PER_CONNECTION};
 pub use relay::RelayLimits;
@@ -145,15 +146,23 @@ impl DirectoryServer {
         } else {
             options.announce.clone()
         };
-        for addr in external {
-            swarm.add_external_address(addr);
+        for addr in &external {
+            swarm.add_external_address(addr.clone());
         }
+        // The relay parts a published circuit may name: where peers reach this rendezvous.
+        let mut own: Vec<Multiaddr> = listened.clone();
+        own.extend(
+            external
+                .iter()
+                .map(|a| swarm::split_peer(a).map_or_else(|| a.clone(), |(_, base)| base)),
+        );
+        let vouch = vouch::Vouch { me, own };
         let addresses = listened.iter().map(|a| swarm::with_peer(a, me)).collect();
         let (stop, stop_rx) = oneshot::channel();
         let directory = Directory {
             swarm,
             registry,
-            me,
+            vouch,
             online: HashMap::new(),
             limits: Limits::new(options.address_limit),
             mailbox,
@@ -190,7 +199,7 @@ impl DirectoryServer {
 struct Directory {
     swarm: Swarm<Behaviour>,
     registry: Registry,
-    me: PeerId,
+    vouch: vouch::Vouch,
     online: HashMap<Username, (PeerId, Vec<Multiaddr>)>,
     limits: Limits,
     mailbox: mailbox::Mailbox,
@@ -369,13 +378,24 @@ impl Directory {
                         reason: "too many addresses or metadata".into(),
                     };
                 }
-                let addrs = addrs
+                // Only what the publisher can plausibly be reached at (`vouch.rs`): its
+                // connection's own IP, or a circuit through this relay.
+                let Some(observed) = self.limits.source(connection) else {
+                    return DirectoryResponse::Refused {
+                        reason: "the connection has no address to vouch for".into(),
+                    };
+                };
+                let published = addrs.len();
+                let addrs: Vec<Multiaddr> = addrs
                     .iter()
                     .filter(|a| a.len() <= 256)
                     .filter_map(|a| a.parse::<Multiaddr>().ok())
-                    .filter(|a| publishable(a, self.me))
+                    .filter(|a| self.vouch.vouches(a, observed))
                     .map(|a| swarm::with_peer(&a, peer))
                     .collect();
+                if addrs.len() < published {
+                    tracing::debug!(%peer, published, kept = addrs.len(), "addresses not vouched for were dropped");
+                }
                 tracing::info!(%user, %peer, "peer online");
                 self.online.insert(user, (peer, addrs));
                 DirectoryResponse::Published
@@ -405,26 +425,6 @@ impl Directory {
                     }),
                 }
             }
-        }
-    }
-}
-
-/// Whether a peer may publish `addr`: a direct address names no peer id; a circuit address
-/// goes through this relay only (`<our address>/p2p/<our id>/p2p-circuit`), so a dialler is
-/// never sent to a relay nobody here vouches for.
-fn publishable(addr: &Multiaddr, me: PeerId) -> bool {
-    use libp2p::multiaddr::Protocol;
-
-    let parts: Vec<Protocol<'_>> = addr.iter().collect();
-    match parts.iter().position(|p| *p == Protocol::P2pCircuit) {
-        None => !parts.iter().any(|p| matches!(p, Protocol::P2p(_))),
-        Some(at) => {
-            at + 1 == parts.len()
-                && at >= 1
-                && parts[at - 1] == Protocol::P2p(me)
-                && !parts[..at - 1]
-                    .iter()
-                    .any(|p| matches!(p, Protocol::P2p(_)))
         }
     }
 }
