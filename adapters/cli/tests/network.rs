@@ -241,6 +241,22 @@ fn a_peer_that_vanishes_without_a_word_leaves_the_directory_within_a_minute() {
     let bob_log = dir.path().join("bob.log");
     let _bob_daemon = daemon(&bob_host, &bob, &bob_log);
     let _alice_daemon = daemon(&alice_host, &alice, &dir.path().join("alice.log"));
+    // AutoNAT: the rendezvous dials bob back at his own IP (the only IP it dials), and finds
+    // him reachable from outside.
+    let since = Instant::now();
+    loop {
+        let status = control(&bob, &json!({ "cmd": "status" })).expect("bob's status");
+        if status["data"]["reachability"] == "public" {
+            break;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(60),
+            "bob, on the public network, is found reachable: {status}\n{}",
+            parley_testkit::tail(&bob_log, 40)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let public_after = since.elapsed();
     let first = control(
         &alice,
         &json!({ "cmd": "send", "to": "bob", "text": "hello" }),
@@ -290,7 +306,8 @@ fn a_peer_that_vanishes_without_a_word_leaves_the_directory_within_a_minute() {
         std::thread::sleep(Duration::from_millis(250));
     }
     eprintln!(
-        "vanished peer: out of the directory {:.1} s after the cable was pulled; the next send held in {:.1} s; listed again {:.1} s after it was plugged back",
+        "vanished peer: found public in {:.1} s; out of the directory {:.1} s after the cable was pulled; the next send held in {:.1} s; listed again {:.1} s after it was plugged back",
+        public_after.as_secs_f64(),
         gone.as_secs_f64(),
         send_took.as_secs_f64(),
         back.as_secs_f64()

@@ -8,6 +8,7 @@
 //! long as the peer's connection. A rate-limit bucket outlives the connection until it has
 //! refilled, so reconnecting does not reset it.
 
+mod dial_back;
 mod limit;
 mod mailbox;
 mod relay;
@@ -59,6 +60,8 @@ const PRUNE_EVERY: Duration = Duration::from_secs(10);
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
 struct Behaviour {
     guard: Guard,
+    /// Outbound dials only to connected peers, at their own IP ([`dial_back`]).
+    dial_back: dial_back::DialBackOnly,
     directory: request_response::json::Behaviour<DirectoryRequest, DirectoryResponse>,
     /// `/parley/mailbox/1` ([`mailbox`]).
     mailbox: mailbox::Behaviour,
@@ -118,6 +121,7 @@ impl DirectoryServer {
         let mailbox = mailbox::Mailbox::new(options.mailbox.clone(), stats.clone());
         let behaviour = Behaviour {
             guard: Guard::new(guard::DIRECTORY),
+            dial_back: dial_back::DialBackOnly::default(),
             directory: request_response::json::Behaviour::with_codec(
                 request_response::json::codec::Codec::default()
                     .set_request_size_maximum(MAX_DIRECTORY_REQUEST_BYTES)
