@@ -1,14 +1,20 @@
 //! The HTTPS listener: TLS 1.3 only (rustls with aws-lc-rs), HTTP/1.1 (hyper), with bounded
 //! per-connection resources.
 //!
-//! Bounds: at most [`Limits::max_connections`] connections at once (a semaphore: the accept
-//! loop waits for a free slot), at most [`Limits::connections_per_source`] of them from one
-//! source (a connection over that share is closed at once, before the TLS handshake, so one
-//! source cannot hold every slot with slow requests), a TLS handshake deadline, hyper's header
-//! read timeout (from when a request head is awaited, so it also ends an idle keep-alive
-//! connection and one that trickles its headers), a 64 KiB read buffer, the API's body
-//! timeout, and a cap on a connection's lifetime. Trusted proxies are not held to the
-//! per-source share: every client behind them shares their address.
+//! Bounds: at most [`Limits::max_connections`] connections at once, at most
+//! [`Limits::connections_per_source`] of them from one source (an IPv4 address or an IPv6 /64;
+//! a connection over that share is closed at once, before the TLS handshake, so one source
+//! cannot hold every slot with slow requests), a TLS handshake deadline, hyper's header read
+//! timeout (from when a request head is awaited, so it also ends an idle keep-alive connection
+//! and one that trickles its headers), a 64 KiB read buffer, the API's body timeout, at most
+//! [`MAX_REQUESTS_PER_CONNECTION`] requests on one connection, and a cap on a connection's
+//! lifetime. Trusted proxies are not held to the per-source share: every client behind them
+//! shares their address.
+//!
+//! Accepting never waits: a connection is accepted, checked against its source's share, and
+//! then takes a free slot or is closed at once. An eighth of the slots
+//! ([`reserved_slots`]) is kept for sources with no other connection open, so that a few
+//! sources holding their full shares of keep-alive connections cannot keep a newcomer out.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -87,16 +93,11 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
-    let slots = Arc::new(Semaphore::new(limits.max_connections as usize));
+    let reserved = reserved_slots(limits.max_connections);
+    let general = Arc::new(Semaphore::new((limits.max_connections - reserved) as usize));
+    let reserve = Arc::new(Semaphore::new(reserved as usize));
     let shares = Slots::new(limits.connections_per_source);
     loop {
-        let permit = tokio::select! {
-            () = stopped(&mut shutdown) => break,
-            permit = Arc::clone(&slots).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let (tcp, peer) = tokio::select! {
             () = stopped(&mut shutdown) => break,
             accepted = listener.accept() => match accepted {
@@ -115,8 +116,25 @@ pub async fn serve(
         } else {
             api.metrics().https_refusal("too_many_connections");
             tracing::debug!(%peer, "connection refused: its source has its share of connections");
-            drop((tcp, permit));
+            drop(tcp);
             continue;
+        };
+        let newcomer = share.as_ref().is_some_and(crate::limit::Slot::is_first);
+        let permit = match Arc::clone(&general).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) if newcomer => match Arc::clone(&reserve).try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    api.metrics().https_refusal("server_full");
+                    tracing::info!(%peer, "connection refused: every slot is taken");
+                    continue;
+                }
+            },
+            Err(_) => {
+                api.metrics().https_refusal("server_full");
+                tracing::info!(%peer, "connection refused: every general slot is taken");
+                continue;
+            }
         };
         let acceptor = acceptor.clone();
         let api = Arc::clone(&api);
@@ -126,14 +144,35 @@ pub async fn serve(
             drop((share, permit));
         });
     }
-    let all = limits.max_connections;
-    if tokio::time::timeout(limits.drain_timeout, slots.acquire_many(all))
+    let drained = async {
+        let _all = (
+            general
+                .acquire_many(limits.max_connections - reserved)
+                .await,
+            reserve.acquire_many(reserved).await,
+        );
+    };
+    if tokio::time::timeout(limits.drain_timeout, drained)
         .await
         .is_err()
     {
         tracing::warn!("some HTTPS connections were still open at shutdown");
     }
 }
+
+/// The slots kept for sources with no other connection open: an eighth, at least one when
+/// there are two slots or more.
+#[must_use]
+pub fn reserved_slots(max_connections: u32) -> u32 {
+    if max_connections < 2 {
+        0
+    } else {
+        (max_connections / 8).max(1)
+    }
+}
+
+/// Requests served on one connection at most; the last one's answer says `Connection: close`.
+pub const MAX_REQUESTS_PER_CONNECTION: u32 = 100;
 
 /// Resolves once `shutdown` is true (or its sender is gone).
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
@@ -159,9 +198,21 @@ async fn serve_connection(
             return;
         }
     };
+    let served = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let service = service_fn(move |request| {
         let api = Arc::clone(&api);
-        async move { Ok::<_, std::convert::Infallible>(api.handle(peer, request).await) }
+        let served = Arc::clone(&served);
+        async move {
+            let mut response = api.handle(peer, request).await;
+            let n = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if n >= MAX_REQUESTS_PER_CONNECTION {
+                response.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, std::convert::Infallible>(response)
+        }
     });
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

@@ -218,6 +218,15 @@ pub struct Slots {
 pub struct Slot {
     slots: Arc<Slots>,
     source: Source,
+    first: bool,
+}
+
+impl Slot {
+    /// Whether its source had no other connection open when it was taken.
+    #[must_use]
+    pub fn is_first(&self) -> bool {
+        self.first
+    }
 }
 
 impl Slots {
@@ -240,10 +249,12 @@ impl Slots {
         if *count >= self.per_source {
             return None;
         }
+        let first = *count == 0;
         *count += 1;
         Some(Slot {
             slots: Arc::clone(self),
             source,
+            first,
         })
     }
 }

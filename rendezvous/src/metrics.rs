@@ -26,7 +26,7 @@ pub struct Metrics {
 }
 
 /// The reasons of `parley_https_refusals_total`, listed even at 0.
-const HTTPS_REFUSALS: [&str; 2] = ["rate_limited", "too_many_connections"];
+const HTTPS_REFUSALS: [&str; 3] = ["rate_limited", "too_many_connections", "server_full"];
 
 /// The codes of `parley_mailbox_refusals_total`, listed even at 0.
 const MAILBOX_REFUSALS: [&str; 9] = [
@@ -63,7 +63,7 @@ impl Metrics {
     }
 
     /// Counts one request or connection the HTTPS listener refused for `reason`
-    /// (`rate_limited`, `too_many_connections`).
+    /// (`rate_limited`, `too_many_connections`, `server_full`).
     pub fn https_refusal(&self, reason: &'static str) {
         let mut counts = self
             .https_refusals
