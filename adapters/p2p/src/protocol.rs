@@ -21,6 +21,8 @@ pub const DIRECTORY_PROTOCOL: StreamProtocol = StreamProtocol::new("/parley/dire
 pub const MAX_META_ENTRIES: usize = 8;
 /// At most this many addresses are published per peer.
 pub const MAX_PUBLISHED_ADDRS: usize = 16;
+/// A look-up answers at most this many devices of the user, the newest publications first.
+pub const MAX_LOOKUP_DEVICES: usize = 8;
 /// The largest `/parley/message/2` request read, in bytes: the base64 envelope
 /// ([`MAX_ENVELOPE_BASE64`]) and the metadata at its worst JSON escaping (8 entries × 2 × 256
 /// bytes × 6), with room for the framing. A longer request is cut there, fails to parse, and

@@ -72,6 +72,18 @@ impl Registry {
             .map(|(peer, _)| *peer)
     }
 
+    /// Every connected peer whose verified certificate names `role` (several certificates of
+    /// one name are several peers: a user's devices, or someone posing as the user).
+    #[must_use]
+    pub fn peers_of(&self, role: &Role) -> Vec<PeerId> {
+        self.inner()
+            .certified
+            .iter()
+            .filter(|(_, c)| c.role == *role)
+            .map(|(peer, _)| *peer)
+            .collect()
+    }
+
     /// Forgets `peer` once its last connection closed.
     pub fn forget(&self, peer: &PeerId) {
         self.inner().certified.remove(peer);
