@@ -1,13 +1,13 @@
-//! The rendezvous's directory: who is online where, over `/parley/directory/1`.
+//! The rendezvous's directory: who is online where, over `/parley/directory/2`.
 //!
 //! A peer publishes its listen addresses; the directory files them under the username and the
 //! device (the peer id) of the peer's verified certificate (the request names no user), one
 //! entry per device ([`online`]): several certificates of one name are several devices, and
 //! none replaces or removes another's entry. A look-up needs an enrolled certificate (the TLS
 //! handshake refuses anyone else), is rate-limited per peer and per source IP address (one
-//! person may enroll several devices; each device's limit alone would multiply), answers with
-//! the user's newest publication, and answers an unknown user and an offline user alike.
-//! There is no listing. An entry lives as long as the device's
+//! person may enroll several devices; each device's limit alone would multiply), answers every
+//! device of the user (the newest publications first, a bounded number), and answers an unknown
+//! user and an offline user alike. There is no listing. An entry lives as long as the device's
 //! connection. A rate-limit bucket outlives the connection until it has refilled, so
 //! reconnecting does not reset it.
 
@@ -55,7 +55,7 @@ use crate::{
     swarm,
 };
 
-/// `/parley/directory/1` streams open at once on one connection; more are dropped.
+/// `/parley/directory/2` streams open at once on one connection; more are dropped.
 pub const STREAMS_PER_CONNECTION: usize = 32;
 /// How often full (idle) rate-limit buckets are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
@@ -343,8 +343,9 @@ impl Directory {
         };
         let _entered = span.enter();
         let response = self.answer(peer, connection, request);
-        if let DirectoryResponse::Lookup { peer } = &response {
-            span.record("found", peer.is_some());
+        if let DirectoryResponse::Lookup { devices } = &response {
+            span.record("found", !devices.is_empty());
+            span.record("devices", devices.len());
         }
         match &response {
             DirectoryResponse::Lookup { .. } => DirectoryStats::bump(&self.stats.lookups),
@@ -405,16 +406,18 @@ impl Directory {
                             .saturating_add(1),
                     };
                 }
-                // This version of the protocol names one device: the newest publication.
-                let found = Username::parse(&username)
-                    .ok()
-                    .and_then(|name| self.online.devices(&name).next());
-                DirectoryResponse::Lookup {
-                    peer: found.map(|(peer, addrs)| PeerRecord {
-                        peer_id: peer.to_string(),
-                        addrs: addrs.iter().map(ToString::to_string).collect(),
-                    }),
-                }
+                let devices = match Username::parse(&username) {
+                    Ok(name) => self
+                        .online
+                        .devices(&name)
+                        .map(|(peer, addrs)| PeerRecord {
+                            peer_id: peer.to_string(),
+                            addrs: addrs.iter().map(ToString::to_string).collect(),
+                        })
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                DirectoryResponse::Lookup { devices }
             }
         }
     }
