@@ -235,7 +235,7 @@ impl Device {
                     .node()
                     .lookup(&self.user)
                     .await
-                    .is_ok_and(|f| f.is_some())
+                    .is_ok_and(|f| !f.is_empty())
             {
                 return Ok(());
             }
@@ -462,8 +462,8 @@ pub async fn directory_load(
     loop {
         let all = nodes.iter().all(|(_, n)| n.snapshot().rendezvous_connected);
         if all
-            && first.1.lookup(&last.0).await.is_ok_and(|f| f.is_some())
-            && last.1.lookup(&first.0).await.is_ok_and(|f| f.is_some())
+            && first.1.lookup(&last.0).await.is_ok_and(|f| !f.is_empty())
+            && last.1.lookup(&first.0).await.is_ok_and(|f| !f.is_empty())
         {
             break;
         }

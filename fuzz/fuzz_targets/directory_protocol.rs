@@ -1,7 +1,7 @@
-//! `/parley/directory/1`: the JSON request the rendezvous receives and the JSON response a
+//! `/parley/directory/2`: the JSON request the rendezvous receives and the JSON response a
 //! peer receives (`parley_p2p::protocol`, decoded with `serde_json::from_slice` as libp2p's
 //! JSON codec does), then what each side parses out of them: published addresses as
-//! multiaddrs (the rendezvous), the looked-up username, and the answer's peer id and
+//! multiaddrs (the rendezvous), the looked-up username, and each listed device's peer id and
 //! addresses (the peer, before it dials).
 //!
 //! Invariants: whatever decodes encodes to JSON that decodes to the same value; a username
@@ -54,12 +54,14 @@ fuzz_target!(|data: &[u8]| {
         None => {}
     }
     match round_trip::<DirectoryResponse>(data) {
-        Some(DirectoryResponse::Lookup { peer: Some(record) }) => {
-            if let Ok(peer) = record.peer_id.parse::<PeerId>() {
-                assert_eq!(peer.to_string().parse::<PeerId>().ok(), Some(peer));
-            }
-            for addr in &record.addrs {
-                address(addr);
+        Some(DirectoryResponse::Lookup { devices }) => {
+            for record in &devices {
+                if let Ok(peer) = record.peer_id.parse::<PeerId>() {
+                    assert_eq!(peer.to_string().parse::<PeerId>().ok(), Some(peer));
+                }
+                for addr in &record.addrs {
+                    address(addr);
+                }
             }
         }
         Some(DirectoryResponse::RateLimited { retry_after_ms }) => {

@@ -12,10 +12,10 @@ use parley_domain::{
 
 use crate::ports::{
     AttachmentError, AttachmentFiles, AttachmentSource, Chains, Clock, Contacts, Conversations,
-    Deposit, Directory, DirectoryError, Durability, EnrollError, EnrollRequest, Enrollment,
-    EnvelopeError, Envelopes, Event, EventSink, Expiry, IdentityStore, Inbox, MailBatch, MailItem,
-    Mailbox, MailboxError, Opened, OutboxEntry, OutboxStore, OutgoingEnvelope, Sealed, StoreError,
-    Stored, Transport, TransportError,
+    Deposit, DeviceAddress, Directory, DirectoryError, Durability, EnrollError, EnrollRequest,
+    Enrollment, EnvelopeError, Envelopes, Event, EventSink, Expiry, IdentityStore, Inbox,
+    MailBatch, MailItem, Mailbox, MailboxError, Opened, OutboxEntry, OutboxStore, OutgoingEnvelope,
+    Sealed, StoreError, Stored, Transport, TransportError,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -505,14 +505,26 @@ impl IdentityStore for InMemoryStore {
     }
 }
 
-/// Where the fake directory says a user is: the name of their fake peer.
+/// Where the fake directory says a device is: the name of its fake peer, and the keys its
+/// certificate carries when the test said (else the transport's keys for the user).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InMemoryAddress(pub String);
+pub struct InMemoryAddress {
+    /// The fake peer's name.
+    pub name: String,
+    /// The device's keys, when the test gave them.
+    pub keys: Option<PeerKeys>,
+}
+
+impl DeviceAddress for InMemoryAddress {
+    fn has_device_key(&self, keys: &PeerKeys) -> bool {
+        self.keys.is_some_and(|k| k.ed25519 == keys.ed25519)
+    }
+}
 
 /// A directory in memory; `set_unavailable` makes every look-up fail.
 #[derive(Default)]
 pub struct InMemoryDirectory {
-    online: Mutex<HashMap<Username, InMemoryAddress>>,
+    online: Mutex<HashMap<Username, Vec<InMemoryAddress>>>,
     unavailable: Mutex<bool>,
     /// Users listed from the n-th look-up on (a peer that comes online a moment later).
     later: Mutex<Vec<(Username, usize)>>,
@@ -520,9 +532,27 @@ pub struct InMemoryDirectory {
 }
 
 impl InMemoryDirectory {
+    /// Lists one device of `user`, whose keys the transport decides.
     pub fn set_online(&self, user: &Username) {
-        let address = InMemoryAddress(format!("peer-{user}"));
-        lock(&self.online).insert(user.clone(), address);
+        let address = InMemoryAddress {
+            name: format!("peer-{user}"),
+            keys: None,
+        };
+        lock(&self.online).insert(user.clone(), vec![address]);
+    }
+
+    /// Lists one device of `user` per keys, in the order given (the newest publication
+    /// first); device `i` is named `peer-<user>-<i>`.
+    pub fn set_devices(&self, user: &Username, devices: &[PeerKeys]) {
+        let addresses = devices
+            .iter()
+            .enumerate()
+            .map(|(i, keys)| InMemoryAddress {
+                name: format!("peer-{user}-{i}"),
+                keys: Some(*keys),
+            })
+            .collect();
+        lock(&self.online).insert(user.clone(), addresses);
     }
 
     pub fn set_offline(&self, user: &Username) {
@@ -542,7 +572,7 @@ impl InMemoryDirectory {
 impl Directory for InMemoryDirectory {
     type Address = InMemoryAddress;
 
-    async fn lookup(&self, user: &Username) -> Result<Option<InMemoryAddress>, DirectoryError> {
+    async fn lookup(&self, user: &Username) -> Result<Vec<InMemoryAddress>, DirectoryError> {
         let count = {
             let mut lookups = lock(&self.lookups);
             *lookups += 1;
@@ -564,7 +594,7 @@ impl Directory for InMemoryDirectory {
         if *lock(&self.unavailable) {
             return Err(DirectoryError::Unavailable("injected".into()));
         }
-        Ok(lock(&self.online).get(user).cloned())
+        Ok(lock(&self.online).get(user).cloned().unwrap_or_default())
     }
 }
 
@@ -573,6 +603,12 @@ impl Directory for InMemoryDirectory {
 #[derive(Default)]
 pub struct InMemoryTransport {
     pub delivered: Mutex<Vec<OutgoingEnvelope>>,
+    /// The name of the device each delivery went to, in order.
+    pub delivered_to: Mutex<Vec<String>>,
+    /// The devices of each user this node is connected to (none unless a test says).
+    pub connected: Mutex<HashMap<Username, Vec<InMemoryAddress>>>,
+    /// The devices first contacts asked for keys, in order.
+    pub probed: Mutex<Vec<String>>,
     /// The keys each recipient's certificate carries (default: `keys(0)`).
     pub keys: Mutex<HashMap<Username, PeerKeys>>,
     failure: Mutex<Option<TransportError>>,
@@ -628,13 +664,26 @@ impl InMemoryTransport {
     }
 }
 
+impl InMemoryTransport {
+    /// The keys the device at `at` presents: its own when the test gave them, else `to`'s.
+    fn presented(&self, to: &Username, at: &InMemoryAddress) -> PeerKeys {
+        at.keys
+            .or_else(|| lock(&self.keys).get(to).copied())
+            .unwrap_or_else(|| keys(0))
+    }
+}
+
 impl Transport for InMemoryTransport {
     type Address = InMemoryAddress;
+
+    async fn connected(&self, user: &Username) -> Vec<InMemoryAddress> {
+        lock(&self.connected).get(user).cloned().unwrap_or_default()
+    }
 
     async fn deliver(
         &self,
         to: &Username,
-        _at: &InMemoryAddress,
+        at: &InMemoryAddress,
         message: &OutgoingEnvelope,
         pinned: Option<&PeerKeys>,
     ) -> Result<PeerKeys, TransportError> {
@@ -644,7 +693,7 @@ impl Transport for InMemoryTransport {
             gate.passed().await;
             *lock(&self.held) -= 1;
         }
-        let presented = lock(&self.keys).get(to).copied().unwrap_or_else(|| keys(0));
+        let presented = self.presented(to, at);
         let call = {
             let mut calls = lock(&self.calls);
             *calls += 1;
@@ -660,18 +709,20 @@ impl Transport for InMemoryTransport {
             return Err(TransportError::KeysChanged { presented });
         }
         lock(&self.delivered).push(message.clone());
+        lock(&self.delivered_to).push(at.name.clone());
         Ok(presented)
     }
 
     async fn keys_of(
         &self,
         to: &Username,
-        _at: &InMemoryAddress,
+        at: &InMemoryAddress,
     ) -> Result<PeerKeys, TransportError> {
         if let Some(e) = lock(&self.failure).clone() {
             return Err(e);
         }
-        Ok(lock(&self.keys).get(to).copied().unwrap_or_else(|| keys(0)))
+        lock(&self.probed).push(at.name.clone());
+        Ok(self.presented(to, at))
     }
 }
 

@@ -6,8 +6,8 @@ use parley_domain::{
 };
 
 use crate::ports::{
-    Chains, Contacts, Conversations, Directory, DirectoryError, NodeInfo, NodeSnapshot,
-    OutboxStore, StoreError,
+    Chains, Contacts, Conversations, DeviceAddress, Directory, DirectoryError, NodeInfo,
+    NodeSnapshot, OutboxStore, StoreError, Transport,
 };
 
 /// One conversation and the state of both directions' hash chains.
@@ -114,11 +114,19 @@ pub fn contact(
     }))
 }
 
-/// Whether `user` is online now, as the directory tells. The directory does not tell an unknown
-/// name from an offline one: both are `false`.
+/// Whether `user` is online now: a device of theirs is connected to this node, or the
+/// directory lists one. The directory does not tell an unknown name from an offline one: both
+/// are `false`.
 ///
 /// # Errors
-/// [`DirectoryError`] when the rendezvous cannot answer.
-pub async fn online(directory: &impl Directory, user: &Username) -> Result<bool, DirectoryError> {
-    Ok(directory.lookup(user).await?.is_some())
+/// [`DirectoryError`] when the rendezvous had to be asked and could not answer.
+pub async fn online<A: DeviceAddress>(
+    directory: &impl Directory<Address = A>,
+    transport: &impl Transport<Address = A>,
+    user: &Username,
+) -> Result<bool, DirectoryError> {
+    if !transport.connected(user).await.is_empty() {
+        return Ok(true);
+    }
+    Ok(!directory.lookup(user).await?.is_empty())
 }

@@ -56,14 +56,15 @@ async fn main() {
     let bob_name = Username::parse("bob").unwrap();
     let carol_name = Username::parse("carol").unwrap();
     common::eventually("bob and carol online", async || {
-        matches!(lookers[0].lookup(&bob_name).await, Ok(Some(_)))
-            && matches!(lookers[0].lookup(&carol_name).await, Ok(Some(_)))
+        matches!(lookers[0].lookup(&bob_name).await, Ok(found) if !found.is_empty())
+            && matches!(lookers[0].lookup(&carol_name).await, Ok(found) if !found.is_empty())
     })
     .await;
     bob.shutdown().await;
-    common::eventually("bob offline", async || {
-        matches!(lookers[0].lookup(&bob_name).await, Ok(None))
-    })
+    common::eventually(
+        "bob offline",
+        async || matches!(lookers[0].lookup(&bob_name).await, Ok(found) if found.is_empty()),
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(5)).await; // let the buckets refill
 
@@ -99,9 +100,9 @@ async fn main() {
             continue;
         }
         match (answer, kind) {
-            (Ok(None), 0) => unknown.push(took),
-            (Ok(None), 1) => offline.push(took),
-            (Ok(Some(_)), 2) => online.push(took),
+            (Ok(found), 0) if found.is_empty() => unknown.push(took),
+            (Ok(found), 1) if found.is_empty() => offline.push(took),
+            (Ok(found), 2) if !found.is_empty() => online.push(took),
             (Err(_), _) => limited += 1,
             (other, kind) => panic!("unexpected answer for kind {kind}: {other:?}"),
         }

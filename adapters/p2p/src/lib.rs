@@ -1,6 +1,6 @@
 //! Parley's peer-to-peer adapter: libp2p over TCP + yamux, secured by **mutual TLS 1.3
 //! verified against the Parley CA** (not libp2p's self-signed scheme), and the protocols
-//! that run over it: `/parley/message/2` (and `/parley/attachment/1`) between peers and `/parley/directory/1` between a peer
+//! that run over it: `/parley/message/2` (and `/parley/attachment/1`) between peers and `/parley/directory/2` between a peer
 //! and its rendezvous.
 //!
 //! Layout: [`upgrade`] and [`tls`] secure a connection (the certificate policy itself is

@@ -15,12 +15,15 @@ use serde::{Deserialize, Serialize};
 pub const MESSAGE_PROTOCOL: StreamProtocol = StreamProtocol::new("/parley/message/2");
 /// The longest base64 envelope accepted (the envelope's own cap, in base64).
 pub const MAX_ENVELOPE_BASE64: usize = 33 * 1024;
-/// The directory protocol between a peer and the rendezvous.
-pub const DIRECTORY_PROTOCOL: StreamProtocol = StreamProtocol::new("/parley/directory/1");
+/// The directory protocol between a peer and the rendezvous (version 2: a look-up answers
+/// every device of the user).
+pub const DIRECTORY_PROTOCOL: StreamProtocol = StreamProtocol::new("/parley/directory/2");
 /// At most this many metadata entries, each key and value at most 256 bytes.
 pub const MAX_META_ENTRIES: usize = 8;
 /// At most this many addresses are published per peer.
 pub const MAX_PUBLISHED_ADDRS: usize = 16;
+/// A look-up answers at most this many devices of the user, the newest publications first.
+pub const MAX_LOOKUP_DEVICES: usize = 8;
 /// The largest `/parley/message/2` request read, in bytes: the base64 envelope
 /// ([`MAX_ENVELOPE_BASE64`]) and the metadata at its worst JSON escaping (8 entries × 2 × 256
 /// bytes × 6), with room for the framing. A longer request is cut there, fails to parse, and
@@ -31,13 +34,15 @@ pub const MAX_MESSAGE_REQUEST_BYTES: u64 = 64 * 1024;
 pub const MAX_MESSAGE_RESPONSE_BYTES: u64 = 8 * 1024;
 /// A refusal's reason is cut to this many bytes before it is sent.
 pub const MAX_REASON_BYTES: usize = 1024;
-/// The largest `/parley/directory/1` request read, in bytes: a publication of
+/// The largest `/parley/directory/2` request read, in bytes: a publication of
 /// [`MAX_PUBLISHED_ADDRS`] addresses of 256 characters at worst JSON escaping, plus the
 /// metadata.
 pub const MAX_DIRECTORY_REQUEST_BYTES: u64 = 64 * 1024;
-/// The largest `/parley/directory/1` response read, in bytes: a record of
-/// [`MAX_PUBLISHED_ADDRS`] addresses of at most 256 characters plus `/p2p/<id>` each.
-pub const MAX_DIRECTORY_RESPONSE_BYTES: u64 = 16 * 1024;
+/// The largest `/parley/directory/2` response read, in bytes: [`MAX_LOOKUP_DEVICES`] records
+/// of [`MAX_PUBLISHED_ADDRS`] addresses, each at most 256 characters plus `/p2p/<id>` (320 in
+/// all), at worst JSON escaping (6 bytes a character): 8 × 16 × 320 × 6 = 240 KiB, with room
+/// for the peer ids and the framing.
+pub const MAX_DIRECTORY_RESPONSE_BYTES: u64 = 256 * 1024;
 
 /// Protocol metadata (trace context), bounded by [`MAX_META_ENTRIES`].
 pub type Meta = BTreeMap<String, String>;
@@ -97,11 +102,11 @@ pub enum DirectoryRequest {
     },
 }
 
-/// Where a user is online.
+/// Where one device of a user is online.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PeerRecord {
-    /// The user's peer id.
+    /// The device's peer id (its certificate's Ed25519 key).
     pub peer_id: String,
     /// Multiaddrs, each ending in `/p2p/<peer_id>`.
     pub addrs: Vec<String>,
@@ -113,10 +118,11 @@ pub struct PeerRecord {
 pub enum DirectoryResponse {
     /// Publication recorded.
     Published,
-    /// The answer to a look-up: `None` alike for an unknown and an offline user.
+    /// The answer to a look-up: every device of the user online now, the newest publication
+    /// first, at most [`MAX_LOOKUP_DEVICES`]; empty alike for an unknown and an offline user.
     Lookup {
-        /// Where the user is, if online.
-        peer: Option<PeerRecord>,
+        /// Where each device is.
+        devices: Vec<PeerRecord>,
     },
     /// Too many look-ups: retry later.
     RateLimited {
@@ -270,7 +276,27 @@ mod tests {
 
     #[test]
     fn unknown_and_offline_answers_have_one_shape() {
-        let none = serde_json::to_string(&DirectoryResponse::Lookup { peer: None }).expect("json");
-        assert_eq!(none, r#"{"kind":"lookup","peer":null}"#);
+        let none = serde_json::to_string(&DirectoryResponse::Lookup {
+            devices: Vec::new(),
+        })
+        .expect("json");
+        assert_eq!(none, r#"{"kind":"lookup","devices":[]}"#);
+    }
+
+    #[test]
+    fn a_lookup_answer_lists_devices_and_refuses_the_single_peer_of_version_1() {
+        let two = r#"{"kind":"lookup","devices":[{"peer_id":"a","addrs":["/ip4/1.2.3.4/tcp/1"]},{"peer_id":"b","addrs":[]}]}"#;
+        let Ok(DirectoryResponse::Lookup { devices }) = serde_json::from_str(two) else {
+            panic!("a list of devices parses");
+        };
+        assert_eq!(
+            devices
+                .iter()
+                .map(|d| d.peer_id.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let old = r#"{"kind":"lookup","peer":{"peer_id":"a","addrs":[]}}"#;
+        assert!(serde_json::from_str::<DirectoryResponse>(old).is_err());
     }
 }

@@ -62,14 +62,16 @@ impl Registry {
         self.inner().certified.get(peer).cloned()
     }
 
-    /// A connected peer whose verified certificate names `role`, if any.
+    /// Every connected peer whose verified certificate names `role` (several certificates of
+    /// one name are several peers: a user's devices, or someone posing as the user).
     #[must_use]
-    pub fn peer_of(&self, role: &Role) -> Option<PeerId> {
+    pub fn peers_of(&self, role: &Role) -> Vec<PeerId> {
         self.inner()
             .certified
             .iter()
-            .find(|(_, c)| c.role == *role)
+            .filter(|(_, c)| c.role == *role)
             .map(|(peer, _)| *peer)
+            .collect()
     }
 
     /// Forgets `peer` once its last connection closed.

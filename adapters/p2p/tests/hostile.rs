@@ -742,7 +742,7 @@ async fn directory_lookups_are_limited_per_device_and_per_address_with_a_retry_a
     let mut retry_after = None;
     for i in 0..burst + 5 {
         match first.lookup(&format!("nobody{i:03}")).await {
-            Ok(DirectoryResponse::Lookup { peer: None }) => answered += 1,
+            Ok(DirectoryResponse::Lookup { devices }) if devices.is_empty() => answered += 1,
             Ok(DirectoryResponse::RateLimited { retry_after_ms }) => {
                 retry_after.get_or_insert(retry_after_ms);
             }
@@ -759,7 +759,7 @@ async fn directory_lookups_are_limited_per_device_and_per_address_with_a_retry_a
     tokio::time::sleep(Duration::from_millis(retry_after)).await;
     let again = first.lookup("nobody").await;
     assert!(
-        matches!(again, Ok(DirectoryResponse::Lookup { peer: None })),
+        matches!(again, Ok(DirectoryResponse::Lookup { ref devices }) if devices.is_empty()),
         "{again:?}"
     );
     // Reconnecting does not bring a fresh bucket: a new burst right after is still limited
@@ -857,8 +857,11 @@ async fn the_directory_hands_out_only_addresses_it_can_vouch_for() {
     let eve = Attacker::aiming_at(&ca, "eve", 61, rendezvous, Role::Rendezvous);
     eve.dial_addr(at).await;
     eve.connected().await;
-    let Ok(DirectoryResponse::Lookup { peer: Some(found) }) = eve.lookup("mallory").await else {
-        panic!("mallory is listed");
+    let Ok(DirectoryResponse::Lookup { devices }) = eve.lookup("mallory").await else {
+        panic!("mallory's look-up is answered");
+    };
+    let [found] = devices.as_slice() else {
+        panic!("mallory is listed once: {devices:?}");
     };
     let handed: Vec<String> = found
         .addrs

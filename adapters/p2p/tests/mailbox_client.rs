@@ -1,6 +1,6 @@
 //! The node's mailbox client against a scripted rendezvous: a raw libp2p swarm holding the
 //! rendezvous's certificate, behind the real mutual-TLS upgrade on loopback, that speaks
-//! `/parley/directory/1` and `/parley/mailbox/1` and answers each mailbox request with the next
+//! `/parley/directory/2` and `/parley/mailbox/1` and answers each mailbox request with the next
 //! scripted response. Checks how requests and answers map to the `Mailbox` port, that a
 //! certificate the rendezvous hands out counts only when it verifies, and who may say "mail is
 //! waiting".

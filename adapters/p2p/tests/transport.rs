@@ -74,13 +74,13 @@ async fn address_of(node: &Node) -> PeerAddress {
 }
 
 async fn online(looker: &Node, name: &str) -> PeerAddress {
-    let mut found = None;
+    let mut found = Vec::new();
     eventually(&format!("{name} to be online"), async || {
-        found = looker.lookup(&user(name)).await.ok().flatten();
-        found.is_some()
+        found = looker.lookup(&user(name)).await.unwrap_or_default();
+        !found.is_empty()
     })
     .await;
-    found.unwrap()
+    found.remove(0)
 }
 
 #[tokio::test]
@@ -235,12 +235,71 @@ async fn the_directory_files_addresses_under_the_certificate_name_and_forgets_on
 
     carol.shutdown().await;
     eventually("carol to be offline", async || {
-        matches!(alice.lookup(&user("carol")).await, Ok(None))
+        alice
+            .lookup(&user("carol"))
+            .await
+            .is_ok_and(|found| found.is_empty())
     })
     .await;
     // Unknown and offline: the same answer.
-    assert_eq!(alice.lookup(&user("nobody")).await, Ok(None));
-    assert_eq!(alice.lookup(&user("carol")).await, Ok(None));
+    assert_eq!(alice.lookup(&user("nobody")).await, Ok(Vec::new()));
+    assert_eq!(alice.lookup(&user("carol")).await, Ok(Vec::new()));
+}
+
+#[tokio::test]
+async fn a_second_certificate_of_a_name_is_a_second_device_and_its_leaving_leaves_the_first() {
+    let ca = Ca::new("Parley CA");
+    let dir = directory(&ca).await;
+    let (alice, _) = node(ca.user("alice", 1), "alice", dir.addresses()).await;
+    let (bob, bob_rx) = node(ca.user("bob", 2), "bob", dir.addresses()).await;
+    let got = accept_all(bob_rx);
+    let real = address_of(&bob).await.peer;
+    online(&alice, "bob").await;
+
+    // Someone with bob's password has the CA certify a key of their own as bob's.
+    let (impostor, _) = node(ca.user("bob", 9), "bob", dir.addresses()).await;
+    let posing = address_of(&impostor).await.peer;
+    let mut listed = Vec::new();
+    eventually("both certificates of bob to be listed", async || {
+        listed = alice
+            .lookup(&user("bob"))
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|a| a.peer)
+            .collect();
+        listed.len() == 2
+    })
+    .await;
+    assert_eq!(listed, [posing, real], "the newest publication first");
+
+    impostor.shutdown().await;
+    eventually("the impostor to leave the directory", async || {
+        alice
+            .lookup(&user("bob"))
+            .await
+            .is_ok_and(|found| found.len() == 1)
+    })
+    .await;
+    let found = alice.lookup(&user("bob")).await.unwrap();
+    assert_eq!(found[0].peer, real, "the real bob is still listed");
+    alice
+        .deliver(&user("bob"), &found[0], &message("bob", 1), None)
+        .await
+        .unwrap();
+    assert_eq!(got.lock().await.len(), 1);
+    let connected: Vec<_> = alice
+        .connected(&user("bob"))
+        .await
+        .iter()
+        .map(|a| a.peer)
+        .collect();
+    assert_eq!(
+        connected,
+        [real],
+        "the connection alice holds to bob, named"
+    );
+    assert!(alice.connected(&user("carol")).await.is_empty());
 }
 
 #[tokio::test]
@@ -276,7 +335,7 @@ async fn directory_lookups_are_rate_limited() {
     let mut limited = 0;
     for i in 0..60 {
         match alice.lookup(&user(&format!("user{i:03}"))).await {
-            Ok(None) => {}
+            Ok(found) if found.is_empty() => {}
             Err(DirectoryError::Refused(reason)) => {
                 assert!(reason.contains("too many"), "{reason}");
                 limited += 1;

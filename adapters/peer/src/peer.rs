@@ -428,7 +428,7 @@ impl Peer {
         };
         for summary in list.into_iter().take(PRESENCE_CONTACTS) {
             // A directory that cannot answer tells nothing: the last known state stays.
-            if let Ok(online) = queries::online(&self.node, &summary.with).await {
+            if let Ok(online) = queries::online(&self.node, &self.node, &summary.with).await {
                 self.set_presence(&summary.with, online);
             }
         }

@@ -303,16 +303,24 @@ fn protocol_seeds(corpus: &Corpus) {
         target,
         "found",
         &DirectoryResponse::Lookup {
-            peer: Some(PeerRecord {
-                peer_id: peer.to_string(),
-                addrs: vec![format!("/ip4/192.0.2.7/tcp/4001/p2p/{peer}")],
-            }),
+            devices: vec![
+                PeerRecord {
+                    peer_id: peer.to_string(),
+                    addrs: vec![format!("/ip4/192.0.2.7/tcp/4001/p2p/{peer}")],
+                },
+                PeerRecord {
+                    peer_id: peer.to_string(),
+                    addrs: Vec::new(),
+                },
+            ],
         },
     );
     corpus.put_json(
         target,
         "not-found",
-        &DirectoryResponse::Lookup { peer: None },
+        &DirectoryResponse::Lookup {
+            devices: Vec::new(),
+        },
     );
     corpus.put_json(target, "published", &DirectoryResponse::Published);
     corpus.put_json(

@@ -1,7 +1,7 @@
 //! Commands: each changes state and returns nothing but an error.
 //!
 //! One file per interactor, each with its error enum: [`send`] (with the per-recipient
-//! backlog), [`receive`], [`mailbox`] (deposits for offline recipients, collecting what the
+//! backlog, and the choice among a recipient's devices), [`receive`], [`mailbox`] (deposits for offline recipients, collecting what the
 //! rendezvous held), [`trust`] (contacts' keys), [`attachments`], [`upkeep`] (the daemon's
 //! outbox retries and expiry) and [`enroll`]. The messaging ones are methods of
 //! one [`Messaging`], which holds the ports and the locks they share.
@@ -17,6 +17,7 @@ use crate::ports::{
 
 pub mod attachments;
 mod backlog;
+mod devices;
 pub mod enroll;
 pub mod mailbox;
 pub mod receive;

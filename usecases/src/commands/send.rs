@@ -272,8 +272,10 @@ where
             return Err(SendError::ToSelf);
         }
         let (backlogged, since) = self.backlogged(&cmd.to)?;
-        let found = self.directory.lookup(&cmd.to).await;
         let contact = self.store.contact(&cmd.to)?;
+        let found = self
+            .locate(&cmd.to, contact.as_ref().map(|c| &c.keys))
+            .await;
         let address = match (found, &contact) {
             (Ok(Some(address)), _) => Some(address),
             (Ok(None), None) => return Err(SendError::UnknownUser(cmd.to)),

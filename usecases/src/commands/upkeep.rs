@@ -47,17 +47,14 @@ where
                 blocked.push(to);
                 continue;
             }
-            if self
-                .store
-                .contact(&to)?
-                .is_some_and(|c| c.pending.is_some())
-            {
+            let contact = self.store.contact(&to)?;
+            if contact.as_ref().is_some_and(|c| c.pending.is_some()) {
                 blocked.push(to);
                 continue;
             }
             let address = match addresses.iter().find(|(u, _)| *u == to) {
                 Some((_, a)) => a.clone(),
-                None => match self.directory.lookup(&to).await {
+                None => match self.locate(&to, contact.as_ref().map(|c| &c.keys)).await {
                     Ok(Some(a)) => {
                         addresses.push((to.clone(), a.clone()));
                         a

@@ -42,22 +42,32 @@ pub enum DirectoryError {
     Refused(String),
 }
 
+/// Where one device of a user can be reached, as the directory says: opaque to the core, which
+/// hands it to the [`Transport`] as it came (the adapter parses it once, at its edge), except
+/// for the one thing the core asks of it: which device key it reaches.
+pub trait DeviceAddress: Clone + std::fmt::Debug + Send + Sync {
+    /// Whether this address reaches the device whose device (Ed25519) key is the one in `keys`
+    /// (for libp2p: whether its peer id is that key's). A hint for choosing among a user's
+    /// devices, not a check: the transport still holds the device to every pinned key.
+    fn has_device_key(&self, keys: &PeerKeys) -> bool;
+}
+
 /// The rendezvous directory.
 #[auto_impl(Arc)]
 pub trait Directory: Send + Sync {
-    /// Where a user can be reached, as the directory says: opaque to the core, which hands it
-    /// to the [`Transport`] as it came (the adapter parses it once, at its edge).
-    type Address: Clone + std::fmt::Debug + Send + Sync;
+    /// Where a device can be reached, as the directory says.
+    type Address: DeviceAddress;
 
-    /// Where `user` is online now. `Ok(None)` for a user who is unknown *or* offline: the
-    /// directory does not tell the two apart.
+    /// Every device of `user` online now, the newest publication first; the directory bounds
+    /// the list. Empty for a user who is unknown *or* offline: the directory does not tell the
+    /// two apart.
     ///
     /// # Errors
     /// [`DirectoryError`] when the rendezvous cannot answer.
     fn lookup(
         &self,
         user: &Username,
-    ) -> impl Future<Output = Result<Option<Self::Address>, DirectoryError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Self::Address>, DirectoryError>> + Send;
 }
 
 /// A sealed message on its way out, as the transport carries it.
@@ -205,7 +215,14 @@ impl TransportError {
 #[auto_impl(Arc)]
 pub trait Transport: Send + Sync {
     /// Where a peer can be reached: what the [`Directory`] answers.
-    type Address: Clone + std::fmt::Debug + Send + Sync;
+    type Address: DeviceAddress;
+
+    /// The devices of `user` this node holds a verified connection to now, as the connections'
+    /// certificates proved them (no dial, no look-up): writing to one of them needs no
+    /// rendezvous. Empty when there is none, or when the node cannot tell.
+    ///
+    /// Cancel safety: dropping the future loses only the answer.
+    fn connected(&self, user: &Username) -> impl Future<Output = Vec<Self::Address>> + Send;
 
     /// Delivers `message` to `to` at `at`; resolves once the recipient's receipt is back, that
     /// is, once the recipient stored the message durably. With `pinned`, a peer whose

@@ -21,7 +21,7 @@ pub(super) struct Behaviour {
     pub(super) guard: Guard,
     /// `/parley/message/2`: sending envelopes and answering those that arrive.
     pub(super) messaging: messaging::Behaviour,
-    /// `/parley/directory/1`, client side: publishing and look-ups at the rendezvous.
+    /// `/parley/directory/2`, client side: publishing and look-ups at the rendezvous.
     pub(super) directory: directory::Behaviour,
     /// `/parley/mailbox/1`: deposits, fetches and key look-ups at the rendezvous, and its
     /// "mail is waiting" ([`super::mailbox`]).

@@ -12,20 +12,21 @@ use libp2p::{
     request_response::{self, OutboundRequestId, ProtocolSupport},
     swarm::dial_opts::DialOpts,
 };
-use parley_domain::{Role, Username};
-use parley_usecases::ports::{DirectoryError, NodeSnapshot};
+use parley_domain::{PeerKeys, Role, Username};
+use parley_usecases::ports::{DeviceAddress, DirectoryError, NodeSnapshot};
 use tokio::sync::oneshot;
 
 use super::behaviour::{self, describe, request_response_config};
 use crate::{
+    pki,
     protocol::{
         DIRECTORY_PROTOCOL, DirectoryRequest, DirectoryResponse, MAX_DIRECTORY_REQUEST_BYTES,
-        MAX_DIRECTORY_RESPONSE_BYTES, Meta,
+        MAX_DIRECTORY_RESPONSE_BYTES, MAX_LOOKUP_DEVICES, Meta,
     },
     registry::Registry,
 };
 
-/// `/parley/directory/1` streams open at once on one connection.
+/// `/parley/directory/2` streams open at once on one connection.
 pub const DIRECTORY_STREAMS_PER_CONNECTION: usize = 32;
 /// How often a lost rendezvous connection is re-dialled.
 pub(super) const REDIAL_EVERY: Duration = Duration::from_secs(2);
@@ -43,18 +44,42 @@ pub(super) fn behaviour() -> Behaviour {
     )
 }
 
-/// Where a user can be dialled, as the directory said: parsed once, when the answer arrives,
-/// and handed to the transport as it is.
+/// Where one device of a user can be dialled, as the directory said: parsed once, when the
+/// answer arrives, and handed to the transport as it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerAddress {
-    /// The peer id the user's certificate key gives.
+    /// The peer id the device's certificate key gives.
     pub peer: PeerId,
     /// Addresses the peer listens on (empty when a verified connection is already open).
     pub addrs: Vec<Multiaddr>,
 }
 
-/// Where a look-up's answer goes.
-pub(super) type LookupReply = oneshot::Sender<Result<Option<PeerAddress>, DirectoryError>>;
+impl DeviceAddress for PeerAddress {
+    fn has_device_key(&self, keys: &PeerKeys) -> bool {
+        pki::peer_id(&keys.ed25519).is_ok_and(|peer| peer == self.peer)
+    }
+}
+
+/// Where a look-up's answer goes: every device the directory lists.
+pub(super) type LookupReply = oneshot::Sender<Result<Vec<PeerAddress>, DirectoryError>>;
+
+/// The devices of `user` with a verified connection open now, as their certificates proved
+/// them (no addresses: the connection is there).
+pub(super) fn connected(
+    swarm: &PeerSwarm,
+    registry: &Registry,
+    user: &Username,
+) -> Vec<PeerAddress> {
+    registry
+        .peers_of(&Role::User(user.clone()))
+        .into_iter()
+        .filter(|peer| swarm.is_connected(peer))
+        .map(|peer| PeerAddress {
+            peer,
+            addrs: Vec::new(),
+        })
+        .collect()
+}
 
 /// The rendezvous: its peer id and its addresses without `/p2p/<id>`.
 pub(super) struct Rendezvous {
@@ -161,27 +186,15 @@ impl Client {
         self.next = None;
     }
 
-    /// Looks `user` up: from an open verified connection if there is one, else at the
-    /// rendezvous.
+    /// Looks `user` up at the rendezvous: every device it lists. (Which connected devices need
+    /// no look-up is the use cases' choice: see [`connected`].)
     pub(super) fn lookup(
         &mut self,
         swarm: &mut PeerSwarm,
-        registry: &Registry,
         user: Username,
         meta: Meta,
         reply: LookupReply,
     ) {
-        // A verified connection to the user is open: no need to ask the rendezvous
-        // (one round trip and one look-up of the rate limit saved per message).
-        if let Some(peer) = registry.peer_of(&Role::User(user.clone()))
-            && swarm.is_connected(&peer)
-        {
-            let _ = reply.send(Ok(Some(PeerAddress {
-                peer,
-                addrs: Vec::new(),
-            })));
-            return;
-        }
         let Some(Rendezvous { peer, addrs }) = &self.rendezvous else {
             let _ = reply.send(Err(DirectoryError::Unavailable(
                 "no rendezvous is configured".into(),
@@ -251,17 +264,20 @@ impl Client {
                 self.set_connected(true);
                 return true;
             }
-            DirectoryResponse::Lookup { peer: None } => Ok(None),
-            DirectoryResponse::Lookup { peer: Some(found) } => match found.peer_id.parse() {
-                // An address that does not parse cannot be dialled: it is left out.
-                Ok(peer) => Ok(Some(PeerAddress {
-                    peer,
-                    addrs: found.addrs.iter().filter_map(|a| a.parse().ok()).collect(),
-                })),
-                Err(_) => Err(DirectoryError::Unavailable(
-                    "the rendezvous answered with an invalid peer id".into(),
-                )),
-            },
+            DirectoryResponse::Lookup { devices } => devices
+                .iter()
+                .take(MAX_LOOKUP_DEVICES)
+                .map(|found| match found.peer_id.parse() {
+                    // An address that does not parse cannot be dialled: it is left out.
+                    Ok(peer) => Ok(PeerAddress {
+                        peer,
+                        addrs: found.addrs.iter().filter_map(|a| a.parse().ok()).collect(),
+                    }),
+                    Err(_) => Err(DirectoryError::Unavailable(
+                        "the rendezvous answered with an invalid peer id".into(),
+                    )),
+                })
+                .collect(),
             DirectoryResponse::RateLimited { retry_after_ms } => {
                 Err(DirectoryError::Refused(format!(
                     "too many look-ups; retry in {} s",

@@ -34,8 +34,8 @@ impl NodeInfo for Node {
 impl Directory for Node {
     type Address = PeerAddress;
 
-    #[tracing::instrument(name = "p2p.lookup", skip_all, fields(%user, found), err(Display, level = "info"))]
-    async fn lookup(&self, user: &Username) -> Result<Option<PeerAddress>, DirectoryError> {
+    #[tracing::instrument(name = "p2p.lookup", skip_all, fields(%user, found, devices), err(Display, level = "info"))]
+    async fn lookup(&self, user: &Username) -> Result<Vec<PeerAddress>, DirectoryError> {
         let (reply, rx) = oneshot::channel();
         self.command(Command::Lookup {
             user: user.clone(),
@@ -47,13 +47,28 @@ impl Directory for Node {
         let found = rx
             .await
             .map_err(|_| DirectoryError::Unavailable("the network task stopped".into()))??;
-        tracing::Span::current().record("found", found.is_some());
+        let span = tracing::Span::current();
+        span.record("found", !found.is_empty());
+        span.record("devices", found.len());
         Ok(found)
     }
 }
 
 impl Transport for Node {
     type Address = PeerAddress;
+
+    async fn connected(&self, user: &Username) -> Vec<PeerAddress> {
+        let (reply, rx) = oneshot::channel();
+        let asked = Command::Connected {
+            user: user.clone(),
+            reply,
+        };
+        // A node that stopped has no connections.
+        if self.command(asked).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
 
     #[tracing::instrument(
         name = "p2p.deliver",

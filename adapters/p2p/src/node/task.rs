@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     behaviour::{Behaviour, BehaviourEvent},
-    directory::{self, LookupReply},
+    directory::{self, LookupReply, PeerAddress},
     mailbox::{self, MailboxReply},
     messaging::{Delivery, Due, Messaging},
     nat::{self, Nat},
@@ -29,11 +29,16 @@ pub(super) type DeliveryReply = oneshot::Sender<Result<PeerKeys, TransportError>
 
 /// What the handle asks of the swarm task.
 pub(super) enum Command {
-    /// Find `user`'s peer id and addresses.
+    /// Find the peer ids and addresses of `user`'s devices at the rendezvous.
     Lookup {
         user: Username,
         meta: Meta,
         reply: LookupReply,
+    },
+    /// Name `user`'s devices with a verified connection open now.
+    Connected {
+        user: Username,
+        reply: oneshot::Sender<Vec<PeerAddress>>,
     },
     /// Send an envelope and wait for its receipt.
     Deliver {
@@ -106,8 +111,10 @@ impl Task {
     fn on_command(&mut self, command: Command) {
         match command {
             Command::Lookup { user, meta, reply } => {
-                self.directory
-                    .lookup(&mut self.swarm, &self.registry, user, meta, reply);
+                self.directory.lookup(&mut self.swarm, user, meta, reply);
+            }
+            Command::Connected { user, reply } => {
+                let _ = reply.send(directory::connected(&self.swarm, &self.registry, &user));
             }
             Command::Deliver { delivery, reply } => {
                 self.messaging

@@ -242,12 +242,12 @@ impl Mailbox {
         }
     }
 
-    /// Sends `answer`; tells a connected recipient that mail is waiting. `peer_of` finds the
-    /// recipient's connection.
+    /// Sends `answer`; tells every connected device of the recipient that mail is waiting.
+    /// `peers_of` finds the recipient's devices.
     pub(super) fn send(
         behaviour: &mut Behaviour,
         answer: Answer,
-        peer_of: impl Fn(&Username) -> Option<PeerId>,
+        peers_of: impl Fn(&Username) -> Vec<PeerId>,
     ) {
         let Answer {
             reply,
@@ -256,7 +256,7 @@ impl Mailbox {
         } = answer;
         reply.span.record("outcome", outcome(&response));
         let _ = behaviour.send_response(reply.channel, response);
-        if let Some(peer) = waiting.as_ref().and_then(peer_of) {
+        for peer in waiting.as_ref().map(peers_of).unwrap_or_default() {
             behaviour.send_request(&peer, MailboxRequest::Waiting);
         }
     }
@@ -351,7 +351,7 @@ impl Mailbox {
                 response,
                 waiting: None,
             },
-            |_| None,
+            |_| Vec::new(),
         );
     }
 

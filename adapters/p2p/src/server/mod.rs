@@ -1,16 +1,20 @@
-//! The rendezvous's directory: who is online where, over `/parley/directory/1`.
+//! The rendezvous's directory: who is online where, over `/parley/directory/2`.
 //!
-//! A peer publishes its listen addresses; the directory files them under the username of the
-//! peer's verified certificate (the request names no user). A look-up needs an enrolled
-//! certificate (the TLS handshake refuses anyone else), is rate-limited per peer and per source
-//! IP address (one person may enroll several devices; each device's limit alone would multiply),
-//! and answers an unknown user and an offline user alike. There is no listing. An entry lives as
-//! long as the peer's connection. A rate-limit bucket outlives the connection until it has
-//! refilled, so reconnecting does not reset it.
+//! A peer publishes its listen addresses; the directory files them under the username and the
+//! device (the peer id) of the peer's verified certificate (the request names no user), one
+//! entry per device ([`online`]): several certificates of one name are several devices, and
+//! none replaces or removes another's entry. A look-up needs an enrolled certificate (the TLS
+//! handshake refuses anyone else), is rate-limited per peer and per source IP address (one
+//! person may enroll several devices; each device's limit alone would multiply), answers every
+//! device of the user (the newest publications first, a bounded number), and answers an unknown
+//! user and an offline user alike. There is no listing. An entry lives as long as the device's
+//! connection. A rate-limit bucket outlives the connection until it has refilled, so
+//! reconnecting does not reset it.
 
 mod dial_back;
 mod limit;
 mod mailbox;
+mod online;
 mod relay;
 mod stats;
 mod vouch;
@@ -23,10 +27,12 @@ pub use limit::{
 };
 pub use stats::{DirectoryStats, StatsSnapshot};
 
-use self::limit::Limits;
+use self::{
+    limit::Limits,
+    online::{Device, Key, Online},
+};
 
 use std::{
-    collections::HashMap,
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
@@ -51,7 +57,7 @@ use crate::{
     swarm,
 };
 
-/// `/parley/directory/1` streams open at once on one connection; more are dropped.
+/// `/parley/directory/2` streams open at once on one connection; more are dropped.
 pub const STREAMS_PER_CONNECTION: usize = 32;
 /// How often full (idle) rate-limit buckets are forgotten.
 const PRUNE_EVERY: Duration = Duration::from_secs(10);
@@ -167,7 +173,7 @@ impl DirectoryServer {
             swarm,
             registry,
             vouch,
-            online: HashMap::new(),
+            online: Online::default(),
             limits: Limits::new(options.address_limit),
             mailbox,
             stats: stats.clone(),
@@ -204,7 +210,7 @@ struct Directory {
     swarm: Swarm<Behaviour>,
     registry: Registry,
     vouch: vouch::Vouch,
-    online: HashMap<Username, (PeerId, Vec<Multiaddr>)>,
+    online: Online,
     limits: Limits,
     mailbox: mailbox::Mailbox,
     stats: Arc<DirectoryStats>,
@@ -222,7 +228,7 @@ impl Directory {
                     mailbox::Mailbox::send(
                         &mut self.swarm.behaviour_mut().mailbox,
                         answer,
-                        |user| registry.peer_of(&Role::User(user.clone())),
+                        |user| registry.peers_of(&Role::User(user.clone())),
                     );
                 }
                 _ = prune.tick() => {
@@ -285,6 +291,7 @@ impl Directory {
                 self.swarm.close_connection(connection);
             }
             SwarmEvent::ConnectionEstablished {
+                peer_id,
                 connection_id,
                 endpoint,
                 num_established,
@@ -293,6 +300,7 @@ impl Directory {
                 if let Some(ip) = guard::ip_of(endpoint.get_remote_address()) {
                     self.limits.connected(connection_id, ip);
                 }
+                self.online.connected(peer_id, connection_id);
                 if num_established.get() == 1 {
                     DirectoryStats::bump(&self.stats.connected_peers);
                 }
@@ -304,13 +312,15 @@ impl Directory {
                 ..
             } => {
                 self.limits.closed(connection_id);
+                // Only the entry this connection holds goes (or passes to another open
+                // connection of the same device): another device of the same name stays.
+                self.online.closed(peer_id, connection_id);
+                self.count_online();
                 if num_established > 0 {
                     return;
                 }
                 self.stats.connected_peers.fetch_sub(1, Ordering::Relaxed);
                 self.registry.forget(&peer_id);
-                self.online.retain(|_, (peer, _)| *peer != peer_id);
-                self.count_online();
             }
             SwarmEvent::IncomingConnectionError {
                 send_back_addr,
@@ -325,7 +335,7 @@ impl Directory {
     }
 
     fn count_online(&self) {
-        let online = u64::try_from(self.online.len()).unwrap_or(u64::MAX);
+        let online = u64::try_from(self.online.users()).unwrap_or(u64::MAX);
         self.stats.online_users.store(online, Ordering::Relaxed);
     }
 
@@ -338,8 +348,7 @@ impl Directory {
     ) {
         let span = match &request {
             DirectoryRequest::Lookup { meta, .. } => {
-                let span =
-                    tracing::info_span!("directory.lookup", %peer, found = tracing::field::Empty);
+                let span = tracing::info_span!("directory.lookup", %peer, found = tracing::field::Empty, devices = tracing::field::Empty);
                 crate::trace::adopt(&span, meta);
                 span
             }
@@ -347,8 +356,9 @@ impl Directory {
         };
         let _entered = span.enter();
         let response = self.answer(peer, connection, request);
-        if let DirectoryResponse::Lookup { peer } = &response {
-            span.record("found", peer.is_some());
+        if let DirectoryResponse::Lookup { devices } = &response {
+            span.record("found", !devices.is_empty());
+            span.record("devices", devices.len());
         }
         match &response {
             DirectoryResponse::Lookup { .. } => DirectoryStats::bump(&self.stats.lookups),
@@ -401,7 +411,8 @@ impl Directory {
                     tracing::debug!(%peer, published, kept = addrs.len(), "addresses not vouched for were dropped");
                 }
                 tracing::info!(%user, %peer, "peer online");
-                self.online.insert(user, (peer, addrs));
+                let device = Device { peer };
+                self.online.publish(Key { user, device }, connection, addrs);
                 DirectoryResponse::Published
             }
             DirectoryRequest::Lookup { username, meta } => {
@@ -419,15 +430,18 @@ impl Directory {
                             .saturating_add(1),
                     };
                 }
-                let found = Username::parse(&username)
-                    .ok()
-                    .and_then(|name| self.online.get(&name));
-                DirectoryResponse::Lookup {
-                    peer: found.map(|(peer, addrs)| PeerRecord {
-                        peer_id: peer.to_string(),
-                        addrs: addrs.iter().map(ToString::to_string).collect(),
-                    }),
-                }
+                let devices = match Username::parse(&username) {
+                    Ok(name) => self
+                        .online
+                        .devices(&name)
+                        .map(|(peer, addrs)| PeerRecord {
+                            peer_id: peer.to_string(),
+                            addrs: addrs.iter().map(ToString::to_string).collect(),
+                        })
+                        .collect(),
+                    Err(_) => Vec::new(),
+                };
+                DirectoryResponse::Lookup { devices }
             }
         }
     }

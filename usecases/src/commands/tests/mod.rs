@@ -243,6 +243,7 @@ fn the_in_memory_store_keeps_the_store_contract() {
 }
 
 mod attachments;
+mod devices;
 mod enroll;
 mod mailbox;
 mod receive;
