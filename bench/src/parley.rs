@@ -42,6 +42,7 @@ pub fn serve_rendezvous(data: &Path) -> Result<()> {
             p2p: "/ip4/127.0.0.1/tcp/0".parse()?,
             announce: Vec::new(),
             ca_key: None,
+            certificate_days: parley_domain::pki::MAX_CERT_VALIDITY_DAYS,
         };
         let running = parley_rendezvous::start_with(config, protection).await?;
         let p2p = running

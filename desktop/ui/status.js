@@ -1,4 +1,5 @@
-// The status line: the user, the rendezvous connection, the peer id and the outbox.
+// The status line: the user, the rendezvous connection, the peer id, the outbox and, near its
+// expiry, the certificate's warning.
 
 /** @typedef {import('./types.js').Status} Status */
 
@@ -37,6 +38,10 @@ export function renderStatus(status) {
   const outboxNode = $("status-outbox");
   setText(outboxNode, outbox > 0 ? `${outbox} waiting` : "");
   outboxNode.title = outbox > 0 ? `${outbox} message(s) waiting in the outbox to be retried` : "";
+  const certificate = $("status-certificate");
+  const warning = status.certificate && typeof status.certificate.warning === "string" ? status.certificate.warning : "";
+  setText(certificate, warning);
+  certificate.title = warning && status.certificate ? `Certificate expires ${status.certificate.expires_at}` : "";
   const connections = Array.isArray(status.connections) ? status.connections : [];
   state.paths = new Map(
     connections

@@ -24,6 +24,14 @@
  */
 
 /**
+ * The device certificate as `status` shows it.
+ * @typedef {Object} Certificate
+ * @property {number} days_left Whole days left (0 when expired or within a day of it).
+ * @property {string} expires_at When it expires (RFC 3339).
+ * @property {string|null} [warning] One sentence from 7 days before expiry (what to do), and once expired; else absent.
+ */
+
+/**
  * A received chain's state.
  * @typedef {Object} Chain
  * @property {number} faults How many messages failed the chain check.
@@ -193,6 +201,7 @@
 /**
  * The peer's state (`status --json`).
  * @typedef {Object} Status
+ * @property {Certificate} certificate The device certificate: when it expires, and a warning when that is near.
  * @property {Connection[]} connections The contacts connected now, one entry each.
  * @property {string|null} [home] The home folder: in the window's status only.
  * @property {string[]} listen_addrs Addresses the node listens on.

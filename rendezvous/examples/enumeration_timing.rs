@@ -145,6 +145,7 @@ async fn main() -> Result<()> {
             p2p: "/ip4/127.0.0.1/tcp/0".parse()?,
             announce: Vec::new(),
             ca_key: None,
+            certificate_days: parley_domain::pki::MAX_CERT_VALIDITY_DAYS,
         },
         protection,
     )

@@ -54,6 +54,9 @@ pub enum Error {
     /// rcgen could not build or sign a certificate.
     #[error("cannot make a certificate: {0}")]
     Certificate(#[from] rcgen::Error),
+    /// A device certificate's validity outside 1 to 30 days.
+    #[error("--certificate-days {0} is not between 1 and 30")]
+    Validity(u32),
 }
 
 /// Whom a certificate is for.
@@ -87,6 +90,7 @@ pub struct Ca {
     der: Vec<u8>,
     pem: String,
     fingerprint: CaFingerprint,
+    user_days: u32,
 }
 
 impl std::fmt::Debug for Ca {
@@ -139,7 +143,21 @@ impl Ca {
             pem: pem_certificate(&der),
             der: der.to_vec(),
             fingerprint,
+            user_days: MAX_CERT_VALIDITY_DAYS,
         })
+    }
+
+    /// Device certificates issued from now on last `days` days instead of
+    /// [`MAX_CERT_VALIDITY_DAYS`] (1 to that maximum, which peers enforce).
+    ///
+    /// # Errors
+    /// [`Error::Validity`] for 0 or more than the maximum.
+    pub fn with_certificate_days(mut self, days: u32) -> Result<Self, Error> {
+        if !(1..=MAX_CERT_VALIDITY_DAYS).contains(&days) {
+            return Err(Error::Validity(days));
+        }
+        self.user_days = days;
+        Ok(self)
     }
 
     /// SHA-256 of the CA certificate's SubjectPublicKeyInfo.
@@ -162,7 +180,8 @@ impl Ca {
 
     /// Issues a leaf certificate for `subject` holding the Ed25519 public key `ed25519`:
     /// CA:false, digitalSignature, serverAuth + clientAuth, exactly one URI SAN, valid from
-    /// five minutes ago for [`MAX_CERT_VALIDITY_DAYS`] days (a year for the rendezvous's own).
+    /// five minutes ago for [`MAX_CERT_VALIDITY_DAYS`] days, or those set with
+    /// [`Ca::with_certificate_days`] (a year for the rendezvous's own).
     ///
     /// # Errors
     /// [`Error::Certificate`] when rcgen refuses (an invalid key, for example).
@@ -181,7 +200,7 @@ impl Ca {
         params.not_before = now - BACKDATE;
         params.not_after = now
             + match subject {
-                Subject::User { .. } => Duration::days(MAX_CERT_VALIDITY_DAYS.into()),
+                Subject::User { .. } => Duration::days(self.user_days.into()),
                 Subject::Rendezvous => RENDEZVOUS_VALIDITY,
             };
         params.serial_number = Some(SerialNumber::from_slice(&serial));

@@ -25,6 +25,7 @@ pub mod lockout;
 pub mod mailbox;
 pub mod metrics;
 pub mod registry;
+pub mod renewal;
 pub mod service;
 
 use std::net::{IpAddr, SocketAddr};
@@ -54,6 +55,8 @@ pub struct Config {
     pub announce: Vec<Multiaddr>,
     /// A CA key file shared by several instances, instead of `<data>/ca-key.pem`.
     pub ca_key: Option<PathBuf>,
+    /// How many days device certificates last (1 to 30).
+    pub certificate_days: u32,
 }
 
 /// How the HTTPS API protects itself from hostile or greedy clients. [`Default`] is what the
@@ -214,7 +217,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 pub async fn start_with(config: Config, protection: Protection) -> Result<Running, StartError> {
     files::private_dir(&config.data)?;
     let now = OffsetDateTime::now_utc();
-    let ca = Arc::new(ca::Ca::open(&config.data, config.ca_key.as_deref(), now)?);
+    let ca = Arc::new(
+        ca::Ca::open(&config.data, config.ca_key.as_deref(), now)?
+            .with_certificate_days(config.certificate_days)?,
+    );
     let secret = identity::load_or_create(&config.data)?;
     let leaf = ca.issue(
         &ca::Subject::Rendezvous,
@@ -262,6 +268,10 @@ pub async fn start_with(config: Config, protection: Protection) -> Result<Runnin
         relay: protection.relay,
         announce: config.announce.clone(),
         mailbox,
+        renewer: Some(Arc::new(renewal::CaRenewer::new(
+            Arc::clone(&ca),
+            registry.clone(),
+        ))),
         ..ServerOptions::default()
     };
     let directory = DirectoryServer::start_with(credentials, config.p2p.clone(), options)

@@ -32,6 +32,9 @@ struct Args {
     /// CA key (PKCS#8 PEM, Ed25519) shared by several instances; nothing is written for it.
     #[arg(long)]
     ca_key: Option<PathBuf>,
+    /// How many days device certificates last (devices renew themselves once a third is left).
+    #[arg(long, value_name = "N", default_value_t = parley_domain::pki::MAX_CERT_VALIDITY_DAYS, value_parser = clap::value_parser!(u32).range(1..=i64::from(parley_domain::pki::MAX_CERT_VALIDITY_DAYS)))]
+    certificate_days: u32,
     /// Proxy whose X-Forwarded-For header names the client (repeatable); the header is
     /// ignored on connections from any other address.
     #[arg(long, value_name = "IP")]
@@ -215,6 +218,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             p2p: args.p2p,
             announce: args.announce,
             ca_key: args.ca_key,
+            certificate_days: args.certificate_days,
         },
         protection,
     )

@@ -219,6 +219,15 @@ impl Registry {
         self.db.flush_async().await?;
         Ok(())
     }
+
+    /// [`Registry::flush`], blocking the thread (for callers on a blocking thread).
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub fn flush_blocking(&self) -> Result<(), Error> {
+        self.db.flush()?;
+        Ok(())
+    }
 }
 
 /// The DER inside a PEM certificate.

@@ -209,6 +209,16 @@ async fn show<T: DeserializeOwned + Serialize>(
     Ok(())
 }
 
+/// Says on stderr when this device's certificate expires within 7 days or has expired. Asks
+/// the daemon once more; says nothing when that fails (the command itself succeeded).
+async fn warn_certificate(home: &Home) {
+    if let Ok(status) = client::call::<view::Status>(home, &Request::Status).await
+        && let Some(warning) = status.certificate.warning
+    {
+        eprintln!("warning: {warning}");
+    }
+}
+
 async fn run(cli: Cli) -> Result<()> {
     let home = home(cli.home)?;
     let log_format = cli.log_format;
@@ -273,6 +283,7 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 println!("delivered: {}", sent.id);
             }
+            warn_certificate(&home).await;
             Ok(())
         }
         Command::History { user, json } => {
@@ -295,7 +306,16 @@ async fn run(cli: Cli) -> Result<()> {
             .await
         }
         Command::Status { json } => {
-            show(&home, &Request::Status, json, present::status_lines).await
+            let status: view::Status = client::call(&home, &Request::Status).await?;
+            if let Some(warning) = &status.certificate.warning {
+                eprintln!("warning: {warning}");
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                println!("{}", present::status_lines(&status));
+            }
+            Ok(())
         }
         Command::SafetyNumber { user, json } => {
             let user = parse_user(&user)?;

@@ -112,6 +112,15 @@ pub fn status_lines(s: &Status) -> String {
             "no slot".to_owned()
         },
     );
+    lines.push_str(&format!(
+        "\ncertificate: expires {} ({})",
+        s.certificate.expires_at,
+        if s.certificate.warning.is_some() && s.certificate.days_left == 0 {
+            "expired or expiring today".to_owned()
+        } else {
+            format!("{} days left", s.certificate.days_left)
+        }
+    ));
     for c in &s.connections {
         let path = match c.path {
             Path::Direct => "direct",

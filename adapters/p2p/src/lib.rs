@@ -35,14 +35,15 @@ pub use libp2p::{Multiaddr, PeerId};
 #[doc(hidden)]
 pub use node::parse_request;
 pub use node::{
-    CLOSE_GRACE, COMMAND_QUEUE, DIRECTORY_STREAMS_PER_CONNECTION, Inbound,
+    CLOSE_GRACE, COMMAND_QUEUE, DIRECTORY_STREAMS_PER_CONNECTION, HeldCertificate, Inbound,
     MAILBOX_STREAMS_PER_CONNECTION, MAX_INBOUND_QUEUE, MAX_VIOLATIONS_PER_PEER,
     MESSAGE_STREAMS_PER_CONNECTION, Node, NodeConfig, PeerAddress,
 };
 pub use server::{
     AddressLimit, DirectoryServer, DirectoryStats, IP_LOOKUP_BURST, IP_LOOKUPS_PER_SECOND,
-    LOOKUP_BURST, LOOKUPS_PER_SECOND, MailboxOptions, RelayLimits,
-    SERVER_MAILBOX_STREAMS_PER_CONNECTION, ServerOptions, StatsSnapshot,
+    LOOKUP_BURST, LOOKUPS_PER_SECOND, MAX_RENEWALS_IN_FLIGHT, MailboxOptions, RENEW_EVERY,
+    RelayLimits, RenewError, Renewer, SERVER_MAILBOX_STREAMS_PER_CONNECTION, ServerOptions,
+    StatsSnapshot,
 };
 pub use swarm::{
     HANDSHAKE_TIMEOUT, MAX_NEGOTIATING_STREAMS, MAX_STREAMS_PER_CONNECTION, Traffic, with_peer,

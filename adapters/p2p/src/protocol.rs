@@ -250,6 +250,45 @@ pub enum MailboxResponse {
     },
 }
 
+/// The renewal protocol between a peer and the rendezvous: a new certificate for the
+/// connection's own user and keys.
+pub const RENEW_PROTOCOL: StreamProtocol = StreamProtocol::new("/parley/renew/1");
+/// The largest `/parley/renew/1` request read, in bytes (metadata only).
+pub const MAX_RENEW_REQUEST_BYTES: u64 = 16 * 1024;
+/// The largest `/parley/renew/1` response read, in bytes (one PEM certificate, or a refusal).
+pub const MAX_RENEW_RESPONSE_BYTES: u64 = 16 * 1024;
+
+/// "Issue me a new certificate." It names neither user nor key: both are the connection's
+/// verified certificate's, proven in the TLS handshake.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewRequest {
+    /// Protocol metadata.
+    #[serde(default)]
+    pub meta: Meta,
+}
+
+/// The answer on `/parley/renew/1`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RenewResponse {
+    /// The new certificate, for the same user and keys.
+    Renewed {
+        /// PEM.
+        certificate_pem: String,
+    },
+    /// Too soon after the last renewal: retry later.
+    RateLimited {
+        /// Milliseconds to wait.
+        retry_after_ms: u64,
+    },
+    /// Refused, with one sentence (the key is no longer bound to the user, renewal is off).
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
 /// True when `meta` stays within the documented bounds.
 #[must_use]
 pub fn meta_within_bounds(meta: &Meta) -> bool {
@@ -272,6 +311,17 @@ mod tests {
     fn a_publish_cannot_name_a_user() {
         let forged = r#"{"kind":"publish","addrs":[],"username":"bob"}"#;
         assert!(serde_json::from_str::<DirectoryRequest>(forged).is_err());
+    }
+
+    #[test]
+    fn a_renewal_cannot_name_a_user_or_a_key() {
+        for forged in [r#"{"username":"bob"}"#, r#"{"ed25519":"AA=="}"#] {
+            assert!(
+                serde_json::from_str::<RenewRequest>(forged).is_err(),
+                "{forged}"
+            );
+        }
+        assert!(serde_json::from_str::<RenewRequest>("{}").is_ok());
     }
 
     #[test]

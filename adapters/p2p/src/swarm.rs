@@ -87,15 +87,16 @@ pub(crate) fn build<B: NetworkBehaviour>(
 
 /// [`build`] for a peer: beside direct TCP, circuits through a relay, with the same mutual TLS
 /// end to end between the two peers over the circuit (the relay carries ciphertext only).
-/// `behaviour` receives the relay client's half.
+/// `behaviour` receives the relay client's half. Handshakes present what `identity` holds.
 pub(crate) fn build_with_relay<B: NetworkBehaviour>(
     credentials: &Credentials,
+    identity: crate::tls::Identity,
     registry: Registry,
     behaviour: impl FnOnce(libp2p::relay::client::Behaviour) -> B,
 ) -> Result<Swarm<B>, Error> {
     use libp2p::Transport as _;
 
-    let upgrade = MutualTls::new(credentials, registry, Accept::Users)?;
+    let upgrade = MutualTls::with_identity(credentials, identity, registry, Accept::Users)?;
     let (circuits, client) = libp2p::relay::client::new(credentials.peer_id());
     let relayed = upgraded(circuits, upgrade.clone(), yamux());
     let direct = upgraded(tcp(), upgrade, yamux());

@@ -87,9 +87,28 @@ impl MutualTls {
         registry: Registry,
         accept: Accept,
     ) -> Result<Self, Error> {
+        Self::with_identity(
+            credentials,
+            tls::Identity::new(credentials)?,
+            registry,
+            accept,
+        )
+    }
+
+    /// [`MutualTls::new`], presenting whatever `identity` holds at each handshake (a renewed
+    /// certificate from the next connection on).
+    ///
+    /// # Errors
+    /// [`Error`] when the credentials cannot make a TLS configuration.
+    pub fn with_identity(
+        credentials: &Credentials,
+        identity: tls::Identity,
+        registry: Registry,
+        accept: Accept,
+    ) -> Result<Self, Error> {
         Ok(Self {
-            server: Arc::new(tls::server_config(credentials)?),
-            client: Arc::new(tls::client_config(credentials)?),
+            server: Arc::new(tls::server_config_with(credentials, identity.clone())?),
+            client: Arc::new(tls::client_config_with(credentials, identity)?),
             registry,
             accept,
         })

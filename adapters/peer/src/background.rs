@@ -111,6 +111,35 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
 
+/// Keeps each renewed certificate in the store, in place of the old one, as enrollment keeps
+/// it (sealed, in one sled write, flushed before it counts), so a restart presents it too.
+pub(crate) async fn keep_certificate(peer: Arc<Peer>) {
+    let mut stop = peer.stop.subscribe();
+    let mut held = peer.node().certificate();
+    held.mark_unchanged();
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            changed = held.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let der = held.borrow_and_update().der.clone();
+                let p = peer.clone();
+                let kept = tokio::task::spawn_blocking(move || p.keep_certificate(der)).await;
+                match kept {
+                    Ok(Ok(())) => tracing::info!("kept the renewed certificate in the store"),
+                    Ok(Err(e)) => tracing::error!(
+                        error = %e,
+                        "keeping the renewed certificate failed; it is used until the daemon stops"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "keeping the renewed certificate failed"),
+                }
+            }
+        }
+    }
+}
+
 /// Runs `work` every `period` until the peer stops.
 pub(crate) async fn every<F, Fut>(peer: Arc<Peer>, period: Duration, work: F)
 where

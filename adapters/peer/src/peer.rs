@@ -196,6 +196,7 @@ impl Peer {
             let mut tasks = peer.tasks.lock().await;
             tasks.spawn(background::receive(peer.clone(), inbound));
             tasks.spawn(background::collect_mail(peer.clone()));
+            tasks.spawn(background::keep_certificate(peer.clone()));
             tasks.spawn(background::every(
                 peer.clone(),
                 PURGE_EVERY,
@@ -354,15 +355,31 @@ impl Peer {
             .collect())
     }
 
+    /// Replaces the stored certificate with `der` (a renewal: same user, same keys). Blocks.
+    ///
+    /// # Errors
+    /// [`PeerError::NotEnrolled`] when the identity is gone; [`PeerError::Store`].
+    pub(crate) fn keep_certificate(&self, der: Vec<u8>) -> Result<(), PeerError> {
+        let mut identity = self.store.identity()?.ok_or(PeerError::NotEnrolled)?;
+        identity.certificate_der = der;
+        self.store.save_identity(&identity)?;
+        Ok(())
+    }
+
     /// The peer's state.
     ///
     /// # Errors
     /// [`PeerError::Store`].
     pub fn status(&self) -> Result<view::Status, PeerError> {
-        let status = blocking(|| {
-            queries::status(&self.user, &self.node, self.core.store(), SystemClock.now())
-        })?;
-        Ok(view::Status::new(&status, &self.rendezvous_addrs))
+        let now = SystemClock.now();
+        let status = blocking(|| queries::status(&self.user, &self.node, self.core.store(), now))?;
+        let certificate = self.node.certificate().borrow().validity;
+        Ok(view::Status::new(
+            &status,
+            &self.rendezvous_addrs,
+            &certificate,
+            now,
+        ))
     }
 
     /// A contact's safety number, and the one its new keys would give.

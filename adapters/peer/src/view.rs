@@ -8,7 +8,7 @@
 
 use parley_domain::{
     ChainState, ConversationSummary, Delivery as StoredDelivery, Direction as StoredDirection,
-    StoredMessage, Timestamp, Verification,
+    StoredMessage, Timestamp, Verification, renewal::Validity,
 };
 use parley_usecases::{ports, queries};
 use schemars::JsonSchema;
@@ -261,9 +261,35 @@ impl Conversation {
     }
 }
 
+/// The device certificate as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Certificate {
+    /// Whole days left (0 when expired or within a day of it).
+    pub days_left: i64,
+    /// When it expires (RFC 3339).
+    pub expires_at: String,
+    /// One sentence from 7 days before expiry (what to do), and once expired; else absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+}
+
+impl Certificate {
+    /// How a certificate valid for `validity` stands at `now`.
+    #[must_use]
+    pub fn new(validity: &Validity, now: Timestamp) -> Self {
+        Self {
+            days_left: validity.days_left(now),
+            expires_at: rfc3339(validity.not_after),
+            warning: validity.standing(now).warning(),
+        }
+    }
+}
+
 /// The peer's state (`status --json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Status {
+    /// The device certificate: when it expires, and a warning when that is near.
+    pub certificate: Certificate,
     /// The contacts connected now, one entry each.
     pub connections: Vec<Connection>,
     /// The home folder: in the window's status only.
@@ -341,10 +367,17 @@ pub struct Rendezvous {
 }
 
 impl Status {
-    /// The document of `s`, with the rendezvous addresses the home was enrolled with.
+    /// The document of `s`, with the rendezvous addresses the home was enrolled with and the
+    /// certificate held (`now` is `s`'s time).
     #[must_use]
-    pub fn new(s: &queries::Status, rendezvous_addrs: &[String]) -> Self {
+    pub fn new(
+        s: &queries::Status,
+        rendezvous_addrs: &[String],
+        certificate: &Validity,
+        now: Timestamp,
+    ) -> Self {
         Self {
+            certificate: Certificate::new(certificate, now),
             connections: s
                 .node
                 .connections

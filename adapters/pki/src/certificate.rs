@@ -1,7 +1,8 @@
 //! Reading certificates against the Parley CA policy, and the X25519 key extension.
 
+use parley_domain::renewal::Validity;
 use parley_domain::{
-    CaFingerprint, CertifiedPeer, Role,
+    CaFingerprint, CertifiedPeer, Role, Timestamp,
     pki::{X25519_EXTENSION_OID, x25519_extension_value, x25519_from_extension_value},
 };
 use rcgen::CustomExtension;
@@ -68,6 +69,19 @@ pub fn inspect(der: &[u8]) -> Result<CertifiedPeer, Error> {
         role,
         ed25519,
         x25519,
+    })
+}
+
+/// A certificate's validity period, in milliseconds since the Unix epoch.
+///
+/// # Errors
+/// [`Error::Unparsable`] for bytes that are not a certificate.
+pub fn validity(der: &[u8]) -> Result<Validity, Error> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|e| Error::Unparsable(e.to_string()))?;
+    let millis = |t: &ASN1Time| Timestamp(t.timestamp().saturating_mul(1000));
+    Ok(Validity {
+        not_before: millis(&cert.validity().not_before),
+        not_after: millis(&cert.validity().not_after),
     })
 }
 

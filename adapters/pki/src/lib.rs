@@ -18,7 +18,7 @@
 pub mod certificate;
 pub mod verify;
 
-pub use certificate::{ca_fingerprint, has_uri_san, inspect, x25519_extension};
+pub use certificate::{ca_fingerprint, has_uri_san, inspect, validity, x25519_extension};
 pub use verify::{CaRoot, ChainPolicy, Tls13Verifier, provider};
 
 /// Why a certificate is refused.

@@ -26,6 +26,8 @@ pub(super) struct Behaviour {
     /// `/parley/mailbox/1`: deposits, fetches and key look-ups at the rendezvous, and its
     /// "mail is waiting" ([`super::mailbox`]).
     pub(super) mailbox: mailbox::Behaviour,
+    /// `/parley/renew/1`, client side: renewing the own certificate ([`super::renew`]).
+    pub(super) renew: super::renew::Behaviour,
     /// `/parley/attachment/1` raw streams (see [`crate::attachment`]).
     pub(super) attachments: libp2p_stream::Behaviour,
     /// Circuit relay v2, client side: the reservation on the rendezvous ([`super::relay`]).
@@ -51,6 +53,7 @@ impl Behaviour {
             messaging: messaging::behaviour(),
             directory: directory::behaviour(),
             mailbox: mailbox::behaviour(),
+            renew: super::renew::behaviour(),
             attachments: libp2p_stream::Behaviour::new(),
             relay,
             dcutr: libp2p::dcutr::Behaviour::new(me.to_peer_id()),

@@ -119,6 +119,11 @@ impl Client {
         self.rendezvous.as_ref().is_some_and(|r| r.peer == *peer)
     }
 
+    /// The rendezvous's peer id, if there is one.
+    pub(super) fn peer(&self) -> Option<PeerId> {
+        self.rendezvous.as_ref().map(|r| r.peer)
+    }
+
     /// True while a connection to the rendezvous is open.
     pub(super) fn is_connected(&self, swarm: &PeerSwarm) -> bool {
         self.rendezvous

@@ -28,6 +28,7 @@ mod nat;
 mod ports;
 mod probe;
 mod relay;
+mod renew;
 mod task;
 mod violations;
 
@@ -37,12 +38,13 @@ use libp2p::Multiaddr;
 use parley_domain::{Role, Username};
 use parley_pki::CaRoot;
 use parley_usecases::ports::{NodeSnapshot, Reachability, RelaySnapshot};
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 pub use directory::{DIRECTORY_STREAMS_PER_CONNECTION, PeerAddress};
 pub use inbound::Inbound;
 pub use mailbox::MAILBOX_STREAMS_PER_CONNECTION;
 pub use messaging::{MESSAGE_STREAMS_PER_CONNECTION, parse_request};
+pub use renew::HeldCertificate;
 pub use violations::{CLOSE_GRACE, MAX_VIOLATIONS_PER_PEER};
 
 pub(crate) use self::behaviour::{identify, ping};
@@ -53,6 +55,7 @@ use self::{
     nat::Nat,
     probe::Probes,
     relay::Reservation,
+    renew::Renewal,
     task::{Command, Task},
 };
 use crate::{
@@ -98,6 +101,7 @@ pub struct Node {
     /// The CA root the mutual-TLS upgrade trusts, for certificates the rendezvous hands out.
     ca: CaRoot,
     waiting: Arc<Notify>,
+    certificate: watch::Receiver<HeldCertificate>,
 }
 
 impl Node {
@@ -110,9 +114,12 @@ impl Node {
         let registry = Registry::default();
         let ca = CaRoot::new(&config.credentials.ca)?;
         let me = config.credentials.keypair.public();
-        let mut swarm = swarm::build_with_relay(&config.credentials, registry.clone(), |relay| {
-            Behaviour::new(&me, relay)
-        })?;
+        let identity = crate::tls::Identity::new(&config.credentials)?;
+        let (renewal, certificate) = Renewal::new(identity.clone(), ca.clone())?;
+        let mut swarm =
+            swarm::build_with_relay(&config.credentials, identity, registry.clone(), |relay| {
+                Behaviour::new(&me, relay)
+            })?;
         let mut streams = swarm.behaviour().attachments.new_control();
         let receiving = match config.attachments.clone() {
             Some(attachments) => {
@@ -168,6 +175,7 @@ impl Node {
             messaging: Messaging::new(inbound_tx),
             probes: Probes::default(),
             nat: Nat::default(),
+            renewal,
         };
         let handle = tokio::spawn(task.run(command_rx, stop_rx));
         Ok((
@@ -179,6 +187,7 @@ impl Node {
                 receiving: Arc::new(Mutex::new(receiving)),
                 ca,
                 waiting,
+                certificate,
             },
             inbound_rx,
         ))
@@ -191,6 +200,13 @@ impl Node {
     #[must_use]
     pub fn mail_waiting(&self) -> Arc<Notify> {
         Arc::clone(&self.waiting)
+    }
+
+    /// The certificate the node presents, following each renewal (see `renew.rs`): keep the
+    /// newest on disk.
+    #[must_use]
+    pub fn certificate(&self) -> watch::Receiver<HeldCertificate> {
+        self.certificate.clone()
     }
 
     /// Stops the swarm task and waits for it. Idempotent.

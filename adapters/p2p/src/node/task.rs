@@ -17,6 +17,7 @@ use super::{
     nat::{self, Nat},
     probe::Probes,
     relay::Reservation,
+    renew::{self, Renewal},
 };
 use crate::{
     protocol::{MailboxRequest, Meta},
@@ -72,6 +73,7 @@ pub(super) struct Task {
     pub(super) probes: Probes,
     pub(super) reservation: Reservation,
     pub(super) nat: Nat,
+    pub(super) renewal: Renewal,
 }
 
 impl Task {
@@ -82,6 +84,7 @@ impl Task {
     ) {
         let mut redial = tokio::time::interval(directory::REDIAL_EVERY);
         let mut punch = tokio::time::interval(nat::CHECK_EVERY);
+        let mut renew = tokio::time::interval(renew::CHECK_EVERY);
         loop {
             tokio::select! {
                 _ = &mut stop => break,
@@ -97,6 +100,7 @@ impl Task {
                 Some(command) = commands.recv() => self.on_command(command),
                 event = self.swarm.select_next_some() => self.on_event(event),
                 _ = redial.tick() => self.directory.redial(&mut self.swarm),
+                _ = renew.tick() => self.renew(),
                 _ = punch.tick() => {
                     self.nat.retry_due(&mut self.swarm);
                     let messaging = &self.messaging;
@@ -156,6 +160,10 @@ impl Task {
                 self.mailbox
                     .on_event(&mut self.swarm, &self.registry, event);
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Renew(event)) => {
+                let rendezvous = self.directory.peer();
+                self.renewal.on_event(rendezvous, event);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => {
                 self.reservation.on_event(&event);
                 self.publish();
@@ -179,6 +187,7 @@ impl Task {
                 tracing::info!(%peer_id, "connected to the rendezvous");
                 self.publish();
                 self.want_relay();
+                self.renew();
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -261,6 +270,16 @@ impl Task {
             }
             _ => {}
         }
+    }
+
+    /// Asks for a new certificate when renewal is due and the rendezvous is connected.
+    fn renew(&mut self) {
+        let connected = self
+            .directory
+            .peer()
+            .filter(|_| self.directory.is_connected(&self.swarm));
+        self.renewal
+            .tick(&mut self.swarm.behaviour_mut().renew, connected);
     }
 
     /// Holds a relay slot unless AutoNAT found the device reachable from outside.

@@ -16,11 +16,13 @@ mod limit;
 mod mailbox;
 mod online;
 mod relay;
+mod renew;
 mod stats;
 mod vouch;
 
 pub use mailbox::{MailboxOptions, SERVER_MAILBOX_STREAMS_PER_CONNECTION};
 pub use relay::RelayLimits;
+pub use renew::{MAX_RENEWALS_IN_FLIGHT, RENEW_EVERY, RenewError, Renewer};
 
 pub use limit::{
     AddressLimit, IP_LOOKUP_BURST, IP_LOOKUPS_PER_SECOND, LOOKUP_BURST, LOOKUPS_PER_SECOND,
@@ -71,6 +73,8 @@ struct Behaviour {
     directory: request_response::json::Behaviour<DirectoryRequest, DirectoryResponse>,
     /// `/parley/mailbox/1` ([`mailbox`]).
     mailbox: mailbox::Behaviour,
+    /// `/parley/renew/1` ([`renew`]).
+    renew: renew::Behaviour,
     /// Circuit relay v2, server side ([`relay`]).
     relay: libp2p::relay::Behaviour,
     /// Tells each peer the address it is seen at (its NAT's, for a peer at home).
@@ -82,7 +86,7 @@ struct Behaviour {
 }
 
 /// How the directory runs.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ServerOptions {
     /// Whom the per-address look-up limit applies to.
     pub address_limit: AddressLimit,
@@ -93,6 +97,20 @@ pub struct ServerOptions {
     pub announce: Vec<Multiaddr>,
     /// The mailbox; without it every mailbox request is refused `mailbox_disabled`.
     pub mailbox: Option<MailboxOptions>,
+    /// The CA, for `/parley/renew/1`; without it every renewal is refused.
+    pub renewer: Option<Arc<dyn Renewer>>,
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("address_limit", &self.address_limit)
+            .field("relay", &self.relay)
+            .field("announce", &self.announce)
+            .field("mailbox", &self.mailbox)
+            .field("renews", &self.renewer.is_some())
+            .finish()
+    }
 }
 
 /// The running directory; stop it with [`DirectoryServer::shutdown`].
@@ -137,6 +155,7 @@ impl DirectoryServer {
                     .with_max_concurrent_streams(STREAMS_PER_CONNECTION),
             ),
             mailbox: mailbox::behaviour(mailbox.limits()),
+            renew: renew::behaviour(),
             relay: libp2p::relay::Behaviour::new(me.to_peer_id(), options.relay.config()),
             identify: crate::node::identify(&me),
             autonat: libp2p::autonat::v2::server::Behaviour::default(),
@@ -176,6 +195,7 @@ impl DirectoryServer {
             online: Online::default(),
             limits: Limits::new(options.address_limit),
             mailbox,
+            renewals: renew::Renewals::new(options.renewer.clone()),
             stats: stats.clone(),
         };
         let task = tokio::spawn(directory.run(stop_rx));
@@ -213,6 +233,7 @@ struct Directory {
     online: Online,
     limits: Limits,
     mailbox: mailbox::Mailbox,
+    renewals: renew::Renewals,
     stats: Arc<DirectoryStats>,
 }
 
@@ -231,7 +252,15 @@ impl Directory {
                         |user| registry.peers_of(&Role::User(user.clone())),
                     );
                 }
+                (channel, response) = self.renewals.next_answer() => {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .renew
+                        .send_response(channel, response);
+                }
                 _ = prune.tick() => {
+                    self.renewals.prune();
                     self.limits.prune();
                     self.mailbox.prune();
                 }
@@ -274,6 +303,22 @@ impl Directory {
                         channel,
                     },
                     || limits.take_lookup(peer, connection_id).is_ok(),
+                );
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Renew(request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            })) => {
+                let certified = self.registry.certified(&peer);
+                self.renewals.on_request(
+                    &mut self.swarm.behaviour_mut().renew,
+                    certified,
+                    &request,
+                    channel,
                 );
             }
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => {
