@@ -69,6 +69,8 @@ install_system_packages() {
     command -v pkg-config >/dev/null || missing+=(pkg-config)
     command -v perl >/dev/null || missing+=(perl)
     command -v python3 >/dev/null || missing+=(python3)
+    # curl: the HTTPS refusal tests send oversized bodies the way curl does.
+    command -v curl >/dev/null || missing+=(curl)
     [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -ne 0 ]; then

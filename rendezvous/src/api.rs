@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Bytes};
-use hyper::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use hyper::header::{ALLOW, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use hyper::{Method, Request, Response, StatusCode};
 use parley_domain::{Password, Username};
 use serde::{Deserialize, Serialize};
@@ -83,6 +83,9 @@ struct Refusal {
     allow: Option<&'static str>,
     /// For 429: whole seconds until a retry can succeed.
     retry_after: Option<u64>,
+    /// The request's body was not read to its end: the connection cannot carry another
+    /// request, and the answer says so (`Connection: close`).
+    close: bool,
 }
 
 impl Refusal {
@@ -93,7 +96,14 @@ impl Refusal {
             message: message.into(),
             allow: None,
             retry_after: None,
+            close: false,
         }
+    }
+
+    /// Marks an answer given before the body was read to its end.
+    fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     fn internal() -> Self {
@@ -120,6 +130,11 @@ impl Refusal {
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if self.close {
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
         }
         response
     }
@@ -259,7 +274,8 @@ impl Api {
                     "The request body did not arrive within {} seconds; send it again.",
                     self.body_timeout.as_secs()
                 ),
-            )),
+            )
+            .closing()),
             Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "request body broke off");
@@ -267,7 +283,8 @@ impl Api {
                     StatusCode::BAD_REQUEST,
                     "invalid_body",
                     "The request body could not be read; send it again.",
-                ))
+                )
+                .closing())
             }
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
         }
@@ -399,7 +416,8 @@ fn rate_limited(retry_after: Duration) -> Refusal {
         ),
     );
     refusal.retry_after = Some(seconds);
-    refusal
+    // Refused before its body was read.
+    refusal.closing()
 }
 
 fn too_large() -> Refusal {
@@ -408,6 +426,7 @@ fn too_large() -> Refusal {
         "body_too_large",
         "The request body is larger than 64 KiB; send a smaller request.",
     )
+    .closing()
 }
 
 fn wrong_method(method: &Method, allowed: &'static str) -> Refusal {

@@ -8,13 +8,18 @@
 //! timeout (from when a request head is awaited, so it also ends an idle keep-alive connection
 //! and one that trickles its headers), a 64 KiB read buffer, the API's body timeout, at most
 //! [`MAX_REQUESTS_PER_CONNECTION`] requests on one connection, and a cap on a connection's
-//! lifetime. Trusted proxies are not held to the per-source share: every client behind them
+//! lifetime (then [`Limits::drain_timeout`] for the answer in flight). Trusted proxies are not held to the per-source share: every client behind them
 //! shares their address.
 //!
 //! Accepting never waits: a connection is accepted, checked against its source's share, and
 //! then takes a free slot or is closed at once. An eighth of the slots
 //! ([`reserved_slots`]) is kept for sources with no other connection open, so that a few
 //! sources holding their full shares of keep-alive connections cannot keep a newcomer out.
+//!
+//! Every connection ends the same way, whoever ended it: the answers written, the write side
+//! closed, and what the client still sends read and thrown away for a bounded time
+//! ([`linger`]), so that a refusal reaches a client that writes its whole request before it
+//! reads (a body over the cap, a head over it) instead of being lost to a TCP reset.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,9 +29,11 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
-use tokio_rustls::TlsAcceptor;
+use tokio::time::{Instant, timeout_at};
+use tokio_rustls::{TlsAcceptor, server::TlsStream};
 
 use crate::api::Api;
 use crate::limit::{Slots, Source};
@@ -34,6 +41,14 @@ use crate::limit::{Slots, Source};
 /// hyper's read buffer: a request head must fit (hyper answers 431 otherwise); bodies stream
 /// through it.
 const READ_BUFFER: usize = 64 * 1024;
+
+/// At most this many bytes a client sends after its connection's last answer are read (and
+/// thrown away) so that the answer reaches it ([`linger`]): a request body 500 times the cap.
+pub const LINGER_BYTES: u64 = 32 * 1024 * 1024;
+/// For at most this long.
+pub const LINGER_TIME: Duration = Duration::from_secs(5);
+/// Lingering ends when the client sends nothing for this long.
+pub const LINGER_IDLE: Duration = Duration::from_secs(2);
 
 /// Resource bounds of the listener.
 #[derive(Debug, Clone, Copy)]
@@ -181,11 +196,11 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 
 async fn serve_connection(
     acceptor: TlsAcceptor,
-    tcp: tokio::net::TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     api: Arc<Api>,
     limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
@@ -202,7 +217,8 @@ async fn serve_connection(
     let service = service_fn(move |request| {
         let api = Arc::clone(&api);
         let served = Arc::clone(&served);
-        async move {
+        // Boxed so that the connection is `Unpin`, which taking its socket back needs.
+        Box::pin(async move {
             let mut response = api.handle(peer, request).await;
             let n = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if n >= MAX_REQUESTS_PER_CONNECTION {
@@ -212,20 +228,38 @@ async fn serve_connection(
                 );
             }
             Ok::<_, std::convert::Infallible>(response)
-        }
+        })
     });
-    let connection = hyper::server::conn::http1::Builder::new()
+    let mut connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(READ_BUFFER)
         .serve_connection(TokioIo::new(tls), service);
-    let mut connection = std::pin::pin!(connection);
+    serve_requests(&mut connection, peer, limits, shutdown).await;
+    let tls = connection.into_parts().io.into_inner();
+    linger(tls, |tls| tls.into_inner().0).await;
+}
+
+/// Serves the requests of one connection until hyper is done with it (the client closed, an
+/// answer said `Connection: close`, a request could not be read, or the connection was asked
+/// to close), without closing the socket: [`linger`] does that.
+async fn serve_requests<S>(
+    connection: &mut hyper::server::conn::http1::Connection<TokioIo<TlsStream<TcpStream>>, S>,
+    peer: SocketAddr,
+    limits: Limits,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: hyper::service::HttpService<hyper::body::Incoming> + Unpin,
+    S::Future: Unpin,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let lifetime = tokio::time::sleep(limits.connection_lifetime);
     tokio::pin!(lifetime);
     let mut closing = false;
     loop {
         tokio::select! {
-            result = connection.as_mut() => {
+            result = std::future::poll_fn(|cx| connection.poll_without_shutdown(cx)) => {
                 if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
                 }
@@ -233,12 +267,51 @@ async fn serve_connection(
             }
             () = stopped(&mut shutdown), if !closing => {
                 closing = true;
-                connection.as_mut().graceful_shutdown();
+                std::pin::Pin::new(&mut *connection).graceful_shutdown();
+                lifetime.as_mut().reset(Instant::now() + limits.drain_timeout);
             }
-            () = &mut lifetime, if !closing => {
+            () = &mut lifetime => {
+                if closing {
+                    // Asked to close a while ago and still not done: a client that reads
+                    // nothing keeps an answer from being written. Give up on it.
+                    tracing::debug!(%peer, "HTTPS connection still busy when it should be closed");
+                    return;
+                }
                 closing = true;
-                connection.as_mut().graceful_shutdown();
+                std::pin::Pin::new(&mut *connection).graceful_shutdown();
+                lifetime.as_mut().reset(Instant::now() + limits.drain_timeout);
             }
+        }
+    }
+}
+
+/// Closes a connection so that what was written to it reaches the client whatever it is
+/// still sending.
+///
+/// Closing a socket whose received bytes were not all read makes the kernel answer with a
+/// reset, and a reset makes the client's kernel drop what it received but had not read yet:
+/// a client that writes its whole request before it reads (a body over the cap, a head over
+/// it) would lose the refusal. So the write side is closed first (TLS `close_notify`, then
+/// the TCP FIN: the client reads the whole answer and then an end), and what the client still
+/// sends is read and thrown away, undecrypted, until it closes too, stays silent for
+/// [`LINGER_IDLE`], has sent [`LINGER_BYTES`], or [`LINGER_TIME`] has passed.
+async fn linger<S>(mut stream: S, into_tcp: impl FnOnce(S) -> TcpStream)
+where
+    S: AsyncWrite + Unpin,
+{
+    let deadline = Instant::now() + LINGER_TIME;
+    // A client that reads nothing can keep the end from being written; the deadline ends it.
+    if timeout_at(deadline, stream.shutdown()).await.is_err() {
+        return;
+    }
+    let mut tcp = into_tcp(stream);
+    let mut buffer = vec![0u8; 16 * 1024];
+    let mut discarded: u64 = 0;
+    while discarded < LINGER_BYTES {
+        let idle = deadline.min(Instant::now() + LINGER_IDLE);
+        match timeout_at(idle, tcp.read(&mut buffer)).await {
+            Ok(Ok(0) | Err(_)) | Err(_) => return,
+            Ok(Ok(n)) => discarded += n as u64,
         }
     }
 }

@@ -8,7 +8,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::{
     client::{self, Connection},
     control::{Request, Subscribed},
-    present,
+    present, terminal,
 };
 
 /// Runs the chat until `/quit` or the end of input.
@@ -32,7 +32,7 @@ pub async fn run(home: &Home, with: Username) -> Result<()> {
                     "/quit" => return Ok(()),
                     "/status" => match client::call::<view::Status>(home, &Request::Status).await {
                         Ok(status) => println!("{}", present::status_lines(&status)),
-                        Err(e) => eprintln!("{e}"),
+                        Err(e) => eprintln!("{}", terminal::inline(&e.to_string())),
                     },
                     text => {
                         let sent = match MessageText::parse(text) {
@@ -45,7 +45,7 @@ pub async fn run(home: &Home, with: Username) -> Result<()> {
                         match sent {
                             Ok(sent) if sent.queued => println!("  (held for {with} by the rendezvous)"),
                             Ok(_) => println!("  (delivered)"),
-                            Err(e) => eprintln!("  not delivered: {e}"),
+                            Err(e) => eprintln!("  not delivered: {}", terminal::inline(&e.to_string())),
                         }
                     }
                 }

@@ -48,7 +48,7 @@ pub async fn run(home: &Home, server: &str, user: Username, pin: Option<&str>) -
     println!("enrolled: {}", identity.user);
     println!("ca-fingerprint: {}", identity.ca_fingerprint);
     for addr in &identity.rendezvous_addrs {
-        println!("rendezvous: {addr}");
+        println!("rendezvous: {}", crate::terminal::inline(addr));
     }
     Ok(())
 }

@@ -12,6 +12,7 @@ mod control;
 mod daemon;
 mod enroll;
 mod present;
+mod terminal;
 mod unlock;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -158,7 +159,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("{}", sentence(&error));
+            // A sentence can quote what a peer said (a refusal's reason).
+            eprintln!("{}", terminal::inline(&sentence(&error)));
             if error.downcast_ref::<Usage>().is_some() {
                 ExitCode::from(2)
             } else {

@@ -4,9 +4,68 @@ use parley_peer::view::{
     Contact, Conversation, Delivery, History, Integrity, Message, Path, Reachability, Status,
 };
 
-/// One readable line for a message.
+use crate::terminal;
+
+/// Where each line of a message's text after its first begins: no line Parley writes itself
+/// begins so (message lines begin with their time, attachment lines with `    attachment`,
+/// chain lines with `chain`), so a peer's text cannot pass for one of them.
+pub const CONTINUATION: &str = "    | ";
+
+/// Readable lines for a message: its time, sender, the first line of its text and its state
+/// on one line, each further line of the text under [`CONTINUATION`], then one line per
+/// attachment. Everything the peer chose is shown through [`terminal`].
 #[must_use]
 pub fn message_line(m: &Message) -> String {
+    let mut text = terminal::lines(&m.text);
+    let first = text.next().unwrap_or_default();
+    let mut line = format!(
+        "{} {}: {}  [{}]",
+        m.sent_at,
+        terminal::inline(&m.from),
+        first,
+        state(m)
+    );
+    if let Some(at) = &m.expires_at {
+        line.push_str(&format!("  (disappears at {})", terminal::inline(at)));
+    }
+    for more in text {
+        line.push('\n');
+        line.push_str(CONTINUATION);
+        line.push_str(&more);
+    }
+    for a in &m.attachments {
+        line.push_str(&format!(
+            "\n    attachment {} of message {}: {} ({} bytes)",
+            a.index,
+            m.id,
+            terminal::inline(&a.name),
+            a.size
+        ));
+    }
+    line
+}
+
+/// A message on one line, for lists: its text with line breaks shown as `\n`, its attachments
+/// counted.
+#[must_use]
+pub fn message_summary(m: &Message) -> String {
+    let mut line = format!(
+        "{} {}: {}  [{}]",
+        m.sent_at,
+        terminal::inline(&m.from),
+        terminal::inline(&m.text),
+        state(m)
+    );
+    match m.attachments.len() {
+        0 => {}
+        1 => line.push_str("  (1 attachment)"),
+        n => line.push_str(&format!("  ({n} attachments)")),
+    }
+    line
+}
+
+/// The delivery and verification state a message line ends with.
+fn state(m: &Message) -> String {
     let delivery = match m.delivery {
         Delivery::Pending => "pending",
         Delivery::Queued => "queued",
@@ -14,26 +73,15 @@ pub fn message_line(m: &Message) -> String {
         Delivery::Received => "received",
         Delivery::Rejected => "rejected",
     };
-    let state = match (m.delivery, m.verified) {
+    match (m.delivery, m.verified) {
         (Delivery::Pending, _) => "pending".to_owned(),
-        (Delivery::Queued, _) => format!("held for {} by the rendezvous", m.to),
+        (Delivery::Queued, _) => format!("held for {} by the rendezvous", terminal::inline(&m.to)),
         (_, true) => format!("{delivery}, verified"),
         (_, false) => format!(
             "{delivery}, NOT verified: {}",
-            m.reason.as_deref().unwrap_or("unknown reason")
+            terminal::inline(m.reason.as_deref().unwrap_or("unknown reason"))
         ),
-    };
-    let mut line = format!("{} {}: {}  [{}]", m.sent_at, m.from, m.text, state);
-    if let Some(at) = &m.expires_at {
-        line.push_str(&format!("  (disappears at {at})"));
     }
-    for a in &m.attachments {
-        line.push_str(&format!(
-            "\n    attachment {} of message {}: {} ({} bytes)",
-            a.index, m.id, a.name, a.size
-        ));
-    }
-    line
 }
 
 /// Readable lines for a conversation, oldest first.
@@ -44,7 +92,7 @@ pub fn history_lines(history: &History) -> String {
     match incoming.state {
         Integrity::Gap => lines.push(format!(
             "chain from {}: messages missing at positions {}",
-            history.with,
+            terminal::inline(&history.with),
             incoming
                 .missing
                 .iter()
@@ -58,7 +106,8 @@ pub fn history_lines(history: &History) -> String {
         )),
         Integrity::Faulty => lines.push(format!(
             "chain from {}: {} message(s) do not fit (see NOT verified above)",
-            history.with, incoming.faults
+            terminal::inline(&history.with),
+            incoming.faults
         )),
         Integrity::Empty | Integrity::Intact => {}
     }
@@ -79,9 +128,9 @@ pub fn conversation_lines(list: &[Conversation]) -> String {
 pub fn conversation_line(c: &Conversation) -> String {
     format!(
         "{}  ({} messages)  last: {}",
-        c.with,
+        terminal::inline(&c.with),
         c.messages,
-        message_line(&c.last)
+        message_summary(&c.last)
     )
 }
 
@@ -90,15 +139,15 @@ pub fn conversation_line(c: &Conversation) -> String {
 pub fn status_lines(s: &Status) -> String {
     let mut lines = format!(
         "user: {}\npeer-id: {}\nlisten: {}\nrendezvous: {} ({})\noutbox: {}\nqueued: {}\nreachability: {}\nrelay: {}",
-        s.user,
-        s.peer_id,
-        s.listen_addrs.join(" "),
+        terminal::inline(&s.user),
+        terminal::inline(&s.peer_id),
+        words(&s.listen_addrs),
         if s.rendezvous.connected {
             "connected"
         } else {
             "not connected"
         },
-        s.rendezvous.addrs.join(" "),
+        words(&s.rendezvous.addrs),
         s.outbox,
         s.queued,
         match s.reachability {
@@ -107,7 +156,7 @@ pub fn status_lines(s: &Status) -> String {
             Reachability::Unknown => "unknown",
         },
         if s.relay.reserved {
-            format!("reserved ({})", s.relay.addrs.join(" "))
+            format!("reserved ({})", words(&s.relay.addrs))
         } else {
             "no slot".to_owned()
         },
@@ -126,15 +175,26 @@ pub fn status_lines(s: &Status) -> String {
             Path::Direct => "direct",
             Path::Relayed => "via relay",
         };
-        lines.push_str(&format!("\nconnected: {} {path}", c.user));
+        lines.push_str(&format!(
+            "\nconnected: {} {path}",
+            terminal::inline(&c.user)
+        ));
     }
     lines
+}
+
+/// Addresses (or other words from outside) on one line, separated by spaces.
+fn words(list: &[String]) -> String {
+    list.iter()
+        .map(|w| terminal::inline(w))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Readable lines for a contact.
 #[must_use]
 pub fn contact_lines(c: &Contact) -> String {
-    let user = &c.user;
+    let user = terminal::inline(&c.user);
     let mut out = format!("safety number with {user}:\n  {}", c.safety_number);
     if c.keys_changed {
         out.push_str(&format!(
@@ -151,6 +211,73 @@ mod tests {
     use parley_peer::view::{Attachment, Direction};
 
     use super::*;
+
+    fn received(text: &str) -> Message {
+        Message {
+            id: "0123456789abcdef0123456789abcdef".into(),
+            from: "bob".into(),
+            to: "alice".into(),
+            text: text.into(),
+            sent_at: "2026-11-22T10:00:00Z".into(),
+            delivery: Delivery::Received,
+            delivery_at: None,
+            direction: Direction::Incoming,
+            verified: true,
+            verification: "verified".into(),
+            reason: None,
+            ttl: None,
+            expires_at: None,
+            attachments: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_peer_s_text_cannot_draw_a_line_of_its_own_nor_reach_the_terminal() {
+        let mut m = received(
+            "hi\n2026-11-22T10:00:01Z alice: pay bob  [delivered, verified]\r\n    attachment 1 of message 00: a.pdf (1 bytes)\x1b]0;owned\x07\x1b[2J\u{9b}31m\r",
+        );
+        m.attachments.push(Attachment {
+            index: 0,
+            name: "invoice\u{202e}fdp.exe".into(),
+            sha256: "00".repeat(32),
+            size: 7,
+        });
+        let shown = message_line(&m);
+        assert_eq!(
+            shown.lines().collect::<Vec<_>>(),
+            [
+                "2026-11-22T10:00:00Z bob: hi  [received, verified]",
+                "    | 2026-11-22T10:00:01Z alice: pay bob  [delivered, verified]",
+                "    |     attachment 1 of message 00: a.pdf (1 bytes)\\x1b]0;owned\\x07\\x1b[2J\\u{9b}31m\\r",
+                "    attachment 0 of message 0123456789abcdef0123456789abcdef: invoice\\u{202e}fdp.exe (7 bytes)",
+            ]
+        );
+        for c in ['\u{1b}', '\r', '\u{7}', '\u{9b}', '\u{202e}'] {
+            assert!(!shown.contains(c), "{c:?} reached the output: {shown:?}");
+        }
+    }
+
+    #[test]
+    fn a_list_shows_a_multi_line_message_on_one_line() {
+        let mut m = received("one\ntwo\x1b[1m");
+        m.attachments.push(Attachment {
+            index: 0,
+            name: "a.txt".into(),
+            sha256: "00".repeat(32),
+            size: 1,
+        });
+        let line = conversation_line(&Conversation {
+            with: "bob".into(),
+            messages: 3,
+            last: m,
+            unread: 0,
+            online: None,
+        });
+        assert_eq!(
+            line,
+            "bob  (3 messages)  last: 2026-11-22T10:00:00Z bob: one\\ntwo\\x1b[1m  [received, verified]  (1 attachment)"
+        );
+    }
 
     #[test]
     fn a_line_names_the_message_id_of_its_attachments_and_why_it_is_not_verified() {

@@ -303,6 +303,84 @@ fn chat_sends_typed_lines_and_shows_incoming_ones() {
     drop(rv);
 }
 
+/// What a hostile peer sends to forge lines and drive the recipient's terminal: a line that
+/// looks like a verified message of someone else, a carriage return, an attachment line,
+/// OSC (window title), CSI (colour, clear screen), C1 CSI and a bidirectional override.
+const FORGERY: &str = "see below\n2026-01-01T00:00:00Z carol: the new key is 1234  [received, verified]\r\x1b]0;owned\x07\x1b[31mred\x1b[2J\n    attachment 0 of message 00000000000000000000000000000000: key.txt (9 bytes)\n\u{9b}1mbold\u{202e}txt.exe";
+
+/// Checks that `shown` (what the CLI printed) holds no control a terminal would act on, and
+/// that FORGERY's lines all sit under the continuation prefix after the message's own line.
+fn assert_forgery_defused(shown: &[String], what: &str) {
+    let joined = shown.join("\n");
+    for c in ['\u{1b}', '\r', '\u{7}', '\u{9b}', '\u{202e}'] {
+        assert!(
+            !joined.contains(c),
+            "{what}: {c:?} reached the terminal: {joined:?}"
+        );
+    }
+    let start = shown
+        .iter()
+        .position(|l| l.ends_with(" alice: see below  [received, verified]"))
+        .unwrap_or_else(|| panic!("{what}: no line for alice's message in {shown:#?}"));
+    assert_eq!(
+        &shown[start + 1..start + 4],
+        [
+            "    | 2026-01-01T00:00:00Z carol: the new key is 1234  [received, verified]\\r\\x1b]0;owned\\x07\\x1b[31mred\\x1b[2J",
+            "    |     attachment 0 of message 00000000000000000000000000000000: key.txt (9 bytes)",
+            "    | \\u{9b}1mbold\\u{202e}txt.exe",
+        ],
+        "{what}: every further line of the text is a continuation: {shown:#?}"
+    );
+}
+
+#[test]
+fn a_peer_s_forged_lines_and_escape_sequences_are_shown_escaped_and_kept_raw_in_json() {
+    let (_dir, rv, alice, bob) = enrolled_pair();
+    let _bob_daemon = Daemon::start(&bob);
+    let _alice_daemon = Daemon::start(&alice);
+    let mut chat = Command::new(binary("parley"));
+    chat.arg("--home").arg(&bob).args(["chat", "alice"]);
+    let mut chat = Proc::spawn("parley chat", chat, &Log::Null);
+    chat.field("-- chatting with alice");
+
+    let sent = parley(&alice, &["send", "bob", FORGERY]);
+    assert!(sent.status.success(), "{}", stderr(&sent));
+
+    // The JSON keeps the text exactly as it was sent.
+    let doc = json(&parley(&bob, &["history", "alice", "--json"]));
+    assert_eq!(doc["messages"][0]["text"], FORGERY);
+
+    // `history`: the message's own line, then its text's further lines, each a continuation.
+    let out = parley(&bob, &["history", "alice"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown: Vec<String> = String::from_utf8(out.stdout)
+        .expect("UTF-8")
+        .split('\n')
+        .map(str::to_owned)
+        .collect();
+    assert_forgery_defused(&shown, "history");
+
+    // `chat` prints the arriving message the same way.
+    let first = chat.field_containing("alice: see below");
+    let mut lines = vec![first];
+    for _ in 0..3 {
+        lines.push(chat.next_line("the message's next line", WAIT));
+    }
+    assert_forgery_defused(&lines, "chat");
+    chat.type_line("/quit");
+    assert!(chat.exit_status("leave on /quit").success());
+
+    // `conversations`: one line per conversation, whatever the last message holds.
+    let out = parley(&bob, &["conversations"]);
+    let listed = String::from_utf8(out.stdout).expect("UTF-8");
+    assert_eq!(listed.lines().count(), 1, "{listed:?}");
+    assert!(
+        listed.starts_with("alice  (1 messages)  last: ") && !listed.contains('\u{1b}'),
+        "{listed:?}"
+    );
+    drop(rv);
+}
+
 #[test]
 fn daemons_reconnect_and_republish_after_the_rendezvous_restarts() {
     let (dir, rv, alice, bob) = enrolled_pair();
