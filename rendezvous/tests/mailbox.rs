@@ -19,17 +19,11 @@ use base64::Engine as _;
 use common::https;
 use futures::StreamExt as _;
 use libp2p::{
-    Multiaddr, PeerId, SwarmBuilder,
+    PeerId,
     request_response::{self, OutboundRequestId, ProtocolSupport},
     swarm::SwarmEvent,
 };
-use parley_domain::Role;
-use parley_p2p::{
-    Credentials,
-    protocol::{MAILBOX_PROTOCOL, MailboxRequest, MailboxResponse},
-    registry::{Expectation, Registry},
-    upgrade::{Accept, MutualTls},
-};
+use parley_p2p::protocol::{MAILBOX_PROTOCOL, MailboxRequest, MailboxResponse};
 use parley_testkit::{Log, Rendezvous};
 use rcgen::CertificateParams;
 use serde_json::json;
@@ -103,27 +97,6 @@ impl Device {
     }
 
     async fn connect(server: &Rendezvous, enrolled: &Enrolled) -> Self {
-        let credentials = Credentials::new(
-            &enrolled.secret,
-            enrolled.certificate.clone(),
-            enrolled.ca.clone(),
-        )
-        .expect("credentials");
-        let addr: Multiaddr = server.p2p.parse().expect("the p2p line is a multiaddr");
-        let Some(libp2p::multiaddr::Protocol::P2p(server_id)) = addr.iter().last() else {
-            panic!("the p2p line ends with /p2p/<id>: {addr}");
-        };
-        let registry = Registry::default();
-        registry.set_expectation(
-            server_id,
-            Expectation {
-                role: Role::Rendezvous,
-                keys: None,
-            },
-        );
-        let upgrade = MutualTls::new(&credentials, registry, Accept::Users).expect("upgrade");
-        let mut secret = *enrolled.secret.expose();
-        let keypair = libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).expect("key");
         // No limits of its own beyond a generous one: it sends what the rendezvous must refuse.
         let codec = request_response::json::codec::Codec::default()
             .set_request_size_maximum(64 << 20)
@@ -134,18 +107,13 @@ impl Device {
                 [(MAILBOX_PROTOCOL, ProtocolSupport::Full)],
                 request_response::Config::default().with_request_timeout(ANSWER),
             );
-        let mut swarm = SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_tcp(
-                libp2p::tcp::Config::default().nodelay(true),
-                move |_: &libp2p::identity::Keypair| Ok::<_, std::convert::Infallible>(upgrade),
-                libp2p::yamux::Config::default,
-            )
-            .expect("transport")
-            .with_behaviour(|_| behaviour)
-            .expect("behaviour")
-            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
-            .build();
+        let (mut swarm, addr, server_id) = common::device_swarm(
+            server,
+            &enrolled.secret,
+            enrolled.certificate.clone(),
+            enrolled.ca.clone(),
+            behaviour,
+        );
         swarm.dial(addr).expect("dial");
         let connected = tokio::time::timeout(ANSWER, async {
             loop {

@@ -11,17 +11,11 @@ use std::time::Duration;
 use common::https;
 use futures::StreamExt as _;
 use libp2p::{
-    Multiaddr, SwarmBuilder,
     request_response::{self, ProtocolSupport},
     swarm::SwarmEvent,
 };
 use parley_domain::{Role, Secret32, Username};
-use parley_p2p::{
-    Credentials,
-    protocol::{RENEW_PROTOCOL, RenewRequest, RenewResponse},
-    registry::{Expectation, Registry},
-    upgrade::{Accept, MutualTls},
-};
+use parley_p2p::protocol::{RENEW_PROTOCOL, RenewRequest, RenewResponse};
 use parley_rendezvous::ca::{Ca, Subject, key_pair, random_secret, x25519_extension};
 use parley_testkit::Rendezvous;
 use rcgen::CertificateParams;
@@ -92,43 +86,17 @@ fn forged(data: &std::path::Path, name: &str, ca_der: &[u8]) -> Device {
 
 /// `requests` renewal requests, one after the other on one connection, and their answers.
 async fn renew(server: &Rendezvous, device: &Device, requests: usize) -> Vec<RenewResponse> {
-    let credentials = Credentials::new(
-        &device.secret,
-        device.certificate.clone(),
-        device.ca.clone(),
-    )
-    .expect("credentials");
-    let addr: Multiaddr = server.p2p.parse().expect("the p2p line is a multiaddr");
-    let Some(libp2p::multiaddr::Protocol::P2p(server_id)) = addr.iter().last() else {
-        panic!("the p2p line ends with /p2p/<id>: {addr}");
-    };
-    let registry = Registry::default();
-    registry.set_expectation(
-        server_id,
-        Expectation {
-            role: Role::Rendezvous,
-            keys: None,
-        },
-    );
-    let upgrade = MutualTls::new(&credentials, registry, Accept::Users).expect("upgrade");
-    let mut secret = *device.secret.expose();
-    let keypair = libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).expect("key");
     let behaviour = request_response::json::Behaviour::<RenewRequest, RenewResponse>::new(
         [(RENEW_PROTOCOL, ProtocolSupport::Outbound)],
         request_response::Config::default().with_request_timeout(ANSWER),
     );
-    let mut swarm = SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default().nodelay(true),
-            move |_: &libp2p::identity::Keypair| Ok::<_, std::convert::Infallible>(upgrade),
-            libp2p::yamux::Config::default,
-        )
-        .expect("transport")
-        .with_behaviour(|_| behaviour)
-        .expect("behaviour")
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+    let (mut swarm, addr, server_id) = common::device_swarm(
+        server,
+        &device.secret,
+        device.certificate.clone(),
+        device.ca.clone(),
+        behaviour,
+    );
     swarm.dial(addr).expect("dial");
     let mut answers = Vec::new();
     let done = tokio::time::timeout(ANSWER * 2, async {
