@@ -59,36 +59,37 @@ fn daemon(host: &Host, home: &Path, log: &Path) -> Daemon {
         .start()
 }
 
-#[test]
-fn under_packet_loss_and_a_cut_cable_every_message_arrives_once_and_in_order() {
-    let Some(mut lab) =
-        Lab::try_new("under_packet_loss_and_a_cut_cable_every_message_arrives_once_and_in_order")
-    else {
-        return;
-    };
+/// Three public hosts of a fresh lab: the rendezvous running on the first, alice and bob
+/// enrolled across the lab from the others (their daemons not started). `None` when the lab
+/// cannot be made here (the kit says why).
+struct Three {
+    // Dropped last: the lab's namespaces outlive everything running in them.
+    rv: Rendezvous,
+    alice_host: Host,
+    bob_host: Host,
+    alice: PathBuf,
+    bob: PathBuf,
+    dir: tempfile::TempDir,
+    _lab: Lab,
+}
+
+fn three_hosts(test: &str) -> Option<Three> {
+    let mut lab = Lab::try_new(test)?;
     let dir = tempfile::tempdir().unwrap();
     let rv_host = lab.public_host("rv");
     let alice_host = lab.public_host("alice");
     let bob_host = lab.public_host("bob");
-    let host = |user: &str| {
-        if user == "alice" {
-            &alice_host
-        } else {
-            &bob_host
-        }
-    };
-
     let rv = Rendezvous::options(&dir.path().join("rendezvous"))
         .via(&rv_host.ns().launcher())
         .https(&format!("{}:0", rv_host.addr()))
         .p2p(&format!("/ip4/{}/tcp/0", rv_host.addr()))
         .start();
-    let home = |user: &str| -> PathBuf { dir.path().join(user) };
-    for user in ["bob", "alice"] {
+    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
+    for (user, host, home) in [("bob", &bob_host, &bob), ("alice", &alice_host, &alice)] {
         let out = enroll_via(
-            &host(user).ns().launcher(),
+            &host.ns().launcher(),
             &rv,
-            &home(user),
+            home,
             user,
             &format!("pw-{user}"),
         );
@@ -98,12 +99,39 @@ fn under_packet_loss_and_a_cut_cable_every_message_arrives_once_and_in_order() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let (alice, bob) = (home("alice"), home("bob"));
+    Some(Three {
+        rv,
+        alice_host,
+        bob_host,
+        alice,
+        bob,
+        dir,
+        _lab: lab,
+    })
+}
+
+#[test]
+fn under_packet_loss_and_a_cut_cable_every_message_arrives_once_and_in_order() {
+    let Some(lab) =
+        three_hosts("under_packet_loss_and_a_cut_cable_every_message_arrives_once_and_in_order")
+    else {
+        return;
+    };
+    // Borrowed, so that the lab drops whole, in its fields' order, at the end.
+    let Three {
+        rv: _,
+        ref alice_host,
+        ref bob_host,
+        ref alice,
+        ref bob,
+        ref dir,
+        ..
+    } = lab;
     let bob_log = dir.path().join("bob.log");
-    let _bob_daemon = daemon(&bob_host, &bob, &bob_log);
-    let _alice_daemon = daemon(&alice_host, &alice, &dir.path().join("alice.log"));
+    let _bob_daemon = daemon(bob_host, bob, &bob_log);
+    let _alice_daemon = daemon(alice_host, alice, &dir.path().join("alice.log"));
     let first = control(
-        &alice,
+        alice,
         &json!({ "cmd": "send", "to": "bob", "text": "hello" }),
     )
     .expect("the first message");
@@ -112,12 +140,12 @@ fn under_packet_loss_and_a_cut_cable_every_message_arrives_once_and_in_order() {
     alice_host.lose(LOSS_PERCENT);
     bob_host.lose(LOSS_PERCENT);
     let started = Instant::now();
-    let (lossy_receipts, lossy_queued) = send_all(&alice, "lossy-", UNDER_LOSS);
+    let (lossy_receipts, lossy_queued) = send_all(alice, "lossy-", UNDER_LOSS);
     let lossy_time = started.elapsed();
 
     bob_host.cable(false);
     bob_host.drop_connections();
-    let (cut_receipts, cut_queued) = send_all(&alice, "cut-", WHILE_CUT);
+    let (cut_receipts, cut_queued) = send_all(alice, "cut-", WHILE_CUT);
     std::thread::sleep(Duration::from_secs(3));
     bob_host.cable(true);
     alice_host.heal();
@@ -127,12 +155,12 @@ fn under_packet_loss_and_a_cut_cable_every_message_arrives_once_and_in_order() {
     let deadline = Instant::now() + Duration::from_secs(120);
     let started = Instant::now();
     loop {
-        let sent = texts_from(&history(&alice, "bob"), "alice");
-        let received = texts_from(&history(&bob, "alice"), "alice");
+        let sent = texts_from(&history(alice, "bob"), "alice");
+        let received = texts_from(&history(bob, "alice"), "alice");
         if received.len() >= expected {
             assert_eq!(sent.len(), expected, "alice kept each message once");
             assert_eq!(received, sent, "bob has each once, in alice's order");
-            let h = history(&bob, "alice");
+            let h = history(bob, "alice");
             assert_eq!(h["chain"]["incoming"]["state"], "intact", "{}", h["chain"]);
             assert!(
                 h["messages"]
@@ -158,7 +186,7 @@ fn under_packet_loss_and_a_cut_cable_every_message_arrives_once_and_in_order() {
     );
     // Bob redials the rendezvous every 2 s on its own; alice may reach him directly first.
     let reconnected = || {
-        control(&bob, &json!({ "cmd": "status" })).expect("bob's status")["data"]["rendezvous"]["connected"]
+        control(bob, &json!({ "cmd": "status" })).expect("bob's status")["data"]["rendezvous"]["connected"]
             == true
     };
     let since = Instant::now();
@@ -213,39 +241,29 @@ fn wait_metric(host: &Host, rv: &Rendezvous, name: &str, want: u64, limit: Durat
 /// the cable is back, bob is listed again and collects it.
 #[test]
 fn a_peer_that_vanishes_without_a_word_leaves_the_directory_within_a_minute() {
-    let Some(mut lab) =
-        Lab::try_new("a_peer_that_vanishes_without_a_word_leaves_the_directory_within_a_minute")
+    let Some(lab) =
+        three_hosts("a_peer_that_vanishes_without_a_word_leaves_the_directory_within_a_minute")
     else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let rv_host = lab.public_host("rv");
-    let alice_host = lab.public_host("alice");
-    let bob_host = lab.public_host("bob");
-    let rv = Rendezvous::options(&dir.path().join("rendezvous"))
-        .via(&rv_host.ns().launcher())
-        .https(&format!("{}:0", rv_host.addr()))
-        .p2p(&format!("/ip4/{}/tcp/0", rv_host.addr()))
-        .start();
-    let (alice, bob) = (dir.path().join("alice"), dir.path().join("bob"));
-    for (user, host, home) in [("bob", &bob_host, &bob), ("alice", &alice_host, &alice)] {
-        let out = enroll_via(
-            &host.ns().launcher(),
-            &rv,
-            home,
-            user,
-            &format!("pw-{user}"),
-        );
-        assert!(out.status.success(), "{user} enrolls across the lab");
-    }
+    // Borrowed, so that the lab drops whole, in its fields' order, at the end.
+    let Three {
+        ref rv,
+        ref alice_host,
+        ref bob_host,
+        ref alice,
+        ref bob,
+        ref dir,
+        ..
+    } = lab;
     let bob_log = dir.path().join("bob.log");
-    let _bob_daemon = daemon(&bob_host, &bob, &bob_log);
-    let _alice_daemon = daemon(&alice_host, &alice, &dir.path().join("alice.log"));
+    let _bob_daemon = daemon(bob_host, bob, &bob_log);
+    let _alice_daemon = daemon(alice_host, alice, &dir.path().join("alice.log"));
     // AutoNAT: the rendezvous dials bob back at his own IP (the only IP it dials), and finds
     // him reachable from outside.
     let since = Instant::now();
     loop {
-        let status = control(&bob, &json!({ "cmd": "status" })).expect("bob's status");
+        let status = control(bob, &json!({ "cmd": "status" })).expect("bob's status");
         if status["data"]["reachability"] == "public" {
             break;
         }
@@ -258,14 +276,14 @@ fn a_peer_that_vanishes_without_a_word_leaves_the_directory_within_a_minute() {
     }
     let public_after = since.elapsed();
     let first = control(
-        &alice,
+        alice,
         &json!({ "cmd": "send", "to": "bob", "text": "hello" }),
     )
     .expect("the first message");
     assert_eq!(first["data"]["delivered"], true, "{first}");
     wait_metric(
-        &alice_host,
-        &rv,
+        alice_host,
+        rv,
         "parley_online_users",
         2,
         Duration::from_secs(20),
@@ -273,15 +291,15 @@ fn a_peer_that_vanishes_without_a_word_leaves_the_directory_within_a_minute() {
 
     bob_host.cable(false);
     let gone = wait_metric(
-        &alice_host,
-        &rv,
+        alice_host,
+        rv,
         "parley_online_users",
         1,
         Duration::from_secs(60),
     );
     let send = Instant::now();
     let held = control(
-        &alice,
+        alice,
         &json!({ "cmd": "send", "to": "bob", "text": "while away" }),
     )
     .expect("alice's daemon answers");
@@ -290,14 +308,14 @@ fn a_peer_that_vanishes_without_a_word_leaves_the_directory_within_a_minute() {
 
     bob_host.cable(true);
     let back = wait_metric(
-        &alice_host,
-        &rv,
+        alice_host,
+        rv,
         "parley_online_users",
         2,
         Duration::from_secs(60),
     );
     let deadline = Instant::now() + Duration::from_secs(90);
-    while !texts_from(&history(&bob, "alice"), "alice").contains(&"while away".to_owned()) {
+    while !texts_from(&history(bob, "alice"), "alice").contains(&"while away".to_owned()) {
         assert!(
             Instant::now() < deadline,
             "bob collected what was held for him:\n{}",
