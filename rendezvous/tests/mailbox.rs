@@ -16,7 +16,7 @@ use std::sync::{
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use common::https;
+use common::{Enrolled, enroll, https};
 use futures::StreamExt as _;
 use libp2p::{
     PeerId,
@@ -25,8 +25,6 @@ use libp2p::{
 };
 use parley_p2p::protocol::{MAILBOX_PROTOCOL, MailboxRequest, MailboxResponse};
 use parley_testkit::{Log, Rendezvous};
-use rcgen::CertificateParams;
-use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -48,45 +46,6 @@ struct Device {
 impl Drop for Device {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// A device's key and certificates, kept to connect again after a restart.
-struct Enrolled {
-    secret: parley_domain::Secret32,
-    certificate: Vec<u8>,
-    ca: Vec<u8>,
-}
-
-fn der(pem_text: &str) -> Vec<u8> {
-    pem::parse(pem_text).expect("PEM").contents().to_vec()
-}
-
-async fn enroll(server: &Rendezvous, name: &str) -> Enrolled {
-    let secret = parley_rendezvous::ca::random_secret();
-    let key = parley_rendezvous::ca::key_pair(&secret).expect("Ed25519 key");
-    let x25519 = *parley_rendezvous::ca::random_secret().expose();
-    let mut params = CertificateParams::default();
-    params
-        .custom_extensions
-        .push(parley_rendezvous::ca::x25519_extension(&x25519));
-    let csr = params
-        .serialize_request(&key)
-        .expect("CSR")
-        .pem()
-        .expect("PEM");
-    let answer = https(server)
-        .post_json(
-            "/v1/enroll",
-            &json!({"username": name, "password": format!("pw-{name}"), "csr_pem": csr}),
-        )
-        .await;
-    assert_eq!(answer.status, 200, "enrolling {name}: {answer:?}");
-    let body = answer.json();
-    Enrolled {
-        secret,
-        certificate: der(body["certificate_pem"].as_str().expect("certificate_pem")),
-        ca: der(body["ca_pem"].as_str().expect("ca_pem")),
     }
 }
 

@@ -8,59 +8,23 @@ mod common;
 
 use std::time::Duration;
 
-use common::https;
+use common::{der, enroll};
 use futures::StreamExt as _;
 use libp2p::{
     request_response::{self, ProtocolSupport},
     swarm::SwarmEvent,
 };
-use parley_domain::{Role, Secret32, Username};
+use parley_domain::{Role, Username};
 use parley_p2p::protocol::{RENEW_PROTOCOL, RenewRequest, RenewResponse};
-use parley_rendezvous::ca::{Ca, Subject, key_pair, random_secret, x25519_extension};
+use parley_rendezvous::ca::{Ca, Subject, random_secret};
 use parley_testkit::Rendezvous;
-use rcgen::CertificateParams;
-use serde_json::json;
 use time::OffsetDateTime;
 
 /// How long connecting and one answer may take.
 const ANSWER: Duration = Duration::from_secs(20);
 
-fn der(pem_text: &str) -> Vec<u8> {
-    pem::parse(pem_text).expect("PEM").contents().to_vec()
-}
-
 /// A device's key and certificates.
-struct Device {
-    secret: Secret32,
-    certificate: Vec<u8>,
-    ca: Vec<u8>,
-}
-
-async fn enroll(server: &Rendezvous, name: &str) -> Device {
-    let secret = random_secret();
-    let key = key_pair(&secret).expect("Ed25519 key");
-    let x25519 = *random_secret().expose();
-    let mut params = CertificateParams::default();
-    params.custom_extensions.push(x25519_extension(&x25519));
-    let csr = params
-        .serialize_request(&key)
-        .expect("CSR")
-        .pem()
-        .expect("PEM");
-    let answer = https(server)
-        .post_json(
-            "/v1/enroll",
-            &json!({"username": name, "password": format!("pw-{name}"), "csr_pem": csr}),
-        )
-        .await;
-    assert_eq!(answer.status, 200, "enrolling {name}: {answer:?}");
-    let body = answer.json();
-    Device {
-        secret,
-        certificate: der(body["certificate_pem"].as_str().expect("certificate_pem")),
-        ca: der(body["ca_pem"].as_str().expect("ca_pem")),
-    }
-}
+type Device = common::Enrolled;
 
 /// A device the CA signed for `name` outside enrollment (the attacker holds a CA-signed
 /// certificate the registry knows nothing of), with a fresh key.

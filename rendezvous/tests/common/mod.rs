@@ -16,6 +16,46 @@ use parley_p2p::{
 };
 use parley_testkit::{Log, Rendezvous, https::Client};
 
+/// A device enrolled over HTTPS: its key, its certificate and the CA's, DER.
+pub struct Enrolled {
+    pub secret: Secret32,
+    pub certificate: Vec<u8>,
+    pub ca: Vec<u8>,
+}
+
+/// The DER inside a PEM text.
+pub fn der(pem_text: &str) -> Vec<u8> {
+    pem::parse(pem_text).expect("PEM").contents().to_vec()
+}
+
+/// Enrolls a fresh device (Ed25519 and X25519 keys) as `name`, password `pw-<name>`.
+pub async fn enroll(server: &Rendezvous, name: &str) -> Enrolled {
+    use parley_rendezvous::ca::{key_pair, random_secret, x25519_extension};
+    let secret = random_secret();
+    let key = key_pair(&secret).expect("Ed25519 key");
+    let x25519 = *random_secret().expose();
+    let mut params = rcgen::CertificateParams::default();
+    params.custom_extensions.push(x25519_extension(&x25519));
+    let csr = params
+        .serialize_request(&key)
+        .expect("CSR")
+        .pem()
+        .expect("PEM");
+    let answer = https(server)
+        .post_json(
+            "/v1/enroll",
+            &serde_json::json!({"username": name, "password": format!("pw-{name}"), "csr_pem": csr}),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "enrolling {name}: {answer:?}");
+    let body = answer.json();
+    Enrolled {
+        secret,
+        certificate: der(body["certificate_pem"].as_str().expect("certificate_pem")),
+        ca: der(body["ca_pem"].as_str().expect("ca_pem")),
+    }
+}
+
 /// A device's swarm over the product's own transport (TCP, mutual TLS, yamux), holding the
 /// device key `secret` and its certificate, expecting the rendezvous `server` at the other
 /// end: the swarm, the rendezvous's p2p address and its peer id. Not dialled yet.
