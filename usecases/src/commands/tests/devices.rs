@@ -13,6 +13,19 @@ fn delivered_to(w: &World) -> Vec<String> {
     w.transport.delivered_to.lock().expect("lock").clone()
 }
 
+/// Alice holds a verified connection to one device of bob's, `name`, with `keys(seed)`.
+fn connected_to_bob(w: &World, name: &str, seed: u8) {
+    let device = InMemoryAddress {
+        name: name.into(),
+        keys: Some(keys(seed)),
+    };
+    w.transport
+        .connected
+        .lock()
+        .expect("lock")
+        .insert(user("bob"), vec![device]);
+}
+
 fn lookups(w: &World) -> usize {
     *w.directory.lookups.lock().expect("lock")
 }
@@ -106,15 +119,7 @@ fn given_a_name_never_met_with_two_devices_when_sending_then_the_newest_publicat
 fn given_a_connection_to_the_pinned_device_when_sending_then_the_rendezvous_is_not_asked() {
     let w = alice_who_met_bob();
     let before = lookups(&w);
-    let connected = InMemoryAddress {
-        name: "connected-bob".into(),
-        keys: Some(keys(0)),
-    };
-    w.transport
-        .connected
-        .lock()
-        .expect("lock")
-        .insert(user("bob"), vec![connected]);
+    connected_to_bob(&w, "connected-bob", 0);
 
     send(&w, 2, "bob", "over the open connection").expect("delivered");
 
@@ -126,15 +131,7 @@ fn given_a_connection_to_the_pinned_device_when_sending_then_the_rendezvous_is_n
 fn given_a_connection_only_to_a_device_with_other_keys_when_sending_then_the_directory_decides() {
     let w = alice_who_met_bob();
     let before = lookups(&w);
-    let impostor = InMemoryAddress {
-        name: "connected-impostor".into(),
-        keys: Some(keys(7)),
-    };
-    w.transport
-        .connected
-        .lock()
-        .expect("lock")
-        .insert(user("bob"), vec![impostor]);
+    connected_to_bob(&w, "connected-impostor", 7);
     w.directory.set_devices(&user("bob"), &[keys(0)]);
 
     send(&w, 2, "bob", "for the real bob").expect("delivered");
@@ -148,15 +145,7 @@ fn given_a_connection_only_to_a_device_with_other_keys_when_sending_then_the_dir
 fn given_a_connected_device_when_asking_whether_a_contact_is_online_then_the_rendezvous_is_not_asked()
  {
     let w = alice_world();
-    let device = InMemoryAddress {
-        name: "connected-bob".into(),
-        keys: Some(keys(0)),
-    };
-    w.transport
-        .connected
-        .lock()
-        .expect("lock")
-        .insert(user("bob"), vec![device]);
+    connected_to_bob(&w, "connected-bob", 0);
 
     let online = block_on(queries::online(&*w.directory, &*w.transport, &user("bob")));
     assert_eq!(online, Ok(true));
