@@ -101,6 +101,9 @@ pub enum StartError {
     /// The data folder could not be created.
     #[error("{0}")]
     Data(#[from] files::Error),
+    /// The data folder, or something in it, could not be made private.
+    #[error("{0}")]
+    Private(#[from] parley_process::Error),
     /// The registry could not be opened.
     #[error(
         "cannot open the registry in {dir}: {reason}; is another parley-rendezvous using this --data folder?"
@@ -210,7 +213,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 /// # Errors
 /// [`StartError`], one sentence naming what failed and what to do.
 pub async fn start_with(config: Config, protection: Protection) -> Result<Running, StartError> {
-    files::private_dir(&config.data)?;
+    // The folder may have been made before (by `mkdir -p`, an older release): whatever it
+    // holds becomes the rendezvous's user's only.
+    parley_process::private_tree(&config.data)?;
     let now = OffsetDateTime::now_utc();
     let ca = Arc::new(ca::Ca::open(&config.data, config.ca_key.as_deref(), now)?);
     let secret = identity::load_or_create(&config.data)?;

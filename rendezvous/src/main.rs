@@ -130,6 +130,8 @@ fn parse_hold(text: &str) -> Result<i64, String> {
 }
 
 fn main() -> ExitCode {
+    // First: every file from here on is private, and a crash leaves no core dump of the CA key.
+    let core_dumps = parley_process::harden();
     let args = Args::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -147,6 +149,13 @@ fn main() -> ExitCode {
                 user: None,
             },
         );
+        match core_dumps {
+            parley_process::CoreDumps::Failed(warning) => tracing::warn!("{warning}"),
+            parley_process::CoreDumps::Allowed => {
+                tracing::info!("core dumps allowed (PARLEY_ALLOW_CORE_DUMPS=1)");
+            }
+            _ => {}
+        }
         let outcome = run(args).await;
         telemetry.shutdown().await;
         outcome
