@@ -42,6 +42,7 @@ pub fn serve_rendezvous(data: &Path) -> Result<()> {
             p2p: "/ip4/127.0.0.1/tcp/0".parse()?,
             announce: Vec::new(),
             ca_key: None,
+            metrics: parley_rendezvous::MetricsAt::default(),
         };
         let running = parley_rendezvous::start_with(config, protection).await?;
         let p2p = running

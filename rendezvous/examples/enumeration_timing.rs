@@ -145,6 +145,7 @@ async fn main() -> Result<()> {
             p2p: "/ip4/127.0.0.1/tcp/0".parse()?,
             announce: Vec::new(),
             ca_key: None,
+            metrics: parley_rendezvous::MetricsAt::default(),
         },
         protection,
     )
