@@ -43,6 +43,7 @@ pub fn serve_rendezvous(data: &Path) -> Result<()> {
             announce: Vec::new(),
             ca_key: None,
             certificate_days: parley_domain::pki::MAX_CERT_VALIDITY_DAYS,
+            metrics: parley_rendezvous::MetricsAt::default(),
         };
         let running = parley_rendezvous::start_with(config, protection).await?;
         let p2p = running

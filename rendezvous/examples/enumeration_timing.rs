@@ -146,6 +146,7 @@ async fn main() -> Result<()> {
             announce: Vec::new(),
             ca_key: None,
             certificate_days: parley_domain::pki::MAX_CERT_VALIDITY_DAYS,
+            metrics: parley_rendezvous::MetricsAt::default(),
         },
         protection,
     )

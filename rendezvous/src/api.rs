@@ -6,6 +6,11 @@
 //! internal failure is 500 `internal`, its detail in the log only. Passwords and keys are never
 //! logged.
 //!
+//! A request whose head is over [`MAX_HEAD_BYTES`] is refused first, on every route, with 431
+//! `headers_too_large`. `GET /metrics` is answered on the API's listener unless the operator
+//! moved it to a listener of its own ([`Surface::Metrics`], which serves nothing else) or
+//! turned it off.
+//!
 //! `POST /v1/enroll` is rate-limited per client ([`crate::limit`]) before its body is read: over
 //! the limit it is 429 `rate_limited` with `Retry-After` in whole seconds. The other routes are
 //! not: they answer from memory at the cost of a hash-map look-up, far below the TLS handshake
@@ -32,6 +37,10 @@ use crate::service::{self, MAX_PASSWORD_BYTES, Service};
 /// The largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The largest request head accepted: the request line and the headers, each counted as it
+/// is sent without optional spaces (`NAME: VALUE` and CRLF), and the blank line.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+
 /// Routes requests to the enrollment service.
 #[derive(Debug)]
 pub struct Api {
@@ -40,6 +49,16 @@ pub struct Api {
     body_timeout: Duration,
     clients: Clients,
     enrollments: Buckets,
+    metrics_route: bool,
+}
+
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// The enrollment API (and `GET /metrics` when [`Guard::metrics_route`] says so).
+    Api,
+    /// `GET /metrics` only, on a listener of its own.
+    Metrics,
 }
 
 /// How the API protects itself: body deadline, who the client is, the enrollment rate.
@@ -51,6 +70,9 @@ pub struct Guard {
     pub clients: Clients,
     /// Enrollment token buckets per client.
     pub enrollments: Buckets,
+    /// Whether the API's listener answers `GET /metrics` (not when the operator moved the
+    /// metrics to a listener of their own, or turned them off).
+    pub metrics_route: bool,
 }
 
 #[derive(Deserialize)]
@@ -150,6 +172,7 @@ impl Api {
             body_timeout: guard.body_timeout,
             clients: guard.clients,
             enrollments: guard.enrollments,
+            metrics_route: guard.metrics_route,
         }
     }
 
@@ -165,10 +188,11 @@ impl Api {
         &self.metrics
     }
 
-    /// Answers one request that came over a connection from `peer`. Never fails: every
-    /// problem becomes a JSON error response.
+    /// Answers one request that came over a connection from `peer` to a listener of
+    /// `surface`. Never fails: every problem becomes a JSON error response.
     pub async fn handle<B>(
         self: Arc<Self>,
+        surface: Surface,
         peer: SocketAddr,
         request: Request<B>,
     ) -> Response<Full<Bytes>>
@@ -176,7 +200,29 @@ impl Api {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if head_bytes(&request) > MAX_HEAD_BYTES {
+            self.metrics.https_refusal("headers_too_large");
+            return Refusal::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                "The request's line and headers are larger than 64 KiB; send a smaller request.",
+            )
+            .closing()
+            .into_response();
+        }
         let method = request.method().clone();
+        if surface == Surface::Metrics {
+            let answer = match request.uri().path() {
+                "/metrics" if method == Method::GET => Ok(text_response(self.metrics.render())),
+                "/metrics" => Err(wrong_method(&method, "GET")),
+                _ => Err(Refusal::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "There is no such resource; this port serves GET /metrics only.",
+                )),
+            };
+            return answer.unwrap_or_else(Refusal::into_response);
+        }
         let answer = match request.uri().path() {
             "/v1/enroll" if method == Method::POST => {
                 let client = self.clients.client(peer.ip(), request.headers());
@@ -199,13 +245,20 @@ impl Api {
             "/v1/ca" if method == Method::GET => Ok(self.ca()),
             "/v1/ca" => Err(wrong_method(&method, "GET")),
             "/healthz" if method == Method::GET => Ok(text_response("ok\n")),
-            "/metrics" if method == Method::GET => Ok(text_response(self.metrics.render())),
-            "/metrics" => Err(wrong_method(&method, "GET")),
+            "/metrics" if self.metrics_route && method == Method::GET => {
+                Ok(text_response(self.metrics.render()))
+            }
+            "/metrics" if self.metrics_route => Err(wrong_method(&method, "GET")),
             "/healthz" => Err(wrong_method(&method, "GET")),
-            _ => Err(Refusal::new(
+            _ if self.metrics_route => Err(Refusal::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 "There is no such resource; the API serves POST /v1/enroll, GET /v1/ca, GET /healthz and GET /metrics.",
+            )),
+            _ => Err(Refusal::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "There is no such resource; the API serves POST /v1/enroll, GET /v1/ca and GET /healthz.",
             )),
         };
         answer.unwrap_or_else(Refusal::into_response)
@@ -289,6 +342,18 @@ impl Api {
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
         }
     }
+}
+
+/// The size of a request's head as [`MAX_HEAD_BYTES`] counts it.
+fn head_bytes<B>(request: &Request<B>) -> usize {
+    // "METHOD TARGET HTTP/1.1\r\n", each "NAME: VALUE\r\n", and the blank line.
+    let line = request.method().as_str().len() + 1 + request.uri().to_string().len() + 11;
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum();
+    line + headers + 2
 }
 
 /// Converts the wire body into a checked service request.

@@ -29,18 +29,19 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, timeout_at};
-use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio_rustls::TlsAcceptor;
 
-use crate::api::Api;
+use crate::api::{Api, MAX_HEAD_BYTES, Surface};
 use crate::limit::{Slots, Source};
 
-/// hyper's read buffer: a request head must fit (hyper answers 431 otherwise); bodies stream
-/// through it.
-const READ_BUFFER: usize = 64 * 1024;
+/// hyper's read buffer: a request head must fit (hyper answers a bare 431 when the buffer is
+/// full and the head still incomplete; the API answers a complete head over the cap with its
+/// JSON 431); bodies stream through it.
+const READ_BUFFER: usize = MAX_HEAD_BYTES;
 
 /// At most this many bytes a client sends after its connection's last answer are read (and
 /// thrown away) so that the answer reaches it ([`linger`]): a request body 500 times the cap.
@@ -98,16 +99,18 @@ pub fn tls_config(
     Ok(config)
 }
 
-/// Serves `api` on `listener` until `shutdown` turns true, then waits (at most
+/// Serves `surface` of `api` on `listener` — over TLS with `tls`, or plain HTTP without (the
+/// metrics' own listener) — until `shutdown` turns true, then waits (at most
 /// [`Limits::drain_timeout`]) for connections in flight.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<ServerConfig>,
+    tls: Option<Arc<ServerConfig>>,
+    surface: Surface,
     api: Arc<Api>,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
+    let acceptor = tls.map(TlsAcceptor::from);
     let reserved = reserved_slots(limits.max_connections);
     let general = Arc::new(Semaphore::new((limits.max_connections - reserved) as usize));
     let reserve = Arc::new(Semaphore::new(reserved as usize));
@@ -155,7 +158,7 @@ pub async fn serve(
         let api = Arc::clone(&api);
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            serve_connection(acceptor, tcp, peer, api, limits, stop).await;
+            serve_connection(acceptor, surface, tcp, peer, api, limits, stop).await;
             drop((share, permit));
         });
     }
@@ -195,13 +198,19 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 }
 
 async fn serve_connection(
-    acceptor: TlsAcceptor,
+    acceptor: Option<TlsAcceptor>,
+    surface: Surface,
     tcp: TcpStream,
     peer: SocketAddr,
     api: Arc<Api>,
     limits: Limits,
     shutdown: watch::Receiver<bool>,
 ) {
+    let Some(acceptor) = acceptor else {
+        let tcp = serve_http(tcp, surface, peer, api, limits, shutdown).await;
+        linger(tcp, |tcp| tcp).await;
+        return;
+    };
     let tls = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -213,13 +222,30 @@ async fn serve_connection(
             return;
         }
     };
+    let tls = serve_http(tls, surface, peer, api, limits, shutdown).await;
+    linger(tls, |tls| tls.into_inner().0).await;
+}
+
+/// Serves HTTP/1.1 requests on `io` until the connection is done, and hands `io` back
+/// unclosed.
+async fn serve_http<IO>(
+    io: IO,
+    surface: Surface,
+    peer: SocketAddr,
+    api: Arc<Api>,
+    limits: Limits,
+    shutdown: watch::Receiver<bool>,
+) -> IO
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let served = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let service = service_fn(move |request| {
         let api = Arc::clone(&api);
         let served = Arc::clone(&served);
         // Boxed so that the connection is `Unpin`, which taking its socket back needs.
         Box::pin(async move {
-            let mut response = api.handle(peer, request).await;
+            let mut response = api.handle(surface, peer, request).await;
             let n = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
             if n >= MAX_REQUESTS_PER_CONNECTION {
                 response.headers_mut().insert(
@@ -234,21 +260,21 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(READ_BUFFER)
-        .serve_connection(TokioIo::new(tls), service);
+        .serve_connection(TokioIo::new(io), service);
     serve_requests(&mut connection, peer, limits, shutdown).await;
-    let tls = connection.into_parts().io.into_inner();
-    linger(tls, |tls| tls.into_inner().0).await;
+    connection.into_parts().io.into_inner()
 }
 
 /// Serves the requests of one connection until hyper is done with it (the client closed, an
 /// answer said `Connection: close`, a request could not be read, or the connection was asked
 /// to close), without closing the socket: [`linger`] does that.
-async fn serve_requests<S>(
-    connection: &mut hyper::server::conn::http1::Connection<TokioIo<TlsStream<TcpStream>>, S>,
+async fn serve_requests<IO, S>(
+    connection: &mut hyper::server::conn::http1::Connection<TokioIo<IO>, S>,
     peer: SocketAddr,
     limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: hyper::service::HttpService<hyper::body::Incoming> + Unpin,
     S::Future: Unpin,
     S::ResBody: 'static,

@@ -57,6 +57,22 @@ pub struct Config {
     pub ca_key: Option<PathBuf>,
     /// How many days device certificates last (1 to 30).
     pub certificate_days: u32,
+    /// Where `GET /metrics` is served.
+    pub metrics: MetricsAt,
+}
+
+/// Where `GET /metrics` is served (`--metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MetricsAt {
+    /// On the HTTPS API's listener, beside enrollment: what the rendezvous did before the
+    /// choice existed.
+    #[default]
+    Https,
+    /// On a listener of its own at this address, plain HTTP, serving `GET /metrics` only
+    /// (for a scraper on loopback or an internal network); the API no longer answers it.
+    Listen(SocketAddr),
+    /// Nowhere.
+    Off,
 }
 
 /// How the HTTPS API protects itself from hostile or greedy clients. [`Default`] is what the
@@ -106,6 +122,9 @@ pub enum StartError {
     /// The data folder could not be created.
     #[error("{0}")]
     Data(#[from] files::Error),
+    /// The data folder, or something in it, could not be made private.
+    #[error("{0}")]
+    Private(#[from] parley_process::Error),
     /// The registry could not be opened.
     #[error(
         "cannot open the registry in {dir}: {reason}; is another parley-rendezvous using this --data folder?"
@@ -134,6 +153,14 @@ pub enum StartError {
         /// Why, in words.
         reason: String,
     },
+    /// The metrics' own address could not be bound.
+    #[error("cannot listen on {addr}: {reason}; choose another --metrics address")]
+    MetricsListen {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why, in words.
+        reason: String,
+    },
     /// TLS could not be configured with the rendezvous certificate.
     #[error("cannot configure TLS: {0}")]
     Tls(#[from] rustls::Error),
@@ -152,8 +179,10 @@ pub struct Running {
     fingerprint: CaFingerprint,
     https: SocketAddr,
     p2p_addrs: Vec<Multiaddr>,
+    metrics: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     https_task: tokio::task::JoinHandle<()>,
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
     directory: DirectoryServer,
     registry: registry::Registry,
 }
@@ -181,6 +210,13 @@ impl Running {
         self.https
     }
 
+    /// The address of the metrics' own listener, when `--metrics` gave one (the real port
+    /// when 0 was asked).
+    #[must_use]
+    pub fn metrics(&self) -> Option<SocketAddr> {
+        self.metrics
+    }
+
     /// The directory addresses handed to peers, each ending with `/p2p/<peer id>`.
     #[must_use]
     pub fn p2p_addrs(&self) -> &[Multiaddr] {
@@ -193,6 +229,11 @@ impl Running {
         let _ = self.stop.send(true);
         if let Err(e) = self.https_task.await {
             tracing::warn!(error = %e, "the HTTPS task ended abnormally");
+        }
+        if let Some(task) = self.metrics_task
+            && let Err(e) = task.await
+        {
+            tracing::warn!(error = %e, "the metrics task ended abnormally");
         }
         self.directory.shutdown().await;
         if let Err(e) = self.registry.flush().await {
@@ -215,7 +256,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 /// # Errors
 /// [`StartError`], one sentence naming what failed and what to do.
 pub async fn start_with(config: Config, protection: Protection) -> Result<Running, StartError> {
-    files::private_dir(&config.data)?;
+    // The folder may have been made before (by `mkdir -p`, an older release): whatever it
+    // holds becomes the rendezvous's user's only.
+    parley_process::private_tree(&config.data)?;
     let now = OffsetDateTime::now_utc();
     let ca = Arc::new(
         ca::Ca::open(&config.data, config.ca_key.as_deref(), now)?
@@ -240,6 +283,18 @@ pub async fn start_with(config: Config, protection: Protection) -> Result<Runnin
     let https = listener
         .local_addr()
         .map_err(|e| listen_error(config.https, &e))?;
+    let metrics_listener = match config.metrics {
+        MetricsAt::Listen(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| metrics_listen_error(addr, &e))?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| metrics_listen_error(addr, &e))?;
+            Some((listener, bound))
+        }
+        MetricsAt::Https | MetricsAt::Off => None,
+    };
 
     let directory_error = |reason: String| StartError::Directory {
         addr: config.p2p.clone(),
@@ -305,29 +360,65 @@ pub async fn start_with(config: Config, protection: Protection) -> Result<Runnin
         body_timeout: protection.body_timeout,
         clients: limit::Clients::new(protection.trusted_proxies),
         enrollments: limit::Buckets::new(protection.enroll, protection.tracked_sources),
+        metrics_route: config.metrics == MetricsAt::Https,
     };
     let api = Arc::new(api::Api::new(service, metrics, guard));
     let (stop, stopped) = watch::channel(false);
-    let https_task = tokio::spawn(https::serve(listener, tls, api, protection.https, stopped));
+    let metrics_addr = metrics_listener.as_ref().map(|(_, bound)| *bound);
+    let metrics_task = metrics_listener.map(|(listener, bound)| {
+        tracing::info!(metrics = %bound, "metrics listening");
+        tokio::spawn(https::serve(
+            listener,
+            None,
+            api::Surface::Metrics,
+            Arc::clone(&api),
+            protection.https,
+            stopped.clone(),
+        ))
+    });
+    let https_task = tokio::spawn(https::serve(
+        listener,
+        Some(tls),
+        api::Surface::Api,
+        api,
+        protection.https,
+        stopped,
+    ));
     tracing::info!(%https, fingerprint = %ca.fingerprint(), "rendezvous listening");
     Ok(Running {
         fingerprint: ca.fingerprint(),
         https,
         p2p_addrs,
+        metrics: metrics_addr,
         stop,
         https_task,
+        metrics_task,
         directory,
         registry,
     })
 }
 
+fn metrics_listen_error(addr: SocketAddr, e: &std::io::Error) -> StartError {
+    StartError::MetricsListen {
+        addr,
+        reason: bind_reason(e),
+    }
+}
+
 fn listen_error(addr: SocketAddr, e: &std::io::Error) -> StartError {
+    StartError::Listen {
+        addr,
+        reason: bind_reason(e),
+    }
+}
+
+/// Why an address could not be bound, in words.
+fn bind_reason(e: &std::io::Error) -> String {
     use std::io::ErrorKind;
-    let reason = match e.kind() {
+    match e.kind() {
         ErrorKind::AddrInUse => "address in use".to_owned(),
         ErrorKind::AddrNotAvailable => "no such address on this machine".to_owned(),
         ErrorKind::PermissionDenied => "permission denied".to_owned(),
         _ => e.to_string(),
-    };
-    StartError::Listen { addr, reason }
+    }
 }

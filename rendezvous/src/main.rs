@@ -10,7 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, builder::TypedValueParser as _};
 use libp2p::Multiaddr;
-use parley_rendezvous::{Config, MailboxLimits, Protection, RelayLimits, limit, start_with};
+use parley_rendezvous::{
+    Config, MailboxLimits, MetricsAt, Protection, RelayLimits, limit, start_with,
+};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// The Parley rendezvous: certificate authority, HTTPS enrollment API and libp2p directory.
@@ -98,9 +100,24 @@ struct Args {
     /// Deposits one device may make at once before the rate applies.
     #[arg(long, value_name = "N", default_value_t = MailboxLimits::default().deposit_burst, value_parser = clap::value_parser!(u32).range(1..))]
     mailbox_deposit_burst: u32,
+    /// Where GET /metrics is served: `https` (on the HTTPS API's port), `off`, or an
+    /// address such as 127.0.0.1:9090 (a plain-HTTP listener of its own, serving only it).
+    #[arg(long, value_name = "https|off|ADDR", default_value = "https", value_parser = parse_metrics)]
+    metrics: MetricsAt,
     /// How log records on stderr are written.
     #[arg(long, value_enum, default_value_t)]
     log_format: parley_telemetry::LogFormat,
+}
+
+/// `--metrics`: `https`, `off`, or an address.
+fn parse_metrics(text: &str) -> Result<MetricsAt, String> {
+    match text {
+        "https" => Ok(MetricsAt::Https),
+        "off" => Ok(MetricsAt::Off),
+        addr => addr.parse().map(MetricsAt::Listen).map_err(|_| {
+            "--metrics is `https`, `off`, or an address such as 127.0.0.1:9090".to_owned()
+        }),
+    }
 }
 
 /// One mebibyte.
@@ -133,6 +150,8 @@ fn parse_hold(text: &str) -> Result<i64, String> {
 }
 
 fn main() -> ExitCode {
+    // First: every file from here on is private, and a crash leaves no core dump of the CA key.
+    let core_dumps = parley_process::harden();
     let args = Args::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -150,6 +169,13 @@ fn main() -> ExitCode {
                 user: None,
             },
         );
+        match core_dumps {
+            parley_process::CoreDumps::Failed(warning) => tracing::warn!("{warning}"),
+            parley_process::CoreDumps::Allowed => {
+                tracing::info!("core dumps allowed (PARLEY_ALLOW_CORE_DUMPS=1)");
+            }
+            _ => {}
+        }
         let outcome = run(args).await;
         telemetry.shutdown().await;
         outcome
@@ -219,6 +245,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             announce: args.announce,
             ca_key: args.ca_key,
             certificate_days: args.certificate_days,
+            metrics: args.metrics,
         },
         protection,
     )
@@ -229,11 +256,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(ToString::to_string)
         .context("the directory listens on no address")?;
     let mut out = std::io::stdout().lock();
-    for line in [
+    let mut lines = vec![
         format!("ca-fingerprint: {}", running.fingerprint()),
         format!("https: https://{}", running.https()),
         format!("p2p: {p2p}"),
-    ] {
+    ];
+    // Only when asked for: the three lines above are the contract scripts read.
+    if let Some(metrics) = running.metrics() {
+        lines.push(format!("metrics: http://{metrics}/metrics"));
+    }
+    for line in lines {
         writeln!(out, "{line}")
             .and_then(|()| out.flush())
             .context("cannot write to stdout")?;

@@ -26,7 +26,12 @@ pub struct Metrics {
 }
 
 /// The reasons of `parley_https_refusals_total`, listed even at 0.
-const HTTPS_REFUSALS: [&str; 3] = ["rate_limited", "too_many_connections", "server_full"];
+const HTTPS_REFUSALS: [&str; 4] = [
+    "rate_limited",
+    "too_many_connections",
+    "server_full",
+    "headers_too_large",
+];
 
 /// The codes of `parley_mailbox_refusals_total`, listed even at 0.
 const MAILBOX_REFUSALS: [&str; 9] = [
@@ -63,7 +68,7 @@ impl Metrics {
     }
 
     /// Counts one request or connection the HTTPS listener refused for `reason`
-    /// (`rate_limited`, `too_many_connections`, `server_full`).
+    /// (`rate_limited`, `too_many_connections`, `server_full`, `headers_too_large`).
     pub fn https_refusal(&self, reason: &'static str) {
         let mut counts = self
             .https_refusals
@@ -113,7 +118,7 @@ impl Metrics {
         family(
             "parley_https_refusals_total",
             "counter",
-            "HTTPS requests refused by the rate limit and connections refused over a source's share.",
+            "HTTPS requests refused by the rate limit or for their head's size, and connections refused over a source's share.",
             &https_refusals,
         );
         family(

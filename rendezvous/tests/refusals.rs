@@ -1,8 +1,8 @@
 //! An HTTP refusal reaches the client whatever the client's send pattern: a client that
 //! writes its whole request before it reads a byte (as curl does below 1 MiB, and as a plain
 //! `http.client` or a script does) gets the 413 for a body over the cap, and the 431 for a head
-//! over it, instead of a connection reset that throws the answer away. The client here is a
-//! blocking TCP socket under rustls: it writes everything, then reads.
+//! over the documented 64 KiB, instead of a connection reset that throws the answer away. The
+//! client here is a blocking TCP socket under rustls: it writes everything, then reads.
 
 mod common;
 
@@ -202,5 +202,80 @@ fn curl_gets_the_413_for_a_body_it_sends_at_once_and_for_one_it_announces() {
                 .expect("a JSON answer");
         assert_eq!(answer["code"], "body_too_large", "{what}: {answer}");
     }
+    enroll(&server, "alice");
+}
+
+/// `GET /healthz` whose whole head — request line, headers (`Host` and `Connection` as
+/// [`write_then_read`] adds them), blank line — is exactly `size` bytes, padded by `X-Pad`
+/// headers of at most `per_header` bytes each.
+fn head_of(server: &Rendezvous, size: usize, per_header: usize) -> Result<Answer, String> {
+    let added = format!("\r\nHost: {}\r\nConnection: close\r\n\r\n", server.addr).len();
+    let mut head = String::from("GET /healthz HTTP/1.1");
+    let prefix = "\r\nX-Pad: ".len();
+    let room = size - head.len() - added;
+    let count = room.div_ceil(prefix + per_header);
+    let values = room - count * prefix;
+    for n in 0..count {
+        head.push_str("\r\nX-Pad: ");
+        head.push_str(&"p".repeat(values / count + usize::from(n < values % count)));
+    }
+    assert_eq!(head.len() + added, size, "the head is exactly {size} bytes");
+    write_then_read(server, &head, b"")
+}
+
+/// Asserts a 431 that the client could read: the API's JSON when it has a body, hyper's bare
+/// one (refused while still arriving) otherwise.
+fn assert_head_refused(answer: &Result<Answer, String>, what: &str) {
+    let answer = answer
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{what}: the 431 must reach the client: {e}"));
+    assert_eq!(answer.status, 431, "{what}: {answer:?}");
+    if !answer.body.is_empty() {
+        answer.assert_error(431, "headers_too_large");
+    }
+}
+
+#[test]
+fn a_head_over_64_kib_gets_its_431_and_one_of_64_kib_is_served() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = common::start(dir.path(), &[]);
+    let at_cap = head_of(&server, 64 * KIB, 64 * KIB).expect("an answer");
+    assert_eq!(at_cap.status, 200, "a head of exactly 64 KiB: {at_cap:?}");
+    let at_cap = head_of(&server, 64 * KIB, 4 * KIB).expect("an answer");
+    assert_eq!(at_cap.status, 200, "64 KiB in 17 headers: {at_cap:?}");
+    assert_head_refused(
+        &head_of(&server, 64 * KIB + 1, 64 * KIB),
+        "64 KiB and 1 byte",
+    );
+    assert_head_refused(
+        &head_of(&server, 64 * KIB + 1, 4 * KIB),
+        "64 KiB and 1 byte, 17 headers",
+    );
+    assert_head_refused(
+        &head_of(&server, 100_000, 8 * KIB),
+        "about 100 KB of headers",
+    );
+    assert_head_refused(&head_of(&server, 1_000_000, 8 * KIB), "1 MB of headers");
+    // Over 100 header lines, however short.
+    let many = (0..101)
+        .map(|n| format!("\r\nX-Pad-{n}: p"))
+        .collect::<String>();
+    assert_head_refused(
+        &write_then_read(&server, &format!("GET /healthz HTTP/1.1{many}"), b""),
+        "103 header lines",
+    );
+    let metrics = tokio::runtime::Runtime::new()
+        .expect("a runtime")
+        .block_on(common::https(&server).raw("GET /metrics HTTP/1.1", b""));
+    let text = String::from_utf8_lossy(&metrics.body);
+    let counted: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("parley_https_refusals_total{reason=\"headers_too_large\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no headers_too_large count in\n{text}"));
+    assert!(
+        counted >= 1,
+        "the complete heads over the cap are counted: {counted}"
+    );
     enroll(&server, "alice");
 }

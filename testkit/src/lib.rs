@@ -13,6 +13,8 @@
 //! - [`peer`]: `parley` commands, [`enroll`], [`Daemon`] (its `user:`, `peer-id:`, `listen:`
 //!   and `control:` lines), requests over the control socket, history helpers.
 //! - [`https`]: raw HTTP/1.1 over TLS 1.3 for hostile-client tests.
+//! - [`procfs`]: a running program from the outside: its core-file limit, environment and
+//!   dumpability in `/proc`, and the files of a folder open to others.
 //! - [`tools`]: root and programs on `PATH`, and [`skip`], the loud skip (a failure under `CI`).
 //! - [`faults`]: the `LD_PRELOAD` library that makes syncs fail.
 //! - [`window`]: Xvfb and tauri-driver for a test that drives the desktop app's window.
@@ -47,6 +49,7 @@ pub mod https;
 pub mod netns;
 pub mod peer;
 pub mod process;
+pub mod procfs;
 pub mod rendezvous;
 pub mod tools;
 pub mod wait;

@@ -163,6 +163,7 @@ fn adapters_do_not_depend_on_each_other() {
         ("parley-envelope", &[]),
         ("parley-telemetry", &[]),
         ("parley-pki", &[]),
+        ("parley-process", &[]),
     ] {
         let mut others: Vec<_> = normal_closure(&meta, adapter)
             .into_iter()

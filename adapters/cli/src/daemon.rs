@@ -22,7 +22,11 @@ pub async fn run(
     listen: Multiaddr,
     log_format: LogFormat,
     max_attachment: u64,
+    warnings: &[String],
 ) -> Result<()> {
+    // Whatever the home held before (an older release, a folder made by hand) is made the
+    // user's only; what the daemon creates later is, by the process's file-creation mask.
+    parley_process::private_tree(home.path())?;
     let store = Arc::new(crate::unlock::open_store(home)?);
     let user = {
         use parley_usecases::ports::IdentityStore;
@@ -36,6 +40,9 @@ pub async fn run(
             user: Some(user.as_str()),
         },
     );
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     if let Some(warning) = crate::unlock::key_file_warning(home, &store) {
         tracing::warn!("{warning}");
     }

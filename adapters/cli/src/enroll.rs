@@ -1,6 +1,6 @@
 //! `parley enroll`.
 
-use std::{io::IsTerminal, os::unix::fs::DirBuilderExt};
+use std::io::IsTerminal;
 
 use anyhow::{Context, Result};
 use parley_domain::{CaFingerprint, Password, Username};
@@ -19,11 +19,8 @@ pub async fn run(home: &Home, server: &str, user: Username, pin: Option<&str>) -
         .map(|p| CaFingerprint::parse(p).map_err(|e| Usage(format!("--ca-fingerprint: {e}"))))
         .transpose()?;
     let password = password()?;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(home.path())
-        .with_context(|| format!("cannot create the home folder {}", home.path().display()))?;
+    // Created private, or made private when it was there before (a `mkdir -p`, a volume).
+    parley_process::private_tree(home.path())?;
     let store = crate::unlock::open_store(home)?;
     let request = EnrollRequest {
         server: server.to_owned(),

@@ -140,11 +140,25 @@ enum Command {
 pub struct Usage(pub String);
 
 fn main() -> ExitCode {
+    // First: every file from here on is private, and a crash leaves no core dump of keys or
+    // messages.
+    let mut warnings = Vec::new();
+    if let parley_process::CoreDumps::Failed(warning) = parley_process::harden() {
+        warnings.push(warning);
+    }
     let cli = Cli::parse();
-    // The daemon sets up its own telemetry once it knows its user (the `parley.user` of its
-    // traces); every other command only logs.
-    if !matches!(cli.command, Command::Daemon { .. }) {
+    let daemon = matches!(cli.command, Command::Daemon { .. });
+    if daemon {
+        // Before any thread exists: on success this does not return, the program runs again
+        // in this process without the passphrase in its environment.
+        warnings.extend(unlock::hide_passphrase());
+    } else {
+        // The daemon sets up its own telemetry once it knows its user (the `parley.user` of
+        // its traces); every other command only logs.
         parley_telemetry::init_logs(cli.log_format, "warn");
+        for warning in &warnings {
+            tracing::warn!("{warning}");
+        }
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -156,7 +170,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, warnings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // A sentence can quote what a peer said (a refusal's reason).
@@ -221,7 +235,8 @@ async fn warn_certificate(home: &Home) {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+/// Runs the command; `warnings` are for the daemon to log once its logs are set up.
+async fn run(cli: Cli, warnings: Vec<String>) -> Result<()> {
     let home = home(cli.home)?;
     let log_format = cli.log_format;
     match cli.command {
@@ -247,7 +262,14 @@ async fn run(cli: Cli) -> Result<()> {
                     "{listen:?} is not a multiaddr such as /ip4/127.0.0.1/tcp/0"
                 ))
             })?;
-            daemon::run(&home, listen, log_format, max_attachment_mib * 1024 * 1024).await
+            daemon::run(
+                &home,
+                listen,
+                log_format,
+                max_attachment_mib * 1024 * 1024,
+                &warnings,
+            )
+            .await
         }
         Command::Send {
             user,
