@@ -12,6 +12,7 @@ pub mod envelope;
 pub mod mailbox;
 pub mod message;
 pub mod pki;
+pub mod ratchet;
 pub mod renewal;
 pub mod secret;
 pub mod username;
