@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod agreement;
 pub mod chain;
 pub mod contact;
 pub mod envelope;
