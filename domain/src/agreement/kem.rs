@@ -29,6 +29,9 @@ pub enum KemError {
     /// Not [`KEM_CIPHERTEXT_LEN`] bytes, or refused by the implementation.
     #[error("the ML-KEM-768 ciphertext is malformed")]
     BadCiphertext,
+    /// A stored secret key the implementation refuses.
+    #[error("the ML-KEM-768 secret key is malformed")]
+    BadSecretKey,
     /// The implementation failed (its random generator, for one).
     #[error("the ML-KEM-768 implementation failed")]
     Failed,
