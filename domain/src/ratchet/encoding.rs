@@ -4,8 +4,8 @@
 //! state    = version:u8 (= 1) ‖ send_root:[32] ‖ recv_root:[32] ‖ steps:u64 ‖ previous:u32
 //!            ‖ n_own:u8 (≤ MAX_OWN_KEYS) ‖ n_own × own_secret:[32]       (oldest first)
 //!            ‖ theirs:opt([32])
-//!            ‖ send:opt(chain:[32] ‖ next:u32 ‖ against:[32])
-//!            ‖ recv:opt(ratchet:[32] ‖ chain:[32] ‖ next:u32)
+//!            ‖ send:opt(chain:[32] ‖ next:u32 ‖ against:[32] ‖ step:u32)
+//!            ‖ recv:opt(ratchet:[32] ‖ chain:[32] ‖ next:u32 ‖ step:u32)
 //!            ‖ n_skipped:u16 (≤ MAX_SKIP) ‖ n_skipped × (ratchet:[32] ‖ n:u32 ‖ key:[32] ‖ at:i64)
 //!            ‖ rekey_due:u8 (0 or 1)
 //! opt(x)   = 0x00 | 0x01 ‖ x
@@ -89,6 +89,7 @@ impl Ratchet {
                 out.extend_from_slice(send.chain.expose());
                 out.extend_from_slice(&send.next.to_be_bytes());
                 out.extend_from_slice(&send.against.0);
+                out.extend_from_slice(&send.step.to_be_bytes());
             }
         }
         match &self.recv {
@@ -98,6 +99,7 @@ impl Ratchet {
                 out.extend_from_slice(&recv.ratchet.0);
                 out.extend_from_slice(recv.chain.expose());
                 out.extend_from_slice(&recv.next.to_be_bytes());
+                out.extend_from_slice(&recv.step.to_be_bytes());
             }
         }
         // At most MAX_SKIP (1000) skipped keys are kept: the count fits two bytes.
@@ -148,6 +150,7 @@ impl Ratchet {
                 chain: r.key()?,
                 next: r.u32()?,
                 against: PublicKey(r.array()?),
+                step: r.u32()?,
             })
         } else {
             None
@@ -157,6 +160,7 @@ impl Ratchet {
                 ratchet: PublicKey(r.array()?),
                 chain: r.key()?,
                 next: r.u32()?,
+                step: r.u32()?,
             })
         } else {
             None

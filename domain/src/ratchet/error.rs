@@ -11,8 +11,9 @@ pub enum SealError {
     /// The peer's ratchet key is of low order: no secret can be agreed with it.
     #[error("the peer's ratchet key is weak and cannot be used")]
     WeakKey,
-    /// The sending chain has reached its last position; a rekey starts a new one.
-    #[error("the sending chain is exhausted; rekey first")]
+    /// The sending chain has reached its last position (a rekey starts a new one), or the
+    /// conversation its last DH step.
+    #[error("the sending chain is exhausted")]
     ChainExhausted,
     /// The plaintext is too large for AES-GCM.
     #[error("the message is too large to be sealed")]
@@ -37,6 +38,11 @@ pub enum OpenError {
     /// made for this conversation (or against a ratchet key this side no longer holds).
     #[error("the message does not decrypt in this conversation")]
     Undecryptable,
+    /// The message belongs to a chain the sender started after one this side has not seen
+    /// yet (the earlier chain's messages are late): keep it and open it again once an earlier
+    /// message has been opened.
+    #[error("an earlier message of the sender's must be opened first")]
+    EarlierStepMissing,
     /// The sender's ratchet key is of low order.
     #[error("the message's ratchet key is weak")]
     WeakKey,
@@ -51,6 +57,7 @@ impl OpenError {
             Self::TooFarAhead => "too_far_ahead",
             Self::Expired => "expired",
             Self::Undecryptable => "undecryptable",
+            Self::EarlierStepMissing => "earlier_step_missing",
             Self::WeakKey => "weak_key",
         }
     }

@@ -22,6 +22,8 @@ pub(crate) struct SendChain {
     pub(crate) chain: Key32,
     pub(crate) next: u32,
     pub(crate) against: PublicKey,
+    /// Which of our DH steps made it (from 1).
+    pub(crate) step: u32,
 }
 
 /// The peer's current chain as we receive it.
@@ -30,6 +32,8 @@ pub(crate) struct RecvChain {
     pub(crate) ratchet: PublicKey,
     pub(crate) chain: Key32,
     pub(crate) next: u32,
+    /// Which of the peer's DH steps made it.
+    pub(crate) step: u32,
 }
 
 /// A message sealed by the ratchet: the header to send in the clear, and the ciphertext.
@@ -141,6 +145,7 @@ impl Ratchet {
         }
         let header = Header {
             ratchet,
+            step: chain.step,
             previous,
             n: chain.next,
         };
@@ -212,6 +217,10 @@ impl Ratchet {
 
     /// Our DH step: a new key pair, a new sending root and chain.
     fn step(&mut self, fresh: Key32, theirs: PublicKey) -> Result<(), SealError> {
+        let step = match &self.send {
+            None => 1,
+            Some(s) => s.step.checked_add(1).ok_or(SealError::ChainExhausted)?,
+        };
         let pair = KeyPair::from_secret(fresh);
         let dh = pair.agree(&theirs).ok_or(SealError::WeakKey)?;
         let (root, chain) = kdf::root_step(&self.send_root, &dh);
@@ -221,6 +230,7 @@ impl Ratchet {
             chain,
             next: 0,
             against: theirs,
+            step,
         });
         self.own.push(pair);
         let excess = self.own.len().saturating_sub(MAX_OWN_KEYS);
@@ -250,8 +260,9 @@ impl Ratchet {
         Ok(plaintext)
     }
 
-    /// The peer took a DH step: close its previous chain (skipping up to `header.previous`),
-    /// then try the step against each key of ours it may have used, newest first.
+    /// The peer took a DH step: if it is the one after the last we followed, close its
+    /// previous chain (skipping up to `header.previous`), then try the step against each key
+    /// of ours it may have used, newest first.
     fn open_in_new(
         &mut self,
         header: &Header,
@@ -259,6 +270,13 @@ impl Ratchet {
         aad: &[u8],
         now: Timestamp,
     ) -> Result<Vec<u8>, OpenError> {
+        let followed = self.recv.as_ref().map_or(0, |r| r.step);
+        if header.step <= followed {
+            return Err(OpenError::KeyGone);
+        }
+        if header.step - followed > 1 {
+            return Err(OpenError::EarlierStepMissing);
+        }
         let mut closed = Vec::new();
         if let Some(recv) = &self.recv
             && header.previous > recv.next
@@ -294,6 +312,7 @@ impl Ratchet {
                 ratchet: header.ratchet,
                 chain: following,
                 next: header.n.saturating_add(1),
+                step: header.step,
             });
             self.own.drain(..index);
             self.theirs = Some(header.ratchet);

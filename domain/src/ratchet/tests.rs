@@ -136,6 +136,9 @@ fn tampered_header_ciphertext_or_associated_data_is_refused_and_changes_nothing(
     bad.header.n += 1;
     assert_eq!(open(&mut p.bob, &bad), Err(OpenError::Undecryptable));
     let mut bad = m.clone();
+    bad.header.step += 1;
+    assert_eq!(open(&mut p.bob, &bad), Err(OpenError::EarlierStepMissing));
+    let mut bad = m.clone();
     bad.header.previous += 1;
     assert!(open(&mut p.bob, &bad).is_err());
     let mut bad = m.clone();
@@ -288,7 +291,7 @@ fn skipped_keys_are_bounded_in_number() {
     assert!(p.bob.skipped.entries.len() <= MAX_SKIP);
     assert!(matches!(
         open(&mut p.bob, &first_chain[0]),
-        Err(OpenError::KeyGone | OpenError::Undecryptable)
+        Err(OpenError::KeyGone)
     ));
     check(&mut p.bob, &first_chain[2], "x");
 }
@@ -392,8 +395,26 @@ fn a_chain_seen_before_its_predecessor_is_refused_until_the_predecessor_arrives(
     p.alice.rekey();
     let a3 = p.alice_seals("three");
     let before = p.bob.encode();
-    assert_eq!(open(&mut p.bob, &a3), Err(OpenError::Undecryptable));
+    assert_eq!(open(&mut p.bob, &a3), Err(OpenError::EarlierStepMissing));
     assert_eq!(p.bob.encode(), before);
     check(&mut p.bob, &a2, "two");
     check(&mut p.bob, &a3, "three");
+    assert_eq!(
+        open(&mut p.bob, &a1),
+        Err(OpenError::KeyGone),
+        "an older chain's replay"
+    );
+}
+
+#[test]
+fn a_header_round_trips_and_only_44_bytes_parse() {
+    let header = Header {
+        ratchet: PublicKey([1; 32]),
+        step: 2,
+        previous: 3,
+        n: 4,
+    };
+    assert_eq!(Header::decode(&header.encode()), Ok(header));
+    assert_eq!(Header::decode(&[0; HEADER_LEN - 1]), Err(HeaderError));
+    assert_eq!(Header::decode(&[0; HEADER_LEN + 1]), Err(HeaderError));
 }
