@@ -36,5 +36,6 @@ pub const MAX_SKIP: usize = 1000;
 pub const MAX_SKIPPED_AGE_MS: i64 = 7 * 24 * 60 * 60 * 1000;
 
 /// At most this many of our own ratchet key pairs are kept while the peer has not yet shown
-/// it has the newest (messages it sent against an older one may still be on their way).
+/// it has the newest (messages it sent against an older one may still be on their way). At
+/// the bound our next DH step waits until the peer catches up, so no key it may use is dropped.
 pub const MAX_OWN_KEYS: usize = 16;

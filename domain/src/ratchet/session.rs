@@ -58,7 +58,8 @@ pub struct Ratchet {
     pub(crate) send_root: Key32,
     pub(crate) recv_root: Key32,
     /// Our ratchet key pairs, oldest first; the last is the current one. Older ones are kept
-    /// until the peer shows it has a newer one (its messages in flight may still use them).
+    /// until the peer shows it has a newer one (its messages in flight may still use them);
+    /// never more than [`MAX_OWN_KEYS`], since a step waits rather than drop one.
     pub(crate) own: Vec<KeyPair>,
     /// The peer's latest ratchet key, which our next DH step uses.
     pub(crate) theirs: Option<PublicKey>,
@@ -127,14 +128,19 @@ impl Ratchet {
 
     /// Seals one message. A DH step is taken first, with a key pair made from `fresh`, when
     /// the peer's latest ratchet key is not the one our sending chain was made against (the
-    /// speaker changed) or a [`rekey`](Self::rekey) is due; otherwise `fresh` is unused.
+    /// speaker changed) or a [`rekey`](Self::rekey) is due, unless [`MAX_OWN_KEYS`] of our
+    /// keys already wait for the peer to catch up (the step then waits for it); otherwise
+    /// `fresh` is unused.
     ///
     /// # Errors
     /// [`SealError`]; the state is then unchanged.
     pub fn seal(&mut self, fresh: Key32, plaintext: &[u8], ad: &[u8]) -> Result<Sealed, SealError> {
         let mut next = self.clone();
         let theirs = next.theirs.ok_or(SealError::NothingReceived)?;
-        if next.rekey_due || next.send.as_ref().is_none_or(|s| s.against != theirs) {
+        let due = next.rekey_due || next.send.as_ref().is_none_or(|s| s.against != theirs);
+        // At MAX_OWN_KEYS keys the peer has not caught up with, the step waits (the message
+        // goes on the current chain) rather than drop a key the peer may still use.
+        if due && (next.send.is_none() || next.own.len() < MAX_OWN_KEYS) {
             next.step(fresh, theirs)?;
         }
         let ratchet = next.current_public().ok_or(SealError::NothingReceived)?;
@@ -233,8 +239,6 @@ impl Ratchet {
             step,
         });
         self.own.push(pair);
-        let excess = self.own.len().saturating_sub(MAX_OWN_KEYS);
-        self.own.drain(..excess);
         self.steps += 1;
         self.rekey_due = false;
         Ok(())
