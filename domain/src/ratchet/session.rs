@@ -239,7 +239,7 @@ impl Ratchet {
             step,
         });
         self.own.push(pair);
-        self.steps += 1;
+        self.steps = self.steps.saturating_add(1);
         self.rekey_due = false;
         Ok(())
     }
@@ -320,7 +320,7 @@ impl Ratchet {
             });
             self.own.drain(..index);
             self.theirs = Some(header.ratchet);
-            self.steps += 1;
+            self.steps = self.steps.saturating_add(1);
             self.skipped.extend(closed);
             self.skipped.extend(skipped);
             return Ok(plaintext);
