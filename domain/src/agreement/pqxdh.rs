@@ -52,7 +52,8 @@ pub enum AgreementError {
 /// as that message's associated data by the caller).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InitialMessage {
-    /// The initiator's X25519 identity key.
+    /// The initiator's X25519 identity key. The responder's caller checks that it is the key
+    /// the initiator's certificate names (and the contact's pinned key) before responding.
     pub identity: PublicKey,
     /// Its ephemeral key.
     pub ephemeral: PublicKey,

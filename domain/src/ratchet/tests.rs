@@ -495,3 +495,15 @@ fn deliver(dice: &mut Dice, to: &mut Ratchet, in_flight: &mut Vec<(String, Seale
         Err(e) => panic!("{text}: {e:?}"),
     }
 }
+
+#[test]
+fn sealing_to_a_weak_ratchet_key_is_refused_and_changes_nothing() {
+    let mut alice = Ratchet::initiator(&Key32::new([7; 32]), PublicKey([0; 32]));
+    let before = alice.encode();
+    assert_eq!(
+        alice.seal(Key32::new([1; 32]), b"x", b""),
+        Err(SealError::WeakKey)
+    );
+    assert_eq!(alice.encode(), before);
+    assert_eq!(alice.dh_steps(), 0);
+}
