@@ -507,3 +507,28 @@ fn sealing_to_a_weak_ratchet_key_is_refused_and_changes_nothing() {
     assert_eq!(alice.encode(), before);
     assert_eq!(alice.dh_steps(), 0);
 }
+
+#[test]
+fn in_a_long_monologue_rekeys_wait_at_the_own_key_bound_and_resume_once_the_peer_answers() {
+    let mut p = pair();
+    let mut sent = Vec::new();
+    for i in 0..2 * MAX_OWN_KEYS {
+        p.alice.rekey();
+        sent.push(p.alice_seals(&format!("{i}")));
+    }
+    assert_eq!(
+        p.alice.dh_steps(),
+        MAX_OWN_KEYS as u64,
+        "steps wait at the bound"
+    );
+    assert!(p.alice.rekey_due());
+    for (i, s) in sent.iter().enumerate() {
+        check(&mut p.bob, s, &format!("{i}"));
+    }
+    let answer = p.bob_seals("caught up");
+    check(&mut p.alice, &answer, "caught up");
+    let before = p.alice.dh_steps();
+    let after = p.alice_seals("stepping again");
+    assert_eq!(p.alice.dh_steps(), before + 1);
+    check(&mut p.bob, &after, "stepping again");
+}
