@@ -6,12 +6,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod agreement;
 pub mod chain;
 pub mod contact;
 pub mod envelope;
 pub mod mailbox;
 pub mod message;
 pub mod pki;
+pub mod ratchet;
 pub mod renewal;
 pub mod secret;
 pub mod username;

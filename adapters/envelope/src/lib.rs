@@ -66,6 +66,7 @@
 //! [`MAX_ATTACHMENTS`]: parley_domain::envelope::MAX_ATTACHMENTS
 
 pub mod attachment;
+pub mod kem;
 mod wire;
 pub mod wrap;
 
