@@ -5,7 +5,8 @@
 # under Xvfb, whose screenshot lands in $CARGO_TARGET_DIR/artifacts/), the Alice-and-Bob scenario with real
 # processes, a short run of the benchmark (that it runs and prints valid JSON; its figures are
 # not judged here), a short run of every fuzz target, and static checks of the compose file and
-# Dockerfile.
+# Dockerfile, and the Debian packages (built from the debug build, checked with lintian,
+# installed into a throw-away root and tried).
 #
 # The fault tests need root (a tmpfs, network namespaces); run as another user they say so and
 # are skipped. Longer campaigns: see docs/reliability.md.
@@ -71,6 +72,13 @@ install_system_packages() {
     command -v python3 >/dev/null || missing+=(python3)
     # curl: the HTTPS refusal tests send oversized bodies the way curl does.
     command -v curl >/dev/null || missing+=(curl)
+    # The packages' check: dpkg-deb and dpkg-shlibdeps, lintian, man, systemd-analyze and
+    # bash-completion.
+    command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)
+    command -v lintian >/dev/null || missing+=(lintian)
+    command -v man >/dev/null || missing+=(man-db)
+    command -v systemd-analyze >/dev/null || missing+=(systemd)
+    [ -r /usr/share/bash-completion/bash_completion ] || missing+=(bash-completion)
     [ -e /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -ne 0 ]; then
@@ -123,6 +131,9 @@ step "benchmark, short run (runs, prints valid JSON; figures are not judged here
 cargo build --workspace --bins --locked --quiet
 "$CARGO_TARGET_DIR/debug/parley-bench" --quick --json > "$CARGO_TARGET_DIR/bench-quick.json"
 python3 scripts/check-bench.py "$CARGO_TARGET_DIR/bench-quick.json"
+
+step "Debian packages from the debug build: lintian, a throw-away install, programs, pages, units, completion"
+scripts/package-check.sh
 
 step "fuzzing, short run (every target for 15 s; a crash fails)"
 scripts/fuzz.sh --brief

@@ -32,7 +32,15 @@ stages = re.findall(r"^FROM\s+\S+(?:\s+AS\s+(\S+))?", dockerfile, re.M)
 check(len(stages) >= 2, "the Dockerfile is multi-stage")
 runtime = dockerfile.split("FROM")[-1]
 user = re.search(r"^USER\s+(\S+)", runtime, re.M)
-check(user and user.group(1) not in ("root", "0"), "the runtime stage runs as a non-root user")
+check(user and user.group(1) not in ("root", "0", "root:root", "0:0"), "the runtime stage runs as a non-root user")
+check(re.search(r"^RUN\s.*useradd\s[^\n]*\bparley\b", runtime, re.M | re.S) and user and user.group(1) == "parley",
+      "the runtime user is made in the image")
+check(re.search(r"chmod\s+0?700\s+/data\b", runtime), "the data folder is mode 0700")
+health = re.search(r"^HEALTHCHECK\s.*?CMD\s+(.+)$", runtime, re.M | re.S)
+check(health and "/healthz" in health.group(1), "the runtime stage has a HEALTHCHECK on /healthz")
+check(health and health.group(1).split()[0] in ("curl", "wget") and re.search(r"install[^\n]*\b" + health.group(1).split()[0] + r"\b", runtime),
+      "the health check's program is installed in the runtime image")
+check("--release" in dockerfile.split("FROM")[1], "the build stage uses the release profile")
 built = set(re.findall(r"--bin\s+(\S+)", dockerfile))
 installed = {"parley-peer"} if "docker/peer.sh /usr/local/bin/parley-peer" in dockerfile else set()
 check(os.access(os.path.join(ROOT, "docker", "peer.sh"), os.X_OK), "docker/peer.sh exists and is executable")

@@ -33,6 +33,10 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // Packaging only: the completions and manual pages, from this very definition.
+    if let Some(dir) = std::env::var_os(parley_assets::VARIABLE) {
+        return parley_assets::run(<Cli as clap::CommandFactory>::command(), dir.as_ref());
+    }
     let cli = Cli::parse();
     let Some(home) = cli.home.or_else(parley_peer::Home::default_path) else {
         eprintln!("error: no home folder: pass --home DIR or set PARLEY_HOME");

@@ -152,6 +152,10 @@ fn parse_hold(text: &str) -> Result<i64, String> {
 fn main() -> ExitCode {
     // First: every file from here on is private, and a crash leaves no core dump of the CA key.
     let core_dumps = parley_process::harden();
+    // Packaging only: the completions and manual pages, from this very definition.
+    if let Some(dir) = std::env::var_os(parley_assets::VARIABLE) {
+        return parley_assets::run(<Args as clap::CommandFactory>::command(), dir.as_ref());
+    }
     let args = Args::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

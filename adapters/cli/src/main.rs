@@ -146,6 +146,10 @@ fn main() -> ExitCode {
     if let parley_process::CoreDumps::Failed(warning) = parley_process::harden() {
         warnings.push(warning);
     }
+    // Packaging only: the completions and manual pages, from this very definition.
+    if let Some(dir) = std::env::var_os(parley_assets::VARIABLE) {
+        return parley_assets::run(<Cli as clap::CommandFactory>::command(), dir.as_ref());
+    }
     let cli = Cli::parse();
     let daemon = matches!(cli.command, Command::Daemon { .. });
     if daemon {
