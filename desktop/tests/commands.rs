@@ -32,6 +32,7 @@ impl Window {
             max_attachment: 1024 * 1024,
             server: server.map(|r| r.url.clone()),
             ca_fingerprint: server.map(|r| r.fingerprint.clone()),
+            invite: None,
             downloads: Some(home.join("downloads")),
         };
         // The app's own builder, on the mock runtime.
