@@ -25,7 +25,8 @@ export function showEnroll(boot) {
   $("enroll-passphrase-row").hidden = Boolean(boot.store_exists);
   showError($("enroll-error"), boot.message || "");
   showScreen("screen-enroll");
-  const first = [server, $("enroll-username")].find((input) => !input.value) || $("enroll-password");
+  // An invite fills in the server as it is read: the username comes first then.
+  const first = [defaults.invite ? null : server, $("enroll-username")].find((input) => input && !input.value) || $("enroll-password");
   first.focus();
 }
 
