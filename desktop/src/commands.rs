@@ -13,7 +13,7 @@ use tauri::{State, ipc::Request};
 
 use crate::{
     Desktop, Error,
-    enrollment::{Form, username},
+    enrollment::{Form, invite, username},
 };
 
 /// Which screen the home calls for; opens what needs no secret.
@@ -35,6 +35,13 @@ pub async fn unlock(
 #[tauri::command]
 pub fn check_username(name: String) -> Result<(), Refusal> {
     username(name.trim()).map(drop).map_err(Refusal::from)
+}
+
+/// The server and CA fingerprint an invite (`parley://join?…`) names, for the first-run
+/// screen to fill in; a malformed invite is refused with the sentence saying why.
+#[tauri::command]
+pub fn read_invite(text: String) -> Result<view::Invite, Refusal> {
+    invite(&text).map_err(Refusal::from)
 }
 
 /// Enrolls this home and starts the node.

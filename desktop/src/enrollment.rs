@@ -1,7 +1,8 @@
 //! The first-run form: what it sends, checked at the edge, and enrolling with it.
 
-use parley_domain::{CaFingerprint, Password, Username};
+use parley_domain::{CaFingerprint, Invite, Password, Username};
 use parley_enroll::HttpsEnrollment;
+use parley_peer::view;
 use parley_store::Store;
 use parley_usecases::{commands::Enroll, ports::EnrollRequest};
 
@@ -19,6 +20,18 @@ pub struct Form {
     pub password: Password,
     /// A passphrase for a new store; empty keeps its key in a file.
     pub passphrase: String,
+}
+
+/// What the invite `text` fills in on the form.
+///
+/// # Errors
+/// [`Error::InvalidInvite`], with the sentence saying what is wrong and what to do.
+pub fn invite(text: &str) -> Result<view::Invite, Error> {
+    let invite = Invite::parse(text).map_err(Error::InvalidInvite)?;
+    Ok(view::Invite {
+        server: invite.server().to_owned(),
+        fingerprint: invite.ca().to_string(),
+    })
 }
 
 /// A form whose values are checked.

@@ -26,6 +26,9 @@ pub enum Error {
         "the CA fingerprint is not valid ({0}); copy it as the rendezvous printed it, sha256: and 64 hex digits"
     )]
     InvalidFingerprint(parley_domain::pki::FingerprintError),
+    /// The invite is not one; the sentence says what is wrong and what to do.
+    #[error("{0}")]
+    InvalidInvite(parley_domain::InviteError),
     /// Enrollment failed.
     #[error(transparent)]
     Enroll(EnrollCommandError),
@@ -66,6 +69,7 @@ impl Error {
             Self::Stopped(_) => "stopped",
             Self::InvalidServer => "invalid_server",
             Self::InvalidFingerprint(_) => "invalid_fingerprint",
+            Self::InvalidInvite(_) => "invalid_invite",
             Self::Enroll(EnrollCommandError::Enrollment(e)) => match e {
                 EnrollError::Unreachable(_) => "unreachable",
                 EnrollError::FingerprintMismatch { .. } => "fingerprint_mismatch",

@@ -39,6 +39,9 @@ pub struct Options {
     pub server: Option<String>,
     /// The CA fingerprint to offer on the first-run screen.
     pub ca_fingerprint: Option<String>,
+    /// An invite (`parley://join?…`) the app was opened with, read on the first-run screen
+    /// as if pasted; its server and fingerprint then replace the two above.
+    pub invite: Option<String>,
     /// Where saved attachments go; `None`: the user's downloads folder.
     pub downloads: Option<PathBuf>,
 }
@@ -52,6 +55,7 @@ pub fn app<R: Runtime>(builder: tauri::Builder<R>, options: Options) -> tauri::B
             commands::boot,
             commands::unlock,
             commands::check_username,
+            commands::read_invite,
             commands::enroll,
             commands::conversations,
             commands::history,

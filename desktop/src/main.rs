@@ -27,6 +27,10 @@ struct Cli {
     /// Where saved attachments go; default: your downloads folder.
     #[arg(long)]
     downloads: Option<PathBuf>,
+    /// An invite (parley://join?…) to open the first-run screen with: what the desktop entry
+    /// passes when a parley: link is opened.
+    #[arg(value_name = "INVITE")]
+    invite: Option<String>,
     /// How log records on stderr are written.
     #[arg(long, value_enum, default_value_t)]
     log_format: parley_telemetry::LogFormat,
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         max_attachment: cli.max_attachment_mib * 1024 * 1024,
         server: cli.server,
         ca_fingerprint: cli.ca_fingerprint,
+        invite: cli.invite,
         downloads: cli.downloads,
     };
     match parley_desktop::run(options, telemetry) {

@@ -309,6 +309,7 @@ impl Desktop {
             defaults: view::Defaults {
                 server: self.options.server.clone(),
                 fingerprint: self.options.ca_fingerprint.clone(),
+                invite: self.options.invite.clone(),
             },
         }
     }

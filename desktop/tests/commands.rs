@@ -32,6 +32,7 @@ impl Window {
             max_attachment: 1024 * 1024,
             server: server.map(|r| r.url.clone()),
             ca_fingerprint: server.map(|r| r.fingerprint.clone()),
+            invite: None,
             downloads: Some(home.join("downloads")),
         };
         // The app's own builder, on the mock runtime.
@@ -232,6 +233,39 @@ fn the_first_run_screen_refuses_bad_input_with_one_sentence_and_keeps_nothing() 
         window.refused("conversations", json!({})).0,
         "not_ready",
         "nothing runs before enrollment"
+    );
+    window.close();
+}
+
+#[test]
+fn an_invite_fills_in_the_server_and_fingerprint_and_a_malformed_one_says_why() {
+    let r = rendezvous();
+    let home = tempfile::tempdir().expect("home");
+    let window = Window::open(home.path(), None);
+    let read = window.ok(
+        "read_invite",
+        json!({ "text": format!("  {}\n", r.invite) }),
+    );
+    assert_eq!(
+        read,
+        json!({ "server": r.url, "fingerprint": r.fingerprint })
+    );
+    for bad in [
+        r.invite.replace("parley://join?", "parley://user?"),
+        r.invite.replace("&ca=", "&ca=sha256%3A"),
+        format!("{}&server=https%3A%2F%2Fevil.example", r.invite),
+        r.invite.replace("server=https%3A", "server=http%3A"),
+    ] {
+        let (code, message) = window.refused("read_invite", json!({ "text": bad }));
+        assert_eq!(code, "invalid_invite", "{bad}: {message}");
+        assert!(
+            !message.is_empty() && !message.contains('\n') && message.contains("invite"),
+            "one sentence about the invite: {message}"
+        );
+    }
+    assert!(
+        !home.path().join("store").exists(),
+        "reading an invite keeps nothing"
     );
     window.close();
 }

@@ -1,6 +1,8 @@
 //! The desktop app end to end, in a real window: a virtual X display (`Xvfb`), `tauri-driver`
 //! and `WebKitWebDriver` driving the real `parley-desktop`, a real `parley-rendezvous`, and a
-//! headless peer `bob` (`parley daemon`). Alice enrolls in the window, writes to bob, bob answers
+//! headless peer `bob` (`parley daemon`). The app is opened with the rendezvous's invite, as a
+//! `parley:` link opens it; alice pastes a tampered invite (refused on the screen with its
+//! sentence), then the one the rendezvous printed, and enrolls in the window; she writes to bob, bob answers
 //! from the terminal (one answer is hostile HTML, which must show literally), the window is
 //! shrunk to its minimum size without anything overflowing, and a screenshot is kept as an
 //! artifact (`$PARLEY_ARTIFACTS`, else `<target dir>/artifacts`).
@@ -30,7 +32,7 @@ const WAIT: Duration = Duration::from_secs(30);
 /// The app's start (first paint) and enrollment (key generation, certificate, first dial).
 const SLOW_WAIT: Duration = Duration::from_secs(60);
 /// The whole test's bound: the waits in the window get what is left of it, at most.
-const TOTAL: Duration = Duration::from_secs(150);
+const TOTAL: Duration = Duration::from_secs(180);
 /// The bound of one WebDriver command.
 const COMMAND: Duration = Duration::from_secs(30);
 
@@ -61,6 +63,8 @@ fn a_conversation_in_the_window() {
     let rv = Rendezvous::options(&dir.path().join("rendezvous"))
         .log(Log::File(logs.join("rendezvous.log")))
         .start();
+    // The `invite:` start line, which testkit reads and checks.
+    let invite = rv.invite.clone();
     let bob = dir.path().join("bob");
     let out = enroll(&rv, &bob, "bob", "pw-bob");
     assert!(
@@ -91,8 +95,7 @@ fn a_conversation_in_the_window() {
         "application": desktop,
         "args": [
             "--home", alice, "--listen", "/ip4/127.0.0.1/tcp/0",
-            "--server", rv.url, "--ca-fingerprint", rv.fingerprint,
-            "--downloads", downloads,
+            "--downloads", downloads, invite,
         ],
     }});
     let capabilities = capabilities
@@ -123,25 +126,80 @@ fn a_conversation_in_the_window() {
     };
     let _ = std::fs::remove_file(ui.artifacts.join(FAILURE_SHOT));
 
-    // First run: the form is prefilled with the server and fingerprint given on the command line.
+    // First run: the form is prefilled from the invite the app was opened with.
     let username = ui.shown("#enroll-username", SLOW_WAIT);
     assert_eq!(
-        ui.value("#enroll-server"),
-        rv.url,
-        "the server field is prefilled"
+        ui.value("#enroll-invite"),
+        invite,
+        "the invite field is prefilled"
     );
-    assert_eq!(
-        ui.value("#enroll-fingerprint"),
-        rv.fingerprint,
-        "the fingerprint field is prefilled"
+    ui.until_seen(
+        "the server and fingerprint fields to be filled in from the invite on the command line",
+        WAIT,
+        || (ui.value("#enroll-server"), ui.value("#enroll-fingerprint")),
+        |(server, fingerprint)| *server == rv.url && *fingerprint == rv.fingerprint,
     );
     // The first-run screen at the smallest size the window allows.
     ui.resize(800, 600);
     ui.save_screenshot("desktop-first-run.png");
     ui.run(|| username.send_keys("alice"));
     let password = ui.shown("#enroll-password", WAIT);
-    ui.run(|| password.send_keys("pw-alice"));
     let submit = ui.shown("#enroll-submit", WAIT);
+    // Pasted by hand: a malformed invite says why on the screen; the printed one fills in
+    // the server and the fingerprint, which stay in view.
+    let invite_field = ui.shown("#enroll-invite", WAIT);
+    for css in ["#enroll-invite", "#enroll-server", "#enroll-fingerprint"] {
+        let field = ui.shown(css, WAIT);
+        ui.run(|| field.clear());
+    }
+    ui.run(|| invite_field.send_keys(invite.replace("&ca=", "&ca=sha256%3A")));
+    ui.until_seen(
+        "the malformed invite's sentence under the Invite field",
+        WAIT,
+        || ui.text("#enroll-invite-error"),
+        |t| t.contains("the invite's ca is not sha256:"),
+    );
+    // One hex digit of the fingerprint changed: well formed, so it fills in the fields, but
+    // the rendezvous presents another CA and enrolling is refused.
+    let tampered = tamper(&invite);
+    ui.run(|| invite_field.clear());
+    ui.run(|| invite_field.send_keys(&tampered));
+    ui.until_seen(
+        "the tampered fingerprint to be filled in",
+        WAIT,
+        || ui.value("#enroll-fingerprint"),
+        |fingerprint| *fingerprint != rv.fingerprint && fingerprint.starts_with("sha256:"),
+    );
+    ui.run(|| password.send_keys("pw-alice"));
+    ui.run(|| submit.click());
+    ui.until_seen(
+        "the tampered invite's enrollment to be refused on the screen",
+        SLOW_WAIT,
+        || ui.text("#enroll-error"),
+        |t| t.contains("this may not be your rendezvous"),
+    );
+    assert!(
+        ui.script("return !document.getElementById('screen-enroll').hidden;") == Value::Bool(true)
+    );
+    ui.run(|| invite_field.clear());
+    ui.run(|| invite_field.send_keys(&invite));
+    ui.until_seen(
+        "the pasted invite to fill in the server and fingerprint fields, and no error",
+        WAIT,
+        || {
+            (
+                ui.value("#enroll-server"),
+                ui.value("#enroll-fingerprint"),
+                ui.script_str(
+                    "return document.getElementById('enroll-invite-error').hidden ? '' : 'shown';",
+                ),
+            )
+        },
+        |(server, fingerprint, error)| {
+            *server == rv.url && *fingerprint == rv.fingerprint && error.is_empty()
+        },
+    );
+    ui.run(|| password.send_keys("pw-alice"));
     ui.run(|| submit.click());
     ui.shown("#screen-main", SLOW_WAIT);
     ui.until_seen(
@@ -352,6 +410,12 @@ fn a_conversation_in_the_window() {
 }
 
 /// `$PARLEY_ARTIFACTS`, else `<target dir>/artifacts` (the binary is `<target>/<profile>/…`).
+/// The invite with the last hex digit of its fingerprint changed.
+fn tamper(invite: &str) -> String {
+    let (head, last) = invite.split_at(invite.len() - 1);
+    format!("{head}{}", if last == "0" { '1' } else { '0' })
+}
+
 fn artifacts_dir(desktop: &Path) -> PathBuf {
     let dir = std::env::var_os("PARLEY_ARTIFACTS").map_or_else(
         || {

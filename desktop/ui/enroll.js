@@ -1,8 +1,10 @@
-// The first-run screen: server, CA fingerprint, username, password and, for a new store, a
+// The first-run screen: an invite that fills in the server and CA fingerprint (both kept in
+// view, so the user sees what will be trusted), username, password and, for a new store, a
 // passphrase typed twice. The secret fields are cleared when the call returns, whatever the
 // answer.
 
 /** @typedef {import('./types.js').Boot} Boot */
+/** @typedef {import('./types.js').Invite} Invite */
 
 import { errorMessage, invoke, usernameProblem } from "./api.js";
 import { $, showError } from "./dom.js";
@@ -15,15 +17,22 @@ export function showEnroll(boot) {
   const fingerprint = $("enroll-fingerprint");
   if (defaults.server && !server.value) server.value = defaults.server;
   if (defaults.fingerprint && !fingerprint.value) fingerprint.value = defaults.fingerprint;
+  const invite = $("enroll-invite");
+  if (defaults.invite && !invite.value) {
+    invite.value = defaults.invite;
+    void readInvite();
+  }
   $("enroll-passphrase-row").hidden = Boolean(boot.store_exists);
   showError($("enroll-error"), boot.message || "");
   showScreen("screen-enroll");
-  const first = [server, $("enroll-username")].find((input) => !input.value) || $("enroll-password");
+  // An invite fills in the server as it is read: the username comes first then.
+  const first = [defaults.invite ? null : server, $("enroll-username")].find((input) => input && !input.value) || $("enroll-password");
   first.focus();
 }
 
 /** @param {(boot: Boot) => void} onBoot what to do with the screen the app answers. */
 export function wireEnroll(onBoot) {
+  $("enroll-invite").addEventListener("input", () => void readInvite());
   $("enroll-form").addEventListener("submit", async (/** @type {SubmitEvent} */ event) => {
     event.preventDefault();
     const submit = $("enroll-submit");
@@ -71,6 +80,10 @@ export function wireEnroll(onBoot) {
  * @returns {Promise<{field: string, message: string} | null>}
  */
 async function validate() {
+  if ($("enroll-invite").value.trim()) {
+    const problem = await readInvite();
+    if (problem) return { field: "enroll-invite", message: problem };
+  }
   if (!$("enroll-server").value.trim()) {
     return { field: "enroll-server", message: "Enter the rendezvous server URL, for example https://127.0.0.1:8443." };
   }
@@ -81,4 +94,36 @@ async function validate() {
     return { field: "enroll-passphrase-again", message: "The two passphrases differ; type the same one twice, or leave both empty." };
   }
   return null;
+}
+
+/** Counts reads of the Invite field, so that only the answer to the latest one is shown. */
+let inviteReads = 0;
+
+/**
+ * Reads the Invite field: a valid invite fills in the server and fingerprint fields, a
+ * malformed one shows why under the field.
+ * @returns {Promise<string | null>} why the invite is refused, or null.
+ */
+async function readInvite() {
+  const read = ++inviteReads;
+  const text = $("enroll-invite").value.trim();
+  const errorNode = $("enroll-invite-error");
+  if (!text) {
+    showError(errorNode, "");
+    return null;
+  }
+  /** @type {string | null} */
+  let problem = null;
+  try {
+    /** @type {Invite} */
+    const invite = await invoke("read_invite", { text });
+    if (read === inviteReads) {
+      $("enroll-server").value = invite.server;
+      $("enroll-fingerprint").value = invite.fingerprint;
+    }
+  } catch (err) {
+    problem = errorMessage(err);
+  }
+  if (read === inviteReads) showError(errorNode, problem || "");
+  return problem;
 }

@@ -79,6 +79,7 @@
  * Values offered on the first-run screen.
  * @typedef {Object} Defaults
  * @property {string|null} [fingerprint] Its CA fingerprint.
+ * @property {string|null} [invite] An invite the app was opened with (`parley://join?…`), as given: the screen reads it as if it were pasted into its Invite field.
  * @property {string|null} [server] The rendezvous's address.
  */
 
@@ -108,6 +109,13 @@
 /**
  * How a received chain holds together.
  * @typedef {"empty"|"intact"|"gap"|"faulty"} Integrity
+ */
+
+/**
+ * An invite read for the first-run screen: what it fills in, for the user to see before enrolling.
+ * @typedef {Object} Invite
+ * @property {string} fingerprint The CA fingerprint to pin (`sha256:` and 64 lowercase hex digits).
+ * @property {string} server The rendezvous's HTTPS address.
  */
 
 /**

@@ -10,6 +10,7 @@ pub mod agreement;
 pub mod chain;
 pub mod contact;
 pub mod envelope;
+pub mod invite;
 pub mod mailbox;
 pub mod message;
 pub mod pki;
@@ -21,6 +22,7 @@ pub mod username;
 pub use chain::{ChainFault, ChainHead, ChainState, Link, Neighbours};
 pub use contact::{Contact, KeyCheck, PeerKeys, SafetyNumber};
 pub use envelope::{Attachment, AttachmentKey, AttachmentRef, Body, Digest, Header, Ttl};
+pub use invite::{Invite, InviteError};
 pub use mailbox::{MailId, MailboxLimits, Usage};
 pub use message::{
     ConversationSummary, Delivery, Direction, MessageId, MessageText, StoredMessage, Timestamp,

@@ -1,5 +1,6 @@
-//! `parley-rendezvous`: parses the command line, starts the rendezvous, prints the three
-//! contract lines and runs until SIGINT or SIGTERM.
+//! `parley-rendezvous`: parses the command line, starts the rendezvous, prints the contract's
+//! start lines (`ca-fingerprint:`, `https:`, `p2p:`, `invite:`) and runs until SIGINT or
+//! SIGTERM; `parley-rendezvous invite` prints the invite again, with its QR code.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -17,8 +18,14 @@ use tokio::signal::unix::{SignalKind, signal};
 
 /// The Parley rendezvous: certificate authority, HTTPS enrollment API and libp2p directory.
 #[derive(Debug, Parser)]
-#[command(name = "parley-rendezvous", version)]
+#[command(
+    name = "parley-rendezvous",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Data folder (CA key and certificate, rendezvous key, user registry).
     #[arg(long, default_value = "./rendezvous-data")]
     data: PathBuf,
@@ -28,6 +35,10 @@ struct Args {
     /// libp2p listen address of the directory (port 0 picks a free port).
     #[arg(long, default_value = "/ip4/127.0.0.1/tcp/4001")]
     p2p: Multiaddr,
+    /// The HTTPS URL devices reach this rendezvous at, put in the invite (default: the
+    /// `https:` line; pass it when listening on 0.0.0.0 or behind a proxy or NAT).
+    #[arg(long, value_name = "URL")]
+    public_url: Option<String>,
     /// Address handed to peers instead of the listen address (repeatable).
     #[arg(long)]
     announce: Vec<Multiaddr>,
@@ -120,6 +131,20 @@ fn parse_metrics(text: &str) -> Result<MetricsAt, String> {
     }
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Print the invite users join with (`parley enroll --invite`, or the desktop app's
+    /// Invite field), and a QR code of it.
+    Invite {
+        /// The data folder of the rendezvous.
+        #[arg(long, default_value = "./rendezvous-data")]
+        data: PathBuf,
+        /// The HTTPS URL to invite to, instead of the one the last start remembered.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
+}
+
 /// One mebibyte.
 const MIB: u64 = 1024 * 1024;
 
@@ -157,6 +182,9 @@ fn main() -> ExitCode {
         return parley_assets::run(<Args as clap::CommandFactory>::command(), dir.as_ref());
     }
     let args = Args::parse();
+    if let Some(Command::Invite { data, server }) = &args.command {
+        return show_invite(data, server.as_deref());
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -204,6 +232,25 @@ fn sentence(error: &anyhow::Error) -> String {
     }
 }
 
+/// `parley-rendezvous invite`: the invite line, then its QR code.
+fn show_invite(data: &std::path::Path, server: Option<&str>) -> ExitCode {
+    let shown = parley_rendezvous::invite::from_data(data, server).and_then(|invite| {
+        let line = format!("invite: {invite}");
+        let qr = parley_rendezvous::invite::qr_lines(&invite.to_string())?;
+        Ok((line, qr))
+    });
+    match shown {
+        Ok((line, qr)) => {
+            println!("{line}\n\n{qr}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
@@ -241,6 +288,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         ..defaults
     };
+    if let Some(url) = &args.public_url {
+        // Checked before anything listens.
+        parley_domain::Invite::new(url, parley_domain::CaFingerprint::from_digest([0; 32]))
+            .context("--public-url")?;
+    }
+    let data = args.data.clone();
     let running = start_with(
         Config {
             data: args.data,
@@ -259,13 +312,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .first()
         .map(ToString::to_string)
         .context("the directory listens on no address")?;
+    let https = format!("https://{}", running.https());
+    if args.public_url.is_none() && running.https().ip().is_unspecified() {
+        tracing::warn!(
+            "the invite names {https}, which no device can reach: pass --public-url https://HOST:PORT"
+        );
+    }
+    let invite = parley_rendezvous::invite::remember(
+        &data,
+        args.public_url.as_deref().unwrap_or(&https),
+        running.fingerprint(),
+    )
+    .context("cannot make the invite (--public-url)")?;
     let mut out = std::io::stdout().lock();
     let mut lines = vec![
         format!("ca-fingerprint: {}", running.fingerprint()),
-        format!("https: https://{}", running.https()),
+        format!("https: {https}"),
         format!("p2p: {p2p}"),
+        format!("invite: {invite}"),
     ];
-    // Only when asked for: the three lines above are the contract scripts read.
+    // Only when asked for, after the four lines above that are the contract scripts read.
     if let Some(metrics) = running.metrics() {
         lines.push(format!("metrics: http://{metrics}/metrics"));
     }

@@ -78,6 +78,26 @@ pub fn enroll_pinned(
         .expect("run parley enroll")
 }
 
+/// `parley enroll --invite <invite> --user <user>` with `password`, and any `extra` arguments.
+///
+/// # Panics
+/// When the binary cannot be run.
+pub fn enroll_invite(
+    home: &Path,
+    invite: &str,
+    user: &str,
+    password: &str,
+    extra: &[&str],
+) -> Output {
+    command(home)
+        .args(["enroll", "--invite", invite, "--user", user])
+        .args(extra)
+        .env("PARLEY_PASSWORD", password)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run parley enroll")
+}
+
 /// [`enroll`] run through `via` (a launcher such as `ip netns exec NS`, for a home inside a
 /// network namespace of a lab).
 ///

@@ -1,5 +1,5 @@
 //! The real `parley-rendezvous` binary: one way to start it for every suite, on
-//! system-chosen ports by default, with its three start lines read and checked.
+//! system-chosen ports by default, with its start lines read and checked.
 
 use std::{
     ffi::OsString,
@@ -28,6 +28,8 @@ pub struct Rendezvous {
     pub fingerprint: String,
     /// The p2p multiaddr including `/p2p/<peer id>`, from the `p2p:` line.
     pub p2p: String,
+    /// `parley://join?server=…&ca=…`, from the `invite:` line.
+    pub invite: String,
 }
 
 impl Rendezvous {
@@ -129,11 +131,13 @@ impl Options {
         self
     }
 
-    /// Starts it and reads its three start lines.
+    /// Starts it and reads its four start lines.
     ///
     /// # Panics
-    /// When the first three printed lines are not `ca-fingerprint: sha256:<64 lowercase hex>`,
-    /// `https: https://…` and `p2p: …/p2p/12D3KooW…`, in that order, each within 30 s.
+    /// When the first four printed lines are not `ca-fingerprint: sha256:<64 lowercase hex>`,
+    /// `https: https://…`, `p2p: …/p2p/12D3KooW…` and
+    /// `invite: parley://join?server=https%3A%2F%2F…&ca=<the fingerprint>`, in that order,
+    /// each within 30 s.
     pub fn start(self) -> Rendezvous {
         let bin = binary("parley-rendezvous");
         let mut cmd = launched(&self.via, &bin);
@@ -165,12 +169,19 @@ impl Options {
             .to_owned();
         let p2p = next("p2p: ");
         assert!(p2p.contains("/p2p/12D3KooW"), "p2p line {p2p}");
+        let invite = next("invite: ");
+        assert!(
+            invite.starts_with("parley://join?server=https%3A%2F%2F")
+                && invite.ends_with(&format!("&ca={fingerprint}")),
+            "the invite line does not name the https URL and the fingerprint: {invite:?}"
+        );
         Rendezvous {
             proc,
             url,
             addr,
             fingerprint,
             p2p,
+            invite,
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 
 use anyhow::{Context, Result};
-use parley_domain::{CaFingerprint, Password, Username};
+use parley_domain::{CaFingerprint, Invite, Password, Username};
 use parley_enroll::HttpsEnrollment;
 use parley_peer::Home;
 use parley_usecases::{
@@ -13,12 +13,43 @@ use parley_usecases::{
 
 use crate::Usage;
 
-/// Enrolls this home as `user` at `server`.
-pub async fn run(home: &Home, server: &str, user: Username, pin: Option<&str>) -> Result<()> {
-    let ca_pin = pin
-        .map(|p| CaFingerprint::parse(p).map_err(|e| Usage(format!("--ca-fingerprint: {e}"))))
-        .transpose()?;
+/// Where to enroll: the rendezvous's address and the CA to pin (none: trust on first use).
+pub struct Target {
+    server: String,
+    ca_pin: Option<CaFingerprint>,
+}
+
+impl Target {
+    /// From `--server` and `--ca-fingerprint`, or from `--invite` (clap keeps them apart).
+    ///
+    /// # Errors
+    /// [`Usage`]: a fingerprint or an invite that is not one, or neither a server nor an
+    /// invite.
+    pub fn from_args(
+        server: Option<String>,
+        pin: Option<&str>,
+        invite: Option<&str>,
+    ) -> Result<Self> {
+        if let Some(raw) = invite {
+            let invite = Invite::parse(raw).map_err(|e| Usage(format!("--invite: {e}")))?;
+            return Ok(Self {
+                server: invite.server().to_owned(),
+                ca_pin: Some(invite.ca()),
+            });
+        }
+        let ca_pin = pin
+            .map(|p| CaFingerprint::parse(p).map_err(|e| Usage(format!("--ca-fingerprint: {e}"))))
+            .transpose()?;
+        let server = server.ok_or_else(|| Usage("give --server URL or --invite URI".into()))?;
+        Ok(Self { server, ca_pin })
+    }
+}
+
+/// Enrolls this home as `user` at the rendezvous of `target`.
+pub async fn run(home: &Home, target: &Target, user: Username) -> Result<()> {
+    let (server, ca_pin) = (target.server.as_str(), target.ca_pin);
     let password = password()?;
+    let (home_existed, store_existed) = (home.path().exists(), home.has_store());
     // Created private, or made private when it was there before (a `mkdir -p`, a volume).
     parley_process::private_tree(home.path())?;
     let store = crate::unlock::open_store(home)?;
@@ -30,7 +61,17 @@ pub async fn run(home: &Home, server: &str, user: Username, pin: Option<&str>) -
         keys: None,
     };
     let enrollment = HttpsEnrollment::new();
-    Enroll::new(&enrollment, &store).run(&request).await?;
+    if let Err(e) = Enroll::new(&enrollment, &store).run(&request).await {
+        // A store made for this attempt holds nothing: leave no half-made home behind, so
+        // that the next attempt starts afresh (and may choose the passphrase again).
+        drop(store);
+        if !home_existed {
+            let _ = std::fs::remove_dir_all(home.path());
+        } else if !store_existed {
+            let _ = std::fs::remove_dir_all(home.store());
+        }
+        return Err(e.into());
+    }
     let identity = store.identity()?.context("the identity was not kept")?;
     if ca_pin.is_none() {
         eprintln!(

@@ -44,8 +44,8 @@ enum Command {
     /// Make this device's keys and have them certified by the rendezvous.
     Enroll {
         /// The rendezvous's HTTPS address, e.g. https://127.0.0.1:8443.
-        #[arg(long)]
-        server: String,
+        #[arg(long, required_unless_present = "invite")]
+        server: Option<String>,
         /// The username to enroll (a-z, 0-9, '-', '_'; 3-32 characters).
         #[arg(long)]
         user: String,
@@ -53,6 +53,10 @@ enum Command {
         /// trusted on first use.
         #[arg(long)]
         ca_fingerprint: Option<String>,
+        /// The invite the rendezvous printed (parley://join?server=…&ca=…): its server and CA
+        /// fingerprint, instead of --server and --ca-fingerprint.
+        #[arg(long, value_name = "URI", conflicts_with_all = ["server", "ca_fingerprint"])]
+        invite: Option<String>,
     },
     /// Run the peer until SIGINT or SIGTERM.
     Daemon {
@@ -248,14 +252,11 @@ async fn run(cli: Cli, warnings: Vec<String>) -> Result<()> {
             server,
             user,
             ca_fingerprint,
+            invite,
         } => {
-            enroll::run(
-                &home,
-                &server,
-                parse_user(&user)?,
-                ca_fingerprint.as_deref(),
-            )
-            .await
+            let target =
+                enroll::Target::from_args(server, ca_fingerprint.as_deref(), invite.as_deref())?;
+            enroll::run(&home, &target, parse_user(&user)?).await
         }
         Command::Daemon {
             listen,

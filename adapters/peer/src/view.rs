@@ -646,6 +646,19 @@ pub struct Defaults {
     pub server: Option<String>,
     /// Its CA fingerprint.
     pub fingerprint: Option<String>,
+    /// An invite the app was opened with (`parley://join?…`), as given: the screen reads it
+    /// as if it were pasted into its Invite field.
+    pub invite: Option<String>,
+}
+
+/// An invite read for the first-run screen: what it fills in, for the user to see before
+/// enrolling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+pub struct Invite {
+    /// The rendezvous's HTTPS address.
+    pub server: String,
+    /// The CA fingerprint to pin (`sha256:` and 64 lowercase hex digits).
+    pub fingerprint: String,
 }
 
 /// A file picked for sending, kept until its message is sealed.

@@ -31,6 +31,7 @@ fn typedefs() -> String {
     generator.subschema_for::<view::Trusted>();
     generator.subschema_for::<view::Saved>();
     generator.subschema_for::<view::Staged>();
+    generator.subschema_for::<view::Invite>();
     generator.subschema_for::<view::Refusal>();
     let definitions: BTreeMap<String, Value> = generator
         .take_definitions()
