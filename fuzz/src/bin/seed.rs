@@ -346,25 +346,25 @@ fn control_seeds(corpus: &Corpus) {
         (
             "send",
             Request::Send {
-                to: "bob".to_owned(),
-                text: "hello".to_owned(),
-                ttl: Some("1h".to_owned()),
-                attachments: vec!["/home/alice/photo.jpg".to_owned()],
+                to: user("bob"),
+                text: MessageText::parse("hello").expect("a valid text"),
+                ttl: Some(Ttl::parse("1h").expect("a valid TTL")),
+                attachments: vec![PathBuf::from("/home/alice/photo.jpg")],
             },
         ),
         (
             "save-attachment",
             Request::SaveAttachment {
-                with: "bob".to_owned(),
-                id: "0123456789abcdef0123456789ABCDEF".to_owned(),
+                with: user("bob"),
+                id: MessageId::parse("0123456789abcdef0123456789ABCDEF").expect("a valid id"),
                 index: 0,
-                to: "/tmp/new-file".to_owned(),
+                to: PathBuf::from("/tmp/new-file"),
             },
         ),
         (
             "history",
             Request::History {
-                with: "bob".to_owned(),
+                with: user("bob"),
             },
         ),
         ("conversations", Request::Conversations),
@@ -372,13 +372,13 @@ fn control_seeds(corpus: &Corpus) {
         (
             "contact",
             Request::Contact {
-                user: "bob".to_owned(),
+                user: user("bob"),
             },
         ),
         (
             "trust",
             Request::Trust {
-                user: "bob".to_owned(),
+                user: user("bob"),
             },
         ),
         ("subscribe", Request::Subscribe),
@@ -397,7 +397,7 @@ fn control_seeds(corpus: &Corpus) {
         data: serde_json::json!({"id": "00112233445566778899aabbccddeeff", "to": "bob", "delivered": true}),
     };
     corpus.put_json(target, "response-ok", &ok);
-    let error = Response::Error {
+    let error = Response::<serde_json::Value>::Error {
         error: "bob is offline".to_owned(),
         code: "offline".to_owned(),
     };
@@ -521,6 +521,32 @@ fn enrollment_seeds(corpus: &Corpus) {
     );
 }
 
+/// A ratchet state on each side after alice's first message, and that message framed for
+/// bob's state.
+fn ratchet_seeds(corpus: &Corpus) {
+    use parley_domain::ratchet::{Key32, KeyPair, Ratchet};
+    let target = "ratchet_state";
+    let root = Key32::new([0x07; 32]);
+    let prekey = KeyPair::from_secret(Key32::new([0x09; 32]));
+    let mut alice = Ratchet::initiator(&root, prekey.public());
+    let bob = Ratchet::responder(&root, prekey);
+    let sealed = alice
+        .seal(Key32::new([0x03; 32]), b"hello", b"fuzz")
+        .expect("a first message seals");
+    corpus.put(target, "initiator", with(0, &alice.encode()));
+    let state = bob.encode();
+    corpus.put(target, "responder", with(0, &state));
+    let len = u16::try_from(state.len()).expect("a fresh state is small");
+    let framed = [
+        &sealed.header.encode()[..],
+        &len.to_be_bytes(),
+        &state,
+        &sealed.ciphertext,
+    ]
+    .concat();
+    corpus.put(target, "first-message", with(1, &framed));
+}
+
 fn main() {
     let root = std::env::args_os().nth(1).map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus"),
@@ -532,5 +558,6 @@ fn main() {
     protocol_seeds(&corpus);
     control_seeds(&corpus);
     enrollment_seeds(&corpus);
+    ratchet_seeds(&corpus);
     println!("seeds written to {}", corpus.root.display());
 }
