@@ -11,6 +11,7 @@
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use parley_peer::Home;
@@ -23,6 +24,8 @@ const PASSPHRASE_ON_STDIN: &str = "PARLEY_PASSPHRASE_ON_STDIN";
 /// The longest passphrase handed over a pipe: well within what a pipe holds before anyone
 /// reads it.
 const MAX_PASSPHRASE_BYTES: usize = 16 * 1024;
+/// The running program, as the kernel knows it.
+const SELF_EXE: &str = "/proc/self/exe";
 
 /// Takes `PARLEY_PASSPHRASE` out of this process's environment by running the program again
 /// in its place (`exec`: the same process id and arguments) without it, the passphrase on a
@@ -60,9 +63,15 @@ pub fn hide_passphrase() -> Option<String> {
     if let Err(e) = written {
         return failed(e);
     }
-    let program = match std::env::current_exe() {
-        Ok(program) => program,
-        Err(e) => return failed(e),
+    // The running image itself, through the kernel's link: it needs no search permission on
+    // the folders of its path (a daemon run as another user from a folder only its owner may
+    // enter) and is the same program even when a newer one has replaced the file meanwhile.
+    let program = match Path::new(SELF_EXE).try_exists() {
+        Ok(true) => PathBuf::from(SELF_EXE),
+        _ => match std::env::current_exe() {
+            Ok(program) => program,
+            Err(e) => return failed(e),
+        },
     };
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_else(|| OsString::from("parley"));

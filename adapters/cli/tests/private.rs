@@ -206,6 +206,13 @@ fn the_daemon_is_not_dumpable_so_its_user_s_other_processes_cannot_read_its_memo
         0,
         "not dumpable: its /proc files are root's, not nobody's"
     );
+    // Run again without the passphrase although nobody may not enter the folders of its path.
+    assert!(
+        !environ(hardened.pid())
+            .iter()
+            .any(|e| e.starts_with("PARLEY_PASSPHRASE=")),
+        "the passphrase leaves the environment of a daemon run as another user"
+    );
     assert!(hardened.terminate().success());
     let allowed = Daemon::options(&alice)
         .via(&AS_NOBODY)
