@@ -3,15 +3,14 @@
 //! user's only at start, what it writes later is private too, and it cannot dump core unless
 //! `PARLEY_ALLOW_CORE_DUMPS=1` says so.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use parley_domain::{CaFingerprint, Password, Username};
-use parley_enroll::HttpsEnrollment;
 use parley_testkit::procfs::{core_limit, mode, open_to_others, proc_owner};
 use parley_testkit::{Log, Rendezvous, is_root, tools};
-use parley_usecases::ports::{EnrollRequest, Enrollment};
 
 /// The user the dumpability check runs the rendezvous as (`nobody`).
 const NOBODY: u32 = 65534;
@@ -35,20 +34,6 @@ fn chmod(path: &Path, mode: u32) {
         .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
 }
 
-fn enroll(server: &Rendezvous, user: &str) {
-    let request = EnrollRequest {
-        server: server.url.clone(),
-        user: Username::parse(user).expect("a valid username"),
-        password: Password::new("a password".into()),
-        ca_pin: Some(CaFingerprint::parse(&server.fingerprint).expect("a fingerprint line")),
-        keys: None,
-    };
-    tokio::runtime::Runtime::new()
-        .expect("a runtime")
-        .block_on(HttpsEnrollment::new().enroll(&request))
-        .unwrap_or_else(|e| panic!("{user} enrolls: {e}"));
-}
-
 #[test]
 fn a_data_folder_made_before_becomes_private_and_so_does_everything_written_in_it() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -67,8 +52,8 @@ fn a_data_folder_made_before_becomes_private_and_so_does_everything_written_in_i
     assert_eq!(mode(&old), 0o700);
     assert_eq!(mode(&old.join("db")), 0o600);
     assert_private(&data, "after start");
-    enroll(&server, "alice");
-    enroll(&server, "bob");
+    common::enroll_with_client(&server, "alice");
+    common::enroll_with_client(&server, "bob");
     drop(server);
     assert!(data.join("registry").is_dir() && data.join("ca-cert.pem").is_file());
     assert_private(

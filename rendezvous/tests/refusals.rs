@@ -11,12 +11,10 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parley_domain::{CaFingerprint, Password, Username};
-use parley_enroll::HttpsEnrollment;
+use parley_domain::CaFingerprint;
 use parley_enroll::verifier::PinnedCa;
 use parley_testkit::Rendezvous;
 use parley_testkit::https::{Answer, parse_answer};
-use parley_usecases::ports::{EnrollRequest, Enrollment};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
@@ -107,22 +105,6 @@ fn oversized(server: &Rendezvous, size: usize, framing: Framing) -> Result<Answe
     }
 }
 
-/// A real enrollment of `user`, through the enrollment client.
-fn enroll(server: &Rendezvous, user: &str) {
-    let request = EnrollRequest {
-        server: server.url.clone(),
-        user: Username::parse(user).expect("a valid username"),
-        password: Password::new("a password".into()),
-        ca_pin: Some(CaFingerprint::parse(&server.fingerprint).expect("a fingerprint line")),
-        keys: None,
-    };
-    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-    let identity = runtime
-        .block_on(HttpsEnrollment::new().enroll(&request))
-        .unwrap_or_else(|e| panic!("{user} enrolls: {e}"));
-    assert_eq!(identity.user.as_str(), user);
-}
-
 #[test]
 fn a_body_over_the_cap_gets_its_413_whatever_its_size_and_the_next_enrollment_works() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -150,12 +132,12 @@ fn a_body_over_the_cap_gets_its_413_whatever_its_size_and_the_next_enrollment_wo
         "every oversized body must get its 413:\n{}",
         failures.join("\n")
     );
-    enroll(&server, "alice");
+    common::enroll_with_client(&server, "alice");
     // And the server is still well: another over-the-cap request, then another enrollment.
     oversized(&server, 70 * KIB, Framing::ContentLength)
         .expect("an answer")
         .assert_error(413, "body_too_large");
-    enroll(&server, "bob");
+    common::enroll_with_client(&server, "bob");
     let health = tokio::runtime::Runtime::new()
         .expect("a runtime")
         .block_on(common::https(&server).raw("GET /healthz HTTP/1.1", b""));
@@ -202,7 +184,7 @@ fn curl_gets_the_413_for_a_body_it_sends_at_once_and_for_one_it_announces() {
                 .expect("a JSON answer");
         assert_eq!(answer["code"], "body_too_large", "{what}: {answer}");
     }
-    enroll(&server, "alice");
+    common::enroll_with_client(&server, "alice");
 }
 
 /// `GET /healthz` whose whole head — request line, headers (`Host` and `Connection` as
@@ -277,5 +259,5 @@ fn a_head_over_64_kib_gets_its_431_and_one_of_64_kib_is_served() {
         counted >= 1,
         "the complete heads over the cap are counted: {counted}"
     );
-    enroll(&server, "alice");
+    common::enroll_with_client(&server, "alice");
 }

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::{Multiaddr, PeerId, Swarm, SwarmBuilder, swarm::NetworkBehaviour};
-use parley_domain::{CaFingerprint, Role, Secret32};
+use parley_domain::{CaFingerprint, Password, Role, Secret32, Username};
+use parley_enroll::HttpsEnrollment;
 use parley_enroll::verifier::PinnedCa;
 use parley_p2p::{
     Credentials,
@@ -15,6 +16,7 @@ use parley_p2p::{
     upgrade::{Accept, MutualTls},
 };
 use parley_testkit::{Log, Rendezvous, https::Client};
+use parley_usecases::ports::{EnrollRequest, Enrollment};
 
 /// A device enrolled over HTTPS: its key, its certificate and the CA's, DER.
 pub struct Enrolled {
@@ -112,4 +114,20 @@ pub fn https(server: &Rendezvous) -> Client {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = Arc::new(PinnedCa::new(Some(fingerprint), provider.clone()));
     Client::new(&server.addr, verifier, provider)
+}
+
+/// A real enrollment of `user` with the password "a password", through the enrollment client.
+pub fn enroll_with_client(server: &Rendezvous, user: &str) {
+    let request = EnrollRequest {
+        server: server.url.clone(),
+        user: Username::parse(user).expect("a valid username"),
+        password: Password::new("a password".into()),
+        ca_pin: Some(CaFingerprint::parse(&server.fingerprint).expect("a fingerprint line")),
+        keys: None,
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let identity = runtime
+        .block_on(HttpsEnrollment::new().enroll(&request))
+        .unwrap_or_else(|e| panic!("{user} enrolls: {e}"));
+    assert_eq!(identity.user.as_str(), user);
 }
