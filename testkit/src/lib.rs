@@ -59,7 +59,7 @@ pub use bin::binary;
 pub use netns::{Home, Host, Lab, Nat};
 pub use peer::{
     Daemon, control, enroll, enroll_invite, enroll_pinned, enroll_via, enrolled_pair, history,
-    json, pair, parley, stderr, texts, texts_from,
+    json, pair, parley, save_attachment, stderr, texts, texts_from,
 };
 pub use process::{Group, Log, Proc, tail};
 pub use rendezvous::Rendezvous;

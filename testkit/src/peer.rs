@@ -39,6 +39,13 @@ pub fn parley(home: &Path, args: &[&str]) -> Output {
         .expect("run parley")
 }
 
+/// `parley save-attachment WITH ID --to TO` in `home`: the first attachment of message `id`
+/// in the conversation with `with`, saved to `to`.
+pub fn save_attachment(home: &Path, with: &str, id: &str, to: &Path) -> Output {
+    let to = to.to_str().expect("a UTF-8 path");
+    parley(home, &["save-attachment", with, id, "--to", to])
+}
+
 /// The command's stderr, as text.
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()

@@ -13,7 +13,7 @@ use std::{
 
 use parley_testkit::{
     Daemon, Log, Proc, Rendezvous, WAIT, binary, enroll, enroll_pinned, enrolled_pair, json, pair,
-    parley, stderr, texts, wait_for,
+    parley, save_attachment, stderr, texts, wait_for,
 };
 use serde_json::Value;
 
@@ -925,16 +925,7 @@ fn a_disappearing_message_vanishes_on_both_sides_and_no_file_or_log_ever_holds_i
     // The attachment saves back byte for byte, outside the homes.
     let saved = outside.join("saved.txt");
     let id = m["id"].as_str().unwrap().to_owned();
-    let out = parley(
-        &bob,
-        &[
-            "save-attachment",
-            "alice",
-            &id,
-            "--to",
-            saved.to_str().unwrap(),
-        ],
-    );
+    let out = save_attachment(&bob, "alice", &id, &saved);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         std::fs::read(&saved).unwrap(),
@@ -963,16 +954,7 @@ fn a_disappearing_message_vanishes_on_both_sides_and_no_file_or_log_ever_holds_i
         json(&parley(&bob, &["conversations", "--json"])),
         serde_json::json!([])
     );
-    let out = parley(
-        &bob,
-        &[
-            "save-attachment",
-            "alice",
-            &id,
-            "--to",
-            outside.join("late").to_str().unwrap(),
-        ],
-    );
+    let out = save_attachment(&bob, "alice", &id, &outside.join("late"));
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -1047,12 +1029,7 @@ fn attachments_over_the_recipient_cap_are_rejected_for_good_without_blocking_oth
     assert_eq!(texts, ["small", "still flowing"]);
     let id = received["messages"][0]["id"].as_str().unwrap();
     let saved = dir.path().join("saved.bin");
-    let save = |to: &Path| {
-        parley(
-            &bob,
-            &["save-attachment", "alice", id, "--to", to.to_str().unwrap()],
-        )
-    };
+    let save = |to: &Path| save_attachment(&bob, "alice", id, to);
     assert!(save(&saved).status.success());
     assert_eq!(std::fs::read(&saved).unwrap(), bytes);
     assert_eq!(save(&saved).status.code(), Some(2), "never overwrites");

@@ -12,8 +12,8 @@ use std::{
 };
 
 use parley_testkit::{
-    Daemon, Log, Rendezvous, enroll, history, json, pair, parley, stderr, texts, wait_for,
-    wait_within,
+    Daemon, Log, Rendezvous, enroll, history, json, pair, parley, save_attachment, stderr, texts,
+    wait_for, wait_within,
 };
 
 /// The id `send` printed as `queued: <id>`, asserting exit 0.
@@ -299,16 +299,7 @@ fn attachments_travel_through_the_mailbox_and_one_over_its_cap_stays_in_the_outb
         .expect("the photo message")
         .clone();
     let saved = dir.path().join("saved.bin");
-    let out = parley(
-        bob,
-        &[
-            "save-attachment",
-            "alice",
-            &id,
-            "--to",
-            saved.to_str().unwrap(),
-        ],
-    );
+    let out = save_attachment(bob, "alice", &id, &saved);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::read(&saved).unwrap(), bytes);
     assert_eq!(photo["attachments"][0]["name"], "photo.bin");

@@ -15,7 +15,7 @@ use parley_testkit::{
     Daemon, Log, Rendezvous, is_root, json, parley,
     peer::command,
     procfs::{core_limit, environ, mode, open_to_others, proc_owner},
-    stderr, tools,
+    save_attachment, stderr, tools,
 };
 
 const PASSPHRASE: &str = "correct horse battery staple";
@@ -110,16 +110,7 @@ fn a_home_made_before_becomes_private_and_so_does_everything_the_daemon_writes()
     let history = json(&parley(&bob, &["history", "alice", "--json"]));
     let id = history["messages"][0]["id"].as_str().unwrap().to_owned();
     let saved: PathBuf = dir.path().join("saved.bin");
-    let out = parley(
-        &bob,
-        &[
-            "save-attachment",
-            "alice",
-            &id,
-            "--to",
-            saved.to_str().unwrap(),
-        ],
-    );
+    let out = save_attachment(&bob, "alice", &id, &saved);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(mode(&saved), 0o600, "a saved attachment is its user's only");
     assert_private(&alice, "alice's home");

@@ -23,8 +23,8 @@ use std::{
 };
 
 use parley_testkit::{
-    Daemon, Home, Host, Lab, Log, Nat, Rendezvous, enroll_via, history, json, parley, texts_from,
-    wait_within,
+    Daemon, Home, Host, Lab, Log, Nat, Rendezvous, enroll_via, history, json, parley,
+    save_attachment, texts_from, wait_within,
 };
 use serde_json::Value;
 
@@ -359,16 +359,7 @@ fn through_a_symmetric_nat_the_relay_carries_the_conversation_both_ways() {
         .and_then(|m| m["id"].as_str())
         .expect("the relayed attachment's message")
         .to_owned();
-    let out = parley(
-        &alice,
-        &[
-            "save-attachment",
-            "carol",
-            &id,
-            "--to",
-            saved.to_str().unwrap(),
-        ],
-    );
+    let out = save_attachment(&alice, "carol", &id, &saved);
     assert!(
         out.status.success(),
         "{}",
