@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use auto_impl::auto_impl;
 mod mailbox;
+mod prekeys;
 mod store;
 
 pub use mailbox::*;
+pub use prekeys::*;
 pub use store::*;
 
 use parley_domain::{
