@@ -19,7 +19,8 @@ use zeroize::Zeroizing;
 
 use super::bundle::PrekeyBundle;
 use super::kem::{Decapsulate, Encapsulate, KemCiphertext, KemError};
-use crate::ratchet::{Key32, KeyPair, PublicKey};
+use crate::ratchet::encoding::Reader;
+use crate::ratchet::{DecodeError, Key32, KeyPair, PublicKey};
 
 const INFO: &[u8] = b"parley/pqxdh/v1/x25519+ml-kem-768";
 
@@ -200,4 +201,56 @@ fn derive(
     // 32 bytes is far below HKDF-SHA256's limit: expand cannot fail.
     let _ = Hkdf::<Sha256>::new(Some(&[0u8; 32]), &ikm).expand(&info, &mut root);
     Key32::new(root)
+}
+
+impl InitialMessage {
+    /// The encoded length with a one-time prekey (without one it is 4 bytes shorter).
+    pub const MAX_LEN: usize = 32 + 32 + 4 + 1 + 4 + 4 + super::kem::KEM_CIPHERTEXT_LEN;
+
+    /// Appends the message's bytes:
+    /// `identity:[32] ‖ ephemeral:[32] ‖ signed_prekey_id:u32 ‖ has_one_time:u8
+    /// ‖ [one_time_prekey_id:u32] ‖ kem_prekey_id:u32 ‖ kem_ciphertext:[1088]`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.identity.0);
+        out.extend_from_slice(&self.ephemeral.0);
+        out.extend_from_slice(&self.signed_prekey_id.to_be_bytes());
+        match self.one_time_prekey_id {
+            None => out.push(0),
+            Some(id) => {
+                out.push(1);
+                out.extend_from_slice(&id.to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&self.kem_prekey_id.to_be_bytes());
+        out.extend_from_slice(self.kem_ciphertext.as_bytes());
+    }
+
+    /// Reads one message written by [`InitialMessage::encode_into`] from the front of `bytes`;
+    /// returns it and the number of bytes it took.
+    ///
+    /// # Errors
+    /// [`DecodeError`] when the bytes end early or a field is malformed.
+    pub fn decode(bytes: &[u8]) -> Result<(Self, usize), DecodeError> {
+        let mut r = Reader(bytes);
+        let message = Self::decode_from(&mut r)?;
+        Ok((message, bytes.len() - r.0.len()))
+    }
+
+    pub(crate) fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let identity = PublicKey(r.array()?);
+        let ephemeral = PublicKey(r.array()?);
+        let signed_prekey_id = r.u32()?;
+        let one_time_prekey_id = if r.flag()? { Some(r.u32()?) } else { None };
+        let kem_prekey_id = r.u32()?;
+        let kem_ciphertext = KemCiphertext::parse(r.take(super::kem::KEM_CIPHERTEXT_LEN)?)
+            .map_err(|_| DecodeError::Malformed("the KEM ciphertext is malformed"))?;
+        Ok(Self {
+            identity,
+            ephemeral,
+            signed_prekey_id,
+            one_time_prekey_id,
+            kem_prekey_id,
+            kem_ciphertext,
+        })
+    }
 }

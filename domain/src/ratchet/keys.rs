@@ -69,8 +69,9 @@ impl KeyPair {
         self.public
     }
 
-    /// The secret half, for encoding the state.
-    pub(crate) fn secret(&self) -> &Key32 {
+    /// The secret half, for encoding the state (and for the store, which keeps prekeys).
+    #[must_use]
+    pub fn secret(&self) -> &Key32 {
         &self.secret
     }
 

@@ -11,7 +11,8 @@
 //! No I/O, no clock, no randomness of its own: the 32 random bytes a new ratchet key needs and
 //! the receiver's time come in as arguments.
 
-mod encoding;
+mod book;
+pub(crate) mod encoding;
 mod error;
 mod header;
 mod kdf;
@@ -21,6 +22,7 @@ mod skipped;
 #[cfg(test)]
 mod tests;
 
+pub use book::{MAX_SESSIONS, SessionBook, SessionId, SessionState};
 pub use encoding::{DecodeError, STATE_VERSION};
 pub use error::{OpenError, SealError};
 pub use header::{HEADER_LEN, Header, HeaderError};

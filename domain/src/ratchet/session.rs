@@ -126,6 +126,13 @@ impl Ratchet {
         self.steps
     }
 
+    /// How many DH steps this side took itself (on a change of speaker or a rekey), not
+    /// counting the peer's it followed: what `status` counts as this device's rekeys.
+    #[must_use]
+    pub fn own_steps(&self) -> u64 {
+        self.send.as_ref().map_or(0, |s| u64::from(s.step))
+    }
+
     /// Seals one message. A DH step is taken first, with a key pair made from `fresh`, when
     /// the peer's latest ratchet key is not the one our sending chain was made against (the
     /// speaker changed) or a [`rekey`](Self::rekey) is due, unless [`MAX_OWN_KEYS`] of our
