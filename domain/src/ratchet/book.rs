@@ -153,11 +153,7 @@ impl SessionBook {
         self.sessions.retain(|s| s.id != session.id);
         self.sessions.push(session);
         while self.sessions.len() > MAX_SESSIONS {
-            let Some(oldest) = self
-                .sessions
-                .iter()
-                .position(|s| Some(s.id) != self.active)
-            else {
+            let Some(oldest) = self.sessions.iter().position(|s| Some(s.id) != self.active) else {
                 break;
             };
             self.sessions.remove(oldest);
@@ -266,7 +262,9 @@ impl SessionBook {
         if let Some(id) = active
             && !sessions.iter().any(|s| s.id == id)
         {
-            return Err(DecodeError::Malformed("the active session is not in the book"));
+            return Err(DecodeError::Malformed(
+                "the active session is not in the book",
+            ));
         }
         Ok(Self { active, sessions })
     }
@@ -295,7 +293,8 @@ mod tests {
             signed_prekey_id: 1,
             one_time_prekey_id: Some(7),
             kem_prekey_id: 2,
-            kem_ciphertext: KemCiphertext::parse(&[3; KEM_CIPHERTEXT_LEN]).expect("a ciphertext of the right length"),
+            kem_ciphertext: KemCiphertext::parse(&[3; KEM_CIPHERTEXT_LEN])
+                .expect("a ciphertext of the right length"),
         }
     }
 

@@ -15,6 +15,7 @@ mod book;
 pub(crate) mod encoding;
 mod error;
 mod header;
+mod interval;
 mod kdf;
 mod keys;
 mod session;
@@ -26,6 +27,7 @@ pub use book::{MAX_SESSIONS, SessionBook, SessionId, SessionState};
 pub use encoding::{DecodeError, STATE_VERSION};
 pub use error::{OpenError, SealError};
 pub use header::{HEADER_LEN, Header, HeaderError};
+pub use interval::RekeyEvery;
 pub use keys::{Key32, KeyPair, PublicKey};
 pub use session::{Ratchet, Sealed};
 
