@@ -67,6 +67,7 @@
 
 pub mod attachment;
 pub mod kem;
+pub mod v2;
 mod wire;
 pub mod wrap;
 
@@ -166,6 +167,10 @@ pub enum OpenError {
     /// The decrypted body breaks a rule; the text says which.
     #[error("the envelope's body is invalid because {0}")]
     InvalidBody(&'static str),
+    /// The conversation's ratchet refused it (a replay, a key gone or too old, too far ahead,
+    /// an earlier DH step missing, or it does not decrypt).
+    #[error("the conversation's keys refused the envelope: {0}")]
+    Ratchet(parley_domain::ratchet::OpenError),
 }
 
 impl OpenError {
@@ -181,6 +186,7 @@ impl OpenError {
             Self::Undecryptable => "undecryptable",
             Self::InvalidHeader(_) => "invalid_header",
             Self::InvalidBody(_) => "invalid_body",
+            Self::Ratchet(e) => e.code(),
         }
     }
 }
@@ -226,6 +232,8 @@ pub struct Sealer {
     signing: SigningKey,
     x25519: StaticSecret,
     x25519_public: PublicKey,
+    /// The interval each session's next timed DH step is drawn from.
+    rekey_every: (std::time::Duration, std::time::Duration),
 }
 
 impl fmt::Debug for Sealer {
@@ -347,6 +355,7 @@ impl Sealer {
             signing: SigningKey::from_bytes(ed25519.expose()),
             x25519_public: PublicKey::from(&x25519),
             x25519,
+            rekey_every: v2::DEFAULT_REKEY_EVERY,
         }
     }
 
@@ -376,6 +385,18 @@ impl Sealer {
         body: &Body,
         recipient_x25519: &[u8; 32],
     ) -> Result<Sealed, SealError> {
+        Self::check(header, body)?;
+        let header = RawHeader::from_header(header)
+            .encode()
+            .map_err(SealError::Invalid)?;
+        let body = RawBody::from_body(body)
+            .encode()
+            .map_err(SealError::Invalid)?;
+        self.seal_bytes(&header, &body, recipient_x25519)
+    }
+
+    /// The rules a header and body must follow to be sealed.
+    fn check(header: &Header, body: &Body) -> Result<(), SealError> {
         if header.seq == 0 {
             return Err(SealError::Invalid("the sequence number must be at least 1"));
         }
@@ -396,13 +417,7 @@ impl Sealer {
                 "the body does not carry exactly one key per attachment",
             ));
         }
-        let header = RawHeader::from_header(header)
-            .encode()
-            .map_err(SealError::Invalid)?;
-        let body = RawBody::from_body(body)
-            .encode()
-            .map_err(SealError::Invalid)?;
-        self.seal_bytes(&header, &body, recipient_x25519)
+        Ok(())
     }
 
     /// Seals already-encoded header and body bytes. No rule is checked here beyond the sizes:
@@ -530,8 +545,12 @@ pub fn read_header(bytes: &[u8]) -> Result<Header, OpenError> {
     if bytes.len() > MAX_ENVELOPE_BYTES {
         return Err(OpenError::TooLarge);
     }
-    let parts = Parts::parse(bytes)?;
-    RawHeader::decode(parts.header)
+    let header = if bytes.first() == Some(&v2::VERSION_2) {
+        v2::Parts2::parse(bytes)?.header
+    } else {
+        Parts::parse(bytes)?.header
+    };
+    RawHeader::decode(header)
         .map_err(OpenError::Malformed)?
         .validate()
         .map_err(OpenError::InvalidHeader)
@@ -587,6 +606,73 @@ impl parley_usecases::ports::Envelopes for Sealer {
 
     fn digest(&self, bytes: &[u8]) -> Digest {
         digest(bytes)
+    }
+
+    fn session_of(
+        &self,
+        bytes: &[u8],
+    ) -> Result<Option<parley_usecases::ports::EnvelopeSession>, EnvelopeError> {
+        v2::session_of(bytes).map_err(open_error)
+    }
+
+    fn initiate(
+        &self,
+        bundle: &parley_domain::agreement::PrekeyBundle,
+        device_ed25519: &[u8; 32],
+        device_x25519: &[u8; 32],
+        now: parley_domain::Timestamp,
+    ) -> Result<parley_domain::ratchet::SessionState, EnvelopeError> {
+        Sealer::initiate(self, bundle, device_ed25519, device_x25519, now).map_err(agree_error)
+    }
+
+    fn respond(
+        &self,
+        initial: &parley_domain::agreement::InitialMessage,
+        secrets: &parley_usecases::ports::ResponderSecrets,
+        now: parley_domain::Timestamp,
+    ) -> Result<parley_domain::ratchet::SessionState, EnvelopeError> {
+        Sealer::respond(self, initial, secrets, now).map_err(agree_error)
+    }
+
+    fn seal_in(
+        &self,
+        header: &Header,
+        body: &Body,
+        session: &mut parley_domain::ratchet::SessionState,
+        now: parley_domain::Timestamp,
+    ) -> Result<parley_usecases::ports::Sealed, EnvelopeError> {
+        Sealer::seal_in(self, header, body, session, now)
+            .map(|s| parley_usecases::ports::Sealed {
+                bytes: s.bytes,
+                digest: s.digest,
+            })
+            .map_err(|e| EnvelopeError {
+                code: e.code(),
+                message: e.to_string(),
+            })
+    }
+
+    fn open_in(
+        &self,
+        bytes: &[u8],
+        sender_ed25519: &[u8; 32],
+        session: &mut parley_domain::ratchet::SessionState,
+        now: parley_domain::Timestamp,
+    ) -> Result<parley_usecases::ports::Opened, EnvelopeError> {
+        Sealer::open_in(self, bytes, sender_ed25519, session, now)
+            .map(|o| parley_usecases::ports::Opened {
+                header: o.header,
+                body: o.body,
+                digest: o.digest,
+            })
+            .map_err(open_error)
+    }
+}
+
+fn agree_error(e: v2::AgreeError) -> EnvelopeError {
+    EnvelopeError {
+        code: e.code(),
+        message: e.to_string(),
     }
 }
 

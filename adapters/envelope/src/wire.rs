@@ -61,6 +61,11 @@ impl<'a> Reader<'a> {
         self.take(len)
     }
 
+    /// What is left, without consuming it.
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.rest.is_empty()
     }
