@@ -7,7 +7,9 @@ use parley_domain::{
     MessageText, Neighbours, PeerKeys, StoredMessage, Timestamp, Username, Verification,
 };
 
-use crate::ports::{MessageStore, OutboxEntry, Stored};
+use parley_domain::ratchet::SessionBook;
+
+use crate::ports::{MessageStore, OutboxEntry, SessionUpdate, Stored};
 
 /// The time every read of the suite happens at, unless a rule is about expiry.
 const NOW: Timestamp = Timestamp(1_000);
@@ -118,6 +120,152 @@ pub fn message_store<S: MessageStore>(fresh: impl Fn() -> S) {
     unread_counts_incoming_messages_since_the_conversation_was_marked_read(&fresh());
     purged_messages_are_gone_but_their_replays_are_still_recognised(&fresh());
     contacts_keep_pinned_and_pending_keys(&fresh());
+    sessions_are_written_with_their_message_and_only_then(&fresh());
+    a_received_messages_sessions_go_with_it_and_a_duplicate_changes_none(&fresh());
+    sessions_are_forgotten_on_reset_and_count_this_devices_steps(&fresh());
+}
+
+/// A book with one session of a given id, whose ratchet has taken `steps` own steps.
+fn book(id: u8, own_steps: u32) -> SessionBook {
+    use parley_domain::agreement::{InitialMessage, KEM_CIPHERTEXT_LEN, KemCiphertext};
+    use parley_domain::ratchet::{Key32, KeyPair, PublicKey, Ratchet, SessionState};
+    let responder = KeyPair::from_secret(Key32::new([id; 32]));
+    let mut ours = Ratchet::initiator(&Key32::new([1; 32]), responder.public());
+    let mut theirs = Ratchet::responder(&Key32::new([1; 32]), responder);
+    for n in 0..own_steps {
+        let mut fresh = [0x40; 32];
+        fresh[1] = u8::try_from(n).unwrap_or(0);
+        let sealed = ours.seal(Key32::new(fresh), b"m", b"").expect("seals");
+        theirs
+            .open(&sealed.header, &sealed.ciphertext, b"", Timestamp(1))
+            .expect("opens");
+        let mut back = [0x50; 32];
+        back[1] = u8::try_from(n).unwrap_or(0);
+        let reply = theirs.seal(Key32::new(back), b"r", b"").expect("seals");
+        ours.open(&reply.header, &reply.ciphertext, b"", Timestamp(1))
+            .expect("opens");
+    }
+    let initial = InitialMessage {
+        identity: PublicKey([2; 32]),
+        ephemeral: PublicKey([id; 32]),
+        signed_prekey_id: 1,
+        one_time_prekey_id: None,
+        kem_prekey_id: 2,
+        kem_ciphertext: KemCiphertext::parse(&[0; KEM_CIPHERTEXT_LEN]).expect("length"),
+    };
+    let mut book = SessionBook::default();
+    book.open(SessionState::opened(ours, initial, Timestamp(1)));
+    book
+}
+
+fn session_ids(store: &impl MessageStore, with: &str) -> Vec<[u8; 32]> {
+    store
+        .sessions(&user(with))
+        .expect("sessions")
+        .sessions
+        .iter()
+        .map(|s| s.id)
+        .collect()
+}
+
+fn sessions_are_written_with_their_message_and_only_then(store: &impl MessageStore) {
+    assert!(session_ids(store, "bob").is_empty(), "none before");
+    let m = message(Direction::Outgoing, "bob", 1);
+    let first = book(7, 1);
+    store
+        .append_outgoing_in_session_deferred(
+            &m,
+            &envelope(1),
+            &head(1),
+            &SessionUpdate {
+                with: &user("bob"),
+                book: &first,
+                used_one_time_prekey: None,
+            },
+        )
+        .expect("append");
+    store.sync().expect("sync");
+    assert_eq!(session_ids(store, "bob"), vec![[7; 32]]);
+    assert!(session_ids(store, "carol").is_empty(), "kept per contact");
+    // The same message again (a retried command): nothing changes, not even the sessions.
+    store
+        .append_outgoing_in_session_deferred(
+            &m,
+            &envelope(1),
+            &head(1),
+            &SessionUpdate {
+                with: &user("bob"),
+                book: &book(8, 1),
+                used_one_time_prekey: None,
+            },
+        )
+        .expect("append");
+    store.sync().expect("sync");
+    assert_eq!(
+        session_ids(store, "bob"),
+        vec![[7; 32]],
+        "a repeat wrote nothing"
+    );
+    let back = store.sessions(&user("bob")).expect("sessions");
+    assert_eq!(back.encode(), first.encode(), "read back as written");
+}
+
+fn a_received_messages_sessions_go_with_it_and_a_duplicate_changes_none(store: &impl MessageStore) {
+    let m = message(Direction::Incoming, "bob", 1);
+    let update = |b: &SessionBook| {
+        store.store_incoming_in_session_deferred(
+            &m,
+            &link(1),
+            &SessionUpdate {
+                with: &user("bob"),
+                book: b,
+                used_one_time_prekey: Some(3),
+            },
+        )
+    };
+    assert_eq!(
+        store.incoming_digest(&user("bob"), &m.id).expect("digest"),
+        None
+    );
+    assert_eq!(update(&book(4, 0)).expect("stored"), Stored::New);
+    store.sync().expect("sync");
+    assert_eq!(
+        store.incoming_digest(&user("bob"), &m.id).expect("digest"),
+        Some(link(1).digest)
+    );
+    assert_eq!(update(&book(5, 0)).expect("stored"), Stored::Duplicate);
+    assert_eq!(
+        session_ids(store, "bob"),
+        vec![[4; 32]],
+        "a duplicate wrote nothing"
+    );
+}
+
+fn sessions_are_forgotten_on_reset_and_count_this_devices_steps(store: &impl MessageStore) {
+    for (n, (with, steps)) in [("bob", 3), ("carol", 2)].into_iter().enumerate() {
+        let n = u8::try_from(n).expect("small") + 1;
+        store
+            .append_outgoing_in_session_deferred(
+                &message(Direction::Outgoing, with, n),
+                &envelope(n),
+                &head(n),
+                &SessionUpdate {
+                    with: &user(with),
+                    book: &book(n, steps),
+                    used_one_time_prekey: None,
+                },
+            )
+            .expect("append");
+    }
+    store.sync().expect("sync");
+    assert_eq!(
+        store.rekeys().expect("rekeys"),
+        5,
+        "own steps over all contacts"
+    );
+    store.reset_sessions(&user("bob")).expect("reset");
+    assert!(session_ids(store, "bob").is_empty());
+    assert_eq!(store.rekeys().expect("rekeys"), 2);
 }
 
 fn conversations_keep_arrival_order_and_stay_apart(store: &impl MessageStore) {

@@ -120,7 +120,9 @@ mod crypto;
 mod identity;
 mod keyring;
 mod messages;
+mod prekeys;
 mod records;
+mod sessions;
 mod slots;
 
 use std::fmt;
@@ -276,6 +278,8 @@ pub struct Store {
     expiry: sled::Tree,
     contacts: sled::Tree,
     read: sled::Tree,
+    sessions: sled::Tree,
+    prekeys: sled::Tree,
 }
 
 impl fmt::Debug for Store {
@@ -327,6 +331,8 @@ impl Store {
             expiry: tree("expiry")?,
             contacts: tree("contacts")?,
             read: tree("read")?,
+            sessions: tree(sessions::TREE)?,
+            prekeys: tree(prekeys::TREE)?,
             path: path.to_owned(),
             source,
             keys,

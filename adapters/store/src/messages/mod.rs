@@ -4,7 +4,7 @@
 //! new message with everything that goes with it; each port has its own file beside it.
 
 use parley_domain::{ChainHead, Digest, Link, StoredMessage, Username};
-use parley_usecases::ports::{Durability, Inbox, StoreError, Stored};
+use parley_usecases::ports::{Durability, Inbox, SessionUpdate, StoreError, Stored};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
@@ -37,14 +37,28 @@ fn abort<E>(error: E) -> ConflictableTransactionError<E> {
 }
 
 /// What goes with a new message besides its record and `seen` entry.
-enum Extra<'a> {
+pub(crate) enum Extra<'a> {
     /// Ours: the envelope to keep in the outbox and our chain's new head.
     Outgoing {
         envelope: &'a [u8],
         head: &'a ChainHead,
+        /// The recipient's sessions as sealing left them.
+        session: Option<&'a SessionUpdate<'a>>,
     },
     /// The sender's: its place in their chain.
-    Incoming { link: &'a Link },
+    Incoming {
+        link: &'a Link,
+        /// The sender's sessions as opening left them.
+        session: Option<&'a SessionUpdate<'a>>,
+    },
+}
+
+impl Extra<'_> {
+    fn session(&self) -> Option<&SessionUpdate<'_>> {
+        match self {
+            Self::Outgoing { session, .. } | Self::Incoming { session, .. } => *session,
+        }
+    }
 }
 
 /// A message record's slot index: its first 8 bytes.
@@ -128,7 +142,7 @@ impl Store {
     }
 
     /// The digest `seen` remembers for (`sender`, `id`), if any.
-    fn seen_digest(&self, skey: &[u8]) -> Result<Option<Digest>, StoreError> {
+    pub(crate) fn seen_digest(&self, skey: &[u8]) -> Result<Option<Digest>, StoreError> {
         match self.seen.get(skey) {
             Ok(Some(value)) => self.decode_seen_value(skey, &value).map(Some),
             Ok(None) => Ok(None),
@@ -145,7 +159,7 @@ impl Store {
     /// concurrent calls store it once. With `durable`, syncs in both cases; without, the
     /// caller syncs (see [`Store::sync_all`]) before it relies on the write. `None` when it
     /// wrote; otherwise the digest remembered.
-    fn insert_once(
+    pub(crate) fn insert_once(
         &self,
         message: &StoredMessage,
         extra: &Extra<'_>,
@@ -217,7 +231,7 @@ impl Store {
         let mvalue = Self::seal_message(mkey, slot, km, message).map_err(failed)?;
         let digest = match extra {
             Extra::Outgoing { head, .. } => head.digest,
-            Extra::Incoming { link } => link.digest,
+            Extra::Incoming { link, .. } => link.digest,
         };
         let svalue = keys
             .seal_value("seen", skey, &encode_seen(&digest, mkey))
@@ -232,7 +246,7 @@ impl Store {
             .map_err(failed)?;
         let okey = outbox_key(seq);
         let (outbox_value, head_entry, link_entry, fault_key) = match extra {
-            Extra::Outgoing { envelope, head } => {
+            Extra::Outgoing { envelope, head, .. } => {
                 let sealed = crypto::seal(&km.cipher(), &envelope_aad(&okey, slot), envelope)
                     .map_err(failed)?;
                 let ovalue = keys
@@ -244,7 +258,7 @@ impl Store {
                     .map_err(failed)?;
                 (Some(ovalue), Some((hkey, hvalue)), None, None)
             }
-            Extra::Incoming { link } if message.verification.is_verified() => {
+            Extra::Incoming { link, .. } if message.verification.is_verified() => {
                 let lkey = link_key(sender, link.seq);
                 let lvalue = keys
                     .seal_value("links", &lkey, &encode_link(link))
@@ -253,6 +267,15 @@ impl Store {
             }
             Extra::Incoming { .. } => (None, None, None, Some(*sender)),
         };
+        let book = extra
+            .session()
+            .map(|s| self.seal_book(s.with, s.book))
+            .transpose()
+            .map_err(failed)?;
+        let used_prekey = extra
+            .session()
+            .and_then(|s| s.used_one_time_prekey)
+            .map(|id| crate::prekeys::record_key(b"opk", id));
         let trees = (
             &self.messages,
             &self.seen,
@@ -261,9 +284,11 @@ impl Store {
             &self.links,
             &self.faults,
             &self.expiry,
+            &self.sessions,
+            &self.prekeys,
         );
         trees.transaction(
-            |(messages, seen, outbox, heads, links, faults, expiry_tree)| {
+            |(messages, seen, outbox, heads, links, faults, expiry_tree, sessions, prekeys)| {
                 if let Some(value) = seen.get(skey)? {
                     return Err(abort(Stop::Seen(value)));
                 }
@@ -294,6 +319,12 @@ impl Store {
                 if let Some((ekey, evalue)) = &expiry {
                     expiry_tree.insert(ekey.as_slice(), evalue.as_slice())?;
                 }
+                if let Some((bkey, bvalue)) = &book {
+                    sessions.insert(bkey.as_slice(), bvalue.as_slice())?;
+                }
+                if let Some(pkey) = &used_prekey {
+                    prekeys.remove(&pkey[..])?;
+                }
                 Ok(())
             },
         )
@@ -313,7 +344,14 @@ impl Inbox for Store {
     #[tracing::instrument(name = "store.store_incoming", level = "debug", skip_all, fields(message.id = %message.id), err(Display))]
     fn store_incoming(&self, message: &StoredMessage, link: &Link) -> Result<Stored, StoreError> {
         Ok(
-            match self.insert_once(message, &Extra::Incoming { link }, true)? {
+            match self.insert_once(
+                message,
+                &Extra::Incoming {
+                    link,
+                    session: None,
+                },
+                true,
+            )? {
                 None => Stored::New,
                 Some(digest) if digest == link.digest => Stored::Duplicate,
                 Some(_) => Stored::Conflicting,
@@ -328,7 +366,14 @@ impl Inbox for Store {
         link: &Link,
     ) -> Result<Stored, StoreError> {
         Ok(
-            match self.insert_once(message, &Extra::Incoming { link }, false)? {
+            match self.insert_once(
+                message,
+                &Extra::Incoming {
+                    link,
+                    session: None,
+                },
+                false,
+            )? {
                 None => Stored::New,
                 Some(digest) if digest == link.digest => Stored::Duplicate,
                 Some(_) => Stored::Conflicting,

@@ -12,6 +12,49 @@ use crate::records::{corrupt, decode_outbox, encode_head, encode_outbox};
 use crate::{Store, unavailable};
 
 impl Store {
+    /// Seals the outbox entry of `id` again with `envelope` and moves the chain head to `head`
+    /// (and writes a session book with them, given one), in one durable write. The entry is
+    /// found by id as for [`OutboxStore::mark_delivered`]; the new envelope is sealed under the
+    /// message's own key like the first.
+    pub(crate) fn reseal_with(
+        &self,
+        id: &MessageId,
+        envelope: &[u8],
+        head: &ChainHead,
+        book: Option<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        let Some((okey, mkey)) = self.find_in_outbox(id)? else {
+            return self.flush();
+        };
+        let Some((message, slot, km)) = self.outbox_message(&okey, &mkey)? else {
+            return self.flush(); // being deleted
+        };
+        let sealed = crypto::seal(&km.cipher(), &envelope_aad(&okey, slot), envelope)?;
+        let ovalue = self
+            .keys
+            .seal_value("outbox", &okey, &encode_outbox(&mkey, id, &sealed))?;
+        let hkey = self.name(&message.to);
+        let hvalue = self.keys.seal_value("heads", &hkey, &encode_head(head))?;
+        let done = (&self.outbox, &self.heads, &self.sessions).transaction(
+            |(outbox, heads, sessions)| -> TxResult<(), StoreError> {
+                if outbox.get(&okey)?.is_none() {
+                    return Ok(()); // delivered or purged meanwhile
+                }
+                outbox.insert(&okey, ovalue.as_slice())?;
+                heads.insert(&hkey, hvalue.as_slice())?;
+                if let Some((bkey, bvalue)) = &book {
+                    sessions.insert(bkey.as_slice(), bvalue.as_slice())?;
+                }
+                Ok(())
+            },
+        );
+        match done {
+            Ok(()) => self.flush(),
+            Err(TransactionError::Abort(e)) => Err(e),
+            Err(TransactionError::Storage(e)) => Err(unavailable("seal a message again", e)),
+        }
+    }
+
     /// The message an outbox entry names; `None` when it is deleted (or being deleted) and
     /// the entry with it.
     fn outbox_message(
@@ -109,8 +152,16 @@ impl OutboxStore for Store {
         envelope: &[u8],
         head: &ChainHead,
     ) -> Result<(), StoreError> {
-        self.insert_once(message, &Extra::Outgoing { envelope, head }, true)
-            .map(drop)
+        self.insert_once(
+            message,
+            &Extra::Outgoing {
+                envelope,
+                head,
+                session: None,
+            },
+            true,
+        )
+        .map(drop)
     }
 
     #[tracing::instrument(name = "store.append_deferred", level = "debug", skip_all, fields(message.id = %message.id), err(Display))]
@@ -120,41 +171,23 @@ impl OutboxStore for Store {
         envelope: &[u8],
         head: &ChainHead,
     ) -> Result<(), StoreError> {
-        self.insert_once(message, &Extra::Outgoing { envelope, head }, false)
-            .map(drop)
+        self.insert_once(
+            message,
+            &Extra::Outgoing {
+                envelope,
+                head,
+                session: None,
+            },
+            false,
+        )
+        .map(drop)
     }
 
     /// The entry is found by id as for [`MessageStore::mark_delivered`]; the new envelope is
     /// sealed under the message's own key like the first.
     #[tracing::instrument(name = "store.reseal", level = "debug", skip_all, fields(message.id = %id), err(Display))]
     fn reseal(&self, id: &MessageId, envelope: &[u8], head: &ChainHead) -> Result<(), StoreError> {
-        let Some((okey, mkey)) = self.find_in_outbox(id)? else {
-            return self.flush();
-        };
-        let Some((message, slot, km)) = self.outbox_message(&okey, &mkey)? else {
-            return self.flush(); // being deleted
-        };
-        let sealed = crypto::seal(&km.cipher(), &envelope_aad(&okey, slot), envelope)?;
-        let ovalue = self
-            .keys
-            .seal_value("outbox", &okey, &encode_outbox(&mkey, id, &sealed))?;
-        let hkey = self.name(&message.to);
-        let hvalue = self.keys.seal_value("heads", &hkey, &encode_head(head))?;
-        let done = (&self.outbox, &self.heads).transaction(
-            |(outbox, heads)| -> TxResult<(), StoreError> {
-                if outbox.get(&okey)?.is_none() {
-                    return Ok(()); // delivered or purged meanwhile
-                }
-                outbox.insert(&okey, ovalue.as_slice())?;
-                heads.insert(&hkey, hvalue.as_slice())?;
-                Ok(())
-            },
-        );
-        match done {
-            Ok(()) => self.flush(),
-            Err(TransactionError::Abort(e)) => Err(e),
-            Err(TransactionError::Storage(e)) => Err(unavailable("seal a message again", e)),
-        }
+        self.reseal_with(id, envelope, head, None)
     }
 
     /// The port gives only the id, so the message is looked up in the outbox (whose entries
