@@ -216,6 +216,7 @@ impl Device {
             Config {
                 listen: "/ip4/127.0.0.1/tcp/0".parse()?,
                 max_attachment: ATTACHMENT_LIMIT,
+                rekey_every: parley_domain::ratchet::RekeyEvery::DEFAULT,
                 watch_presence: false,
                 program: "the benchmark",
             },

@@ -271,6 +271,7 @@ impl Desktop {
         let config = Config {
             listen: self.options.listen.clone(),
             max_attachment: self.options.max_attachment,
+            rekey_every: parley_domain::ratchet::RekeyEvery::DEFAULT,
             watch_presence: true,
             program: "Parley",
         };

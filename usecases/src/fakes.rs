@@ -10,12 +10,21 @@ use parley_domain::{
     MessageId, Neighbours, PeerKeys, Secret32, StoredMessage, Timestamp, Username,
 };
 
+use parley_domain::agreement::{
+    InitialMessage, KEM_CIPHERTEXT_LEN, KEM_PUBLIC_LEN, KemCiphertext, KemPrekey, KemPublicKey,
+    OneTimePrekey, PrekeyBundle, SignedPrekey,
+};
+use parley_domain::ratchet::{
+    Header as RatchetHeader, Key32, KeyPair, PublicKey, Ratchet, SessionBook, SessionState,
+};
+
 use crate::ports::{
     AttachmentError, AttachmentFiles, AttachmentSource, Chains, Clock, Contacts, Conversations,
     Deposit, DeviceAddress, Directory, DirectoryError, Durability, EnrollError, EnrollRequest,
-    Enrollment, EnvelopeError, Envelopes, Event, EventSink, Expiry, IdentityStore, Inbox,
-    MailBatch, MailItem, Mailbox, MailboxError, Opened, OutboxEntry, OutboxStore, OutgoingEnvelope,
-    Sealed, StoreError, Stored, Transport, TransportError,
+    Enrollment, EnvelopeError, EnvelopeSession, Envelopes, Event, EventSink, Expiry, IdentityStore,
+    Inbox, MailBatch, MailItem, Mailbox, MailboxError, Opened, OutboxEntry, OutboxStore,
+    OutgoingEnvelope, PrekeyError, PrekeySecrets, PrekeyService, PrekeyUpload, ResponderSecrets,
+    Sealed, SessionUpdate, Sessions, StoreError, Stored, Transport, TransportError,
 };
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -55,6 +64,10 @@ pub struct InMemoryStore {
     pub fail_sync: Mutex<bool>,
     /// Deferred writes not synced yet.
     pub unsynced: Mutex<usize>,
+    /// The ratchet sessions, per contact.
+    pub sessions: Mutex<HashMap<Username, SessionBook>>,
+    /// One-time prekeys used up by first messages.
+    pub used_one_time: Mutex<Vec<u32>>,
 }
 
 impl InMemoryStore {
@@ -245,6 +258,125 @@ impl Inbox for InMemoryStore {
             *lock(&self.faults).entry(message.from.clone()).or_default() += 1;
         }
         Ok(Stored::New)
+    }
+}
+
+impl Sessions for InMemoryStore {
+    fn sessions(&self, with: &Username) -> Result<SessionBook, StoreError> {
+        Ok(lock(&self.sessions).get(with).cloned().unwrap_or_default())
+    }
+
+    fn rekeys(&self) -> Result<u64, StoreError> {
+        Ok(lock(&self.sessions)
+            .values()
+            .map(SessionBook::own_steps)
+            .sum())
+    }
+
+    fn reset_sessions(&self, with: &Username) -> Result<(), StoreError> {
+        self.write()?;
+        lock(&self.sessions).remove(with);
+        Ok(())
+    }
+
+    fn incoming_digest(
+        &self,
+        from: &Username,
+        id: &MessageId,
+    ) -> Result<Option<Digest>, StoreError> {
+        Ok(lock(&self.seen).get(&(from.clone(), *id)).copied())
+    }
+
+    fn append_outgoing_in_session_deferred(
+        &self,
+        message: &StoredMessage,
+        envelope: &[u8],
+        head: &ChainHead,
+        session: &SessionUpdate<'_>,
+    ) -> Result<(), StoreError> {
+        let known = lock(&self.messages)
+            .iter()
+            .any(|m| m.id == message.id && m.from == message.from);
+        self.append_outgoing_deferred(message, envelope, head)?;
+        if !known {
+            self.keep_session(session);
+        }
+        Ok(())
+    }
+
+    fn reseal_in_session(
+        &self,
+        id: &MessageId,
+        envelope: &[u8],
+        head: &ChainHead,
+        session: &SessionUpdate<'_>,
+    ) -> Result<(), StoreError> {
+        self.reseal(id, envelope, head)?;
+        self.keep_session(session);
+        Ok(())
+    }
+
+    fn store_incoming_in_session_deferred(
+        &self,
+        message: &StoredMessage,
+        link: &Link,
+        session: &SessionUpdate<'_>,
+    ) -> Result<Stored, StoreError> {
+        let stored = self.store_incoming_deferred(message, link)?;
+        if stored == Stored::New {
+            self.keep_session(session);
+        }
+        Ok(stored)
+    }
+}
+
+impl InMemoryStore {
+    fn keep_session(&self, session: &SessionUpdate<'_>) {
+        lock(&self.sessions).insert(session.with.clone(), session.book.clone());
+        if let Some(id) = session.used_one_time_prekey {
+            lock(&self.used_one_time).push(id);
+        }
+    }
+}
+
+impl PrekeySecrets for InMemoryStore {
+    fn prepare_upload(&self, one_time: u32, _now: Timestamp) -> Result<PrekeyUpload, StoreError> {
+        self.write()?;
+        Ok(fake_upload(one_time))
+    }
+
+    fn responder_secrets(
+        &self,
+        _signed_prekey: u32,
+        one_time_prekey: Option<u32>,
+        _kem_prekey: u32,
+    ) -> Result<Option<ResponderSecrets>, StoreError> {
+        let used = lock(&self.used_one_time);
+        Ok(Some(ResponderSecrets {
+            signed_prekey: KeyPair::from_secret(Key32::new([0x33; 32])),
+            one_time_prekey: one_time_prekey
+                .filter(|id| !used.contains(id))
+                .map(|_| KeyPair::from_secret(Key32::new([0x44; 32]))),
+            kem_secret: zeroize::Zeroizing::new(Vec::new()),
+        }))
+    }
+}
+
+/// A prekey upload whose keys mean nothing (the fake envelopes do not use them).
+fn fake_upload(one_time: u32) -> PrekeyUpload {
+    let key = KeyPair::from_secret(Key32::new([0x33; 32])).public();
+    PrekeyUpload {
+        signed_prekey: SignedPrekey {
+            id: 1,
+            key,
+            signature: [0; 64],
+        },
+        kem_prekey: KemPrekey {
+            id: 1,
+            key: KemPublicKey::parse(&[0; KEM_PUBLIC_LEN]).unwrap_or_else(|_| unreachable!()),
+            signature: [0; 64],
+        },
+        one_time: (1..=one_time).map(|id| OneTimePrekey { id, key }).collect(),
     }
 }
 
@@ -739,6 +871,12 @@ pub struct MailHub {
     pub down: Mutex<bool>,
     /// Acknowledged ids.
     pub acknowledged: Mutex<Vec<MailId>>,
+    /// When set, the prekey store is unreachable (the mailbox's `down` does not touch it).
+    pub prekeys_down: Mutex<bool>,
+    /// Users who published no prekeys (a fetch of theirs answers `None`).
+    pub no_prekeys: Mutex<BTreeSet<Username>>,
+    /// One-time prekeys published, per user.
+    pub one_time: Mutex<HashMap<Username, Vec<OneTimePrekey>>>,
     next: Mutex<u64>,
 }
 
@@ -817,6 +955,47 @@ impl Mailbox for InMemoryMailbox {
     }
 }
 
+impl PrekeyService for InMemoryMailbox {
+    async fn publish(&self, upload: &PrekeyUpload) -> Result<u32, PrekeyError> {
+        if *lock(&self.hub.prekeys_down) {
+            return Err(PrekeyError::Unavailable("injected".into()));
+        }
+        lock(&self.hub.no_prekeys).remove(&self.me);
+        let mut held = lock(&self.hub.one_time);
+        let mine = held.entry(self.me.clone()).or_default();
+        mine.extend(upload.one_time.iter().copied());
+        Ok(u32::try_from(mine.len()).unwrap_or(u32::MAX))
+    }
+
+    async fn remaining(&self) -> Result<Option<u32>, PrekeyError> {
+        if *lock(&self.hub.prekeys_down) {
+            return Err(PrekeyError::Unavailable("injected".into()));
+        }
+        Ok(lock(&self.hub.one_time)
+            .get(&self.me)
+            .map(|held| u32::try_from(held.len()).unwrap_or(u32::MAX)))
+    }
+
+    async fn bundle(&self, user: &Username) -> Result<Option<PrekeyBundle>, PrekeyError> {
+        if *lock(&self.hub.prekeys_down) {
+            return Err(PrekeyError::Unavailable("injected".into()));
+        }
+        if lock(&self.hub.no_prekeys).contains(user) {
+            return Ok(None);
+        }
+        let upload = fake_upload(0);
+        let one_time_prekey = lock(&self.hub.one_time)
+            .get_mut(user)
+            .and_then(|held| (!held.is_empty()).then(|| held.remove(0)));
+        Ok(Some(PrekeyBundle {
+            identity: upload.signed_prekey.key,
+            signed_prekey: upload.signed_prekey,
+            one_time_prekey,
+            kem_prekey: Some(upload.kem_prekey),
+        }))
+    }
+}
+
 /// The key the fake treats as a low-order point.
 pub const WEAK_KEY: [u8; 32] = [0xee; 32];
 
@@ -828,6 +1007,9 @@ pub struct Sealing {
     body: Body,
     signer: [u8; 32],
     recipient: [u8; 32],
+    /// For a sealing in a session: the session, the agreement it carried, the ratchet's
+    /// header and ciphertext (the fake runs the real, pure ratchet).
+    session: Option<(EnvelopeSession, RatchetHeader, Vec<u8>)>,
 }
 
 /// Envelopes without cryptography: a sealing is an entry in a registry the devices of one test
@@ -903,6 +1085,7 @@ impl Envelopes for FakeEnvelopes {
             body: body.clone(),
             signer: self.me.ed25519,
             recipient: *recipient_x25519,
+            session: None,
         });
         Ok(Sealed {
             digest: digest_of(&bytes),
@@ -959,6 +1142,150 @@ impl Envelopes for FakeEnvelopes {
     fn digest(&self, bytes: &[u8]) -> Digest {
         digest_of(bytes)
     }
+
+    fn session_of(&self, bytes: &[u8]) -> Result<Option<EnvelopeSession>, EnvelopeError> {
+        Ok(self.sealing(bytes)?.session.map(|(s, _, _)| s))
+    }
+
+    fn initiate(
+        &self,
+        _bundle: &PrekeyBundle,
+        _device_ed25519: &[u8; 32],
+        device_x25519: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<SessionState, EnvelopeError> {
+        if *device_x25519 == WEAK_KEY {
+            return Err(Self::refused("weak_key"));
+        }
+        // The fake agreement: the root is the responder's key, its ratchet key is made from it.
+        let (root, spk) = fake_agreement(device_x25519);
+        let mut ephemeral = [0u8; 32];
+        // Unique within a test, and across the tests of a process for different pairs.
+        let count = u32::try_from(lock(&self.registry).len()).unwrap_or(u32::MAX);
+        ephemeral[..4].copy_from_slice(&count.to_be_bytes());
+        ephemeral[4..18].copy_from_slice(&self.me.ed25519[..14]);
+        ephemeral[18..].copy_from_slice(&device_x25519[..14]);
+        let initial = InitialMessage {
+            identity: PublicKey(self.me.x25519.unwrap_or_default()),
+            ephemeral: PublicKey(ephemeral),
+            signed_prekey_id: 1,
+            one_time_prekey_id: None,
+            kem_prekey_id: 1,
+            kem_ciphertext: KemCiphertext::parse(&[0; KEM_CIPHERTEXT_LEN])
+                .unwrap_or_else(|_| unreachable!()),
+        };
+        lock(&SESSION_RECIPIENTS).insert((ephemeral, self.me.ed25519), *device_x25519);
+        Ok(SessionState::opened(
+            Ratchet::initiator(&root, spk.public()),
+            initial,
+            now,
+        ))
+    }
+
+    fn respond(
+        &self,
+        initial: &InitialMessage,
+        _secrets: &ResponderSecrets,
+        now: Timestamp,
+    ) -> Result<SessionState, EnvelopeError> {
+        let (root, spk) = fake_agreement(&self.me.x25519.unwrap_or_default());
+        lock(&SESSION_RECIPIENTS)
+            .insert((initial.ephemeral.0, self.me.ed25519), initial.identity.0);
+        Ok(SessionState::answered(
+            Ratchet::responder(&root, spk),
+            initial,
+            now,
+        ))
+    }
+
+    fn seal_in(
+        &self,
+        header: &Header,
+        body: &Body,
+        session: &mut SessionState,
+        now: Timestamp,
+    ) -> Result<Sealed, EnvelopeError> {
+        let mut registry = lock(&self.registry);
+        let mut fresh = [0x77u8; 32];
+        fresh[..8].copy_from_slice(&(registry.len() as u64).to_be_bytes());
+        fresh[8..16].copy_from_slice(&now.0.to_be_bytes());
+        let mut next = session.clone();
+        let steps = next.ratchet.dh_steps();
+        let sealed = next
+            .ratchet
+            .seal(Key32::new(fresh), b"fake", &header.id.as_bytes()[..])
+            .map_err(|_| Self::refused("seal_failed"))?;
+        next.note(steps, false, now);
+        let bytes = format!("fake-envelope:{}", registry.len()).into_bytes();
+        registry.push(Sealing {
+            bytes: bytes.clone(),
+            header: header.clone(),
+            body: body.clone(),
+            signer: self.me.ed25519,
+            recipient: lock(&SESSION_RECIPIENTS)
+                .get(&(next.id, self.me.ed25519))
+                .copied()
+                .unwrap_or_default(),
+            session: Some((
+                EnvelopeSession {
+                    id: next.id,
+                    initial: next.initial.clone(),
+                },
+                sealed.header,
+                sealed.ciphertext,
+            )),
+        });
+        *session = next;
+        Ok(Sealed {
+            digest: digest_of(&bytes),
+            bytes,
+        })
+    }
+
+    fn open_in(
+        &self,
+        bytes: &[u8],
+        sender_ed25519: &[u8; 32],
+        session: &mut SessionState,
+        now: Timestamp,
+    ) -> Result<Opened, EnvelopeError> {
+        let sealing = self.sealing(bytes)?;
+        if sealing.signer != *sender_ed25519 {
+            return Err(Self::refused("bad_signature"));
+        }
+        let Some((named, header, ciphertext)) = &sealing.session else {
+            return Err(Self::refused("malformed"));
+        };
+        if named.id != session.id || Some(sealing.recipient) != self.me.x25519 {
+            return Err(Self::refused("undecryptable"));
+        }
+        let mut next = session.clone();
+        let steps = next.ratchet.dh_steps();
+        next.ratchet
+            .open(header, ciphertext, &sealing.header.id.as_bytes()[..], now)
+            .map_err(|e| Self::refused(e.code()))?;
+        next.note(steps, true, now);
+        *session = next;
+        Ok(Opened {
+            header: sealing.header,
+            body: sealing.body,
+            digest: digest_of(bytes),
+        })
+    }
+}
+
+/// The device each fake session seals to, by session id and sealing device (shared by every device of a test
+/// process: the ids embed the opening device's key and a counter).
+type SessionKey = ([u8; 32], [u8; 32]);
+static SESSION_RECIPIENTS: Mutex<BTreeMap<SessionKey, [u8; 32]>> = Mutex::new(BTreeMap::new());
+
+/// The fake agreement's root and the responder's first ratchet key, from its X25519 key.
+fn fake_agreement(responder_x25519: &[u8; 32]) -> (Key32, KeyPair) {
+    let mut root = *responder_x25519;
+    root.iter_mut().for_each(|b| *b ^= 0x11);
+    let mut spk = *responder_x25519;
+    spk.iter_mut().for_each(|b| *b ^= 0x55);
+    (Key32::new(root), KeyPair::from_secret(Key32::new(spk)))
 }
 
 /// A clock that says what it is told.

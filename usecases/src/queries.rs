@@ -7,7 +7,7 @@ use parley_domain::{
 
 use crate::ports::{
     Chains, Contacts, Conversations, DeviceAddress, Directory, DirectoryError, NodeInfo,
-    NodeSnapshot, OutboxStore, StoreError, Transport,
+    NodeSnapshot, OutboxStore, Sessions, StoreError, Transport,
 };
 
 /// One conversation and the state of both directions' hash chains.
@@ -48,6 +48,27 @@ pub fn conversations(
     store.conversations(now)
 }
 
+/// How far a conversation's keys have moved on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RatchetSummary {
+    /// DH steps of both sides, over the conversation's sessions.
+    pub steps: u64,
+    /// When the keys last moved on, as this device saw it.
+    pub last_step_at: Option<Timestamp>,
+}
+
+/// How far the conversation with `with` has moved its keys on.
+///
+/// # Errors
+/// [`StoreError`] when the store cannot be read.
+pub fn ratchet(store: &impl Sessions, with: &Username) -> Result<RatchetSummary, StoreError> {
+    let (steps, last_step_at) = store.sessions(with)?.steps();
+    Ok(RatchetSummary {
+        steps,
+        last_step_at,
+    })
+}
+
 /// The peer's state for `status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
@@ -59,6 +80,8 @@ pub struct Status {
     pub outbox: usize,
     /// Of those, the ones the rendezvous's mailbox holds for an offline recipient.
     pub queued: usize,
+    /// Every DH ratchet step this device took, over all conversations.
+    pub rekeys: u64,
 }
 
 /// The peer's state now.
@@ -68,11 +91,12 @@ pub struct Status {
 pub fn status(
     user: &Username,
     node: &impl NodeInfo,
-    store: &impl OutboxStore,
+    store: &(impl OutboxStore + Sessions),
     now: Timestamp,
 ) -> Result<Status, StoreError> {
     let outbox = store.outbox(now)?;
     Ok(Status {
+        rekeys: store.rekeys()?,
         user: user.clone(),
         node: node.snapshot(),
         queued: outbox

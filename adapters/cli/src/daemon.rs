@@ -22,6 +22,7 @@ pub async fn run(
     listen: Multiaddr,
     log_format: LogFormat,
     max_attachment: u64,
+    rekey_every: parley_domain::ratchet::RekeyEvery,
     warnings: &[String],
 ) -> Result<()> {
     // Whatever the home held before (an older release, a folder made by hand) is made the
@@ -54,6 +55,7 @@ pub async fn run(
         Config {
             listen,
             max_attachment,
+            rekey_every,
             watch_presence: false,
             program: "the daemon",
         },

@@ -19,6 +19,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use parley_domain::ratchet::RekeyEvery;
 use parley_domain::{MessageId, Ttl, Username};
 use parley_peer::{Home, view};
 use serde::{Serialize, de::DeserializeOwned};
@@ -66,6 +67,11 @@ enum Command {
         /// The largest attachment sent or accepted, in MiB.
         #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
         max_attachment_mib: u64,
+        /// Move each conversation's keys on (a DH ratchet step) after a random wait in MIN..MAX
+        /// while it is active; the mutual-TLS links refresh their traffic keys on the same kind
+        /// of timer.
+        #[arg(long, value_name = "MIN..MAX", default_value = "30s..120s", value_parser = parse_rekey_every)]
+        rekey_every: RekeyEvery,
     },
     /// Send a message; exits 0 once the recipient's receipt is back.
     Send {
@@ -261,6 +267,7 @@ async fn run(cli: Cli, warnings: Vec<String>) -> Result<()> {
         Command::Daemon {
             listen,
             max_attachment_mib,
+            rekey_every,
         } => {
             let listen = listen.parse().map_err(|_| {
                 Usage(format!(
@@ -272,6 +279,7 @@ async fn run(cli: Cli, warnings: Vec<String>) -> Result<()> {
                 listen,
                 log_format,
                 max_attachment_mib * 1024 * 1024,
+                rekey_every,
                 &warnings,
             )
             .await
@@ -428,4 +436,9 @@ fn attachments(files: &[PathBuf]) -> Result<Vec<PathBuf>> {
             Ok(path)
         })
         .collect()
+}
+
+/// `--rekey-every`: the domain's reading of `MIN..MAX`.
+fn parse_rekey_every(raw: &str) -> Result<RekeyEvery, String> {
+    RekeyEvery::parse(raw)
 }

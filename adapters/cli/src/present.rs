@@ -138,7 +138,7 @@ pub fn conversation_line(c: &Conversation) -> String {
 #[must_use]
 pub fn status_lines(s: &Status) -> String {
     let mut lines = format!(
-        "user: {}\npeer-id: {}\nlisten: {}\nrendezvous: {} ({})\noutbox: {}\nqueued: {}\nreachability: {}\nrelay: {}",
+        "user: {}\npeer-id: {}\nlisten: {}\nrendezvous: {} ({})\noutbox: {}\nqueued: {}\nrekeys: {}\nreachability: {}\nrelay: {}",
         terminal::inline(&s.user),
         terminal::inline(&s.peer_id),
         words(&s.listen_addrs),
@@ -150,6 +150,7 @@ pub fn status_lines(s: &Status) -> String {
         words(&s.rendezvous.addrs),
         s.outbox,
         s.queued,
+        s.rekeys,
         match s.reachability {
             Reachability::Public => "public",
             Reachability::Private => "private",

@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+use parley_domain::ratchet::RekeyEvery;
 use parley_domain::{Digest, MessageId, MessageText, PeerKeys, Ttl, Username};
 use parley_envelope::Sealer;
 use parley_p2p::{AttachmentConfig, Credentials, Multiaddr, Node, NodeConfig};
@@ -59,6 +60,8 @@ pub struct Config {
     pub listen: Multiaddr,
     /// The largest attachment sent or accepted, in bytes of plaintext.
     pub max_attachment: u64,
+    /// The interval of timed DH ratchet steps (and of the TLS links' key refreshes).
+    pub rekey_every: RekeyEvery,
     /// Whether to ask the directory, now and then, which contacts are online (the desktop's
     /// presence dots). A headless peer does not need it.
     pub watch_presence: bool,
@@ -180,7 +183,10 @@ impl Peer {
                 node.clone(),
                 SystemClock,
                 events.clone(),
-                Sealer::new(&identity.ed25519, &identity.x25519),
+                Sealer::new(&identity.ed25519, &identity.x25519).with_rekey_every(
+                    Duration::from_millis(config.rekey_every.min_ms),
+                    Duration::from_millis(config.rekey_every.max_ms),
+                ),
                 node.clone(),
             ),
             node,
@@ -347,11 +353,17 @@ impl Peer {
     /// # Errors
     /// [`PeerError::Store`].
     pub fn conversations(&self) -> Result<Vec<view::Conversation>, PeerError> {
-        let list = blocking(|| queries::conversations(self.core.store(), SystemClock.now()))?;
+        let list = blocking(|| {
+            let store = self.core.store();
+            queries::conversations(store, SystemClock.now())?
+                .into_iter()
+                .map(|c| queries::ratchet(store, &c.with).map(|r| (c, r)))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
         let presence = self.presence.lock().unwrap_or_else(PoisonError::into_inner);
         Ok(list
             .iter()
-            .map(|c| view::Conversation::new(c, presence.get(&c.with).copied()))
+            .map(|(c, r)| view::Conversation::new(c, presence.get(&c.with).copied(), r))
             .collect())
     }
 

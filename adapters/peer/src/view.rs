@@ -241,20 +241,39 @@ pub struct Conversation {
     pub messages: u64,
     /// Whether the contact is online; `null` when not known.
     pub online: Option<bool>,
+    /// How far the conversation's keys have moved on.
+    pub ratchet: RatchetView,
     /// How many incoming messages are unread.
     pub unread: u64,
     /// The other party.
     pub with: String,
 }
 
+/// How far a conversation's keys have moved on (`conversations --json`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RatchetView {
+    /// DH ratchet steps of both sides.
+    pub steps: u64,
+    /// When the keys last moved on (RFC 3339), `null` before the first step.
+    pub last_step_at: Option<String>,
+}
+
 impl Conversation {
-    /// The list entry of `c`, with what is known of the contact's presence.
+    /// The list entry of `c`, with what is known of the contact's presence and its keys.
     #[must_use]
-    pub fn new(c: &ConversationSummary, online: Option<bool>) -> Self {
+    pub fn new(
+        c: &ConversationSummary,
+        online: Option<bool>,
+        ratchet: &queries::RatchetSummary,
+    ) -> Self {
         Self {
             last: Message::from(&c.last),
             messages: c.messages,
             online,
+            ratchet: RatchetView {
+                steps: ratchet.steps,
+                last_step_at: ratchet.last_step_at.map(rfc3339),
+            },
             unread: c.unread,
             with: c.with.to_string(),
         }
@@ -303,6 +322,9 @@ pub struct Status {
     pub peer_id: String,
     /// Of the outbox, the messages the rendezvous holds for offline recipients.
     pub queued: usize,
+    /// Every DH ratchet step this device took, over all conversations (TLS key refreshes are
+    /// not counted).
+    pub rekeys: u64,
     /// Whether other peers can dial this device directly, as AutoNAT found.
     pub reachability: Reachability,
     /// The slot held on the rendezvous's relay.
@@ -395,6 +417,7 @@ impl Status {
             listen_addrs: s.node.listen_addrs.clone(),
             outbox: s.outbox,
             queued: s.queued,
+            rekeys: s.rekeys,
             peer_id: s.node.peer_id.clone(),
             rendezvous: Rendezvous {
                 addrs: rendezvous_addrs.to_vec(),

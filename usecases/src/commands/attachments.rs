@@ -7,7 +7,7 @@ use parley_domain::{MessageId, Username};
 use super::Messaging;
 use crate::ports::{
     AttachmentError, AttachmentFiles, Clock, Directory, Envelopes, EventSink, Mailbox,
-    MessageStore, StoreError, Transport,
+    MessageStore, PrekeySecrets, PrekeyService, StoreError, Transport,
 };
 
 /// Why an attachment could not be saved.
@@ -45,13 +45,13 @@ impl From<StoreError> for SaveError {
 
 impl<S, D, T, C, E, V, M> Messaging<S, D, T, C, E, V, M>
 where
-    S: MessageStore + AttachmentFiles,
+    S: MessageStore + AttachmentFiles + PrekeySecrets,
     D: Directory,
     T: Transport<Address = D::Address>,
     C: Clock,
     E: EventSink,
     V: Envelopes,
-    M: Mailbox,
+    M: Mailbox + PrekeyService,
 {
     /// Decrypts attachment `index` of message `id` in the conversation with `with` into a new
     /// file at `dest`; returns the bytes written.

@@ -6,8 +6,8 @@ use parley_domain::Username;
 
 use super::Messaging;
 use crate::ports::{
-    AttachmentFiles, Clock, Directory, Envelopes, EventSink, Mailbox, MessageStore, StoreError,
-    Transport,
+    AttachmentFiles, Clock, Directory, Envelopes, EventSink, Mailbox, MessageStore, PrekeySecrets,
+    PrekeyService, StoreError, Transport,
 };
 
 /// See [`Messaging`]'s `backlog`.
@@ -19,13 +19,13 @@ pub(super) struct Backlog {
 
 impl<S, D, T, C, E, V, M> Messaging<S, D, T, C, E, V, M>
 where
-    S: MessageStore + AttachmentFiles,
+    S: MessageStore + AttachmentFiles + PrekeySecrets,
     D: Directory,
     T: Transport<Address = D::Address>,
     C: Clock,
     E: EventSink,
     V: Envelopes,
-    M: Mailbox,
+    M: Mailbox + PrekeyService,
 {
     /// The backlog, read from the outbox the first time.
     fn with_backlog<R>(&self, f: impl FnOnce(&mut Backlog) -> R) -> Result<R, StoreError> {

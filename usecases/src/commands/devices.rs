@@ -13,7 +13,7 @@ use parley_domain::{PeerKeys, Username};
 use super::Messaging;
 use crate::ports::{
     AttachmentFiles, Clock, DeviceAddress, Directory, DirectoryError, Envelopes, EventSink,
-    Mailbox, MessageStore, Transport,
+    Mailbox, MessageStore, PrekeySecrets, PrekeyService, Transport,
 };
 
 /// The device to write to among `devices` (the newest publication first): the first with the
@@ -27,13 +27,13 @@ pub(super) fn choose<A: DeviceAddress>(devices: Vec<A>, pinned: Option<&PeerKeys
 
 impl<S, D, T, C, E, V, M> Messaging<S, D, T, C, E, V, M>
 where
-    S: MessageStore + AttachmentFiles,
+    S: MessageStore + AttachmentFiles + PrekeySecrets,
     D: Directory,
     T: Transport<Address = D::Address>,
     C: Clock,
     E: EventSink,
     V: Envelopes,
-    M: Mailbox,
+    M: Mailbox + PrekeyService,
 {
     /// Where to write to `to`, whose keys are `pinned` (if met): a device holding the pinned
     /// device key that this node is connected to now, without asking the rendezvous; else the

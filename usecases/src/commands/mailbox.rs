@@ -10,7 +10,8 @@ use parley_domain::{Delivery, Digest, MailId, MessageId, Username};
 use super::{Messaging, ReceiveError, ReceiveMessage, SendError};
 use crate::ports::{
     AttachmentError, AttachmentFiles, Clock, Deposit, Directory, Envelopes, Event, EventSink,
-    MailItem, Mailbox, MailboxError, MessageStore, OutboxEntry, StoreError, Transport,
+    MailItem, Mailbox, MailboxError, MessageStore, OutboxEntry, PrekeySecrets, PrekeyService,
+    StoreError, Transport,
 };
 
 /// After the rendezvous refused a deposit for now (a full mailbox, a rate limit), the outbox
@@ -63,13 +64,13 @@ enum Outcome {
 
 impl<S, D, T, C, E, V, M> Messaging<S, D, T, C, E, V, M>
 where
-    S: MessageStore + AttachmentFiles,
+    S: MessageStore + AttachmentFiles + PrekeySecrets,
     D: Directory,
     T: Transport<Address = D::Address>,
     C: Clock,
     E: EventSink,
     V: Envelopes,
-    M: Mailbox,
+    M: Mailbox + PrekeyService,
 {
     /// Deposits, oldest first, every message to `to` that waits in the outbox and is not held
     /// by the mailbox yet, so they reach the recipient in the order written. A message the
@@ -107,7 +108,16 @@ where
             if !mine && self.backing_off(&entry.message.id) {
                 return Ok(());
             }
-            match self.queue(entry, &recipient).await {
+            let resealed = match self.reseal_if_stale(entry, &contact).await {
+                Ok(resealed) => resealed,
+                Err(e) if mine => return Err(e),
+                Err(e @ SendError::Store(_)) => return Err(e),
+                Err(_) => return Ok(()),
+            };
+            match self
+                .queue(resealed.as_ref().unwrap_or(entry), &recipient)
+                .await
+            {
                 Ok(()) => {}
                 Err(e) if mine => return Err(e),
                 Err(SendError::Mailbox {

@@ -12,7 +12,8 @@ use std::sync::{Mutex, PoisonError};
 use parley_domain::{MessageId, Username};
 
 use crate::ports::{
-    AttachmentFiles, Clock, Directory, Envelopes, EventSink, Mailbox, MessageStore, Transport,
+    AttachmentFiles, Clock, Directory, Envelopes, EventSink, Mailbox, MessageStore, PrekeySecrets,
+    PrekeyService, Transport,
 };
 
 pub mod attachments;
@@ -61,13 +62,13 @@ pub struct Messaging<S, D, T, C, E, V, M> {
 
 impl<S, D, T, C, E, V, M> Messaging<S, D, T, C, E, V, M>
 where
-    S: MessageStore + AttachmentFiles,
+    S: MessageStore + AttachmentFiles + PrekeySecrets,
     D: Directory,
     T: Transport<Address = D::Address>,
     C: Clock,
     E: EventSink,
     V: Envelopes,
-    M: Mailbox,
+    M: Mailbox + PrekeyService,
 {
     /// Wires the interactor for the enrolled user `me`.
     #[allow(clippy::too_many_arguments)] // one per port, named at the one place it is wired

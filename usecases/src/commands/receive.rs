@@ -5,10 +5,15 @@ use parley_domain::{
     Username, Verification, chain::judge,
 };
 
+use std::sync::MutexGuard;
+
+use parley_domain::ratchet::SessionBook;
+
 use super::Messaging;
 use crate::ports::{
     AttachmentError, AttachmentFiles, Clock, Directory, EnvelopeError, Envelopes, Event, EventSink,
-    Mailbox, MessageStore, StoreError, Stored, Transport,
+    Mailbox, MessageStore, PrekeySecrets, PrekeyService, SessionUpdate, StoreError, Stored,
+    Transport,
 };
 
 /// An envelope that arrived over an authenticated connection.
@@ -52,6 +57,20 @@ pub enum ReceiveError {
     /// Another envelope under the same id was stored before (a replay with changed content).
     #[error("another message with id {0} was received before; this one is refused")]
     Conflicting(MessageId),
+    /// A message of a session this device does not hold, without the agreement that opens
+    /// one (the sender's keys are from a conversation this device no longer has).
+    #[error(
+        "the message belongs to conversation keys this device does not hold; the sender has to start a new conversation"
+    )]
+    UnknownSession,
+    /// A first message naming prekeys this device does not hold (expired, or a one-time
+    /// prekey already used: a replayed first message).
+    #[error("the message names prekeys this device does not hold (expired, or already used)")]
+    UnknownPrekey,
+    /// A first message whose agreement names another identity key than the sender's
+    /// certificate.
+    #[error("the message's key agreement names another identity than the sender's certificate")]
+    WrongIdentityKey,
     /// Could not be stored: no receipt may be given.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -68,6 +87,9 @@ impl ReceiveError {
             Self::Envelope(e) => e.code,
             Self::Conflicting(_) => "conflicting_id",
             Self::AttachmentMissing { .. } => "attachment_missing",
+            Self::UnknownSession => "unknown_session",
+            Self::UnknownPrekey => "unknown_prekey",
+            Self::WrongIdentityKey => "wrong_identity_key",
             Self::Store(_) => "store_unavailable",
         }
     }
@@ -79,6 +101,7 @@ impl ReceiveError {
     #[must_use]
     pub fn is_permanent(&self) -> bool {
         !matches!(self, Self::KeysChanged(_) | Self::Store(_))
+            && !matches!(self, Self::Envelope(e) if e.code == "earlier_step_missing")
     }
 }
 
@@ -104,13 +127,13 @@ pub enum Received {
 
 impl<S, D, T, C, E, V, M> Messaging<S, D, T, C, E, V, M>
 where
-    S: MessageStore + AttachmentFiles,
+    S: MessageStore + AttachmentFiles + PrekeySecrets,
     D: Directory,
     T: Transport<Address = D::Address>,
     C: Clock,
     E: EventSink,
     V: Envelopes,
-    M: Mailbox,
+    M: Mailbox + PrekeyService,
 {
     /// Opens and stores an envelope that arrived over an authenticated connection. `Ok` means
     /// it is durably stored (now or before) and the transport may return the receipt.
@@ -158,10 +181,81 @@ where
             self.hold_new_keys(contact.clone(), cmd.keys)?;
             return Err(ReceiveError::KeysChanged(cmd.from));
         }
+        let Some(named) = self
+            .envelopes
+            .session_of(&cmd.envelope)
+            .map_err(ReceiveError::Envelope)?
+        else {
+            // Version 1, sealed to the long-term key before the ratchet (an old outbox).
+            let opened = self
+                .envelopes
+                .open(&cmd.envelope, &cmd.keys.ed25519)
+                .map_err(ReceiveError::Envelope)?;
+            return self.keep(cmd, contact.as_ref(), opened, None);
+        };
+        // A retry of an envelope stored before: its message key is gone, so it is recognised
+        // here, before the session is asked to open it.
+        let claimed = self
+            .envelopes
+            .header(&cmd.envelope)
+            .map_err(ReceiveError::Envelope)?;
+        if let Some(digest) = self.store.incoming_digest(&cmd.from, &claimed.id)? {
+            self.store.sync()?;
+            return if digest == self.envelopes.digest(&cmd.envelope) {
+                Ok(Received::Duplicate)
+            } else {
+                Err(ReceiveError::Conflicting(claimed.id))
+            };
+        }
+        let now = self.clock.now();
+        let chain = self.chain_guard();
+        let mut book = self.store.sessions(&cmd.from)?;
+        let (mut session, answered, used) = match book.get_mut(&named.id) {
+            Some(session) => (session.clone(), false, None),
+            None => {
+                let initial = named.initial.as_ref().ok_or(ReceiveError::UnknownSession)?;
+                if Some(initial.identity.0) != cmd.keys.x25519 {
+                    return Err(ReceiveError::WrongIdentityKey);
+                }
+                let secrets = self
+                    .store
+                    .responder_secrets(
+                        initial.signed_prekey_id,
+                        initial.one_time_prekey_id,
+                        initial.kem_prekey_id,
+                    )?
+                    .ok_or(ReceiveError::UnknownPrekey)?;
+                if initial.one_time_prekey_id.is_some() && secrets.one_time_prekey.is_none() {
+                    return Err(ReceiveError::UnknownPrekey);
+                }
+                let session = self
+                    .envelopes
+                    .respond(initial, &secrets, now)
+                    .map_err(ReceiveError::Envelope)?;
+                (session, true, initial.one_time_prekey_id)
+            }
+        };
         let opened = self
             .envelopes
-            .open(&cmd.envelope, &cmd.keys.ed25519)
+            .open_in(&cmd.envelope, &cmd.keys.ed25519, &mut session, now)
             .map_err(ReceiveError::Envelope)?;
+        if answered {
+            book.answer(session);
+        } else if let Some(kept) = book.get_mut(&named.id) {
+            *kept = session;
+        }
+        self.keep(cmd, contact.as_ref(), opened, Some((chain, &book, used)))
+    }
+
+    /// Checks an opened envelope's names, judges it against the sender's chain and stores it
+    /// (with the sender's sessions as it left them, for a version-2 envelope), then syncs.
+    fn keep(
+        &self,
+        cmd: ReceiveMessage,
+        contact: Option<&Contact>,
+        opened: crate::ports::Opened,
+        session: Option<(MutexGuard<'_, ()>, &SessionBook, Option<u32>)>,
+    ) -> Result<Received, ReceiveError> {
         let header = opened.header;
         tracing::Span::current().record("message.id", tracing::field::display(header.id));
         if header.from != cmd.from {
@@ -177,7 +271,12 @@ where
             let first = Contact::first(cmd.from.clone(), cmd.keys, self.clock.now());
             self.store.save_contact(&first)?;
         }
-        let chain = self.chain_guard();
+        // Held already when this comes from a session (the caller took it before it read the
+        // sessions); released before the sync below either way.
+        let (chain, session) = match session {
+            Some((held, book, used)) => (held, Some((book, used))),
+            None => (self.chain_guard(), None),
+        };
         let link = Link {
             seq: header.seq,
             digest: opened.digest,
@@ -212,7 +311,18 @@ where
             expires_at: header.ttl.map(|ttl| ttl.expiry(header.sent_at, now)),
             attachments,
         };
-        let stored_now = self.store.store_incoming_deferred(&stored, &link)?;
+        let stored_now = match session {
+            None => self.store.store_incoming_deferred(&stored, &link)?,
+            Some((book, used)) => self.store.store_incoming_in_session_deferred(
+                &stored,
+                &link,
+                &SessionUpdate {
+                    with: &stored.from,
+                    book,
+                    used_one_time_prekey: used,
+                },
+            )?,
+        };
         drop(chain);
         // Outside the chain's lock, so that concurrent receipts share one trip to the disk;
         // and before any receipt, also for a duplicate (its first copy may not be synced yet).

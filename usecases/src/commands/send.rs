@@ -11,8 +11,10 @@ use super::Messaging;
 use crate::ports::{
     AttachmentError, AttachmentFiles, AttachmentSource, Clock, Directory, DirectoryError,
     EnvelopeError, Envelopes, Event, EventSink, Mailbox, MailboxError, MessageStore, OutboxEntry,
-    OutgoingEnvelope, OutgoingFile, StoreError, Transport, TransportError,
+    OutgoingEnvelope, OutgoingFile, PrekeyError, PrekeySecrets, PrekeyService, SessionUpdate,
+    StoreError, Transport, TransportError,
 };
+use parley_domain::ratchet::SessionState;
 
 /// How long [`Messaging::send_patiently`] waits for a name that is not (yet) in the directory.
 pub const SEND_GRACE: Duration = Duration::from_secs(3);
@@ -113,6 +115,25 @@ pub enum SendError {
     /// The envelope could not be sealed.
     #[error("the message could not be sealed: {0}; nothing was sent")]
     Seal(EnvelopeError),
+    /// No conversation keys yet, and the recipient's device published no prekeys to open them
+    /// with (never online with this version of Parley).
+    #[error(
+        "{0} has published no prekeys at the rendezvous (a device that has not been online with \
+         a current Parley yet), so no first message can be sealed with forward secrecy; nothing \
+         was sent: try again once {0} has been online"
+    )]
+    NoPrekeys(Username),
+    /// No conversation keys yet, and the rendezvous could not hand out the recipient's prekeys.
+    #[error(
+        "the first message to {user} needs {user}'s prekeys from the rendezvous, which could not \
+         be had ({error}); nothing was sent"
+    )]
+    Prekeys {
+        /// The recipient.
+        user: Username,
+        /// What the rendezvous said.
+        error: PrekeyError,
+    },
     /// An attachment could not be read or kept.
     #[error("{0}; nothing was sent")]
     Attachment(AttachmentError),
@@ -154,6 +175,8 @@ impl SendError {
             Self::NoEncryptionKey(_) => "no_encryption_key",
             Self::Rejected { .. } => "rejected",
             Self::Seal(_) => "seal_failed",
+            Self::NoPrekeys(_) => "no_prekeys",
+            Self::Prekeys { .. } => "prekeys_unavailable",
             Self::Attachment(AttachmentError::TooLarge { .. }) => "attachment_too_large",
             Self::Attachment(_) => "attachment_unreadable",
             Self::DirectoryUnavailable { .. } => "rendezvous_unavailable",
@@ -202,13 +225,13 @@ fn mailbox_code(error: &MailboxError) -> &'static str {
 
 impl<S, D, T, C, E, V, M> Messaging<S, D, T, C, E, V, M>
 where
-    S: MessageStore + AttachmentFiles,
+    S: MessageStore + AttachmentFiles + PrekeySecrets,
     D: Directory,
     T: Transport<Address = D::Address>,
     C: Clock,
     E: EventSink,
     V: Envelopes,
-    M: Mailbox,
+    M: Mailbox + PrekeyService,
 {
     /// As [`Messaging::send`], but patient with a recipient the directory does not list yet
     /// (a peer that just started, or the rendezvous busy for a moment): while the send is
@@ -286,9 +309,18 @@ where
                 });
             }
             (Ok(None), Some(_)) => None,
-            (Err(reason), Some(_)) => {
+            (Err(reason), Some(known)) => {
                 let to = cmd.to.clone();
-                self.seal_and_keep(cmd, contact.as_ref())?;
+                let fresh = match self.prepare_session(known).await {
+                    Ok(fresh) => fresh,
+                    Err(_) => {
+                        return Err(SendError::DirectoryUnavailable {
+                            reason,
+                            queued: false,
+                        });
+                    }
+                };
+                self.seal_and_keep(cmd, contact.as_ref(), fresh)?;
                 self.backlog_grew(&to);
                 return Err(SendError::DirectoryUnavailable {
                     reason,
@@ -310,7 +342,8 @@ where
         };
         let to = cmd.to.clone();
         let id = cmd.id;
-        let entry = self.seal_and_keep(cmd, Some(&contact))?;
+        let fresh = self.prepare_session(&contact).await?;
+        let entry = self.seal_and_keep(cmd, Some(&contact), fresh)?;
         let outcome = match address {
             Some(address) if backlogged => {
                 self.deliver_backlog(&to, &address, since, Some(entry.message.id))
@@ -385,7 +418,8 @@ where
         };
         let to = cmd.to.clone();
         let id = cmd.id;
-        self.seal_and_keep(cmd, Some(&contact))?;
+        let fresh = self.prepare_session(&contact).await?;
+        self.seal_and_keep(cmd, Some(&contact), fresh)?;
         self.backlog_grew(&to);
         self.queue_backlog(&to, Some(id))
             .await
@@ -442,16 +476,47 @@ where
         }
     }
 
-    /// Seals the message after the head of our chain to its recipient and keeps it in the
-    /// conversation and the outbox.
+    /// A new session to `contact`'s device when there is none yet: its prekey bundle from the
+    /// rendezvous, checked against the pinned keys, and the hybrid agreement. Not stored here:
+    /// it is stored with the first message sealed in it. `None` when a session exists.
+    async fn prepare_session(&self, contact: &Contact) -> Result<Option<SessionState>, SendError> {
+        if self.store.sessions(&contact.user)?.active().is_some() {
+            return Ok(None);
+        }
+        let recipient = contact
+            .keys
+            .x25519
+            .ok_or_else(|| SendError::NoEncryptionKey(contact.user.clone()))?;
+        let bundle = match self.mailbox.bundle(&contact.user).await {
+            Ok(Some(bundle)) => bundle,
+            Ok(None) => return Err(SendError::NoPrekeys(contact.user.clone())),
+            Err(error) => {
+                return Err(SendError::Prekeys {
+                    user: contact.user.clone(),
+                    error,
+                });
+            }
+        };
+        let session = self
+            .envelopes
+            .initiate(&bundle, &contact.keys.ed25519, &recipient, self.clock.now())
+            .map_err(SendError::Seal)?;
+        tracing::info!(to = %contact.user, one_time_prekey = bundle.one_time_prekey.is_some(), "new conversation keys agreed from prekeys");
+        Ok(Some(session))
+    }
+
+    /// Seals the message after the head of our chain in the active session with its
+    /// recipient (`fresh` when there is none yet) and keeps it in the conversation and the
+    /// outbox, with the session moved on, in one write.
     fn seal_and_keep(
         &self,
         cmd: SendMessage,
         contact: Option<&Contact>,
+        fresh: Option<SessionState>,
     ) -> Result<OutboxEntry, SendError> {
-        let recipient = contact
-            .and_then(|c| c.keys.x25519)
-            .ok_or_else(|| SendError::NoEncryptionKey(cmd.to.clone()))?;
+        if contact.and_then(|c| c.keys.x25519).is_none() {
+            return Err(SendError::NoEncryptionKey(cmd.to.clone()));
+        }
         let mut attachments = Vec::with_capacity(cmd.attachments.len());
         for (index, source) in cmd.attachments.iter().enumerate() {
             match self.store.seal_file(&self.me, &cmd.id, index, source) {
@@ -468,6 +533,19 @@ where
         let chain = self.chain_guard();
         let head = self.store.chain_head(&cmd.to)?;
         let now = self.clock.now();
+        let mut book = self.store.sessions(&cmd.to)?;
+        if book.active().is_none() {
+            // Another send may have opened one meanwhile: that one stands.
+            match fresh {
+                Some(session) => book.open(session),
+                None => {
+                    return Err(SendError::Seal(EnvelopeError {
+                        code: "no_session",
+                        message: "no conversation keys were agreed".into(),
+                    }));
+                }
+            }
+        }
         let header = Header {
             id: cmd.id,
             from: self.me.clone(),
@@ -482,9 +560,15 @@ where
             text: cmd.text.clone(),
             attachment_keys: attachments.iter().map(|a| a.key.clone()).collect(),
         };
+        let session = book.active_mut().ok_or_else(|| {
+            SendError::Seal(EnvelopeError {
+                code: "no_session",
+                message: "no conversation keys were agreed".into(),
+            })
+        })?;
         let sealed = self
             .envelopes
-            .seal(&header, &body, &recipient)
+            .seal_in(&header, &body, session, now)
             .map_err(SendError::Seal)?;
         let message = StoredMessage {
             id: cmd.id,
@@ -503,8 +587,16 @@ where
             seq: header.seq,
             digest: sealed.digest,
         };
-        self.store
-            .append_outgoing_deferred(&message, &sealed.bytes, &head)?;
+        self.store.append_outgoing_in_session_deferred(
+            &message,
+            &sealed.bytes,
+            &head,
+            &SessionUpdate {
+                with: &message.to,
+                book: &book,
+                used_one_time_prekey: None,
+            },
+        )?;
         drop(chain);
         // Outside the chain's lock, so that concurrent sends share one trip to the disk.
         self.store.sync()?;
@@ -516,14 +608,104 @@ where
     }
 
     /// Delivers one persisted envelope, holding the recipient to its pinned keys as the store
-    /// has them now.
+    /// has them now (sealed again first when its session is gone, see
+    /// [`Messaging::reseal_if_stale`]).
     pub(super) async fn deliver(
         &self,
         entry: &OutboxEntry,
         address: &D::Address,
     ) -> Result<(), SendError> {
         let contact = self.store.contact(&entry.message.to)?;
-        self.deliver_to(entry, address, contact).await
+        let resealed = match &contact {
+            Some(contact) if contact.pending.is_none() => {
+                self.reseal_if_stale(entry, contact).await?
+            }
+            _ => None,
+        };
+        self.deliver_to(resealed.as_ref().unwrap_or(entry), address, contact)
+            .await
+    }
+
+    /// An outbox entry sealed in a session this device no longer holds with its recipient
+    /// (the user accepted the recipient's new keys since) is sealed again, in the current
+    /// session (agreed now from the recipient's prekeys if need be) after the head of the
+    /// chain, and kept so in one write. Any other entry comes back as it is.
+    pub(super) async fn reseal_if_stale(
+        &self,
+        entry: &OutboxEntry,
+        contact: &Contact,
+    ) -> Result<Option<OutboxEntry>, SendError> {
+        let Some(named) = self
+            .envelopes
+            .session_of(&entry.envelope)
+            .map_err(SendError::Seal)?
+        else {
+            return Ok(None);
+        };
+        let to = &entry.message.to;
+        if self
+            .store
+            .sessions(to)?
+            .sessions
+            .iter()
+            .any(|s| s.id == named.id)
+        {
+            return Ok(None);
+        }
+        let fresh = self.prepare_session(contact).await?;
+        let mut header = self
+            .envelopes
+            .header(&entry.envelope)
+            .map_err(SendError::Seal)?;
+        let body = Body {
+            text: entry.message.text.clone(),
+            attachment_keys: entry
+                .message
+                .attachments
+                .iter()
+                .map(|a| a.key.clone())
+                .collect(),
+        };
+        let chain = self.chain_guard();
+        let head = self.store.chain_head(to)?;
+        let mut book = self.store.sessions(to)?;
+        if book.active().is_none()
+            && let Some(session) = fresh
+        {
+            book.open(session);
+        }
+        let now = self.clock.now();
+        let session = book.active_mut().ok_or_else(|| {
+            SendError::Seal(EnvelopeError {
+                code: "no_session",
+                message: "no conversation keys were agreed".into(),
+            })
+        })?;
+        header.seq = head.seq + 1;
+        header.prev = head.digest;
+        let sealed = self
+            .envelopes
+            .seal_in(&header, &body, session, now)
+            .map_err(SendError::Seal)?;
+        let head = ChainHead {
+            seq: header.seq,
+            digest: sealed.digest,
+        };
+        self.store.reseal_in_session(
+            &entry.message.id,
+            &sealed.bytes,
+            &head,
+            &SessionUpdate {
+                with: to,
+                book: &book,
+                used_one_time_prekey: None,
+            },
+        )?;
+        drop(chain);
+        Ok(Some(OutboxEntry {
+            message: entry.message.clone(),
+            envelope: sealed.bytes,
+        }))
     }
 
     /// As [`Messaging::deliver`], with the recipient's contact record just read by the caller

@@ -5,7 +5,7 @@ use parley_domain::{Body, ChainHead, Contact, PeerKeys, Username};
 use super::Messaging;
 use crate::ports::{
     AttachmentFiles, Clock, Directory, EnvelopeError, Envelopes, Event, EventSink, Mailbox,
-    MessageStore, StoreError, Transport,
+    MessageStore, PrekeySecrets, PrekeyService, StoreError, Transport,
 };
 
 /// Why new keys could not be accepted.
@@ -28,13 +28,13 @@ pub enum TrustError {
 
 impl<S, D, T, C, E, V, M> Messaging<S, D, T, C, E, V, M>
 where
-    S: MessageStore + AttachmentFiles,
+    S: MessageStore + AttachmentFiles + PrekeySecrets,
     D: Directory,
     T: Transport<Address = D::Address>,
     C: Clock,
     E: EventSink,
     V: Envelopes,
-    M: Mailbox,
+    M: Mailbox + PrekeyService,
 {
     /// Keeps keys that differ from the pinned ones for the user's decision, and says so.
     pub(super) fn hold_new_keys(
@@ -73,12 +73,24 @@ where
         let _chain = self.chain_guard();
         self.store.save_contact(&accepted)?;
         self.store.reset_chains(user)?;
+        // The new device knows nothing of the old conversation keys: a new session is agreed
+        // from its prekeys, and the messages waiting for it are sealed again in it when they
+        // next go out (see `Messaging::reseal_if_stale`).
+        self.store.reset_sessions(user)?;
         let Some(recipient) = accepted.keys.x25519 else {
             return Ok(());
         };
+        // Envelopes of version 1 (written by an earlier release) are sealed again as they
+        // were, to the accepted long-term key, in the new chain.
         let mut head = ChainHead::EMPTY;
         for entry in self.store.outbox(self.clock.now())? {
-            if entry.message.to != *user {
+            if entry.message.to != *user
+                || self
+                    .envelopes
+                    .session_of(&entry.envelope)
+                    .map_err(TrustError::Seal)?
+                    .is_some()
+            {
                 continue;
             }
             let mut header = self

@@ -5,18 +5,18 @@ use parley_domain::Username;
 use super::{Messaging, SendError};
 use crate::ports::{
     AttachmentFiles, Clock, Directory, Envelopes, Event, EventSink, Mailbox, MessageStore,
-    StoreError, Transport,
+    PrekeySecrets, PrekeyService, StoreError, Transport,
 };
 
 impl<S, D, T, C, E, V, M> Messaging<S, D, T, C, E, V, M>
 where
-    S: MessageStore + AttachmentFiles,
+    S: MessageStore + AttachmentFiles + PrekeySecrets,
     D: Directory,
     T: Transport<Address = D::Address>,
     C: Clock,
     E: EventSink,
     V: Envelopes,
-    M: Mailbox,
+    M: Mailbox + PrekeyService,
 {
     /// Tries once to deliver everything in the outbox, in order per recipient: a recipient's
     /// later messages wait while an earlier one fails, so they arrive in the order written.

@@ -16,6 +16,8 @@ pub use mailbox::*;
 pub use prekeys::*;
 pub use store::*;
 
+use parley_domain::agreement::{InitialMessage, PrekeyBundle};
+use parley_domain::ratchet::{SessionId, SessionState};
 use parley_domain::{
     Body, CaFingerprint, DeviceIdentity, Digest, Header, MessageId, PeerKeys, Secret32,
     StoredMessage, Timestamp, Username, identity::Password,
@@ -165,6 +167,77 @@ pub trait Envelopes: Send + Sync {
     fn unwrap(&self, bytes: &[u8]) -> Result<Vec<u8>, EnvelopeError>;
     /// The SHA-256 of an envelope's bytes (what a receipt names).
     fn digest(&self, bytes: &[u8]) -> Digest;
+
+    /// Which ratchet session an envelope names, read before anything is checked (to find the
+    /// session to open it with); `None` for an envelope of version 1, sealed to this device's
+    /// long-term key before the ratchet.
+    ///
+    /// # Errors
+    /// [`EnvelopeError`] when the bytes are no envelope.
+    fn session_of(&self, bytes: &[u8]) -> Result<Option<EnvelopeSession>, EnvelopeError>;
+
+    /// Opens a session to the device whose prekey `bundle` this is, with the hybrid
+    /// agreement: the bundle's signatures must hold for `device_ed25519` (the pinned or
+    /// certified device key), and its identity key must be `device_x25519`.
+    ///
+    /// # Errors
+    /// [`EnvelopeError`] (`prekey_bad_signature`, `prekey_wrong_identity`, `prekey_no_kem`, ...).
+    fn initiate(
+        &self,
+        bundle: &PrekeyBundle,
+        device_ed25519: &[u8; 32],
+        device_x25519: &[u8; 32],
+        now: Timestamp,
+    ) -> Result<SessionState, EnvelopeError>;
+
+    /// The responding side of a session the peer opened with `initial`.
+    ///
+    /// # Errors
+    /// [`EnvelopeError`] when the agreement fails (a weak key, a KEM ciphertext refused).
+    fn respond(
+        &self,
+        initial: &InitialMessage,
+        secrets: &ResponderSecrets,
+        now: Timestamp,
+    ) -> Result<SessionState, EnvelopeError>;
+
+    /// Seals `body` under `header` with the next key of `session` (an envelope of version 2),
+    /// signed with the device key; takes a timed DH step first when one is due at `now`, and
+    /// moves the session on. On an error the session is unchanged.
+    ///
+    /// # Errors
+    /// [`EnvelopeError`].
+    fn seal_in(
+        &self,
+        header: &Header,
+        body: &Body,
+        session: &mut SessionState,
+        now: Timestamp,
+    ) -> Result<Sealed, EnvelopeError>;
+
+    /// Checks the signature against `sender_ed25519` first, then opens a version-2 envelope
+    /// with `session`, moving it on. On an error the session is unchanged.
+    ///
+    /// # Errors
+    /// [`EnvelopeError`]; `earlier_step_missing` is the one a later attempt may get past
+    /// (a message of the peer's earlier DH step has to come first).
+    fn open_in(
+        &self,
+        bytes: &[u8],
+        sender_ed25519: &[u8; 32],
+        session: &mut SessionState,
+        now: Timestamp,
+    ) -> Result<Opened, EnvelopeError>;
+}
+
+/// The session a version-2 envelope names, and the first-contact agreement it carries while
+/// its sender has not heard back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvelopeSession {
+    /// The session's id.
+    pub id: SessionId,
+    /// The agreement, on the first messages of a session.
+    pub initial: Option<InitialMessage>,
 }
 
 /// Failure to deliver a message.

@@ -89,7 +89,7 @@ pub trait PrekeyService: Send + Sync {
     ///
     /// # Errors
     /// [`PrekeyError`].
-    fn fetch(
+    fn bundle(
         &self,
         user: &Username,
     ) -> impl Future<Output = Result<Option<PrekeyBundle>, PrekeyError>> + Send;

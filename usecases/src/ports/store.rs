@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use auto_impl::auto_impl;
+use parley_domain::ratchet::SessionBook;
 use parley_domain::{
     Attachment, AttachmentRef, ChainHead, ChainState, Contact, ConversationSummary, DeviceIdentity,
-    Link, MessageId, Neighbours, StoredMessage, Timestamp, Username,
+    Digest, Link, MessageId, Neighbours, StoredMessage, Timestamp, Username,
 };
 
 /// Failure of the store.
@@ -49,13 +50,76 @@ pub struct OutboxEntry {
 /// Implementations MUST NOT report success for a write that is not durable (flushed) yet,
 /// except for the `_deferred` writes, durable at the next [`Durability::sync`].
 pub trait MessageStore:
-    Durability + OutboxStore + Inbox + Chains + Conversations + Contacts + Expiry
+    Durability + OutboxStore + Inbox + Chains + Conversations + Contacts + Expiry + Sessions
 {
 }
 
 impl<T> MessageStore for T where
-    T: Durability + OutboxStore + Inbox + Chains + Conversations + Contacts + Expiry + ?Sized
+    T: Durability
+        + OutboxStore
+        + Inbox
+        + Chains
+        + Conversations
+        + Contacts
+        + Expiry
+        + Sessions
+        + ?Sized
 {
+}
+
+/// A contact's ratchet sessions as a message leaves them, written in the same durable step as
+/// that message: a crash keeps both or neither, so the two sides never fall out of step.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionUpdate<'a> {
+    /// The contact.
+    pub with: &'a Username,
+    /// Its sessions after the message.
+    pub book: &'a SessionBook,
+    /// The one-time prekey the message's agreement used up, deleted in the same step.
+    pub used_one_time_prekey: Option<u32>,
+}
+
+/// The ratchet sessions with each contact.
+#[auto_impl(Arc)]
+pub trait Sessions: Durability {
+    /// The sessions with `with` (empty when none).
+    fn sessions(&self, with: &Username) -> Result<SessionBook, StoreError>;
+    /// Every DH step this device took itself, over all conversations (`status`'s rekeys).
+    fn rekeys(&self) -> Result<u64, StoreError>;
+    /// Forgets the sessions with `with` (its keys changed and the user accepted the new ones).
+    fn reset_sessions(&self, with: &Username) -> Result<(), StoreError>;
+    /// The digest of the envelope stored under (`from`, `id`), if one was: a retry of the same
+    /// envelope is recognised before its session is asked to open it a second time (which it
+    /// cannot: its key is gone).
+    fn incoming_digest(
+        &self,
+        from: &Username,
+        id: &MessageId,
+    ) -> Result<Option<Digest>, StoreError>;
+    /// As [`OutboxStore::append_outgoing_deferred`], with the sessions in the same write.
+    fn append_outgoing_in_session_deferred(
+        &self,
+        message: &StoredMessage,
+        envelope: &[u8],
+        head: &ChainHead,
+        session: &SessionUpdate<'_>,
+    ) -> Result<(), StoreError>;
+    /// As [`OutboxStore::reseal`], with the sessions in the same write; durable on return.
+    fn reseal_in_session(
+        &self,
+        id: &MessageId,
+        envelope: &[u8],
+        head: &ChainHead,
+        session: &SessionUpdate<'_>,
+    ) -> Result<(), StoreError>;
+    /// As [`Inbox::store_incoming_deferred`], with the sessions in the same write (which is not
+    /// made when the message was stored before).
+    fn store_incoming_in_session_deferred(
+        &self,
+        message: &StoredMessage,
+        link: &Link,
+        session: &SessionUpdate<'_>,
+    ) -> Result<Stored, StoreError>;
 }
 
 /// Group commit: the `_deferred` writes of [`OutboxStore`] and [`Inbox`] become durable

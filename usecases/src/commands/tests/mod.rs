@@ -248,5 +248,6 @@ mod enroll;
 mod mailbox;
 mod receive;
 mod send;
+mod sessions;
 mod trust;
 mod upkeep;
