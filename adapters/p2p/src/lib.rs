@@ -21,6 +21,7 @@ mod credentials;
 pub mod guard;
 mod node;
 pub mod pki;
+pub mod prekeys;
 pub mod protocol;
 pub mod registry;
 mod server;
@@ -37,13 +38,15 @@ pub use node::parse_request;
 pub use node::{
     CLOSE_GRACE, COMMAND_QUEUE, DIRECTORY_STREAMS_PER_CONNECTION, HeldCertificate, Inbound,
     MAILBOX_STREAMS_PER_CONNECTION, MAX_INBOUND_QUEUE, MAX_VIOLATIONS_PER_PEER,
-    MESSAGE_STREAMS_PER_CONNECTION, Node, NodeConfig, PeerAddress,
+    MESSAGE_STREAMS_PER_CONNECTION, Node, NodeConfig, PREKEY_CLIENT_STREAMS_PER_CONNECTION,
+    PeerAddress,
 };
 pub use server::{
     AddressLimit, DirectoryServer, DirectoryStats, IP_LOOKUP_BURST, IP_LOOKUPS_PER_SECOND,
-    LOOKUP_BURST, LOOKUPS_PER_SECOND, MAX_RENEWALS_IN_FLIGHT, MailboxOptions, RENEW_EVERY,
+    LOOKUP_BURST, LOOKUPS_PER_SECOND, MAX_PREKEY_JOBS, MAX_RENEWALS_IN_FLIGHT, MailboxOptions,
+    PREKEY_STREAMS_PER_CONNECTION, PrekeyOptions, PrekeyStore, PrekeyStoreError, RENEW_EVERY,
     RelayLimits, RenewError, Renewer, SERVER_MAILBOX_STREAMS_PER_CONNECTION, ServerOptions,
-    StatsSnapshot,
+    StatsSnapshot, TakenPrekeys,
 };
 pub use swarm::{
     HANDSHAKE_TIMEOUT, MAX_NEGOTIATING_STREAMS, MAX_STREAMS_PER_CONNECTION, Traffic, with_peer,
