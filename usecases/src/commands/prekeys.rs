@@ -86,7 +86,9 @@ impl<P: PrekeyService, K: PrekeySecrets, C: Clock> Prekeys<P, K, C> {
         name = "usecase.replenish_prekeys",
         skip_all,
         fields(remaining, added),
-        err(Display, level = "info")
+        // The background retries every minute while the rendezvous is away: its caller says
+        // the first failure once.
+        err(Display, level = "debug")
     )]
     pub async fn replenish(&self) -> Result<Replenished, ReplenishError> {
         let remaining = self.service.remaining().await?;
