@@ -141,9 +141,14 @@ fn refuse(refusal: PrekeyRefusal) -> PrekeysResponse {
     }
 }
 
-fn unavailable(e: &dyn std::fmt::Display) -> PrekeysResponse {
+/// The store's failure, logged (its detail stays in the log), as the refusal sent.
+fn failed(e: &dyn std::fmt::Display) -> PrekeyRefusal {
     tracing::error!(error = %e, "the prekey store failed");
-    refuse(PrekeyRefusal::Unavailable)
+    PrekeyRefusal::Unavailable
+}
+
+fn unavailable(e: &dyn std::fmt::Display) -> PrekeysResponse {
+    refuse(failed(e))
 }
 
 /// The prekey service's state, owned by the swarm task.
@@ -156,13 +161,7 @@ pub(super) struct Prekeys {
 
 /// A request, parsed and checked, ready for the blocking pool.
 enum Job {
-    Publish {
-        user: Username,
-        device: [u8; 32],
-        signed: SignedPrekey,
-        kem: KemPrekey,
-        one_time: Vec<OneTimePrekey>,
-    },
+    Publish(Box<Publication>),
     Remaining {
         device: [u8; 32],
     },
@@ -170,6 +169,15 @@ enum Job {
         /// `None` for a name that cannot be enrolled: answered like an unknown one.
         user: Option<Username>,
     },
+}
+
+/// A publication, parsed: the connection's user and device, and what it publishes.
+struct Publication {
+    user: Username,
+    device: [u8; 32],
+    signed: SignedPrekey,
+    kem: KemPrekey,
+    one_time: Vec<OneTimePrekey>,
 }
 
 impl Prekeys {
@@ -261,13 +269,13 @@ impl Prekeys {
                     .map(WireOneTimeKey::to_prekey)
                     .collect::<Option<Vec<_>>>()
                     .ok_or(PrekeyRefusal::Malformed)?;
-                Job::Publish {
+                Job::Publish(Box::new(Publication {
                     user,
                     device,
                     signed,
                     kem,
                     one_time,
-                }
+                }))
             }
             PrekeysRequest::Remaining { meta } => {
                 if !meta_within_bounds(&meta) {
@@ -299,13 +307,14 @@ impl Prekeys {
 /// Runs one job against the store (blocking).
 fn run(options: &PrekeyOptions, job: Job) -> PrekeysResponse {
     match job {
-        Job::Publish {
-            user,
-            device,
-            signed,
-            kem,
-            one_time,
-        } => {
+        Job::Publish(publication) => {
+            let Publication {
+                user,
+                device,
+                signed,
+                kem,
+                one_time,
+            } = *publication;
             let span = tracing::info_span!(
                 "prekeys.publish",
                 one_time = one_time.len(),
@@ -347,7 +356,7 @@ fn run(options: &PrekeyOptions, job: Job) -> PrekeysResponse {
                     }
                     PrekeysResponse::Bundle { bundle }
                 }
-                Err(response) => response,
+                Err(refusal) => refuse(refusal),
             };
             span.record("outcome", outcome(&response));
             response
@@ -357,15 +366,11 @@ fn run(options: &PrekeyOptions, job: Job) -> PrekeysResponse {
 
 /// The bundle of `user`'s current device: the device of the newest certificate issued to the
 /// name, with that certificate's X25519 key.
-fn fetch(options: &PrekeyOptions, user: &Username) -> Result<Option<WireBundle>, PrekeysResponse> {
-    let Some(der) = options
-        .book
-        .certificate_of(user)
-        .map_err(|e| unavailable(&e))?
-    else {
+fn fetch(options: &PrekeyOptions, user: &Username) -> Result<Option<WireBundle>, PrekeyRefusal> {
+    let Some(der) = options.book.certificate_of(user).map_err(|e| failed(&e))? else {
         return Ok(None);
     };
-    let certified = pki::inspect(&der).map_err(|e| unavailable(&e))?;
+    let certified = pki::inspect(&der).map_err(|e| failed(&e))?;
     // A certificate without an X25519 key cannot be agreed with: no bundle, as for a device
     // that published nothing.
     let (true, Some(identity)) = (certified.role == Role::User(user.clone()), certified.x25519)
@@ -375,7 +380,7 @@ fn fetch(options: &PrekeyOptions, user: &Username) -> Result<Option<WireBundle>,
     let Some(taken) = options
         .store
         .take(&certified.ed25519)
-        .map_err(|e| unavailable(&e))?
+        .map_err(|e| failed(&e))?
     else {
         return Ok(None);
     };
