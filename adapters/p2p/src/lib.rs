@@ -1,16 +1,16 @@
 //! Parley's peer-to-peer adapter: libp2p over TCP + yamux, secured by **mutual TLS 1.3
 //! verified against the Parley CA** (not libp2p's self-signed scheme), and the protocols
-//! that run over it: `/parley/message/2` (and `/parley/attachment/1`) between peers and `/parley/directory/2` between a peer
-//! and its rendezvous.
+//! that run over it: `/parley/message/2` (and `/parley/attachment/1`) between peers and `/parley/directory/2` (and `/parley/mailbox/1`,
+//! `/parley/renew/1`, `/parley/prekeys/1`) between a peer and its rendezvous.
 //!
 //! Layout: [`upgrade`] and [`tls`] secure a connection (the certificate policy itself is
 //! `parley-pki`), [`registry`] records what each connection's certificate proved, [`guard`]
 //! admits connections; the peer's node (`node/`: one behaviour per concern, one task owning the
 //! swarm) and the rendezvous's directory (`server/`) run the [`protocol`]s;
-//! [`attachment`] is the file stream.
+//! [`attachment`] is the file stream; [`prekeys`] is the wire format of `/parley/prekeys/1`.
 //!
-//! **Architecture invariant:** this crate implements the `Transport`, `Directory`, `NodeInfo`
-//! and `Mailbox` ports of `parley-usecases`; it never stores anything and knows nothing of sled
+//! **Architecture invariant:** this crate implements the `Transport`, `Directory`, `NodeInfo`,
+//! `Mailbox` and `PrekeyService` ports of `parley-usecases`; it never stores anything and knows nothing of sled
 //! or of the CLI.
 //! Identity on a connection comes from the verified certificate only (see [`registry`]).
 #![forbid(unsafe_code)]
