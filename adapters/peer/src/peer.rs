@@ -233,6 +233,9 @@ impl Peer {
     /// Keeps this device's prekeys at the rendezvous from `secrets` (this device's prekey
     /// secrets), in the background until the peer stops: published once the rendezvous is
     /// connected, topped up when they run low, published again after a rotation. Call it once.
+    ///
+    /// Cancel safety: it only spawns the task; dropped before it resolves, nothing was
+    /// spawned.
     pub async fn keep_prekeys<K: PrekeySecrets + 'static>(self: &Arc<Self>, secrets: K) {
         self.tasks
             .lock()

@@ -13,7 +13,8 @@
 //! message is refused with "busy" and the sender's outbox retries later), message streams per
 //! connection ([`MESSAGE_STREAMS_PER_CONNECTION`]), look-ups in flight per connection
 //! ([`DIRECTORY_STREAMS_PER_CONNECTION`]), mailbox requests per connection
-//! ([`MAILBOX_STREAMS_PER_CONNECTION`]). Connection admission is in [`crate::guard`].
+//! ([`MAILBOX_STREAMS_PER_CONNECTION`]), prekey requests per connection
+//! ([`PREKEY_CLIENT_STREAMS_PER_CONNECTION`]). Connection admission is in [`crate::guard`].
 //!
 //! A peer that breaks the message protocol — a request that does not parse or is too large, or
 //! an envelope the application rejects for good (forged, altered, not for us) —
