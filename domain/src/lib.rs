@@ -14,6 +14,7 @@ pub mod invite;
 pub mod mailbox;
 pub mod message;
 pub mod pki;
+pub mod prekeys;
 pub mod ratchet;
 pub mod renewal;
 pub mod secret;

@@ -6,7 +6,7 @@
 //! policy ([`ca::Ca::issue`]) only.
 //!
 //! Layout: [`ca`] (keys and certificates), [`csr`] (what is taken from a request),
-//! [`registry`] (sled records), [`invite`] (the invite line and its QR code), [`mailbox`] (held mail, its own sled), [`service`] (the enrollment decision), [`api`] (HTTP routes and
+//! [`registry`] (sled records), [`invite`] (the invite line and its QR code), [`mailbox`] (held mail, its own sled), [`prekeys`] (devices' public prekeys, their own sled), [`service`] (the enrollment decision), [`api`] (HTTP routes and
 //! JSON at the edge), [`https`] (TLS listener and resource bounds), [`limit`] (per-source rate
 //! and connection limits), and [`start`], which wires them with the directory from
 //! `parley-p2p`.
@@ -25,6 +25,7 @@ pub mod limit;
 pub mod lockout;
 pub mod mailbox;
 pub mod metrics;
+pub mod prekeys;
 pub mod registry;
 pub mod renewal;
 pub mod service;
@@ -38,7 +39,7 @@ use libp2p::Multiaddr;
 use parley_domain::CaFingerprint;
 pub use parley_domain::MailboxLimits;
 pub use parley_p2p::RelayLimits;
-use parley_p2p::{Credentials, DirectoryServer, MailboxOptions, ServerOptions};
+use parley_p2p::{Credentials, DirectoryServer, MailboxOptions, PrekeyOptions, ServerOptions};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
 use tokio::sync::watch;
@@ -142,6 +143,16 @@ pub enum StartError {
     )]
     Mailbox {
         /// The mailbox folder.
+        dir: String,
+        /// Why.
+        reason: String,
+    },
+    /// The prekey store could not be opened.
+    #[error(
+        "cannot open the prekey store in {dir}: {reason}; is another parley-rendezvous using this --data folder?"
+    )]
+    Prekeys {
+        /// The prekey folder.
         dir: String,
         /// Why.
         reason: String,
@@ -320,8 +331,19 @@ pub async fn start_with(config: Config, protection: Protection) -> Result<Runnin
     } else {
         None
     };
+    let prekeys_dir = config.data.join(prekeys::DB_DIR);
+    files::private_dir(&prekeys_dir)?;
+    let prekey_store =
+        prekeys::SledPrekeys::open(&prekeys_dir).map_err(|e| StartError::Prekeys {
+            dir: prekeys_dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
     let options = ServerOptions {
         relay: protection.relay,
+        prekeys: Some(PrekeyOptions {
+            store: Arc::new(prekey_store),
+            book: Arc::new(registry.clone()),
+        }),
         announce: config.announce.clone(),
         mailbox,
         renewer: Some(Arc::new(renewal::CaRenewer::new(

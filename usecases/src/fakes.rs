@@ -1349,3 +1349,247 @@ pub fn keys(seed: u8) -> PeerKeys {
         x25519: Some([seed; 32]),
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Prekeys: the rendezvous's prekey store ([`FakePrekeyService`], over a [`PrekeyHub`] the
+// devices of one test share) and this device's prekey secrets ([`FakePrekeySecrets`]).
+// ---------------------------------------------------------------------------------------------
+
+/// The rendezvous's prekeys in memory, by user: the identity key a bundle names and what the
+/// domain's rules hold ([`parley_domain::prekeys::HeldPrekeys`]).
+#[derive(Default, Clone)]
+pub struct PrekeyHub(
+    Arc<
+        Mutex<
+            HashMap<
+                Username,
+                (
+                    parley_domain::ratchet::PublicKey,
+                    parley_domain::prekeys::HeldPrekeys,
+                ),
+            >,
+        >,
+    >,
+);
+
+/// One device's client of a [`PrekeyHub`], publishing as `me`. Signatures are not checked (the
+/// fake secrets do not sign). `fail_at(n)` makes the n-th call (1-based, publish, remaining and
+/// fetch alike) and every later one unreachable.
+pub struct FakePrekeyService {
+    hub: PrekeyHub,
+    me: Username,
+    identity: [u8; 32],
+    calls: Mutex<u32>,
+    fail_at: Mutex<Option<u32>>,
+    uploads: Mutex<Vec<crate::ports::PrekeyUpload>>,
+}
+
+impl FakePrekeyService {
+    /// `me`'s client of `hub`; its bundle names `identity` as the device's X25519 key.
+    pub fn new(hub: PrekeyHub, me: Username, identity: [u8; 32]) -> Self {
+        Self {
+            hub,
+            me,
+            identity,
+            calls: Mutex::new(0),
+            fail_at: Mutex::new(None),
+            uploads: Mutex::default(),
+        }
+    }
+
+    pub fn fail_at(&self, n: u32) {
+        *lock(&self.fail_at) = Some(n);
+    }
+
+    /// Every publication accepted, in order.
+    pub fn uploads(&self) -> Vec<crate::ports::PrekeyUpload> {
+        lock(&self.uploads).clone()
+    }
+
+    /// Hands out `n` of this device's one-time prekeys, as fetches by others would.
+    pub fn hand_out(&self, n: u32) {
+        if let Some((_, held)) = lock(&self.hub.0).get_mut(&self.me) {
+            for _ in 0..n {
+                held.take_one_time();
+            }
+        }
+    }
+
+    fn call(&self) -> Result<(), crate::ports::PrekeyError> {
+        let mut calls = lock(&self.calls);
+        *calls += 1;
+        match *lock(&self.fail_at) {
+            Some(n) if *calls >= n => Err(crate::ports::PrekeyError::Unavailable(
+                "injected failure".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl crate::ports::PrekeyService for FakePrekeyService {
+    async fn publish(
+        &self,
+        upload: &crate::ports::PrekeyUpload,
+    ) -> Result<u32, crate::ports::PrekeyError> {
+        self.call()?;
+        let mut hub = lock(&self.hub.0);
+        let current = hub.get(&self.me).map(|(_, held)| held);
+        let held = parley_domain::prekeys::HeldPrekeys::publish(
+            current,
+            upload.signed_prekey.clone(),
+            upload.kem_prekey.clone(),
+            &upload.one_time,
+        )
+        .map_err(|refusal| crate::ports::PrekeyError::Refused {
+            code: refusal.code().into(),
+            reason: refusal.to_string(),
+        })?;
+        let count = held.one_time_count();
+        hub.insert(
+            self.me.clone(),
+            (parley_domain::ratchet::PublicKey(self.identity), held),
+        );
+        lock(&self.uploads).push(upload.clone());
+        Ok(count)
+    }
+
+    async fn remaining(&self) -> Result<Option<u32>, crate::ports::PrekeyError> {
+        self.call()?;
+        Ok(lock(&self.hub.0)
+            .get(&self.me)
+            .map(|(_, held)| held.one_time_count()))
+    }
+
+    async fn fetch(
+        &self,
+        user: &Username,
+    ) -> Result<Option<parley_domain::agreement::PrekeyBundle>, crate::ports::PrekeyError> {
+        self.call()?;
+        Ok(lock(&self.hub.0).get_mut(user).map(|(identity, held)| {
+            parley_domain::agreement::PrekeyBundle {
+                identity: *identity,
+                signed_prekey: held.signed.clone(),
+                one_time_prekey: held.take_one_time(),
+                kem_prekey: Some(held.kem.clone()),
+            }
+        }))
+    }
+}
+
+/// This device's prekey secrets in memory, made from counters (not random, not signed): the
+/// signed and KEM prekeys have the id `rotate` moves on, one-time prekeys the next ids.
+/// `fail_at(n)` makes the n-th call (1-based) and every later one fail.
+#[derive(Default)]
+pub struct FakePrekeySecrets {
+    state: Mutex<FakePrekeyState>,
+    fail_at: Mutex<Option<u32>>,
+}
+
+#[derive(Default)]
+struct FakePrekeyState {
+    /// The current signed (and KEM) prekey id.
+    rotation: u32,
+    /// The last one-time prekey id made.
+    last_one_time: u32,
+    /// One-time prekey ids made and not used by a first message yet.
+    one_time: BTreeSet<u32>,
+    calls: u32,
+    prepared: u32,
+}
+
+impl FakePrekeySecrets {
+    pub fn fail_at(&self, n: u32) {
+        *lock(&self.fail_at) = Some(n);
+    }
+
+    /// Rotates the signed and KEM prekeys (the previous ones are still held).
+    pub fn rotate(&self) {
+        lock(&self.state).rotation += 1;
+    }
+
+    /// How many uploads were prepared.
+    pub fn prepared(&self) -> u32 {
+        lock(&self.state).prepared
+    }
+
+    /// The fake's secret for a prekey id: distinct per id and kind.
+    fn secret(kind: u8, id: u32) -> parley_domain::ratchet::KeyPair {
+        let mut bytes = [kind; 32];
+        bytes[..4].copy_from_slice(&id.to_be_bytes());
+        parley_domain::ratchet::KeyPair::from_secret(parley_domain::ratchet::Key32::new(bytes))
+    }
+
+    fn call(&self, state: &mut FakePrekeyState) -> Result<(), StoreError> {
+        state.calls += 1;
+        match *lock(&self.fail_at) {
+            Some(n) if state.calls >= n => Err(StoreError::Unavailable("injected failure".into())),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl crate::ports::PrekeySecrets for FakePrekeySecrets {
+    fn prepare_upload(
+        &self,
+        one_time: u32,
+        _now: Timestamp,
+    ) -> Result<crate::ports::PrekeyUpload, StoreError> {
+        use parley_domain::agreement::{
+            KEM_PUBLIC_LEN, KemPrekey, KemPublicKey, OneTimePrekey, SignedPrekey,
+        };
+        let mut state = lock(&self.state);
+        self.call(&mut state)?;
+        state.prepared += 1;
+        let id = state.rotation;
+        let mut kem = [0x4b; KEM_PUBLIC_LEN];
+        kem[..4].copy_from_slice(&id.to_be_bytes());
+        let mut made = Vec::new();
+        for _ in 0..one_time {
+            state.last_one_time += 1;
+            let id = state.last_one_time;
+            state.one_time.insert(id);
+            made.push(OneTimePrekey {
+                id,
+                key: Self::secret(0x01, id).public(),
+            });
+        }
+        Ok(crate::ports::PrekeyUpload {
+            signed_prekey: SignedPrekey {
+                id,
+                key: Self::secret(0x53, id).public(),
+                signature: [0; 64],
+            },
+            kem_prekey: KemPrekey {
+                id,
+                key: KemPublicKey::parse(&kem)
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?,
+                signature: [0; 64],
+            },
+            one_time: made,
+        })
+    }
+
+    fn responder_secrets(
+        &self,
+        signed_prekey: u32,
+        one_time_prekey: Option<u32>,
+        kem_prekey: u32,
+    ) -> Result<Option<crate::ports::ResponderSecrets>, StoreError> {
+        let mut state = lock(&self.state);
+        self.call(&mut state)?;
+        if signed_prekey > state.rotation || kem_prekey > state.rotation {
+            return Ok(None);
+        }
+        let one_time = one_time_prekey
+            .filter(|id| state.one_time.remove(id))
+            .map(|id| Self::secret(0x01, id));
+        let mut kem_secret = vec![0x4b; 32];
+        kem_secret[..4].copy_from_slice(&kem_prekey.to_be_bytes());
+        Ok(Some(crate::ports::ResponderSecrets {
+            signed_prekey: Self::secret(0x53, signed_prekey),
+            one_time_prekey: one_time,
+            kem_secret: zeroize::Zeroizing::new(kem_secret),
+        }))
+    }
+}

@@ -1,16 +1,16 @@
 //! Parley's peer-to-peer adapter: libp2p over TCP + yamux, secured by **mutual TLS 1.3
 //! verified against the Parley CA** (not libp2p's self-signed scheme), and the protocols
-//! that run over it: `/parley/message/2` (and `/parley/attachment/1`) between peers and `/parley/directory/2` between a peer
-//! and its rendezvous.
+//! that run over it: `/parley/message/2` (and `/parley/attachment/1`) between peers and `/parley/directory/2` (and `/parley/mailbox/1`,
+//! `/parley/renew/1`, `/parley/prekeys/1`) between a peer and its rendezvous.
 //!
 //! Layout: [`upgrade`] and [`tls`] secure a connection (the certificate policy itself is
 //! `parley-pki`), [`registry`] records what each connection's certificate proved, [`guard`]
 //! admits connections; the peer's node (`node/`: one behaviour per concern, one task owning the
 //! swarm) and the rendezvous's directory (`server/`) run the [`protocol`]s;
-//! [`attachment`] is the file stream.
+//! [`attachment`] is the file stream; [`prekeys`] is the wire format of `/parley/prekeys/1`.
 //!
-//! **Architecture invariant:** this crate implements the `Transport`, `Directory`, `NodeInfo`
-//! and `Mailbox` ports of `parley-usecases`; it never stores anything and knows nothing of sled
+//! **Architecture invariant:** this crate implements the `Transport`, `Directory`, `NodeInfo`,
+//! `Mailbox` and `PrekeyService` ports of `parley-usecases`; it never stores anything and knows nothing of sled
 //! or of the CLI.
 //! Identity on a connection comes from the verified certificate only (see [`registry`]).
 #![forbid(unsafe_code)]
@@ -21,6 +21,7 @@ mod credentials;
 pub mod guard;
 mod node;
 pub mod pki;
+pub mod prekeys;
 pub mod protocol;
 pub mod registry;
 mod server;
@@ -37,13 +38,15 @@ pub use node::parse_request;
 pub use node::{
     CLOSE_GRACE, COMMAND_QUEUE, DIRECTORY_STREAMS_PER_CONNECTION, HeldCertificate, Inbound,
     MAILBOX_STREAMS_PER_CONNECTION, MAX_INBOUND_QUEUE, MAX_VIOLATIONS_PER_PEER,
-    MESSAGE_STREAMS_PER_CONNECTION, Node, NodeConfig, PeerAddress,
+    MESSAGE_STREAMS_PER_CONNECTION, Node, NodeConfig, PREKEY_CLIENT_STREAMS_PER_CONNECTION,
+    PeerAddress,
 };
 pub use server::{
     AddressLimit, DirectoryServer, DirectoryStats, IP_LOOKUP_BURST, IP_LOOKUPS_PER_SECOND,
-    LOOKUP_BURST, LOOKUPS_PER_SECOND, MAX_RENEWALS_IN_FLIGHT, MailboxOptions, RENEW_EVERY,
+    LOOKUP_BURST, LOOKUPS_PER_SECOND, MAX_PREKEY_JOBS, MAX_RENEWALS_IN_FLIGHT, MailboxOptions,
+    PREKEY_STREAMS_PER_CONNECTION, PrekeyOptions, PrekeyStore, PrekeyStoreError, RENEW_EVERY,
     RelayLimits, RenewError, Renewer, SERVER_MAILBOX_STREAMS_PER_CONNECTION, ServerOptions,
-    StatsSnapshot,
+    StatsSnapshot, TakenPrekeys,
 };
 pub use swarm::{
     HANDSHAKE_TIMEOUT, MAX_NEGOTIATING_STREAMS, MAX_STREAMS_PER_CONNECTION, Traffic, with_peer,

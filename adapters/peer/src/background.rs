@@ -3,10 +3,13 @@
 
 use std::{sync::Arc, time::Duration};
 
-use parley_usecases::commands::ReceiveMessage;
+use parley_usecases::{
+    commands::{Prekeys, ReceiveMessage, Replenished},
+    ports::{NodeInfo, PrekeySecrets},
+};
 use tokio::{sync::watch, task::JoinSet};
 
-use crate::Peer;
+use crate::{Peer, SystemClock};
 
 /// Inbound messages being stored at once (they share one sync of the store).
 const RECEIVING_AT_ONCE: usize = 32;
@@ -102,6 +105,70 @@ pub(crate) async fn collect_mail(peer: Arc<Peer>) {
             Ok(Err(e)) => tracing::info!(error = %e, "the mail could not be collected now"),
             Err(e) => tracing::error!(error = %e, "collecting the mail failed"),
         }
+    }
+}
+
+/// How often the prekeys held at the rendezvous are checked once they are there.
+pub(crate) const PREKEYS_EVERY: Duration = Duration::from_secs(5 * 60);
+/// How soon a check that failed is tried again.
+pub(crate) const PREKEYS_RETRY: Duration = Duration::from_secs(60);
+/// How often the connection to the rendezvous is looked at while there is none.
+const PREKEYS_CONNECT_POLL: Duration = Duration::from_secs(2);
+
+/// Keeps this device's prekeys at the rendezvous ([`Prekeys::replenish`]): once the
+/// rendezvous is connected, then every [`PREKEYS_EVERY`] ([`PREKEYS_RETRY`] after a failure).
+/// It logs one line when a batch of one-time prekeys is published (the counts, never a key),
+/// and the first failure of a run of failures.
+pub(crate) async fn keep_prekeys<K: PrekeySecrets + 'static>(peer: Arc<Peer>, secrets: K) {
+    let mut stop = peer.stop.subscribe();
+    let prekeys = Arc::new(Prekeys::new(peer.node().clone(), secrets, SystemClock));
+    let mut wait = Duration::ZERO;
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            () = tokio::time::sleep(wait) => {}
+        }
+        if !peer.node().snapshot().rendezvous_connected {
+            wait = PREKEYS_CONNECT_POLL;
+            continue;
+        }
+        // Making prekey secrets writes to the store: off the async workers, as `blocking`.
+        let p = prekeys.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let outcome = tokio::task::spawn_blocking(move || runtime.block_on(p.replenish())).await;
+        wait = match outcome {
+            Ok(Ok(done)) => {
+                failing = false;
+                match done {
+                    Replenished::Published { added, held } if added > 0 => {
+                        tracing::info!(added, held, "published one-time prekeys");
+                    }
+                    Replenished::Published { held, .. } => {
+                        tracing::debug!(held, "published the current signed prekeys");
+                    }
+                    Replenished::Enough { .. } => {}
+                }
+                PREKEYS_EVERY
+            }
+            Ok(Err(e)) => {
+                if failing {
+                    tracing::debug!(error = %e, code = e.code(), "prekeys not replenished");
+                } else {
+                    tracing::info!(
+                        error = %e,
+                        code = e.code(),
+                        "the prekeys could not be replenished now; trying again"
+                    );
+                }
+                failing = true;
+                PREKEYS_RETRY
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "replenishing the prekeys failed");
+                PREKEYS_RETRY
+            }
+        };
     }
 }
 

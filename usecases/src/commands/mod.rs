@@ -3,7 +3,8 @@
 //! One file per interactor, each with its error enum: [`send`] (with the per-recipient
 //! backlog, and the choice among a recipient's devices), [`receive`], [`mailbox`] (deposits for offline recipients, collecting what the
 //! rendezvous held), [`trust`] (contacts' keys), [`attachments`], [`upkeep`] (the daemon's
-//! outbox retries and expiry) and [`enroll`]. The messaging ones are methods of
+//! outbox retries and expiry), [`prekeys`] (this device's prekeys kept at the rendezvous,
+//! its own small interactor [`Prekeys`]) and [`enroll`]. The messaging ones are methods of
 //! one [`Messaging`], which holds the ports and the locks they share.
 
 use std::collections::{HashMap, HashSet};
@@ -21,6 +22,7 @@ mod backlog;
 mod devices;
 pub mod enroll;
 pub mod mailbox;
+pub mod prekeys;
 pub mod receive;
 pub mod send;
 pub mod trust;
@@ -29,6 +31,7 @@ pub mod upkeep;
 pub use attachments::SaveError;
 pub use enroll::{Enroll, EnrollCommandError};
 pub use mailbox::{CollectError, Collected};
+pub use prekeys::{Prekeys, ReplenishError, Replenished};
 pub use receive::{ReceiveError, ReceiveMessage, Received};
 pub use send::{SendError, SendMessage, Sent};
 pub use trust::TrustError;

@@ -7,7 +7,7 @@ use libp2p::{
     swarm::NetworkBehaviour,
 };
 
-use super::{directory, mailbox, messaging};
+use super::{directory, mailbox, messaging, prekeys};
 use crate::guard::{self, Guard};
 
 /// How long to wait for a receipt or a directory answer.
@@ -28,6 +28,9 @@ pub(super) struct Behaviour {
     pub(super) mailbox: mailbox::Behaviour,
     /// `/parley/renew/1`, client side: renewing the own certificate ([`super::renew`]).
     pub(super) renew: super::renew::Behaviour,
+    /// `/parley/prekeys/1`, client side: this device's prekeys at the rendezvous, and others'
+    /// bundles ([`super::prekeys`]).
+    pub(super) prekeys: prekeys::Behaviour,
     /// `/parley/attachment/1` raw streams (see [`crate::attachment`]).
     pub(super) attachments: libp2p_stream::Behaviour,
     /// Circuit relay v2, client side: the reservation on the rendezvous ([`super::relay`]).
@@ -54,6 +57,7 @@ impl Behaviour {
             directory: directory::behaviour(),
             mailbox: mailbox::behaviour(),
             renew: super::renew::behaviour(),
+            prekeys: prekeys::behaviour(),
             attachments: libp2p_stream::Behaviour::new(),
             relay,
             dcutr: libp2p::dcutr::Behaviour::new(me.to_peer_id()),

@@ -3,8 +3,8 @@
 //! The swarm runs one composed behaviour ([`behaviour`]), one field per concern, each concern
 //! in its own file with its state and its event handler: the directory client
 //! ([`directory`]), messaging and the inbound message server ([`messaging`], with the
-//! [`violations`] policy), first contacts ([`probe`]), the mailbox client ([`mailbox`]) and
-//! attachments ([`crate::attachment`], over `libp2p-stream`). The swarm task ([`task`]) dispatches
+//! [`violations`] policy), first contacts ([`probe`]), the mailbox client ([`mailbox`]), the prekey
+//! client ([`prekeys`]) and attachments ([`crate::attachment`], over `libp2p-stream`). The swarm task ([`task`]) dispatches
 //! commands and events to them. A new capability (relay client, hole punching, a mailbox,
 //! rooms) is one more file here, one more field of the behaviour and one more arm in the task.
 //!
@@ -13,7 +13,8 @@
 //! message is refused with "busy" and the sender's outbox retries later), message streams per
 //! connection ([`MESSAGE_STREAMS_PER_CONNECTION`]), look-ups in flight per connection
 //! ([`DIRECTORY_STREAMS_PER_CONNECTION`]), mailbox requests per connection
-//! ([`MAILBOX_STREAMS_PER_CONNECTION`]). Connection admission is in [`crate::guard`].
+//! ([`MAILBOX_STREAMS_PER_CONNECTION`]), prekey requests per connection
+//! ([`PREKEY_CLIENT_STREAMS_PER_CONNECTION`]). Connection admission is in [`crate::guard`].
 //!
 //! A peer that breaks the message protocol — a request that does not parse or is too large, or
 //! an envelope the application rejects for good (forged, altered, not for us) —
@@ -26,6 +27,7 @@ mod mailbox;
 mod messaging;
 mod nat;
 mod ports;
+mod prekeys;
 mod probe;
 mod relay;
 mod renew;
@@ -44,6 +46,7 @@ pub use directory::{DIRECTORY_STREAMS_PER_CONNECTION, PeerAddress};
 pub use inbound::Inbound;
 pub use mailbox::MAILBOX_STREAMS_PER_CONNECTION;
 pub use messaging::{MESSAGE_STREAMS_PER_CONNECTION, parse_request};
+pub use prekeys::PREKEY_CLIENT_STREAMS_PER_CONNECTION;
 pub use renew::HeldCertificate;
 pub use violations::{CLOSE_GRACE, MAX_VIOLATIONS_PER_PEER};
 
@@ -171,6 +174,7 @@ impl Node {
             snapshot: snapshot.clone(),
             reservation: Reservation::new(rendezvous.as_ref()),
             mailbox: mailbox::Client::new(rendezvous.as_ref().map(|r| r.peer), waiting.clone()),
+            prekeys: prekeys::Client::new(rendezvous.as_ref().map(|r| r.peer)),
             directory: directory::Client::new(rendezvous, snapshot.clone()),
             messaging: Messaging::new(inbound_tx),
             probes: Probes::default(),

@@ -1,5 +1,5 @@
 //! The ports the node implements for the use cases: `Directory`, `Transport`, `NodeInfo`,
-//! `Mailbox`.
+//! `Mailbox`, `PrekeyService`.
 
 use std::{sync::PoisonError, time::Duration};
 
@@ -7,17 +7,19 @@ use libp2p::{Multiaddr, PeerId};
 use parley_domain::{MailId, PeerKeys, Username};
 use parley_usecases::ports::{
     Deposit, Directory, DirectoryError, MailBatch, Mailbox, MailboxError, NodeInfo, NodeSnapshot,
-    OutgoingEnvelope, Transport, TransportError,
+    OutgoingEnvelope, PrekeyError, PrekeyService, PrekeyUpload, Transport, TransportError,
 };
 use tokio::sync::oneshot;
 
 use super::{
     Node, PeerAddress, mailbox,
     messaging::{Delivery, digest_of, encode_envelope},
+    prekeys::{self, REQUEST_TIMEOUT as PREKEY_TIMEOUT},
     task::Command,
 };
 use crate::{
     attachment,
+    prekeys::{PrekeysRequest, PrekeysResponse},
     protocol::{MAX_ACK_IDS, MailboxRequest, MailboxResponse, MessageRequest},
     trace,
 };
@@ -210,7 +212,74 @@ impl Mailbox for Node {
     }
 }
 
+impl PrekeyService for Node {
+    #[tracing::instrument(
+        name = "p2p.prekeys.publish",
+        skip_all,
+        fields(one_time = upload.one_time.len(), held),
+        err(Display, level = "info")
+    )]
+    async fn publish(&self, upload: &PrekeyUpload) -> Result<u32, PrekeyError> {
+        let request = prekeys::publish_request(upload, trace::current());
+        let held = prekeys::published(self.ask_prekeys(request).await?)?;
+        tracing::Span::current().record("held", held);
+        Ok(held)
+    }
+
+    #[tracing::instrument(name = "p2p.prekeys.remaining", skip_all, err(Display, level = "info"))]
+    async fn remaining(&self) -> Result<Option<u32>, PrekeyError> {
+        let request = PrekeysRequest::Remaining {
+            meta: trace::current(),
+        };
+        prekeys::remaining(self.ask_prekeys(request).await?)
+    }
+
+    #[tracing::instrument(
+        name = "p2p.prekeys.fetch",
+        skip_all,
+        fields(%user, found, one_time),
+        err(Display, level = "info")
+    )]
+    async fn fetch(
+        &self,
+        user: &Username,
+    ) -> Result<Option<parley_domain::agreement::PrekeyBundle>, PrekeyError> {
+        let request = PrekeysRequest::Fetch {
+            username: user.to_string(),
+            meta: trace::current(),
+        };
+        let bundle = prekeys::bundle(self.ask_prekeys(request).await?)?;
+        let span = tracing::Span::current();
+        span.record("found", bundle.is_some());
+        if let Some(b) = &bundle {
+            span.record("one_time", b.one_time_prekey.is_some());
+        }
+        Ok(bundle)
+    }
+}
+
 impl Node {
+    /// Sends `request` to the rendezvous's prekey store and waits at most
+    /// [`PREKEY_TIMEOUT`] for its answer, the wait in the command queue included.
+    async fn ask_prekeys(&self, request: PrekeysRequest) -> Result<PrekeysResponse, PrekeyError> {
+        let asked = async {
+            let (reply, rx) = oneshot::channel();
+            self.command(Command::Prekeys { request, reply })
+                .await
+                .map_err(|e| PrekeyError::Unavailable(e.to_string()))?;
+            rx.await
+                .map_err(|_| PrekeyError::Unavailable("the network task stopped".into()))?
+        };
+        tokio::time::timeout(PREKEY_TIMEOUT, asked)
+            .await
+            .map_err(|_| {
+                PrekeyError::Unavailable(format!(
+                    "the rendezvous did not answer within {} s",
+                    PREKEY_TIMEOUT.as_secs()
+                ))
+            })?
+    }
+
     /// Sends `request` to the rendezvous and waits at most `limit` for its answer, the wait in
     /// the command queue included.
     async fn ask_mailbox(

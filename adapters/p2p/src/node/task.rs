@@ -15,11 +15,13 @@ use super::{
     mailbox::{self, MailboxReply},
     messaging::{Delivery, Due, Messaging},
     nat::{self, Nat},
+    prekeys::{self, PrekeyReply},
     probe::Probes,
     relay::Reservation,
     renew::{self, Renewal},
 };
 use crate::{
+    prekeys::PrekeysRequest,
     protocol::{MailboxRequest, Meta},
     registry::Registry,
     swarm,
@@ -59,6 +61,11 @@ pub(super) enum Command {
         request: MailboxRequest,
         reply: MailboxReply,
     },
+    /// Send a prekey request to the rendezvous and wait for its answer.
+    Prekeys {
+        request: PrekeysRequest,
+        reply: PrekeyReply,
+    },
 }
 
 /// The swarm and every concern's state.
@@ -69,6 +76,7 @@ pub(super) struct Task {
     pub(super) snapshot: Arc<Mutex<NodeSnapshot>>,
     pub(super) directory: directory::Client,
     pub(super) mailbox: mailbox::Client,
+    pub(super) prekeys: prekeys::Client,
     pub(super) messaging: Messaging,
     pub(super) probes: Probes,
     pub(super) reservation: Reservation,
@@ -141,6 +149,9 @@ impl Task {
             Command::Mailbox { request, reply } => {
                 self.mailbox.request(&mut self.swarm, request, reply);
             }
+            Command::Prekeys { request, reply } => {
+                self.prekeys.request(&mut self.swarm, request, reply);
+            }
         }
     }
 
@@ -160,6 +171,7 @@ impl Task {
                 self.mailbox
                     .on_event(&mut self.swarm, &self.registry, event);
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Prekeys(event)) => self.prekeys.on_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Renew(event)) => {
                 let rendezvous = self.directory.peer();
                 self.renewal.on_event(rendezvous, event);

@@ -15,12 +15,17 @@ mod dial_back;
 mod limit;
 mod mailbox;
 mod online;
+mod prekeys;
 mod relay;
 mod renew;
 mod stats;
 mod vouch;
 
 pub use mailbox::{MailboxOptions, SERVER_MAILBOX_STREAMS_PER_CONNECTION};
+pub use prekeys::{
+    MAX_PREKEY_JOBS, PREKEY_STREAMS_PER_CONNECTION, PrekeyOptions, PrekeyStore, PrekeyStoreError,
+    TakenPrekeys,
+};
 pub use relay::RelayLimits;
 pub use renew::{MAX_RENEWALS_IN_FLIGHT, RENEW_EVERY, RenewError, Renewer};
 
@@ -75,6 +80,8 @@ struct Behaviour {
     mailbox: mailbox::Behaviour,
     /// `/parley/renew/1` ([`renew`]).
     renew: renew::Behaviour,
+    /// `/parley/prekeys/1` ([`prekeys`]).
+    prekeys: prekeys::Behaviour,
     /// Circuit relay v2, server side ([`relay`]).
     relay: libp2p::relay::Behaviour,
     /// Tells each peer the address it is seen at (its NAT's, for a peer at home).
@@ -99,6 +106,9 @@ pub struct ServerOptions {
     pub mailbox: Option<MailboxOptions>,
     /// The CA, for `/parley/renew/1`; without it every renewal is refused.
     pub renewer: Option<Arc<dyn Renewer>>,
+    /// The prekey store, for `/parley/prekeys/1`; without it every prekey request is refused
+    /// `prekeys_disabled`.
+    pub prekeys: Option<PrekeyOptions>,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -109,6 +119,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("announce", &self.announce)
             .field("mailbox", &self.mailbox)
             .field("renews", &self.renewer.is_some())
+            .field("prekeys", &self.prekeys.is_some())
             .finish()
     }
 }
@@ -156,6 +167,7 @@ impl DirectoryServer {
             ),
             mailbox: mailbox::behaviour(mailbox.limits()),
             renew: renew::behaviour(),
+            prekeys: prekeys::behaviour(),
             relay: libp2p::relay::Behaviour::new(me.to_peer_id(), options.relay.config()),
             identify: crate::node::identify(&me),
             autonat: libp2p::autonat::v2::server::Behaviour::default(),
@@ -196,6 +208,7 @@ impl DirectoryServer {
             limits: Limits::new(options.address_limit),
             mailbox,
             renewals: renew::Renewals::new(options.renewer.clone()),
+            prekeys: prekeys::Prekeys::new(options.prekeys.clone()),
             stats: stats.clone(),
         };
         let task = tokio::spawn(directory.run(stop_rx));
@@ -234,6 +247,7 @@ struct Directory {
     limits: Limits,
     mailbox: mailbox::Mailbox,
     renewals: renew::Renewals,
+    prekeys: prekeys::Prekeys,
     stats: Arc<DirectoryStats>,
 }
 
@@ -257,6 +271,13 @@ impl Directory {
                         .swarm
                         .behaviour_mut()
                         .renew
+                        .send_response(channel, response);
+                }
+                (channel, response) = self.prekeys.next_answer() => {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .prekeys
                         .send_response(channel, response);
                 }
                 _ = prune.tick() => {
@@ -319,6 +340,24 @@ impl Directory {
                     certified,
                     &request,
                     channel,
+                );
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Prekeys(request_response::Event::Message {
+                peer,
+                connection_id,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+            })) => {
+                let certified = self.registry.certified(&peer);
+                let limits = &mut self.limits;
+                self.prekeys.on_request(
+                    &mut self.swarm.behaviour_mut().prekeys,
+                    certified,
+                    request,
+                    channel,
+                    || limits.take_lookup(peer, connection_id).is_ok(),
                 );
             }
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => {
