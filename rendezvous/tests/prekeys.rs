@@ -111,7 +111,7 @@ async fn published_prekeys_and_handed_out_ones_outlive_a_restart() {
     );
     let bob = device(&server, &bob_keys, "bob").await;
     let first = bob
-        .fetch(&user("alice"))
+        .bundle(&user("alice"))
         .await
         .expect("an answer")
         .expect("a bundle");
@@ -123,7 +123,7 @@ async fn published_prekeys_and_handed_out_ones_outlive_a_restart() {
     let server = start(dir.path(), &[]);
     let bob = device(&server, &bob_keys, "bob").await;
     let bundle = bob
-        .fetch(&user("alice"))
+        .bundle(&user("alice"))
         .await
         .expect("an answer")
         .expect("a bundle after the restart");
@@ -151,7 +151,7 @@ async fn published_prekeys_and_handed_out_ones_outlive_a_restart() {
         .expect_err("bob's signature on alice's prekeys");
     assert_eq!(refused.code(), "prekey_bad_signature", "{refused}");
     assert_eq!(
-        bob.fetch(&user("nobody")).await.expect("an answer"),
+        bob.bundle(&user("nobody")).await.expect("an answer"),
         None,
         "nobody by that name"
     );

@@ -1461,7 +1461,7 @@ impl crate::ports::PrekeyService for FakePrekeyService {
             .map(|(_, held)| held.one_time_count()))
     }
 
-    async fn fetch(
+    async fn bundle(
         &self,
         user: &Username,
     ) -> Result<Option<parley_domain::agreement::PrekeyBundle>, crate::ports::PrekeyError> {

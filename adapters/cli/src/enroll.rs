@@ -83,6 +83,16 @@ pub async fn run(home: &Home, target: &Target, user: Username) -> Result<()> {
     if let Some(warning) = crate::unlock::key_file_warning(home, &store) {
         eprintln!("warning: {warning}");
     }
+    // Published now, so that a first message can reach this device before its daemon runs.
+    let store = std::sync::Arc::new(store);
+    if let Err(e) =
+        parley_peer::publish_first_prekeys(store.clone(), std::time::Duration::from_secs(10)).await
+    {
+        eprintln!(
+            "warning: this device's prekeys could not be published yet ({e}); the daemon \
+             publishes them when it starts, and until then nobody can send it a first message"
+        );
+    }
     println!("enrolled: {}", identity.user);
     println!("ca-fingerprint: {}", identity.ca_fingerprint);
     for addr in &identity.rendezvous_addrs {

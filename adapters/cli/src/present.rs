@@ -273,6 +273,10 @@ mod tests {
             last: m,
             unread: 0,
             online: None,
+            ratchet: parley_peer::view::RatchetView {
+                steps: 0,
+                last_step_at: None,
+            },
         });
         assert_eq!(
             line,

@@ -211,7 +211,7 @@ async fn a_published_bundle_reaches_another_device_and_verifies_against_the_cert
     assert_eq!(alice.publish(&upload(1, 1, 1..=3)).await.unwrap(), 3);
     assert_eq!(alice.remaining().await.unwrap(), Some(3));
 
-    let bundle = bob.fetch(&user("alice")).await.unwrap().expect("a bundle");
+    let bundle = bob.bundle(&user("alice")).await.unwrap().expect("a bundle");
     let (alice_key, _) = device_key(1);
     assert!(bundle.signed_prekey.verifies(&alice_key));
     assert!(bundle.kem_prekey.as_ref().unwrap().verifies(&alice_key));
@@ -223,7 +223,7 @@ async fn a_published_bundle_reaches_another_device_and_verifies_against_the_cert
 
     // A second publication replaces the signed prekeys and adds the new one-time prekeys.
     assert_eq!(alice.publish(&upload(1, 2, 3..=5)).await.unwrap(), 4);
-    let bundle = bob.fetch(&user("alice")).await.unwrap().expect("a bundle");
+    let bundle = bob.bundle(&user("alice")).await.unwrap().expect("a bundle");
     assert_eq!(bundle.signed_prekey.id, 2);
     assert!(bundle.signed_prekey.verifies(&alice_key));
 }
@@ -240,7 +240,7 @@ async fn one_time_prekeys_are_handed_out_once_each_then_the_bundle_has_none() {
     for round in 0..N {
         // Two fetchers in turn: a key handed to one is never handed to the other.
         let fetcher = if round % 2 == 0 { &bob } else { &carol };
-        let bundle = fetcher.fetch(&user("alice")).await.unwrap().unwrap();
+        let bundle = fetcher.bundle(&user("alice")).await.unwrap().unwrap();
         let id = bundle
             .one_time_prekey
             .expect("a one-time prekey is left")
@@ -248,7 +248,7 @@ async fn one_time_prekeys_are_handed_out_once_each_then_the_bundle_has_none() {
         assert!(ids.insert(id), "one-time prekey {id} handed out twice");
     }
     assert_eq!(ids, (1..=N).collect());
-    let last = bob.fetch(&user("alice")).await.unwrap().unwrap();
+    let last = bob.bundle(&user("alice")).await.unwrap().unwrap();
     assert_eq!(
         last.one_time_prekey, None,
         "none left: the signed prekey alone"
@@ -272,7 +272,7 @@ async fn a_publication_signed_by_another_key_is_refused_and_changes_nothing() {
     assert_eq!(code(&refused), "prekey_bad_signature", "{refused}");
     assert_eq!(alice.remaining().await.unwrap(), Some(2));
     let bob = world.device("bob", 2).await;
-    let bundle = bob.fetch(&user("alice")).await.unwrap().unwrap();
+    let bundle = bob.bundle(&user("alice")).await.unwrap().unwrap();
     assert_eq!(bundle.signed_prekey.id, 1);
 }
 
@@ -294,8 +294,8 @@ async fn a_name_without_prekeys_and_a_name_nobody_enrolled_answer_no_bundle_alik
     let world = World::new().await;
     let bob = world.device("bob", 2).await;
     let _carol = world.device("carol", 3).await;
-    assert_eq!(bob.fetch(&user("carol")).await.unwrap(), None);
-    assert_eq!(bob.fetch(&user("nobody")).await.unwrap(), None);
+    assert_eq!(bob.bundle(&user("carol")).await.unwrap(), None);
+    assert_eq!(bob.bundle(&user("nobody")).await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -304,12 +304,12 @@ async fn a_bundle_comes_from_the_device_of_the_newest_certificate() {
     let old = world.device("alice", 1).await;
     old.publish(&upload(1, 1, 1..=2)).await.unwrap();
     let bob = world.device("bob", 2).await;
-    assert!(bob.fetch(&user("alice")).await.unwrap().is_some());
+    assert!(bob.bundle(&user("alice")).await.unwrap().is_some());
     // Alice enrolls a new device (seed 4); until it publishes, there is no bundle for her.
     let new = world.device("alice", 4).await;
-    assert_eq!(bob.fetch(&user("alice")).await.unwrap(), None);
+    assert_eq!(bob.bundle(&user("alice")).await.unwrap(), None);
     new.publish(&upload(4, 1, [7])).await.unwrap();
-    let bundle = bob.fetch(&user("alice")).await.unwrap().unwrap();
+    let bundle = bob.bundle(&user("alice")).await.unwrap().unwrap();
     assert!(bundle.signed_prekey.verifies(&device_key(4).0));
     assert_eq!(bundle.one_time_prekey.map(|k| k.id), Some(7));
 }
@@ -324,7 +324,7 @@ async fn what_was_published_outlives_the_server() {
     let again = serve(&world.ca, &world.book, &world.store).await;
     std::mem::replace(&mut world.server, again).shutdown().await;
     let bob = world.device("bob", 2).await;
-    let bundle = bob.fetch(&user("alice")).await.unwrap().unwrap();
+    let bundle = bob.bundle(&user("alice")).await.unwrap().unwrap();
     assert_eq!(bundle.one_time_prekey.map(|k| k.id), Some(1));
     assert!(bundle.signed_prekey.verifies(&device_key(1).0));
 }

@@ -16,6 +16,7 @@
 
 mod background;
 pub mod error;
+mod first_prekeys;
 mod home;
 mod peer;
 pub mod view;
@@ -24,6 +25,7 @@ use parley_domain::Timestamp;
 use parley_usecases::ports::Clock;
 
 pub use error::PeerError;
+pub use first_prekeys::{FirstPrekeysError, publish_first_prekeys};
 pub use home::Home;
 pub use peer::{Attachment, Config, Outgoing, Peer, Watcher};
 

@@ -14,9 +14,7 @@ use parley_p2p::{AttachmentConfig, Credentials, Multiaddr, Node, NodeConfig};
 use parley_store::Store;
 use parley_usecases::{
     commands::{Messaging, SendMessage, Sent},
-    ports::{
-        AttachmentSource, Clock, Event, EventSink, Expiry, IdentityStore, NodeInfo, PrekeySecrets,
-    },
+    ports::{AttachmentSource, Clock, Event, EventSink, Expiry, IdentityStore, NodeInfo},
     queries,
 };
 use tokio::{
@@ -205,6 +203,7 @@ impl Peer {
             tasks.spawn(background::receive(peer.clone(), inbound));
             tasks.spawn(background::collect_mail(peer.clone()));
             tasks.spawn(background::keep_certificate(peer.clone()));
+            tasks.spawn(background::keep_prekeys(peer.clone(), peer.store.clone()));
             tasks.spawn(background::every(
                 peer.clone(),
                 PURGE_EVERY,
@@ -234,19 +233,6 @@ impl Peer {
             }
         }
         Ok(peer)
-    }
-
-    /// Keeps this device's prekeys at the rendezvous from `secrets` (this device's prekey
-    /// secrets), in the background until the peer stops: published once the rendezvous is
-    /// connected, topped up when they run low, published again after a rotation. Call it once.
-    ///
-    /// Cancel safety: it only spawns the task; dropped before it resolves, nothing was
-    /// spawned.
-    pub async fn keep_prekeys<K: PrekeySecrets + 'static>(self: &Arc<Self>, secrets: K) {
-        self.tasks
-            .lock()
-            .await
-            .spawn(background::keep_prekeys(self.clone(), secrets));
     }
 
     /// The enrolled user.

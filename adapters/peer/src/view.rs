@@ -250,7 +250,7 @@ pub struct Conversation {
 }
 
 /// How far a conversation's keys have moved on (`conversations --json`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RatchetView {
     /// DH ratchet steps of both sides.
     pub steps: u64,

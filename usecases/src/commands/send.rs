@@ -251,8 +251,11 @@ where
         let deadline = self.clock.now().0.saturating_add(grace_ms());
         loop {
             match self.send(cmd.clone()).await {
+                // A device that just came online publishes its prekeys a moment after it is
+                // listed: nothing was kept, so asking again cannot make a second message.
                 Err(
                     SendError::UnknownUser(_)
+                    | SendError::NoPrekeys(_)
                     | SendError::DirectoryUnavailable { queued: false, .. },
                 ) if self.clock.now().0 < deadline => {
                     self.clock.sleep(SEND_RETRY_EVERY).await;

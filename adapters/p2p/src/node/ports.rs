@@ -240,7 +240,7 @@ impl PrekeyService for Node {
         fields(%user, found, one_time),
         err(Display, level = "info")
     )]
-    async fn fetch(
+    async fn bundle(
         &self,
         user: &Username,
     ) -> Result<Option<parley_domain::agreement::PrekeyBundle>, PrekeyError> {
