@@ -423,6 +423,7 @@ impl Issuer {
             rendezvous: vec![self.rendezvous.clone()],
             inbound_queue: 1,
             attachments: None,
+            renew: true,
         })
         .await?)
     }

@@ -342,7 +342,6 @@ pub async fn start_with(config: Config, protection: Protection) -> Result<Runnin
         relay: protection.relay,
         prekeys: Some(PrekeyOptions {
             store: Arc::new(prekey_store),
-            book: Arc::new(registry.clone()),
         }),
         announce: config.announce.clone(),
         mailbox,

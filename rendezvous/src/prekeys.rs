@@ -2,7 +2,7 @@
 //! one record per device, keyed by the device's Ed25519 key (32 bytes):
 //!
 //! ```text
-//! version:u8 (1) ‖ user_len:u8 ‖ user
+//! version:u8 (1) ‖ user_len:u8 ‖ user ‖ identity:[32] (the certificate's X25519 key)
 //!   ‖ signed id:u32 ‖ key:[32] ‖ signature:[64]
 //!   ‖ kem id:u32 ‖ key:[1184] ‖ signature:[64]
 //!   ‖ count:u16 ‖ count × (one-time id:u32 ‖ key:[32])     (ids ascending)
@@ -63,6 +63,7 @@ impl std::fmt::Debug for SledPrekeys {
 /// A device's record: whose it is and what is held.
 struct Record {
     user: Username,
+    identity: [u8; 32],
     held: HeldPrekeys,
 }
 
@@ -74,6 +75,7 @@ fn encode(record: &Record) -> Vec<u8> {
     // A username is at most 32 bytes (`Username::parse`).
     out.push(u8::try_from(user.len()).unwrap_or(u8::MAX));
     out.extend_from_slice(user);
+    out.extend_from_slice(&record.identity);
     out.extend_from_slice(&held.signed.id.to_be_bytes());
     out.extend_from_slice(&held.signed.key.0);
     out.extend_from_slice(&held.signed.signature);
@@ -125,6 +127,7 @@ fn decode(bytes: &[u8]) -> Result<Record, PrekeyStoreError> {
         .ok()
         .and_then(|u| Username::parse(u).ok())
         .ok_or_else(corrupt)?;
+    let identity = r.array()?;
     let signed = SignedPrekey {
         id: r.u32()?,
         key: PublicKey(r.array()?),
@@ -148,6 +151,7 @@ fn decode(bytes: &[u8]) -> Result<Record, PrekeyStoreError> {
     }
     Ok(Record {
         user,
+        identity,
         held: HeldPrekeys::from_parts(signed, kem, one_time),
     })
 }
@@ -192,6 +196,7 @@ impl PrekeyStore for SledPrekeys {
         &self,
         device: &[u8; 32],
         user: &Username,
+        identity: &[u8; 32],
         signed: SignedPrekey,
         kem: KemPrekey,
         one_time: &[OneTimePrekey],
@@ -214,6 +219,7 @@ impl PrekeyStore for SledPrekeys {
                 let count = held.one_time_count();
                 let record = Record {
                     user: user.clone(),
+                    identity: *identity,
                     held,
                 };
                 tree.insert(device.as_slice(), encode(&record))?;
@@ -232,7 +238,11 @@ impl PrekeyStore for SledPrekeys {
             .transpose()
     }
 
-    fn take(&self, device: &[u8; 32]) -> Result<Option<TakenPrekeys>, PrekeyStoreError> {
+    fn take(
+        &self,
+        device: &[u8; 32],
+        user: &Username,
+    ) -> Result<Option<TakenPrekeys>, PrekeyStoreError> {
         let taken = self
             .devices
             .transaction(|tree| {
@@ -240,6 +250,9 @@ impl PrekeyStore for SledPrekeys {
                     return Ok(None);
                 };
                 let mut record = decode(&value).map_err(ConflictableTransactionError::Abort)?;
+                if record.user != *user {
+                    return Ok(None);
+                }
                 let one_time = record.held.take_one_time();
                 if one_time.is_some() {
                     tree.insert(device.as_slice(), encode(&record))?;
@@ -248,6 +261,7 @@ impl PrekeyStore for SledPrekeys {
                     signed: record.held.signed,
                     kem: record.held.kem,
                     one_time,
+                    identity: record.identity,
                 }))
             })
             .map_err(tx_fail)?;
@@ -303,7 +317,36 @@ mod tests {
     fn a_device_that_published_nothing_has_no_count_and_no_bundle() {
         let (_dir, store) = opened();
         assert_eq!(store.remaining(&[1; 32]), Ok(None));
-        assert_eq!(store.take(&[1; 32]), Ok(None));
+        assert_eq!(store.take(&[1; 32], &name("alice")), Ok(None));
+    }
+
+    #[test]
+    fn a_device_asked_for_under_another_name_hands_nothing_out() {
+        let (_dir, store) = opened();
+        store
+            .publish(
+                &[1; 32],
+                &name("alice"),
+                &[8; 32],
+                signed(1),
+                kem(1),
+                &one_time([4]),
+            )
+            .expect("published");
+        assert_eq!(store.take(&[1; 32], &name("bob")), Ok(None));
+        let taken = store
+            .take(&[1; 32], &name("alice"))
+            .expect("read")
+            .expect("alice's");
+        assert_eq!(
+            taken.identity, [8; 32],
+            "the certificate's key, as published"
+        );
+        assert_eq!(
+            taken.one_time.map(|k| k.id),
+            Some(4),
+            "still there for alice's"
+        );
     }
 
     #[test]
@@ -311,12 +354,22 @@ mod tests {
         let (_dir, store) = opened();
         let alice = name("alice");
         let held = store
-            .publish(&[1; 32], &alice, signed(1), kem(1), &one_time([3, 1, 2]))
+            .publish(
+                &[1; 32],
+                &alice,
+                &[8; 32],
+                signed(1),
+                kem(1),
+                &one_time([3, 1, 2]),
+            )
             .expect("published");
         assert_eq!(held, 3);
         let mut ids = Vec::new();
         for _ in 0..4 {
-            let taken = store.take(&[1; 32]).expect("read").expect("published");
+            let taken = store
+                .take(&[1; 32], &name("alice"))
+                .expect("read")
+                .expect("published");
             assert_eq!((taken.signed.id, taken.kem.id), (1, 1));
             ids.push(taken.one_time.map(|k| k.id));
         }
@@ -330,13 +383,30 @@ mod tests {
         let (_dir, store) = opened();
         let alice = name("alice");
         store
-            .publish(&[1; 32], &alice, signed(1), kem(1), &one_time(1..=10))
+            .publish(
+                &[1; 32],
+                &alice,
+                &[8; 32],
+                signed(1),
+                kem(1),
+                &one_time(1..=10),
+            )
             .expect("published");
         let held = store
-            .publish(&[1; 32], &alice, signed(2), kem(3), &one_time(5..=15))
+            .publish(
+                &[1; 32],
+                &alice,
+                &[8; 32],
+                signed(2),
+                kem(3),
+                &one_time(5..=15),
+            )
             .expect("published");
         assert_eq!(held, 15);
-        let taken = store.take(&[1; 32]).expect("read").expect("published");
+        let taken = store
+            .take(&[1; 32], &name("alice"))
+            .expect("read")
+            .expect("published");
         assert_eq!((taken.signed.id, taken.kem.id), (2, 3));
         assert_eq!(taken.one_time, one_time([1]).pop());
     }
@@ -347,16 +417,40 @@ mod tests {
         let alice = name("alice");
         let cap = u32::try_from(MAX_ONE_TIME_HELD).expect("small");
         store
-            .publish(&[1; 32], &alice, signed(1), kem(1), &one_time(1..=100))
+            .publish(
+                &[1; 32],
+                &alice,
+                &[8; 32],
+                signed(1),
+                kem(1),
+                &one_time(1..=100),
+            )
             .expect("published");
         store
-            .publish(&[1; 32], &alice, signed(1), kem(1), &one_time(101..=cap))
+            .publish(
+                &[1; 32],
+                &alice,
+                &[8; 32],
+                signed(1),
+                kem(1),
+                &one_time(101..=cap),
+            )
             .expect("published");
         assert_eq!(
-            store.publish(&[1; 32], &alice, signed(9), kem(9), &one_time([cap + 1])),
+            store.publish(
+                &[1; 32],
+                &alice,
+                &[8; 32],
+                signed(9),
+                kem(9),
+                &one_time([cap + 1])
+            ),
             Err(PrekeyStoreError::Refused(PrekeyRefusal::TooManyHeld))
         );
-        let taken = store.take(&[1; 32]).expect("read").expect("published");
+        let taken = store
+            .take(&[1; 32], &name("alice"))
+            .expect("read")
+            .expect("published");
         assert_eq!(
             taken.signed.id, 1,
             "the refused publication changed nothing"
@@ -374,17 +468,21 @@ mod tests {
                 .publish(
                     &[1; 32],
                     &name("alice"),
+                    &[8; 32],
                     signed(1),
                     kem(1),
                     &one_time(1..=3),
                 )
                 .expect("published");
-            store.take(&[1; 32]).expect("taken");
+            store.take(&[1; 32], &name("alice")).expect("taken");
         }
         let store = SledPrekeys::open(&path).expect("reopen");
         assert_eq!(store.remaining(&[1; 32]), Ok(Some(2)));
         assert_eq!(store.user_of(&[1; 32]), Ok(Some(name("alice"))));
-        let taken = store.take(&[1; 32]).expect("read").expect("published");
+        let taken = store
+            .take(&[1; 32], &name("alice"))
+            .expect("read")
+            .expect("published");
         assert_eq!(taken.one_time.map(|k| k.id), Some(2));
     }
 
@@ -395,6 +493,7 @@ mod tests {
             .publish(
                 &[1; 32],
                 &name("alice"),
+                &[8; 32],
                 signed(1),
                 kem(1),
                 &one_time(1..=2),
@@ -407,7 +506,10 @@ mod tests {
                 .insert([1; 32], &good[..cut])
                 .expect("written");
             assert!(store.remaining(&[1; 32]).is_err(), "cut at {cut}");
-            assert!(store.take(&[1; 32]).is_err(), "cut at {cut}");
+            assert!(
+                store.take(&[1; 32], &name("alice")).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut longer = good.to_vec();
         longer.push(0);

@@ -37,6 +37,7 @@ async fn device(server: &Rendezvous, enrolled: &Enrolled, name: &str) -> Node {
         rendezvous: vec![server.p2p.parse::<Multiaddr>().expect("the p2p line")],
         inbound_queue: 16,
         attachments: None,
+        renew: true,
     })
     .await
     .expect("the node starts");
@@ -110,8 +111,9 @@ async fn published_prekeys_and_handed_out_ones_outlive_a_restart() {
         3
     );
     let bob = device(&server, &bob_keys, "bob").await;
+    let (alice_device, _) = certified(&alice_keys);
     let first = bob
-        .bundle(&user("alice"))
+        .bundle(&user("alice"), &alice_device)
         .await
         .expect("an answer")
         .expect("a bundle");
@@ -123,7 +125,7 @@ async fn published_prekeys_and_handed_out_ones_outlive_a_restart() {
     let server = start(dir.path(), &[]);
     let bob = device(&server, &bob_keys, "bob").await;
     let bundle = bob
-        .bundle(&user("alice"))
+        .bundle(&user("alice"), &alice_device)
         .await
         .expect("an answer")
         .expect("a bundle after the restart");
@@ -151,7 +153,9 @@ async fn published_prekeys_and_handed_out_ones_outlive_a_restart() {
         .expect_err("bob's signature on alice's prekeys");
     assert_eq!(refused.code(), "prekey_bad_signature", "{refused}");
     assert_eq!(
-        bob.bundle(&user("nobody")).await.expect("an answer"),
+        bob.bundle(&user("nobody"), &alice_device)
+            .await
+            .expect("an answer"),
         None,
         "nobody by that name"
     );

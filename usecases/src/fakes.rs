@@ -976,7 +976,11 @@ impl PrekeyService for InMemoryMailbox {
             .map(|held| u32::try_from(held.len()).unwrap_or(u32::MAX)))
     }
 
-    async fn bundle(&self, user: &Username) -> Result<Option<PrekeyBundle>, PrekeyError> {
+    async fn bundle(
+        &self,
+        user: &Username,
+        _device: &[u8; 32],
+    ) -> Result<Option<PrekeyBundle>, PrekeyError> {
         if *lock(&self.hub.prekeys_down) {
             return Err(PrekeyError::Unavailable("injected".into()));
         }
@@ -1464,6 +1468,7 @@ impl crate::ports::PrekeyService for FakePrekeyService {
     async fn bundle(
         &self,
         user: &Username,
+        _device: &[u8; 32],
     ) -> Result<Option<parley_domain::agreement::PrekeyBundle>, crate::ports::PrekeyError> {
         self.call()?;
         Ok(lock(&self.hub.0).get_mut(user).map(|(identity, held)| {

@@ -97,10 +97,13 @@ pub enum PrekeysRequest {
         #[serde(default)]
         meta: Meta,
     },
-    /// "The bundle of this user's current device."
+    /// "The bundle of this device of this user's."
     Fetch {
         /// The username asked for.
         username: String,
+        /// The device asked for: its Ed25519 key (the one the fetcher pinned, or the CA
+        /// certified), standard base64 of 32 bytes.
+        device: String,
         /// Protocol metadata.
         #[serde(default)]
         meta: Meta,
@@ -134,6 +137,19 @@ pub enum PrekeysResponse {
         /// One sentence.
         reason: String,
     },
+}
+
+/// A device's Ed25519 key as a fetch names it (standard base64 of 32 bytes); `None` for
+/// anything else.
+#[must_use]
+pub fn device_key(text: &str) -> Option<[u8; 32]> {
+    bytes(text)
+}
+
+/// The text a fetch names a device's Ed25519 key with.
+#[must_use]
+pub fn device_text(key: &[u8; 32]) -> String {
+    STANDARD.encode(key)
 }
 
 fn bytes<const N: usize>(text: &str) -> Option<[u8; N]> {

@@ -42,22 +42,23 @@ fn user(name: &str) -> Username {
 
 /// Prekeys in memory, by the domain's rules (what the sled store encodes).
 #[derive(Default)]
-struct InMemoryPrekeys(Mutex<HashMap<[u8; 32], HeldPrekeys>>);
+struct InMemoryPrekeys(Mutex<HashMap<[u8; 32], (Username, [u8; 32], HeldPrekeys)>>);
 
 impl PrekeyStore for InMemoryPrekeys {
     fn publish(
         &self,
         device: &[u8; 32],
-        _: &Username,
+        user: &Username,
+        identity: &[u8; 32],
         signed: SignedPrekey,
         kem: KemPrekey,
         one_time: &[OneTimePrekey],
     ) -> Result<u32, PrekeyStoreError> {
         let mut held = self.0.lock().unwrap();
-        let now = HeldPrekeys::publish(held.get(device), signed, kem, one_time)
+        let now = HeldPrekeys::publish(held.get(device).map(|(_, _, h)| h), signed, kem, one_time)
             .map_err(PrekeyStoreError::Refused)?;
         let count = now.one_time_count();
-        held.insert(*device, now);
+        held.insert(*device, (user.clone(), *identity, now));
         Ok(count)
     }
 
@@ -67,19 +68,25 @@ impl PrekeyStore for InMemoryPrekeys {
             .lock()
             .unwrap()
             .get(device)
-            .map(HeldPrekeys::one_time_count))
+            .map(|(_, _, h)| h.one_time_count()))
     }
 
-    fn take(&self, device: &[u8; 32]) -> Result<Option<TakenPrekeys>, PrekeyStoreError> {
+    fn take(
+        &self,
+        device: &[u8; 32],
+        user: &Username,
+    ) -> Result<Option<TakenPrekeys>, PrekeyStoreError> {
         Ok(self
             .0
             .lock()
             .unwrap()
             .get_mut(device)
-            .map(|held| TakenPrekeys {
+            .filter(|(owner, _, _)| owner == user)
+            .map(|(_, identity, held)| TakenPrekeys {
                 one_time: held.take_one_time(),
                 signed: held.signed.clone(),
                 kem: held.kem.clone(),
+                identity: *identity,
             }))
     }
 }
@@ -107,7 +114,7 @@ impl World {
         let ca = Ca::new("prekeys test CA");
         let book = Arc::new(Book::default());
         let store = Arc::new(InMemoryPrekeys::default());
-        let server = serve(&ca, &book, &store).await;
+        let server = serve(&ca, &store).await;
         Self {
             ca,
             book,
@@ -129,12 +136,11 @@ impl World {
     }
 }
 
-async fn serve(ca: &Ca, book: &Arc<Book>, store: &Arc<InMemoryPrekeys>) -> DirectoryServer {
+async fn serve(ca: &Ca, store: &Arc<InMemoryPrekeys>) -> DirectoryServer {
     let listen: Multiaddr = "/ip4/127.0.0.1/tcp/0".parse().unwrap();
     let options = ServerOptions {
         prekeys: Some(PrekeyOptions {
             store: store.clone(),
-            book: book.clone(),
         }),
         ..ServerOptions::default()
     };
@@ -211,7 +217,11 @@ async fn a_published_bundle_reaches_another_device_and_verifies_against_the_cert
     assert_eq!(alice.publish(&upload(1, 1, 1..=3)).await.unwrap(), 3);
     assert_eq!(alice.remaining().await.unwrap(), Some(3));
 
-    let bundle = bob.bundle(&user("alice")).await.unwrap().expect("a bundle");
+    let bundle = bob
+        .bundle(&user("alice"), &device_key(1).0)
+        .await
+        .unwrap()
+        .expect("a bundle");
     let (alice_key, _) = device_key(1);
     assert!(bundle.signed_prekey.verifies(&alice_key));
     assert!(bundle.kem_prekey.as_ref().unwrap().verifies(&alice_key));
@@ -223,7 +233,11 @@ async fn a_published_bundle_reaches_another_device_and_verifies_against_the_cert
 
     // A second publication replaces the signed prekeys and adds the new one-time prekeys.
     assert_eq!(alice.publish(&upload(1, 2, 3..=5)).await.unwrap(), 4);
-    let bundle = bob.bundle(&user("alice")).await.unwrap().expect("a bundle");
+    let bundle = bob
+        .bundle(&user("alice"), &device_key(1).0)
+        .await
+        .unwrap()
+        .expect("a bundle");
     assert_eq!(bundle.signed_prekey.id, 2);
     assert!(bundle.signed_prekey.verifies(&alice_key));
 }
@@ -240,7 +254,11 @@ async fn one_time_prekeys_are_handed_out_once_each_then_the_bundle_has_none() {
     for round in 0..N {
         // Two fetchers in turn: a key handed to one is never handed to the other.
         let fetcher = if round % 2 == 0 { &bob } else { &carol };
-        let bundle = fetcher.bundle(&user("alice")).await.unwrap().unwrap();
+        let bundle = fetcher
+            .bundle(&user("alice"), &device_key(1).0)
+            .await
+            .unwrap()
+            .unwrap();
         let id = bundle
             .one_time_prekey
             .expect("a one-time prekey is left")
@@ -248,7 +266,11 @@ async fn one_time_prekeys_are_handed_out_once_each_then_the_bundle_has_none() {
         assert!(ids.insert(id), "one-time prekey {id} handed out twice");
     }
     assert_eq!(ids, (1..=N).collect());
-    let last = bob.bundle(&user("alice")).await.unwrap().unwrap();
+    let last = bob
+        .bundle(&user("alice"), &device_key(1).0)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         last.one_time_prekey, None,
         "none left: the signed prekey alone"
@@ -272,7 +294,11 @@ async fn a_publication_signed_by_another_key_is_refused_and_changes_nothing() {
     assert_eq!(code(&refused), "prekey_bad_signature", "{refused}");
     assert_eq!(alice.remaining().await.unwrap(), Some(2));
     let bob = world.device("bob", 2).await;
-    let bundle = bob.bundle(&user("alice")).await.unwrap().unwrap();
+    let bundle = bob
+        .bundle(&user("alice"), &device_key(1).0)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(bundle.signed_prekey.id, 1);
 }
 
@@ -294,24 +320,50 @@ async fn a_name_without_prekeys_and_a_name_nobody_enrolled_answer_no_bundle_alik
     let world = World::new().await;
     let bob = world.device("bob", 2).await;
     let _carol = world.device("carol", 3).await;
-    assert_eq!(bob.bundle(&user("carol")).await.unwrap(), None);
-    assert_eq!(bob.bundle(&user("nobody")).await.unwrap(), None);
+    assert_eq!(
+        bob.bundle(&user("carol"), &device_key(3).0).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        bob.bundle(&user("nobody"), &device_key(9).0).await.unwrap(),
+        None
+    );
 }
 
 #[tokio::test]
-async fn a_bundle_comes_from_the_device_of_the_newest_certificate() {
+async fn a_bundle_is_that_of_the_device_asked_for_and_only_if_it_is_the_users() {
     let world = World::new().await;
     let old = world.device("alice", 1).await;
     old.publish(&upload(1, 1, 1..=2)).await.unwrap();
     let bob = world.device("bob", 2).await;
-    assert!(bob.bundle(&user("alice")).await.unwrap().is_some());
-    // Alice enrolls a new device (seed 4); until it publishes, there is no bundle for her.
+    bob.publish(&upload(2, 1, [5])).await.unwrap();
+    // Alice enrolls a new device (seed 4); until it publishes, there is no bundle for it, and
+    // the old device's is still the old device's.
     let new = world.device("alice", 4).await;
-    assert_eq!(bob.bundle(&user("alice")).await.unwrap(), None);
+    assert_eq!(
+        bob.bundle(&user("alice"), &device_key(4).0).await.unwrap(),
+        None
+    );
     new.publish(&upload(4, 1, [7])).await.unwrap();
-    let bundle = bob.bundle(&user("alice")).await.unwrap().unwrap();
+    let bundle = bob
+        .bundle(&user("alice"), &device_key(4).0)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(bundle.signed_prekey.verifies(&device_key(4).0));
     assert_eq!(bundle.one_time_prekey.map(|k| k.id), Some(7));
+    let older = bob
+        .bundle(&user("alice"), &device_key(1).0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(older.signed_prekey.verifies(&device_key(1).0));
+    // Bob's device asked for under alice's name: no bundle, and nothing of bob's handed out.
+    assert_eq!(
+        old.bundle(&user("alice"), &device_key(2).0).await.unwrap(),
+        None
+    );
+    assert_eq!(bob.remaining().await.unwrap(), Some(1));
 }
 
 #[tokio::test]
@@ -321,10 +373,14 @@ async fn what_was_published_outlives_the_server() {
     alice.publish(&upload(1, 1, 1..=3)).await.unwrap();
     alice.shutdown().await;
     // A new server over the same store: the swarm task keeps nothing of its own.
-    let again = serve(&world.ca, &world.book, &world.store).await;
+    let again = serve(&world.ca, &world.store).await;
     std::mem::replace(&mut world.server, again).shutdown().await;
     let bob = world.device("bob", 2).await;
-    let bundle = bob.bundle(&user("alice")).await.unwrap().unwrap();
+    let bundle = bob
+        .bundle(&user("alice"), &device_key(1).0)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(bundle.one_time_prekey.map(|k| k.id), Some(1));
     assert!(bundle.signed_prekey.verifies(&device_key(1).0));
 }

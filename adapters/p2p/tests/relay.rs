@@ -893,6 +893,7 @@ async fn a_node_delivers_to_a_node_it_can_reach_only_through_its_circuit_address
         rendezvous: server.addresses(),
         inbound_queue: 16,
         attachments: None,
+        renew: true,
     };
     let (alice, _alice_rx) = parley_p2p::Node::start(config).await.unwrap();
     // The directory hands out bob's circuit address beside his direct ones.

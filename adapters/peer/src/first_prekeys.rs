@@ -60,6 +60,8 @@ pub async fn publish_first_prekeys(
         rendezvous,
         inbound_queue: 1,
         attachments: None,
+        // What it would renew would not be kept: the daemon renews.
+        renew: false,
     })
     .await
     .map_err(|e| FirstPrekeysError::Refused(e.to_string()))?;

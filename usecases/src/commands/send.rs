@@ -490,7 +490,11 @@ where
             .keys
             .x25519
             .ok_or_else(|| SendError::NoEncryptionKey(contact.user.clone()))?;
-        let bundle = match self.mailbox.bundle(&contact.user).await {
+        let bundle = match self
+            .mailbox
+            .bundle(&contact.user, &contact.keys.ed25519)
+            .await
+        {
             Ok(Some(bundle)) => bundle,
             Ok(None) => return Err(SendError::NoPrekeys(contact.user.clone())),
             Err(error) => {

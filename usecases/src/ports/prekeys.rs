@@ -82,16 +82,18 @@ pub trait PrekeyService: Send + Sync {
     /// [`PrekeyError`].
     fn remaining(&self) -> impl Future<Output = Result<Option<u32>, PrekeyError>> + Send;
 
-    /// The prekey bundle of `user`'s device, with one of its one-time prekeys (which the
-    /// rendezvous hands out once and deletes) when any are left; `None` when that device has
-    /// published no prekeys. Nothing in it is trusted: the caller checks the signatures against
-    /// the device key it pinned or the CA certified.
+    /// The prekey bundle of `user`'s device whose Ed25519 key is `device` (the one the caller
+    /// pinned, or the CA certified), with one of its one-time prekeys (which the rendezvous
+    /// hands out once and deletes) when any are left; `None` when that device has published
+    /// no prekeys or is not `user`'s. Nothing in it is trusted: the caller checks the
+    /// signatures against `device` and the identity key against the certified one.
     ///
     /// # Errors
     /// [`PrekeyError`].
     fn bundle(
         &self,
         user: &Username,
+        device: &[u8; 32],
     ) -> impl Future<Output = Result<Option<PrekeyBundle>, PrekeyError>> + Send;
 }
 

@@ -89,6 +89,9 @@ pub struct NodeConfig {
     pub inbound_queue: usize,
     /// Where incoming attachments are staged, and their cap; `None` refuses attachments.
     pub attachments: Option<AttachmentConfig>,
+    /// Whether the node renews its certificate when renewal is due. A short-lived node that
+    /// only publishes prekeys does not: only a node whose renewals are kept in the store may.
+    pub renew: bool,
 }
 
 type Stopper = (oneshot::Sender<()>, tokio::task::JoinHandle<()>);
@@ -118,7 +121,7 @@ impl Node {
         let ca = CaRoot::new(&config.credentials.ca)?;
         let me = config.credentials.keypair.public();
         let identity = crate::tls::Identity::new(&config.credentials)?;
-        let (renewal, certificate) = Renewal::new(identity.clone(), ca.clone())?;
+        let (renewal, certificate) = Renewal::new(identity.clone(), ca.clone(), config.renew)?;
         let mut swarm =
             swarm::build_with_relay(&config.credentials, identity, registry.clone(), |relay| {
                 Behaviour::new(&me, relay)

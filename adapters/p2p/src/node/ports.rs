@@ -243,9 +243,11 @@ impl PrekeyService for Node {
     async fn bundle(
         &self,
         user: &Username,
+        device: &[u8; 32],
     ) -> Result<Option<parley_domain::agreement::PrekeyBundle>, PrekeyError> {
         let request = PrekeysRequest::Fetch {
             username: user.to_string(),
+            device: crate::prekeys::device_text(device),
             meta: trace::current(),
         };
         let bundle = prekeys::bundle(self.ask_prekeys(request).await?)?;

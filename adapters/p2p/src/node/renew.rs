@@ -72,6 +72,8 @@ pub(super) struct Renewal {
     last_attempt: Option<Timestamp>,
     in_flight: Option<OutboundRequestId>,
     renewed: watch::Sender<HeldCertificate>,
+    /// Whether this node renews at all (see [`super::NodeConfig::renew`]).
+    enabled: bool,
 }
 
 impl Renewal {
@@ -80,6 +82,7 @@ impl Renewal {
     pub(super) fn new(
         identity: Identity,
         ca: CaRoot,
+        enabled: bool,
     ) -> Result<(Self, watch::Receiver<HeldCertificate>), crate::Error> {
         let der = identity.certificate();
         let me = pki::inspect(&der)?;
@@ -96,6 +99,7 @@ impl Renewal {
             last_attempt: None,
             in_flight: None,
             renewed,
+            enabled,
         };
         Ok((renewal, held))
     }
@@ -103,7 +107,7 @@ impl Renewal {
     /// Asks `rendezvous` (when connected to it) for a new certificate, if renewal is due.
     pub(super) fn tick(&mut self, behaviour: &mut Behaviour, rendezvous: Option<PeerId>) {
         let now = now();
-        let Some(rendezvous) = rendezvous else {
+        let Some(rendezvous) = rendezvous.filter(|_| self.enabled) else {
             return;
         };
         if self.in_flight.is_some() || !self.validity.renewal_due(now, self.last_attempt) {

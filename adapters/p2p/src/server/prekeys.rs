@@ -4,10 +4,11 @@
 //! The publishing device is the connection's verified certificate: its Ed25519 key (the peer
 //! id) names the record and checks both signed prekeys, and its user is stored beside them. A
 //! publication whose signatures do not hold for that key is refused `prekey_bad_signature`. A
-//! fetch names a user: the device of the newest certificate issued to that name
-//! ([`CertificateBook`]) is the one whose bundle comes back, with its certificate's X25519 key
-//! as the identity and one of its one-time prekeys, removed durably before the answer. A name
-//! nobody enrolled and a device that published nothing answer alike, with no bundle.
+//! fetch names a user and one of its devices (the Ed25519 key the fetcher pinned, or the CA
+//! certified): that device's bundle comes back when it is the user's, with the X25519 key its
+//! certificate named when it published as the identity and one of its one-time prekeys,
+//! removed durably before the answer. A name nobody enrolled, a device that published nothing
+//! and a device of another user answer alike, with no bundle (and hand nothing out).
 //!
 //! The store blocks, so every request runs on tokio's blocking pool, at most
 //! [`MAX_PREKEY_JOBS`] at once (more are refused `prekeys_unavailable`), and its answer comes
@@ -25,11 +26,9 @@ use parley_domain::{
     agreement::{KemPrekey, OneTimePrekey, SignedPrekey},
     prekeys::{self as rules, PrekeyRefusal},
 };
-use parley_usecases::ports::CertificateBook;
 use tokio::sync::mpsc;
 
 use crate::{
-    pki,
     prekeys::{
         MAX_PREKEYS_REQUEST_BYTES, MAX_PREKEYS_RESPONSE_BYTES, PREKEYS_PROTOCOL, PrekeysRequest,
         PrekeysResponse, WireBundle, WireOneTimeKey,
@@ -65,6 +64,8 @@ pub struct TakenPrekeys {
     pub kem: KemPrekey,
     /// The one-time prekey handed out, if any was left.
     pub one_time: Option<OneTimePrekey>,
+    /// The device's X25519 identity key, as its certificate named it when it published.
+    pub identity: [u8; 32],
 }
 
 /// The rendezvous's durable store of public prekeys, one record per device (by its Ed25519
@@ -83,6 +84,7 @@ pub trait PrekeyStore: Send + Sync {
         &self,
         device: &[u8; 32],
         user: &Username,
+        identity: &[u8; 32],
         signed: SignedPrekey,
         kem: KemPrekey,
         one_time: &[OneTimePrekey],
@@ -94,12 +96,17 @@ pub trait PrekeyStore: Send + Sync {
     /// [`PrekeyStoreError::Unavailable`].
     fn remaining(&self, device: &[u8; 32]) -> Result<Option<u32>, PrekeyStoreError>;
 
-    /// Takes `device`'s bundle parts: the one-time prekey handed out (the lowest id) is
-    /// removed and synced before this returns. `None` when it has published nothing.
+    /// Takes `device`'s bundle parts when `device` is `user`'s: the one-time prekey handed
+    /// out (the lowest id) is removed and synced before this returns. `None` (and nothing
+    /// removed) when it has published nothing or is another user's.
     ///
     /// # Errors
     /// [`PrekeyStoreError::Unavailable`]; nothing was removed then.
-    fn take(&self, device: &[u8; 32]) -> Result<Option<TakenPrekeys>, PrekeyStoreError>;
+    fn take(
+        &self,
+        device: &[u8; 32],
+        user: &Username,
+    ) -> Result<Option<TakenPrekeys>, PrekeyStoreError>;
 }
 
 /// The prekey service a rendezvous runs: where prekeys are kept and who is enrolled.
@@ -107,8 +114,6 @@ pub trait PrekeyStore: Send + Sync {
 pub struct PrekeyOptions {
     /// Where prekeys are kept.
     pub store: Arc<dyn PrekeyStore>,
-    /// Who is enrolled, and the newest certificate of each.
-    pub book: Arc<dyn CertificateBook>,
 }
 
 impl std::fmt::Debug for PrekeyOptions {
@@ -166,8 +171,9 @@ enum Job {
         device: [u8; 32],
     },
     Fetch {
-        /// `None` for a name that cannot be enrolled: answered like an unknown one.
-        user: Option<Username>,
+        /// `None` for a name that cannot be enrolled, or a device that is no key: answered
+        /// like an unknown one.
+        target: Option<(Username, [u8; 32])>,
     },
 }
 
@@ -175,6 +181,7 @@ enum Job {
 struct Publication {
     user: Username,
     device: [u8; 32],
+    identity: [u8; 32],
     signed: SignedPrekey,
     kem: KemPrekey,
     one_time: Vec<OneTimePrekey>,
@@ -242,6 +249,7 @@ impl Prekeys {
         let Some(CertifiedPeer {
             role: Role::User(user),
             ed25519: device,
+            x25519,
             ..
         }) = certified
         else {
@@ -269,9 +277,12 @@ impl Prekeys {
                     .map(WireOneTimeKey::to_prekey)
                     .collect::<Option<Vec<_>>>()
                     .ok_or(PrekeyRefusal::Malformed)?;
+                // A certificate without an X25519 key cannot be agreed with.
+                let identity = x25519.ok_or(PrekeyRefusal::Malformed)?;
                 Job::Publish(Box::new(Publication {
                     user,
                     device,
+                    identity,
                     signed,
                     kem,
                     one_time,
@@ -283,12 +294,18 @@ impl Prekeys {
                 }
                 Job::Remaining { device }
             }
-            PrekeysRequest::Fetch { username, meta } => {
+            PrekeysRequest::Fetch {
+                username,
+                device,
+                meta,
+            } => {
                 if !meta_within_bounds(&meta) {
                     return Err(PrekeyRefusal::Malformed);
                 }
                 Job::Fetch {
-                    user: Username::parse(&username).ok(),
+                    target: Username::parse(&username)
+                        .ok()
+                        .zip(crate::prekeys::device_key(&device)),
                 }
             }
         };
@@ -311,6 +328,7 @@ fn run(options: &PrekeyOptions, job: Job) -> PrekeysResponse {
             let Publication {
                 user,
                 device,
+                identity,
                 signed,
                 kem,
                 one_time,
@@ -327,7 +345,7 @@ fn run(options: &PrekeyOptions, job: Job) -> PrekeysResponse {
             }
             let response = match options
                 .store
-                .publish(&device, &user, signed, kem, &one_time)
+                .publish(&device, &user, &identity, signed, kem, &one_time)
             {
                 Ok(held) => PrekeysResponse::Published { one_time: held },
                 Err(PrekeyStoreError::Refused(refusal)) => refuse(refusal),
@@ -340,7 +358,7 @@ fn run(options: &PrekeyOptions, job: Job) -> PrekeysResponse {
             Ok(held) => PrekeysResponse::Remaining { one_time: held },
             Err(e) => unavailable(&e),
         },
-        Job::Fetch { user } => {
+        Job::Fetch { target } => {
             let span = tracing::info_span!(
                 "prekeys.fetch",
                 found = tracing::field::Empty,
@@ -348,45 +366,36 @@ fn run(options: &PrekeyOptions, job: Job) -> PrekeysResponse {
                 outcome = tracing::field::Empty
             );
             let _entered = span.enter();
-            let response = match user.map_or(Ok(None), |user| fetch(options, &user)) {
-                Ok(bundle) => {
-                    span.record("found", bundle.is_some());
-                    if let Some(b) = &bundle {
-                        span.record("one_time", b.one_time_prekey.is_some());
+            let response =
+                match target.map_or(Ok(None), |(user, device)| fetch(options, &user, &device)) {
+                    Ok(bundle) => {
+                        span.record("found", bundle.is_some());
+                        if let Some(b) = &bundle {
+                            span.record("one_time", b.one_time_prekey.is_some());
+                        }
+                        PrekeysResponse::Bundle { bundle }
                     }
-                    PrekeysResponse::Bundle { bundle }
-                }
-                Err(refusal) => refuse(refusal),
-            };
+                    Err(refusal) => refuse(refusal),
+                };
             span.record("outcome", outcome(&response));
             response
         }
     }
 }
 
-/// The bundle of `user`'s current device: the device of the newest certificate issued to the
-/// name, with that certificate's X25519 key.
-fn fetch(options: &PrekeyOptions, user: &Username) -> Result<Option<WireBundle>, PrekeyRefusal> {
-    let Some(der) = options.book.certificate_of(user).map_err(|e| failed(&e))? else {
-        return Ok(None);
-    };
-    let certified = pki::inspect(&der).map_err(|e| failed(&e))?;
-    // A certificate without an X25519 key cannot be agreed with: no bundle, as for a device
-    // that published nothing.
-    let (true, Some(identity)) = (certified.role == Role::User(user.clone()), certified.x25519)
-    else {
-        return Ok(None);
-    };
-    let Some(taken) = options
-        .store
-        .take(&certified.ed25519)
-        .map_err(|e| failed(&e))?
-    else {
+/// The bundle of `user`'s device `device` (the sender names the device it pinned or the CA
+/// certified to it), with the X25519 identity key its certificate named when it published.
+fn fetch(
+    options: &PrekeyOptions,
+    user: &Username,
+    device: &[u8; 32],
+) -> Result<Option<WireBundle>, PrekeyRefusal> {
+    let Some(taken) = options.store.take(device, user).map_err(|e| failed(&e))? else {
         return Ok(None);
     };
     Ok(WireBundle::from_bundle(
         &parley_domain::agreement::PrekeyBundle {
-            identity: parley_domain::ratchet::PublicKey(identity),
+            identity: parley_domain::ratchet::PublicKey(taken.identity),
             signed_prekey: taken.signed,
             one_time_prekey: taken.one_time,
             kem_prekey: Some(taken.kem),

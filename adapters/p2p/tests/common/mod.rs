@@ -139,6 +139,7 @@ pub async fn node_with(
         rendezvous,
         inbound_queue: 16,
         attachments,
+        renew: true,
     };
     Node::start(config).await.unwrap()
 }
