@@ -86,12 +86,26 @@ function renderContact(contact, asked) {
   showError($("contact-error"), "");
   setText($("safety-number"), contact.safety_number || "");
   setText($("safety-help"), `Compare this number with ${user} in person or over a call; if it matches, your conversation is private.`);
+  setText($("keys-moved"), keysMoved(contact.ratchet));
   const pending = contact.pending_safety_number;
   $("contact-pending").hidden = !pending;
   setText($("pending-text"), pending ? `${user}'s keys changed. Compare this new safety number with ${user} before you accept the new keys; until then, messages to ${user} are not sent.` : "");
   setText($("pending-safety-number"), pending || "");
   showError($("trust-error"), "");
   $("contact-info").hidden = false;
+}
+
+/**
+ * When the conversation's keys last moved on: what a stolen device could no longer open.
+ * @param {Contact["ratchet"]} ratchet
+ */
+function keysMoved(ratchet) {
+  if (!ratchet || !ratchet.last_step_at) {
+    return "The conversation's keys have not moved on yet: they do with the next messages.";
+  }
+  const when = new Date(ratchet.last_step_at).toLocaleString();
+  const steps = ratchet.steps === 1 ? "1 time" : `${ratchet.steps} times`;
+  return `The conversation's keys last moved on ${when} (${steps} in all): messages from before then cannot be opened even with this device's keys.`;
 }
 
 async function onTrustKeys() {

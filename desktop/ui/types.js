@@ -61,6 +61,7 @@
  * @property {boolean} keys_changed Whether the contact presented other keys since they were pinned.
  * @property {string|null} [pending_safety_number] The safety number the new keys would give.
  * @property {string} pinned_at When the keys were pinned (RFC 3339).
+ * @property {RatchetView} ratchet How far the conversation's keys have moved on.
  * @property {string} safety_number The safety number with the pinned keys (60 digits).
  * @property {string} user The contact.
  */
@@ -71,6 +72,7 @@
  * @property {Message} last The newest message.
  * @property {number} messages How many messages the conversation holds.
  * @property {boolean|null} [online] Whether the contact is online; `null` when not known.
+ * @property {RatchetView} ratchet How far the conversation's keys have moved on.
  * @property {number} unread How many incoming messages are unread.
  * @property {string} with The other party.
  */
@@ -153,6 +155,13 @@
  */
 
 /**
+ * How far a conversation's keys have moved on (`conversations --json`).
+ * @typedef {Object} RatchetView
+ * @property {string|null} [last_step_at] When the keys last moved on (RFC 3339), `null` before the first step.
+ * @property {number} steps DH ratchet steps of both sides.
+ */
+
+/**
  * Whether other peers can dial this device directly.
  * @typedef {"public"|"private"|"unknown"} Reachability
  */
@@ -217,6 +226,7 @@
  * @property {string} peer_id This device's libp2p peer id.
  * @property {number} queued Of the outbox, the messages the rendezvous holds for offline recipients.
  * @property {Reachability} reachability Whether other peers can dial this device directly, as AutoNAT found.
+ * @property {number} rekeys Every DH ratchet step this device took, over all conversations (TLS key refreshes are not counted).
  * @property {Relay} relay The slot held on the rendezvous's relay.
  * @property {Rendezvous} rendezvous The rendezvous connection.
  * @property {boolean} rendezvous_connected The same as `rendezvous.connected`.

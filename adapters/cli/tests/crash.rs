@@ -9,6 +9,10 @@
 //! A third campaign kills the rendezvous while it holds mail for bob, then bob while he collects
 //! it: every message still arrives once, in order.
 //!
+//! Every message travels in the conversation's ratchet session, written with the message in one
+//! transaction on both sides; after each campaign a reply each way must still open, verified:
+//! the two sides' keys are in step whatever the kills interrupted.
+//!
 //! Sizes come from the environment (the defaults are the test suite's short campaign):
 //! `PARLEY_CRASH_MESSAGES` (1000), `PARLEY_CRASH_MAIL_MESSAGES` (150, the mailbox campaign),
 //! `PARLEY_CRASH_ROUNDS` (at least this many kills, 8),
@@ -436,6 +440,30 @@ fn converge(alice: &Path, bob: &Path, tally: &Tally) {
         .filter(|m| m["verified"] != true)
         .collect();
     assert!(unverified.is_empty(), "not verified: {unverified:?}");
+    keeps_talking(alice, bob);
+}
+
+/// After the kills the two sides' conversation keys are still in step: a reply each way opens
+/// (no "cannot decrypt" after a restart), verified.
+fn keeps_talking(alice: &Path, bob: &Path) {
+    for (from, home, to, other) in [("bob", bob, "alice", alice), ("alice", alice, "bob", bob)] {
+        let text = format!("{from} after the crashes");
+        let out = parley_testkit::parley(home, &["send", to, &text]);
+        assert!(
+            out.status.success(),
+            "{from} → {to} after the campaign: {}",
+            parley_testkit::stderr(&out)
+        );
+        let got = history(other, from);
+        assert!(
+            got["messages"]
+                .as_array()
+                .expect("messages")
+                .iter()
+                .any(|m| m["text"] == text.as_str() && m["verified"] == true),
+            "{to} opened {from}'s message after the campaign"
+        );
+    }
 }
 
 /// Kills the victim at random moments until the burst is over and `min_rounds` kills are done,

@@ -166,6 +166,7 @@ impl Peer {
                 },
                 max_bytes: sealed_size(config.max_attachment),
             }),
+            renew: true,
         })
         .await
         .map_err(PeerError::Node)?;
@@ -400,10 +401,15 @@ impl Peer {
     /// # Errors
     /// [`PeerError::UnknownContact`] before the first message; [`PeerError::Store`].
     pub fn contact(&self, user: &Username) -> Result<view::Contact, PeerError> {
-        let contact =
-            blocking(|| queries::contact(self.core.store(), &self.user, &self.keys, user))?
-                .ok_or_else(|| PeerError::UnknownContact(user.clone()))?;
-        Ok(view::Contact::from(&contact))
+        let (contact, ratchet) = blocking(|| {
+            let store = self.core.store();
+            Ok::<_, PeerError>((
+                queries::contact(store, &self.user, &self.keys, user)?,
+                queries::ratchet(store, user)?,
+            ))
+        })?;
+        let contact = contact.ok_or_else(|| PeerError::UnknownContact(user.clone()))?;
+        Ok(view::Contact::new(&contact, &ratchet))
     }
 
     /// Accepts the keys `user` presented since the first contact.

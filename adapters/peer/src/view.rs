@@ -252,10 +252,10 @@ pub struct Conversation {
 /// How far a conversation's keys have moved on (`conversations --json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RatchetView {
-    /// DH ratchet steps of both sides.
-    pub steps: u64,
     /// When the keys last moved on (RFC 3339), `null` before the first step.
     pub last_step_at: Option<String>,
+    /// DH ratchet steps of both sides.
+    pub steps: u64,
 }
 
 impl Conversation {
@@ -322,11 +322,11 @@ pub struct Status {
     pub peer_id: String,
     /// Of the outbox, the messages the rendezvous holds for offline recipients.
     pub queued: usize,
+    /// Whether other peers can dial this device directly, as AutoNAT found.
+    pub reachability: Reachability,
     /// Every DH ratchet step this device took, over all conversations (TLS key refreshes are
     /// not counted).
     pub rekeys: u64,
-    /// Whether other peers can dial this device directly, as AutoNAT found.
-    pub reachability: Reachability,
     /// The slot held on the rendezvous's relay.
     pub relay: Relay,
     /// The rendezvous connection.
@@ -447,18 +447,26 @@ pub struct Contact {
     pub pending_safety_number: Option<String>,
     /// When the keys were pinned (RFC 3339).
     pub pinned_at: String,
+    /// How far the conversation's keys have moved on.
+    pub ratchet: RatchetView,
     /// The safety number with the pinned keys (60 digits).
     pub safety_number: String,
     /// The contact.
     pub user: String,
 }
 
-impl From<&queries::ContactView> for Contact {
-    fn from(view: &queries::ContactView) -> Self {
+impl Contact {
+    /// The details of `view`, with how far the conversation's keys have moved on.
+    #[must_use]
+    pub fn new(view: &queries::ContactView, ratchet: &queries::RatchetSummary) -> Self {
         Self {
             keys_changed: view.contact.pending.is_some(),
             pending_safety_number: view.pending_safety_number.as_ref().map(ToString::to_string),
             pinned_at: rfc3339(view.contact.pinned_at),
+            ratchet: RatchetView {
+                steps: ratchet.steps,
+                last_step_at: ratchet.last_step_at.map(rfc3339),
+            },
             safety_number: view.safety_number.to_string(),
             user: view.contact.user.to_string(),
         }

@@ -215,16 +215,16 @@ fn the_documents_keep_sorted_keys_and_nulls() {
         r#"{{"chain":{{"incoming":{{"faults":0,"last_seq":3,"missing":[[1,2]],"state":"gap"}},"outgoing":{{"last_seq":0,"state":"sealed"}}}},"messages":[{MESSAGE}],"with":"bob"}}"#
     ));
     round_trip::<Vec<view::Conversation>>(&format!(
-        r#"[{{"last":{MESSAGE},"messages":1,"online":null,"unread":1,"with":"bob"}}]"#
+        r#"[{{"last":{MESSAGE},"messages":1,"online":null,"ratchet":{{"last_step_at":"2026-11-22T10:00:02Z","steps":3}},"unread":1,"with":"bob"}}]"#
     ));
     round_trip::<view::Status>(
-        r#"{"certificate":{"days_left":29,"expires_at":"2026-12-22T10:00:00Z"},"connections":[{"path":"relayed","peer_id":"12D4","user":"bob"}],"listen_addrs":["/ip4/127.0.0.1/tcp/1"],"outbox":1,"peer_id":"12D3","queued":1,"reachability":"private","relay":{"addrs":["/ip4/127.0.0.1/tcp/2/p2p/12D5/p2p-circuit/p2p/12D3"],"reserved":true},"rendezvous":{"addrs":["/ip4/127.0.0.1/tcp/2"],"connected":true},"rendezvous_connected":true,"user":"alice"}"#,
+        r#"{"certificate":{"days_left":29,"expires_at":"2026-12-22T10:00:00Z"},"connections":[{"path":"relayed","peer_id":"12D4","user":"bob"}],"listen_addrs":["/ip4/127.0.0.1/tcp/1"],"outbox":1,"peer_id":"12D3","queued":1,"reachability":"private","rekeys":4,"relay":{"addrs":["/ip4/127.0.0.1/tcp/2/p2p/12D5/p2p-circuit/p2p/12D3"],"reserved":true},"rendezvous":{"addrs":["/ip4/127.0.0.1/tcp/2"],"connected":true},"rendezvous_connected":true,"user":"alice"}"#,
     );
     round_trip::<view::Status>(
-        r#"{"certificate":{"days_left":2,"expires_at":"2026-11-25T10:00:00Z","warning":"this device's certificate expires in 2 days; keep the daemon running connected to the rendezvous so it renews itself, or run `parley enroll` again"},"connections":[],"home":"/home/a/.parley","listen_addrs":[],"outbox":2,"peer_id":"12D3","queued":0,"reachability":"unknown","relay":{"addrs":[],"reserved":false},"rendezvous":{"addrs":[],"connected":false},"rendezvous_connected":false,"user":"alice"}"#,
+        r#"{"certificate":{"days_left":2,"expires_at":"2026-11-25T10:00:00Z","warning":"this device's certificate expires in 2 days; keep the daemon running connected to the rendezvous so it renews itself, or run `parley enroll` again"},"connections":[],"home":"/home/a/.parley","listen_addrs":[],"outbox":2,"peer_id":"12D3","queued":0,"reachability":"unknown","rekeys":0,"relay":{"addrs":[],"reserved":false},"rendezvous":{"addrs":[],"connected":false},"rendezvous_connected":false,"user":"alice"}"#,
     );
     round_trip::<view::Contact>(
-        r#"{"keys_changed":false,"pending_safety_number":null,"pinned_at":"2026-11-22T10:00:00Z","safety_number":"123","user":"bob"}"#,
+        r#"{"keys_changed":false,"pending_safety_number":null,"pinned_at":"2026-11-22T10:00:00Z","ratchet":{"last_step_at":null,"steps":0},"safety_number":"123","user":"bob"}"#,
     );
     round_trip::<view::Sent>(r#"{"delivered":true,"id":"00","queued":false,"to":"bob"}"#);
     round_trip::<view::Sent>(r#"{"delivered":false,"id":"00","queued":true,"to":"bob"}"#);
