@@ -422,6 +422,7 @@ impl Issuer {
             rendezvous: vec![self.rendezvous.clone()],
             inbound_queue: 1,
             attachments: None,
+            tls_refresh: parley_p2p::refresh::DEFAULT_TLS_REFRESH,
         })
         .await?)
     }

@@ -4,7 +4,7 @@
 //! and its rendezvous.
 //!
 //! Layout: [`upgrade`] and [`tls`] secure a connection (the certificate policy itself is
-//! `parley-pki`), [`registry`] records what each connection's certificate proved, [`guard`]
+//! `parley-pki`; [`refresh`] renews its TLS traffic keys on a random timer), [`registry`] records what each connection's certificate proved, [`guard`]
 //! admits connections; the peer's node (`node/`: one behaviour per concern, one task owning the
 //! swarm) and the rendezvous's directory (`server/`) run the [`protocol`]s;
 //! [`attachment`] is the file stream.
@@ -22,6 +22,7 @@ pub mod guard;
 mod node;
 pub mod pki;
 pub mod protocol;
+pub mod refresh;
 pub mod registry;
 mod server;
 mod swarm;

@@ -515,3 +515,58 @@ async fn a_refusal_for_good_and_a_refusal_for_now_reach_the_sender_apart() {
     let err = deliver(&alice, "bob", &bob, message("bob", 2), None).await;
     assert_eq!(err, Err(TransportError::Refused("busy".into())));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_refresh_their_tls_traffic_keys_on_the_timer_and_messages_arrive_intact() {
+    let ca = Ca::new("Parley CA");
+    let every = (Duration::from_millis(200), Duration::from_millis(400));
+    let start = |credentials, name: &'static str| async move {
+        let config = parley_p2p::NodeConfig {
+            tls_refresh: every,
+            ..common::config(credentials, name, vec![], None)
+        };
+        Node::start(config).await.unwrap()
+    };
+    let (alice, alice_rx) = start(ca.user("alice", 1), "alice").await;
+    let (bob, bob_rx) = start(ca.user("bob", 2), "bob").await;
+    let alice_got = accept_all(alice_rx);
+    let bob_got = accept_all(bob_rx);
+    let (to_bob, to_alice) = (address_of(&bob).await, address_of(&alice).await);
+    let before = (alice.tls_refreshes(), bob.tls_refreshes());
+
+    // About 3 s of conversation, both ways, on one connection.
+    let mut sent = Vec::new();
+    for n in 0..30u8 {
+        let text = format!("message {n}");
+        alice
+            .deliver(&user("bob"), &to_bob, &message("bob", n), None)
+            .await
+            .unwrap_or_else(|e| panic!("alice's message {n}: {e}"));
+        bob.deliver(&user("alice"), &to_alice, &message("alice", n), None)
+            .await
+            .unwrap_or_else(|e| panic!("bob's message {n}: {e}"));
+        sent.push(text);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let refreshed = (
+        alice.tls_refreshes() - before.0,
+        bob.tls_refreshes() - before.1,
+    );
+    println!(
+        "traffic-key refreshes: alice {}, bob {}",
+        refreshed.0, refreshed.1
+    );
+    assert!(refreshed.0 >= 3, "alice refreshed {} times", refreshed.0);
+    assert!(refreshed.1 >= 3, "bob refreshed {} times", refreshed.1);
+    let texts = |got: &[(String, String)], from: &str| -> Vec<String> {
+        got.iter()
+            .inspect(|(sender, _)| assert_eq!(sender, from))
+            .map(|(_, text)| text.clone())
+            .collect()
+    };
+    assert_eq!(texts(&bob_got.lock().await, "alice"), sent);
+    assert_eq!(texts(&alice_got.lock().await, "bob"), sent);
+    alice.shutdown().await;
+    bob.shutdown().await;
+}

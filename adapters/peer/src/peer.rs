@@ -163,6 +163,7 @@ impl Peer {
                 },
                 max_bytes: sealed_size(config.max_attachment),
             }),
+            tls_refresh: parley_p2p::refresh::DEFAULT_TLS_REFRESH,
         })
         .await
         .map_err(PeerError::Node)?;

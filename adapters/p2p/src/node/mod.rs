@@ -32,7 +32,10 @@ mod renew;
 mod task;
 mod violations;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use libp2p::Multiaddr;
 use parley_domain::{Role, Username};
@@ -61,6 +64,7 @@ use self::{
 use crate::{
     Credentials, Error,
     attachment::{self, ATTACHMENT_PROTOCOL, AttachmentConfig},
+    refresh::Refresh,
     registry::{Expectation, Registry},
     swarm,
 };
@@ -86,6 +90,10 @@ pub struct NodeConfig {
     pub inbound_queue: usize,
     /// Where incoming attachments are staged, and their cap; `None` refuses attachments.
     pub attachments: Option<AttachmentConfig>,
+    /// Each connection refreshes its TLS traffic keys (a TLS 1.3 `KeyUpdate`) after a random
+    /// time drawn uniformly in `min..=max`, again and again
+    /// ([`crate::refresh::DEFAULT_TLS_REFRESH`] by default: 30 s to 120 s).
+    pub tls_refresh: (Duration, Duration),
 }
 
 type Stopper = (oneshot::Sender<()>, tokio::task::JoinHandle<()>);
@@ -102,6 +110,7 @@ pub struct Node {
     ca: CaRoot,
     waiting: Arc<Notify>,
     certificate: watch::Receiver<HeldCertificate>,
+    refresh: Refresh,
 }
 
 impl Node {
@@ -116,10 +125,14 @@ impl Node {
         let me = config.credentials.keypair.public();
         let identity = crate::tls::Identity::new(&config.credentials)?;
         let (renewal, certificate) = Renewal::new(identity.clone(), ca.clone())?;
-        let mut swarm =
-            swarm::build_with_relay(&config.credentials, identity, registry.clone(), |relay| {
-                Behaviour::new(&me, relay)
-            })?;
+        let refresh = Refresh::new(config.tls_refresh);
+        let mut swarm = swarm::build_with_relay(
+            &config.credentials,
+            identity,
+            registry.clone(),
+            refresh.clone(),
+            |relay| Behaviour::new(&me, relay),
+        )?;
         let mut streams = swarm.behaviour().attachments.new_control();
         let receiving = match config.attachments.clone() {
             Some(attachments) => {
@@ -188,6 +201,7 @@ impl Node {
                 ca,
                 waiting,
                 certificate,
+                refresh,
             },
             inbound_rx,
         ))
@@ -207,6 +221,13 @@ impl Node {
     #[must_use]
     pub fn certificate(&self) -> watch::Receiver<HeldCertificate> {
         self.certificate.clone()
+    }
+
+    /// How many times this node's connections refreshed their TLS traffic keys so far (see
+    /// [`NodeConfig::tls_refresh`]), for metrics and tests.
+    #[must_use]
+    pub fn tls_refreshes(&self) -> u64 {
+        self.refresh.count()
     }
 
     /// Stops the swarm task and waits for it. Idempotent.
