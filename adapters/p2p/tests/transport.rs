@@ -570,3 +570,78 @@ async fn connections_refresh_their_tls_traffic_keys_on_the_timer_and_messages_ar
     alice.shutdown().await;
     bob.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_messages_to_one_contact_share_one_stream_with_several_in_flight() {
+    let ca = Ca::new("Parley CA");
+    let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
+    // The daemon's queue for messages waiting for the store.
+    let config = parley_p2p::NodeConfig {
+        inbound_queue: 256,
+        ..common::config(ca.user("bob", 2), "bob", vec![], None)
+    };
+    let (bob, mut bob_rx) = Node::start(config).await.unwrap();
+    // Bob's application answers each message a little later, in an order of its own, so
+    // that answers come back out of order and many wait at once.
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let got = Arc::new(Mutex::new(Vec::new()));
+    {
+        let (in_flight, most, got) = (in_flight.clone(), most.clone(), got.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while let Some(inbound) = bob_rx.recv().await {
+                use std::sync::atomic::Ordering::SeqCst;
+                let now = in_flight.fetch_add(1, SeqCst) + 1;
+                most.fetch_max(now, SeqCst);
+                got.lock()
+                    .await
+                    .push(String::from_utf8_lossy(&inbound.envelope).into_owned());
+                let (in_flight, delay) = (in_flight.clone(), 5 + (n * 7919) % 40);
+                n += 1;
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    in_flight.fetch_sub(1, SeqCst);
+                    inbound.accept();
+                });
+            }
+        });
+    }
+    let at = address_of(&bob).await;
+    let alice = Arc::new(alice);
+    let mut sends = tokio::task::JoinSet::new();
+    for n in 0..200u16 {
+        let (alice, at) = (alice.clone(), at.clone());
+        sends.spawn(async move {
+            let message = OutgoingEnvelope {
+                id: MessageId::from_bytes([0; 16]),
+                to: user("bob"),
+                bytes: format!("message {n}").into_bytes(),
+                attachments: vec![],
+            };
+            alice
+                .deliver(&user("bob"), &at, &message, None)
+                .await
+                .map_err(|e| format!("message {n}: {e}"))
+        });
+    }
+    while let Some(sent) = sends.join_next().await {
+        sent.unwrap().unwrap();
+    }
+
+    assert_eq!(
+        alice.message_streams_opened(),
+        1,
+        "one stream for 200 messages"
+    );
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    println!("at most {most} messages waited for their answer at once");
+    assert!(most >= 4, "only {most} in flight at once");
+    let mut got = got.lock().await.clone();
+    got.sort();
+    let mut sent: Vec<String> = (0..200).map(|n| format!("message {n}")).collect();
+    sent.sort();
+    assert_eq!(got, sent, "every message arrived once, intact");
+    alice.shutdown().await;
+    bob.shutdown().await;
+}
