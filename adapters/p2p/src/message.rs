@@ -25,7 +25,8 @@ use crate::protocol::{MAX_META_ENTRIES, MAX_REASON_BYTES, Meta};
 /// The message protocol between peers (version 3: one stream per contact, CBOR frames).
 pub const MESSAGE_PROTOCOL: StreamProtocol = StreamProtocol::new("/parley/message/3");
 /// The largest envelope a request may carry, in bytes: the envelope format's own cap
-/// (`parley_envelope::MAX_ENVELOPE_BYTES`, checked equal by the peer's tests).
+/// (`parley_envelope::MAX_ENVELOPE_BYTES`; `parley-peer`, which wires both, asserts at compile
+/// time that they are equal).
 pub const MAX_ENVELOPE_BYTES: usize = 24 * 1024;
 /// The largest metadata a request may carry, CBOR included: [`MAX_META_ENTRIES`] entries of a
 /// 256-byte key and a 256-byte value, each with its 3-byte head, and the map's head.
