@@ -645,3 +645,56 @@ async fn many_messages_to_one_contact_share_one_stream_with_several_in_flight() 
     alice.shutdown().await;
     bob.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_stream_fails_what_waits_on_it_as_no_receipt_and_the_next_message_opens_another() {
+    let ca = Ca::new("Parley CA");
+    let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
+    // Bob takes the message but never answers, then goes away.
+    let (bob, mut bob_rx) = node(ca.user("bob", 2), "bob", vec![]).await;
+    let held = tokio::spawn(async move { bob_rx.recv().await });
+    let at = address_of(&bob).await;
+    let waiting = {
+        let alice = alice.clone();
+        let at = at.clone();
+        tokio::spawn(async move {
+            alice
+                .deliver(&user("bob"), &at, &message("bob", 1), None)
+                .await
+        })
+    };
+    let inbound = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("the message reached bob")
+        .unwrap()
+        .expect("one message");
+    bob.shutdown().await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the delivery ended when the stream broke")
+        .unwrap();
+    assert!(
+        matches!(outcome, Err(TransportError::NoReceipt(_))),
+        "{outcome:?}"
+    );
+    drop(inbound);
+    assert_eq!(alice.message_streams_opened(), 1);
+    eventually("alice to see bob gone", async || {
+        alice.connected(&user("bob")).await.is_empty()
+    })
+    .await;
+
+    // Bob comes back (same device, another port): the next message opens a new stream.
+    let (bob, bob_rx) = node(ca.user("bob", 2), "bob", vec![]).await;
+    let got = accept_all(bob_rx);
+    deliver(&alice, "bob", &bob, message("bob", 2), None)
+        .await
+        .unwrap();
+    assert_eq!(alice.message_streams_opened(), 2);
+    assert_eq!(
+        *got.lock().await,
+        vec![("alice".to_owned(), "message 2".to_owned())]
+    );
+    alice.shutdown().await;
+    bob.shutdown().await;
+}

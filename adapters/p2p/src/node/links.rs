@@ -36,6 +36,8 @@ use crate::{
 pub(super) const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 /// Deliveries queued for one stream ahead of those in flight; more wait to be queued.
 const QUEUE: usize = 64;
+/// How long a request that was never written waits before it is sent on a new stream.
+const RETRY_AFTER: Duration = Duration::from_millis(200);
 /// How long opening a stream may take on a connection that is up.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -43,7 +45,16 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 struct Outgoing {
     envelope: Vec<u8>,
     meta: Meta,
-    reply: oneshot::Sender<Result<Answer, TransportError>>,
+    reply: oneshot::Sender<Result<Answer, Failure>>,
+}
+
+/// Why a request got no answer.
+enum Failure {
+    /// It was never written: the stream could not be opened, or ended before its turn. Sending
+    /// it on a new stream is safe.
+    Unsent(String),
+    /// It was written, and the stream broke (or the answer was overdue) before its answer.
+    Lost(String),
 }
 
 /// One contact's stream: its task's queue and the requests it holds.
@@ -61,7 +72,8 @@ pub(super) struct Links {
 
 impl Links {
     /// Sends `envelope` to `peer` over its stream (opened if there is none) and waits for the
-    /// answer. Cancel-safe: a cancelled delivery's answer is dropped when it comes.
+    /// answer. A request that a stream ending at that moment never wrote is sent once more, on
+    /// a new stream. Cancel-safe: a cancelled delivery's answer is dropped when it comes.
     pub(super) async fn send(
         &self,
         control: &libp2p_stream::Control,
@@ -69,17 +81,29 @@ impl Links {
         envelope: Vec<u8>,
         meta: Meta,
     ) -> Result<Answer, TransportError> {
-        let (reply, answer) = oneshot::channel();
-        let queue = self.queue(control, peer);
-        let outgoing = Outgoing {
-            envelope,
-            meta,
-            reply,
-        };
-        let broken =
-            || TransportError::NoReceipt("the message stream closed before the answer".into());
-        queue.send(outgoing).await.map_err(|_| broken())?;
-        answer.await.map_err(|_| broken())?
+        let mut tries = 2;
+        loop {
+            tries -= 1;
+            let (reply, answer) = oneshot::channel();
+            let outgoing = Outgoing {
+                envelope: envelope.clone(),
+                meta: meta.clone(),
+                reply,
+            };
+            let unsent = || Failure::Unsent("the message stream closed".into());
+            let outcome = match self.queue(control, peer).send(outgoing).await {
+                Ok(()) => answer.await.unwrap_or_else(|_| Err(unsent())),
+                Err(_) => Err(unsent()),
+            };
+            match outcome {
+                Ok(answer) => return Ok(answer),
+                // Give the swarm a moment to take note of a connection that just closed.
+                Err(Failure::Unsent(_)) if tries > 0 => tokio::time::sleep(RETRY_AFTER).await,
+                Err(Failure::Unsent(reason) | Failure::Lost(reason)) => {
+                    return Err(TransportError::NoReceipt(reason));
+                }
+            }
+        }
     }
 
     /// The queue of `peer`'s stream task, started if there is none running.
@@ -134,7 +158,7 @@ impl Links {
 
 /// A request written and waiting for its answer.
 struct Pending {
-    reply: oneshot::Sender<Result<Answer, TransportError>>,
+    reply: oneshot::Sender<Result<Answer, Failure>>,
     due: Instant,
 }
 
@@ -159,12 +183,7 @@ async fn run(
                     Ok(Err(e)) => format!("no message stream: {e}"),
                     _ => "no message stream within 10 s".to_owned(),
                 };
-                queue.close();
-                while let Some(outgoing) = queue.recv().await {
-                    let _ = outgoing
-                        .reply
-                        .send(Err(TransportError::NoReceipt(reason.clone())));
-                }
+                refuse_queued(&mut queue, &reason).await;
                 return;
             }
         };
@@ -207,7 +226,8 @@ async fn run(
                         writer.flush().await
                     };
                     if let Err(e) = written.await {
-                        let _ = reply.send(Err(TransportError::NoReceipt(format!("the stream broke: {e}"))));
+                        // Part of it may have gone out: not safe to send again unasked.
+                        let _ = reply.send(Err(Failure::Lost(format!("the stream broke: {e}"))));
                         break format!("the stream broke: {e}");
                     }
                     pending.insert(n, Pending { reply, due: Instant::now() + ANSWER_TIMEOUT });
@@ -221,11 +241,18 @@ async fn run(
     tracing::debug!(%peer, %reason, waiting = pending.len(), "message stream ended");
     in_flight.store(0, Ordering::Relaxed);
     for (_, waiting) in pending {
-        let _ = waiting
-            .reply
-            .send(Err(TransportError::NoReceipt(reason.clone())));
+        let _ = waiting.reply.send(Err(Failure::Lost(reason.clone())));
     }
+    refuse_queued(&mut queue, &reason).await;
     let _ = writer.close().await;
+}
+
+/// Closes `queue` and answers what waits in it, never written, as [`Failure::Unsent`].
+async fn refuse_queued(queue: &mut mpsc::Receiver<Outgoing>, reason: &str) {
+    queue.close();
+    while let Some(outgoing) = queue.recv().await {
+        let _ = outgoing.reply.send(Err(Failure::Unsent(reason.to_owned())));
+    }
 }
 
 /// Sleeps until `due`, or for ever without one.
