@@ -50,8 +50,8 @@ struct Outgoing {
 
 /// Why a request got no answer.
 enum Failure {
-    /// It was never written: the stream could not be opened, or ended before its turn. Sending
-    /// it on a new stream is safe.
+    /// The stream did not take it: it could not be opened, ended before the request's turn, or
+    /// failed the write. Sent again on a new stream (the recipient stores a copy once).
     Unsent(String),
     /// It was written, and the stream broke (or the answer was overdue) before its answer.
     Lost(String),
@@ -226,8 +226,10 @@ async fn run(
                         writer.flush().await
                     };
                     if let Err(e) = written.await {
-                        // Part of it may have gone out: not safe to send again unasked.
-                        let _ = reply.send(Err(Failure::Lost(format!("the stream broke: {e}"))));
+                        // The stream could not take it (its connection closed under it): sent
+                        // again on a new stream. Should part of it have reached the recipient,
+                        // a second copy is stored once, as any retry is.
+                        let _ = reply.send(Err(Failure::Unsent(format!("the stream broke: {e}"))));
                         break format!("the stream broke: {e}");
                     }
                     pending.insert(n, Pending { reply, due: Instant::now() + ANSWER_TIMEOUT });
