@@ -4,8 +4,9 @@
 //!
 //! Deliveries are pipelined: each request is numbered and written at once, up to
 //! [`MAX_IN_FLIGHT`] waiting for their answers, which may come in any order and are matched by
-//! number. When the stream breaks (or an answer is overdue), every request waiting on it fails
-//! as `NoReceipt`, the task ends, and the next delivery opens a new stream.
+//! number. When the stream breaks (or an answer is overdue), every request written on it and
+//! waiting fails as `NoReceipt`, the task ends, and the next delivery opens a new stream; a
+//! request the stream never took is sent once more, on a new stream.
 
 use std::{
     collections::{BTreeMap, HashMap},
