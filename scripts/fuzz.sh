@@ -35,7 +35,7 @@ usage() {
 max_len() {
     case $1 in
         envelope_open | envelope_header) echo 25000 ;; # envelope cap 24 KiB
-        message_protocol) echo 36000 ;;                # base64 envelope cap 33 KiB
+        message_protocol) echo 36000 ;;                # a request frame: at most 28 793 bytes
         attachment_stream) echo 4300 ;;                # the target's 4 KiB cap + head
         *) echo 8192 ;;
     esac

@@ -424,6 +424,7 @@ impl Issuer {
             inbound_queue: 1,
             attachments: None,
             renew: true,
+            tls_refresh: parley_p2p::refresh::DEFAULT_TLS_REFRESH,
         })
         .await?)
     }

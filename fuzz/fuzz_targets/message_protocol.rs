@@ -1,50 +1,36 @@
-//! `/parley/message/2`: the JSON request a peer receives and the JSON response a sender
-//! receives (`parley_p2p::protocol`, decoded as libp2p's JSON codec does, with
-//! `serde_json::from_slice`), then the checks before the envelope is read
-//! (`parley_p2p::parse_request`) and the receipt's digest (`Digest::parse`).
+//! `/parley/message/3`: the bytes of a message stream, read as the node reads them
+//! (`parley_p2p::message::read_frame` with the request frame's cap), and a frame's CBOR item
+//! decoded as a request (what a peer receives) and as a response (what a sender receives).
 //!
-//! Invariants: whatever decodes encodes to JSON that decodes to the same value; an accepted
-//! request keeps the metadata bounds and the base64 cap, and its envelope is the one
-//! canonical base64 text (re-encoding the bytes gives the text back); a refusal names the
-//! first rule broken; a digest that parses prints as the same hex, in lower case.
+//! Invariants: no frame over the cap is returned, and a length over it is refused before its
+//! body is read; whatever decodes encodes to an item that decodes to the same value; a decoded
+//! request has at most `MAX_META_ENTRIES` metadata entries.
 #![no_main]
 
-use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
-use parley_domain::Digest;
-use parley_fuzz::json_round_trip as round_trip;
-use parley_p2p::parse_request;
-use parley_p2p::protocol::{
-    MAX_ENVELOPE_BASE64, MessageRequest, MessageResponse, meta_within_bounds,
-};
+use parley_p2p::message::{MAX_REQUEST_FRAME_BYTES, Request, Response, read_frame};
+use parley_p2p::protocol::MAX_META_ENTRIES;
+
+fn check(item: &[u8]) {
+    if let Ok(request) = Request::decode(item) {
+        assert!(request.meta.len() <= MAX_META_ENTRIES);
+        assert_eq!(Request::decode(&request.encode()), Ok(request));
+    }
+    if let Ok(response) = Response::decode(item) {
+        assert_eq!(Response::decode(&response.encode()), Ok(response));
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
-    if let Some(request) = round_trip::<MessageRequest>(data) {
-        match parse_request(&request) {
-            Ok(envelope) => {
-                assert!(meta_within_bounds(&request.meta));
-                assert!(request.envelope.len() <= MAX_ENVELOPE_BASE64);
-                assert_eq!(
-                    base64::engine::general_purpose::STANDARD.encode(&envelope),
-                    request.envelope,
-                    "the envelope's base64 is not canonical"
-                );
-            }
-            Err(reason) => {
-                let expected = if !meta_within_bounds(&request.meta) {
-                    "the message metadata is too large"
-                } else if request.envelope.len() > MAX_ENVELOPE_BASE64 {
-                    "the envelope is too large"
-                } else {
-                    "the envelope is not valid base64"
-                };
-                assert_eq!(reason, expected);
-            }
+    let mut stream = data;
+    let frame = futures::executor::block_on(read_frame(&mut stream, MAX_REQUEST_FRAME_BYTES));
+    match frame {
+        Ok(Some(item)) => {
+            assert!(item.len() <= MAX_REQUEST_FRAME_BYTES);
+            check(&item);
         }
+        Ok(None) => assert!(data.is_empty()),
+        Err(_) => {}
     }
-    if let Some(MessageResponse::Receipt { digest }) = round_trip::<MessageResponse>(data)
-        && let Some(parsed) = Digest::parse(&digest)
-    {
-        assert_eq!(parsed.to_string(), digest.to_ascii_lowercase());
-    }
+    check(data);
 });

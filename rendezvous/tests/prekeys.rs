@@ -38,6 +38,7 @@ async fn device(server: &Rendezvous, enrolled: &Enrolled, name: &str) -> Node {
         inbound_queue: 16,
         attachments: None,
         renew: true,
+        tls_refresh: parley_p2p::refresh::DEFAULT_TLS_REFRESH,
     })
     .await
     .expect("the node starts");

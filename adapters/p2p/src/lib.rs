@@ -1,10 +1,11 @@
 //! Parley's peer-to-peer adapter: libp2p over TCP + yamux, secured by **mutual TLS 1.3
 //! verified against the Parley CA** (not libp2p's self-signed scheme), and the protocols
-//! that run over it: `/parley/message/2` (and `/parley/attachment/1`) between peers and `/parley/directory/2` (and `/parley/mailbox/1`,
-//! `/parley/renew/1`, `/parley/prekeys/1`) between a peer and its rendezvous.
+//! that run over it: `/parley/message/3` ([`message`]: one stream per contact, CBOR frames)
+//! and `/parley/attachment/1` between peers, `/parley/directory/2`, `/parley/mailbox/1`,
+//! `/parley/renew/1` and `/parley/prekeys/1` between a peer and its rendezvous.
 //!
 //! Layout: [`upgrade`] and [`tls`] secure a connection (the certificate policy itself is
-//! `parley-pki`), [`registry`] records what each connection's certificate proved, [`guard`]
+//! `parley-pki`; [`refresh`] renews its TLS traffic keys on a random timer), [`registry`] records what each connection's certificate proved, [`guard`]
 //! admits connections; the peer's node (`node/`: one behaviour per concern, one task owning the
 //! swarm) and the rendezvous's directory (`server/`) run the [`protocol`]s;
 //! [`attachment`] is the file stream; [`prekeys`] is the wire format of `/parley/prekeys/1`.
@@ -19,10 +20,12 @@
 pub mod attachment;
 mod credentials;
 pub mod guard;
+pub mod message;
 mod node;
 pub mod pki;
 pub mod prekeys;
 pub mod protocol;
+pub mod refresh;
 pub mod registry;
 mod server;
 mod swarm;
@@ -33,12 +36,10 @@ pub mod upgrade;
 pub use attachment::{AttachmentConfig, StagingName};
 pub use credentials::Credentials;
 pub use libp2p::{Multiaddr, PeerId};
-#[doc(hidden)]
-pub use node::parse_request;
 pub use node::{
     CLOSE_GRACE, COMMAND_QUEUE, DIRECTORY_STREAMS_PER_CONNECTION, HeldCertificate, Inbound,
     MAILBOX_STREAMS_PER_CONNECTION, MAX_INBOUND_QUEUE, MAX_VIOLATIONS_PER_PEER,
-    MESSAGE_STREAMS_PER_CONNECTION, Node, NodeConfig, PREKEY_CLIENT_STREAMS_PER_CONNECTION,
+    MESSAGE_STREAMS_PER_PEER, Node, NodeConfig, PREKEY_CLIENT_STREAMS_PER_CONNECTION,
     PeerAddress,
 };
 pub use server::{

@@ -1,5 +1,7 @@
-//! Wire formats of the two request-response protocols (JSON, one request and one response per
-//! stream). Converted to and from domain types here, at the edge.
+//! Wire formats of the request-response protocols between a peer and its rendezvous (JSON, one
+//! request and one response per stream), and the metadata bounds every protocol shares; the
+//! message protocol between peers is in [`crate::message`]. Converted to and from domain types
+//! here, at the edge.
 //!
 //! No message carries its sender: the receiver takes the sender from the connection's verified
 //! certificate. Unknown fields are refused, so a forged `from` is a malformed request rather
@@ -11,10 +13,6 @@ use std::collections::BTreeMap;
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
 
-/// The message protocol between peers (version 2: sealed envelopes).
-pub const MESSAGE_PROTOCOL: StreamProtocol = StreamProtocol::new("/parley/message/2");
-/// The longest base64 envelope accepted (the envelope's own cap, in base64).
-pub const MAX_ENVELOPE_BASE64: usize = 33 * 1024;
 /// The directory protocol between a peer and the rendezvous (version 2: a look-up answers
 /// every device of the user).
 pub const DIRECTORY_PROTOCOL: StreamProtocol = StreamProtocol::new("/parley/directory/2");
@@ -24,15 +22,7 @@ pub const MAX_META_ENTRIES: usize = 8;
 pub const MAX_PUBLISHED_ADDRS: usize = 16;
 /// A look-up answers at most this many devices of the user, the newest publications first.
 pub const MAX_LOOKUP_DEVICES: usize = 8;
-/// The largest `/parley/message/2` request read, in bytes: the base64 envelope
-/// ([`MAX_ENVELOPE_BASE64`]) and the metadata at its worst JSON escaping (8 entries × 2 × 256
-/// bytes × 6), with room for the framing. A longer request is cut there, fails to parse, and
-/// its stream is dropped unanswered.
-pub const MAX_MESSAGE_REQUEST_BYTES: u64 = 64 * 1024;
-/// The largest `/parley/message/2` response read, in bytes (a receipt or a one-sentence
-/// refusal, see [`MAX_REASON_BYTES`]).
-pub const MAX_MESSAGE_RESPONSE_BYTES: u64 = 8 * 1024;
-/// A refusal's reason is cut to this many bytes before it is sent.
+/// A message refusal's reason is cut to this many bytes before it is sent.
 pub const MAX_REASON_BYTES: usize = 1024;
 /// The largest `/parley/directory/2` request read, in bytes: a publication of
 /// [`MAX_PUBLISHED_ADDRS`] addresses of 256 characters at worst JSON escaping, plus the
@@ -46,39 +36,6 @@ pub const MAX_DIRECTORY_RESPONSE_BYTES: u64 = 256 * 1024;
 
 /// Protocol metadata (trace context), bounded by [`MAX_META_ENTRIES`].
 pub type Meta = BTreeMap<String, String>;
-
-/// A sealed message from one peer to another. Everything about the message (id, sender,
-/// recipient, time, chain) is inside the signed envelope; nothing here is trusted.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MessageRequest {
-    /// The envelope, standard base64 with padding.
-    pub envelope: String,
-    /// Protocol metadata.
-    #[serde(default)]
-    pub meta: Meta,
-}
-
-/// The recipient's answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum MessageResponse {
-    /// Stored durably (now or before): the receipt.
-    Receipt {
-        /// SHA-256 of the envelope stored, 64 hex digits: the sender checks it is the one it
-        /// sent.
-        digest: String,
-    },
-    /// Not stored, with the reason.
-    Refused {
-        /// One sentence.
-        reason: String,
-        /// True when sending the same envelope again cannot succeed (forged, altered, not for
-        /// this recipient): the sender stops; false for "later" (busy, keys not accepted yet).
-        #[serde(default)]
-        permanent: bool,
-    },
-}
 
 /// A request to the directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -298,14 +255,6 @@ pub fn meta_within_bounds(meta: &Meta) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_forged_sender_field_is_refused_not_ignored() {
-        let forged = r#"{"envelope":"AQ==","from":"bob"}"#;
-        assert!(serde_json::from_str::<MessageRequest>(forged).is_err());
-        let honest = r#"{"envelope":"AQ=="}"#;
-        assert!(serde_json::from_str::<MessageRequest>(honest).is_ok());
-    }
 
     #[test]
     fn a_publish_cannot_name_a_user() {

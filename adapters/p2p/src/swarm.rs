@@ -87,16 +87,19 @@ pub(crate) fn build<B: NetworkBehaviour>(
 
 /// [`build`] for a peer: beside direct TCP, circuits through a relay, with the same mutual TLS
 /// end to end between the two peers over the circuit (the relay carries ciphertext only).
-/// `behaviour` receives the relay client's half. Handshakes present what `identity` holds.
+/// `behaviour` receives the relay client's half. Handshakes present what `identity` holds;
+/// connections refresh their traffic keys on `refresh`'s timer.
 pub(crate) fn build_with_relay<B: NetworkBehaviour>(
     credentials: &Credentials,
     identity: crate::tls::Identity,
     registry: Registry,
+    refresh: crate::refresh::Refresh,
     behaviour: impl FnOnce(libp2p::relay::client::Behaviour) -> B,
 ) -> Result<Swarm<B>, Error> {
     use libp2p::Transport as _;
 
-    let upgrade = MutualTls::with_identity(credentials, identity, registry, Accept::Users)?;
+    let upgrade = MutualTls::with_identity(credentials, identity, registry, Accept::Users)?
+        .with_refresh(refresh);
     let (circuits, client) = libp2p::relay::client::new(credentials.peer_id());
     let relayed = upgraded(circuits, upgrade.clone(), yamux());
     let direct = upgraded(tcp(), upgrade, yamux());

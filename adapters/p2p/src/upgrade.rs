@@ -25,6 +25,7 @@ use rustls_pki_types::ServerName;
 
 use crate::{
     Credentials, Error, pki,
+    refresh::{Refresh, Refreshing},
     registry::{Refusal, Registry},
     tls,
 };
@@ -75,6 +76,7 @@ pub struct MutualTls {
     client: Arc<rustls::ClientConfig>,
     registry: Registry,
     accept: Accept,
+    refresh: Refresh,
 }
 
 impl MutualTls {
@@ -111,7 +113,16 @@ impl MutualTls {
             client: Arc::new(tls::client_config_with(credentials, identity)?),
             registry,
             accept,
+            refresh: Refresh::default(),
         })
+    }
+
+    /// This upgrade, its connections refreshing their traffic keys on `refresh`'s timer
+    /// (by default every [`crate::refresh::DEFAULT_TLS_REFRESH`], with a counter of its own).
+    #[must_use]
+    pub fn with_refresh(mut self, refresh: Refresh) -> Self {
+        self.refresh = refresh;
+        self
     }
 
     /// Checks the verified peer against policy and expectations, and records it.
@@ -180,7 +191,7 @@ impl<C> InboundConnectionUpgrade<C> for MutualTls
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    type Output = (PeerId, TlsStream<C>);
+    type Output = (PeerId, Refreshing<C>);
     type Error = UpgradeError;
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
@@ -191,7 +202,7 @@ where
                 .await
                 .map_err(UpgradeError::Handshake)?;
             let peer = self.admit(stream.get_ref().1, false)?;
-            Ok((peer, stream.into()))
+            Ok((peer, self.refresh.wrap(TlsStream::from(stream))))
         }
         .boxed()
     }
@@ -201,7 +212,7 @@ impl<C> OutboundConnectionUpgrade<C> for MutualTls
 where
     C: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    type Output = (PeerId, TlsStream<C>);
+    type Output = (PeerId, Refreshing<C>);
     type Error = UpgradeError;
     type Future = BoxFuture<'static, Result<Self::Output, Self::Error>>;
 
@@ -214,7 +225,7 @@ where
                 .await
                 .map_err(UpgradeError::Handshake)?;
             let peer = self.admit(stream.get_ref().1, true)?;
-            Ok((peer, stream.into()))
+            Ok((peer, self.refresh.wrap(TlsStream::from(stream))))
         }
         .boxed()
     }

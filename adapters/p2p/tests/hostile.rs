@@ -17,7 +17,6 @@ use std::{
     time::Duration,
 };
 
-use base64::Engine as _;
 use common::{Ca, node};
 use futures::{AsyncWriteExt as _, StreamExt as _};
 use libp2p::{
@@ -29,10 +28,11 @@ use parley_domain::{MessageId, Role, Username};
 use parley_p2p::{
     Inbound, Node, PeerAddress,
     guard::PEER,
-    protocol::{
-        DIRECTORY_PROTOCOL, DirectoryRequest, DirectoryResponse, MESSAGE_PROTOCOL, MessageRequest,
-        MessageResponse,
+    message::{
+        self, Answer, MAX_ENVELOPE_BYTES, MAX_REQUEST_FRAME_BYTES, MAX_RESPONSE_FRAME_BYTES,
+        MESSAGE_PROTOCOL, Request, Response,
     },
+    protocol::{DIRECTORY_PROTOCOL, DirectoryRequest, DirectoryResponse},
     registry::{Expectation, Registry},
 };
 use parley_usecases::ports::{NodeInfo, OutgoingEnvelope, Transport};
@@ -122,6 +122,13 @@ fn verifying_app(mut rx: mpsc::Receiver<Inbound>) -> Stored {
                 inbound.reject_for_good("the envelope's signature does not verify".into());
                 continue;
             }
+            // `signed:from=NAME:...` names its sender, which must be the connection's.
+            if let Some(claimed) = inbound.envelope.strip_prefix(b"signed:from=")
+                && !claimed.starts_with(format!("{}:", inbound.from).as_bytes())
+            {
+                inbound.reject_for_good("the envelope's sender is not the connection's".into());
+                continue;
+            }
             if seen.insert(inbound.envelope.clone()) {
                 keep.lock()
                     .await
@@ -158,17 +165,14 @@ async fn delivers_promptly(from: &Node, to: &Node, to_name: &str, n: u8) {
 #[derive(NetworkBehaviour)]
 #[behaviour(prelude = "libp2p::swarm::derive_prelude")]
 struct Attack {
-    messages: request_response::json::Behaviour<MessageRequest, MessageResponse>,
     directory: request_response::json::Behaviour<DirectoryRequest, DirectoryResponse>,
     streams: libp2p_stream::Behaviour,
 }
 
-type Answer = oneshot::Sender<Result<MessageResponse, String>>;
 type DirectoryAnswer = oneshot::Sender<Result<DirectoryResponse, String>>;
 
 enum Command {
     Dial(Multiaddr),
-    Send(MessageRequest, Answer),
     Ask(DirectoryRequest, DirectoryAnswer),
     Disconnect,
 }
@@ -182,6 +186,9 @@ struct Attacker {
     /// Connections closed, or refused during their handshake, so far.
     closed: Arc<AtomicUsize>,
     victim: PeerId,
+    /// The attacker's `/parley/message/3` stream, opened on the first [`Attacker::send`], and
+    /// the number of its next request.
+    wire: Mutex<Option<(libp2p::Stream, u64)>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -204,18 +211,7 @@ impl Attacker {
         let credentials = ca.user(name, seed);
         let registry = Registry::default();
         registry.set_expectation(victim_id, Expectation { role, keys: None });
-        // No limits of its own: it sends what the victim must refuse.
-        let codec = request_response::json::codec::Codec::default()
-            .set_request_size_maximum(16 << 20)
-            .set_response_size_maximum(16 << 20);
         let behaviour = Attack {
-            messages: request_response::json::Behaviour::with_codec(
-                codec,
-                [(MESSAGE_PROTOCOL, ProtocolSupport::Outbound)],
-                request_response::Config::default()
-                    .with_request_timeout(Duration::from_secs(30))
-                    .with_max_concurrent_streams(10_000),
-            ),
             directory: request_response::json::Behaviour::new(
                 [(DIRECTORY_PROTOCOL, ProtocolSupport::Outbound)],
                 request_response::Config::default(),
@@ -234,6 +230,7 @@ impl Attacker {
             open,
             closed,
             victim: victim_id,
+            wire: Mutex::new(None),
             task,
         }
     }
@@ -265,17 +262,45 @@ impl Attacker {
         .await
     }
 
-    /// Sends one request and waits (up to 20 s) for the answer or the failure.
-    async fn send(&self, request: MessageRequest) -> Result<MessageResponse, String> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Send(request, tx))
+    /// Opens a fresh `/parley/message/3` stream to the victim.
+    async fn open(&self) -> libp2p::Stream {
+        let mut control = self.streams.clone();
+        let open = control.open_stream(self.victim, MESSAGE_PROTOCOL);
+        tokio::time::timeout(Duration::from_secs(10), open)
             .await
-            .unwrap();
-        tokio::time::timeout(Duration::from_secs(20), rx)
-            .await
-            .expect("the attacker's request neither answered nor failed within 20 s")
-            .unwrap()
+            .expect("a message stream within 10 s")
+            .expect("a message stream")
+    }
+
+    /// Sends `envelope` as the next request on the attacker's stream (opened on first use, and
+    /// again after a failure) and waits (up to 20 s) for its answer or the failure.
+    async fn send(&self, envelope: &[u8]) -> Result<Answer, String> {
+        let mut wire = self.wire.lock().await;
+        if wire.is_none() {
+            *wire = Some((self.open().await, 0));
+        }
+        let Some((stream, next)) = wire.as_mut() else {
+            unreachable!("opened above")
+        };
+        let n = *next;
+        *next += 1;
+        let request = Request {
+            n,
+            envelope: envelope.to_vec(),
+            meta: Default::default(),
+        };
+        let outcome = exchange(stream, &message::frame(&request.encode())).await;
+        match outcome {
+            Ok(Response {
+                n: answered,
+                answer,
+            }) if answered == n => Ok(answer),
+            Ok(other) => Err(format!("an answer to another request: {other:?}")),
+            Err(e) => {
+                *wire = None;
+                Err(e)
+            }
+        }
     }
 
     async fn connected(&self) {
@@ -318,7 +343,6 @@ async fn run(
     open: Arc<AtomicUsize>,
     closed: Arc<AtomicUsize>,
 ) {
-    let mut waiting: HashMap<OutboundRequestId, Answer> = HashMap::new();
     let mut asking: HashMap<OutboundRequestId, DirectoryAnswer> = HashMap::new();
     loop {
         tokio::select! {
@@ -330,10 +354,6 @@ async fn run(
                         .condition(PeerCondition::Always)
                         .build();
                     let _ = swarm.dial(opts);
-                }
-                Some(Command::Send(request, answer)) => {
-                    let id = swarm.behaviour_mut().messages.send_request(&victim, request);
-                    waiting.insert(id, answer);
                 }
                 Some(Command::Disconnect) => {
                     let _ = swarm.disconnect_peer_id(victim);
@@ -355,7 +375,6 @@ async fn run(
                 SwarmEvent::OutgoingConnectionError { .. } => {
                     closed.fetch_add(1, Ordering::SeqCst);
                 }
-                SwarmEvent::Behaviour(AttackEvent::Messages(event)) => settle(&mut waiting, event),
                 SwarmEvent::Behaviour(AttackEvent::Directory(event)) => settle(&mut asking, event),
                 _ => {}
             },
@@ -363,11 +382,34 @@ async fn run(
     }
 }
 
-fn request(envelope: &[u8]) -> MessageRequest {
-    MessageRequest {
-        envelope: base64::engine::general_purpose::STANDARD.encode(envelope),
-        meta: Default::default(),
+/// Writes `bytes` on `stream` and reads one answer frame (up to 20 s); an error when the
+/// stream is dropped or ends unanswered.
+async fn exchange(stream: &mut libp2p::Stream, bytes: &[u8]) -> Result<Response, String> {
+    let exchange = async {
+        stream.write_all(bytes).await.map_err(|e| e.to_string())?;
+        stream.flush().await.map_err(|e| e.to_string())?;
+        match message::read_frame(stream, MAX_RESPONSE_FRAME_BYTES).await {
+            Ok(Some(item)) => Response::decode(&item).map_err(|e| e.to_string()),
+            Ok(None) => Err("the stream ended unanswered".to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .expect("the victim neither answered nor dropped the stream within 20 s")
+}
+
+/// A frame of the CBOR map `entries` (key, value), in that order, as no honest encoder writes.
+type Value<'a> = &'a dyn Fn(&mut minicbor::Encoder<Vec<u8>>);
+
+fn hand_made(entries: &[(&str, Value<'_>)]) -> Vec<u8> {
+    let mut e = minicbor::Encoder::new(Vec::new());
+    e.map(entries.len() as u64).unwrap();
+    for (key, value) in entries {
+        e.str(key).unwrap();
+        value(&mut e);
     }
+    message::frame(&e.into_writer())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -380,22 +422,35 @@ async fn an_oversized_message_frame_is_dropped_and_the_node_keeps_serving() {
     mallory.connected().await;
     let before = rss_kib();
 
-    // 1 MiB of JSON, far beyond the 64 KiB the codec reads: the stream is cut, never answered.
-    let huge = MessageRequest {
-        envelope: "A".repeat(1 << 20),
-        meta: Default::default(),
-    };
-    let answer = mallory.send(huge).await;
+    // A frame announcing 1 MiB, far beyond the cap, and sending it: the stream is dropped
+    // before its body is read, never answered.
+    let mut stream = mallory.open().await;
+    let mut huge = u32::try_from(1 << 20).unwrap().to_be_bytes().to_vec();
+    huge.extend(std::iter::repeat_n(0u8, 1 << 20));
+    let answer = exchange(&mut stream, &huge).await;
     assert!(
         answer.is_err(),
         "an oversized frame got an answer: {answer:?}"
     );
-    // Within the codec's limit but over the envelope's: refused for good, unread.
-    let answer = mallory.send(request(&[b'x'; 30 * 1024])).await;
+    // Within the frame's cap but over the envelope's: refused for good, unread.
+    let over = vec![b'x'; MAX_ENVELOPE_BYTES + 1];
+    assert!(
+        message::frame(
+            &Request {
+                n: 0,
+                envelope: over.clone(),
+                meta: Default::default()
+            }
+            .encode()
+        )
+        .len()
+            <= MAX_REQUEST_FRAME_BYTES + 4
+    );
+    let answer = mallory.send(&over).await;
     assert!(
         matches!(
             answer,
-            Ok(MessageResponse::Refused {
+            Ok(Answer::Refused {
                 permanent: true,
                 ..
             })
@@ -420,6 +475,64 @@ async fn an_oversized_message_frame_is_dropped_and_the_node_keeps_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_frames_drop_the_stream_and_a_foreign_sender_is_refused_for_good() {
+    let (ca, bob, stored, alice) = victim_and_friend().await;
+    let mallory = Attacker::new(&ca, "mallory", 9, &bob, "bob").await;
+    mallory.dial(&bob).await;
+    mallory.connected().await;
+
+    // Bytes that are not CBOR at all, and a request with a field the protocol does not name
+    // (a sender of its own choosing): each drops its stream unanswered, and nothing arrives.
+    let garbage: Vec<u8> = (0..512u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let n = |e: &mut minicbor::Encoder<Vec<u8>>| {
+        e.u64(0).unwrap();
+    };
+    let envelope = |e: &mut minicbor::Encoder<Vec<u8>>| {
+        e.bytes(b"signed:from=bob:hello").unwrap();
+    };
+    let from = |e: &mut minicbor::Encoder<Vec<u8>>| {
+        e.str("bob").unwrap();
+    };
+    let unknown_field = hand_made(&[("n", &n), ("envelope", &envelope), ("from", &from)]);
+    for (what, frame) in [
+        ("garbage", message::frame(&garbage)),
+        ("an unknown field", unknown_field),
+    ] {
+        let mut stream = mallory.open().await;
+        let answer = exchange(&mut stream, &frame).await;
+        assert!(answer.is_err(), "{what} got an answer: {answer:?}");
+    }
+
+    // A well-formed request whose envelope names another sender than the connection's
+    // certificate: refused for good by the application, and the stream goes on.
+    let answer = mallory.send(b"signed:from=bob:hello").await;
+    assert!(
+        matches!(
+            answer,
+            Ok(Answer::Refused {
+                permanent: true,
+                ..
+            })
+        ),
+        "{answer:?}"
+    );
+    // On the same stream, an honest request of mallory's own still gets its receipt; the
+    // sender is the certificate's, whatever the frames said.
+    let answer = mallory.send(b"signed:from=mallory:hi").await;
+    assert!(matches!(answer, Ok(Answer::Receipt { .. })), "{answer:?}");
+
+    delivers_promptly(&alice, &bob, "bob", 1).await;
+    let stored = stored.lock().await;
+    assert_eq!(
+        stored.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>(),
+        vec!["mallory", "alice"]
+    );
+    assert_eq!(stored[0].1, b"signed:from=mallory:hi");
+    alice.shutdown().await;
+    bob.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_streams_on_one_connection_is_bounded_and_another_peer_is_served() {
     let (ca, bob, stored, alice) = victim_and_friend().await;
     let mallory = Attacker::new(&ca, "mallory", 9, &bob, "bob").await;
@@ -430,17 +543,27 @@ async fn a_flood_of_streams_on_one_connection_is_bounded_and_another_peer_is_ser
     // 400 message streams, each with half a request, left open.
     let attempts = 400;
     // A stream the node still holds after a few seconds is one it waits on; one it refused
-    // (yamux's cap, the negotiation cap, request-response's cap) ends or resets.
+    // (yamux's cap, the negotiation cap, the message streams' cap per peer) ends or resets.
     let held = Arc::new(AtomicUsize::new(0));
+    let half = message::frame(
+        &Request {
+            n: 0,
+            envelope: b"signed:half".to_vec(),
+            meta: Default::default(),
+        }
+        .encode(),
+    );
+    let half = half[..half.len() / 2].to_vec();
     let mut streams = tokio::task::JoinSet::new();
     for _ in 0..attempts {
         let mut control = mallory.streams.clone();
         let victim = mallory.victim;
         let held = held.clone();
+        let half = half.clone();
         streams.spawn(async move {
             let open = control.open_stream(victim, MESSAGE_PROTOCOL);
             if let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(10), open).await {
-                let _ = stream.write_all(br#"{"envelope":"c2lnbmVk"#).await;
+                let _ = stream.write_all(&half).await;
                 let _ = stream.flush().await;
                 let mut byte = [0u8; 1];
                 let read = futures::AsyncReadExt::read(&mut stream, &mut byte);
@@ -469,7 +592,7 @@ async fn a_flood_of_streams_on_one_connection_is_bounded_and_another_peer_is_ser
     let held = held.load(Ordering::SeqCst);
     println!("stream flood: the node holds {held} of {attempts} streams");
     assert!(
-        held <= parley_p2p::MESSAGE_STREAMS_PER_CONNECTION,
+        held <= parley_p2p::MESSAGE_STREAMS_PER_PEER,
         "the node holds {held} streams of one connection"
     );
 
@@ -679,8 +802,8 @@ async fn a_forged_envelope_is_refused_for_good_a_replay_is_acknowledged_and_othe
     mallory.connected().await;
     for n in 0..parley_p2p::MAX_VIOLATIONS_PER_PEER {
         let forged = format!("forged:{n}");
-        match mallory.send(request(forged.as_bytes())).await {
-            Ok(MessageResponse::Refused { permanent, reason }) => {
+        match mallory.send(forged.as_bytes()).await {
+            Ok(Answer::Refused { permanent, reason }) => {
                 assert!(permanent, "{reason}");
             }
             other => panic!("a forged envelope was not refused: {other:?}"),

@@ -487,7 +487,7 @@ async fn copy(
     let _ = to.shutdown().await;
 }
 
-type Tls = futures_rustls::TlsStream<libp2p::tcp::tokio::TcpStream>;
+type Tls = parley_p2p::refresh::Refreshing<libp2p::tcp::tokio::TcpStream>;
 
 /// Mutual TLS between `alice` (dialing, expecting bob) and `bob` (listening) through `pipe`.
 async fn handshake_through(
@@ -894,6 +894,7 @@ async fn a_node_delivers_to_a_node_it_can_reach_only_through_its_circuit_address
         inbound_queue: 16,
         attachments: None,
         renew: true,
+        tls_refresh: parley_p2p::refresh::DEFAULT_TLS_REFRESH,
     };
     let (alice, _alice_rx) = parley_p2p::Node::start(config).await.unwrap();
     // The directory hands out bob's circuit address beside his direct ones.

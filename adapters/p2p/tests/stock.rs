@@ -8,17 +8,9 @@ use std::{sync::Arc, time::Duration};
 
 use common::{Ca, node};
 use futures::StreamExt;
-use libp2p::{
-    Multiaddr, SwarmBuilder,
-    request_response::{self, ProtocolSupport},
-    swarm::SwarmEvent,
-};
+use libp2p::{Multiaddr, SwarmBuilder, swarm::SwarmEvent};
 use parley_domain::{MessageId, Username};
-use parley_p2p::{
-    PeerAddress,
-    protocol::{MESSAGE_PROTOCOL, MessageRequest, MessageResponse},
-    tls,
-};
+use parley_p2p::{PeerAddress, tls};
 use parley_usecases::ports::{NodeInfo, OutgoingEnvelope, Transport, TransportError};
 use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection};
 use rustls_pki_types::ServerName;
@@ -121,12 +113,7 @@ async fn a_stock_libp2p_peer_offering_tls_and_noise_cannot_connect() {
             libp2p::yamux::Config::default,
         )
         .unwrap()
-        .with_behaviour(|_| {
-            request_response::json::Behaviour::<MessageRequest, MessageResponse>::new(
-                [(MESSAGE_PROTOCOL, ProtocolSupport::Full)],
-                request_response::Config::default(),
-            )
-        })
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
         .unwrap()
         .build();
     let target: Multiaddr = bob_at.listen_addrs[0].parse().unwrap();

@@ -515,3 +515,186 @@ async fn a_refusal_for_good_and_a_refusal_for_now_reach_the_sender_apart() {
     let err = deliver(&alice, "bob", &bob, message("bob", 2), None).await;
     assert_eq!(err, Err(TransportError::Refused("busy".into())));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_refresh_their_tls_traffic_keys_on_the_timer_and_messages_arrive_intact() {
+    let ca = Ca::new("Parley CA");
+    let every = (Duration::from_millis(200), Duration::from_millis(400));
+    let start = |credentials, name: &'static str| async move {
+        let config = parley_p2p::NodeConfig {
+            tls_refresh: every,
+            ..common::config(credentials, name, vec![], None)
+        };
+        Node::start(config).await.unwrap()
+    };
+    let (alice, alice_rx) = start(ca.user("alice", 1), "alice").await;
+    let (bob, bob_rx) = start(ca.user("bob", 2), "bob").await;
+    let alice_got = accept_all(alice_rx);
+    let bob_got = accept_all(bob_rx);
+    let (to_bob, to_alice) = (address_of(&bob).await, address_of(&alice).await);
+    let before = (alice.tls_refreshes(), bob.tls_refreshes());
+
+    // About 3 s of conversation, both ways, on one connection.
+    let mut sent = Vec::new();
+    for n in 0..30u8 {
+        let text = format!("message {n}");
+        alice
+            .deliver(&user("bob"), &to_bob, &message("bob", n), None)
+            .await
+            .unwrap_or_else(|e| panic!("alice's message {n}: {e}"));
+        bob.deliver(&user("alice"), &to_alice, &message("alice", n), None)
+            .await
+            .unwrap_or_else(|e| panic!("bob's message {n}: {e}"));
+        sent.push(text);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let refreshed = (
+        alice.tls_refreshes() - before.0,
+        bob.tls_refreshes() - before.1,
+    );
+    println!(
+        "traffic-key refreshes: alice {}, bob {}",
+        refreshed.0, refreshed.1
+    );
+    assert!(refreshed.0 >= 3, "alice refreshed {} times", refreshed.0);
+    assert!(refreshed.1 >= 3, "bob refreshed {} times", refreshed.1);
+    let texts = |got: &[(String, String)], from: &str| -> Vec<String> {
+        got.iter()
+            .inspect(|(sender, _)| assert_eq!(sender, from))
+            .map(|(_, text)| text.clone())
+            .collect()
+    };
+    assert_eq!(texts(&bob_got.lock().await, "alice"), sent);
+    assert_eq!(texts(&alice_got.lock().await, "bob"), sent);
+    alice.shutdown().await;
+    bob.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_messages_to_one_contact_share_one_stream_with_several_in_flight() {
+    let ca = Ca::new("Parley CA");
+    let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
+    // The daemon's queue for messages waiting for the store.
+    let config = parley_p2p::NodeConfig {
+        inbound_queue: 256,
+        ..common::config(ca.user("bob", 2), "bob", vec![], None)
+    };
+    let (bob, mut bob_rx) = Node::start(config).await.unwrap();
+    // Bob's application answers each message a little later, in an order of its own, so
+    // that answers come back out of order and many wait at once.
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let got = Arc::new(Mutex::new(Vec::new()));
+    {
+        let (in_flight, most, got) = (in_flight.clone(), most.clone(), got.clone());
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while let Some(inbound) = bob_rx.recv().await {
+                use std::sync::atomic::Ordering::SeqCst;
+                let now = in_flight.fetch_add(1, SeqCst) + 1;
+                most.fetch_max(now, SeqCst);
+                got.lock()
+                    .await
+                    .push(String::from_utf8_lossy(&inbound.envelope).into_owned());
+                let (in_flight, delay) = (in_flight.clone(), 5 + (n * 7919) % 40);
+                n += 1;
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(delay)).await;
+                    in_flight.fetch_sub(1, SeqCst);
+                    inbound.accept();
+                });
+            }
+        });
+    }
+    let at = address_of(&bob).await;
+    let alice = Arc::new(alice);
+    let mut sends = tokio::task::JoinSet::new();
+    for n in 0..200u16 {
+        let (alice, at) = (alice.clone(), at.clone());
+        sends.spawn(async move {
+            let message = OutgoingEnvelope {
+                id: MessageId::from_bytes([0; 16]),
+                to: user("bob"),
+                bytes: format!("message {n}").into_bytes(),
+                attachments: vec![],
+            };
+            alice
+                .deliver(&user("bob"), &at, &message, None)
+                .await
+                .map_err(|e| format!("message {n}: {e}"))
+        });
+    }
+    while let Some(sent) = sends.join_next().await {
+        sent.unwrap().unwrap();
+    }
+
+    assert_eq!(
+        alice.message_streams_opened(),
+        1,
+        "one stream for 200 messages"
+    );
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    println!("at most {most} messages waited for their answer at once");
+    assert!(most >= 4, "only {most} in flight at once");
+    let mut got = got.lock().await.clone();
+    got.sort();
+    let mut sent: Vec<String> = (0..200).map(|n| format!("message {n}")).collect();
+    sent.sort();
+    assert_eq!(got, sent, "every message arrived once, intact");
+    alice.shutdown().await;
+    bob.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_stream_fails_what_waits_on_it_as_no_receipt_and_the_next_message_opens_another() {
+    let ca = Ca::new("Parley CA");
+    let (alice, _) = node(ca.user("alice", 1), "alice", vec![]).await;
+    // Bob takes the message but never answers, then goes away.
+    let (bob, mut bob_rx) = node(ca.user("bob", 2), "bob", vec![]).await;
+    let held = tokio::spawn(async move { bob_rx.recv().await });
+    let at = address_of(&bob).await;
+    let waiting = {
+        let alice = alice.clone();
+        let at = at.clone();
+        tokio::spawn(async move {
+            alice
+                .deliver(&user("bob"), &at, &message("bob", 1), None)
+                .await
+        })
+    };
+    let inbound = tokio::time::timeout(Duration::from_secs(10), held)
+        .await
+        .expect("the message reached bob")
+        .unwrap()
+        .expect("one message");
+    bob.shutdown().await;
+    let outcome = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the delivery ended when the stream broke")
+        .unwrap();
+    assert!(
+        matches!(outcome, Err(TransportError::NoReceipt(_))),
+        "{outcome:?}"
+    );
+    drop(inbound);
+    assert_eq!(alice.message_streams_opened(), 1);
+    eventually("alice to see bob gone", async || {
+        alice.connected(&user("bob")).await.is_empty()
+    })
+    .await;
+
+    // Bob comes back (same device, another port): the next message opens a new stream.
+    let (bob, bob_rx) = node(ca.user("bob", 2), "bob", vec![]).await;
+    let got = accept_all(bob_rx);
+    deliver(&alice, "bob", &bob, message("bob", 2), None)
+        .await
+        .unwrap();
+    assert_eq!(alice.message_streams_opened(), 2);
+    assert_eq!(
+        *got.lock().await,
+        vec![("alice".to_owned(), "message 2".to_owned())]
+    );
+    alice.shutdown().await;
+    bob.shutdown().await;
+}

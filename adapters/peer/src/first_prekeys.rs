@@ -62,6 +62,7 @@ pub async fn publish_first_prekeys(
         attachments: None,
         // What it would renew would not be kept: the daemon renews.
         renew: false,
+        tls_refresh: parley_p2p::refresh::DEFAULT_TLS_REFRESH,
     })
     .await
     .map_err(|e| FirstPrekeysError::Refused(e.to_string()))?;

@@ -24,6 +24,11 @@ use tokio::{
 
 use crate::{PeerError, SystemClock, background, blocking, view};
 
+// The message protocol carries the largest envelope the envelope format makes, and refuses
+// anything larger unread: the two caps are one number, checked here where both are wired.
+const _: () =
+    assert!(parley_p2p::message::MAX_ENVELOPE_BYTES == parley_envelope::MAX_ENVELOPE_BYTES);
+
 /// How often the outbox is retried while it holds messages.
 const RETRY_EVERY: Duration = Duration::from_secs(2);
 /// Inbound messages waiting to be stored.
@@ -167,6 +172,11 @@ impl Peer {
                 max_bytes: sealed_size(config.max_attachment),
             }),
             renew: true,
+            // The same kind of timer as the ratchet's.
+            tls_refresh: (
+                Duration::from_millis(config.rekey_every.min_ms),
+                Duration::from_millis(config.rekey_every.max_ms),
+            ),
         })
         .await
         .map_err(PeerError::Node)?;

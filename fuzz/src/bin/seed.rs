@@ -14,9 +14,8 @@ use parley_domain::{
 };
 use parley_envelope::seal_attachment;
 use parley_fuzz::{CSR_ED25519, open_parts, recipient, seal_parts, sender, sha256};
-use parley_p2p::protocol::{
-    DirectoryRequest, DirectoryResponse, MessageRequest, MessageResponse, Meta, PeerRecord,
-};
+use parley_p2p::message::{self, Answer, Request, Response};
+use parley_p2p::protocol::{DirectoryRequest, DirectoryResponse, Meta, PeerRecord};
 use rcgen::string::Ia5String;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -238,43 +237,53 @@ fn protocol_seeds(corpus: &Corpus) {
         "traceparent".to_owned(),
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned(),
     );
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(envelope);
     let target = "message_protocol";
-    corpus.put_json(
-        target,
-        "request",
-        &MessageRequest {
-            envelope: b64.clone(),
-            meta: meta.clone(),
-        },
-    );
+    let request = Request {
+        n: 0,
+        envelope: envelope.clone(),
+        meta: meta.clone(),
+    };
+    corpus.put(target, "request", message::frame(&request.encode()));
+    let mut forged = minicbor::Encoder::new(Vec::new());
+    forged
+        .map(3)
+        .and_then(|e| e.str("n")?.u64(1)?.str("envelope")?.bytes(envelope))
+        .and_then(|e| e.str("from")?.str("bob"))
+        .expect("CBOR");
     corpus.put(
         target,
         "request-forged-from",
-        format!(r#"{{"envelope":"{b64}","from":"bob"}}"#),
+        message::frame(&forged.into_writer()),
     );
-    corpus.put(
-        target,
-        "request-bad-base64",
-        r#"{"envelope":"AQ=","meta":{}}"#,
-    );
-    corpus.put_json(
-        target,
-        "receipt",
-        &MessageResponse::Receipt {
-            digest: parley_envelope::digest(envelope).to_string(),
-        },
-    );
-    for (name, permanent) in [("refused-later", false), ("refused-for-good", true)] {
-        corpus.put_json(
-            target,
-            name,
-            &MessageResponse::Refused {
-                reason: "the recipient is busy; retry later".to_owned(),
-                permanent,
+    corpus.put(target, "request-oversized-length", u32::MAX.to_be_bytes());
+    let digest = parley_envelope::digest(envelope).0;
+    let answers = [
+        ("receipt", Answer::Receipt { digest, sig: None }),
+        (
+            "receipt-signed",
+            Answer::Receipt {
+                digest,
+                sig: Some([7; 64]),
             },
-        );
+        ),
+        (
+            "refused-later",
+            Answer::Refused {
+                reason: "the recipient is busy; retry later".to_owned(),
+                permanent: false,
+            },
+        ),
+        (
+            "refused-for-good",
+            Answer::Refused {
+                reason: "the envelope's signature does not verify".to_owned(),
+                permanent: true,
+            },
+        ),
+    ];
+    for (name, answer) in answers {
+        let response = Response { n: 3, answer };
+        corpus.put(target, name, message::frame(&response.encode()));
     }
 
     let target = "directory_protocol";

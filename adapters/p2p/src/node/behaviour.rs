@@ -7,10 +7,10 @@ use libp2p::{
     swarm::NetworkBehaviour,
 };
 
-use super::{directory, mailbox, messaging, prekeys};
+use super::{directory, mailbox, prekeys};
 use crate::guard::{self, Guard};
 
-/// How long to wait for a receipt or a directory answer.
+/// How long to wait for a directory, mailbox or renewal answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Everything the peer's swarm speaks, owned by the swarm task.
@@ -19,8 +19,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub(super) struct Behaviour {
     /// Connection admission (caps per address and per peer).
     pub(super) guard: Guard,
-    /// `/parley/message/2`: sending envelopes and answering those that arrive.
-    pub(super) messaging: messaging::Behaviour,
     /// `/parley/directory/2`, client side: publishing and look-ups at the rendezvous.
     pub(super) directory: directory::Behaviour,
     /// `/parley/mailbox/1`: deposits, fetches and key look-ups at the rendezvous, and its
@@ -31,8 +29,9 @@ pub(super) struct Behaviour {
     /// `/parley/prekeys/1`, client side: this device's prekeys at the rendezvous, and others'
     /// bundles ([`super::prekeys`]).
     pub(super) prekeys: prekeys::Behaviour,
-    /// `/parley/attachment/1` raw streams (see [`crate::attachment`]).
-    pub(super) attachments: libp2p_stream::Behaviour,
+    /// Raw streams: `/parley/message/3` ([`super::links`], [`super::receiving`]) and
+    /// `/parley/attachment/1` ([`crate::attachment`]).
+    pub(super) streams: libp2p_stream::Behaviour,
     /// Circuit relay v2, client side: the reservation on the rendezvous ([`super::relay`]).
     pub(super) relay: libp2p::relay::client::Behaviour,
     /// Hole punching over a relayed connection ([`super::nat`]).
@@ -53,12 +52,11 @@ impl Behaviour {
     ) -> Self {
         Self {
             guard: Guard::new(guard::PEER),
-            messaging: messaging::behaviour(),
             directory: directory::behaviour(),
             mailbox: mailbox::behaviour(),
             renew: super::renew::behaviour(),
             prekeys: prekeys::behaviour(),
-            attachments: libp2p_stream::Behaviour::new(),
+            streams: libp2p_stream::Behaviour::new(),
             relay,
             dcutr: libp2p::dcutr::Behaviour::new(me.to_peer_id()),
             identify: identify(me),

@@ -21,7 +21,7 @@ pub struct Inbound {
 }
 
 /// What the application made of an [`Inbound`] message; the swarm task turns it into the
-/// `/parley/message/2` answer.
+/// `/parley/message/3` answer.
 #[derive(Debug)]
 pub(super) enum Verdict {
     /// Stored durably: the sender gets its receipt.

@@ -2,39 +2,48 @@
 //!
 //! The swarm runs one composed behaviour ([`behaviour`]), one field per concern, each concern
 //! in its own file with its state and its event handler: the directory client
-//! ([`directory`]), messaging and the inbound message server ([`messaging`], with the
-//! [`violations`] policy), first contacts ([`probe`]), the mailbox client ([`mailbox`]), the prekey
-//! client ([`prekeys`]) and attachments ([`crate::attachment`], over `libp2p-stream`). The swarm task ([`task`]) dispatches
-//! commands and events to them. A new capability (relay client, hole punching, a mailbox,
-//! rooms) is one more file here, one more field of the behaviour and one more arm in the task.
+//! ([`directory`]), reaching the peers messages are for ([`messaging`], with the
+//! [`violations`] policy), first contacts ([`probe`]), the mailbox client ([`mailbox`]), the
+//! prekey client ([`prekeys`]). The swarm task ([`task`]) dispatches commands and events to
+//! them. Raw `libp2p-stream` streams run on tasks of their own: messages (`/parley/message/3`,
+//! sending in [`links`], receiving in [`receiving`]) and attachments ([`crate::attachment`]). A
+//! new capability (relay client, hole punching, a mailbox, rooms) is one more file here, one
+//! more field of the behaviour and one more arm in the task.
 //!
 //! Queues and their caps: commands to the swarm task ([`COMMAND_QUEUE`]), inbound messages to
 //! the application ([`NodeConfig::inbound_queue`], at most [`MAX_INBOUND_QUEUE`]; when full, a
 //! message is refused with "busy" and the sender's outbox retries later), message streams per
-//! connection ([`MESSAGE_STREAMS_PER_CONNECTION`]), look-ups in flight per connection
+//! peer ([`MESSAGE_STREAMS_PER_PEER`]) and requests in flight on each
+//! ([`crate::message::MAX_IN_FLIGHT`]), look-ups in flight per connection
 //! ([`DIRECTORY_STREAMS_PER_CONNECTION`]), mailbox requests per connection
 //! ([`MAILBOX_STREAMS_PER_CONNECTION`]), prekey requests per connection
 //! ([`PREKEY_CLIENT_STREAMS_PER_CONNECTION`]). Connection admission is in [`crate::guard`].
 //!
-//! A peer that breaks the message protocol — a request that does not parse or is too large, or
-//! an envelope the application rejects for good (forged, altered, not for us) —
-//! [`MAX_VIOLATIONS_PER_PEER`] times loses its connections once the last answer is sent.
+//! A peer that breaks the message protocol — a frame that does not parse or is too large, a
+//! request refused for good before its envelope is read, or an envelope the application
+//! rejects for good (forged, altered, not for us) — [`MAX_VIOLATIONS_PER_PEER`] times loses its
+//! connections once the last answer is sent.
 
 mod behaviour;
 mod directory;
 mod inbound;
+mod links;
 mod mailbox;
 mod messaging;
 mod nat;
 mod ports;
 mod prekeys;
 mod probe;
+mod receiving;
 mod relay;
 mod renew;
 mod task;
 mod violations;
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::{
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use libp2p::Multiaddr;
 use parley_domain::{Role, Username};
@@ -45,8 +54,8 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 pub use directory::{DIRECTORY_STREAMS_PER_CONNECTION, PeerAddress};
 pub use inbound::Inbound;
 pub use mailbox::MAILBOX_STREAMS_PER_CONNECTION;
-pub use messaging::{MESSAGE_STREAMS_PER_CONNECTION, parse_request};
 pub use prekeys::PREKEY_CLIENT_STREAMS_PER_CONNECTION;
+pub use receiving::MESSAGE_STREAMS_PER_PEER;
 pub use renew::HeldCertificate;
 pub use violations::{CLOSE_GRACE, MAX_VIOLATIONS_PER_PEER};
 
@@ -54,16 +63,21 @@ pub(crate) use self::behaviour::{identify, ping};
 use self::{
     behaviour::Behaviour,
     directory::Rendezvous,
-    messaging::Messaging,
+    links::Links,
+    messaging::{CLOSE_QUEUE, Messaging},
     nat::Nat,
     probe::Probes,
+    receiving::Receiving,
     relay::Reservation,
     renew::Renewal,
     task::{Command, Task},
+    violations::Violations,
 };
 use crate::{
     Credentials, Error,
     attachment::{self, ATTACHMENT_PROTOCOL, AttachmentConfig},
+    message::MESSAGE_PROTOCOL,
+    refresh::Refresh,
     registry::{Expectation, Registry},
     swarm,
 };
@@ -92,6 +106,10 @@ pub struct NodeConfig {
     /// Whether the node renews its certificate when renewal is due. A short-lived node that
     /// only publishes prekeys does not: only a node whose renewals are kept in the store may.
     pub renew: bool,
+    /// Each connection refreshes its TLS traffic keys (a TLS 1.3 `KeyUpdate`) after a random
+    /// time drawn uniformly in `min..=max`, again and again
+    /// ([`crate::refresh::DEFAULT_TLS_REFRESH`] by default: 30 s to 120 s).
+    pub tls_refresh: (Duration, Duration),
 }
 
 type Stopper = (oneshot::Sender<()>, tokio::task::JoinHandle<()>);
@@ -103,11 +121,16 @@ pub struct Node {
     snapshot: Arc<Mutex<NodeSnapshot>>,
     shutdown: Arc<Mutex<Option<Stopper>>>,
     streams: libp2p_stream::Control,
-    receiving: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// The tasks that accept message and attachment streams.
+    receiving: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// The message stream to each contact.
+    links: Links,
+    registry: Registry,
     /// The CA root the mutual-TLS upgrade trusts, for certificates the rendezvous hands out.
     ca: CaRoot,
     waiting: Arc<Notify>,
     certificate: watch::Receiver<HeldCertificate>,
+    refresh: Refresh,
 }
 
 impl Node {
@@ -122,24 +145,43 @@ impl Node {
         let me = config.credentials.keypair.public();
         let identity = crate::tls::Identity::new(&config.credentials)?;
         let (renewal, certificate) = Renewal::new(identity.clone(), ca.clone(), config.renew)?;
-        let mut swarm =
-            swarm::build_with_relay(&config.credentials, identity, registry.clone(), |relay| {
-                Behaviour::new(&me, relay)
-            })?;
-        let mut streams = swarm.behaviour().attachments.new_control();
-        let receiving = match config.attachments.clone() {
-            Some(attachments) => {
-                let incoming = streams
-                    .accept(ATTACHMENT_PROTOCOL)
-                    .map_err(|e| Error::Address(e.to_string()))?;
-                Some(tokio::spawn(attachment::serve(
-                    registry.clone(),
-                    attachments,
-                    incoming,
-                )))
-            }
-            None => None,
-        };
+        let refresh = Refresh::new(config.tls_refresh);
+        let mut swarm = swarm::build_with_relay(
+            &config.credentials,
+            identity,
+            registry.clone(),
+            refresh.clone(),
+            |relay| Behaviour::new(&me, relay),
+        )?;
+        let mut streams = swarm.behaviour().streams.new_control();
+        let mut receiving = Vec::new();
+        if let Some(attachments) = config.attachments.clone() {
+            let incoming = streams
+                .accept(ATTACHMENT_PROTOCOL)
+                .map_err(|e| Error::Address(e.to_string()))?;
+            receiving.push(tokio::spawn(attachment::serve(
+                registry.clone(),
+                attachments,
+                incoming,
+            )));
+        }
+        let (inbound_tx, inbound_rx) =
+            mpsc::channel(config.inbound_queue.clamp(1, MAX_INBOUND_QUEUE));
+        let violations = Violations::default();
+        let (closes_tx, closes_rx) = mpsc::channel(CLOSE_QUEUE);
+        let messages = streams
+            .accept(MESSAGE_PROTOCOL)
+            .map_err(|e| Error::Address(e.to_string()))?;
+        receiving.push(tokio::spawn(receiving::serve(
+            Arc::new(Receiving::new(
+                registry.clone(),
+                inbound_tx,
+                violations.clone(),
+                closes_tx,
+            )),
+            messages,
+        )));
+        let links = Links::default();
         let listen_addrs = swarm::listen(&mut swarm, config.listen.clone()).await?;
         let peer_id = config.credentials.peer_id();
 
@@ -166,20 +208,18 @@ impl Node {
             connections: Vec::new(),
         }));
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
-        let (inbound_tx, inbound_rx) =
-            mpsc::channel(config.inbound_queue.clamp(1, MAX_INBOUND_QUEUE));
         let (stop_tx, stop_rx) = oneshot::channel();
         let waiting = Arc::new(Notify::new());
         let task = Task {
             swarm,
-            registry,
+            registry: registry.clone(),
             listen_addrs,
             snapshot: snapshot.clone(),
             reservation: Reservation::new(rendezvous.as_ref()),
             mailbox: mailbox::Client::new(rendezvous.as_ref().map(|r| r.peer), waiting.clone()),
             prekeys: prekeys::Client::new(rendezvous.as_ref().map(|r| r.peer)),
             directory: directory::Client::new(rendezvous, snapshot.clone()),
-            messaging: Messaging::new(inbound_tx),
+            messaging: Messaging::new(violations, closes_rx, links.clone()),
             probes: Probes::default(),
             nat: Nat::default(),
             renewal,
@@ -192,9 +232,12 @@ impl Node {
                 shutdown: Arc::new(Mutex::new(Some((stop_tx, handle)))),
                 streams,
                 receiving: Arc::new(Mutex::new(receiving)),
+                links,
+                registry,
                 ca,
                 waiting,
                 certificate,
+                refresh,
             },
             inbound_rx,
         ))
@@ -216,6 +259,20 @@ impl Node {
         self.certificate.clone()
     }
 
+    /// How many times this node's connections refreshed their TLS traffic keys so far (see
+    /// [`NodeConfig::tls_refresh`]), for metrics and tests.
+    #[must_use]
+    pub fn tls_refreshes(&self) -> u64 {
+        self.refresh.count()
+    }
+
+    /// How many `/parley/message/3` streams this node opened so far: one per contact it sent
+    /// to, and one more each time such a stream broke. For metrics and tests.
+    #[must_use]
+    pub fn message_streams_opened(&self) -> u64 {
+        self.links.opened()
+    }
+
     /// Stops the swarm task and waits for it. Idempotent.
     pub async fn shutdown(&self) {
         let taken = self
@@ -227,13 +284,15 @@ impl Node {
             let _ = stop.send(());
             let _ = handle.await;
         }
-        let receiving = self
-            .receiving
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(receiving) = receiving {
-            receiving.abort();
+        self.links.close_all();
+        let receiving = std::mem::take(
+            &mut *self
+                .receiving
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        );
+        for task in receiving {
+            task.abort();
         }
     }
 

@@ -12,17 +12,22 @@ use parley_usecases::ports::{
 use tokio::sync::oneshot;
 
 use super::{
-    Node, PeerAddress, mailbox,
-    messaging::{Delivery, digest_of, encode_envelope},
+    Node, PeerAddress, links, mailbox,
+    messaging::Reach,
     prekeys::{self, REQUEST_TIMEOUT as PREKEY_TIMEOUT},
     task::Command,
 };
 use crate::{
     attachment,
+    message::{self, Answer},
     prekeys::{PrekeysRequest, PrekeysResponse},
-    protocol::{MAX_ACK_IDS, MailboxRequest, MailboxResponse, MessageRequest},
+    protocol::{MAX_ACK_IDS, MailboxRequest, MailboxResponse},
     trace,
 };
+
+/// How long a delivery may wait for a verified connection to its recipient: the dial, the
+/// handshake (at most [`crate::HANDSHAKE_TIMEOUT`]) and the swarm task's queue.
+const REACH_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl NodeInfo for Node {
     fn snapshot(&self) -> NodeSnapshot {
@@ -86,41 +91,7 @@ impl Transport for Node {
         pinned: Option<&PeerKeys>,
     ) -> Result<PeerKeys, TransportError> {
         let (peer, addrs) = (at.peer, at.addrs.clone());
-        if !message.attachments.is_empty() {
-            // Connect (holding the peer to its pinned keys), then send the files ahead of the
-            // envelope that names them.
-            self.connect(to, peer, addrs.clone(), pinned.copied())
-                .await?;
-            let mut streams = self.streams.clone();
-            for file in &message.attachments {
-                attachment::upload(
-                    &mut streams,
-                    peer,
-                    std::path::Path::new(&file.locator),
-                    &file.sha256,
-                    file.size,
-                )
-                .await?;
-            }
-        }
-        let delivery = Box::new(Delivery {
-            to: to.clone(),
-            pinned: pinned.copied(),
-            peer,
-            addrs,
-            request: MessageRequest {
-                envelope: encode_envelope(&message.bytes),
-                meta: trace::current(),
-            },
-            digest: digest_of(&message.bytes),
-        });
-        let (reply, rx) = oneshot::channel();
-        self.command(Command::Deliver { delivery, reply })
-            .await
-            .map_err(|e| TransportError::Unreachable(e.to_string()))?;
-        let outcome = rx
-            .await
-            .map_err(|_| TransportError::NoReceipt("the network task stopped".into()))?;
+        let outcome = self.send(to, peer, addrs, message, pinned).await;
         let code = outcome
             .as_ref()
             .map_or_else(TransportError::code, |_| "receipt");
@@ -280,6 +251,72 @@ impl Node {
                     PREKEY_TIMEOUT.as_secs()
                 ))
             })?
+    }
+
+    /// Reaches `peer` as `to` (holding it to `pinned` keys), sends the attachment files ahead,
+    /// then the envelope over the contact's message stream, and checks the receipt.
+    async fn send(
+        &self,
+        to: &Username,
+        peer: PeerId,
+        addrs: Vec<Multiaddr>,
+        message: &OutgoingEnvelope,
+        pinned: Option<&PeerKeys>,
+    ) -> Result<PeerKeys, TransportError> {
+        let reach = Box::new(Reach {
+            to: to.clone(),
+            pinned: pinned.copied(),
+            peer,
+            addrs,
+        });
+        let (reply, rx) = oneshot::channel();
+        self.command(Command::Reach { reach, reply })
+            .await
+            .map_err(|e| TransportError::Unreachable(e.to_string()))?;
+        tokio::time::timeout(REACH_TIMEOUT, rx)
+            .await
+            .map_err(|_| {
+                TransportError::Unreachable(format!(
+                    "no connection could be made within {} s",
+                    REACH_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|_| TransportError::Unreachable("the network task stopped".into()))??;
+        let mut streams = self.streams.clone();
+        for file in &message.attachments {
+            attachment::upload(
+                &mut streams,
+                peer,
+                std::path::Path::new(&file.locator),
+                &file.sha256,
+                file.size,
+            )
+            .await?;
+        }
+        let sent = message::digest(&message.bytes);
+        let answer = tokio::time::timeout(
+            links::ANSWER_TIMEOUT,
+            self.links
+                .send(&self.streams, peer, message.bytes.clone(), trace::current()),
+        )
+        .await
+        .map_err(|_| TransportError::NoReceipt("timed out waiting for an answer".into()))??;
+        // The answer came over the connection, so its certificate is still on record.
+        let keys = self.registry.certified(&peer).map(|c| c.keys());
+        match (answer, keys) {
+            (Answer::Receipt { digest, .. }, Some(keys)) if digest == sent => Ok(keys),
+            (Answer::Receipt { .. }, Some(_)) => Err(TransportError::NoReceipt(
+                "the receipt names another envelope".into(),
+            )),
+            (Answer::Receipt { .. }, None) => Err(TransportError::NoReceipt(
+                "the connection closed with the receipt".into(),
+            )),
+            (Answer::Refused { reason, permanent }, _) => Err(if permanent {
+                TransportError::Rejected(reason)
+            } else {
+                TransportError::Refused(reason)
+            }),
+        }
     }
 
     /// Sends `request` to the rendezvous and waits at most `limit` for its answer, the wait in

@@ -13,7 +13,7 @@ use super::{
     behaviour::{Behaviour, BehaviourEvent},
     directory::{self, LookupReply, PeerAddress},
     mailbox::{self, MailboxReply},
-    messaging::{Delivery, Due, Messaging},
+    messaging::{Due, Messaging, Reach},
     nat::{self, Nat},
     prekeys::{self, PrekeyReply},
     probe::Probes,
@@ -43,9 +43,10 @@ pub(super) enum Command {
         user: Username,
         reply: oneshot::Sender<Vec<PeerAddress>>,
     },
-    /// Send an envelope and wait for its receipt.
-    Deliver {
-        delivery: Box<Delivery>,
+    /// Answer with the keys of a verified connection to the peer a delivery is for, dialling
+    /// it when there is none.
+    Reach {
+        reach: Box<Reach>,
         reply: DeliveryReply,
     },
     /// Connect to `peer` as `to` (holding it to `pinned` keys) and answer with its keys.
@@ -98,9 +99,6 @@ impl Task {
                 _ = &mut stop => break,
                 // Local work first: finish replies before taking new remote work.
                 due = self.messaging.next_due() => match due {
-                    Due::Answer { peer, channel, response } => {
-                        self.messaging.respond(&mut self.swarm, peer, channel, response);
-                    }
                     Due::Disconnect(peer) => {
                         let _ = self.swarm.disconnect_peer_id(peer);
                     }
@@ -128,9 +126,9 @@ impl Task {
             Command::Connected { user, reply } => {
                 let _ = reply.send(directory::connected(&self.swarm, &self.registry, &user));
             }
-            Command::Deliver { delivery, reply } => {
+            Command::Reach { reach, reply } => {
                 self.messaging
-                    .deliver(&mut self.swarm, &self.registry, *delivery, reply);
+                    .reach(&mut self.swarm, &self.registry, *reach, reply);
             }
             Command::KeysOf {
                 to,
@@ -157,10 +155,6 @@ impl Task {
 
     fn on_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::Behaviour(BehaviourEvent::Messaging(event)) => {
-                self.messaging
-                    .on_event(&mut self.swarm, &self.registry, event);
-            }
             SwarmEvent::Behaviour(BehaviourEvent::Directory(event)) => {
                 let published = self.directory.on_event(&mut self.swarm, event);
                 if published {
@@ -195,7 +189,8 @@ impl Task {
                 connection_id,
                 ..
             } if self.directory.is_rendezvous(&peer_id) => {
-                self.messaging.dial_ended(connection_id);
+                self.messaging
+                    .established(&self.registry, &peer_id, connection_id);
                 tracing::info!(%peer_id, "connected to the rendezvous");
                 self.publish();
                 self.want_relay();
@@ -207,7 +202,8 @@ impl Task {
                 endpoint,
                 ..
             } => {
-                self.messaging.dial_ended(connection_id);
+                self.messaging
+                    .established(&self.registry, &peer_id, connection_id);
                 self.nat.on_established(peer_id, connection_id, &endpoint);
                 self.probes.finish(&self.registry, &peer_id, true);
                 self.refresh();
@@ -274,7 +270,12 @@ impl Task {
                 connection_id,
                 error,
             } => {
-                self.messaging.dial_ended(connection_id);
+                self.messaging.dial_failed(
+                    &self.registry,
+                    peer_id,
+                    connection_id,
+                    &error.to_string(),
+                );
                 tracing::debug!(?peer_id, error = %error, "outgoing connection failed");
                 if let Some(peer) = peer_id {
                     self.probes.finish(&self.registry, &peer, false);

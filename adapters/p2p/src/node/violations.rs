@@ -1,83 +1,82 @@
 //! The violation policy: a peer that keeps breaking the message protocol loses its
 //! connections, once the answer in flight has been sent.
+//!
+//! The counts are shared between the message streams that find the violations (each served on
+//! a task of its own, see [`super::receiving`]) and the swarm task, which closes the
+//! connections and forgets a peer once its last connection closed.
 
 use std::{
     collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, PoisonError},
     time::Duration,
 };
 
-use futures::{FutureExt, StreamExt, future::BoxFuture, stream::FuturesUnordered};
 use libp2p::PeerId;
 
-/// Protocol violations (requests that do not parse or are too large, envelopes rejected for
-/// good) a connected peer may commit before its connections are closed. A plain retry of an
-/// envelope already stored is answered with a receipt and is no violation.
+/// Protocol violations (frames that do not parse or are too large, requests refused for good
+/// before their envelope is read, envelopes rejected for good) a connected peer may commit
+/// before its connections are closed. A plain retry of an envelope already stored is answered
+/// with a receipt and is no violation.
 pub const MAX_VIOLATIONS_PER_PEER: u32 = 4;
 /// How long a peer past [`MAX_VIOLATIONS_PER_PEER`] keeps its connections after its last
 /// answer was sent, so that it can read that answer; its requests meanwhile are refused unread.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Violations per connected peer and the disconnections they lead to.
+/// Violations per connected peer, shared by the message streams and the swarm task.
+#[derive(Clone, Default)]
+pub(super) struct Violations(Arc<Mutex<Counts>>);
+
 #[derive(Default)]
-pub(super) struct Violations {
+struct Counts {
     /// Protocol violations per connected peer (forgotten when its last connection closes).
     counts: HashMap<PeerId, u32>,
     /// Peers past [`MAX_VIOLATIONS_PER_PEER`], disconnected once their last answer is sent.
     closing: HashSet<PeerId>,
-    /// Disconnections waiting out [`CLOSE_GRACE`]: at most one per peer in `closing`.
-    closes: FuturesUnordered<BoxFuture<'static, PeerId>>,
-    /// Peers whose disconnection is scheduled.
+    /// Peers whose disconnection is scheduled: at most one per peer in `closing`.
     scheduled: HashSet<PeerId>,
 }
 
 impl Violations {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Counts a protocol violation by `peer`; past the limit its connections close once the
     /// answer in flight is sent.
-    pub(super) fn count(&mut self, peer: PeerId) {
-        let count = self.counts.entry(peer).or_default();
+    pub(super) fn count(&self, peer: PeerId) {
+        let mut counts = self.lock();
+        let count = counts.counts.entry(peer).or_default();
         *count = count.saturating_add(1);
-        if *count >= MAX_VIOLATIONS_PER_PEER && self.closing.insert(peer) {
-            tracing::warn!(%peer, violations = *count, "closing the connection of a peer that breaks the protocol");
+        let count = *count;
+        if count >= MAX_VIOLATIONS_PER_PEER && counts.closing.insert(peer) {
+            tracing::warn!(%peer, violations = count, "closing the connection of a peer that breaks the protocol");
         }
     }
 
     /// True when `peer` is past the limit: its requests are refused unread.
     pub(super) fn is_closing(&self, peer: &PeerId) -> bool {
-        self.closing.contains(peer)
+        self.lock().closing.contains(peer)
     }
 
-    /// Schedules the closing of `peer`'s connections if it is past the limit.
-    pub(super) fn close_if_due(&mut self, peer: PeerId) {
-        if self.closing.contains(&peer) && self.scheduled.insert(peer) {
-            self.closes.push(
-                async move {
-                    tokio::time::sleep(CLOSE_GRACE).await;
-                    peer
-                }
-                .boxed(),
-            );
-        }
+    /// True when `peer` is past the limit and its disconnection is not scheduled yet: the
+    /// caller schedules it, [`CLOSE_GRACE`] from now.
+    pub(super) fn schedule_close(&self, peer: PeerId) -> bool {
+        let mut counts = self.lock();
+        counts.closing.contains(&peer) && counts.scheduled.insert(peer)
     }
 
-    /// Waits for the next peer whose grace is over and which is still to be disconnected;
-    /// never resolves while no disconnection is scheduled. Cancel-safe.
-    pub(super) async fn next_due(&mut self) -> PeerId {
-        loop {
-            if self.closes.is_empty() {
-                std::future::pending::<()>().await;
-            }
-            if let Some(peer) = self.closes.next().await {
-                self.scheduled.remove(&peer);
-                if self.closing.contains(&peer) {
-                    return peer;
-                }
-            }
-        }
+    /// A scheduled disconnection of `peer` is due: true when it is still to be made (the peer
+    /// did not leave meanwhile).
+    pub(super) fn close_due(&self, peer: &PeerId) -> bool {
+        let mut counts = self.lock();
+        counts.scheduled.remove(peer);
+        counts.closing.contains(peer)
     }
 
     /// Forgets `peer` once its last connection closed.
-    pub(super) fn forget(&mut self, peer: &PeerId) {
-        self.counts.remove(peer);
-        self.closing.remove(peer);
+    pub(super) fn forget(&self, peer: &PeerId) {
+        let mut counts = self.lock();
+        counts.counts.remove(peer);
+        counts.closing.remove(peer);
     }
 }

@@ -132,7 +132,19 @@ pub async fn node_with(
     rendezvous: Vec<Multiaddr>,
     attachments: Option<parley_p2p::AttachmentConfig>,
 ) -> (Node, mpsc::Receiver<Inbound>) {
-    let config = NodeConfig {
+    Node::start(config(credentials, name, rendezvous, attachments))
+        .await
+        .unwrap()
+}
+
+/// A node's configuration on loopback, with the defaults the product uses.
+pub fn config(
+    credentials: Credentials,
+    name: &str,
+    rendezvous: Vec<Multiaddr>,
+    attachments: Option<parley_p2p::AttachmentConfig>,
+) -> NodeConfig {
+    NodeConfig {
         credentials,
         user: Username::parse(name).unwrap(),
         listen: "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
@@ -140,8 +152,8 @@ pub async fn node_with(
         inbound_queue: 16,
         attachments,
         renew: true,
-    };
-    Node::start(config).await.unwrap()
+        tls_refresh: parley_p2p::refresh::DEFAULT_TLS_REFRESH,
+    }
 }
 
 /// Waits up to 10 s for `check` to hold, failing with `what`.
