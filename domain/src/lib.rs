@@ -16,6 +16,7 @@ pub mod message;
 pub mod pki;
 pub mod prekeys;
 pub mod ratchet;
+pub mod receipt;
 pub mod renewal;
 pub mod secret;
 pub mod username;

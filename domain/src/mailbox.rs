@@ -281,21 +281,24 @@ impl Refusal {
 pub enum Parcel {
     /// A sealed envelope, as it travels between peers.
     Envelope(Vec<u8>),
-    /// "Message `id`, whose envelope has this SHA-256, is stored on my device." Only the two
-    /// devices know the digest (the envelope travelled wrapped), so a receipt cannot be made up.
+    /// "Message `id`, whose envelope has this SHA-256, is stored on my device", signed by the
+    /// recipient's device ([`crate::receipt`]).
     Receipt {
         /// The message.
         id: MessageId,
         /// Its envelope's SHA-256.
         digest: Digest,
+        /// The recipient device's signature over the digest.
+        signature: [u8; 64],
     },
 }
 
 const PARCEL_ENVELOPE: u8 = 1;
-const PARCEL_RECEIPT: u8 = 2;
+const PARCEL_RECEIPT: u8 = 3;
 
 impl Parcel {
-    /// `1 ‖ envelope`, or `2 ‖ id:[16] ‖ sha256:[32]`.
+    /// `1 ‖ envelope`, or `3 ‖ id:[16] ‖ sha256:[32] ‖ signature:[64]`. (Kind 2, the unsigned
+    /// receipt of an earlier release, is no longer read.)
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
         match self {
@@ -305,11 +308,16 @@ impl Parcel {
                 out.extend_from_slice(bytes);
                 out
             }
-            Self::Receipt { id, digest } => {
-                let mut out = Vec::with_capacity(49);
+            Self::Receipt {
+                id,
+                digest,
+                signature,
+            } => {
+                let mut out = Vec::with_capacity(113);
                 out.push(PARCEL_RECEIPT);
                 out.extend_from_slice(id.as_bytes());
                 out.extend_from_slice(&digest.0);
+                out.extend_from_slice(signature);
                 out
             }
         }
@@ -322,14 +330,17 @@ impl Parcel {
     pub fn decode(bytes: &[u8]) -> Result<Self, BadParcel> {
         match bytes.split_first() {
             Some((&PARCEL_ENVELOPE, rest)) if !rest.is_empty() => Ok(Self::Envelope(rest.to_vec())),
-            Some((&PARCEL_RECEIPT, rest)) if rest.len() == 48 => {
+            Some((&PARCEL_RECEIPT, rest)) if rest.len() == 112 => {
                 let mut id = [0u8; 16];
                 id.copy_from_slice(&rest[..16]);
                 let mut digest = [0u8; 32];
-                digest.copy_from_slice(&rest[16..]);
+                digest.copy_from_slice(&rest[16..48]);
+                let mut signature = [0u8; 64];
+                signature.copy_from_slice(&rest[48..]);
                 Ok(Self::Receipt {
                     id: MessageId::from_bytes(id),
                     digest: Digest(digest),
+                    signature,
                 })
             }
             _ => Err(BadParcel),
@@ -454,13 +465,20 @@ mod tests {
         let receipt = Parcel::Receipt {
             id: MessageId::from_bytes([3; 16]),
             digest: Digest([4; 32]),
+            signature: [5; 64],
         };
         assert_eq!(Parcel::decode(&receipt.encode()), Ok(receipt.clone()));
+        // The unsigned receipt of an earlier release is not read.
+        let mut unsigned = vec![2];
+        unsigned.extend_from_slice(&[3; 16]);
+        unsigned.extend_from_slice(&[4; 32]);
+        assert_eq!(Parcel::decode(&unsigned), Err(BadParcel));
         let mut long = receipt.encode();
         long.push(0);
         assert_eq!(Parcel::decode(&long), Err(BadParcel));
         assert_eq!(Parcel::decode(&[1]), Err(BadParcel));
         assert_eq!(Parcel::decode(&[3, 1, 2]), Err(BadParcel));
+        assert_eq!(Parcel::decode(&[9, 1, 2]), Err(BadParcel));
         assert_eq!(Parcel::decode(&[]), Err(BadParcel));
     }
 

@@ -349,3 +349,34 @@ pub fn json_round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(
     );
     Some(value)
 }
+
+/// A ratchet session between the sender and the recipient, both sides, made without an
+/// agreement (a fixed root and signed prekey): the same in every process, so that envelopes
+/// sealed by the seeding program open in the target. `(sender's, recipient's)`.
+#[must_use]
+pub fn session_pair() -> (
+    parley_domain::ratchet::SessionState,
+    parley_domain::ratchet::SessionState,
+) {
+    use parley_domain::Timestamp;
+    use parley_domain::agreement::{InitialMessage, KEM_CIPHERTEXT_LEN, KemCiphertext};
+    use parley_domain::ratchet::{Key32, KeyPair, PublicKey as RatchetKey, Ratchet, SessionState};
+    let root = Key32::new([0x61; 32]);
+    let prekey = KeyPair::from_secret(Key32::new([0x62; 32]));
+    let initial = InitialMessage {
+        identity: RatchetKey(PublicKey::from(&StaticSecret::from(SENDER_X25519)).to_bytes()),
+        ephemeral: RatchetKey([0x63; 32]),
+        signed_prekey_id: 1,
+        one_time_prekey_id: Some(2),
+        kem_prekey_id: 3,
+        kem_ciphertext: KemCiphertext::parse(&[0x64; KEM_CIPHERTEXT_LEN])
+            .expect("a ciphertext of the right length"),
+    };
+    let ours = SessionState::opened(
+        Ratchet::initiator(&root, prekey.public()),
+        initial.clone(),
+        Timestamp(1),
+    );
+    let theirs = SessionState::answered(Ratchet::responder(&root, prekey), &initial, Timestamp(1));
+    (ours, theirs)
+}

@@ -1147,6 +1147,19 @@ impl Envelopes for FakeEnvelopes {
         digest_of(bytes)
     }
 
+    fn sign_receipt(&self, digest: &Digest) -> [u8; 64] {
+        fake_receipt_signature(digest, &self.me.ed25519)
+    }
+
+    fn verify_receipt(
+        &self,
+        digest: &Digest,
+        signature: &[u8; 64],
+        device_ed25519: &[u8; 32],
+    ) -> bool {
+        *signature == fake_receipt_signature(digest, device_ed25519)
+    }
+
     fn session_of(&self, bytes: &[u8]) -> Result<Option<EnvelopeSession>, EnvelopeError> {
         Ok(self.sealing(bytes)?.session.map(|(s, _, _)| s))
     }
@@ -1282,6 +1295,15 @@ impl Envelopes for FakeEnvelopes {
 /// process: the ids embed the opening device's key and a counter).
 type SessionKey = ([u8; 32], [u8; 32]);
 static SESSION_RECIPIENTS: Mutex<BTreeMap<SessionKey, [u8; 32]>> = Mutex::new(BTreeMap::new());
+
+/// The fakes' receipt signature: the digest and the signer's key side by side (only a device
+/// holding `device` makes it, in this world).
+fn fake_receipt_signature(digest: &Digest, device: &[u8; 32]) -> [u8; 64] {
+    let mut out = [0u8; 64];
+    out[..32].copy_from_slice(&digest.0);
+    out[32..].copy_from_slice(device);
+    out
+}
 
 /// The fake agreement's root and the responder's first ratchet key, from its X25519 key.
 fn fake_agreement(responder_x25519: &[u8; 32]) -> (Key32, KeyPair) {

@@ -359,6 +359,15 @@ impl Sealer {
         }
     }
 
+    /// This device's signature on a receipt for the envelope `digest`: it stored it
+    /// ([`parley_domain::receipt`]).
+    #[must_use]
+    pub fn sign_receipt(&self, digest: &Digest) -> [u8; 64] {
+        self.signing
+            .sign(&parley_domain::receipt::signed_message(digest))
+            .to_bytes()
+    }
+
     /// This device's Ed25519 public key: what senders' envelopes are checked against.
     #[must_use]
     pub fn ed25519_public(&self) -> [u8; 32] {
@@ -606,6 +615,19 @@ impl parley_usecases::ports::Envelopes for Sealer {
 
     fn digest(&self, bytes: &[u8]) -> Digest {
         digest(bytes)
+    }
+
+    fn sign_receipt(&self, digest: &Digest) -> [u8; 64] {
+        Sealer::sign_receipt(self, digest)
+    }
+
+    fn verify_receipt(
+        &self,
+        digest: &Digest,
+        signature: &[u8; 64],
+        device_ed25519: &[u8; 32],
+    ) -> bool {
+        parley_domain::receipt::verifies(device_ed25519, digest, signature)
     }
 
     fn session_of(

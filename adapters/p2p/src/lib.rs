@@ -39,8 +39,7 @@ pub use libp2p::{Multiaddr, PeerId};
 pub use node::{
     CLOSE_GRACE, COMMAND_QUEUE, DIRECTORY_STREAMS_PER_CONNECTION, HeldCertificate, Inbound,
     MAILBOX_STREAMS_PER_CONNECTION, MAX_INBOUND_QUEUE, MAX_VIOLATIONS_PER_PEER,
-    MESSAGE_STREAMS_PER_PEER, Node, NodeConfig, PREKEY_CLIENT_STREAMS_PER_CONNECTION,
-    PeerAddress,
+    MESSAGE_STREAMS_PER_PEER, Node, NodeConfig, PREKEY_CLIENT_STREAMS_PER_CONNECTION, PeerAddress,
 };
 pub use server::{
     AddressLimit, DirectoryServer, DirectoryStats, IP_LOOKUP_BURST, IP_LOOKUPS_PER_SECOND,

@@ -519,7 +519,28 @@ async fn malformed_frames_drop_the_stream_and_a_foreign_sender_is_refused_for_go
     // On the same stream, an honest request of mallory's own still gets its receipt; the
     // sender is the certificate's, whatever the frames said.
     let answer = mallory.send(b"signed:from=mallory:hi").await;
-    assert!(matches!(answer, Ok(Answer::Receipt { .. })), "{answer:?}");
+    let Ok(Answer::Receipt { digest, sig }) = answer else {
+        panic!("a receipt: {answer:?}");
+    };
+    // Signed by bob's device over what it stored, and over nothing else.
+    let mut seed = *common::secret(2).expose();
+    let bob_key = libp2p::identity::Keypair::ed25519_from_bytes(&mut seed)
+        .unwrap()
+        .public()
+        .try_into_ed25519()
+        .unwrap()
+        .to_bytes();
+    let sig = sig.expect("the receipt carries a signature");
+    assert!(parley_domain::receipt::verifies(
+        &bob_key,
+        &parley_domain::Digest(digest),
+        &sig
+    ));
+    assert!(!parley_domain::receipt::verifies(
+        &bob_key,
+        &parley_domain::Digest([0; 32]),
+        &sig
+    ));
 
     delivers_promptly(&alice, &bob, "bob", 1).await;
     let stored = stored.lock().await;

@@ -42,7 +42,10 @@ fn user(name: &str) -> Username {
 
 /// Prekeys in memory, by the domain's rules (what the sled store encodes).
 #[derive(Default)]
-struct InMemoryPrekeys(Mutex<HashMap<[u8; 32], (Username, [u8; 32], HeldPrekeys)>>);
+struct InMemoryPrekeys(Mutex<HashMap<[u8; 32], Held>>);
+
+/// A device's record: its user, its certificate's X25519 key, and what it holds.
+type Held = (Username, [u8; 32], HeldPrekeys);
 
 impl PrekeyStore for InMemoryPrekeys {
     fn publish(

@@ -51,7 +51,8 @@ fn with(mode: u8, bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Real envelopes from the fixed sender to the fixed recipient.
-fn envelopes() -> Vec<(&'static str, Vec<u8>)> {
+/// The seeds' messages: plain, with a time to live, with attachments.
+fn session_messages() -> Vec<(Header, Body)> {
     let header = Header {
         id: MessageId::from_bytes([0x11; 16]),
         from: user("alice"),
@@ -99,18 +100,26 @@ fn envelopes() -> Vec<(&'static str, Vec<u8>)> {
             })
             .collect(),
     };
-    let (sender, recipient) = (sender(), recipient());
-    let seal = |h: &Header, b: &Body| {
-        sender
-            .seal(h, b, &recipient.x25519_public())
-            .expect("seals")
-            .bytes
-    };
     vec![
-        ("text", seal(&header, &plain)),
-        ("ttl", seal(&with_ttl, &plain)),
-        ("attachments", seal(&attachments, &attachment_body)),
+        (header, plain.clone()),
+        (with_ttl, plain),
+        (attachments, attachment_body),
     ]
+}
+
+fn envelopes() -> Vec<(&'static str, Vec<u8>)> {
+    let (sender, recipient) = (sender(), recipient());
+    ["text", "ttl", "attachments"]
+        .into_iter()
+        .zip(session_messages())
+        .map(|(name, (h, b))| {
+            let bytes = sender
+                .seal(&h, &b, &recipient.x25519_public())
+                .expect("seals")
+                .bytes;
+            (name, bytes)
+        })
+        .collect()
 }
 
 fn envelope_seeds(corpus: &Corpus) {
@@ -154,6 +163,32 @@ fn envelope_seeds(corpus: &Corpus) {
         "huge-header-len",
         with(0, &[1, 0xff, 0xff, 0xff, 0xff]),
     );
+    session_seeds(corpus);
+}
+
+/// Envelopes of version 2 the sender seals in [`parley_fuzz::session_pair`]: the first (with
+/// the agreement) and ones after it, each of which opens in a fresh copy of the recipient's side.
+fn session_seeds(corpus: &Corpus) {
+    let (mut ours, theirs) = parley_fuzz::session_pair();
+    let (sender, recipient) = (sender(), recipient());
+    for (name, (header, body)) in ["text", "ttl", "attachments"]
+        .into_iter()
+        .zip(session_messages())
+    {
+        let sealed = sender
+            .seal_in(&header, &body, &mut ours, parley_domain::Timestamp(2))
+            .expect("seals");
+        let mut copy = theirs.clone();
+        recipient
+            .open_in(
+                &sealed.bytes,
+                &sender.ed25519_public(),
+                &mut copy,
+                parley_domain::Timestamp(3),
+            )
+            .expect("a seed opens in the target's session");
+        corpus.put("envelope_session", name, sealed.bytes);
+    }
 }
 
 fn attachment_seeds(corpus: &Corpus) {

@@ -276,22 +276,39 @@ where
             return Ok(Outcome::Refused);
         };
         match parcel {
-            Parcel::Receipt { id, digest } => Ok(Outcome::Receipt {
-                matched: self.take_receipt(id, digest)?,
+            Parcel::Receipt {
+                id,
+                digest,
+                signature,
+            } => Ok(Outcome::Receipt {
+                matched: self.take_receipt(id, digest, &signature)?,
             }),
             Parcel::Envelope(envelope) => self.take_envelope(item, envelope).await,
         }
     }
 
     /// A receipt from the mail: our queued (or pending) message `id` is delivered, if its
-    /// envelope is the one the receipt names.
-    fn take_receipt(&self, id: MessageId, digest: Digest) -> Result<bool, StoreError> {
+    /// envelope is the one the receipt names and the recipient's device (as pinned) signed it.
+    fn take_receipt(
+        &self,
+        id: MessageId,
+        digest: Digest,
+        signature: &[u8; 64],
+    ) -> Result<bool, StoreError> {
         let outbox = self.store.outbox(self.clock.now())?;
         let Some(entry) = outbox.iter().find(|e| e.message.id == id) else {
             return Ok(false); // delivered before, expired, or never ours
         };
         if self.envelopes.digest(&entry.envelope) != digest {
             tracing::warn!(message.id = %id, "a receipt from the mailbox names another envelope; it is ignored");
+            return Ok(false);
+        }
+        let signed = self.store.contact(&entry.message.to)?.is_some_and(|c| {
+            self.envelopes
+                .verify_receipt(&digest, signature, &c.keys.ed25519)
+        });
+        if !signed {
+            tracing::warn!(message.id = %id, "a receipt from the mailbox is not signed by the recipient's device; it is ignored");
             return Ok(false);
         }
         self.store.mark_delivered(&id, self.clock.now())?;
@@ -378,10 +395,15 @@ where
         let Some(x25519) = contact.keys.x25519 else {
             return;
         };
-        let Ok(sealed) = self
-            .envelopes
-            .wrap(&Parcel::Receipt { id, digest }.encode(), &x25519)
-        else {
+        let Ok(sealed) = self.envelopes.wrap(
+            &Parcel::Receipt {
+                id,
+                digest,
+                signature: self.envelopes.sign_receipt(&digest),
+            }
+            .encode(),
+            &x25519,
+        ) else {
             return;
         };
         let deposit = Deposit {

@@ -168,6 +168,18 @@ pub trait Envelopes: Send + Sync {
     /// The SHA-256 of an envelope's bytes (what a receipt names).
     fn digest(&self, bytes: &[u8]) -> Digest;
 
+    /// This device's signature on a receipt for the envelope `digest`
+    /// ([`parley_domain::receipt`]): it stored that envelope.
+    fn sign_receipt(&self, digest: &Digest) -> [u8; 64];
+
+    /// Whether `signature` is the device `device_ed25519`'s on a receipt for `digest`.
+    fn verify_receipt(
+        &self,
+        digest: &Digest,
+        signature: &[u8; 64],
+        device_ed25519: &[u8; 32],
+    ) -> bool;
+
     /// Which ratchet session an envelope names, read before anything is checked (to find the
     /// session to open it with); `None` for an envelope of version 1, sealed to this device's
     /// long-term key before the ratchet.

@@ -178,6 +178,7 @@ impl Node {
                 inbound_tx,
                 violations.clone(),
                 closes_tx,
+                config.credentials.keypair.clone(),
             )),
             messages,
         )));

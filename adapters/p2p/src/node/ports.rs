@@ -304,7 +304,24 @@ impl Node {
         // The answer came over the connection, so its certificate is still on record.
         let keys = self.registry.certified(&peer).map(|c| c.keys());
         match (answer, keys) {
-            (Answer::Receipt { digest, .. }, Some(keys)) if digest == sent => Ok(keys),
+            (Answer::Receipt { digest, sig }, Some(keys)) if digest == sent => {
+                // The recipient's device signs what it stored; the sender checks it against
+                // the certificate the answer came over.
+                match sig {
+                    Some(sig)
+                        if parley_domain::receipt::verifies(
+                            &keys.ed25519,
+                            &parley_domain::Digest(digest),
+                            &sig,
+                        ) =>
+                    {
+                        Ok(keys)
+                    }
+                    _ => Err(TransportError::NoReceipt(
+                        "the receipt is not signed by the recipient's device".into(),
+                    )),
+                }
+            }
             (Answer::Receipt { .. }, Some(_)) => Err(TransportError::NoReceipt(
                 "the receipt names another envelope".into(),
             )),

@@ -49,6 +49,8 @@ pub(super) struct Receiving {
     pub(super) closes: mpsc::Sender<PeerId>,
     /// Message streams open per peer.
     open: Mutex<HashMap<PeerId, usize>>,
+    /// This device's key, which signs every receipt ([`parley_domain::receipt`]).
+    device: libp2p::identity::Keypair,
 }
 
 impl Receiving {
@@ -57,6 +59,7 @@ impl Receiving {
         inbound: mpsc::Sender<Inbound>,
         violations: Violations,
         closes: mpsc::Sender<PeerId>,
+        device: libp2p::identity::Keypair,
     ) -> Self {
         Self {
             registry,
@@ -64,6 +67,7 @@ impl Receiving {
             violations,
             closes,
             open: Mutex::new(HashMap::new()),
+            device,
         }
     }
 
@@ -251,10 +255,14 @@ fn admit(shared: &Receiving, peer: PeerId, request: Request) -> Admitted {
             false,
         ));
     }
+    let device = shared.device.clone();
     Admitted::Later(
         async move {
             match verdict.await {
-                Ok(Verdict::Stored) => (n, Answer::Receipt { digest, sig: None }, false),
+                Ok(Verdict::Stored) => {
+                    let sig = sign_receipt(&device, &parley_domain::Digest(digest));
+                    (n, Answer::Receipt { digest, sig }, false)
+                }
                 Ok(Verdict::RefusedForNow(reason)) => refusal(n, &reason, false, false),
                 Ok(Verdict::RejectedForGood(reason)) => refusal(n, &reason, true, true),
                 Err(_) => refusal(n, "the recipient is shutting down", false, false),
@@ -262,6 +270,19 @@ fn admit(shared: &Receiving, peer: PeerId, request: Request) -> Admitted {
         }
         .boxed(),
     )
+}
+
+/// This device's signature on a receipt for `digest` ([`parley_domain::receipt`]), given only
+/// once the application stored the envelope; `None` only if the key cannot sign (an Ed25519
+/// key always can).
+fn sign_receipt(
+    device: &libp2p::identity::Keypair,
+    digest: &parley_domain::Digest,
+) -> Option<[u8; 64]> {
+    device
+        .sign(&parley_domain::receipt::signed_message(digest))
+        .ok()
+        .and_then(|sig| sig.try_into().ok())
 }
 
 /// `text` cut to at most `max` bytes, on a character boundary.

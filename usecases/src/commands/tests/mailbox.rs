@@ -421,6 +421,7 @@ fn given_a_receipt_naming_another_envelope_then_the_message_stays_queued() {
     let receipt = parley_domain::mailbox::Parcel::Receipt {
         id: id(1),
         digest: Digest([9; 32]),
+        signature: w.device(BOB).sign_receipt(&Digest([9; 32])),
     };
     let wrapped = w
         .device(5)
@@ -473,4 +474,43 @@ fn given_a_mailbox_entry_with_swapped_files_then_the_message_is_refused() {
     let collected = block_on(b.messaging.collect_mail()).expect("collect");
     assert_eq!((collected.stored, collected.refused), (0, 1));
     assert!(b.store.all().is_empty());
+}
+
+#[test]
+fn given_a_receipt_not_signed_by_the_recipients_device_then_it_is_ignored_and_a_signed_one_counts()
+{
+    let w = mail_world();
+    met_then_offline(&w);
+    send(&w, 1, "bob", "hi").expect("queued");
+    let digest = w.envelopes_digest(&w.outbox_envelope(1));
+    let deposit = |signer: u8| {
+        let receipt = parley_domain::mailbox::Parcel::Receipt {
+            id: id(1),
+            digest,
+            signature: w.device(signer).sign_receipt(&digest),
+        };
+        let wrapped = w
+            .device(5)
+            .wrap(&receipt.encode(), &[ALICE; 32])
+            .expect("wrap");
+        mallory_deposits(&w, "alice", wrapped);
+    };
+    // Mallory learnt the digest somehow, and signs with her own device.
+    deposit(5);
+    assert_eq!(
+        block_on(w.messaging.collect_mail())
+            .expect("collect")
+            .receipts,
+        0
+    );
+    assert!(matches!(delivery_of(&w, 1), Delivery::Queued(_)));
+    // Bob's device signs it: delivered.
+    deposit(BOB);
+    assert_eq!(
+        block_on(w.messaging.collect_mail())
+            .expect("collect")
+            .receipts,
+        1
+    );
+    assert!(matches!(delivery_of(&w, 1), Delivery::Delivered(_)));
 }

@@ -94,6 +94,22 @@ impl World {
             .messages
     }
 
+    /// The envelope of our message `n` in the outbox.
+    fn outbox_envelope(&self, n: u8) -> Vec<u8> {
+        self.store
+            .outbox(self.clock.now())
+            .expect("outbox")
+            .into_iter()
+            .find(|e| e.message.id == id(n))
+            .expect("in the outbox")
+            .envelope
+    }
+
+    /// The digest the fakes give `bytes`.
+    fn envelopes_digest(&self, bytes: &[u8]) -> Digest {
+        digest_for_tests(bytes)
+    }
+
     fn outbox_ids(&self) -> Vec<MessageId> {
         self.store
             .outbox(self.clock.now())
