@@ -316,64 +316,78 @@ pub async fn stock_libp2p_echo(dir: &Path, n: usize, size: usize) -> Result<Vec<
     Ok(times)
 }
 
-/// The primitives of one envelope measured alone, averaged over `n`: (seal side, open side).
+/// The primitives of one ratchet message measured alone, averaged over `n`: (seal side, open
+/// side). Each side steps the chain (HMAC-SHA256 twice), derives the message key and nonce
+/// (HKDF-SHA256), runs AES-256-GCM over the body and hashes the envelope (SHA-256); the sender
+/// signs it (Ed25519), the recipient verifies the signature (`verify_strict`).
 pub fn crypto_primitives(n: usize, size: usize) -> Result<(Duration, Duration)> {
     use aes_gcm::aead::{Aead, KeyInit, Payload};
     use aes_gcm::{Aes256Gcm, Nonce};
     use ed25519_dalek::{Signer, SigningKey};
+    use hkdf::hmac::{Hmac, Mac};
     use sha2::{Digest, Sha256};
-    use x25519_dalek::{PublicKey, StaticSecret};
 
-    let recipient = StaticSecret::from([4u8; 32]);
-    let recipient_public = PublicKey::from(&recipient);
     let signing = SigningKey::from_bytes(&[1u8; 32]);
     let verifying = signing.verifying_key();
     let plain = vec![0x61u8; size];
-    let signed_len = size + 200;
-    let hashed = vec![0x62u8; size + 300];
-    let kdf = |shared: &[u8]| -> Result<[u8; 32]> {
-        let mut key = [0u8; 32];
-        hkdf::Hkdf::<Sha256>::new(Some(b"salt"), shared)
-            .expand(b"parley/envelope/v1/aes-256-gcm", &mut key)
+    let framing = 300;
+    let chain_step = |chain: &[u8; 32]| -> Result<([u8; 32], [u8; 32])> {
+        let step = |byte: u8| -> Result<[u8; 32]> {
+            let mut mac = <Hmac<Sha256> as hkdf::hmac::KeyInit>::new_from_slice(chain)
+                .map_err(|_| anyhow!("hmac"))?;
+            mac.update(&[byte]);
+            Ok(mac.finalize().into_bytes().into())
+        };
+        Ok((step(1)?, step(2)?))
+    };
+    let message_key = |message: &[u8; 32]| -> Result<([u8; 32], [u8; 12])> {
+        let mut out = [0u8; 44];
+        hkdf::Hkdf::<Sha256>::new(None, message)
+            .expand(b"parley/ratchet/v1/message", &mut out)
             .map_err(|_| anyhow!("hkdf"))?;
-        Ok(key)
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&out[..32]);
+        let mut nonce = [0u8; 12];
+        nonce.copy_from_slice(&out[32..]);
+        Ok((key, nonce))
     };
     let mut sealed = Vec::with_capacity(n);
+    let mut chain = [7u8; 32];
     let start = Instant::now();
-    for i in 0..n {
-        let mut seed = [7u8; 32];
-        seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
-        let eph = StaticSecret::from(seed);
-        let eph_public = PublicKey::from(&eph);
-        let shared = eph.diffie_hellman(&recipient_public);
-        let cipher = Aes256Gcm::new(&kdf(shared.as_bytes())?.into());
-        let ct = cipher
+    for _ in 0..n {
+        let (message, next) = chain_step(&chain)?;
+        chain = next;
+        let (key, nonce) = message_key(&message)?;
+        let ct = Aes256Gcm::new(&key.into())
             .encrypt(
-                &Nonce::from([0u8; 12]),
+                &Nonce::from(nonce),
                 Payload {
                     msg: &plain,
                     aad: b"header",
                 },
             )
             .map_err(|_| anyhow!("aes-gcm"))?;
-        let mut to_sign = ct.clone();
-        to_sign.resize(signed_len, 0);
-        let signature = signing.sign(&to_sign);
-        std::hint::black_box(Sha256::digest(&hashed));
-        sealed.push((eph_public, ct, to_sign, signature));
+        let mut envelope = ct;
+        envelope.resize(envelope.len() + framing, 0);
+        let signature = signing.sign(&envelope);
+        std::hint::black_box(Sha256::digest(&envelope));
+        sealed.push((envelope, signature));
     }
     let seal = start.elapsed() / u32::try_from(n)?;
+    let mut chain = [7u8; 32];
     let start = Instant::now();
-    for (eph_public, ct, signed, signature) in &sealed {
+    for (envelope, signature) in &sealed {
         verifying
-            .verify_strict(signed, signature)
+            .verify_strict(envelope, signature)
             .context("signature")?;
-        let shared = recipient.diffie_hellman(eph_public);
-        let cipher = Aes256Gcm::new(&kdf(shared.as_bytes())?.into());
+        let (message, next) = chain_step(&chain)?;
+        chain = next;
+        let (key, nonce) = message_key(&message)?;
+        let ct = &envelope[..envelope.len() - framing];
         std::hint::black_box(
-            cipher
+            Aes256Gcm::new(&key.into())
                 .decrypt(
-                    &Nonce::from([0u8; 12]),
+                    &Nonce::from(nonce),
                     Payload {
                         msg: ct,
                         aad: b"header",
@@ -381,7 +395,7 @@ pub fn crypto_primitives(n: usize, size: usize) -> Result<(Duration, Duration)> 
                 )
                 .map_err(|_| anyhow!("aes-gcm"))?,
         );
-        std::hint::black_box(Sha256::digest(&hashed));
+        std::hint::black_box(Sha256::digest(envelope));
     }
     let open = start.elapsed() / u32::try_from(n)?;
     Ok((seal, open))
