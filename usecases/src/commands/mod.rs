@@ -113,6 +113,15 @@ where
     }
 }
 
+/// What a stored outgoing message's envelope carries encrypted: its text and the keys of its
+/// attachments, to seal it again.
+fn body_of(message: &parley_domain::StoredMessage) -> parley_domain::Body {
+    parley_domain::Body {
+        text: message.text.clone(),
+        attachment_keys: message.attachments.iter().map(|a| a.key.clone()).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests;
 

@@ -198,6 +198,15 @@ impl SendError {
     }
 }
 
+/// No session with the recipient, and none agreed for this message (cannot happen: the caller
+/// agrees one first when there is none).
+fn no_session() -> SendError {
+    SendError::Seal(EnvelopeError {
+        code: "no_session",
+        message: "no conversation keys were agreed".into(),
+    })
+}
+
 /// The mailbox's code as a `'static` name: one of the rendezvous's refusal codes, or
 /// `mailbox_refused` for a code this version does not know.
 fn mailbox_code(error: &MailboxError) -> &'static str {
@@ -545,12 +554,7 @@ where
             // Another send may have opened one meanwhile: that one stands.
             match fresh {
                 Some(session) => book.open(session),
-                None => {
-                    return Err(SendError::Seal(EnvelopeError {
-                        code: "no_session",
-                        message: "no conversation keys were agreed".into(),
-                    }));
-                }
+                None => return Err(no_session()),
             }
         }
         let header = Header {
@@ -567,12 +571,7 @@ where
             text: cmd.text.clone(),
             attachment_keys: attachments.iter().map(|a| a.key.clone()).collect(),
         };
-        let session = book.active_mut().ok_or_else(|| {
-            SendError::Seal(EnvelopeError {
-                code: "no_session",
-                message: "no conversation keys were agreed".into(),
-            })
-        })?;
+        let session = book.active_mut().ok_or_else(no_session)?;
         let sealed = self
             .envelopes
             .seal_in(&header, &body, session, now)
@@ -664,15 +663,7 @@ where
             .envelopes
             .header(&entry.envelope)
             .map_err(SendError::Seal)?;
-        let body = Body {
-            text: entry.message.text.clone(),
-            attachment_keys: entry
-                .message
-                .attachments
-                .iter()
-                .map(|a| a.key.clone())
-                .collect(),
-        };
+        let body = super::body_of(&entry.message);
         let chain = self.chain_guard();
         let head = self.store.chain_head(to)?;
         let mut book = self.store.sessions(to)?;
@@ -682,12 +673,7 @@ where
             book.open(session);
         }
         let now = self.clock.now();
-        let session = book.active_mut().ok_or_else(|| {
-            SendError::Seal(EnvelopeError {
-                code: "no_session",
-                message: "no conversation keys were agreed".into(),
-            })
-        })?;
+        let session = book.active_mut().ok_or_else(no_session)?;
         header.seq = head.seq + 1;
         header.prev = head.digest;
         let sealed = self

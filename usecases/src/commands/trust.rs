@@ -1,6 +1,6 @@
 //! Contacts' keys: holding changed keys for the user, and accepting them.
 
-use parley_domain::{Body, ChainHead, Contact, PeerKeys, Username};
+use parley_domain::{ChainHead, Contact, PeerKeys, Username};
 
 use super::Messaging;
 use crate::ports::{
@@ -99,15 +99,7 @@ where
                 .map_err(TrustError::Seal)?;
             header.seq = head.seq + 1;
             header.prev = head.digest;
-            let body = Body {
-                text: entry.message.text.clone(),
-                attachment_keys: entry
-                    .message
-                    .attachments
-                    .iter()
-                    .map(|a| a.key.clone())
-                    .collect(),
-            };
+            let body = super::body_of(&entry.message);
             let sealed = self
                 .envelopes
                 .seal(&header, &body, &recipient)

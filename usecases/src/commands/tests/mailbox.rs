@@ -4,49 +4,6 @@
 use super::*;
 use crate::ports::{Deposit, Mailbox, MailboxError};
 
-type BobMessaging = Messaging<
-    Arc<InMemoryStore>,
-    Arc<InMemoryDirectory>,
-    Arc<InMemoryTransport>,
-    Arc<FixedClock>,
-    Arc<RecordingEvents>,
-    FakeEnvelopes,
-    InMemoryMailbox,
->;
-
-/// Bob's device: his own store and events, the world's directory, envelopes and mail hub.
-struct Bob {
-    store: Arc<InMemoryStore>,
-    events: Arc<RecordingEvents>,
-    messaging: BobMessaging,
-}
-
-/// Bob's keys (the fakes' `keys(0)`, what his certificate carries).
-const BOB: u8 = 0;
-
-fn bob(w: &World) -> Bob {
-    let store = Arc::new(InMemoryStore::default());
-    let events = Arc::new(RecordingEvents::default());
-    let messaging = Messaging::new(
-        user("bob"),
-        store.clone(),
-        w.directory.clone(),
-        Arc::new(InMemoryTransport::default()),
-        w.clock.clone(),
-        events.clone(),
-        w.device(BOB),
-        InMemoryMailbox {
-            me: user("bob"),
-            hub: w.mail.clone(),
-        },
-    );
-    Bob {
-        store,
-        events,
-        messaging,
-    }
-}
-
 /// Mallory, enrolled, deposits `sealed` for `to` as it is, with no files and no expiry.
 fn mallory_deposits(w: &World, to: &str, sealed: Vec<u8>) {
     block_on(

@@ -32,7 +32,7 @@ fn id(n: u8) -> MessageId {
 /// Alice's keys; bob's certificate carries `keys(0)` unless told otherwise.
 const ALICE: u8 = 1;
 
-type AliceMessaging = Messaging<
+type TestMessaging = Messaging<
     Arc<InMemoryStore>,
     Arc<InMemoryDirectory>,
     Arc<InMemoryTransport>,
@@ -50,7 +50,7 @@ struct World {
     clock: Arc<FixedClock>,
     registry: EnvelopeRegistry,
     mail: Arc<MailHub>,
-    messaging: AliceMessaging,
+    messaging: TestMessaging,
 }
 
 impl World {
@@ -117,6 +117,43 @@ impl World {
             .iter()
             .map(|e| e.message.id)
             .collect()
+    }
+}
+
+/// Bob's keys (the fakes' `keys(0)`, what his certificate carries).
+const BOB: u8 = 0;
+
+/// Bob's device: his own store, events and transport; the world's directory, envelopes and
+/// mail hub.
+struct Bob {
+    store: Arc<InMemoryStore>,
+    events: Arc<RecordingEvents>,
+    transport: Arc<InMemoryTransport>,
+    messaging: TestMessaging,
+}
+
+fn bob(w: &World) -> Bob {
+    let store = Arc::new(InMemoryStore::default());
+    let events = Arc::new(RecordingEvents::default());
+    let transport = Arc::new(InMemoryTransport::default());
+    let messaging = Messaging::new(
+        user("bob"),
+        store.clone(),
+        w.directory.clone(),
+        transport.clone(),
+        w.clock.clone(),
+        events.clone(),
+        w.device(BOB),
+        InMemoryMailbox {
+            me: user("bob"),
+            hub: w.mail.clone(),
+        },
+    );
+    Bob {
+        store,
+        events,
+        transport,
+        messaging,
     }
 }
 

@@ -5,45 +5,6 @@
 use super::*;
 use crate::ports::Sessions;
 
-type BobMessaging = Messaging<
-    Arc<InMemoryStore>,
-    Arc<InMemoryDirectory>,
-    Arc<InMemoryTransport>,
-    Arc<FixedClock>,
-    Arc<RecordingEvents>,
-    FakeEnvelopes,
-    InMemoryMailbox,
->;
-
-struct Bob {
-    store: Arc<InMemoryStore>,
-    transport: Arc<InMemoryTransport>,
-    messaging: BobMessaging,
-}
-
-fn bob(w: &World) -> Bob {
-    let store = Arc::new(InMemoryStore::default());
-    let transport = Arc::new(InMemoryTransport::default());
-    let messaging = Messaging::new(
-        user("bob"),
-        store.clone(),
-        w.directory.clone(),
-        transport.clone(),
-        w.clock.clone(),
-        Arc::new(RecordingEvents::default()),
-        w.device(0),
-        InMemoryMailbox {
-            me: user("bob"),
-            hub: w.mail.clone(),
-        },
-    );
-    Bob {
-        store,
-        transport,
-        messaging,
-    }
-}
-
 /// The envelopes alice delivered so far.
 fn delivered(w: &World) -> Vec<Vec<u8>> {
     w.transport
