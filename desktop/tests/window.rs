@@ -370,6 +370,13 @@ fn a_conversation_in_the_window() {
         digits(bobs["safety_number"].as_str().unwrap_or_default()),
         "alice's window and bob's terminal show different safety numbers"
     );
+    // And when the conversation's keys last moved on (the first messages each stepped them).
+    ui.until_seen(
+        "when the keys last moved on, in the contact details",
+        WAIT,
+        || ui.text("#keys-moved"),
+        |t| t.contains("keys last moved on") && t.contains(" in all)"),
+    );
     ui.save_screenshot("desktop-contact-details.png");
     let close = ui.shown("#contact-close", WAIT);
     ui.run(|| close.click());
