@@ -1160,6 +1160,18 @@ impl Envelopes for FakeEnvelopes {
         *signature == fake_receipt_signature(digest, device_ed25519)
     }
 
+    fn check_signature(
+        &self,
+        bytes: &[u8],
+        sender_ed25519: &[u8; 32],
+    ) -> Result<(), EnvelopeError> {
+        if self.sealing(bytes)?.signer == *sender_ed25519 {
+            Ok(())
+        } else {
+            Err(Self::refused("bad_signature"))
+        }
+    }
+
     fn session_of(&self, bytes: &[u8]) -> Result<Option<EnvelopeSession>, EnvelopeError> {
         Ok(self.sealing(bytes)?.session.map(|(s, _, _)| s))
     }

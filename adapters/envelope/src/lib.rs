@@ -630,6 +630,14 @@ impl parley_usecases::ports::Envelopes for Sealer {
         parley_domain::receipt::verifies(device_ed25519, digest, signature)
     }
 
+    fn check_signature(
+        &self,
+        bytes: &[u8],
+        sender_ed25519: &[u8; 32],
+    ) -> Result<(), EnvelopeError> {
+        Sealer::check_signature(self, bytes, sender_ed25519).map_err(open_error)
+    }
+
     fn session_of(
         &self,
         bytes: &[u8],

@@ -424,6 +424,26 @@ impl Sealer {
         })
     }
 
+    /// Checks a version-2 envelope's structure and its signature by `sender_ed25519`, and
+    /// nothing else (before a new session's agreement is run for it).
+    ///
+    /// # Errors
+    /// [`OpenError`]: too large, malformed, another version, or [`OpenError::BadSignature`].
+    pub fn check_signature(
+        &self,
+        bytes: &[u8],
+        sender_ed25519: &[u8; 32],
+    ) -> Result<(), OpenError> {
+        let parts = Parts2::parse(bytes)?;
+        VerifyingKey::from_bytes(sender_ed25519)
+            .map_err(|_| OpenError::BadSignature)?
+            .verify_strict(
+                &signed_message(parts.signed),
+                &Signature::from_bytes(&parts.signature),
+            )
+            .map_err(|_| OpenError::BadSignature)
+    }
+
     /// Opens a version-2 envelope signed by `sender_ed25519` with `session`: the signature
     /// first, then the ratchet, then the body's rules. The session moves on only when this
     /// succeeds.

@@ -217,6 +217,10 @@ where
                 if Some(initial.identity.0) != cmd.keys.x25519 {
                     return Err(ReceiveError::WrongIdentityKey);
                 }
+                // The signature first: a forged first message costs no agreement.
+                self.envelopes
+                    .check_signature(&cmd.envelope, &cmd.keys.ed25519)
+                    .map_err(ReceiveError::Envelope)?;
                 let secrets = self
                     .store
                     .responder_secrets(

@@ -188,6 +188,14 @@ pub trait Envelopes: Send + Sync {
     /// [`EnvelopeError`] when the bytes are no envelope.
     fn session_of(&self, bytes: &[u8]) -> Result<Option<EnvelopeSession>, EnvelopeError>;
 
+    /// Checks a version-2 envelope's signature against `sender_ed25519` alone, so that a forged
+    /// first message is refused before the responder's agreement costs anything.
+    ///
+    /// # Errors
+    /// [`EnvelopeError`] (`bad_signature`, `malformed`, ...).
+    fn check_signature(&self, bytes: &[u8], sender_ed25519: &[u8; 32])
+    -> Result<(), EnvelopeError>;
+
     /// Opens a session to the device whose prekey `bundle` this is, with the hybrid
     /// agreement: the bundle's signatures must hold for `device_ed25519` (the pinned or
     /// certified device key), and its identity key must be `device_x25519`.

@@ -220,3 +220,34 @@ fn given_first_messages_that_cross_then_both_sides_settle_on_one_session() {
         Ok(())
     );
 }
+
+#[test]
+fn given_a_first_message_signed_by_another_key_then_no_session_is_agreed_for_it() {
+    let w = alice_world();
+    w.directory.set_online(&user("bob"));
+    let b = bob(&w);
+    send(&w, 1, "bob", "one").expect("delivered");
+    let envelope = delivered(&w).remove(0);
+    // The certificate names alice's encryption key, but another signing key.
+    let mut other = keys(ALICE);
+    other.ed25519 = keys(7).ed25519;
+    let refused = b
+        .messaging
+        .receive(ReceiveMessage {
+            from: user("alice"),
+            keys: other,
+            envelope,
+        })
+        .expect_err("a forged first message");
+    assert!(
+        matches!(&refused, ReceiveError::Envelope(e) if e.code == "bad_signature"),
+        "{refused:?}"
+    );
+    assert!(
+        b.store
+            .sessions(&user("alice"))
+            .expect("sessions")
+            .sessions
+            .is_empty()
+    );
+}
