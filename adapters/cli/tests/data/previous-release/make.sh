@@ -1,9 +1,11 @@
 #!/bin/bash
 # Makes the previous release's store fixture: alice's home after a short conversation with bob,
 # one message of hers still in the outbox (held by the mailbox), passphrase "fixture passphrase".
+#
+#   OLD=<the previous release's parley> RV=<a parley-rendezvous> ./make.sh <folder to create>
 set -euo pipefail
-OLD=${OLD:-/tmp/old-parley}
-RV=${RV:-/work/targets/prekeys/debug/parley-rendezvous}
+OLD=${OLD:?set OLD to the previous release's parley binary}
+RV=${RV:?set RV to a parley-rendezvous binary}
 W=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 "$RV" --data "$W/rv" --https 127.0.0.1:0 --p2p /ip4/127.0.0.1/tcp/0 > "$W/rv.out" 2>/dev/null &
