@@ -4,7 +4,7 @@
 #
 #   OLD=<the previous release's parley> RV=<a parley-rendezvous> ./make.sh <folder to create>
 set -euo pipefail
-OLD=${OLD:?set OLD to the previous release's parley binary}
+OLD=${OLD:?set OLD to the parley binary of the previous release}
 RV=${RV:?set RV to a parley-rendezvous binary}
 W=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true' EXIT
