@@ -38,10 +38,12 @@ use tokio_rustls::TlsAcceptor;
 use crate::api::{Api, MAX_HEAD_BYTES, Surface};
 use crate::limit::{Slots, Source};
 
-/// hyper's read buffer: a request head must fit (hyper answers a bare 431 when the buffer is
-/// full and the head still incomplete; the API answers a complete head over the cap with its
-/// JSON 431); bodies stream through it.
-const READ_BUFFER: usize = MAX_HEAD_BYTES;
+/// hyper's read buffer: twice the head cap, so that any head up to 128 KiB is read whole and
+/// refused by the API with its JSON 431 (and counted), whatever sizes the TLS records arrive
+/// in. With a buffer of exactly the cap, whether a head just over it was complete when the
+/// buffer filled depended on the records' boundaries. hyper answers a bare 431 for a head still
+/// incomplete at 128 KiB; bodies stream through the buffer.
+const READ_BUFFER: usize = 2 * MAX_HEAD_BYTES;
 
 /// At most this many bytes a client sends after its connection's last answer are read (and
 /// thrown away) so that the answer reaches it ([`linger`]): a request body 500 times the cap.

@@ -217,6 +217,15 @@ fn assert_head_refused(answer: &Result<Answer, String>, what: &str) {
     }
 }
 
+/// Asserts the API's own 431: a head up to twice the cap is always read whole, however its
+/// TLS records happened to arrive, so it gets the JSON error and not hyper's bare one.
+fn assert_head_refused_whole(answer: &Result<Answer, String>, what: &str) {
+    let answer = answer
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{what}: the 431 must reach the client: {e}"));
+    answer.assert_error(431, "headers_too_large");
+}
+
 #[test]
 fn a_head_over_64_kib_gets_its_431_and_one_of_64_kib_is_served() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -225,15 +234,15 @@ fn a_head_over_64_kib_gets_its_431_and_one_of_64_kib_is_served() {
     assert_eq!(at_cap.status, 200, "a head of exactly 64 KiB: {at_cap:?}");
     let at_cap = head_of(&server, 64 * KIB, 4 * KIB).expect("an answer");
     assert_eq!(at_cap.status, 200, "64 KiB in 17 headers: {at_cap:?}");
-    assert_head_refused(
+    assert_head_refused_whole(
         &head_of(&server, 64 * KIB + 1, 64 * KIB),
         "64 KiB and 1 byte",
     );
-    assert_head_refused(
+    assert_head_refused_whole(
         &head_of(&server, 64 * KIB + 1, 4 * KIB),
         "64 KiB and 1 byte, 17 headers",
     );
-    assert_head_refused(
+    assert_head_refused_whole(
         &head_of(&server, 100_000, 8 * KIB),
         "about 100 KB of headers",
     );
@@ -255,9 +264,9 @@ fn a_head_over_64_kib_gets_its_431_and_one_of_64_kib_is_served() {
         .find_map(|l| l.strip_prefix("parley_https_refusals_total{reason=\"headers_too_large\"} "))
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no headers_too_large count in\n{text}"));
-    assert!(
-        counted >= 1,
-        "the complete heads over the cap are counted: {counted}"
+    assert_eq!(
+        counted, 3,
+        "the three complete heads over the cap are counted, and only they"
     );
     common::enroll_with_client(&server, "alice");
 }
