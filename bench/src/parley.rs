@@ -185,6 +185,7 @@ async fn enroll_at(url: &str, fingerprint: &str, home: &Path, name: &str) -> Res
         password: Password::new(format!("bench-password-{name}")),
         ca_pin: Some(parley_domain::CaFingerprint::parse(fingerprint)?),
         keys: None,
+        totp: None,
     };
     let enrollment = parley_enroll::HttpsEnrollment::new();
     Enroll::new(&enrollment, &*store).run(&request).await?;

@@ -67,6 +67,7 @@ impl Form {
                 password: self.password,
                 ca_pin,
                 keys: None,
+                totp: None,
             },
             passphrase: self.passphrase,
         })

@@ -19,6 +19,7 @@ pub mod ratchet;
 pub mod receipt;
 pub mod renewal;
 pub mod secret;
+pub mod totp;
 pub mod username;
 
 pub use chain::{ChainFault, ChainHead, ChainState, Link, Neighbours};

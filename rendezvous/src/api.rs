@@ -81,6 +81,9 @@ struct EnrollBody {
     username: String,
     password: String,
     csr_pem: String,
+    /// The second-factor code, when the name has it on.
+    #[serde(default)]
+    totp: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -394,6 +397,7 @@ fn from_wire(body: EnrollBody) -> Result<service::Request, Refusal> {
         user,
         password: Password::new(body.password),
         keys,
+        totp: body.totp,
     })
 }
 
@@ -438,11 +442,25 @@ fn refusal_of(user: &Username, error: service::Error) -> Refusal {
                 StatusCode::TOO_MANY_REQUESTS,
                 "locked_out",
                 format!(
-                    "Too many wrong passwords were given for this username; try again in {seconds} seconds (each further wrong password doubles the wait, up to 15 minutes)."
+                    "Too many wrong passwords or second-factor codes were given for this username; try again in {seconds} seconds (each further wrong one doubles the wait, up to 15 minutes)."
                 ),
             );
             refusal.retry_after = Some(seconds);
             refusal
+        }
+        service::Error::TotpRequired => Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "totp_required",
+            "This username has a second factor on; give the current code from its authenticator app (PARLEY_TOTP).",
+        ),
+        service::Error::InvalidTotp => Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_totp",
+            "The second-factor code is wrong or was used already; wait for the authenticator app's next code and give that.",
+        ),
+        service::Error::TotpAlreadyOn | service::Error::TotpOff => {
+            tracing::error!(user = %user, error = %error, "not an enrollment's outcome");
+            Refusal::internal()
         }
         service::Error::Internal(detail) => {
             tracing::error!(user = %user, error = %detail, "enrollment failed");

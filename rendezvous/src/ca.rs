@@ -91,6 +91,7 @@ pub struct Ca {
     pem: String,
     fingerprint: CaFingerprint,
     user_days: u32,
+    totp: crate::totp::Vault,
 }
 
 impl std::fmt::Debug for Ca {
@@ -135,6 +136,9 @@ impl Ca {
                 der
             }
         };
+        // Keyed from the CA key before the issuer takes it: instances sharing the key share
+        // the second factor's secrets too.
+        let totp = crate::totp::Vault::new(&key.serialize_der());
         let issuer = Issuer::from_ca_cert_der(&der, key)?;
         let fingerprint =
             fingerprint(&der).ok_or(Error::Certificate(rcgen::Error::CouldNotParseCertificate))?;
@@ -144,7 +148,14 @@ impl Ca {
             der: der.to_vec(),
             fingerprint,
             user_days: MAX_CERT_VALIDITY_DAYS,
+            totp,
         })
+    }
+
+    /// Where the second factor's secrets are sealed and checked, keyed from the CA key.
+    #[must_use]
+    pub fn totp(&self) -> &crate::totp::Vault {
+        &self.totp
     }
 
     /// Device certificates issued from now on last `days` days instead of

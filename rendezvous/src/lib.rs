@@ -29,6 +29,7 @@ pub mod prekeys;
 pub mod registry;
 pub mod renewal;
 pub mod service;
+pub mod totp;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -43,6 +43,9 @@ pub struct User {
     pub password_hash: String,
     /// RFC 3339 time of the first enrollment.
     pub created_at: String,
+    /// The second factor, when on (absent in records written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<crate::totp::TotpRecord>,
 }
 
 /// A certificate as kept.
@@ -146,6 +149,26 @@ impl Registry {
         Ok(self
             .users
             .compare_and_swap(name.as_str(), None::<&[u8]>, Some(value))?
+            .is_ok())
+    }
+
+    /// Replaces the record of `name` with `new` only if it is still `expected` (as read):
+    /// `Ok(false)` when another write came between, and the caller reads again. What makes a
+    /// second-factor code single-use even when two requests carry it at once.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub fn replace_user(
+        &self,
+        name: &Username,
+        expected: &User,
+        new: &User,
+    ) -> Result<bool, Error> {
+        let expected = serde_json::to_vec(expected)?;
+        let new = serde_json::to_vec(new)?;
+        Ok(self
+            .users
+            .compare_and_swap(name.as_str(), Some(expected), Some(new))?
             .is_ok())
     }
 
@@ -256,6 +279,7 @@ mod tests {
         User {
             password_hash: hash.into(),
             created_at: "2026-11-22T00:00:00Z".into(),
+            totp: None,
         }
     }
 
@@ -297,6 +321,54 @@ mod tests {
         assert_eq!(
             registry.key_owner(&[1; 32]).expect("owner"),
             Some("bob".into())
+        );
+    }
+
+    #[test]
+    fn a_record_is_replaced_only_as_it_was_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let registry = Registry::open(dir.path()).expect("open");
+        let bob = name("bob");
+        let read = user("h1");
+        assert!(registry.create_user(&bob, &read).expect("create"));
+        let first = User {
+            totp: Some(crate::totp::TotpRecord {
+                sealed: "s".into(),
+                last_step: Some(1),
+            }),
+            ..read.clone()
+        };
+        let second = User {
+            totp: Some(crate::totp::TotpRecord {
+                sealed: "s".into(),
+                last_step: Some(2),
+            }),
+            ..read.clone()
+        };
+        assert!(registry.replace_user(&bob, &read, &first).expect("replace"));
+        assert!(
+            !registry
+                .replace_user(&bob, &read, &second)
+                .expect("replace"),
+            "a write from a stale read loses"
+        );
+        let kept = registry.user(&bob).expect("read").expect("bob");
+        assert_eq!(kept.totp.and_then(|t| t.last_step), Some(1));
+        // A record written before the second factor existed reads as without it, and is
+        // replaced as read.
+        registry
+            .users
+            .insert(
+                "ann",
+                br#"{"password_hash":"h","created_at":"2026-11-22T00:00:00Z"}"#.as_slice(),
+            )
+            .expect("insert");
+        let ann = registry.user(&name("ann")).expect("read").expect("ann");
+        assert_eq!(ann.totp, None);
+        assert!(
+            registry
+                .replace_user(&name("ann"), &ann, &first)
+                .expect("replace")
         );
     }
 

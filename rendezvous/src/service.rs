@@ -26,6 +26,8 @@ pub struct Request {
     pub password: Password,
     /// The keys the CSR proved.
     pub keys: DeviceKeys,
+    /// A second-factor code, as typed; required when the name has the second factor on.
+    pub totp: Option<String>,
 }
 
 /// What a successful enrollment returns.
@@ -58,6 +60,18 @@ pub enum Error {
     /// Too many wrong passwords for this name: its password is not checked for this long.
     #[error("the name is locked after wrong passwords")]
     LockedOut(Duration),
+    /// The name has the second factor on and the request carries no code.
+    #[error("the name needs a second-factor code")]
+    TotpRequired,
+    /// The code is not a current one, or was used already.
+    #[error("wrong or used second-factor code")]
+    InvalidTotp,
+    /// The second factor is on already (enabling it again would replace the secret).
+    #[error("the second factor is on already")]
+    TotpAlreadyOn,
+    /// The second factor is off (there is nothing to disable).
+    #[error("the second factor is off")]
+    TotpOff,
     /// Storage, hashing or signing failed; the detail is for the log only.
     #[error("internal failure: {0}")]
     Internal(String),
@@ -93,6 +107,21 @@ impl Service {
         }
     }
 
+    /// The same service (sharing its lockouts), answering `p2p_addrs` to enrollments: the
+    /// directory's addresses are known only once it listens, and the directory's account
+    /// requests need the service before that.
+    #[must_use]
+    pub fn with_p2p_addrs(mut self, p2p_addrs: Vec<String>) -> Self {
+        self.p2p_addrs = p2p_addrs;
+        self
+    }
+
+    /// The registry it writes.
+    #[must_use]
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The CA certificate, PEM.
     #[must_use]
     pub fn ca_pem(&self) -> &str {
@@ -119,6 +148,7 @@ impl Service {
             user,
             password,
             keys,
+            totp,
         } = request;
         if self
             .registry
@@ -135,7 +165,18 @@ impl Service {
                     .begin(user.as_str(), Instant::now())
                     .map_err(Error::LockedOut)?;
                 if verify(password, existing.password_hash).await? {
-                    attempt.succeeded();
+                    // The password is right: the second factor, when on, decides. A request
+                    // without a code counts neither way, so that it cannot clear the wrong
+                    // codes counted against the name.
+                    match self.use_code(&user, totp.as_deref(), |record| record) {
+                        Ok(()) => attempt.succeeded(),
+                        Err(Error::InvalidTotp) => {
+                            attempt.failed(Instant::now());
+                            tracing::info!(user = %user, "wrong second-factor code");
+                            return Err(Error::InvalidTotp);
+                        }
+                        Err(e) => return Err(e),
+                    }
                 } else {
                     attempt.failed(Instant::now());
                     tracing::info!(user = %user, "wrong password");
@@ -146,6 +187,7 @@ impl Service {
                 let record = User {
                     password_hash: hash(password).await?,
                     created_at: rfc3339(now),
+                    totp: None,
                 };
                 if !self.registry.create_user(&user, &record)? {
                     return Err(Error::UsernameTaken);
@@ -180,6 +222,122 @@ impl Service {
             p2p_addrs: self.p2p_addrs.clone(),
         })
     }
+}
+
+impl Service {
+    /// Checks `raw` against the second factor of `user` and, when it holds, records its step
+    /// as used and writes `then` of the record, in one compare-and-swap: of two requests with
+    /// one code, one wins. `Ok` at once when the second factor is off. Does not flush.
+    fn use_code(
+        &self,
+        user: &Username,
+        raw: Option<&str>,
+        then: impl Fn(User) -> User,
+    ) -> Result<(), Error> {
+        // A lost race reads again; a code can win only once, so this ends.
+        for _ in 0..8 {
+            let record = self
+                .registry
+                .user(user)?
+                .ok_or_else(|| Error::Internal(format!("{user} vanished from the registry")))?;
+            let Some(totp) = record.totp.clone() else {
+                return Ok(());
+            };
+            let code = raw.ok_or(Error::TotpRequired)?;
+            let code =
+                parley_domain::totp::TotpCode::parse(code).map_err(|_| Error::InvalidTotp)?;
+            let step = match self.ca.totp().check(user, &totp, code, unix_now()) {
+                Ok(step) => step,
+                Err(Some(_)) => return Err(Error::InvalidTotp),
+                Err(None) => {
+                    return Err(Error::Internal(format!(
+                        "the second-factor secret of {user} does not open with this CA key"
+                    )));
+                }
+            };
+            let used = User {
+                totp: Some(crate::totp::TotpRecord {
+                    last_step: Some(step),
+                    ..totp
+                }),
+                ..record.clone()
+            };
+            if self.registry.replace_user(user, &record, &then(used))? {
+                return Ok(());
+            }
+        }
+        Err(Error::Busy)
+    }
+
+    /// Turns the second factor of `user` on with a fresh secret and makes it durable; returns
+    /// the secret in base32, to show once. Blocks (a flush).
+    ///
+    /// # Errors
+    /// [`Error::TotpAlreadyOn`] (a second `enable` must not silently replace the secret the
+    /// user's app holds), [`Error::Internal`].
+    pub fn totp_enable(&self, user: &Username) -> Result<String, Error> {
+        let record = self
+            .registry
+            .user(user)?
+            .ok_or_else(|| Error::Internal(format!("{user} is not enrolled")))?;
+        if record.totp.is_some() {
+            return Err(Error::TotpAlreadyOn);
+        }
+        let new = self.ca.totp().new_secret(user);
+        let on = User {
+            totp: Some(new.record),
+            ..record.clone()
+        };
+        if !self.registry.replace_user(user, &record, &on)? {
+            return Err(Error::Busy);
+        }
+        self.registry.flush_blocking()?;
+        tracing::info!(user = %user, "second factor on");
+        Ok(new.base32)
+    }
+
+    /// Turns the second factor of `user` off, given a current code; wrong codes count toward
+    /// the name's lockout as wrong passwords do. Blocks (a flush).
+    ///
+    /// # Errors
+    /// [`Error::TotpOff`], [`Error::InvalidTotp`], [`Error::LockedOut`], [`Error::Internal`].
+    pub fn totp_disable(&self, user: &Username, code: &str) -> Result<(), Error> {
+        if self
+            .registry
+            .user(user)?
+            .is_none_or(|record| record.totp.is_none())
+        {
+            return Err(Error::TotpOff);
+        }
+        let attempt = self
+            .lockouts
+            .begin(user.as_str(), Instant::now())
+            .map_err(Error::LockedOut)?;
+        match self.use_code(user, Some(code), |record| User {
+            totp: None,
+            ..record
+        }) {
+            Ok(()) => {
+                attempt.succeeded();
+                self.registry.flush_blocking()?;
+                tracing::info!(user = %user, "second factor off");
+                Ok(())
+            }
+            Err(Error::InvalidTotp) => {
+                attempt.failed(Instant::now());
+                tracing::info!(user = %user, "wrong second-factor code");
+                Err(Error::InvalidTotp)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {

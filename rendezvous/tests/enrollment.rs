@@ -30,6 +30,7 @@ fn enroll_request(server: &Rendezvous, user: &str, password: &str) -> EnrollRequ
         password: Password::new(password.into()),
         ca_pin: Some(ca_pin(server)),
         keys: None,
+        totp: None,
     }
 }
 
@@ -190,6 +191,7 @@ async fn an_unreachable_server_or_bad_url_is_reported() {
         password: Password::new("pw".into()),
         ca_pin: None,
         keys: None,
+        totp: None,
     };
     assert_eq!(
         HttpsEnrollment::new().enroll(&request).await.err(),
@@ -683,6 +685,7 @@ async fn an_enrolled_peer_cannot_pose_as_the_rendezvous() {
         password: Password::new("secret".into()),
         ca_pin: Some(ca_pin(&server)),
         keys: None,
+        totp: None,
     };
     let result = HttpsEnrollment::new().enroll(&request).await;
     assert!(

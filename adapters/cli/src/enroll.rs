@@ -7,8 +7,8 @@ use parley_domain::{CaFingerprint, Invite, Password, Username};
 use parley_enroll::HttpsEnrollment;
 use parley_peer::Home;
 use parley_usecases::{
-    commands::Enroll,
-    ports::{EnrollRequest, IdentityStore},
+    commands::{Enroll, EnrollCommandError},
+    ports::{EnrollError, EnrollRequest, IdentityStore},
 };
 
 use crate::Usage;
@@ -53,15 +53,29 @@ pub async fn run(home: &Home, target: &Target, user: Username) -> Result<()> {
     // Created private, or made private when it was there before (a `mkdir -p`, a volume).
     parley_process::private_tree(home.path())?;
     let store = crate::unlock::open_store(home)?;
-    let request = EnrollRequest {
+    let mut request = EnrollRequest {
         server: server.to_owned(),
         user: user.clone(),
         password,
         ca_pin,
         keys: None,
+        totp: std::env::var("PARLEY_TOTP").ok(),
     };
     let enrollment = HttpsEnrollment::new();
-    if let Err(e) = Enroll::new(&enrollment, &store).run(&request).await {
+    let mut outcome = Enroll::new(&enrollment, &store).run(&request).await;
+    // A name with the second factor on, no code given, and someone at the terminal: ask once.
+    if request.totp.is_none()
+        && std::io::stdin().is_terminal()
+        && matches!(&outcome, Err(EnrollCommandError::Enrollment(EnrollError::Refused { code, .. })) if code == "totp_required")
+    {
+        let code = rpassword::prompt_password(format!(
+            "{user} has a second factor on; the code from its authenticator app: "
+        ))
+        .context("cannot read the code")?;
+        request.totp = Some(code);
+        outcome = Enroll::new(&enrollment, &store).run(&request).await;
+    }
+    if let Err(e) = outcome {
         // A store made for this attempt holds nothing: leave no half-made home behind, so
         // that the next attempt starts afresh (and may choose the passphrase again).
         drop(store);

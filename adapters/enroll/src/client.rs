@@ -27,6 +27,8 @@ struct EnrollBody<'a> {
     username: &'a str,
     password: &'a str,
     csr_pem: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    totp: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -128,6 +130,7 @@ pub(crate) async fn post_enroll(
         username: request.user.as_str(),
         password: request.password.expose(),
         csr_pem,
+        totp: request.totp.as_deref(),
     })
     .map_err(|e| EnrollError::Failed(format!("cannot encode the request: {e}")))?;
     let http_request = Request::post("/v1/enroll")
@@ -156,10 +159,15 @@ pub(crate) fn interpret(status: StatusCode, body: &[u8]) -> Result<Answer, Enrol
             EnrollError::Failed("the rendezvous's answer is not the expected JSON".into())
         });
     }
-    if status == StatusCode::UNAUTHORIZED {
+    let explained = serde_json::from_slice::<ErrorBody>(body).ok();
+    // A 401 is a wrong password unless it says it is about the second factor.
+    if status == StatusCode::UNAUTHORIZED
+        && !explained
+            .as_ref()
+            .is_some_and(|e| e.code == "totp_required" || e.code == "invalid_totp")
+    {
         return Err(EnrollError::InvalidCredentials);
     }
-    let explained = serde_json::from_slice::<ErrorBody>(body).ok();
     match explained {
         Some(ErrorBody { error, code }) if status.is_client_error() => Err(EnrollError::Refused {
             code,
@@ -210,6 +218,16 @@ mod tests {
             interpret(StatusCode::UNAUTHORIZED, b"{}").err(),
             Some(EnrollError::InvalidCredentials)
         );
+        for code in ["totp_required", "invalid_totp"] {
+            let body = format!(r#"{{"error":"About the code.","code":"{code}"}}"#);
+            assert_eq!(
+                interpret(StatusCode::UNAUTHORIZED, body.as_bytes()).err(),
+                Some(EnrollError::Refused {
+                    code: code.into(),
+                    message: "About the code.".into()
+                })
+            );
+        }
         assert_eq!(
             interpret(
                 StatusCode::CONFLICT,

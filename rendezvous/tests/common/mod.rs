@@ -124,6 +124,7 @@ pub fn enroll_with_client(server: &Rendezvous, user: &str) {
         password: Password::new("a password".into()),
         ca_pin: Some(CaFingerprint::parse(&server.fingerprint).expect("a fingerprint line")),
         keys: None,
+        totp: None,
     };
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let identity = runtime

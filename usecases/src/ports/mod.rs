@@ -8,10 +8,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use auto_impl::auto_impl;
+mod account;
 mod mailbox;
 mod prekeys;
 mod store;
 
+pub use account::*;
 pub use mailbox::*;
 pub use prekeys::*;
 pub use store::*;
@@ -364,6 +366,8 @@ pub struct EnrollRequest {
     /// The device's existing Ed25519 and X25519 secrets, to renew its certificate and keep its
     /// identity (contacts keep their pins); `None` makes fresh keys.
     pub keys: Option<(Secret32, Secret32)>,
+    /// The second-factor code, as typed, for a name that has it on.
+    pub totp: Option<String>,
 }
 
 /// Failure to enroll.

@@ -20,6 +20,7 @@ fn request(name: &str) -> EnrollRequest {
         password: Password::new("pw".into()),
         ca_pin: None,
         keys: None,
+        totp: None,
     }
 }
 
