@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod account;
 pub mod api;
 pub mod ca;
 pub mod csr;
@@ -339,6 +340,8 @@ pub async fn start_with(config: Config, protection: Protection) -> Result<Runnin
             dir: prekeys_dir.display().to_string(),
             reason: e.to_string(),
         })?;
+    // One service for enrollments and the directory's account requests: one lockout per name.
+    let service = service::Service::new(Arc::clone(&ca), registry.clone(), Vec::new());
     let options = ServerOptions {
         relay: protection.relay,
         prekeys: Some(PrekeyOptions {
@@ -350,6 +353,7 @@ pub async fn start_with(config: Config, protection: Protection) -> Result<Runnin
             Arc::clone(&ca),
             registry.clone(),
         ))),
+        accounts: Some(Arc::new(service.clone())),
         ..ServerOptions::default()
     };
     let directory = DirectoryServer::start_with(credentials, config.p2p.clone(), options)
@@ -373,11 +377,7 @@ pub async fn start_with(config: Config, protection: Protection) -> Result<Runnin
         &secret,
     )));
     let tls = Arc::new(https::tls_config(chain, key)?);
-    let service = service::Service::new(
-        Arc::clone(&ca),
-        registry.clone(),
-        p2p_addrs.iter().map(ToString::to_string).collect(),
-    );
+    let service = service.with_p2p_addrs(p2p_addrs.iter().map(ToString::to_string).collect());
     let metrics = Arc::new(metrics::Metrics::new(directory.stats()));
     let guard = api::Guard {
         body_timeout: protection.body_timeout,

@@ -67,6 +67,13 @@ pub enum Request {
         #[serde(with = "text_form")]
         user: Username,
     },
+    /// Turn the second factor on at the rendezvous.
+    TotpEnable,
+    /// Turn the second factor off, with a current code.
+    TotpDisable {
+        /// The code, as typed.
+        code: String,
+    },
     /// Stream events (incoming messages, receipts) until the connection closes.
     Subscribe,
 }

@@ -165,6 +165,8 @@ async fn serve_client(peer: Arc<Peer>, stream: UnixStream) {
         Request::Status => reply(&mut write, peer.status()).await,
         Request::Contact { user } => reply(&mut write, peer.contact(&user)).await,
         Request::Trust { user } => reply(&mut write, peer.trust(&user)).await,
+        Request::TotpEnable => reply(&mut write, peer.totp_enable().await).await,
+        Request::TotpDisable { code } => reply(&mut write, peer.totp_disable(&code).await).await,
         Request::SaveAttachment {
             with,
             id,

@@ -142,6 +142,20 @@ enum Command {
         /// The other party.
         user: String,
     },
+    /// The second factor (a code from an authenticator app) for enrolling this user.
+    Totp {
+        #[command(subcommand)]
+        action: TotpAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TotpAction {
+    /// Turn it on: prints the otpauth:// URI to add to an authenticator app (shown once);
+    /// from then on every `parley enroll` of this user needs a current code (PARLEY_TOTP).
+    Enable,
+    /// Turn it off, with a current code from PARLEY_TOTP or asked on the terminal.
+    Disable,
 }
 
 /// A usage error: exit code 2.
@@ -372,6 +386,24 @@ async fn run(cli: Cli, warnings: Vec<String>) -> Result<()> {
             Ok(())
         }
         Command::Chat { user } => chat::run(&home, parse_user(&user)?).await,
+        Command::Totp {
+            action: TotpAction::Enable,
+        } => {
+            let enabled: view::TotpEnabled = client::call(&home, &Request::TotpEnable).await?;
+            println!("{}", enabled.uri);
+            eprintln!(
+                "Add this to your authenticator app now (it is not shown again); every enrollment of this user needs its current code from now on."
+            );
+            Ok(())
+        }
+        Command::Totp {
+            action: TotpAction::Disable,
+        } => {
+            let code = totp_code()?;
+            let _: view::TotpDisabled = client::call(&home, &Request::TotpDisable { code }).await?;
+            println!("second factor off");
+            Ok(())
+        }
         Command::SaveAttachment {
             user,
             id,
@@ -403,6 +435,22 @@ async fn run(cli: Cli, warnings: Vec<String>) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// A second-factor code: from PARLEY_TOTP, else asked on the terminal (not echoed).
+fn totp_code() -> Result<String> {
+    if let Ok(code) = std::env::var("PARLEY_TOTP") {
+        return Ok(code);
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Err(Usage(
+            "no second-factor code: set PARLEY_TOTP to the authenticator app's current code, or run this in a terminal".into(),
+        )
+        .into());
+    }
+    Ok(rpassword::prompt_password(
+        "code from the authenticator app: ",
+    )?)
 }
 
 /// The absolute form of a path given on the command line (the daemon has another working

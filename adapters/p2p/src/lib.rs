@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod account;
 pub mod attachment;
 mod credentials;
 pub mod guard;
@@ -42,8 +43,9 @@ pub use node::{
     MESSAGE_STREAMS_PER_PEER, Node, NodeConfig, PREKEY_CLIENT_STREAMS_PER_CONNECTION, PeerAddress,
 };
 pub use server::{
-    AddressLimit, DirectoryServer, DirectoryStats, IP_LOOKUP_BURST, IP_LOOKUPS_PER_SECOND,
-    LOOKUP_BURST, LOOKUPS_PER_SECOND, MAX_PREKEY_JOBS, MAX_RENEWALS_IN_FLIGHT, MailboxOptions,
+    ACCOUNT_STREAMS_PER_CONNECTION, AccountKeeper, AccountRefusal, AddressLimit, DirectoryServer,
+    DirectoryStats, IP_LOOKUP_BURST, IP_LOOKUPS_PER_SECOND, LOOKUP_BURST, LOOKUPS_PER_SECOND,
+    MAX_ACCOUNT_JOBS, MAX_PREKEY_JOBS, MAX_RENEWALS_IN_FLIGHT, MailboxOptions,
     PREKEY_STREAMS_PER_CONNECTION, PrekeyOptions, PrekeyStore, PrekeyStoreError, RENEW_EVERY,
     RelayLimits, RenewError, Renewer, SERVER_MAILBOX_STREAMS_PER_CONNECTION, ServerOptions,
     StatsSnapshot, TakenPrekeys,

@@ -100,6 +100,12 @@ pub enum PeerError {
     /// The node could not start (it cannot listen, most often).
     #[error(transparent)]
     Node(parley_p2p::Error),
+    /// A second-factor code that is not one.
+    #[error("that is not a second-factor code: {0}")]
+    NotACode(parley_domain::totp::NotACode),
+    /// The rendezvous did not change the account.
+    #[error(transparent)]
+    Account(parley_usecases::ports::AccountError),
     /// The store failed to make a write durable, so the peer stopped; `program` names what
     /// stopped (`the daemon`, `Parley`).
     #[error(
@@ -142,6 +148,17 @@ impl PeerError {
             | Self::RendezvousAddress(_) => "identity_unusable",
             Self::Node(_) => "node_failed",
             Self::Stopped { .. } => "stopped",
+            Self::NotACode(_) => "invalid_totp",
+            Self::Account(e) => match e.code() {
+                "totp_on" => "totp_on",
+                "totp_off" => "totp_off",
+                "invalid_totp" => "invalid_totp",
+                "locked_out" => "locked_out",
+                "busy" => "busy",
+                "key_not_bound" => "key_not_bound",
+                "rendezvous_unavailable" => "rendezvous_unavailable",
+                _ => "account_refused",
+            },
         }
     }
 

@@ -14,7 +14,9 @@ use parley_p2p::{AttachmentConfig, Credentials, Multiaddr, Node, NodeConfig};
 use parley_store::Store;
 use parley_usecases::{
     commands::{Messaging, SendMessage, Sent},
-    ports::{AttachmentSource, Clock, Event, EventSink, Expiry, IdentityStore, NodeInfo},
+    ports::{
+        AccountService, AttachmentSource, Clock, Event, EventSink, Expiry, IdentityStore, NodeInfo,
+    },
     queries,
 };
 use tokio::{
@@ -432,6 +434,36 @@ impl Peer {
             trusted: true,
             user: user.to_string(),
         })
+    }
+
+    /// Turns the second factor of this user on at the rendezvous: from now on every
+    /// enrollment of the name needs a current code. The answer holds the `otpauth://` URI of
+    /// the new secret, to show once (as text and as a QR code).
+    ///
+    /// # Errors
+    /// [`PeerError::Account`]: `totp_on` when it is on already, `rendezvous_unavailable`.
+    pub async fn totp_enable(&self) -> Result<view::TotpEnabled, PeerError> {
+        let secret = AccountService::totp_enable(&self.node)
+            .await
+            .map_err(PeerError::Account)?;
+        let uri = parley_domain::totp::otpauth_uri(&self.user, &secret);
+        Ok(view::TotpEnabled {
+            qr_svg: view::qr_svg(&uri),
+            uri,
+        })
+    }
+
+    /// Turns the second factor of this user off, with a current `code`.
+    ///
+    /// # Errors
+    /// [`PeerError::NotACode`]; [`PeerError::Account`]: `totp_off`, `invalid_totp`,
+    /// `locked_out`, `rendezvous_unavailable`.
+    pub async fn totp_disable(&self, code: &str) -> Result<view::TotpDisabled, PeerError> {
+        parley_domain::totp::TotpCode::parse(code).map_err(PeerError::NotACode)?;
+        AccountService::totp_disable(&self.node, code)
+            .await
+            .map_err(PeerError::Account)?;
+        Ok(view::TotpDisabled { totp: false })
     }
 
     /// Counts everything in the conversation with `with` as read.

@@ -523,6 +523,45 @@ pub struct Trusted {
     pub user: String,
 }
 
+/// The second factor turned on: its secret as an `otpauth://` URI, shown once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TotpEnabled {
+    /// `otpauth://totp/Parley:<user>?secret=<base32>&issuer=Parley`, for an authenticator app.
+    pub uri: String,
+    /// The same URI as a QR code: an SVG document (empty if it does not fit one, which a URI
+    /// this short always does).
+    pub qr_svg: String,
+}
+
+/// The second factor turned off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TotpDisabled {
+    /// Always false: enrollments of the name need no code any more.
+    pub totp: bool,
+}
+
+/// `text` as a QR code in an SVG document (dark modules as one path, a quiet zone of 4),
+/// or an empty string when it does not fit a QR code.
+#[must_use]
+pub fn qr_svg(text: &str) -> String {
+    const QUIET: i32 = 4;
+    let Ok(code) = qrcodegen::QrCode::encode_text(text, qrcodegen::QrCodeEcc::Medium) else {
+        return String::new();
+    };
+    let side = code.size() + 2 * QUIET;
+    let mut path = String::new();
+    for y in 0..code.size() {
+        for x in 0..code.size() {
+            if code.get_module(x, y) {
+                path.push_str(&format!("M{},{}h1v1h-1z", x + QUIET, y + QUIET));
+            }
+        }
+    }
+    format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {side} {side}" shape-rendering="crispEdges"><rect width="100%" height="100%" fill="#fff"/><path d="{path}" fill="#000"/></svg>"##
+    )
+}
+
 /// A conversation counted as read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Read {

@@ -7,7 +7,7 @@ use libp2p::{
     swarm::NetworkBehaviour,
 };
 
-use super::{directory, mailbox, prekeys};
+use super::{account, directory, mailbox, prekeys};
 use crate::guard::{self, Guard};
 
 /// How long to wait for a directory, mailbox or renewal answer.
@@ -29,6 +29,9 @@ pub(super) struct Behaviour {
     /// `/parley/prekeys/1`, client side: this device's prekeys at the rendezvous, and others'
     /// bundles ([`super::prekeys`]).
     pub(super) prekeys: prekeys::Behaviour,
+    /// `/parley/account/1`, client side: this user's account at the rendezvous
+    /// ([`super::account`]).
+    pub(super) account: account::Behaviour,
     /// Raw streams: `/parley/message/3` ([`super::links`], [`super::receiving`]) and
     /// `/parley/attachment/1` ([`crate::attachment`]).
     pub(super) streams: libp2p_stream::Behaviour,
@@ -56,6 +59,7 @@ impl Behaviour {
             mailbox: mailbox::behaviour(),
             renew: super::renew::behaviour(),
             prekeys: prekeys::behaviour(),
+            account: account::behaviour(),
             streams: libp2p_stream::Behaviour::new(),
             relay,
             dcutr: libp2p::dcutr::Behaviour::new(me.to_peer_id()),

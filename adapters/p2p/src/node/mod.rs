@@ -24,6 +24,8 @@
 //! rejects for good (forged, altered, not for us) — [`MAX_VIOLATIONS_PER_PEER`] times loses its
 //! connections once the last answer is sent.
 
+mod account;
+mod asking;
 mod behaviour;
 mod directory;
 mod inbound;
@@ -219,6 +221,7 @@ impl Node {
             reservation: Reservation::new(rendezvous.as_ref()),
             mailbox: mailbox::Client::new(rendezvous.as_ref().map(|r| r.peer), waiting.clone()),
             prekeys: prekeys::Client::new(rendezvous.as_ref().map(|r| r.peer)),
+            account: account::Client::new(rendezvous.as_ref().map(|r| r.peer)),
             directory: directory::Client::new(rendezvous, snapshot.clone()),
             messaging: Messaging::new(violations, closes_rx, links.clone()),
             probes: Probes::default(),

@@ -1,23 +1,27 @@
 //! The ports the node implements for the use cases: `Directory`, `Transport`, `NodeInfo`,
-//! `Mailbox`, `PrekeyService`.
+//! `Mailbox`, `PrekeyService`, `AccountService`.
 
 use std::{sync::PoisonError, time::Duration};
 
 use libp2p::{Multiaddr, PeerId};
 use parley_domain::{MailId, PeerKeys, Username};
 use parley_usecases::ports::{
-    Deposit, Directory, DirectoryError, MailBatch, Mailbox, MailboxError, NodeInfo, NodeSnapshot,
-    OutgoingEnvelope, PrekeyError, PrekeyService, PrekeyUpload, Transport, TransportError,
+    AccountError, AccountService, Deposit, Directory, DirectoryError, MailBatch, Mailbox,
+    MailboxError, NodeInfo, NodeSnapshot, OutgoingEnvelope, PrekeyError, PrekeyService,
+    PrekeyUpload, Transport, TransportError,
 };
 use tokio::sync::oneshot;
 
 use super::{
-    Node, PeerAddress, links, mailbox,
+    Node, PeerAddress,
+    account::{self, REQUEST_TIMEOUT as ACCOUNT_TIMEOUT},
+    asking, links, mailbox,
     messaging::Reach,
     prekeys::{self, REQUEST_TIMEOUT as PREKEY_TIMEOUT},
     task::Command,
 };
 use crate::{
+    account::{AccountRequest, AccountResponse},
     attachment,
     message::{self, Answer},
     prekeys::{PrekeysRequest, PrekeysResponse},
@@ -231,26 +235,75 @@ impl PrekeyService for Node {
     }
 }
 
+impl AccountService for Node {
+    #[tracing::instrument(
+        name = "p2p.account.totp_enable",
+        skip_all,
+        err(Display, level = "info")
+    )]
+    async fn totp_enable(&self) -> Result<String, AccountError> {
+        let request = AccountRequest::TotpEnable {
+            meta: trace::current(),
+        };
+        match self.ask_account(request).await? {
+            AccountResponse::TotpEnabled { secret } => Ok(secret),
+            other => Err(account::refused(other)),
+        }
+    }
+
+    #[tracing::instrument(
+        name = "p2p.account.totp_disable",
+        skip_all,
+        err(Display, level = "info")
+    )]
+    async fn totp_disable(&self, code: &str) -> Result<(), AccountError> {
+        let request = AccountRequest::TotpDisable {
+            code: code.to_owned(),
+            meta: trace::current(),
+        };
+        match self.ask_account(request).await? {
+            AccountResponse::Done => Ok(()),
+            other => Err(account::refused(other)),
+        }
+    }
+}
+
 impl Node {
     /// Sends `request` to the rendezvous's prekey store and waits at most
     /// [`PREKEY_TIMEOUT`] for its answer, the wait in the command queue included.
     async fn ask_prekeys(&self, request: PrekeysRequest) -> Result<PrekeysResponse, PrekeyError> {
+        self.ask(PREKEY_TIMEOUT, |reply| Command::Prekeys { request, reply })
+            .await
+            .map_err(PrekeyError::Unavailable)
+    }
+
+    /// Sends `request` to the rendezvous's account service and waits at most
+    /// [`ACCOUNT_TIMEOUT`] for its answer.
+    async fn ask_account(&self, request: AccountRequest) -> Result<AccountResponse, AccountError> {
+        self.ask(ACCOUNT_TIMEOUT, |reply| Command::Account { request, reply })
+            .await
+            .map_err(AccountError::Unavailable)
+    }
+
+    /// Hands the swarm task the command `make` builds around a reply, and waits at most
+    /// `within` for the answer, the wait in the command queue included.
+    async fn ask<R>(
+        &self,
+        within: std::time::Duration,
+        make: impl FnOnce(asking::Reply<R>) -> Command,
+    ) -> Result<R, String> {
         let asked = async {
             let (reply, rx) = oneshot::channel();
-            self.command(Command::Prekeys { request, reply })
-                .await
-                .map_err(|e| PrekeyError::Unavailable(e.to_string()))?;
+            self.command(make(reply)).await.map_err(|e| e.to_string())?;
             rx.await
-                .map_err(|_| PrekeyError::Unavailable("the network task stopped".into()))?
+                .map_err(|_| "the network task stopped".to_owned())?
         };
-        tokio::time::timeout(PREKEY_TIMEOUT, asked)
-            .await
-            .map_err(|_| {
-                PrekeyError::Unavailable(format!(
-                    "the rendezvous did not answer within {} s",
-                    PREKEY_TIMEOUT.as_secs()
-                ))
-            })?
+        tokio::time::timeout(within, asked).await.map_err(|_| {
+            format!(
+                "the rendezvous did not answer within {} s",
+                within.as_secs()
+            )
+        })?
     }
 
     /// Reaches `peer` as `to` (holding it to `pinned` keys), sends the attachment files ahead,

@@ -1,22 +1,15 @@
 //! The prekey client: publications, counts and bundle fetches sent to the rendezvous over
-//! `/parley/prekeys/1`.
-//!
-//! Requests go only to the rendezvous, and only over a connection already open: without one a
-//! request fails at once with [`PrekeyError::Unavailable`] (the directory client keeps that
-//! connection up, and the caller tries again later). This peer answers no prekey request: it
-//! speaks the protocol outbound only.
+//! `/parley/prekeys/1`, through the table of requests in flight ([`super::asking`]): without
+//! an open connection to the rendezvous a request fails at once with
+//! [`PrekeyError::Unavailable`]. This peer answers no prekey request.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
-use libp2p::{
-    PeerId, Swarm,
-    request_response::{self, OutboundRequestId, ProtocolSupport},
-};
+use libp2p::request_response::{self, ProtocolSupport};
 use parley_domain::agreement::PrekeyBundle;
 use parley_usecases::ports::{PrekeyError, PrekeyUpload};
-use tokio::sync::oneshot;
 
-use super::behaviour::{self, describe};
+use super::behaviour;
 use crate::{
     prekeys::{
         MAX_PREKEYS_REQUEST_BYTES, MAX_PREKEYS_RESPONSE_BYTES, PREKEYS_PROTOCOL, PrekeysRequest,
@@ -33,6 +26,9 @@ pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// The prekey protocol, outbound only.
 pub(super) type Behaviour = request_response::json::Behaviour<PrekeysRequest, PrekeysResponse>;
 
+/// The requests in flight.
+pub(super) type Client = super::asking::Asking<PrekeysResponse>;
+
 pub(super) fn behaviour() -> Behaviour {
     request_response::json::Behaviour::with_codec(
         request_response::json::codec::Codec::default()
@@ -41,81 +37,6 @@ pub(super) fn behaviour() -> Behaviour {
         [(PREKEYS_PROTOCOL, ProtocolSupport::Outbound)],
         behaviour::request_response_config(PREKEY_CLIENT_STREAMS_PER_CONNECTION),
     )
-}
-
-/// Where a prekey request's answer goes.
-pub(super) type PrekeyReply = oneshot::Sender<Result<PrekeysResponse, PrekeyError>>;
-
-/// The client's state: the rendezvous (if configured) and the requests in flight.
-pub(super) struct Client {
-    rendezvous: Option<PeerId>,
-    pending: HashMap<OutboundRequestId, PrekeyReply>,
-}
-
-type PeerSwarm = Swarm<behaviour::Behaviour>;
-
-impl Client {
-    pub(super) fn new(rendezvous: Option<PeerId>) -> Self {
-        Self {
-            rendezvous,
-            pending: HashMap::new(),
-        }
-    }
-
-    /// Sends `request` to the rendezvous over the open connection, or fails at once.
-    pub(super) fn request(
-        &mut self,
-        swarm: &mut PeerSwarm,
-        request: PrekeysRequest,
-        reply: PrekeyReply,
-    ) {
-        let Some(peer) = self.rendezvous else {
-            let _ = reply.send(Err(PrekeyError::Unavailable(
-                "no rendezvous is configured".into(),
-            )));
-            return;
-        };
-        if !swarm.is_connected(&peer) {
-            let _ = reply.send(Err(PrekeyError::Unavailable(
-                "not connected to the rendezvous".into(),
-            )));
-            return;
-        }
-        let id = swarm.behaviour_mut().prekeys.send_request(&peer, request);
-        self.pending.insert(id, reply);
-    }
-
-    /// Handles an event of the prekey protocol.
-    pub(super) fn on_event(
-        &mut self,
-        event: request_response::Event<PrekeysRequest, PrekeysResponse>,
-    ) {
-        match event {
-            request_response::Event::Message {
-                message:
-                    request_response::Message::Response {
-                        request_id,
-                        response,
-                    },
-                ..
-            } => {
-                if let Some(reply) = self.pending.remove(&request_id) {
-                    let _ = reply.send(Ok(response));
-                }
-            }
-            request_response::Event::OutboundFailure {
-                request_id, error, ..
-            } => {
-                if let Some(reply) = self.pending.remove(&request_id) {
-                    let _ = reply.send(Err(PrekeyError::Unavailable(describe(&error))));
-                }
-            }
-            // Outbound only: no request reaches this peer.
-            request_response::Event::Message { .. }
-            | request_response::Event::InboundFailure { .. }
-            | request_response::Event::ResponseSent { .. } => {}
-        }
-    }
 }
 
 /// The request that publishes `upload`.

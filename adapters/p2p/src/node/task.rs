@@ -10,18 +10,21 @@ use parley_usecases::ports::{NodeSnapshot, Reachability, TransportError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
+    account,
+    asking::Reply,
     behaviour::{Behaviour, BehaviourEvent},
     directory::{self, LookupReply, PeerAddress},
     mailbox::{self, MailboxReply},
     messaging::{Due, Messaging, Reach},
     nat::{self, Nat},
-    prekeys::{self, PrekeyReply},
+    prekeys,
     probe::Probes,
     relay::Reservation,
     renew::{self, Renewal},
 };
 use crate::{
-    prekeys::PrekeysRequest,
+    account::{AccountRequest, AccountResponse},
+    prekeys::{PrekeysRequest, PrekeysResponse},
     protocol::{MailboxRequest, Meta},
     registry::Registry,
     swarm,
@@ -65,7 +68,12 @@ pub(super) enum Command {
     /// Send a prekey request to the rendezvous and wait for its answer.
     Prekeys {
         request: PrekeysRequest,
-        reply: PrekeyReply,
+        reply: Reply<PrekeysResponse>,
+    },
+    /// Send an account request to the rendezvous and wait for its answer.
+    Account {
+        request: AccountRequest,
+        reply: Reply<AccountResponse>,
     },
 }
 
@@ -78,6 +86,7 @@ pub(super) struct Task {
     pub(super) directory: directory::Client,
     pub(super) mailbox: mailbox::Client,
     pub(super) prekeys: prekeys::Client,
+    pub(super) account: account::Client,
     pub(super) messaging: Messaging,
     pub(super) probes: Probes,
     pub(super) reservation: Reservation,
@@ -148,7 +157,12 @@ impl Task {
                 self.mailbox.request(&mut self.swarm, request, reply);
             }
             Command::Prekeys { request, reply } => {
-                self.prekeys.request(&mut self.swarm, request, reply);
+                self.prekeys
+                    .ask(&mut self.swarm, |b| &mut b.prekeys, request, reply);
+            }
+            Command::Account { request, reply } => {
+                self.account
+                    .ask(&mut self.swarm, |b| &mut b.account, request, reply);
             }
         }
     }
@@ -166,6 +180,7 @@ impl Task {
                     .on_event(&mut self.swarm, &self.registry, event);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Prekeys(event)) => self.prekeys.on_event(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Account(event)) => self.account.on_event(event),
             SwarmEvent::Behaviour(BehaviourEvent::Renew(event)) => {
                 let rendezvous = self.directory.peer();
                 self.renewal.on_event(rendezvous, event);

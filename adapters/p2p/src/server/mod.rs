@@ -11,6 +11,7 @@
 //! connection. A rate-limit bucket outlives the connection until it has refilled, so
 //! reconnecting does not reset it.
 
+mod account;
 mod dial_back;
 mod limit;
 mod mailbox;
@@ -21,6 +22,9 @@ mod renew;
 mod stats;
 mod vouch;
 
+pub use account::{
+    ACCOUNT_STREAMS_PER_CONNECTION, AccountKeeper, AccountRefusal, MAX_ACCOUNT_JOBS,
+};
 pub use mailbox::{MailboxOptions, SERVER_MAILBOX_STREAMS_PER_CONNECTION};
 pub use prekeys::{
     MAX_PREKEY_JOBS, PREKEY_STREAMS_PER_CONNECTION, PrekeyOptions, PrekeyStore, PrekeyStoreError,
@@ -82,6 +86,8 @@ struct Behaviour {
     renew: renew::Behaviour,
     /// `/parley/prekeys/1` ([`prekeys`]).
     prekeys: prekeys::Behaviour,
+    /// `/parley/account/1` ([`account`]).
+    account: account::Behaviour,
     /// Circuit relay v2, server side ([`relay`]).
     relay: libp2p::relay::Behaviour,
     /// Tells each peer the address it is seen at (its NAT's, for a peer at home).
@@ -109,6 +115,9 @@ pub struct ServerOptions {
     /// The prekey store, for `/parley/prekeys/1`; without it every prekey request is refused
     /// `prekeys_disabled`.
     pub prekeys: Option<PrekeyOptions>,
+    /// The registry, for `/parley/account/1`; without it every account request is refused
+    /// `accounts_disabled`.
+    pub accounts: Option<Arc<dyn AccountKeeper>>,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -120,6 +129,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("mailbox", &self.mailbox)
             .field("renews", &self.renewer.is_some())
             .field("prekeys", &self.prekeys.is_some())
+            .field("accounts", &self.accounts.is_some())
             .finish()
     }
 }
@@ -168,6 +178,7 @@ impl DirectoryServer {
             mailbox: mailbox::behaviour(mailbox.limits()),
             renew: renew::behaviour(),
             prekeys: prekeys::behaviour(),
+            account: account::behaviour(),
             relay: libp2p::relay::Behaviour::new(me.to_peer_id(), options.relay.config()),
             identify: crate::node::identify(&me),
             autonat: libp2p::autonat::v2::server::Behaviour::default(),
@@ -209,6 +220,7 @@ impl DirectoryServer {
             mailbox,
             renewals: renew::Renewals::new(options.renewer.clone()),
             prekeys: prekeys::Prekeys::new(options.prekeys.clone()),
+            accounts: account::Accounts::new(options.accounts.clone()),
             stats: stats.clone(),
         };
         let task = tokio::spawn(directory.run(stop_rx));
@@ -248,6 +260,7 @@ struct Directory {
     mailbox: mailbox::Mailbox,
     renewals: renew::Renewals,
     prekeys: prekeys::Prekeys,
+    accounts: account::Accounts,
     stats: Arc<DirectoryStats>,
 }
 
@@ -279,6 +292,13 @@ impl Directory {
                         .behaviour_mut()
                         .prekeys
                         .send_response(channel, response);
+                }
+                answer = self.accounts.next_answer() => {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .account
+                        .send_response(answer.channel, answer.response);
                 }
                 _ = prune.tick() => {
                     self.renewals.prune();
@@ -358,6 +378,22 @@ impl Directory {
                     request,
                     channel,
                     || limits.take_lookup(peer, connection_id).is_ok(),
+                );
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Account(request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            })) => {
+                let certified = self.registry.certified(&peer);
+                self.accounts.on_request(
+                    &mut self.swarm.behaviour_mut().account,
+                    certified,
+                    request,
+                    channel,
                 );
             }
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => {
