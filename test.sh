@@ -72,6 +72,8 @@ install_system_packages() {
     command -v python3 >/dev/null || missing+=(python3)
     # curl: the HTTPS refusal tests send oversized bodies the way curl does.
     command -v curl >/dev/null || missing+=(curl)
+    # oathtool: the second-factor tests check codes against an independent RFC 6238 one.
+    command -v oathtool >/dev/null || missing+=(oathtool)
     # The packages' check: dpkg-deb and dpkg-shlibdeps, lintian, man, systemd-analyze and
     # bash-completion.
     command -v dpkg-shlibdeps >/dev/null || missing+=(dpkg-dev)

@@ -6,7 +6,7 @@
 //! policy ([`ca::Ca::issue`]) only.
 //!
 //! Layout: [`ca`] (keys and certificates), [`csr`] (what is taken from a request),
-//! [`registry`] (sled records), [`invite`] (the invite line and its QR code), [`mailbox`] (held mail, its own sled), [`prekeys`] (devices' public prekeys, their own sled), [`service`] (the enrollment decision), [`api`] (HTTP routes and
+//! [`registry`] (sled records), [`invite`] (the invite line and its QR code), [`mailbox`] (held mail, its own sled), [`prekeys`] (devices' public prekeys, their own sled), [`service`] (the enrollment decision), [`totp`] (the second factor's sealed secrets), [`account`] (`/parley/account/1` on the service), [`api`] (HTTP routes and
 //! JSON at the edge), [`https`] (TLS listener and resource bounds), [`limit`] (per-source rate
 //! and connection limits), and [`start`], which wires them with the directory from
 //! `parley-p2p`.

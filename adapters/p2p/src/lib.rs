@@ -2,16 +2,18 @@
 //! verified against the Parley CA** (not libp2p's self-signed scheme), and the protocols
 //! that run over it: `/parley/message/3` ([`message`]: one stream per contact, CBOR frames)
 //! and `/parley/attachment/1` between peers, `/parley/directory/2`, `/parley/mailbox/1`,
-//! `/parley/renew/1` and `/parley/prekeys/1` between a peer and its rendezvous.
+//! `/parley/renew/1`, `/parley/prekeys/1` and `/parley/account/1` between a peer and its
+//! rendezvous.
 //!
 //! Layout: [`upgrade`] and [`tls`] secure a connection (the certificate policy itself is
 //! `parley-pki`; [`refresh`] renews its TLS traffic keys on a random timer), [`registry`] records what each connection's certificate proved, [`guard`]
 //! admits connections; the peer's node (`node/`: one behaviour per concern, one task owning the
 //! swarm) and the rendezvous's directory (`server/`) run the [`protocol`]s;
-//! [`attachment`] is the file stream; [`prekeys`] is the wire format of `/parley/prekeys/1`.
+//! [`attachment`] is the file stream; [`prekeys`] is the wire format of `/parley/prekeys/1`,
+//! [`account`] that of `/parley/account/1`.
 //!
 //! **Architecture invariant:** this crate implements the `Transport`, `Directory`, `NodeInfo`,
-//! `Mailbox` and `PrekeyService` ports of `parley-usecases`; it never stores anything and knows nothing of sled
+//! `Mailbox`, `PrekeyService` and `AccountService` ports of `parley-usecases`; it never stores anything and knows nothing of sled
 //! or of the CLI.
 //! Identity on a connection comes from the verified certificate only (see [`registry`]).
 #![forbid(unsafe_code)]
