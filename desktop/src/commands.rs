@@ -53,6 +53,7 @@ pub async fn enroll(
     username: String,
     password: String,
     passphrase: String,
+    totp: Option<String>,
 ) -> Result<view::Boot, Refusal> {
     let form = Form {
         server,
@@ -60,6 +61,7 @@ pub async fn enroll(
         username,
         password: Password::new(password),
         passphrase,
+        totp: totp.unwrap_or_default(),
     };
     Ok(desktop.enroll(form).await?)
 }
@@ -114,6 +116,21 @@ pub async fn contact(desktop: State<'_, Desktop>, user: String) -> Result<view::
 pub async fn trust(desktop: State<'_, Desktop>, user: String) -> Result<view::Trusted, Refusal> {
     let user = username(&user)?;
     Ok(desktop.peer().await?.trust(&user)?)
+}
+
+/// Turns the second factor on: its `otpauth://` URI and QR code, shown once.
+#[tauri::command]
+pub async fn totp_enable(desktop: State<'_, Desktop>) -> Result<view::TotpEnabled, Refusal> {
+    Ok(desktop.peer().await?.totp_enable().await?)
+}
+
+/// Turns the second factor off, with a current code.
+#[tauri::command]
+pub async fn totp_disable(
+    desktop: State<'_, Desktop>,
+    code: String,
+) -> Result<view::TotpDisabled, Refusal> {
+    Ok(desktop.peer().await?.totp_disable(&code).await?)
 }
 
 /// The node's state for the status line.

@@ -20,6 +20,8 @@ pub struct Form {
     pub password: Password,
     /// A passphrase for a new store; empty keeps its key in a file.
     pub passphrase: String,
+    /// The second-factor code, for a name that has it on; empty sends none.
+    pub totp: String,
 }
 
 /// What the invite `text` fills in on the form.
@@ -67,7 +69,7 @@ impl Form {
                 password: self.password,
                 ca_pin,
                 keys: None,
-                totp: None,
+                totp: Some(self.totp.trim().to_owned()).filter(|code| !code.is_empty()),
             },
             passphrase: self.passphrase,
         })

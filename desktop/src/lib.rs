@@ -63,6 +63,8 @@ pub fn app<R: Runtime>(builder: tauri::Builder<R>, options: Options) -> tauri::B
             commands::mark_read,
             commands::contact,
             commands::trust,
+            commands::totp_enable,
+            commands::totp_disable,
             commands::status,
             commands::stage_attachment,
             commands::discard_attachment,

@@ -21,7 +21,7 @@ use std::{
 
 use parley_testkit::{
     Daemon, Log, Rendezvous, enroll, parley, skip, stderr, tail, texts,
-    tools::first_missing,
+    tools::{first_missing, on_path},
     window::{Display, Driver},
 };
 use serde_json::{Value, json};
@@ -379,6 +379,67 @@ fn a_conversation_in_the_window() {
     );
     ui.save_screenshot("desktop-contact-details.png");
     let close = ui.shown("#contact-close", WAIT);
+    ui.run(|| close.click());
+
+    // The second factor, turned on in the window: its URI as text and as a QR code that
+    // decodes as an image; from then on alice's name does not enroll with the password alone.
+    let open = ui.shown("#totp-open", WAIT);
+    ui.run(|| open.click());
+    let enable = ui.shown("#totp-enable", WAIT);
+    ui.run(|| enable.click());
+    let uri = ui.until_seen(
+        "the second factor's otpauth:// URI in the dialog",
+        WAIT,
+        || ui.text("#totp-uri"),
+        |t| t.starts_with("otpauth://totp/Parley:alice?secret="),
+    );
+    ui.until_seen(
+        "the second factor's QR code, decoded",
+        WAIT,
+        || ui.script("const i = document.getElementById('totp-qr'); return i.complete && i.naturalWidth > 0;"),
+        |decoded| *decoded == Value::Bool(true),
+    );
+    ui.save_screenshot("desktop-second-factor.png");
+    let secret = uri
+        .trim()
+        .strip_prefix("otpauth://totp/Parley:alice?secret=")
+        .and_then(|rest| rest.strip_suffix("&issuer=Parley"))
+        .unwrap_or_else(|| ui.fail(&format!("not the contract's URI: {uri}")))
+        .to_owned();
+    let elsewhere = dir.path().join("alice-elsewhere");
+    let out = enroll(&rv, &elsewhere, "alice", "pw-alice");
+    assert!(
+        !out.status.success() && stderr(&out).contains("second factor"),
+        "with the second factor on, the password alone enrolled alice: {}",
+        stderr(&out)
+    );
+    // Off again in the window, with oathtool's code (an independent RFC 6238 implementation).
+    if on_path("oathtool").is_some() {
+        let code = std::process::Command::new("oathtool")
+            .args(["--totp", "-b", &secret])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        let field = ui.shown("#totp-code", WAIT);
+        ui.run(|| field.send_keys(&code));
+        let off = ui.shown("#totp-disable", WAIT);
+        ui.run(|| off.click());
+        ui.until_seen(
+            "the second factor turned off",
+            WAIT,
+            || ui.text("#totp-done"),
+            |t| t.contains("second factor is off"),
+        );
+        assert!(
+            enroll(&rv, &elsewhere, "alice", "pw-alice")
+                .status
+                .success(),
+            "the password alone enrolls alice again"
+        );
+    } else {
+        skip("the window test turns the second factor off with oathtool's code");
+    }
+    let close = ui.shown("#totp-close", WAIT);
     ui.run(|| close.click());
 
     // At 1280x800, then at the minimum size: nothing overflows, the composer stays in view.

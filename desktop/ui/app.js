@@ -20,6 +20,7 @@ import { newConversationOpen, toggleNewConversation, wireNewConversation } from 
 import { showFatal, showScreen } from "./screens.js";
 import { state } from "./state.js";
 import { refreshStatus } from "./status.js";
+import { closeTotp, wireTotp } from "./totp.js";
 import { showUnlock, wireUnlock } from "./unlock.js";
 
 /** @param {Boot | undefined} boot */
@@ -63,6 +64,10 @@ async function showMain(boot) {
 /** Escape closes the contact details, else the new-conversation form. */
 function onGlobalKeydown(/** @type {KeyboardEvent} */ event) {
   if (event.key !== "Escape") return;
+  if (closeTotp()) {
+    event.preventDefault();
+    return;
+  }
   if (closeContactDetails()) {
     event.preventDefault();
     $("contact-details-button").focus();
@@ -83,6 +88,7 @@ function wire() {
   wireList(openConversation);
   wireComposer();
   wireContact();
+  wireTotp();
   document.addEventListener("keydown", onGlobalKeydown);
 }
 

@@ -60,11 +60,13 @@ export function wireEnroll(onBoot) {
         username: $("enroll-username").value.trim(),
         password: passwordInput.value,
         passphrase: withPassphrase ? passphraseInput.value : "",
+        totp: $("enroll-totp").value.trim(),
       });
     } catch (err) {
       showError(errorNode, errorMessage(err));
     } finally {
       passwordInput.value = "";
+      $("enroll-totp").value = "";
       passphraseInput.value = "";
       $("enroll-passphrase-again").value = "";
       submit.disabled = false;

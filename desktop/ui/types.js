@@ -234,6 +234,19 @@
  */
 
 /**
+ * The second factor turned off.
+ * @typedef {Object} TotpDisabled
+ * @property {boolean} totp Always false: enrollments of the name need no code any more.
+ */
+
+/**
+ * The second factor turned on: its secret as an `otpauth://` URI, shown once.
+ * @typedef {Object} TotpEnabled
+ * @property {string} qr_svg The same URI as a QR code: an SVG document (empty if it does not fit one, which a URI this short always does).
+ * @property {string} uri `otpauth://totp/Parley:<user>?secret=<base32>&issuer=Parley`, for an authenticator app.
+ */
+
+/**
  * New keys accepted.
  * @typedef {Object} Trusted
  * @property {boolean} trusted Always true.

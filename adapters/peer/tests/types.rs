@@ -29,6 +29,8 @@ fn typedefs() -> String {
     generator.subschema_for::<view::Outcome>();
     generator.subschema_for::<view::Read>();
     generator.subschema_for::<view::Trusted>();
+    generator.subschema_for::<view::TotpEnabled>();
+    generator.subschema_for::<view::TotpDisabled>();
     generator.subschema_for::<view::Saved>();
     generator.subschema_for::<view::Staged>();
     generator.subschema_for::<view::Invite>();
