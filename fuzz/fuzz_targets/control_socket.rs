@@ -61,7 +61,15 @@ fuzz_target!(|data: &[u8]| {
         }
         Some(Request::History { with }) => username(&with),
         Some(Request::Contact { user } | Request::Trust { user }) => username(&user),
-        Some(Request::Conversations | Request::Status | Request::Subscribe) | None => {}
+        // A code is passed on as typed: the peer reads it (six digits) before it asks.
+        Some(
+            Request::Conversations
+            | Request::Status
+            | Request::Subscribe
+            | Request::TotpEnable
+            | Request::TotpDisable { .. },
+        )
+        | None => {}
     }
     // The client's side. serde_json reads a fractional number to the nearest double only
     // approximately, so such a number need not survive a round trip; the daemon sends none.

@@ -2,10 +2,11 @@
 //! (username, password, CSR), as `rendezvous::api::decode_enroll_body` runs them.
 //!
 //! Invariants, against a plain reading of the same JSON: the body is refused as
-//! `invalid_json` exactly when it is not an object of the three string fields; otherwise the
+//! `invalid_json` exactly when it is not an object of the three string fields (and, optional,
+//! the second-factor code, a string or null); otherwise the
 //! first rule broken names the refusal (username, then password, then CSR), and an accepted
-//! request carries the username and password it was sent, a password of 1 to 1024 bytes, and
-//! the keys the CSR parser reads from its CSR.
+//! request carries the username, password and code it was sent, a password of 1 to 1024 bytes,
+//! and the keys the CSR parser reads from its CSR.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -22,6 +23,8 @@ struct Body {
     username: String,
     password: String,
     csr_pem: String,
+    #[serde(default)]
+    totp: Option<String>,
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -40,6 +43,7 @@ fuzz_target!(|data: &[u8]| {
         Ok(request) => {
             assert_eq!(request.user.as_str(), body.username);
             assert_eq!(request.password.expose(), body.password);
+            assert_eq!(request.totp, body.totp, "the code is not the one sent");
             assert!(password_ok, "a password out of bounds was accepted");
             assert_eq!(keys, Some(Ok(request.keys)), "the keys are not the CSR's");
         }

@@ -426,6 +426,13 @@ fn control_seeds(corpus: &Corpus) {
             },
         ),
         ("subscribe", Request::Subscribe),
+        ("totp-enable", Request::TotpEnable),
+        (
+            "totp-disable",
+            Request::TotpDisable {
+                code: "123456".to_owned(),
+            },
+        ),
     ];
     for (name, request) in &requests {
         let mut line = serde_json::to_vec(request).expect("JSON");
