@@ -21,7 +21,7 @@ use std::{
 
 use parley_testkit::{
     Daemon, Log, Rendezvous, enroll, parley, skip, stderr, tail, texts,
-    tools::{first_missing, on_path},
+    tools::{first_missing, oathtool, on_path},
     window::{Display, Driver},
 };
 use serde_json::{Value, json};
@@ -415,11 +415,7 @@ fn a_conversation_in_the_window() {
     );
     // Off again in the window, with oathtool's code (an independent RFC 6238 implementation).
     if on_path("oathtool").is_some() {
-        let code = std::process::Command::new("oathtool")
-            .args(["--totp", "-b", &secret])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default();
+        let code = oathtool(&secret, 0);
         let field = ui.shown("#totp-code", WAIT);
         ui.run(|| field.send_keys(&code));
         let off = ui.shown("#totp-disable", WAIT);

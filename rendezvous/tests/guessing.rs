@@ -6,7 +6,6 @@
 mod common;
 mod csr;
 
-use std::net::IpAddr;
 use std::time::Duration;
 
 use common::https;
@@ -18,16 +17,8 @@ const RIGHT: &str = "correct horse battery";
 
 /// `POST /v1/enroll` of `user` with `password` and a fresh device, from 127.0.0.`source`.
 async fn enroll_from(server: &Rendezvous, source: u8, user: &str, password: &str) -> Answer {
-    let body = json!({ "username": user, "password": password, "csr_pem": Device::new().csr() })
-        .to_string();
-    let head = format!(
-        "POST /v1/enroll HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}",
-        body.len()
-    );
-    let ip: IpAddr = format!("127.0.0.{source}").parse().expect("an address");
-    https(server)
-        .raw_from(Some(ip), &head, body.as_bytes())
-        .await
+    let body = json!({ "username": user, "password": password, "csr_pem": Device::new().csr() });
+    common::enroll_json_from(server, source, &body).await
 }
 
 fn assert_locked(answer: &Answer, what: &str) -> u64 {

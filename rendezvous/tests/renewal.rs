@@ -9,16 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::{der, enroll};
-use futures::StreamExt as _;
-use libp2p::{
-    request_response::{self, ProtocolSupport},
-    swarm::SwarmEvent,
-};
 use parley_domain::{Role, Username};
 use parley_p2p::protocol::{RENEW_PROTOCOL, RenewRequest, RenewResponse};
-use parley_rendezvous::ca::{Ca, Subject, random_secret};
 use parley_testkit::Rendezvous;
-use time::OffsetDateTime;
 
 /// How long connecting and one answer may take.
 const ANSWER: Duration = Duration::from_secs(20);
@@ -29,76 +22,19 @@ type Device = common::Enrolled;
 /// A device the CA signed for `name` outside enrollment (the attacker holds a CA-signed
 /// certificate the registry knows nothing of), with a fresh key.
 fn forged(data: &std::path::Path, name: &str, ca_der: &[u8]) -> Device {
-    let ca = Ca::open(data, None, OffsetDateTime::now_utc()).expect("the CA in the data folder");
-    let secret = random_secret();
-    let issued = ca
-        .issue(
-            &Subject::User {
-                name: Username::parse(name).expect("name"),
-                x25519: None,
-            },
-            &parley_rendezvous::identity::public_key(&secret),
-            OffsetDateTime::now_utc(),
-        )
-        .expect("issued");
-    Device {
-        secret,
-        certificate: issued.der,
-        ca: ca_der.to_vec(),
-    }
+    common::forged(data, name, ca_der)
 }
 
 /// `requests` renewal requests, one after the other on one connection, and their answers.
 async fn renew(server: &Rendezvous, device: &Device, requests: usize) -> Vec<RenewResponse> {
-    let behaviour = request_response::json::Behaviour::<RenewRequest, RenewResponse>::new(
-        [(RENEW_PROTOCOL, ProtocolSupport::Outbound)],
-        request_response::Config::default().with_request_timeout(ANSWER),
-    );
-    let (mut swarm, addr, server_id) = common::device_swarm(
+    common::ask(
         server,
-        &device.secret,
-        device.certificate.clone(),
-        device.ca.clone(),
-        behaviour,
-    );
-    swarm.dial(addr).expect("dial");
-    let mut answers = Vec::new();
-    let done = tokio::time::timeout(ANSWER * 2, async {
-        loop {
-            match swarm.select_next_some().await {
-                SwarmEvent::ConnectionEstablished { .. } => {
-                    swarm
-                        .behaviour_mut()
-                        .send_request(&server_id, RenewRequest::default());
-                }
-                SwarmEvent::OutgoingConnectionError { error, .. } => {
-                    panic!("cannot connect to the rendezvous: {error}")
-                }
-                SwarmEvent::Behaviour(request_response::Event::Message {
-                    message: request_response::Message::Response { response, .. },
-                    ..
-                }) => {
-                    answers.push(response);
-                    if answers.len() == requests {
-                        return;
-                    }
-                    swarm
-                        .behaviour_mut()
-                        .send_request(&server_id, RenewRequest::default());
-                }
-                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
-                    error, ..
-                }) => panic!("the renewal got no answer: {error}"),
-                _ => {}
-            }
-        }
-    })
-    .await;
-    assert!(
-        done.is_ok(),
-        "no answer to the renewal in time: {answers:?}"
-    );
-    answers
+        device,
+        RENEW_PROTOCOL,
+        vec![RenewRequest::default(); requests],
+        ANSWER,
+    )
+    .await
 }
 
 fn renewed(answer: &RenewResponse) -> Vec<u8> {

@@ -9,41 +9,19 @@
 mod common;
 mod csr;
 
-use std::net::IpAddr;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::https;
 use csr::Device;
-use futures::StreamExt as _;
-use libp2p::{
-    request_response::{self, ProtocolSupport},
-    swarm::SwarmEvent,
-};
-use parley_domain::Username;
 use parley_p2p::account::{ACCOUNT_PROTOCOL, AccountRequest, AccountResponse};
-use parley_rendezvous::ca::{Ca, Subject, random_secret};
 use parley_testkit::{Rendezvous, https::Answer, tools};
 use serde_json::json;
-use time::OffsetDateTime;
 
 /// How long connecting and the answers may take.
 const ANSWER: Duration = Duration::from_secs(20);
 
-/// `oathtool`'s code for `secret` (base32), `ahead` time steps from now; `None` (after the
-/// loud skip) when it is not installed.
 fn oathtool(secret: &str, ahead: u32) -> String {
-    let at = format!("now + {} seconds", ahead * 30);
-    let out = Command::new("oathtool")
-        .args(["--totp", "-b", "-N", &at, secret])
-        .output()
-        .expect("run oathtool");
-    assert!(out.status.success(), "oathtool: {out:?}");
-    String::from_utf8(out.stdout)
-        .expect("digits")
-        .trim()
-        .to_owned()
+    tools::oathtool(secret, ahead)
 }
 
 fn have_oathtool() -> bool {
@@ -80,15 +58,7 @@ async fn enroll_from(
     if let Some(code) = totp {
         body["totp"] = json!(code);
     }
-    let body = body.to_string();
-    let head = format!(
-        "POST /v1/enroll HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}",
-        body.len()
-    );
-    let ip: IpAddr = format!("127.0.0.{source}").parse().expect("an address");
-    https(server)
-        .raw_from(Some(ip), &head, body.as_bytes())
-        .await
+    common::enroll_json_from(server, source, &body).await
 }
 
 /// `requests`, one after the other on one connection of `device`, and their answers.
@@ -97,54 +67,7 @@ async fn account(
     device: &common::Enrolled,
     requests: Vec<AccountRequest>,
 ) -> Vec<AccountResponse> {
-    let behaviour = request_response::json::Behaviour::<AccountRequest, AccountResponse>::new(
-        [(ACCOUNT_PROTOCOL, ProtocolSupport::Outbound)],
-        request_response::Config::default().with_request_timeout(ANSWER),
-    );
-    let (mut swarm, addr, server_id) = common::device_swarm(
-        server,
-        &device.secret,
-        device.certificate.clone(),
-        device.ca.clone(),
-        behaviour,
-    );
-    swarm.dial(addr).expect("dial");
-    let mut pending = requests.into_iter();
-    let mut answers = Vec::new();
-    let total = pending.len();
-    tokio::time::timeout(ANSWER * 2, async {
-        loop {
-            match swarm.select_next_some().await {
-                SwarmEvent::ConnectionEstablished { .. } => {
-                    if let Some(request) = pending.next() {
-                        swarm.behaviour_mut().send_request(&server_id, request);
-                    }
-                }
-                SwarmEvent::OutgoingConnectionError { error, .. } => {
-                    panic!("cannot connect to the rendezvous: {error}")
-                }
-                SwarmEvent::Behaviour(request_response::Event::Message {
-                    message: request_response::Message::Response { response, .. },
-                    ..
-                }) => {
-                    answers.push(response);
-                    if answers.len() == total {
-                        return;
-                    }
-                    if let Some(request) = pending.next() {
-                        swarm.behaviour_mut().send_request(&server_id, request);
-                    }
-                }
-                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
-                    error, ..
-                }) => panic!("an account request failed: {error}"),
-                _ => {}
-            }
-        }
-    })
-    .await
-    .expect("the rendezvous answers every account request");
-    answers
+    common::ask(server, device, ACCOUNT_PROTOCOL, requests, ANSWER).await
 }
 
 fn enable() -> AccountRequest {
@@ -317,21 +240,5 @@ async fn wrong_codes_from_many_addresses_lock_the_name_and_a_missing_code_clears
 
 /// A device the CA signed for `name` outside enrollment, with a fresh key bound to nobody.
 fn forged(data: &Path, name: &str, ca_der: &[u8]) -> common::Enrolled {
-    let ca = Ca::open(data, None, OffsetDateTime::now_utc()).expect("the CA in the data folder");
-    let secret = random_secret();
-    let issued = ca
-        .issue(
-            &Subject::User {
-                name: Username::parse(name).expect("name"),
-                x25519: None,
-            },
-            &parley_rendezvous::identity::public_key(&secret),
-            OffsetDateTime::now_utc(),
-        )
-        .expect("issued");
-    common::Enrolled {
-        secret,
-        certificate: issued.der,
-        ca: ca_der.to_vec(),
-    }
+    common::forged(data, name, ca_der)
 }

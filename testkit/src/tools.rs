@@ -70,3 +70,18 @@ pub fn root_with(why: &str, tools: &[(&str, &str)]) -> bool {
         .map(|(tool, package)| format!("`{tool}` (apt-get install {package})"));
     runnable(missing.as_deref())
 }
+
+/// `oathtool`'s RFC 6238 code (6 digits, 30 s steps) for the base32 `secret`, `ahead` time steps
+/// from now: an implementation of the second factor independent of Parley's.
+///
+/// # Panics
+/// When oathtool cannot be run or refuses (check [`on_path`] first).
+pub fn oathtool(secret: &str, ahead: u32) -> String {
+    let at = format!("now + {} seconds", u64::from(ahead) * 30);
+    let out = Command::new("oathtool")
+        .args(["--totp", "-b", "-N", &at, secret])
+        .output()
+        .expect("run oathtool");
+    assert!(out.status.success(), "oathtool: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}

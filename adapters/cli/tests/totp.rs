@@ -6,18 +6,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
 use parley_testkit::{Daemon, Rendezvous, enroll, parley, peer::command, stderr, tools};
 
 fn oathtool(secret: &str, ahead: u32) -> String {
-    let at = format!("now + {} seconds", ahead * 30);
-    let out = Command::new("oathtool")
-        .args(["--totp", "-b", "-N", &at, secret])
-        .output()
-        .expect("run oathtool");
-    assert!(out.status.success(), "oathtool: {out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    tools::oathtool(secret, ahead)
 }
 
 /// `parley enroll` of bob into `home`, with PARLEY_TOTP set to `code` when given.

@@ -99,6 +99,117 @@ pub fn device_swarm<B: NetworkBehaviour>(
     (swarm, addr, server_id)
 }
 
+/// `requests`, one after the other on one connection of `device` to `server` over the JSON
+/// request-response `protocol`, and their answers, within `within` (twice, for the
+/// connection too). Panics when the connection or a request fails.
+pub async fn ask<Q, R>(
+    server: &Rendezvous,
+    device: &Enrolled,
+    protocol: libp2p::StreamProtocol,
+    requests: Vec<Q>,
+    within: Duration,
+) -> Vec<R>
+where
+    Q: serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    R: serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    use futures::StreamExt as _;
+    use libp2p::{
+        request_response::{self, ProtocolSupport},
+        swarm::SwarmEvent,
+    };
+    let behaviour = request_response::json::Behaviour::<Q, R>::new(
+        [(protocol, ProtocolSupport::Outbound)],
+        request_response::Config::default().with_request_timeout(within),
+    );
+    let (mut swarm, addr, server_id) = device_swarm(
+        server,
+        &device.secret,
+        device.certificate.clone(),
+        device.ca.clone(),
+        behaviour,
+    );
+    swarm.dial(addr).expect("dial");
+    let total = requests.len();
+    let mut pending = requests.into_iter();
+    let mut answers = Vec::new();
+    let done = tokio::time::timeout(within * 2, async {
+        loop {
+            match swarm.select_next_some().await {
+                SwarmEvent::ConnectionEstablished { .. } => {
+                    if let Some(request) = pending.next() {
+                        swarm.behaviour_mut().send_request(&server_id, request);
+                    }
+                }
+                SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    panic!("cannot connect to the rendezvous: {error}")
+                }
+                SwarmEvent::Behaviour(request_response::Event::Message {
+                    message: request_response::Message::Response { response, .. },
+                    ..
+                }) => {
+                    answers.push(response);
+                    if answers.len() == total {
+                        return;
+                    }
+                    if let Some(request) = pending.next() {
+                        swarm.behaviour_mut().send_request(&server_id, request);
+                    }
+                }
+                SwarmEvent::Behaviour(request_response::Event::OutboundFailure {
+                    error, ..
+                }) => panic!("a request got no answer: {error}"),
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "no answer in time: {answers:?}");
+    answers
+}
+
+/// `POST /v1/enroll` with `body` (JSON) from 127.0.0.`source` (Linux answers all of 127/8, so
+/// each is a distinct client address).
+pub async fn enroll_json_from(
+    server: &Rendezvous,
+    source: u8,
+    body: &serde_json::Value,
+) -> parley_testkit::https::Answer {
+    let body = body.to_string();
+    let head = format!(
+        "POST /v1/enroll HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}",
+        body.len()
+    );
+    let ip: std::net::IpAddr = format!("127.0.0.{source}").parse().expect("an address");
+    https(server)
+        .raw_from(Some(ip), &head, body.as_bytes())
+        .await
+}
+
+/// A device the CA in `data` signed for `name` outside enrollment, with a fresh key bound to
+/// nobody: what a rendezvous that lies, or a thief of its CA key, could present.
+pub fn forged(data: &Path, name: &str, ca_der: &[u8]) -> Enrolled {
+    use parley_rendezvous::ca::{Ca, Subject, random_secret};
+    let now = time::OffsetDateTime::now_utc();
+    let ca = Ca::open(data, None, now).expect("the CA in the data folder");
+    let secret = random_secret();
+    let issued = ca
+        .issue(
+            &Subject::User {
+                name: Username::parse(name).expect("name"),
+                x25519: None,
+            },
+            &parley_rendezvous::identity::public_key(&secret),
+            now,
+        )
+        .expect("issued");
+    Enrolled {
+        secret,
+        certificate: issued.der,
+        ca: ca_der.to_vec(),
+    }
+}
+
 /// The binary on `data` with free ports and `extra` arguments, its warnings on stderr.
 pub fn start(data: &Path, extra: &[&str]) -> Rendezvous {
     Rendezvous::options(data)
