@@ -9,6 +9,7 @@
 pub mod agreement;
 pub mod chain;
 pub mod contact;
+pub mod devices;
 pub mod envelope;
 pub mod invite;
 pub mod mailbox;
