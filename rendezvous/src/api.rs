@@ -451,7 +451,7 @@ fn refusal_of(user: &Username, error: service::Error) -> Refusal {
         service::Error::TotpRequired => Refusal::new(
             StatusCode::UNAUTHORIZED,
             "totp_required",
-            "This username has a second factor on; give the current code from its authenticator app (PARLEY_TOTP).",
+            "This username has a second factor on; give the current code from its authenticator app.",
         ),
         service::Error::InvalidTotp => Refusal::new(
             StatusCode::UNAUTHORIZED,

@@ -152,23 +152,30 @@ impl Registry {
             .is_ok())
     }
 
-    /// Replaces the record of `name` with `new` only if it is still `expected` (as read):
-    /// `Ok(false)` when another write came between, and the caller reads again. What makes a
-    /// second-factor code single-use even when two requests carry it at once.
+    /// The user called `name`, if enrolled, with the bytes its record is stored as (for
+    /// [`Registry::replace_user`]).
     ///
     /// # Errors
     /// [`Error::Unavailable`].
-    pub fn replace_user(
-        &self,
-        name: &Username,
-        expected: &User,
-        new: &User,
-    ) -> Result<bool, Error> {
-        let expected = serde_json::to_vec(expected)?;
+    pub fn user_as_stored(&self, name: &Username) -> Result<Option<(User, Vec<u8>)>, Error> {
+        match self.users.get(name.as_str())? {
+            Some(bytes) => Ok(Some((serde_json::from_slice(&bytes)?, bytes.to_vec()))),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces the record of `name` with `new` only if it is still stored as `stored` (the
+    /// bytes [`Registry::user_as_stored`] read): `Ok(false)` when another write came between,
+    /// and the caller reads again. What makes a second-factor code single-use even when two
+    /// requests carry it at once.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub fn replace_user(&self, name: &Username, stored: &[u8], new: &User) -> Result<bool, Error> {
         let new = serde_json::to_vec(new)?;
         Ok(self
             .users
-            .compare_and_swap(name.as_str(), Some(expected), Some(new))?
+            .compare_and_swap(name.as_str(), Some(stored), Some(new))?
             .is_ok())
     }
 
@@ -331,6 +338,7 @@ mod tests {
         let bob = name("bob");
         let read = user("h1");
         assert!(registry.create_user(&bob, &read).expect("create"));
+        let (_, stored) = registry.user_as_stored(&bob).expect("read").expect("bob");
         let first = User {
             totp: Some(crate::totp::TotpRecord {
                 sealed: "s".into(),
@@ -345,29 +353,36 @@ mod tests {
             }),
             ..read.clone()
         };
-        assert!(registry.replace_user(&bob, &read, &first).expect("replace"));
+        assert!(
+            registry
+                .replace_user(&bob, &stored, &first)
+                .expect("replace")
+        );
         assert!(
             !registry
-                .replace_user(&bob, &read, &second)
+                .replace_user(&bob, &stored, &second)
                 .expect("replace"),
             "a write from a stale read loses"
         );
         let kept = registry.user(&bob).expect("read").expect("bob");
         assert_eq!(kept.totp.and_then(|t| t.last_step), Some(1));
-        // A record written before the second factor existed reads as without it, and is
-        // replaced as read.
+        // A record written before the second factor existed, spaced as no release writes it,
+        // reads as without it and is replaced as it is stored.
         registry
             .users
             .insert(
                 "ann",
-                br#"{"password_hash":"h","created_at":"2026-11-22T00:00:00Z"}"#.as_slice(),
+                br#"{ "created_at": "2026-11-22T00:00:00Z", "password_hash": "h" }"#.as_slice(),
             )
             .expect("insert");
-        let ann = registry.user(&name("ann")).expect("read").expect("ann");
+        let (ann, stored) = registry
+            .user_as_stored(&name("ann"))
+            .expect("read")
+            .expect("ann");
         assert_eq!(ann.totp, None);
         assert!(
             registry
-                .replace_user(&name("ann"), &ann, &first)
+                .replace_user(&name("ann"), &stored, &first)
                 .expect("replace")
         );
     }

@@ -236,9 +236,9 @@ impl Service {
     ) -> Result<(), Error> {
         // A lost race reads again; a code can win only once, so this ends.
         for _ in 0..8 {
-            let record = self
+            let (record, stored) = self
                 .registry
-                .user(user)?
+                .user_as_stored(user)?
                 .ok_or_else(|| Error::Internal(format!("{user} vanished from the registry")))?;
             let Some(totp) = record.totp.clone() else {
                 return Ok(());
@@ -260,9 +260,9 @@ impl Service {
                     last_step: Some(step),
                     ..totp
                 }),
-                ..record.clone()
+                ..record
             };
-            if self.registry.replace_user(user, &record, &then(used))? {
+            if self.registry.replace_user(user, &stored, &then(used))? {
                 return Ok(());
             }
         }
@@ -276,9 +276,9 @@ impl Service {
     /// [`Error::TotpAlreadyOn`] (a second `enable` must not silently replace the secret the
     /// user's app holds), [`Error::Internal`].
     pub fn totp_enable(&self, user: &Username) -> Result<String, Error> {
-        let record = self
+        let (record, stored) = self
             .registry
-            .user(user)?
+            .user_as_stored(user)?
             .ok_or_else(|| Error::Internal(format!("{user} is not enrolled")))?;
         if record.totp.is_some() {
             return Err(Error::TotpAlreadyOn);
@@ -286,9 +286,9 @@ impl Service {
         let new = self.ca.totp().new_secret(user);
         let on = User {
             totp: Some(new.record),
-            ..record.clone()
+            ..record
         };
-        if !self.registry.replace_user(user, &record, &on)? {
+        if !self.registry.replace_user(user, &stored, &on)? {
             return Err(Error::Busy);
         }
         self.registry.flush_blocking()?;

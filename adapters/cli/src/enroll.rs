@@ -75,6 +75,17 @@ pub async fn run(home: &Home, target: &Target, user: Username) -> Result<()> {
         request.totp = Some(code);
         outcome = Enroll::new(&enrollment, &store).run(&request).await;
     }
+    // Without a terminal to ask at, say where the code goes.
+    if request.totp.is_none()
+        && matches!(&outcome, Err(EnrollCommandError::Enrollment(EnrollError::Refused { code, .. })) if code == "totp_required")
+    {
+        outcome = Err(EnrollCommandError::Enrollment(EnrollError::Refused {
+            code: "totp_required".into(),
+            message: format!(
+                "{user} has a second factor on: set PARLEY_TOTP to the current code from its authenticator app, or run enroll in a terminal"
+            ),
+        }));
+    }
     if let Err(e) = outcome {
         // A store made for this attempt holds nothing: leave no half-made home behind, so
         // that the next attempt starts afresh (and may choose the passphrase again).

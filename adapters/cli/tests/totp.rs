@@ -79,7 +79,7 @@ fn enrolling_a_name_with_the_second_factor_on_needs_a_fresh_code() {
     let out = enroll_bob(&rv, &desktop, None);
     assert_eq!(out.status.code(), Some(1), "no code: {}", stderr(&out));
     assert!(
-        one_sentence(&out).contains("second factor"),
+        one_sentence(&out).contains("second factor") && stderr(&out).contains("PARLEY_TOTP"),
         "says a code is needed: {}",
         stderr(&out)
     );

@@ -193,7 +193,7 @@ impl Accounts {
                     .map(|()| AccountResponse::Done),
             };
             let response = outcome.unwrap_or_else(|e| {
-                tracing::info!(%user, code = %e.code, "refused an account request");
+                tracing::info!(%user, refusal = %e.code, "refused an account request");
                 AccountResponse::Refused {
                     code: e.code,
                     reason: e.reason,
