@@ -134,21 +134,7 @@ impl DeviceList {
         if self.version == 0 {
             return Err(ListRefusal::Malformed("versions start at 1"));
         }
-        if self.devices.is_empty() {
-            return Err(ListRefusal::Malformed("no device"));
-        }
-        if self.devices.len() > MAX_DEVICES {
-            return Err(ListRefusal::Malformed("more devices than a user may have"));
-        }
-        for (i, device) in self.devices.iter().enumerate() {
-            if self.devices[..i]
-                .iter()
-                .any(|d| d.ed25519 == device.ed25519)
-            {
-                return Err(ListRefusal::Malformed("a device listed twice"));
-            }
-            check_name(&device.name)?;
-        }
+        check_devices(&self.devices)?;
         if !self.signed_by(&self.signer) {
             return Err(ListRefusal::BadSignature);
         }
@@ -262,22 +248,7 @@ impl Unsigned {
     }
 
     fn check(&self) -> Result<(), ListRefusal> {
-        if self.devices.is_empty() {
-            return Err(ListRefusal::Malformed("no device"));
-        }
-        if self.devices.len() > MAX_DEVICES {
-            return Err(ListRefusal::Malformed("more devices than a user may have"));
-        }
-        for (i, device) in self.devices.iter().enumerate() {
-            if self.devices[..i]
-                .iter()
-                .any(|d| d.ed25519 == device.ed25519)
-            {
-                return Err(ListRefusal::Malformed("a device listed twice"));
-            }
-            check_name(&device.name)?;
-        }
-        Ok(())
+        check_devices(&self.devices)
     }
 
     /// The bytes `signer` signs for this version.
@@ -299,6 +270,23 @@ impl Unsigned {
             signature,
         }
     }
+}
+
+/// 1 to [`MAX_DEVICES`] devices, each key once, each name well formed.
+fn check_devices(devices: &[ListedDevice]) -> Result<(), ListRefusal> {
+    if devices.is_empty() {
+        return Err(ListRefusal::Malformed("no device"));
+    }
+    if devices.len() > MAX_DEVICES {
+        return Err(ListRefusal::Malformed("more devices than a user may have"));
+    }
+    for (i, device) in devices.iter().enumerate() {
+        if devices[..i].iter().any(|d| d.ed25519 == device.ed25519) {
+            return Err(ListRefusal::Malformed("a device listed twice"));
+        }
+        check_name(&device.name)?;
+    }
+    Ok(())
 }
 
 /// A device name: 1 to [`MAX_DEVICE_NAME`] bytes, no control characters.
