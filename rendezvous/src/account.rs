@@ -52,7 +52,7 @@ fn refusal(user: &Username, error: Error) -> AccountRefusal {
             "the code is wrong or was used already; give the authenticator app's next code",
         ),
         Error::LockedOut(wait) => {
-            let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+            let seconds = crate::lockout::wait_seconds(wait);
             AccountRefusal::new(
                 "locked_out",
                 format!(

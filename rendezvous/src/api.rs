@@ -437,7 +437,7 @@ fn refusal_of(user: &Username, error: service::Error) -> Refusal {
             refusal
         }
         service::Error::LockedOut(wait) => {
-            let seconds = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
+            let seconds = crate::lockout::wait_seconds(wait);
             let mut refusal = Refusal::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "locked_out",

@@ -36,6 +36,13 @@ struct Record {
     checking: u32,
 }
 
+/// How long a lock lasts, in whole seconds rounded up and at least 1: what a client is told
+/// to wait (`Retry-After`, the sentence).
+#[must_use]
+pub fn wait_seconds(wait: Duration) -> u64 {
+    (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
+}
+
 /// Wrong-password records per name.
 #[derive(Debug)]
 pub struct Lockouts {
