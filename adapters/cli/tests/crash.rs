@@ -16,8 +16,9 @@
 //! Sizes come from the environment (the defaults are the test suite's short campaign):
 //! `PARLEY_CRASH_MESSAGES` (1000), `PARLEY_CRASH_MAIL_MESSAGES` (150, the mailbox campaign),
 //! `PARLEY_CRASH_ROUNDS` (at least this many kills, 8),
-//! `PARLEY_CRASH_SEED` (replays a campaign; the seed is printed), and `PARLEY_CRASH_REPORT`
-//! (a file to which each campaign appends its result line).
+//! `PARLEY_CRASH_SEED` (replays a campaign; the seed is printed), `PARLEY_CRASH_REPORT`
+//! (a file to which each campaign appends its result line), and `PARLEY_CRASH_LOGS` (a folder
+//! into which every daemon's run writes its log at `RUST_LOG=debug`, one file per start).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::{
@@ -75,8 +76,8 @@ fn killing_the_rendezvous_and_the_collecting_recipient_loses_and_duplicates_noth
     let mut rng = Rng(seed);
 
     let (dir, rv, alice, bob) = enrolled_pair();
-    let mut bob_daemon = Daemon::start(&bob);
-    let alice_daemon = Daemon::start(&alice);
+    let mut bob_daemon = start(&bob);
+    let alice_daemon = start(&alice);
     let first = control(
         &alice,
         &json!({ "cmd": "send", "to": "bob", "text": "hello" }),
@@ -144,13 +145,13 @@ fn killing_the_rendezvous_and_the_collecting_recipient_loses_and_duplicates_noth
     let (mut rounds, rv) = killer.join().expect("the killer thread");
 
     // Bob comes back, and is killed while he collects.
-    let mut bob_daemon = Daemon::start(&bob);
+    let mut bob_daemon = start(&bob);
     for _ in 0..4 {
         std::thread::sleep(Duration::from_millis(50 + rng.below(600)));
         bob_daemon.kill();
         rounds += 1;
         std::thread::sleep(Duration::from_millis(rng.below(200)));
-        bob_daemon = Daemon::start(&bob);
+        bob_daemon = start(&bob);
     }
     let _processes = (alice_daemon, bob_daemon, rv);
     converge(
@@ -179,6 +180,20 @@ fn held_entries(rv: &Rendezvous) -> u64 {
         .lines()
         .find_map(|l| l.strip_prefix("parley_mailbox_held_entries ")?.parse().ok())
         .unwrap_or_else(|| panic!("no parley_mailbox_held_entries in the metrics"))
+}
+
+/// The daemon of `home`, started; with its log kept when `PARLEY_CRASH_LOGS` names a folder.
+fn start(home: &Path) -> Daemon {
+    static STARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    match std::env::var_os("PARLEY_CRASH_LOGS") {
+        Some(folder) => {
+            let n = STARTS.fetch_add(1, Ordering::SeqCst);
+            let name = home.file_name().unwrap_or_default().to_string_lossy();
+            let path = PathBuf::from(folder).join(format!("{name}-{n:03}.log"));
+            Daemon::options(home).debug_log(&path).start()
+        }
+        None => Daemon::start(home),
+    }
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
@@ -246,8 +261,8 @@ fn campaign(victim: Victim) {
     eprintln!("crash campaign ({label}): seed {seed}");
 
     let (_dir, _rv, alice, bob) = enrolled_pair();
-    let bob_daemon = Daemon::start(&bob);
-    let alice_daemon = Daemon::start(&alice);
+    let bob_daemon = start(&bob);
+    let alice_daemon = start(&alice);
     // The first message pins bob's keys, so that later ones wait in the outbox while he is away.
     let first = control(
         &alice,
@@ -378,12 +393,21 @@ fn converge(alice: &Path, bob: &Path, tally: &Tally) {
         if delivered && received.len() >= sent.len() {
             break (sent, received, bob_history, alice_history);
         }
-        assert!(
-            Instant::now() < deadline,
-            "the outbox did not deliver within {CONVERGE:?}: alice kept {}, bob has {}",
-            sent.len(),
-            received.len()
-        );
+        if Instant::now() >= deadline {
+            let waiting: Vec<String> = alice_history["messages"]
+                .as_array()
+                .expect("messages")
+                .iter()
+                .filter(|m| m["delivery"] != "delivered")
+                .map(|m| format!("{} ({})", m["text"], m["delivery"]))
+                .collect();
+            panic!(
+                "the outbox did not deliver within {CONVERGE:?}: alice kept {}, bob has {}; not delivered: {}",
+                sent.len(),
+                received.len(),
+                waiting.join(", ")
+            );
+        }
         std::thread::sleep(Duration::from_millis(250));
     };
 
@@ -485,7 +509,7 @@ fn kill_rounds(
         rounds += 1;
         std::thread::sleep(Duration::from_millis(rng.below(300)));
         // `Daemon::start` waits for the control socket and the rendezvous: the store opened.
-        proc = Daemon::start(&home);
+        proc = start(&home);
         let received = burst_texts(&history(bob, "alice"), "alice");
         let received = counts(&received);
         for text in &acked_before {

@@ -7,7 +7,7 @@
 //! its own small interactor [`Prekeys`]) and [`enroll`]. The messaging ones are methods of
 //! one [`Messaging`], which holds the ports and the locks they share.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use parley_domain::{MessageId, Username};
@@ -54,10 +54,11 @@ pub struct Messaging<S, D, T, C, E, V, M> {
     /// to one of them goes out behind its older ones, so one sender's messages arrive in the
     /// order they were written. `None` until read from the store at the first send.
     backlog: Mutex<Option<backlog::Backlog>>,
-    /// Messages whose envelope is on its way to the recipient right now: the outbox round
-    /// leaves them (and what follows them to the same recipient) to the delivery under way
-    /// instead of sending the same envelope a second time.
-    in_flight: Mutex<HashSet<MessageId>>,
+    /// Messages whose envelope is on its way to the recipient right now (or about to be: a
+    /// send marks its message before it is kept in the outbox), each with how many marks it
+    /// holds: the outbox round leaves them (and what follows them to the same recipient) to
+    /// the delivery under way instead of sending the same envelope a second time.
+    in_flight: Mutex<HashMap<MessageId, u32>>,
     /// Messages whose deposit the rendezvous refused for now, and until when (the clock's
     /// milliseconds) the outbox round leaves them be.
     mail_backoff: Mutex<HashMap<MessageId, i64>>,
@@ -96,7 +97,7 @@ where
             mailbox,
             chains: Mutex::new(()),
             backlog: Mutex::new(None),
-            in_flight: Mutex::new(HashSet::new()),
+            in_flight: Mutex::new(HashMap::new()),
             mail_backoff: Mutex::new(HashMap::new()),
         }
     }
@@ -125,27 +126,31 @@ fn body_of(message: &parley_domain::StoredMessage) -> parley_domain::Body {
 #[cfg(test)]
 mod tests;
 
-/// Marks one message as on its way while it lives (see `Messaging::in_flight`).
+/// Marks one message as on its way while it lives (see `Messaging::in_flight`); marks nest.
 pub(super) struct InFlight<'a> {
-    set: &'a Mutex<HashSet<MessageId>>,
+    set: &'a Mutex<HashMap<MessageId, u32>>,
     id: MessageId,
 }
 
 impl<'a> InFlight<'a> {
     /// Marks `id`.
-    pub(super) fn mark(set: &'a Mutex<HashSet<MessageId>>, id: MessageId) -> Self {
-        set.lock()
+    pub(super) fn mark(set: &'a Mutex<HashMap<MessageId, u32>>, id: MessageId) -> Self {
+        *set.lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(id);
+            .entry(id)
+            .or_insert(0) += 1;
         Self { set, id }
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.id);
+        let mut set = self.set.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(marks) = set.get_mut(&self.id) {
+            *marks -= 1;
+            if *marks == 0 {
+                set.remove(&self.id);
+            }
+        }
     }
 }

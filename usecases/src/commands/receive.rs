@@ -194,12 +194,17 @@ where
             return self.keep(cmd, contact.as_ref(), opened, None);
         };
         // A retry of an envelope stored before: its message key is gone, so it is recognised
-        // here, before the session is asked to open it.
+        // here, before the session is asked to open it. Under the chain's lock, which the
+        // store of a copy holds until it is written: a second copy arriving at the same moment
+        // (a retry racing the first try, or the mailbox's copy racing the direct one) waits
+        // for the first and is then a duplicate, never a message whose key is gone.
         let claimed = self
             .envelopes
             .header(&cmd.envelope)
             .map_err(ReceiveError::Envelope)?;
+        let chain = self.chain_guard();
         if let Some(digest) = self.store.incoming_digest(&cmd.from, &claimed.id)? {
+            drop(chain);
             self.store.sync()?;
             return if digest == self.envelopes.digest(&cmd.envelope) {
                 Ok(Received::Duplicate)
@@ -208,7 +213,6 @@ where
             };
         }
         let now = self.clock.now();
-        let chain = self.chain_guard();
         let mut book = self.store.sessions(&cmd.from)?;
         let (mut session, answered, used) = match book.get_mut(&named.id) {
             Some(session) => (session.clone(), false, None),

@@ -355,6 +355,9 @@ where
         let to = cmd.to.clone();
         let id = cmd.id;
         let fresh = self.prepare_session(&contact).await?;
+        // Marked before it is in the outbox: the outbox round, running meanwhile, leaves it to
+        // this delivery instead of sending it a second time.
+        let _on_its_way = super::InFlight::mark(&self.in_flight, id);
         let entry = self.seal_and_keep(cmd, Some(&contact), fresh)?;
         let outcome = match address {
             Some(address) if backlogged => {

@@ -96,7 +96,7 @@ where
         self.in_flight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains(id)
+            .contains_key(id)
     }
 
     /// Deletes every message expired by now (both directions), for real: its key goes too.

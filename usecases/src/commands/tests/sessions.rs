@@ -251,3 +251,46 @@ fn given_a_first_message_signed_by_another_key_then_no_session_is_agreed_for_it(
             .is_empty()
     );
 }
+
+#[test]
+fn given_two_copies_of_an_envelope_arriving_at_once_then_one_is_stored_and_both_earn_a_receipt() {
+    // A retry racing the first try, or the mailbox's copy racing the direct one: the second
+    // copy must be recognised as a duplicate (a receipt), never refused because the first
+    // used its message key meanwhile. Each round races two threads; the race is not forced,
+    // so it is run often enough to be met.
+    let w = alice_world();
+    w.directory.set_online(&user("bob"));
+    let b = bob(&w);
+    send(&w, 1, "bob", "hello").expect("delivered");
+    let first = delivered(&w).pop().expect("sent");
+    assert_eq!(
+        b.messaging.receive(from_alice(first)),
+        Ok(Received::Verified)
+    );
+    for n in 0..60u8 {
+        let envelope = bob_answers(&w, &b, 10 + n, &format!("copy {n}"));
+        let barrier = std::sync::Barrier::new(2);
+        let outcomes: Vec<Result<Received, ReceiveError>> = std::thread::scope(|s| {
+            let copies: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        alice_receives(&w, envelope.clone())
+                    })
+                })
+                .collect();
+            copies
+                .into_iter()
+                .map(|c| c.join().expect("the receiving thread"))
+                .collect()
+        });
+        let mut outcomes = outcomes;
+        outcomes.sort_by_key(|o| format!("{o:?}"));
+        assert_eq!(
+            outcomes,
+            vec![Ok(Received::Duplicate), Ok(Received::Verified)],
+            "round {n}"
+        );
+    }
+    assert_eq!(w.history("bob").len(), 61);
+}
