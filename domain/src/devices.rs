@@ -9,7 +9,9 @@
 //!          ‖ signer:[32]
 //! ```
 //!
-//! Integers are big-endian. The rules a holder of the list applies to a new version
+//! Integers are big-endian. On the wire and at rest a list is `signed ‖ signature:[64]`
+//! ([`DeviceList::encode`], [`DeviceList::decode`]). A device is named by [`device_id`]: the
+//! first 8 bytes of its key in hex, short enough to type. The rules a holder of the list applies to a new version
 //! ([`DeviceList::accept`]):
 //!
 //! - the first list seen of a user (no version held) is taken on first use when it is well
@@ -123,6 +125,64 @@ impl DeviceList {
         }
         out.extend_from_slice(&self.signer);
         Ok(out)
+    }
+
+    /// `signed ‖ signature`, as the list travels and is kept.
+    ///
+    /// # Errors
+    /// As [`DeviceList::signed_bytes`].
+    pub fn encode(&self) -> Result<Vec<u8>, ListRefusal> {
+        let mut out = self.signed_bytes()?;
+        out.extend_from_slice(&self.signature);
+        Ok(out)
+    }
+
+    /// Reads [`DeviceList::encode`]'s bytes: the layout only (a name that is no username, or
+    /// text that is no UTF-8, is malformed); the rules are [`DeviceList::accept`]'s.
+    ///
+    /// # Errors
+    /// [`ListRefusal::Malformed`].
+    pub fn decode(bytes: &[u8]) -> Result<Self, ListRefusal> {
+        let mut r = Reader(bytes);
+        if r.take(CONTEXT.len())? != CONTEXT {
+            return Err(ListRefusal::Malformed("not a device list"));
+        }
+        let user_len = usize::from(r.byte()?);
+        let user = std::str::from_utf8(r.take(user_len)?)
+            .ok()
+            .and_then(|u| Username::parse(u).ok())
+            .ok_or(ListRefusal::Malformed("the user is not a username"))?;
+        let version = u64::from_be_bytes(r.array()?);
+        let count = usize::from(r.byte()?);
+        if count > MAX_DEVICES {
+            return Err(ListRefusal::Malformed("more devices than a user may have"));
+        }
+        let mut devices = Vec::with_capacity(count);
+        for _ in 0..count {
+            let ed25519 = r.array()?;
+            let added_at = Timestamp(i64::from_be_bytes(r.array()?));
+            let name_len = usize::from(r.byte()?);
+            let name = std::str::from_utf8(r.take(name_len)?)
+                .map_err(|_| ListRefusal::Malformed("a device name is not UTF-8"))?
+                .to_owned();
+            devices.push(ListedDevice {
+                ed25519,
+                added_at,
+                name,
+            });
+        }
+        let signer = r.array()?;
+        let signature = r.array()?;
+        if !r.0.is_empty() {
+            return Err(ListRefusal::Malformed("bytes after the signature"));
+        }
+        Ok(Self {
+            user,
+            version,
+            devices,
+            signer,
+            signature,
+        })
     }
 
     /// Checks what needs no other list: the version, the number of devices, each key once,
@@ -269,6 +329,42 @@ impl Unsigned {
             signer,
             signature,
         }
+    }
+}
+
+/// The short name of the device whose key is `ed25519`: its first 8 bytes, lower-case hex.
+#[must_use]
+pub fn device_id(ed25519: &[u8; 32]) -> String {
+    use std::fmt::Write as _;
+    ed25519[..8]
+        .iter()
+        .fold(String::with_capacity(16), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+/// Reads a list's bytes front to back.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ListRefusal> {
+        if self.0.len() < n {
+            return Err(ListRefusal::Malformed("the list is cut short"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn byte(&mut self) -> Result<u8, ListRefusal> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], ListRefusal> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
     }
 }
 
@@ -438,6 +534,28 @@ mod tests {
             DeviceList::accept(Some(&v3), &eve),
             Err(ListRefusal::OtherUser)
         );
+    }
+
+    #[test]
+    fn a_list_travels_as_its_signed_bytes_and_signature_and_nothing_else() {
+        let v2 = sign(
+            first()
+                .next(vec![device(1, "laptop"), device(2, "Bob's desktop ✓")])
+                .expect("v2"),
+            1,
+        );
+        let bytes = v2.encode().expect("fits");
+        assert_eq!(DeviceList::decode(&bytes), Ok(v2.clone()));
+        for cut in [0, 10, bytes.len() - 1] {
+            assert!(DeviceList::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(DeviceList::decode(&longer).is_err());
+        let mut other = bytes;
+        other[0] ^= 1;
+        assert!(DeviceList::decode(&other).is_err());
+        assert_eq!(device_id(&[0xab; 32]), "abababababababab");
     }
 
     #[test]

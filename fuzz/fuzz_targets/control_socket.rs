@@ -67,6 +67,7 @@ fuzz_target!(|data: &[u8]| {
             | Request::Status
             | Request::Subscribe
             | Request::TotpEnable
+            | Request::Devices
             | Request::TotpDisable { .. },
         )
         | None => {}

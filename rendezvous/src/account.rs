@@ -5,8 +5,13 @@
 //! Like renewal, it checks in the registry that the certificate's key is still bound to its
 //! user: the handshake proved the key, the CA's signature the name once, and this that nothing
 //! changed since.
+//!
+//! A device list is kept only when [`DeviceList::accept`] takes it after the one held, when
+//! the publishing device signed it, and when every key it names is bound to the user: the
+//! rendezvous cannot vouch for a device, but it refuses to keep what no contact would accept
+//! and a list naming a device that never enrolled under the name.
 
-use parley_domain::{PeerKeys, Username};
+use parley_domain::{PeerKeys, Username, devices::DeviceList};
 use parley_p2p::{AccountKeeper, AccountRefusal};
 
 use crate::service::{Error, Service};
@@ -71,6 +76,87 @@ fn refusal(user: &Username, error: Error) -> AccountRefusal {
     }
 }
 
+/// A list refused by the rules, in one sentence.
+fn list_refused(reason: impl std::fmt::Display) -> AccountRefusal {
+    AccountRefusal::new(
+        "device_list_refused",
+        format!("the device list was refused: {reason}"),
+    )
+}
+
+/// Tries of a device list's compare-and-swap before the request is answered as busy.
+const LIST_TRIES: usize = 4;
+
+impl Service {
+    fn held_list(&self, user: &Username) -> Result<Option<(DeviceList, Vec<u8>)>, AccountRefusal> {
+        let Some(bytes) = self.registry().device_list(user).map_err(|e| {
+            tracing::error!(%user, error = %e, "reading a device list failed");
+            unavailable()
+        })?
+        else {
+            return Ok(None);
+        };
+        let list = DeviceList::decode(&bytes).map_err(|e| {
+            tracing::error!(%user, error = %e, "a device list in the registry is unreadable");
+            unavailable()
+        })?;
+        Ok(Some((list, bytes)))
+    }
+
+    fn keep_list(
+        &self,
+        user: &Username,
+        keys: &PeerKeys,
+        list: &DeviceList,
+    ) -> Result<(), AccountRefusal> {
+        if list.user != *user {
+            return Err(list_refused("it is another user's"));
+        }
+        if list.signer != keys.ed25519 {
+            return Err(list_refused("it is not signed by the device publishing it"));
+        }
+        for device in &list.devices {
+            let owner = self.registry().key_owner(&device.ed25519).map_err(|e| {
+                tracing::error!(%user, error = %e, "account request failed");
+                unavailable()
+            })?;
+            if owner.as_deref() != Some(user.as_str()) {
+                return Err(AccountRefusal::new(
+                    "device_not_enrolled",
+                    format!(
+                        "the device list names device {}, which is not enrolled as {user}",
+                        parley_domain::devices::device_id(&device.ed25519)
+                    ),
+                ));
+            }
+        }
+        let new = list.encode().map_err(list_refused)?;
+        for _ in 0..LIST_TRIES {
+            let held = self.held_list(user)?;
+            DeviceList::accept(held.as_ref().map(|(l, _)| l), list).map_err(list_refused)?;
+            let swapped = self
+                .registry()
+                .replace_device_list(user, held.as_ref().map(|(_, b)| b.as_slice()), &new)
+                .map_err(|e| {
+                    tracing::error!(%user, error = %e, "writing a device list failed");
+                    unavailable()
+                })?;
+            if swapped {
+                self.registry().flush_blocking().map_err(|e| {
+                    tracing::error!(%user, error = %e, "writing a device list failed");
+                    unavailable()
+                })?;
+                tracing::info!(%user, version = list.version, devices = list.devices.len(), "device list published");
+                return Ok(());
+            }
+        }
+        Err(AccountRefusal::new(
+            "busy",
+            "the rendezvous is busy with this account; retry in a moment",
+        ))
+    }
+}
+
 impl AccountKeeper for Service {
     fn totp_enable(&self, user: &Username, keys: &PeerKeys) -> Result<String, AccountRefusal> {
         self.check_bound(user, keys)?;
@@ -85,5 +171,24 @@ impl AccountKeeper for Service {
     ) -> Result<(), AccountRefusal> {
         self.check_bound(user, keys)?;
         Service::totp_disable(self, user, code).map_err(|e| refusal(user, e))
+    }
+
+    fn publish_devices(
+        &self,
+        user: &Username,
+        keys: &PeerKeys,
+        list: &DeviceList,
+    ) -> Result<(), AccountRefusal> {
+        self.check_bound(user, keys)?;
+        self.keep_list(user, keys, list)
+    }
+
+    fn devices(
+        &self,
+        user: &Username,
+        keys: &PeerKeys,
+    ) -> Result<Option<DeviceList>, AccountRefusal> {
+        self.check_bound(user, keys)?;
+        Ok(self.held_list(user)?.map(|(list, _)| list))
     }
 }

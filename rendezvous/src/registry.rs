@@ -76,6 +76,7 @@ pub struct Registry {
     device_keys: sled::Tree,
     certificates: sled::Tree,
     newest_certificates: sled::Tree,
+    device_lists: sled::Tree,
 }
 
 impl std::fmt::Debug for Registry {
@@ -96,6 +97,7 @@ impl Registry {
             device_keys: db.open_tree("device_keys")?,
             certificates: db.open_tree("certificates")?,
             newest_certificates: db.open_tree("newest_certificates")?,
+            device_lists: db.open_tree("device_lists")?,
             db,
         };
         // Every certificate recorded since the index exists is indexed with it, so an empty
@@ -239,6 +241,34 @@ impl Registry {
             .newest_certificates
             .get(name.as_str())?
             .map(|der| der.to_vec()))
+    }
+
+    /// `name`'s signed device list as published (`DeviceList::encode`'s bytes), if any.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub fn device_list(&self, name: &Username) -> Result<Option<Vec<u8>>, Error> {
+        Ok(self
+            .device_lists
+            .get(name.as_str())?
+            .map(|bytes| bytes.to_vec()))
+    }
+
+    /// Replaces `name`'s device list with `new` if it is still `held` (`None`: none yet);
+    /// `false` when another write came first. Not flushed.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`].
+    pub fn replace_device_list(
+        &self,
+        name: &Username,
+        held: Option<&[u8]>,
+        new: &[u8],
+    ) -> Result<bool, Error> {
+        Ok(self
+            .device_lists
+            .compare_and_swap(name.as_str(), held, Some(new))?
+            .is_ok())
     }
 
     /// Makes every write so far durable.

@@ -74,6 +74,8 @@ pub enum Request {
         /// The code, as typed.
         code: String,
     },
+    /// This user's devices, as their signed list names them.
+    Devices,
     /// Stream events (incoming messages, receipts) until the connection closes.
     Subscribe,
 }

@@ -167,6 +167,7 @@ async fn serve_client(peer: Arc<Peer>, stream: UnixStream) {
         Request::Trust { user } => reply(&mut write, peer.trust(&user)).await,
         Request::TotpEnable => reply(&mut write, peer.totp_enable().await).await,
         Request::TotpDisable { code } => reply(&mut write, peer.totp_disable(&code).await).await,
+        Request::Devices => reply(&mut write, peer.devices().await).await,
         Request::SaveAttachment {
             with,
             id,

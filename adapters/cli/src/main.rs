@@ -142,6 +142,12 @@ enum Command {
         /// The other party.
         user: String,
     },
+    /// List this user's devices, as their signed device list names them.
+    Devices {
+        /// One JSON document instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// The second factor (a code from an authenticator app) for enrolling this user.
     Totp {
         #[command(subcommand)]
@@ -386,6 +392,15 @@ async fn run(cli: Cli, warnings: Vec<String>) -> Result<()> {
             Ok(())
         }
         Command::Chat { user } => chat::run(&home, parse_user(&user)?).await,
+        Command::Devices { json } => {
+            show(
+                &home,
+                &Request::Devices,
+                json,
+                |list: &Vec<view::Device>| present::device_lines(list),
+            )
+            .await
+        }
         Command::Totp {
             action: TotpAction::Enable,
         } => {

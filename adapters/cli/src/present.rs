@@ -134,6 +134,24 @@ pub fn conversation_line(c: &Conversation) -> String {
     )
 }
 
+/// Readable lines for this user's devices, one per device: id, name, when added, and which is
+/// this one.
+#[must_use]
+pub fn device_lines(list: &[parley_peer::view::Device]) -> String {
+    list.iter()
+        .map(|d| {
+            format!(
+                "{}  {}  added {}{}",
+                d.id,
+                terminal::inline(&d.name),
+                d.added_at,
+                if d.current { "  (this device)" } else { "" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Readable lines for the status.
 #[must_use]
 pub fn status_lines(s: &Status) -> String {

@@ -715,3 +715,20 @@ fn open_error(e: OpenError) -> EnvelopeError {
 
 #[cfg(test)]
 mod tests;
+
+impl parley_usecases::ports::ListSigner for Sealer {
+    fn device_key(&self) -> [u8; 32] {
+        self.ed25519_public()
+    }
+
+    /// Signed with the device key, over the list's own context-prefixed bytes
+    /// (`parley/device-list/v1`), which no envelope or receipt signature can be.
+    fn sign_device_list(
+        &self,
+        unsigned: parley_domain::devices::Unsigned,
+    ) -> Result<parley_domain::devices::DeviceList, parley_domain::devices::ListRefusal> {
+        let signer = self.ed25519_public();
+        let bytes = unsigned.signed_bytes(&signer)?;
+        Ok(unsigned.signed(self.signing.sign(&bytes).to_bytes(), signer))
+    }
+}

@@ -2,8 +2,9 @@
 //! request and one response per stream): what a device asks about its own account.
 //!
 //! The account is the connection's certificate's user, never a field: unknown fields are
-//! refused, so a request naming a user is malformed. Today it turns the second factor on and
-//! off; the account's devices and link codes belong here too.
+//! refused, so a request naming a user is malformed. It turns the second factor on and off,
+//! and publishes and fetches the account's signed device list (base64 of
+//! `parley_domain::devices::DeviceList::encode`); link codes belong here too.
 
 use libp2p::StreamProtocol;
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,8 @@ use crate::protocol::Meta;
 pub const ACCOUNT_PROTOCOL: StreamProtocol = StreamProtocol::new("/parley/account/1");
 /// The largest `/parley/account/1` request read, in bytes (a code and the metadata).
 pub const MAX_ACCOUNT_REQUEST_BYTES: u64 = 16 * 1024;
-/// The largest `/parley/account/1` response read, in bytes (a secret, or a refusal).
+/// The largest `/parley/account/1` response read, in bytes (a secret, a device list, or a
+/// refusal: a list of the most devices with the longest names is under 1.2 KiB, 1.6 in base64).
 pub const MAX_ACCOUNT_RESPONSE_BYTES: u64 = 4 * 1024;
 
 /// A device's request about its own account.
@@ -35,6 +37,20 @@ pub enum AccountRequest {
         #[serde(default)]
         meta: Meta,
     },
+    /// Publish a new version of the account's device list, signed by this device.
+    PublishDevices {
+        /// The list's bytes, standard base64.
+        list: String,
+        /// Protocol metadata.
+        #[serde(default)]
+        meta: Meta,
+    },
+    /// The account's device list as the rendezvous holds it.
+    Devices {
+        /// Protocol metadata.
+        #[serde(default)]
+        meta: Meta,
+    },
 }
 
 /// The answer on `/parley/account/1`.
@@ -48,10 +64,17 @@ pub enum AccountResponse {
     },
     /// Done.
     Done,
+    /// The account's device list, when one was published.
+    Devices {
+        /// The list's bytes, standard base64; absent when none was published yet.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        list: Option<String>,
+    },
     /// Refused, with a code and one sentence.
     Refused {
         /// `totp_on`, `totp_off`, `invalid_totp`, `locked_out`, `busy`, `unavailable`,
-        /// `malformed`, `accounts_disabled`.
+        /// `malformed`, `accounts_disabled`, `key_not_bound`, `device_list_refused`,
+        /// `device_not_enrolled`.
         code: String,
         /// One sentence for the user.
         reason: String,

@@ -3,6 +3,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use parley_domain::devices::Standing;
 use parley_usecases::{
     commands::{Prekeys, ReceiveMessage, Replenished},
     ports::{NodeInfo, PrekeySecrets},
@@ -167,6 +168,55 @@ pub(crate) async fn keep_prekeys<K: PrekeySecrets + 'static>(peer: Arc<Peer>, se
             Err(e) => {
                 tracing::error!(error = %e, "replenishing the prekeys failed");
                 PREKEYS_RETRY
+            }
+        };
+    }
+}
+
+/// How often the device list is made sure of at the rendezvous.
+const DEVICES_EVERY: Duration = Duration::from_secs(10 * 60);
+/// How soon again after a failure.
+const DEVICES_RETRY: Duration = Duration::from_secs(30);
+
+/// Makes sure of this user's signed device list once the rendezvous is connected (the first
+/// device publishes it), then every [`DEVICES_EVERY`]; says in the log when this device is not
+/// in it, or when the rendezvous serves a list this device refuses.
+pub(crate) async fn keep_device_list(peer: Arc<Peer>) {
+    let mut stop = peer.stop.subscribe();
+    let mut wait = Duration::ZERO;
+    let mut seen: Option<(u64, Standing)> = None;
+    loop {
+        tokio::select! {
+            () = stopped(&mut stop) => break,
+            () = tokio::time::sleep(wait) => {}
+        }
+        if !peer.node().snapshot().rendezvous_connected {
+            wait = PREKEYS_CONNECT_POLL;
+            continue;
+        }
+        wait = match peer.refresh_devices().await {
+            Ok(devices) => {
+                let now = (devices.list.version, devices.standing);
+                if seen != Some(now) {
+                    match devices.standing {
+                        Standing::Confirmed => tracing::info!(
+                            version = devices.list.version,
+                            devices = devices.list.devices.len(),
+                            "the signed device list names this device"
+                        ),
+                        Standing::Unconfirmed => tracing::warn!(
+                            version = devices.list.version,
+                            devices = devices.list.devices.len(),
+                            "this device is not in its user's signed device list: contacts see it as a key change until they trust it"
+                        ),
+                    }
+                    seen = Some(now);
+                }
+                DEVICES_EVERY
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, code = e.code(), "the device list could not be made sure of now; trying again");
+                DEVICES_RETRY
             }
         };
     }

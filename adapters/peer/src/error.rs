@@ -106,6 +106,9 @@ pub enum PeerError {
     /// The rendezvous did not change the account.
     #[error(transparent)]
     Account(parley_usecases::ports::AccountError),
+    /// The user's signed device list could not be made sure of.
+    #[error("{0}")]
+    Devices(parley_usecases::commands::DeviceListError),
     /// The store failed to make a write durable, so the peer stopped; `program` names what
     /// stopped (`the daemon`, `Parley`).
     #[error(
@@ -157,6 +160,15 @@ impl PeerError {
                 "busy" => "busy",
                 "key_not_bound" => "key_not_bound",
                 "rendezvous_unavailable" => "rendezvous_unavailable",
+                _ => "account_refused",
+            },
+            Self::Devices(e) => match e.code() {
+                "device_list_refused" => "device_list_refused",
+                "bad_device_name" => "bad_device_name",
+                "store_unavailable" => "store_unavailable",
+                "rendezvous_unavailable" => "rendezvous_unavailable",
+                "busy" => "busy",
+                "key_not_bound" => "key_not_bound",
                 _ => "account_refused",
             },
         }

@@ -13,7 +13,7 @@ use parley_envelope::Sealer;
 use parley_p2p::{AttachmentConfig, Credentials, Multiaddr, Node, NodeConfig};
 use parley_store::Store;
 use parley_usecases::{
-    commands::{Messaging, SendMessage, Sent},
+    commands::{Messaging, OwnDevices, SendMessage, Sent},
     ports::{
         AccountService, AttachmentSource, Clock, Event, EventSink, Expiry, IdentityStore, NodeInfo,
     },
@@ -59,6 +59,9 @@ impl EventSink for Broadcast {
 }
 
 pub(crate) type Core = Messaging<Arc<Store>, Node, Node, SystemClock, Arc<Broadcast>, Sealer, Node>;
+
+/// This user's signed device list, over the store, the node and this device's key.
+pub(crate) type Devices = OwnDevices<Arc<Store>, Node, Sealer>;
 
 /// How the peer runs.
 #[derive(Debug, Clone)]
@@ -116,6 +119,12 @@ pub struct Peer {
     user: Username,
     keys: PeerKeys,
     pub(crate) core: Core,
+    pub(crate) devices: Devices,
+    /// What this device calls itself in its user's device list.
+    pub(crate) device_name: String,
+    /// One refresh of the device list at a time: two at once could both publish a first
+    /// version, and the rendezvous would refuse the second as not newer.
+    devices_turn: tokio::sync::Mutex<()>,
     node: Node,
     store: Arc<Store>,
     events: Arc<Broadcast>,
@@ -202,6 +211,14 @@ impl Peer {
                 ),
                 node.clone(),
             ),
+            devices: OwnDevices::new(
+                identity.user.clone(),
+                store.clone(),
+                node.clone(),
+                Sealer::new(&identity.ed25519, &identity.x25519),
+            ),
+            device_name: this_device_name(),
+            devices_turn: tokio::sync::Mutex::new(()),
             node,
             store,
             events,
@@ -217,6 +234,7 @@ impl Peer {
             tasks.spawn(background::collect_mail(peer.clone()));
             tasks.spawn(background::keep_certificate(peer.clone()));
             tasks.spawn(background::keep_prekeys(peer.clone(), peer.store.clone()));
+            tasks.spawn(background::keep_device_list(peer.clone()));
             tasks.spawn(background::every(
                 peer.clone(),
                 PURGE_EVERY,
@@ -466,6 +484,28 @@ impl Peer {
         Ok(view::TotpDisabled { totp: false })
     }
 
+    /// This user's devices as their signed list names them, the list made sure of at the
+    /// rendezvous first (see [`OwnDevices::refresh`]).
+    ///
+    /// # Errors
+    /// [`PeerError::Devices`]: `rendezvous_unavailable`, `device_list_refused` (the rendezvous
+    /// serves a list no device of the user signed, or an older one it will not take back).
+    pub async fn devices(&self) -> Result<Vec<view::Device>, PeerError> {
+        let devices = self.refresh_devices().await?;
+        Ok(view::Device::all(&devices.list, &devices.current))
+    }
+
+    /// [`OwnDevices::refresh`] off the async workers (it reads and writes the store).
+    pub(crate) async fn refresh_devices(
+        &self,
+    ) -> Result<parley_usecases::commands::Devices, PeerError> {
+        let _turn = self.devices_turn.lock().await;
+        self.devices
+            .refresh(SystemClock.now(), &self.device_name)
+            .await
+            .map_err(PeerError::Devices)
+    }
+
     /// Counts everything in the conversation with `with` as read.
     ///
     /// # Errors
@@ -563,4 +603,26 @@ fn random_id() -> Result<[u8; 16], PeerError> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|_| PeerError::Random)?;
     Ok(bytes)
+}
+
+/// The name this device gives itself in its user's first device list: the host's name, else
+/// "this device".
+fn this_device_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let name: String = host
+        .trim()
+        .chars()
+        .filter(|c| !c.is_control())
+        .scan(0usize, |len, c| {
+            *len += c.len_utf8();
+            (*len <= parley_domain::devices::MAX_DEVICE_NAME).then_some(c)
+        })
+        .collect();
+    if name.is_empty() {
+        "this device".to_owned()
+    } else {
+        name
+    }
 }

@@ -533,6 +533,35 @@ pub struct TotpEnabled {
     pub qr_svg: String,
 }
 
+/// One of this user's devices, as the signed device list names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Device {
+    /// Its short id: the first 8 bytes of its device key, hex (what `devices remove` takes).
+    pub id: String,
+    /// What its owner calls it.
+    pub name: String,
+    /// When it was added to the list, RFC 3339.
+    pub added_at: String,
+    /// Whether it is the device answering.
+    pub current: bool,
+}
+
+impl Device {
+    /// The devices `list` names, oldest first, `current` marking this device's key.
+    #[must_use]
+    pub fn all(list: &parley_domain::devices::DeviceList, current: &[u8; 32]) -> Vec<Self> {
+        list.devices
+            .iter()
+            .map(|d| Self {
+                id: parley_domain::devices::device_id(&d.ed25519),
+                name: d.name.clone(),
+                added_at: rfc3339(d.added_at),
+                current: d.ed25519 == *current,
+            })
+            .collect()
+    }
+}
+
 /// The second factor turned off.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TotpDisabled {

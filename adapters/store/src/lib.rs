@@ -74,6 +74,7 @@
 //! | `expiry`        | `expires_at ‖ messages key`          | the message's `seen` key (for its record id)              |
 //! | `contacts`      | `N(contact)`                         | JSON mirror of `Contact` (pinned and pending keys, hex)   |
 //! | `read`          | `N(contact)`                         | the highest `seq` read in the conversation (u64)          |
+//! | `device_lists`  | `N(user)`                            | the signed device list held (`DeviceList::encode`)        |
 //! | `attachments/`  | files named `<record id>…`           | written elsewhere; deleted with their message             |
 //!
 //! * The local sequence comes from sled's `generate_id`, which is unique and increasing across
@@ -117,6 +118,7 @@
 
 mod attachments;
 mod crypto;
+mod device_lists;
 mod identity;
 mod keyring;
 mod messages;
@@ -277,6 +279,7 @@ pub struct Store {
     faults: sled::Tree,
     expiry: sled::Tree,
     contacts: sled::Tree,
+    device_lists: sled::Tree,
     read: sled::Tree,
     sessions: sled::Tree,
     prekeys: sled::Tree,
@@ -330,6 +333,7 @@ impl Store {
             faults: tree("faults")?,
             expiry: tree("expiry")?,
             contacts: tree("contacts")?,
+            device_lists: tree("device_lists")?,
             read: tree("read")?,
             sessions: tree(sessions::TREE)?,
             prekeys: tree(prekeys::TREE)?,

@@ -427,6 +427,7 @@ fn control_seeds(corpus: &Corpus) {
         ),
         ("subscribe", Request::Subscribe),
         ("totp-enable", Request::TotpEnable),
+        ("devices", Request::Devices),
         (
             "totp-disable",
             Request::TotpDisable {
@@ -598,6 +599,40 @@ fn ratchet_seeds(corpus: &Corpus) {
     corpus.put(target, "first-message", with(1, &framed));
 }
 
+/// bob's first list, signed by its device; and a version 4 signed by the fuzz target's held
+/// list's device 1 (its signature is not what the target checks against the held list).
+fn device_list_seeds(corpus: &Corpus) {
+    use ed25519_dalek::{Signer as _, SigningKey};
+    use parley_domain::Timestamp;
+    use parley_domain::devices::{ListedDevice, Unsigned};
+    let target = "device_list";
+    let key = SigningKey::from_bytes(&[1; 32]);
+    let public = key.verifying_key().to_bytes();
+    let device = |ed25519: [u8; 32], name: &str| ListedDevice {
+        ed25519,
+        added_at: Timestamp(1_800_000_000_000),
+        name: name.to_owned(),
+    };
+    let sign = |unsigned: Unsigned, signer: [u8; 32]| {
+        let bytes = unsigned.signed_bytes(&signer).expect("fits");
+        unsigned.signed(key.sign(&bytes).to_bytes(), signer)
+    };
+    let first = sign(
+        Unsigned::first(user("bob"), device(public, "laptop")).expect("a first list"),
+        public,
+    );
+    corpus.put(target, "first", first.encode().expect("fits"));
+    let next = sign(
+        Unsigned {
+            user: user("bob"),
+            version: 4,
+            devices: vec![device([1; 32], "device 1"), device([3; 32], "desktop")],
+        },
+        [1; 32],
+    );
+    corpus.put(target, "next", next.encode().expect("fits"));
+}
+
 fn main() {
     let root = std::env::args_os().nth(1).map_or_else(
         || Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus"),
@@ -610,5 +645,6 @@ fn main() {
     control_seeds(&corpus);
     enrollment_seeds(&corpus);
     ratchet_seeds(&corpus);
+    device_list_seeds(&corpus);
     println!("seeds written to {}", corpus.root.display());
 }

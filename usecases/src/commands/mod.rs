@@ -4,7 +4,8 @@
 //! backlog, and the choice among a recipient's devices), [`receive`], [`mailbox`] (deposits for offline recipients, collecting what the
 //! rendezvous held), [`trust`] (contacts' keys), [`attachments`], [`upkeep`] (the daemon's
 //! outbox retries and expiry), [`prekeys`] (this device's prekeys kept at the rendezvous,
-//! its own small interactor [`Prekeys`]) and [`enroll`]. The messaging ones are methods of
+//! its own small interactor [`Prekeys`]), [`own_devices`] (this user's signed device list,
+//! the interactor [`OwnDevices`]) and [`enroll`]. The messaging ones are methods of
 //! one [`Messaging`], which holds the ports and the locks they share.
 
 use std::collections::HashMap;
@@ -22,6 +23,7 @@ mod backlog;
 mod devices;
 pub mod enroll;
 pub mod mailbox;
+pub mod own_devices;
 pub mod prekeys;
 pub mod receive;
 pub mod send;
@@ -31,6 +33,7 @@ pub mod upkeep;
 pub use attachments::SaveError;
 pub use enroll::{Enroll, EnrollCommandError};
 pub use mailbox::{CollectError, Collected};
+pub use own_devices::{DeviceListError, Devices, OwnDevices};
 pub use prekeys::{Prekeys, ReplenishError, Replenished};
 pub use receive::{ReceiveError, ReceiveMessage, Received};
 pub use send::{SendError, SendMessage, Sent};

@@ -1,9 +1,10 @@
 //! The account port: what a device asks the rendezvous about its own user's account (the
-//! second factor), over its own certified connection.
+//! second factor, the signed device list), over its own certified connection.
 
 use std::future::Future;
 
 use auto_impl::auto_impl;
+use parley_domain::devices::DeviceList;
 
 /// Why an account request did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,4 +48,37 @@ pub trait AccountService: Send + Sync {
     /// # Errors
     /// [`AccountError`]: refused `totp_off`, `invalid_totp`, `locked_out`.
     fn totp_disable(&self, code: &str) -> impl Future<Output = Result<(), AccountError>> + Send;
+
+    /// Publishes a new version of this user's device list, signed by this device; resolves
+    /// once the rendezvous holds it durably.
+    ///
+    /// # Errors
+    /// [`AccountError`]: refused `device_list_refused` (a version not newer than the one held,
+    /// a signer not among the current devices), `device_not_enrolled`.
+    fn publish_devices(
+        &self,
+        list: &DeviceList,
+    ) -> impl Future<Output = Result<(), AccountError>> + Send;
+
+    /// This user's device list as the rendezvous holds it (`None`: none published yet). Not
+    /// checked: the caller judges it against the list it holds.
+    ///
+    /// # Errors
+    /// [`AccountError`]; a list that cannot be read is `Unavailable`.
+    fn devices(&self) -> impl Future<Output = Result<Option<DeviceList>, AccountError>> + Send;
+}
+
+/// This device's key, as it signs its user's device lists.
+#[auto_impl(&, Arc)]
+pub trait ListSigner: Send + Sync {
+    /// This device's Ed25519 key (the one its certificate certifies).
+    fn device_key(&self) -> [u8; 32];
+    /// `unsigned`, signed by this device.
+    ///
+    /// # Errors
+    /// As [`parley_domain::devices::Unsigned::signed_bytes`] (never for a checked version).
+    fn sign_device_list(
+        &self,
+        unsigned: parley_domain::devices::Unsigned,
+    ) -> Result<parley_domain::devices::DeviceList, parley_domain::devices::ListRefusal>;
 }

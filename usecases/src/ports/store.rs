@@ -366,3 +366,21 @@ pub trait IdentityStore: Send + Sync {
     /// Replaces the identity, durably.
     fn save_identity(&self, identity: &DeviceIdentity) -> Result<(), StoreError>;
 }
+
+/// Device lists held: this user's and each contact's, the newest version accepted so far, so
+/// that a list the rendezvous serves later is judged against it (an older one replayed, or one
+/// signed by a removed device, is refused).
+///
+/// # Errors
+/// [`StoreError::Unavailable`] when the medium fails.
+#[auto_impl(&, Arc)]
+pub trait DeviceLists: Send + Sync {
+    /// The list held for `user`, if any.
+    fn device_list(
+        &self,
+        user: &Username,
+    ) -> Result<Option<parley_domain::devices::DeviceList>, StoreError>;
+    /// Replaces the list held for `list.user`, durably. The caller has accepted it.
+    fn keep_device_list(&self, list: &parley_domain::devices::DeviceList)
+    -> Result<(), StoreError>;
+}

@@ -3,8 +3,9 @@
 
 use std::{sync::PoisonError, time::Duration};
 
+use base64::Engine as _;
 use libp2p::{Multiaddr, PeerId};
-use parley_domain::{MailId, PeerKeys, Username};
+use parley_domain::{MailId, PeerKeys, Username, devices::DeviceList};
 use parley_usecases::ports::{
     AccountError, AccountService, Deposit, Directory, DirectoryError, MailBatch, Mailbox,
     MailboxError, NodeInfo, NodeSnapshot, OutgoingEnvelope, PrekeyError, PrekeyService,
@@ -263,6 +264,50 @@ impl AccountService for Node {
         };
         match self.ask_account(request).await? {
             AccountResponse::Done => Ok(()),
+            other => Err(account::refused(other)),
+        }
+    }
+
+    #[tracing::instrument(
+        name = "p2p.account.publish_devices",
+        skip_all,
+        fields(version = list.version, devices = list.devices.len()),
+        err(Display, level = "info")
+    )]
+    async fn publish_devices(&self, list: &DeviceList) -> Result<(), AccountError> {
+        let bytes = list.encode().map_err(|e| AccountError::Refused {
+            code: "device_list_refused".into(),
+            reason: format!("the device list was refused: {e}"),
+        })?;
+        let request = AccountRequest::PublishDevices {
+            list: base64::engine::general_purpose::STANDARD.encode(bytes),
+            meta: trace::current(),
+        };
+        match self.ask_account(request).await? {
+            AccountResponse::Done => Ok(()),
+            other => Err(account::refused(other)),
+        }
+    }
+
+    #[tracing::instrument(name = "p2p.account.devices", skip_all, err(Display, level = "info"))]
+    async fn devices(&self) -> Result<Option<DeviceList>, AccountError> {
+        let request = AccountRequest::Devices {
+            meta: trace::current(),
+        };
+        match self.ask_account(request).await? {
+            AccountResponse::Devices { list: None } => Ok(None),
+            AccountResponse::Devices { list: Some(list) } => {
+                base64::engine::general_purpose::STANDARD
+                    .decode(list)
+                    .ok()
+                    .and_then(|bytes| DeviceList::decode(&bytes).ok())
+                    .map(Some)
+                    .ok_or_else(|| {
+                        AccountError::Unavailable(
+                            "the rendezvous sent a device list that is not one".into(),
+                        )
+                    })
+            }
             other => Err(account::refused(other)),
         }
     }

@@ -1,5 +1,5 @@
 //! `/parley/account/1`, server side: a device's requests about its own account (the second
-//! factor today).
+//! factor, the signed device list).
 //!
 //! The account is the connection's verified certificate's user, and the [`AccountKeeper`]
 //! port checks that the certificate's key is still bound to it, as renewal does. The keeper
@@ -10,8 +10,9 @@
 
 use std::{collections::HashSet, sync::Arc};
 
+use base64::Engine as _;
 use libp2p::request_response::{self, ProtocolSupport, ResponseChannel};
-use parley_domain::{CertifiedPeer, PeerKeys, Role, Username};
+use parley_domain::{CertifiedPeer, PeerKeys, Role, Username, devices::DeviceList};
 use tokio::sync::mpsc;
 
 use crate::{
@@ -71,6 +72,31 @@ pub trait AccountKeeper: Send + Sync {
         keys: &PeerKeys,
         code: &str,
     ) -> Result<(), AccountRefusal>;
+
+    /// Keeps `list` as `user`'s device list, published by the device `keys`; durable before
+    /// this returns. Blocks.
+    ///
+    /// # Errors
+    /// Implementations MUST refuse with `key_not_bound` as above; `device_list_refused` unless
+    /// the list is `user`'s, signed by the publishing device, and acceptable after the list
+    /// held by [`parley_domain::devices::DeviceList::accept`]; and `device_not_enrolled` when
+    /// it names a key that is not bound to `user`.
+    fn publish_devices(
+        &self,
+        user: &Username,
+        keys: &PeerKeys,
+        list: &DeviceList,
+    ) -> Result<(), AccountRefusal>;
+
+    /// `user`'s device list as held, if one was published. Blocks.
+    ///
+    /// # Errors
+    /// `key_not_bound` as above.
+    fn devices(
+        &self,
+        user: &Username,
+        keys: &PeerKeys,
+    ) -> Result<Option<DeviceList>, AccountRefusal>;
 }
 
 pub(super) type Behaviour = request_response::json::Behaviour<AccountRequest, AccountResponse>;
@@ -154,12 +180,35 @@ impl Accounts {
             return;
         };
         let meta = match &request {
-            AccountRequest::TotpEnable { meta } | AccountRequest::TotpDisable { meta, .. } => meta,
+            AccountRequest::TotpEnable { meta }
+            | AccountRequest::TotpDisable { meta, .. }
+            | AccountRequest::PublishDevices { meta, .. }
+            | AccountRequest::Devices { meta } => meta,
         };
         if !meta_within_bounds(meta) {
             let _ = behaviour.send_response(channel, refused("malformed", "metadata too large"));
             return;
         }
+        // A list is read here, before any job: bytes that are no list cost no thread.
+        let published = match &request {
+            AccountRequest::PublishDevices { list, .. } => {
+                match base64::engine::general_purpose::STANDARD
+                    .decode(list)
+                    .ok()
+                    .and_then(|bytes| DeviceList::decode(&bytes).ok())
+                {
+                    Some(list) => Some(list),
+                    None => {
+                        let _ = behaviour.send_response(
+                            channel,
+                            refused("malformed", "the device list is not one"),
+                        );
+                        return;
+                    }
+                }
+            }
+            _ => None,
+        };
         let Some(keeper) = self.keeper.clone() else {
             let _ = behaviour.send_response(
                 channel,
@@ -191,6 +240,25 @@ impl Accounts {
                 AccountRequest::TotpDisable { code, .. } => keeper
                     .totp_disable(&user, &keys, &code)
                     .map(|()| AccountResponse::Done),
+                AccountRequest::PublishDevices { .. } => match &published {
+                    Some(list) => keeper
+                        .publish_devices(&user, &keys, list)
+                        .map(|()| AccountResponse::Done),
+                    None => Err(AccountRefusal::new("malformed", "no device list")),
+                },
+                AccountRequest::Devices { .. } => keeper.devices(&user, &keys).and_then(|list| {
+                    let list = list
+                        .map(|l| l.encode())
+                        .transpose()
+                        .map_err(|_| {
+                            AccountRefusal::new(
+                                "unavailable",
+                                "the rendezvous holds a device list it cannot send",
+                            )
+                        })?
+                        .map(|b| base64::engine::general_purpose::STANDARD.encode(b));
+                    Ok(AccountResponse::Devices { list })
+                }),
             };
             let response = outcome.unwrap_or_else(|e| {
                 tracing::info!(%user, refusal = %e.code, "refused an account request");

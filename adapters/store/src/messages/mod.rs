@@ -91,7 +91,7 @@ impl Store {
             .map_err(|e| unavailable("number a new message", e))
     }
 
-    fn name(&self, user: &Username) -> Name {
+    pub(crate) fn name(&self, user: &Username) -> Name {
         self.keys.name(user)
     }
 

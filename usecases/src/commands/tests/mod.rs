@@ -299,6 +299,7 @@ mod attachments;
 mod devices;
 mod enroll;
 mod mailbox;
+mod own_devices;
 mod receive;
 mod send;
 mod sessions;
