@@ -91,6 +91,14 @@
  */
 
 /**
+ * The signed device list held, in short.
+ * @typedef {Object} DeviceListSummary
+ * @property {number} devices How many devices it names.
+ * @property {boolean} this_device Whether it names this device (false: contacts see this device as a key change).
+ * @property {number} version Its version.
+ */
+
+/**
  * Who wrote a message.
  * @typedef {"outgoing"|"incoming"} Direction
  */
@@ -220,6 +228,7 @@
  * @typedef {Object} Status
  * @property {Certificate} certificate The device certificate: when it expires, and a warning when that is near.
  * @property {Connection[]} connections The contacts connected now, one entry each.
+ * @property {DeviceListSummary|null} [device_list] The user's signed device list as this device holds it; absent until one is held.
  * @property {string|null} [home] The home folder: in the window's status only.
  * @property {string[]} listen_addrs Addresses the node listens on.
  * @property {number} outbox Messages waiting for a receipt.

@@ -18,10 +18,10 @@ use crate::service::{Error, Service};
 
 impl Service {
     fn check_bound(&self, user: &Username, keys: &PeerKeys) -> Result<(), AccountRefusal> {
-        let owner = self.registry().key_owner(&keys.ed25519).map_err(|e| {
-            tracing::error!(%user, error = %e, "account request failed");
-            unavailable()
-        })?;
+        let owner = self
+            .registry()
+            .key_owner(&keys.ed25519)
+            .map_err(failed(user, "account request failed"))?;
         if owner.as_deref() == Some(user.as_str()) {
             Ok(())
         } else {
@@ -30,6 +30,17 @@ impl Service {
                 format!("this device's key is no longer bound to {user}; enroll again"),
             ))
         }
+    }
+}
+
+/// Logs `error` (what failed, for `user`) and answers the device `unavailable`.
+fn failed<E: std::fmt::Display>(
+    user: &Username,
+    what: &'static str,
+) -> impl FnOnce(E) -> AccountRefusal {
+    move |error| {
+        tracing::error!(%user, %error, "{what}");
+        unavailable()
     }
 }
 
@@ -89,17 +100,15 @@ const LIST_TRIES: usize = 4;
 
 impl Service {
     fn held_list(&self, user: &Username) -> Result<Option<(DeviceList, Vec<u8>)>, AccountRefusal> {
-        let Some(bytes) = self.registry().device_list(user).map_err(|e| {
-            tracing::error!(%user, error = %e, "reading a device list failed");
-            unavailable()
-        })?
+        let Some(bytes) = self
+            .registry()
+            .device_list(user)
+            .map_err(failed(user, "reading a device list failed"))?
         else {
             return Ok(None);
         };
-        let list = DeviceList::decode(&bytes).map_err(|e| {
-            tracing::error!(%user, error = %e, "a device list in the registry is unreadable");
-            unavailable()
-        })?;
+        let list = DeviceList::decode(&bytes)
+            .map_err(failed(user, "a device list in the registry is unreadable"))?;
         Ok(Some((list, bytes)))
     }
 
@@ -116,10 +125,10 @@ impl Service {
             return Err(list_refused("it is not signed by the device publishing it"));
         }
         for device in &list.devices {
-            let owner = self.registry().key_owner(&device.ed25519).map_err(|e| {
-                tracing::error!(%user, error = %e, "account request failed");
-                unavailable()
-            })?;
+            let owner = self
+                .registry()
+                .key_owner(&device.ed25519)
+                .map_err(failed(user, "account request failed"))?;
             if owner.as_deref() != Some(user.as_str()) {
                 return Err(AccountRefusal::new(
                     "device_not_enrolled",
@@ -137,15 +146,11 @@ impl Service {
             let swapped = self
                 .registry()
                 .replace_device_list(user, held.as_ref().map(|(_, b)| b.as_slice()), &new)
-                .map_err(|e| {
-                    tracing::error!(%user, error = %e, "writing a device list failed");
-                    unavailable()
-                })?;
+                .map_err(failed(user, "writing a device list failed"))?;
             if swapped {
-                self.registry().flush_blocking().map_err(|e| {
-                    tracing::error!(%user, error = %e, "writing a device list failed");
-                    unavailable()
-                })?;
+                self.registry()
+                    .flush_blocking()
+                    .map_err(failed(user, "writing a device list failed"))?;
                 tracing::info!(%user, version = list.version, devices = list.devices.len(), "device list published");
                 return Ok(());
             }

@@ -189,6 +189,18 @@ pub fn status_lines(s: &Status) -> String {
             format!("{} days left", s.certificate.days_left)
         }
     ));
+    if let Some(list) = &s.device_list {
+        lines.push_str(&format!(
+            "\ndevices: {} in the signed list (version {}){}",
+            list.devices,
+            list.version,
+            if list.this_device {
+                ""
+            } else {
+                ", this device NOT among them"
+            }
+        ));
+    }
     for c in &s.connections {
         let path = match c.path {
             Path::Direct => "direct",

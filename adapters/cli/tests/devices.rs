@@ -1,7 +1,7 @@
 //! This user's signed device list with real processes: bob's first device publishes the list
 //! naming itself (`parley devices --json` shows it, current, named after the host); a second
 //! home enrolled as bob with the password alone is not in it, sees the first device's list
-//! with itself absent, and its daemon says so in its log.
+//! with itself absent, and says so in `status` and in its daemon's log.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use parley_testkit::{Daemon, Log, Rendezvous, enroll, json, parley, stderr};
@@ -55,6 +55,13 @@ fn the_first_device_signs_the_list_and_a_device_enrolled_by_password_alone_is_no
         "{text}"
     );
 
+    let status = json(&parley(&laptop, &["status", "--json"]));
+    assert_eq!(
+        status["device_list"],
+        serde_json::json!({"version": 1, "devices": 1, "this_device": true}),
+        "{status}"
+    );
+
     // A restart keeps the same list (held, not published anew).
     assert!(daemon.terminate().success());
     let _laptop_daemon = Daemon::start(&laptop);
@@ -72,6 +79,10 @@ fn the_first_device_signs_the_list_and_a_device_enrolled_by_password_alone_is_no
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0]["id"], id, "the laptop's list");
     assert_eq!(seen[0]["current"], false, "the desktop is not in it");
+    let status = json(&parley(&desktop, &["status", "--json"]));
+    assert_eq!(status["device_list"]["this_device"], false, "{status}");
+    let text = String::from_utf8(parley(&desktop, &["status"]).stdout).unwrap();
+    assert!(text.contains("this device NOT among them"), "{text}");
     parley_testkit::wait_for("the desktop's daemon to warn", || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()

@@ -125,15 +125,7 @@ pub(crate) async fn keep_prekeys<K: PrekeySecrets + 'static>(peer: Arc<Peer>, se
     let prekeys = Arc::new(Prekeys::new(peer.node().clone(), secrets, SystemClock));
     let mut wait = Duration::ZERO;
     let mut failing = false;
-    loop {
-        tokio::select! {
-            () = stopped(&mut stop) => break,
-            () = tokio::time::sleep(wait) => {}
-        }
-        if !peer.node().snapshot().rendezvous_connected {
-            wait = PREKEYS_CONNECT_POLL;
-            continue;
-        }
+    while connected_after(&peer, &mut stop, wait).await {
         // Making prekey secrets writes to the store: off the async workers, as `blocking`.
         let p = prekeys.clone();
         let runtime = tokio::runtime::Handle::current();
@@ -185,15 +177,7 @@ pub(crate) async fn keep_device_list(peer: Arc<Peer>) {
     let mut stop = peer.stop.subscribe();
     let mut wait = Duration::ZERO;
     let mut seen: Option<(u64, Standing)> = None;
-    loop {
-        tokio::select! {
-            () = stopped(&mut stop) => break,
-            () = tokio::time::sleep(wait) => {}
-        }
-        if !peer.node().snapshot().rendezvous_connected {
-            wait = PREKEYS_CONNECT_POLL;
-            continue;
-        }
+    while connected_after(&peer, &mut stop, wait).await {
         wait = match peer.refresh_devices().await {
             Ok(devices) => {
                 let now = (devices.list.version, devices.standing);
@@ -219,6 +203,25 @@ pub(crate) async fn keep_device_list(peer: Arc<Peer>) {
                 DEVICES_RETRY
             }
         };
+    }
+}
+
+/// Sleeps `wait`, then until the rendezvous is connected (polling every
+/// [`PREKEYS_CONNECT_POLL`]): `true` then, `false` once the peer stops.
+async fn connected_after(
+    peer: &Peer,
+    stop: &mut watch::Receiver<bool>,
+    mut wait: Duration,
+) -> bool {
+    loop {
+        tokio::select! {
+            () = stopped(stop) => return false,
+            () = tokio::time::sleep(wait) => {}
+        }
+        if peer.node().snapshot().rendezvous_connected {
+            return true;
+        }
+        wait = PREKEYS_CONNECT_POLL;
     }
 }
 

@@ -15,7 +15,8 @@ use parley_store::Store;
 use parley_usecases::{
     commands::{Messaging, OwnDevices, SendMessage, Sent},
     ports::{
-        AccountService, AttachmentSource, Clock, Event, EventSink, Expiry, IdentityStore, NodeInfo,
+        AccountService, AttachmentSource, Clock, DeviceLists, Event, EventSink, Expiry,
+        IdentityStore, NodeInfo,
     },
     queries,
 };
@@ -416,14 +417,16 @@ impl Peer {
     /// [`PeerError::Store`].
     pub fn status(&self) -> Result<view::Status, PeerError> {
         let now = SystemClock.now();
-        let status = blocking(|| queries::status(&self.user, &self.node, self.core.store(), now))?;
+        let (status, list) = blocking(|| {
+            Ok::<_, PeerError>((
+                queries::status(&self.user, &self.node, self.core.store(), now)?,
+                DeviceLists::device_list(&*self.store, &self.user)?,
+            ))
+        })?;
         let certificate = self.node.certificate().borrow().validity;
-        Ok(view::Status::new(
-            &status,
-            &self.rendezvous_addrs,
-            &certificate,
-            now,
-        ))
+        let mut view = view::Status::new(&status, &self.rendezvous_addrs, &certificate, now);
+        view.device_list = list.map(|l| view::DeviceListSummary::of(&l, &self.keys.ed25519));
+        Ok(view)
     }
 
     /// A contact's safety number, and the one its new keys would give.

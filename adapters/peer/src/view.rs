@@ -311,6 +311,9 @@ pub struct Status {
     pub certificate: Certificate,
     /// The contacts connected now, one entry each.
     pub connections: Vec<Connection>,
+    /// The user's signed device list as this device holds it; absent until one is held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_list: Option<DeviceListSummary>,
     /// The home folder: in the window's status only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home: Option<String>,
@@ -335,6 +338,29 @@ pub struct Status {
     pub rendezvous_connected: bool,
     /// The enrolled user.
     pub user: String,
+}
+
+/// The signed device list held, in short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct DeviceListSummary {
+    /// Its version.
+    pub version: u64,
+    /// How many devices it names.
+    pub devices: usize,
+    /// Whether it names this device (false: contacts see this device as a key change).
+    pub this_device: bool,
+}
+
+impl DeviceListSummary {
+    /// `list` in short, `current` being this device's key.
+    #[must_use]
+    pub fn of(list: &parley_domain::devices::DeviceList, current: &[u8; 32]) -> Self {
+        Self {
+            version: list.version,
+            devices: list.devices.len(),
+            this_device: list.lists(current),
+        }
+    }
 }
 
 /// Whether other peers can dial this device directly.
@@ -413,6 +439,7 @@ impl Status {
                     user: c.user.to_string(),
                 })
                 .collect(),
+            device_list: None,
             home: None,
             listen_addrs: s.node.listen_addrs.clone(),
             outbox: s.outbox,
