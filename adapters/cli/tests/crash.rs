@@ -122,27 +122,33 @@ fn killing_the_rendezvous_and_the_collecting_recipient_loses_and_duplicates_noth
 
     // The burst, to bob who is away: each message is held by the rendezvous (queued), or kept
     // in alice's outbox while the rendezvous is down (deposited later by the outbox round).
-    let mut queued = 0usize;
-    let mut kept = 0usize;
-    for i in 0..messages {
-        let text = format!("m{i:04}");
-        let request = json!({ "cmd": "send", "to": "bob", "text": text });
-        let answer = control(&alice, &request).expect("alice's daemon answers");
-        if answer["data"]["queued"] == true {
-            queued += 1;
-            shared.acked.lock().unwrap().insert(text);
-        } else {
-            assert!(
-                ["offline", "unreachable", "rendezvous_unavailable"]
-                    .contains(&answer["code"].as_str().unwrap_or_default()),
-                "sending {text} failed unexpectedly: {answer}"
-            );
-            kept += 1;
+    // A failure in the burst still stops the killer thread and its rendezvous (below).
+    let burst = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut queued = 0usize;
+        let mut kept = 0usize;
+        for i in 0..messages {
+            let text = format!("m{i:04}");
+            let request = json!({ "cmd": "send", "to": "bob", "text": text });
+            let answer = control(&alice, &request).expect("alice's daemon answers");
+            if answer["data"]["queued"] == true {
+                queued += 1;
+                shared.acked.lock().unwrap().insert(text);
+            } else {
+                assert!(
+                    ["offline", "unreachable", "rendezvous_unavailable"]
+                        .contains(&answer["code"].as_str().unwrap_or_default()),
+                    "sending {text} failed unexpectedly: {answer}"
+                );
+                kept += 1;
+            }
+            std::thread::sleep(Duration::from_millis(rng.below(20)));
         }
-        std::thread::sleep(Duration::from_millis(rng.below(20)));
-    }
+        (queued, kept)
+    }));
     shared.done.store(true, Ordering::SeqCst);
-    let (mut rounds, rv) = killer.join().expect("the killer thread");
+    let joined = killer.join();
+    let (queued, kept) = burst.unwrap_or_else(|failure| std::panic::resume_unwind(failure));
+    let (mut rounds, rv) = joined.expect("the killer thread");
 
     // Bob comes back, and is killed while he collects.
     let mut bob_daemon = start(&bob);
@@ -297,43 +303,49 @@ fn campaign(victim: Victim) {
     // The burst: one message after the other, as fast as the daemon takes them. A message is
     // sent again only when the sender's daemon died and its history does not hold it: the
     // user was told it failed, and nothing of it was kept.
-    let mut queued = 0usize;
-    let mut resent = 0usize;
-    for i in 0..messages {
-        let text = format!("m{i:04}");
-        loop {
-            let request = json!({ "cmd": "send", "to": "bob", "text": text });
-            match control(&alice, &request) {
-                Ok(answer) if answer["data"]["queued"] == true => {
-                    // Held by the rendezvous while bob is away; delivered later.
-                    queued += 1;
-                    break;
-                }
-                Ok(answer) if answer["status"] == "ok" => {
-                    shared.acked.lock().unwrap().insert(text.clone());
-                    break;
-                }
-                Ok(answer)
-                    if ["offline", "unreachable", "rendezvous_unavailable"]
-                        .contains(&answer["code"].as_str().unwrap_or_default()) =>
-                {
-                    // Kept in the outbox, delivered later (checked at the end).
-                    queued += 1;
-                    break;
-                }
-                Ok(answer) => panic!("sending {text} failed unexpectedly: {answer}"),
-                Err(_) => {
-                    let kept = burst_texts(&history(&alice, "bob"), "alice").contains(&text);
-                    if kept {
+    // A failure in the burst still stops the killer thread and its daemon (below).
+    let burst = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut queued = 0usize;
+        let mut resent = 0usize;
+        for i in 0..messages {
+            let text = format!("m{i:04}");
+            loop {
+                let request = json!({ "cmd": "send", "to": "bob", "text": text });
+                match control(&alice, &request) {
+                    Ok(answer) if answer["data"]["queued"] == true => {
+                        // Held by the rendezvous while bob is away; delivered later.
+                        queued += 1;
                         break;
                     }
-                    resent += 1;
+                    Ok(answer) if answer["status"] == "ok" => {
+                        shared.acked.lock().unwrap().insert(text.clone());
+                        break;
+                    }
+                    Ok(answer)
+                        if ["offline", "unreachable", "rendezvous_unavailable"]
+                            .contains(&answer["code"].as_str().unwrap_or_default()) =>
+                    {
+                        // Kept in the outbox, delivered later (checked at the end).
+                        queued += 1;
+                        break;
+                    }
+                    Ok(answer) => panic!("sending {text} failed unexpectedly: {answer}"),
+                    Err(_) => {
+                        let kept = burst_texts(&history(&alice, "bob"), "alice").contains(&text);
+                        if kept {
+                            break;
+                        }
+                        resent += 1;
+                    }
                 }
             }
         }
-    }
+        (queued, resent)
+    }));
     shared.done.store(true, Ordering::SeqCst);
-    let (rounds, victim_proc) = killer.join().expect("the killer thread");
+    let joined = killer.join();
+    let (queued, resent) = burst.unwrap_or_else(|failure| std::panic::resume_unwind(failure));
+    let (rounds, victim_proc) = joined.expect("the killer thread");
     let _processes = (victim_proc, other_proc);
 
     let acked = shared.acked.lock().unwrap().len();
