@@ -498,7 +498,8 @@ impl Peer {
         Ok(view::Device::all(&devices.list, &devices.current))
     }
 
-    /// [`OwnDevices::refresh`] off the async workers (it reads and writes the store).
+    /// [`OwnDevices::refresh`], one at a time. It runs on the async worker: its store reads
+    /// are small, and it writes (and flushes) only when the list held changes.
     pub(crate) async fn refresh_devices(
         &self,
     ) -> Result<parley_usecases::commands::Devices, PeerError> {
